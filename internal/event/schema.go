@@ -1,0 +1,317 @@
+package event
+
+import (
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Kind is the logical type of a column.
+type Kind string
+
+// Column kinds.
+const (
+	KindString    Kind = "string"
+	KindFloat     Kind = "float"
+	KindInt       Kind = "int"
+	KindTimestamp Kind = "timestamp"
+	KindJSON      Kind = "json" // a JSON object stored as text
+)
+
+// Column is one leaf field of a Record, flattened: nested JSON objects become
+// prefixes (location.latitude -> location_latitude).
+type Column struct {
+	Name        string   // column name, e.g. location_latitude
+	Path        []string // JSON path, e.g. [location latitude]
+	Kind        Kind
+	Required    bool // NOT NULL
+	Description string
+}
+
+var (
+	columnsOnce sync.Once
+	columns     []Column
+)
+
+// Columns returns the flattened columns of a Record, in the order of Values.
+func Columns() []Column {
+	columnsOnce.Do(func() {
+		columns = flatten(reflect.TypeFor[Record](), nil, true)
+	})
+	return columns
+}
+
+var timeType = reflect.TypeFor[time.Time]()
+
+// flatten walks a struct type and returns its leaf columns. required is false
+// once the walk has passed through an optional (pointer) struct.
+func flatten(t reflect.Type, prefix []string, required bool) []Column {
+	var out []Column
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if f.Tag.Get("column") == "-" {
+			continue
+		}
+		if f.Anonymous {
+			out = append(out, flatten(f.Type, prefix, required)...)
+			continue
+		}
+		name := jsonName(f)
+		path := append(append([]string(nil), prefix...), name)
+		tag := parseSchemaTag(f.Tag.Get("schema"))
+		ft := f.Type
+		fieldRequired := required
+		if ft.Kind() == reflect.Pointer {
+			ft = ft.Elem()
+			// A pointer leaf (latitude) is required when its tag says so; a
+			// pointer struct (weather) makes everything below it nullable.
+			if ft.Kind() == reflect.Struct && ft != timeType {
+				fieldRequired = false
+			}
+		}
+		if ft.Kind() == reflect.Struct && ft != timeType {
+			out = append(out, flatten(ft, path, fieldRequired)...)
+			continue
+		}
+		col := Column{
+			Name:        strings.Join(path, "_"),
+			Path:        path,
+			Description: f.Tag.Get("desc"),
+		}
+		switch {
+		case ft == timeType:
+			col.Kind = KindTimestamp
+		case ft.Kind() == reflect.String:
+			col.Kind = KindString
+		case ft.Kind() == reflect.Float64:
+			col.Kind = KindFloat
+		case ft.Kind() == reflect.Int || ft.Kind() == reflect.Int64:
+			col.Kind = KindInt
+		case ft.Kind() == reflect.Map:
+			col.Kind = KindJSON
+		default:
+			panic(fmt.Sprintf("event: no column kind for %s (%s)", col.Name, ft))
+		}
+		// In the stored record a field is NOT NULL when the event requires it,
+		// or when it is a non-pointer field outside any optional struct
+		// (strings default to "", numbers to 0), except maps (JSON null).
+		col.Required = fieldRequired && (tag.required || (f.Type.Kind() != reflect.Pointer && ft.Kind() != reflect.Map))
+		out = append(out, col)
+	}
+	return out
+}
+
+func jsonName(f reflect.StructField) string {
+	name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+	if name == "" {
+		return f.Name
+	}
+	return name
+}
+
+type schemaTag struct {
+	required       bool
+	minLength      int
+	maxLength      int
+	keyMaxLength   int
+	maxProperties  int
+	pattern        string
+	minimum        *float64
+	maximum        *float64
+	hasLengthLimit bool
+}
+
+// parseSchemaTag reads `schema:"required,maxLength=64,pattern=^...$"`. The
+// pattern must come last: it may contain commas.
+func parseSchemaTag(s string) schemaTag {
+	var t schemaTag
+	for s != "" {
+		var part string
+		if strings.HasPrefix(s, "pattern=") {
+			part, s = s, ""
+		} else {
+			part, s, _ = strings.Cut(s, ",")
+		}
+		key, val, _ := strings.Cut(part, "=")
+		atoi := func() int {
+			n, err := strconv.Atoi(val)
+			if err != nil {
+				panic(fmt.Sprintf("event: bad schema tag %q: %v", part, err))
+			}
+			return n
+		}
+		atof := func() *float64 {
+			f, err := strconv.ParseFloat(val, 64)
+			if err != nil {
+				panic(fmt.Sprintf("event: bad schema tag %q: %v", part, err))
+			}
+			return &f
+		}
+		switch key {
+		case "required":
+			t.required = true
+		case "minLength":
+			t.minLength = atoi()
+		case "maxLength":
+			t.maxLength = atoi()
+			t.hasLengthLimit = true
+		case "keyMaxLength":
+			t.keyMaxLength = atoi()
+		case "maxProperties":
+			t.maxProperties = atoi()
+		case "pattern":
+			t.pattern = val
+		case "minimum":
+			t.minimum = atof()
+		case "maximum":
+			t.maximum = atof()
+		default:
+			panic(fmt.Sprintf("event: unknown schema tag key %q", key))
+		}
+	}
+	return t
+}
+
+// SchemaID is the $id of the event JSON Schema.
+const SchemaID = "https://skyjoin.dev/schemas/event.json"
+
+var (
+	schemaOnce sync.Once
+	schemaDoc  []byte
+)
+
+// JSONSchema returns the JSON Schema (draft 2020-12) of an Event, generated
+// from the Go type. Ingest accepts exactly the documents it accepts, except
+// for the clock check on occurred_at, which no schema can express.
+func JSONSchema() []byte {
+	schemaOnce.Do(func() {
+		s := objectSchema(reflect.TypeFor[Event]())
+		s["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+		s["$id"] = SchemaID
+		s["title"] = "skyjoin user event"
+		b, err := json.MarshalIndent(s, "", "  ")
+		if err != nil {
+			panic(err)
+		}
+		schemaDoc = b
+	})
+	return schemaDoc
+}
+
+func objectSchema(t reflect.Type) map[string]any {
+	props := map[string]any{}
+	var required []string
+	var walk func(t reflect.Type)
+	walk = func(t reflect.Type) {
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			if f.Anonymous {
+				walk(f.Type)
+				continue
+			}
+			name := jsonName(f)
+			tag := parseSchemaTag(f.Tag.Get("schema"))
+			if tag.required {
+				required = append(required, name)
+			}
+			p := fieldSchema(f.Type, tag)
+			if d := f.Tag.Get("desc"); d != "" {
+				p["description"] = d
+			}
+			props[name] = p
+		}
+	}
+	walk(t)
+	s := map[string]any{"type": "object", "properties": props}
+	if len(required) > 0 {
+		s["required"] = required
+	}
+	return s
+}
+
+func fieldSchema(t reflect.Type, tag schemaTag) map[string]any {
+	if t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch {
+	case t == timeType:
+		return map[string]any{"type": "string", "format": "date-time"}
+	case t.Kind() == reflect.Struct:
+		return objectSchema(t)
+	case t.Kind() == reflect.String:
+		s := map[string]any{"type": "string"}
+		if tag.minLength > 0 {
+			s["minLength"] = tag.minLength
+		}
+		if tag.hasLengthLimit {
+			s["maxLength"] = tag.maxLength
+		}
+		if tag.pattern != "" {
+			s["pattern"] = tag.pattern
+		}
+		return s
+	case t.Kind() == reflect.Float64:
+		s := map[string]any{"type": "number"}
+		if tag.minimum != nil {
+			s["minimum"] = *tag.minimum
+		}
+		if tag.maximum != nil {
+			s["maximum"] = *tag.maximum
+		}
+		return s
+	case t.Kind() == reflect.Int || t.Kind() == reflect.Int64:
+		return map[string]any{"type": "integer"}
+	case t.Kind() == reflect.Map:
+		s := map[string]any{
+			"type":                 "object",
+			"additionalProperties": map[string]any{"type": "string", "maxLength": tag.maxLength},
+		}
+		if tag.maxProperties > 0 {
+			s["maxProperties"] = tag.maxProperties
+		}
+		if tag.keyMaxLength > 0 {
+			s["propertyNames"] = map[string]any{"minLength": 1, "maxLength": tag.keyMaxLength}
+		}
+		return s
+	}
+	panic(fmt.Sprintf("event: no JSON Schema for %s", t))
+}
+
+// DuckDBType is the DuckDB type of a column kind.
+func DuckDBType(k Kind) string {
+	switch k {
+	case KindString, KindJSON:
+		return "VARCHAR"
+	case KindFloat:
+		return "DOUBLE"
+	case KindInt:
+		return "INTEGER"
+	case KindTimestamp:
+		return "TIMESTAMP"
+	}
+	panic("event: unknown kind " + string(k))
+}
+
+// DuckDBColumns returns the column definitions of a Record for DuckDB's
+// CREATE TABLE, one per line, in the order of Values.
+func DuckDBColumns() string {
+	var b strings.Builder
+	for i, c := range Columns() {
+		if i > 0 {
+			b.WriteString(",\n")
+		}
+		fmt.Fprintf(&b, "  %s %s", c.Name, DuckDBType(c.Kind))
+		if c.Required {
+			b.WriteString(" NOT NULL")
+		}
+	}
+	return b.String()
+}
+
+var typeOfEvent = reflect.TypeFor[Event]()
+
+func typeOf(v any) reflect.Type { return reflect.TypeOf(v) }

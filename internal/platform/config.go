@@ -1,0 +1,64 @@
+// Package platform holds what every stage shares: flag and environment
+// configuration, logging and the HTTP server. Nothing stage-specific.
+package platform
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+)
+
+// EnvPrefix prefixes the environment variable of every flag.
+const EnvPrefix = "SKYJOIN_"
+
+// EnvName is the environment variable that sets a flag: SKYJOIN_ and the flag
+// name in upper case with dashes and dots as underscores (weather-url ->
+// SKYJOIN_WEATHER_URL).
+func EnvName(flagName string) string {
+	return EnvPrefix + strings.ToUpper(strings.NewReplacer("-", "_", ".", "_").Replace(flagName))
+}
+
+// ParseFlags parses args into fs, then sets every flag that was not given on
+// the command line from its environment variable (see EnvName), if set. It
+// reports every bad value at once.
+func ParseFlags(fs *flag.FlagSet, args []string) error {
+	return parseFlags(fs, args, os.LookupEnv)
+}
+
+func parseFlags(fs *flag.FlagSet, args []string, lookup func(string) (string, bool)) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] {
+			return
+		}
+		v, ok := lookup(EnvName(f.Name))
+		if !ok {
+			return
+		}
+		if err := fs.Set(f.Name, v); err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: %w", EnvName(f.Name), v, err))
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// Problems collects configuration problems so Validate can report them all.
+type Problems []string
+
+// Addf records a problem.
+func (p *Problems) Addf(format string, args ...any) { *p = append(*p, fmt.Sprintf(format, args...)) }
+
+// Err returns the problems as one error, or nil.
+func (p Problems) Err() error {
+	if len(p) == 0 {
+		return nil
+	}
+	return fmt.Errorf("invalid configuration:\n  - %s", strings.Join(p, "\n  - "))
+}
