@@ -1,0 +1,319 @@
+// Package enrich is the streaming worker: it pulls batches of messages from
+// the broker, decodes and validates their events, joins the weather, writes
+// the enriched records to the store and only then acks the messages.
+// Events that cannot be processed go to the dead-letter topic with their
+// reason, and the message that carried them is acked, so that one bad event
+// never blocks the stream.
+package enrich
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/skyjoin/skyjoin/internal/broker"
+	"github.com/skyjoin/skyjoin/internal/event"
+	"github.com/skyjoin/skyjoin/internal/ingest"
+	"github.com/skyjoin/skyjoin/internal/platform"
+	"github.com/skyjoin/skyjoin/internal/weather"
+)
+
+// Dead-letter message attributes (besides the original message's).
+const (
+	AttrReason        = "dl_reason"       // why the event could not be processed
+	AttrStage         = "dl_stage"        // the stage that gave up: decode, validate, ...
+	AttrAttempts      = "dl_attempts"     // deliveries of the original message
+	AttrOriginalID    = "dl_message_id"   // the broker id of the original message
+	AttrFailedAt      = "dl_failed_at"    // RFC 3339
+	AttrOriginalIndex = "dl_index"        // the event's index within the original message
+	AttrSubscription  = "dl_subscription" // the subscription that gave up
+)
+
+// Config configures the worker.
+type Config struct {
+	Subscription string        // durable subscription name
+	MaxMessages  int           // messages per fetch
+	FetchWait    time.Duration // longest wait for the first message of a batch
+	AckWait      time.Duration // redelivery after a crash
+	RetryDelay   time.Duration // delay before a failed batch is delivered again
+	MaxClockSkew time.Duration
+}
+
+// RegisterFlags adds the worker's flags to fs.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Subscription, "enrich-subscription", "enrich", "durable broker subscription of the enrich worker")
+	fs.IntVar(&c.MaxMessages, "enrich-batch", 64, "broker messages per worker batch (each may hold up to ingest-max-events events)")
+	fs.DurationVar(&c.FetchWait, "enrich-fetch-wait", 250*time.Millisecond, "longest wait for the first message of a batch")
+	fs.DurationVar(&c.AckWait, "enrich-ack-wait", 30*time.Second, "how long a fetched message stays invisible before the broker delivers it again")
+	fs.DurationVar(&c.RetryDelay, "enrich-retry-delay", 2*time.Second, "delay before a batch that failed to store is delivered again")
+	fs.DurationVar(&c.MaxClockSkew, "enrich-max-clock-skew", event.DefaultMaxClockSkew, "how far in the future occurred_at may be")
+}
+
+// Validate reports every problem at once.
+func (c Config) Validate() error {
+	var p platform.Problems
+	if c.Subscription == "" {
+		p.Addf("enrich-subscription must not be empty")
+	}
+	if c.MaxMessages < 1 {
+		p.Addf("enrich-batch must be at least 1, got %d", c.MaxMessages)
+	}
+	if c.FetchWait <= 0 {
+		p.Addf("enrich-fetch-wait must be positive, got %s", c.FetchWait)
+	}
+	if c.AckWait < time.Second {
+		p.Addf("enrich-ack-wait must be at least 1s, got %s", c.AckWait)
+	}
+	if c.RetryDelay < 0 {
+		p.Addf("enrich-retry-delay must not be negative, got %s", c.RetryDelay)
+	}
+	return p.Err()
+}
+
+// Writer is the store side the worker needs.
+type Writer interface {
+	Write(ctx context.Context, recs []event.Record) error
+}
+
+// Stats are the worker's counters since it started.
+type Stats struct {
+	Messages     int64 // broker messages processed and acked
+	Stored       int64 // records written (including duplicates the store ignored)
+	DeadLettered int64 // events sent to the dead-letter topic
+	Unavailable  int64 // records stored without weather
+	Failed       int64 // batches that failed and were nacked
+}
+
+// Worker is the enrich stage.
+type Worker struct {
+	cfg    Config
+	sub    broker.Subscription
+	pub    broker.Publisher
+	joiner weather.Joiner
+	store  Writer
+	log    *slog.Logger
+	now    func() time.Time
+	stats  struct{ messages, stored, dead, unavailable, failed atomic.Int64 }
+	// OnStored, if set, is called with each batch of records once stored.
+	OnStored func([]event.Record)
+}
+
+// New returns a worker reading sub, publishing dead letters with pub.
+func New(cfg Config, sub broker.Subscription, pub broker.Publisher, j weather.Joiner, w Writer, log *slog.Logger) *Worker {
+	return &Worker{cfg: cfg, sub: sub, pub: pub, joiner: j, store: w, log: log, now: time.Now}
+}
+
+// Stats returns the worker's counters.
+func (w *Worker) Stats() Stats {
+	return Stats{
+		Messages:     w.stats.messages.Load(),
+		Stored:       w.stats.stored.Load(),
+		DeadLettered: w.stats.dead.Load(),
+		Unavailable:  w.stats.unavailable.Load(),
+		Failed:       w.stats.failed.Load(),
+	}
+}
+
+// Run processes batches until ctx is done. It finishes the batch in hand
+// before it returns (the caller bounds that with its shutdown deadline by
+// cancelling the context passed to Process through drainCtx).
+func (w *Worker) Run(ctx context.Context) error {
+	backoff := 100 * time.Millisecond
+	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		msgs, err := w.sub.Fetch(ctx, w.cfg.MaxMessages, w.cfg.FetchWait)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, broker.ErrClosed) {
+				return fmt.Errorf("enrich: fetch: %w", err)
+			}
+			w.log.Warn("enrich: fetch failed; retrying", "error", err.Error(), "backoff", backoff.String())
+			if !sleep(ctx, backoff) {
+				return nil
+			}
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		if len(msgs) == 0 {
+			continue
+		}
+		// The batch in hand is finished even if ctx is cancelled meanwhile:
+		// the store write and the acks run on a context without the
+		// cancellation, bounded by the ack wait (after which the broker would
+		// deliver the messages again anyway).
+		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.AckWait)
+		err = w.Process(bctx, msgs)
+		cancel()
+		if err != nil {
+			w.stats.failed.Add(1)
+			w.log.Warn("enrich: batch failed; it will be delivered again", "error", err.Error(),
+				"messages", len(msgs), "retry_in", w.cfg.RetryDelay.String())
+			nctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			if nerr := w.sub.Nack(nctx, w.cfg.RetryDelay, msgs...); nerr != nil {
+				w.log.Warn("enrich: nack failed; the broker redelivers after the ack wait", "error", nerr.Error())
+			}
+			cancel()
+			if !sleep(ctx, w.cfg.RetryDelay) {
+				return nil
+			}
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// deadLetter is one event (or one undecodable message) to dead-letter.
+type deadLetter struct {
+	msg    *broker.Message
+	index  int    // -1 for the whole message
+	data   []byte // the event's JSON, or the whole message
+	stage  string
+	reason string
+}
+
+// Process handles one batch: decode, validate, enrich, store, dead-letter,
+// ack. It returns an error, without acking, if the batch must be retried.
+func (w *Worker) Process(ctx context.Context, msgs []*broker.Message) error {
+	now := w.now().UTC()
+	var (
+		events []event.Event
+		ingAt  []time.Time
+		dead   []deadLetter
+	)
+	for _, m := range msgs {
+		mt := event.MediaType(m.Attributes[ingest.AttrContentType])
+		if mt == "" {
+			dead = append(dead, deadLetter{msg: m, index: -1, data: m.Data, stage: "decode",
+				reason: fmt.Sprintf("unknown content type %q", m.Attributes[ingest.AttrContentType])})
+			continue
+		}
+		ingestedAt, err := time.Parse(time.RFC3339Nano, m.Attributes[ingest.AttrIngestedAt])
+		if err != nil {
+			ingestedAt = m.PublishedAt
+			if ingestedAt.IsZero() {
+				ingestedAt = now
+			}
+		}
+		decoded, err := event.Decode(m.Data, mt, 0)
+		if err != nil {
+			dead = append(dead, deadLetter{msg: m, index: -1, data: m.Data, stage: "decode", reason: err.Error()})
+			continue
+		}
+		for i := range decoded {
+			d := &decoded[i]
+			errs := d.Errors
+			stage := "decode"
+			if len(errs) == 0 {
+				errs = d.Event.Validate(i, now, w.cfg.MaxClockSkew)
+				stage = "validate"
+			}
+			if len(errs) > 0 {
+				dead = append(dead, deadLetter{msg: m, index: i, data: d.Raw, stage: stage, reason: event.JoinErrors(errs)})
+				continue
+			}
+			events = append(events, d.Event)
+			ingAt = append(ingAt, ingestedAt.UTC())
+		}
+	}
+
+	recs := make([]event.Record, len(events))
+	if len(events) > 0 {
+		reqs := make([]weather.Request, len(events))
+		for i := range events {
+			reqs[i] = weather.Request{Point: weather.Point{Lat: events[i].Location.Lat(), Lon: events[i].Location.Lon()}, At: events[i].OccurredAt}
+		}
+		results := w.joiner.Lookup(ctx, reqs)
+		if len(results) != len(reqs) {
+			return fmt.Errorf("enrich: weather lookup answered %d of %d requests", len(results), len(reqs))
+		}
+		processedAt := w.now().UTC()
+		var unavailable int64
+		for i := range events {
+			r := &recs[i]
+			r.Event = events[i]
+			r.IngestedAt = ingAt[i]
+			r.ProcessedAt = processedAt
+			res := results[i]
+			switch {
+			case res.Err != nil:
+				r.Enrichment = event.Enrichment{Status: event.StatusUnavailable, Error: res.Err.Error()}
+				unavailable++
+			default:
+				r.Weather = res.Weather
+				r.Enrichment.Status = res.Status
+				if r.Enrichment.Status == "" {
+					r.Enrichment.Status = event.StatusEnriched
+				}
+			}
+		}
+		if err := w.store.Write(ctx, recs); err != nil {
+			return fmt.Errorf("enrich: store %d records: %w", len(recs), err)
+		}
+		w.stats.stored.Add(int64(len(recs)))
+		w.stats.unavailable.Add(unavailable)
+	}
+	if len(dead) > 0 {
+		if err := w.publishDead(ctx, dead, now); err != nil {
+			return err
+		}
+	}
+	if err := w.sub.Ack(ctx, msgs...); err != nil {
+		// The records are stored; a redelivery is harmless (idempotent store).
+		return fmt.Errorf("enrich: ack %d messages: %w", len(msgs), err)
+	}
+	w.stats.messages.Add(int64(len(msgs)))
+	if w.OnStored != nil && len(recs) > 0 {
+		w.OnStored(recs)
+	}
+	return nil
+}
+
+func (w *Worker) publishDead(ctx context.Context, dead []deadLetter, now time.Time) error {
+	out := make([]*broker.Message, len(dead))
+	for i, d := range dead {
+		attrs := make(map[string]string, len(d.msg.Attributes)+7)
+		for k, v := range d.msg.Attributes {
+			attrs[k] = v
+		}
+		if d.index >= 0 {
+			attrs[ingest.AttrCount] = "1"
+			// A single event from an array or NDJSON body is stored as a JSON
+			// object, which both media types read.
+			attrs[ingest.AttrContentType] = event.ContentTypeJSON
+		}
+		attrs[AttrReason] = d.reason
+		attrs[AttrStage] = d.stage
+		attrs[AttrAttempts] = strconv.Itoa(max(d.msg.Deliveries, 1))
+		attrs[AttrOriginalID] = d.msg.ID
+		attrs[AttrOriginalIndex] = strconv.Itoa(d.index)
+		attrs[AttrFailedAt] = now.Format(time.RFC3339Nano)
+		attrs[AttrSubscription] = w.cfg.Subscription
+		out[i] = &broker.Message{Data: d.data, Attributes: attrs}
+		w.log.Warn("enrich: dead-lettered", "stage", d.stage, "reason", d.reason,
+			"message_id", d.msg.ID, "index", d.index)
+	}
+	if err := w.pub.Publish(ctx, broker.TopicDeadLetter, out...); err != nil {
+		return fmt.Errorf("enrich: publish %d dead letters: %w", len(out), err)
+	}
+	w.stats.dead.Add(int64(len(out)))
+	return nil
+}

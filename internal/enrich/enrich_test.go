@@ -1,0 +1,270 @@
+package enrich
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/skyjoin/skyjoin/internal/broker"
+	"github.com/skyjoin/skyjoin/internal/event"
+	"github.com/skyjoin/skyjoin/internal/ingest"
+	"github.com/skyjoin/skyjoin/internal/platform"
+	"github.com/skyjoin/skyjoin/internal/weather"
+)
+
+// queue is an in-memory Subscription and Publisher for the worker's tests.
+type queue struct {
+	mu      sync.Mutex
+	pending []*broker.Message
+	acked   []*broker.Message
+	nacked  []*broker.Message
+	dead    []*broker.Message
+	pubErr  error
+}
+
+func (q *queue) Fetch(ctx context.Context, max int, wait time.Duration) ([]*broker.Message, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n := min(max, len(q.pending))
+	out := q.pending[:n]
+	q.pending = q.pending[n:]
+	return out, nil
+}
+func (q *queue) Ack(ctx context.Context, msgs ...*broker.Message) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.acked = append(q.acked, msgs...)
+	return nil
+}
+func (q *queue) Nack(ctx context.Context, d time.Duration, msgs ...*broker.Message) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.nacked = append(q.nacked, msgs...)
+	return nil
+}
+func (q *queue) Close() error { return nil }
+func (q *queue) Publish(ctx context.Context, topic string, msgs ...*broker.Message) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.pubErr != nil {
+		return q.pubErr
+	}
+	if topic != broker.TopicDeadLetter {
+		return fmt.Errorf("unexpected topic %s", topic)
+	}
+	q.dead = append(q.dead, msgs...)
+	return nil
+}
+
+// joiner answers every request with weather derived from its place, or fails
+// for places south of failSouthOf.
+type joiner struct {
+	calls       int
+	failSouthOf float64
+}
+
+func (j *joiner) Lookup(ctx context.Context, reqs []weather.Request) []weather.Result {
+	j.calls++
+	out := make([]weather.Result, len(reqs))
+	for i, r := range reqs {
+		if r.Lat < j.failSouthOf {
+			out[i].Err = errors.New("provider down")
+			continue
+		}
+		out[i] = weather.Result{Status: event.StatusEnriched, Weather: &event.Weather{
+			ObservedAt: r.At.Truncate(15 * time.Minute), TemperatureC: r.Lat / 10, Provider: "test",
+			CellLatitude: r.Lat, CellLongitude: r.Lon, Condition: "Clear sky"}}
+	}
+	return out
+}
+
+type memStore struct {
+	recs []event.Record
+	err  error
+}
+
+func (s *memStore) Write(ctx context.Context, recs []event.Record) error {
+	if s.err != nil {
+		return s.err
+	}
+	s.recs = append(s.recs, recs...)
+	return nil
+}
+
+var now = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+
+func ev(id string, lat float64) string {
+	return fmt.Sprintf(`{"event_id":%q,"event_type":"user.observed","occurred_at":"2026-11-26T11:50:00Z",`+
+		`"user":{"id":"u-%s"},"location":{"latitude":%g,"longitude":13.41}}`, id, id, lat)
+}
+
+func msg(id, contentType, body string) *broker.Message {
+	return &broker.Message{ID: id, Data: []byte(body), Deliveries: 1, Attributes: map[string]string{
+		ingest.AttrContentType: contentType, ingest.AttrIngestedAt: now.Add(-time.Second).Format(time.RFC3339Nano)}}
+}
+
+func newWorker(q *queue, j weather.Joiner, s Writer) *Worker {
+	w := New(Config{Subscription: "enrich", MaxMessages: 10, FetchWait: time.Millisecond, AckWait: time.Minute, MaxClockSkew: time.Minute},
+		q, q, j, s, platform.Discard)
+	w.now = func() time.Time { return now }
+	return w
+}
+
+func TestProcess(t *testing.T) {
+	q := &queue{}
+	j := &joiner{failSouthOf: -1000}
+	s := &memStore{}
+	w := newWorker(q, j, s)
+	msgs := []*broker.Message{
+		msg("1", event.ContentTypeJSON, ev("a", 10)),
+		msg("2", event.ContentTypeJSON, "["+ev("b", 20)+","+ev("c", 95)+","+ev("d", 30)+"]"),
+		msg("3", event.ContentTypeNDJSON, ev("e", 40)+"\n{broken\n"),
+		msg("4", event.ContentTypeJSON, "not json at all"),
+		msg("5", "text/csv", "a,b"),
+	}
+	if err := w.Process(context.Background(), msgs); err != nil {
+		t.Fatal(err)
+	}
+	if j.calls != 1 {
+		t.Errorf("weather looked up %d times for one batch, want 1", j.calls)
+	}
+	var ids []string
+	for _, r := range s.recs {
+		ids = append(ids, r.EventID)
+		if r.Weather == nil || r.Enrichment.Status != event.StatusEnriched || r.Weather.TemperatureC != r.Location.Lat()/10 {
+			t.Errorf("%s: not enriched: %+v", r.EventID, r)
+		}
+		if !r.IngestedAt.Equal(now.Add(-time.Second)) || !r.ProcessedAt.Equal(now) {
+			t.Errorf("%s: ingested %v processed %v", r.EventID, r.IngestedAt, r.ProcessedAt)
+		}
+	}
+	if got := strings.Join(ids, ","); got != "a,b,d,e" {
+		t.Errorf("stored %s, want a,b,d,e", got)
+	}
+	if len(q.acked) != len(msgs) {
+		t.Errorf("acked %d of %d messages", len(q.acked), len(msgs))
+	}
+	wantDead := []struct{ stage, reasonHas, index string }{
+		{"validate", "location.latitude", "1"},
+		{"decode", "invalid JSON", "1"},
+		{"decode", "JSON object", "-1"},
+		{"decode", "content type", "-1"},
+	}
+	if len(q.dead) != len(wantDead) {
+		t.Fatalf("%d dead letters, want %d", len(q.dead), len(wantDead))
+	}
+	for i, want := range wantDead {
+		a := q.dead[i].Attributes
+		if a[AttrStage] != want.stage || !strings.Contains(a[AttrReason], want.reasonHas) || a[AttrOriginalIndex] != want.index {
+			t.Errorf("dead letter %d: %v", i, a)
+		}
+		if a[AttrAttempts] != "1" || a[AttrSubscription] != "enrich" || a[AttrFailedAt] == "" {
+			t.Errorf("dead letter %d lacks its context: %v", i, a)
+		}
+	}
+	// A dead-lettered event is a JSON object that decodes on its own, so it
+	// can be replayed.
+	if got, err := event.Decode(q.dead[0].Data, q.dead[0].Attributes[ingest.AttrContentType], 0); err != nil || len(got) != 1 || got[0].Event.EventID != "c" {
+		t.Errorf("dead letter does not replay: %v %v", got, err)
+	}
+	st := w.Stats()
+	if st.Stored != 4 || st.DeadLettered != 4 || st.Messages != 5 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+func TestWeatherUnavailableIsStored(t *testing.T) {
+	q := &queue{}
+	s := &memStore{}
+	w := newWorker(q, &joiner{failSouthOf: 0}, s)
+	if err := w.Process(context.Background(), []*broker.Message{msg("1", event.ContentTypeNDJSON, ev("n", 10)+"\n"+ev("s", -10))}); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.recs) != 2 || len(q.acked) != 1 {
+		t.Fatalf("stored %d, acked %d", len(s.recs), len(q.acked))
+	}
+	south := s.recs[1]
+	if south.Weather != nil || south.Enrichment.Status != event.StatusUnavailable || south.Enrichment.Error != "provider down" {
+		t.Errorf("south: %+v", south.Enrichment)
+	}
+	if w.Stats().Unavailable != 1 {
+		t.Errorf("stats %+v", w.Stats())
+	}
+}
+
+func TestFailuresDoNotAck(t *testing.T) {
+	tests := []struct {
+		name  string
+		store error
+		pub   error
+	}{
+		{"store fails", errors.New("disk full"), nil},
+		{"dead-letter publish fails", nil, broker.ErrUnavailable},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			q := &queue{pubErr: tt.pub}
+			s := &memStore{err: tt.store}
+			w := newWorker(q, &joiner{failSouthOf: -1000}, s)
+			err := w.Process(context.Background(), []*broker.Message{msg("1", event.ContentTypeJSON, "["+ev("a", 1)+`,{"event_id":"x"}]`)})
+			if err == nil {
+				t.Fatal("Process succeeded")
+			}
+			if len(q.acked) != 0 {
+				t.Errorf("acked %d messages after a failure", len(q.acked))
+			}
+		})
+	}
+}
+
+func TestRunNacksFailedBatches(t *testing.T) {
+	q := &queue{pending: []*broker.Message{msg("1", event.ContentTypeJSON, ev("a", 1))}}
+	s := &memStore{err: errors.New("disk full")}
+	w := newWorker(q, &joiner{failSouthOf: -1000}, s)
+	w.cfg.RetryDelay = time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- w.Run(ctx) }()
+	for {
+		q.mu.Lock()
+		n := len(q.nacked)
+		q.mu.Unlock()
+		if n > 0 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if len(q.acked) != 0 || w.Stats().Failed == 0 {
+		t.Errorf("acked %d, stats %+v", len(q.acked), w.Stats())
+	}
+}
+
+func BenchmarkProcessWarm(b *testing.B) {
+	parts := make([]string, 500)
+	for i := range parts {
+		parts[i] = ev(fmt.Sprint(i), float64(i%90))
+	}
+	body := strings.Join(parts, "\n")
+	q := &queue{}
+	w := newWorker(q, &joiner{failSouthOf: -1000}, discardStore{})
+	m := []*broker.Message{msg("1", event.ContentTypeNDJSON, body)}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := w.Process(context.Background(), m); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(500*b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+type discardStore struct{}
+
+func (discardStore) Write(context.Context, []event.Record) error { return nil }

@@ -1,0 +1,221 @@
+// Package ingest is the HTTP front door of the pipeline: POST /v1/events
+// takes one event, a JSON array of events or NDJSON, validates every event,
+// and answers 202 only after the broker has durably stored all of them.
+//
+// The events of one request travel to the worker as one broker message (the
+// request body as sent, with its media type and ingest time as attributes):
+// the broker's cost is per message, not per byte, so batching at the edge is
+// what lets the pipeline move more events per second than the broker moves
+// messages. The worker validates each event again and dead-letters any that
+// fail, so per-event guarantees hold whatever the message holds.
+package ingest
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/skyjoin/skyjoin/internal/broker"
+	"github.com/skyjoin/skyjoin/internal/event"
+	"github.com/skyjoin/skyjoin/internal/platform"
+)
+
+// Message attributes set by ingest (and by every other producer of events).
+const (
+	AttrContentType = "content_type" // event.ContentTypeJSON or event.ContentTypeNDJSON
+	AttrIngestedAt  = "ingested_at"  // RFC 3339 with nanoseconds, UTC
+	AttrCount       = "count"        // number of events in the message
+	AttrSource      = "source"       // ingest, collect, replay
+)
+
+// Config configures ingest.
+type Config struct {
+	MaxEvents      int           // events per request
+	MaxBodyBytes   int64         // bytes per request body
+	MaxClockSkew   time.Duration // how far in the future occurred_at may be
+	PublishTimeout time.Duration // how long to wait for the broker before 503
+	MaxErrors      int           // field errors listed in a 400 answer
+}
+
+// RegisterFlags adds ingest's flags to fs.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.IntVar(&c.MaxEvents, "ingest-max-events", 1000, "most events in one POST /v1/events request")
+	fs.Int64Var(&c.MaxBodyBytes, "ingest-max-bytes", 5<<20, "largest POST /v1/events body, in bytes")
+	fs.DurationVar(&c.MaxClockSkew, "ingest-max-clock-skew", event.DefaultMaxClockSkew, "how far in the future occurred_at may be")
+	fs.DurationVar(&c.PublishTimeout, "ingest-publish-timeout", 5*time.Second, "how long ingest waits for the broker before answering 503")
+	fs.IntVar(&c.MaxErrors, "ingest-max-errors", 100, "most field errors listed in a 400 answer")
+}
+
+// Validate reports every problem at once.
+func (c Config) Validate() error {
+	var p platform.Problems
+	if c.MaxEvents < 1 {
+		p.Addf("ingest-max-events must be at least 1, got %d", c.MaxEvents)
+	}
+	if c.MaxBodyBytes < 1024 {
+		p.Addf("ingest-max-bytes must be at least 1024, got %d", c.MaxBodyBytes)
+	}
+	if c.MaxClockSkew < 0 {
+		p.Addf("ingest-max-clock-skew must not be negative, got %s", c.MaxClockSkew)
+	}
+	if c.PublishTimeout <= 0 {
+		p.Addf("ingest-publish-timeout must be positive, got %s", c.PublishTimeout)
+	}
+	if c.MaxErrors < 1 {
+		p.Addf("ingest-max-errors must be at least 1, got %d", c.MaxErrors)
+	}
+	return p.Err()
+}
+
+// Publisher is the broker side ingest needs.
+type Publisher interface {
+	Publish(ctx context.Context, topic string, msgs ...*broker.Message) error
+}
+
+var _ Publisher = broker.Publisher(nil)
+
+// Handler serves POST /v1/events and GET /v1/schema.
+type Handler struct {
+	cfg Config
+	pub Publisher
+	log *slog.Logger
+	now func() time.Time
+	// Admit, if set, is asked before each request is read; a non-nil error
+	// answers 503 with its message (admission control on broker backlog).
+	Admit func() error
+	// Accepted, if set, is called with the number of events of each 202.
+	Accepted func(n int)
+}
+
+// New returns a Handler publishing to pub.
+func New(cfg Config, pub Publisher, log *slog.Logger) *Handler {
+	return &Handler{cfg: cfg, pub: pub, log: log, now: time.Now}
+}
+
+// Register mounts the handler's routes on mux.
+func (h *Handler) Register(mux *http.ServeMux) {
+	mux.HandleFunc("POST /v1/events", h.postEvents)
+	mux.HandleFunc("GET /v1/schema", h.getSchema)
+}
+
+// Accepted is the body of a 202 answer.
+type Accepted struct {
+	Accepted   int       `json:"accepted"`
+	IngestedAt time.Time `json:"ingested_at"`
+}
+
+// Invalid is the details of a 400 answer for invalid events.
+type Invalid struct {
+	Total   int                `json:"total"`   // events in the request
+	Invalid int                `json:"invalid"` // events with at least one error
+	Errors  []event.FieldError `json:"errors"`  // the first MaxErrors errors
+}
+
+// Retry-After for answers that ask the client to come back.
+const retryAfter = time.Second
+
+func (h *Handler) postEvents(w http.ResponseWriter, r *http.Request) {
+	mt := event.MediaType(r.Header.Get("Content-Type"))
+	if mt == "" {
+		platform.WriteError(w, http.StatusUnsupportedMediaType,
+			fmt.Sprintf("Content-Type %q is not accepted: send %s (one event or an array) or %s",
+				r.Header.Get("Content-Type"), event.ContentTypeJSON, event.ContentTypeNDJSON), nil)
+		return
+	}
+	if h.Admit != nil {
+		if err := h.Admit(); err != nil {
+			platform.WriteUnavailable(w, retryAfter, err.Error())
+			return
+		}
+	}
+	if r.ContentLength > h.cfg.MaxBodyBytes {
+		tooLarge(w, h.cfg.MaxBodyBytes)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			tooLarge(w, h.cfg.MaxBodyBytes)
+			return
+		}
+		platform.WriteError(w, http.StatusBadRequest, "read request body: "+err.Error(), nil)
+		return
+	}
+	now := h.now().UTC()
+	decoded, err := event.Decode(body, mt, h.cfg.MaxEvents)
+	if err != nil {
+		if errors.Is(err, event.ErrTooManyEvents) {
+			platform.WriteError(w, http.StatusRequestEntityTooLarge,
+				fmt.Sprintf("%v: send at most %d events per request", err, h.cfg.MaxEvents), nil)
+			return
+		}
+		platform.WriteError(w, http.StatusBadRequest, err.Error(), nil)
+		return
+	}
+	if len(decoded) == 0 {
+		platform.WriteError(w, http.StatusBadRequest, "the request holds no events", nil)
+		return
+	}
+	inv := Invalid{Total: len(decoded)}
+	for i := range decoded {
+		d := &decoded[i]
+		errs := d.Errors
+		if len(errs) == 0 {
+			errs = d.Event.Validate(i, now, h.cfg.MaxClockSkew)
+		}
+		if len(errs) > 0 {
+			inv.Invalid++
+			for _, e := range errs {
+				if len(inv.Errors) < h.cfg.MaxErrors {
+					inv.Errors = append(inv.Errors, e)
+				}
+			}
+		}
+	}
+	if inv.Invalid > 0 {
+		msg := fmt.Sprintf("%d of %d events are invalid; nothing was accepted", inv.Invalid, inv.Total)
+		if inv.Total == 1 {
+			msg = "the event is invalid: " + event.JoinErrors(inv.Errors)
+		}
+		platform.WriteError(w, http.StatusBadRequest, msg, inv)
+		return
+	}
+
+	msg := &broker.Message{
+		Data: body,
+		Attributes: map[string]string{
+			AttrContentType: mt,
+			AttrIngestedAt:  now.Format(time.RFC3339Nano),
+			AttrCount:       strconv.Itoa(len(decoded)),
+			AttrSource:      "ingest",
+		},
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.PublishTimeout)
+	defer cancel()
+	if err := h.pub.Publish(ctx, broker.TopicEvents, msg); err != nil {
+		h.log.WarnContext(r.Context(), "ingest: publish failed; answering 503", "error", err.Error(), "events", len(decoded))
+		platform.WriteUnavailable(w, retryAfter, "the broker did not take the events; nothing was accepted, retry later")
+		return
+	}
+	if h.Accepted != nil {
+		h.Accepted(len(decoded))
+	}
+	platform.WriteJSON(w, http.StatusAccepted, Accepted{Accepted: len(decoded), IngestedAt: now})
+}
+
+func tooLarge(w http.ResponseWriter, limit int64) {
+	platform.WriteError(w, http.StatusRequestEntityTooLarge,
+		fmt.Sprintf("request body is larger than %d bytes: split it into smaller requests", limit), nil)
+}
+
+func (h *Handler) getSchema(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/schema+json")
+	w.Write(event.JSONSchema())
+}

@@ -1,0 +1,279 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	json "github.com/goccy/go-json"
+
+	"github.com/skyjoin/skyjoin/internal/broker"
+	"github.com/skyjoin/skyjoin/internal/event"
+	"github.com/skyjoin/skyjoin/internal/platform"
+)
+
+// recorder is a Publisher that keeps what it is given, or fails.
+type recorder struct {
+	mu   sync.Mutex
+	msgs []*broker.Message
+	err  error
+}
+
+func (r *recorder) Publish(ctx context.Context, topic string, msgs ...*broker.Message) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.err != nil {
+		return r.err
+	}
+	if topic != broker.TopicEvents {
+		return fmt.Errorf("unexpected topic %q", topic)
+	}
+	r.msgs = append(r.msgs, msgs...)
+	return nil
+}
+
+var testNow = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+
+func newServer(t *testing.T, pub Publisher, mutate func(*Config)) *httptest.Server {
+	t.Helper()
+	cfg := Config{MaxEvents: 1000, MaxBodyBytes: 5 << 20, MaxClockSkew: event.DefaultMaxClockSkew, PublishTimeout: time.Second, MaxErrors: 100}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	h := New(cfg, pub, platform.Discard)
+	h.now = func() time.Time { return testNow }
+	mux := http.NewServeMux()
+	h.Register(mux)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func ev(id string) string {
+	return fmt.Sprintf(`{"event_id":%q,"event_type":"user.observed","occurred_at":"2026-11-26T11:59:00Z",`+
+		`"user":{"id":"u-%s","name":"Ann Lee"},"location":{"latitude":52.52,"longitude":13.41,"city":"Berlin","country":"Germany"}}`, id, id)
+}
+
+func post(t *testing.T, url, contentType, body string) (*http.Response, platform.ErrorBody) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", url+"/v1/events", strings.NewReader(body))
+	if contentType != "-" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var eb platform.ErrorBody
+	if resp.StatusCode >= 400 {
+		if err := json.Unmarshal(b, &eb); err != nil {
+			t.Fatalf("error answer is not JSON: %s", b)
+		}
+	}
+	return resp, eb
+}
+
+func TestPostEventsAccepted(t *testing.T) {
+	tests := []struct {
+		name, contentType, body string
+		want                    int
+	}{
+		{"single", "application/json", ev("a"), 1},
+		{"single with charset", "application/json; charset=utf-8", ev("a"), 1},
+		{"array", "application/json", "[" + ev("a") + "," + ev("b") + "," + ev("c") + "]", 3},
+		{"ndjson", "application/x-ndjson", ev("a") + "\n" + ev("b") + "\n", 2},
+		{"jsonl", "application/jsonl", ev("a") + "\n" + ev("b"), 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := &recorder{}
+			srv := newServer(t, rec, nil)
+			resp, _ := post(t, srv.URL, tt.contentType, tt.body)
+			if resp.StatusCode != http.StatusAccepted {
+				t.Fatalf("status %d", resp.StatusCode)
+			}
+			if len(rec.msgs) != 1 {
+				t.Fatalf("published %d messages, want 1 per request", len(rec.msgs))
+			}
+			m := rec.msgs[0]
+			if m.Attributes[AttrCount] != fmt.Sprint(tt.want) || m.Attributes[AttrIngestedAt] != testNow.Format(time.RFC3339Nano) {
+				t.Errorf("attributes %v", m.Attributes)
+			}
+			got, err := event.Decode(m.Data, m.Attributes[AttrContentType], 0)
+			if err != nil || len(got) != tt.want {
+				t.Fatalf("message decodes to %d events (%v), want %d", len(got), err, tt.want)
+			}
+		})
+	}
+}
+
+func TestPostEventsRefused(t *testing.T) {
+	big := "[" + strings.Repeat(ev("x")+",", 1000) + ev("y") + "]"
+	tests := []struct {
+		name, contentType, body string
+		status                  int
+		fields                  []string // index:field expected in details
+	}{
+		{"wrong content type", "text/plain", ev("a"), 415, nil},
+		{"form", "application/x-www-form-urlencoded", "a=b", 415, nil},
+		{"empty", "application/json", "", 400, nil},
+		{"not json", "application/json", "hello", 400, nil},
+		{"empty array", "application/json", "[]", 400, nil},
+		{"missing event_id", "application/json", strings.Replace(ev("a"), `"event_id":"a",`, "", 1), 400, []string{"0:event_id"}},
+		{"bad latitude in batch", "application/json", "[" + ev("a") + "," + strings.Replace(ev("b"), "52.52", "152.52", 1) + "]", 400, []string{"1:location.latitude"}},
+		{"latitude as string", "application/x-ndjson", ev("a") + "\n" + strings.Replace(ev("b"), "52.52", `"52.52"`, 1), 400, []string{"1:location.latitude"}},
+		{"future event", "application/json", strings.Replace(ev("a"), "2026-11-26T11:59:00Z", "2026-11-26T13:00:00Z", 1), 400, []string{"0:occurred_at"}},
+		{"several errors", "application/json", `[{"event_id":"a"}]`, 400, []string{"0:event_type", "0:occurred_at", "0:user.id", "0:location.latitude", "0:location.longitude"}},
+		{"too many events", "application/json", big, 413, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := &recorder{}
+			srv := newServer(t, rec, nil)
+			resp, eb := post(t, srv.URL, tt.contentType, tt.body)
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status %d, want %d (%+v)", resp.StatusCode, tt.status, eb)
+			}
+			if eb.Error.Message == "" || eb.Error.Code != tt.status {
+				t.Errorf("error body %+v", eb)
+			}
+			if len(rec.msgs) != 0 {
+				t.Errorf("published %d messages for a refused request", len(rec.msgs))
+			}
+			if tt.fields == nil {
+				return
+			}
+			b, _ := json.Marshal(eb.Error.Details)
+			var inv Invalid
+			json.Unmarshal(b, &inv)
+			got := map[string]bool{}
+			for _, e := range inv.Errors {
+				got[fmt.Sprintf("%d:%s", e.Index, e.Field)] = true
+			}
+			for _, f := range tt.fields {
+				if !got[f] {
+					t.Errorf("details do not name %s: %+v", f, inv.Errors)
+				}
+			}
+		})
+	}
+}
+
+func TestBodyTooLarge(t *testing.T) {
+	rec := &recorder{}
+	srv := newServer(t, rec, func(c *Config) { c.MaxBodyBytes = 2048 })
+	body := "[" + strings.Repeat(ev("x")+",", 20) + ev("y") + "]"
+	resp, eb := post(t, srv.URL, "application/json", body)
+	if resp.StatusCode != 413 || !strings.Contains(eb.Error.Message, "2048") {
+		t.Fatalf("status %d %+v", resp.StatusCode, eb)
+	}
+	// Without Content-Length (chunked), the limit still holds.
+	pr, pw := io.Pipe()
+	go func() { pw.Write([]byte(body)); pw.Close() }()
+	req, _ := http.NewRequest("POST", srv.URL+"/v1/events", pr)
+	req.Header.Set("Content-Type", "application/json")
+	r2, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2.Body.Close()
+	if r2.StatusCode != 413 || len(rec.msgs) != 0 {
+		t.Fatalf("chunked: status %d, %d published", r2.StatusCode, len(rec.msgs))
+	}
+}
+
+func TestBrokerDown(t *testing.T) {
+	rec := &recorder{err: fmt.Errorf("publish: %w", broker.ErrUnavailable)}
+	srv := newServer(t, rec, nil)
+	resp, eb := post(t, srv.URL, "application/json", ev("a"))
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("status %d, Retry-After %q", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	if eb.Error.Status != "UNAVAILABLE" {
+		t.Errorf("error body %+v", eb)
+	}
+}
+
+func TestAdmission(t *testing.T) {
+	rec := &recorder{}
+	cfg := Config{MaxEvents: 10, MaxBodyBytes: 1 << 20, PublishTimeout: time.Second, MaxErrors: 10}
+	h := New(cfg, rec, platform.Discard)
+	h.Admit = func() error { return errors.New("backlog is full") }
+	mux := http.NewServeMux()
+	h.Register(mux)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	resp, eb := post(t, srv.URL, "application/json", ev("a"))
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || !strings.Contains(eb.Error.Message, "backlog") {
+		t.Fatalf("status %d %+v", resp.StatusCode, eb)
+	}
+}
+
+func TestConfigValidateReportsEverything(t *testing.T) {
+	err := Config{}.Validate()
+	if err == nil {
+		t.Fatal("zero config is valid")
+	}
+	for _, f := range []string{"ingest-max-events", "ingest-max-bytes", "ingest-publish-timeout", "ingest-max-errors"} {
+		if !strings.Contains(err.Error(), f) {
+			t.Errorf("error does not name %s: %v", f, err)
+		}
+	}
+}
+
+func TestSchemaEndpoint(t *testing.T) {
+	srv := newServer(t, &recorder{}, nil)
+	resp, err := http.Get(srv.URL + "/v1/schema")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(b) != string(event.JSONSchema()) {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+}
+
+func BenchmarkPostBatch(b *testing.B) {
+	for _, n := range []int{1, 100, 1000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			parts := make([]string, n)
+			for i := range parts {
+				parts[i] = ev(fmt.Sprint(i))
+			}
+			body := "[" + strings.Join(parts, ",") + "]"
+			h := New(Config{MaxEvents: 1000, MaxBodyBytes: 5 << 20, MaxClockSkew: time.Hour, PublishTimeout: time.Second, MaxErrors: 10}, &discard{}, platform.Discard)
+			h.now = func() time.Time { return testNow }
+			mux := http.NewServeMux()
+			h.Register(mux)
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				req := httptest.NewRequest("POST", "/v1/events", strings.NewReader(body))
+				req.Header.Set("Content-Type", "application/json")
+				w := httptest.NewRecorder()
+				mux.ServeHTTP(w, req)
+				if w.Code != 202 {
+					b.Fatal(w.Code, w.Body.String())
+				}
+			}
+			b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "events/s")
+		})
+	}
+}
+
+type discard struct{}
+
+func (discard) Publish(context.Context, string, ...*broker.Message) error { return nil }
