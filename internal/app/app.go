@@ -1,0 +1,93 @@
+// Package app wires skyjoin's stages into the subcommands of the skyjoin
+// binary. Each stage keeps its own configuration; app only chooses backends
+// by URL and starts and stops the stages in order.
+package app
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"runtime/debug"
+	"sort"
+	"strings"
+)
+
+type command struct {
+	summary string
+	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+var commands = map[string]command{
+	"up":      {"run the whole pipeline in one process (add --demo for the built-in simulators)", runUp},
+	"schema":  {"print the event JSON Schema, or the store's DDL with --ddl", runSchema},
+	"version": {"print the version", runVersion},
+}
+
+// errUsage marks errors in how skyjoin was called (exit code 2).
+var errUsage = errors.New("usage")
+
+// ExitCode maps an error from Main to the process exit code.
+func ExitCode(err error) int {
+	if errors.Is(err, errUsage) || errors.Is(err, flag.ErrHelp) {
+		return 2
+	}
+	return 1
+}
+
+// Main runs the subcommand named by args[0].
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		usage(stderr)
+		if len(args) == 0 {
+			return fmt.Errorf("%w: no command given", errUsage)
+		}
+		return nil
+	}
+	cmd, ok := commands[args[0]]
+	if !ok {
+		usage(stderr)
+		return fmt.Errorf("%w: unknown command %q", errUsage, args[0])
+	}
+	err := cmd.run(ctx, args[1:], stdout, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	return err
+}
+
+func usage(w io.Writer) {
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	b.WriteString("skyjoin joins a stream of user events with the weather at each user's place.\n\nUsage: skyjoin <command> [flags]\n\nCommands:\n")
+	for _, n := range names {
+		fmt.Fprintf(&b, "  %-10s %s\n", n, commands[n].summary)
+	}
+	b.WriteString("\nRun skyjoin <command> -h for the flags of a command. Every flag can also be set\nwith an environment variable: SKYJOIN_ and the flag name in upper case, dashes as\nunderscores (--data-dir -> SKYJOIN_DATA_DIR).\n")
+	io.WriteString(w, b.String())
+}
+
+func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("skyjoin "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+func runVersion(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	v := "devel"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		v = bi.Main.Version
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				v += " " + s.Value
+			}
+		}
+	}
+	fmt.Fprintln(stdout, "skyjoin", v)
+	return nil
+}

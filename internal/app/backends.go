@@ -1,0 +1,88 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"path/filepath"
+	"strings"
+
+	"github.com/skyjoin/skyjoin/internal/broker"
+	"github.com/skyjoin/skyjoin/internal/broker/jetstream"
+	"github.com/skyjoin/skyjoin/internal/store"
+	"github.com/skyjoin/skyjoin/internal/store/duckdb"
+)
+
+// openBroker opens the broker named by a URL:
+//
+//	nats://embedded                      in-process NATS JetStream under dataDir/jetstream
+//	nats://embedded?listen=127.0.0.1:4222  the same, also reachable by other processes
+//	nats://HOST:PORT                     an external NATS server with JetStream
+func openBroker(ctx context.Context, raw, dataDir string, log *slog.Logger) (broker.Broker, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("broker URL %q: %w", raw, err)
+	}
+	switch u.Scheme {
+	case "nats":
+		q := u.Query()
+		cfg := jetstream.Config{URL: "nats://" + u.Host, DataDir: dataDir}
+		for k := range q {
+			switch k {
+			case "listen":
+				if u.Host != "embedded" {
+					return nil, fmt.Errorf("broker URL %q: listen applies to nats://embedded only", raw)
+				}
+				cfg.Listen = q.Get("listen")
+			default:
+				return nil, fmt.Errorf("broker URL %q: unknown parameter %q (known: listen)", raw, k)
+			}
+		}
+		b, err := jetstream.Open(ctx, cfg, log)
+		if err != nil {
+			return nil, err
+		}
+		return b, nil
+	case "pubsub":
+		return nil, fmt.Errorf("broker URL %q: the Pub/Sub backend is not built yet", raw)
+	}
+	return nil, fmt.Errorf("broker URL %q: unknown scheme %q (known: nats)", raw, u.Scheme)
+}
+
+// storeBackend is what app needs of a store.
+type storeBackend interface {
+	store.Store
+}
+
+// openStore opens the store named by a URL:
+//
+//	duckdb://PATH   a DuckDB file; a relative PATH is relative to the working
+//	                directory (duckdb://data/skyjoin.duckdb), duckdb:///abs/path
+//	                is absolute; "" means DATA_DIR/skyjoin.duckdb
+func openStore(ctx context.Context, raw, dataDir string, log *slog.Logger) (storeBackend, string, error) {
+	if raw == "" {
+		raw = "duckdb://" + filepath.Join(dataDir, "skyjoin.duckdb")
+	}
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return nil, "", fmt.Errorf("store URL %q: want SCHEME://..., e.g. duckdb://data/skyjoin.duckdb", raw)
+	}
+	switch scheme {
+	case "duckdb":
+		if strings.ContainsAny(rest, "?#") {
+			return nil, "", fmt.Errorf("store URL %q: duckdb takes no parameters", raw)
+		}
+		if rest == "" {
+			return nil, "", fmt.Errorf("store URL %q: no file path", raw)
+		}
+		s, err := duckdb.Open(ctx, duckdb.Config{Path: rest}, log)
+		if err != nil {
+			return nil, "", err
+		}
+		return s, rest, nil
+	case "bigquery":
+		return nil, "", fmt.Errorf("store URL %q: the BigQuery backend is not built yet", raw)
+	}
+	return nil, "", fmt.Errorf("store URL %q: unknown scheme %q (known: duckdb)", raw, scheme)
+}

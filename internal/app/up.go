@@ -1,0 +1,394 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/skyjoin/skyjoin/internal/broker"
+	"github.com/skyjoin/skyjoin/internal/collect"
+	"github.com/skyjoin/skyjoin/internal/enrich"
+	"github.com/skyjoin/skyjoin/internal/event"
+	"github.com/skyjoin/skyjoin/internal/ingest"
+	"github.com/skyjoin/skyjoin/internal/platform"
+	"github.com/skyjoin/skyjoin/internal/serve"
+	"github.com/skyjoin/skyjoin/internal/store"
+	"github.com/skyjoin/skyjoin/internal/sim"
+	"github.com/skyjoin/skyjoin/internal/weather"
+	"github.com/skyjoin/skyjoin/internal/weather/openmeteo"
+)
+
+// upConfig configures `skyjoin up`.
+type upConfig struct {
+	Addr            string
+	DataDir         string
+	Broker          string
+	Store           string
+	Demo            bool
+	DemoCollect     bool
+	WeatherURL      string
+	WeatherAPIKey   string
+	SimUsers        int
+	ShutdownTimeout time.Duration
+	StatsEvery      time.Duration
+
+	Log     platform.LogConfig
+	Ingest  ingest.Config
+	Enrich  enrich.Config
+	Serve   serve.Options
+	Collect collect.Config
+}
+
+func (c *upConfig) registerFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Addr, "addr", "127.0.0.1:8080", "HTTP address of the API (ingest and reads); port 0 picks a free port")
+	fs.StringVar(&c.DataDir, "data-dir", "data", "directory for the broker's and the store's files")
+	fs.StringVar(&c.Broker, "broker", "nats://embedded", "broker URL: nats://embedded[?listen=HOST:PORT] or nats://HOST:PORT")
+	fs.StringVar(&c.Store, "store", "", "store URL: duckdb://PATH (default duckdb://DATA_DIR/skyjoin.duckdb)")
+	fs.BoolVar(&c.Demo, "demo", false, "start the built-in simulators of the user and weather APIs on loopback and collect users from them")
+	fs.BoolVar(&c.DemoCollect, "collect", true, "with --demo, collect users from the simulator (false: only the weather simulator runs)")
+	fs.StringVar(&c.WeatherURL, "weather-url", openmeteo.DefaultBaseURL, "base URL of the Open-Meteo API (ignored with --demo)")
+	fs.StringVar(&c.WeatherAPIKey, "weather-api-key", "", "Open-Meteo API key for the commercial endpoint (never logged)")
+	fs.IntVar(&c.SimUsers, "sim-users", 2000, "size of the simulated user population with --demo")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful shutdown may take")
+	fs.DurationVar(&c.StatsEvery, "stats-every", 10*time.Second, "how often to log pipeline counters (0: never)")
+	c.Log.RegisterFlags(fs)
+	c.Ingest.RegisterFlags(fs)
+	c.Enrich.RegisterFlags(fs)
+	c.Serve.RegisterFlags(fs)
+	c.Collect.RegisterFlags(fs)
+}
+
+func (c *upConfig) validate() error {
+	var p platform.Problems
+	if c.DataDir == "" {
+		p.Addf("data-dir must not be empty")
+	}
+	if c.ShutdownTimeout <= 0 {
+		p.Addf("shutdown-timeout must be positive, got %s", c.ShutdownTimeout)
+	}
+	if c.SimUsers < 1 {
+		p.Addf("sim-users must be at least 1, got %d", c.SimUsers)
+	}
+	for _, err := range []error{c.Ingest.Validate(), c.Enrich.Validate(), c.Serve.Validate()} {
+		if err != nil {
+			p.Addf("%v", err)
+		}
+	}
+	if c.Collect.URL != "" {
+		if err := c.Collect.Validate(); err != nil {
+			p.Addf("%v", err)
+		}
+	}
+	return p.Err()
+}
+
+func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var cfg upConfig
+	fs := newFlagSet("up", stderr)
+	cfg.registerFlags(fs)
+	if err := platform.ParseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: up takes no arguments, got %q", errUsage, fs.Args())
+	}
+	if cfg.Demo {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["collect-interval"] && os.Getenv(platform.EnvName("collect-interval")) == "" {
+			// A demo should show records flowing at once.
+			cfg.Collect.Interval = 2 * time.Second
+		}
+	}
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	log, err := platform.NewLogger(stderr, cfg.Log)
+	if err != nil {
+		return err
+	}
+	return up(ctx, cfg, stdout, log)
+}
+
+// up runs every stage until ctx is done, then shuts them down in order:
+// stop accepting HTTP, stop collecting, let the worker finish its batch,
+// close the store (flush), close the broker.
+func up(ctx context.Context, cfg upConfig, stdout io.Writer, log *slog.Logger) (err error) {
+	dataDir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	var closers closeStack
+	defer func() {
+		if cerr := closers.close(log); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+
+	// The simulators, in demo mode.
+	weatherURL, collectURL := cfg.WeatherURL, cfg.Collect.URL
+	if cfg.Demo {
+		s, err := sim.Start(ctx, "127.0.0.1:0", sim.Options{Users: cfg.SimUsers, Logger: log})
+		if err != nil {
+			return fmt.Errorf("start simulators: %w", err)
+		}
+		closers.push("simulators", s.Close)
+		weatherURL = s.OpenMeteoURL
+		if collectURL == "" && cfg.DemoCollect {
+			collectURL = s.RandomUserURL
+		}
+	}
+
+	b, err := openBroker(ctx, cfg.Broker, dataDir, log)
+	if err != nil {
+		return err
+	}
+	closers.push("broker", b.Close)
+
+	st, storePath, err := openStore(ctx, cfg.Store, dataDir, log)
+	if err != nil {
+		return err
+	}
+	closers.push("store", st.Close)
+
+	provider, err := openmeteo.New(openmeteo.Config{BaseURL: weatherURL, APIKey: cfg.WeatherAPIKey})
+	if err != nil {
+		return err
+	}
+	wsvc := weather.NewService(provider, weather.ServiceConfig{})
+
+	sub, err := b.Subscribe(ctx, broker.TopicEvents, cfg.Enrich.Subscription, broker.SubscribeOptions{
+		AckWait:        cfg.Enrich.AckWait,
+		MaxOutstanding: cfg.Enrich.MaxMessages * 4,
+	})
+	if err != nil {
+		return fmt.Errorf("subscribe to %s: %w", broker.TopicEvents, err)
+	}
+	closers.push("subscription", sub.Close)
+	worker := enrich.New(cfg.Enrich, sub, b, wsvc, st, log)
+	if cfg.Demo {
+		worker.OnStored = sampler(stdout, 3*time.Second)
+	}
+
+	// HTTP: ingest and reads on one port.
+	ing := ingest.New(cfg.Ingest, b, log)
+	cfg.Serve.Logger = log
+	cfg.Serve.Checks = []serve.Check{
+		{Name: "store", Check: func(ctx context.Context) error {
+			_, err := st.List(ctx, storeProbe)
+			return err
+		}},
+	}
+	srv := serve.New(st, cfg.Serve)
+	mux := http.NewServeMux()
+	ing.Register(mux)
+	srv.Register(mux)
+	hs, err := platform.Listen(cfg.Addr, serve.JSONErrors(mux), log)
+	if err != nil {
+		return err
+	}
+
+	var wg sync.WaitGroup
+	errc := make(chan error, 4)
+	workerCtx, stopWorker := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWorker()
+	wg.Go(func() {
+		if err := worker.Run(workerCtx); err != nil {
+			errc <- fmt.Errorf("enrich worker: %w", err)
+		}
+	})
+	httpDone := make(chan struct{})
+	go func() {
+		defer close(httpDone)
+		if err := hs.Serve(); err != nil {
+			errc <- err
+		}
+	}()
+	collectCtx, stopCollect := context.WithCancel(ctx)
+	defer stopCollect()
+	if collectURL != "" {
+		cc := cfg.Collect
+		cc.URL = collectURL
+		if err := cc.Validate(); err != nil {
+			return err
+		}
+		col, err := collect.New(cc, &eventPublisher{pub: b, source: "collect"}, collect.Options{Logger: log})
+		if err != nil {
+			return err
+		}
+		wg.Go(func() {
+			if err := col.Run(collectCtx); err != nil && collectCtx.Err() == nil {
+				errc <- fmt.Errorf("collect: %w", err)
+			}
+		})
+	}
+	if cfg.StatsEvery > 0 {
+		go logStats(workerCtx, log, cfg.StatsEvery, worker, wsvc)
+	}
+
+	printBanner(stdout, cfg, hs.Addr(), dataDir, storePath, weatherURL, collectURL)
+	log.Info("skyjoin is up", "addr", hs.Addr(), "data_dir", dataDir, "broker", cfg.Broker, "demo", cfg.Demo)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", "deadline", cfg.ShutdownTimeout.String())
+	case runErr = <-errc:
+		log.Error("a stage failed; shutting down", "error", runErr.Error())
+	}
+
+	// Graceful shutdown within the deadline.
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	srv.SetDraining(true)
+	if err := hs.Shutdown(sctx); err != nil {
+		log.Warn("http shutdown", "error", err.Error())
+	}
+	<-httpDone
+	stopCollect()
+	stopWorker()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-sctx.Done():
+		log.Warn("the worker did not finish its batch before the shutdown deadline; the broker will deliver it again")
+	}
+	st2 := worker.Stats()
+	log.Info("stopped", "messages", st2.Messages, "stored", st2.Stored, "dead_lettered", st2.DeadLettered)
+	return runErr
+}
+
+// storeProbe is a cheap query for the readiness check.
+var storeProbe = store.Query{Limit: 1}
+
+func printBanner(w io.Writer, cfg upConfig, addr, dataDir, storePath, weatherURL, collectURL string) {
+	fmt.Fprintf(w, "skyjoin is up\n")
+	fmt.Fprintf(w, "  API        http://%s\n", addr)
+	fmt.Fprintf(w, "             POST /v1/events   GET /v1/events   GET /v1/events/{id}   GET /v1/users/{id}/latest   GET /readyz\n")
+	fmt.Fprintf(w, "  data dir   %s\n", dataDir)
+	fmt.Fprintf(w, "  broker     %s\n", cfg.Broker)
+	fmt.Fprintf(w, "  store      duckdb://%s\n", storePath)
+	if cfg.Demo {
+		fmt.Fprintf(w, "  weather    %s (built-in simulator)\n", weatherURL)
+		fmt.Fprintf(w, "  users      %s (built-in simulator, %d users)\n", collectURL, cfg.SimUsers)
+	} else {
+		fmt.Fprintf(w, "  weather    %s\n", weatherURL)
+		if collectURL != "" {
+			fmt.Fprintf(w, "  users      %s\n", collectURL)
+		}
+	}
+	fmt.Fprintf(w, "  try        curl -s 'http://%s/v1/events?limit=5'\n", addr)
+	fmt.Fprintf(w, "Press Ctrl-C to stop.\n")
+}
+
+// sampler prints one stored record now and then, so that a demo shows the
+// records flowing.
+func sampler(w io.Writer, every time.Duration) func([]event.Record) {
+	var mu sync.Mutex
+	var last time.Time
+	var total int64
+	return func(recs []event.Record) {
+		mu.Lock()
+		defer mu.Unlock()
+		total += int64(len(recs))
+		if time.Since(last) < every {
+			return
+		}
+		last = time.Now()
+		r := recs[len(recs)-1]
+		place := r.Location.City
+		if r.Location.Country != "" {
+			place += ", " + r.Location.Country
+		}
+		wx := "weather " + r.Enrichment.Status
+		if r.Weather != nil {
+			wx = fmt.Sprintf("%.1f°C, %s, wind %.0f km/h", r.Weather.TemperatureC, r.Weather.Condition, r.Weather.WindSpeedKMH)
+		}
+		fmt.Fprintf(w, "%s  %-24s %-34s %s  (%d stored)\n", r.ProcessedAt.Format("15:04:05"), trunc(r.User.Name, 24), trunc(place, 34), wx, total)
+	}
+}
+
+func trunc(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n-1]) + "…"
+}
+
+func logStats(ctx context.Context, log *slog.Logger, every time.Duration, w *enrich.Worker, ws *weather.Service) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s, wst := w.Stats(), ws.Stats()
+			log.Info("pipeline", "messages", s.Messages, "stored", s.Stored, "dead_lettered", s.DeadLettered,
+				"unavailable", s.Unavailable, "failed_batches", s.Failed,
+				"weather_hits", wst.Hits, "weather_misses", wst.Misses, "weather_calls", wst.Calls)
+		}
+	}
+}
+
+// eventPublisher publishes events built in-process (collect, replay) the way
+// ingest does: one NDJSON message per batch.
+type eventPublisher struct {
+	pub    broker.Publisher
+	source string
+}
+
+func (p *eventPublisher) PublishEvents(ctx context.Context, events []event.Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	body, err := event.AppendNDJSON(nil, events...)
+	if err != nil {
+		return err
+	}
+	return p.pub.Publish(ctx, broker.TopicEvents, &broker.Message{
+		Data: body,
+		Attributes: map[string]string{
+			ingest.AttrContentType: event.ContentTypeNDJSON,
+			ingest.AttrIngestedAt:  time.Now().UTC().Format(time.RFC3339Nano),
+			ingest.AttrCount:       strconv.Itoa(len(events)),
+			ingest.AttrSource:      p.source,
+		},
+	})
+}
+
+// closeStack closes what was opened, last first.
+type closeStack struct {
+	names []string
+	fns   []func() error
+}
+
+func (c *closeStack) push(name string, fn func() error) {
+	c.names = append(c.names, name)
+	c.fns = append(c.fns, fn)
+}
+
+func (c *closeStack) close(log *slog.Logger) error {
+	var errs []error
+	for i := len(c.fns) - 1; i >= 0; i-- {
+		if err := c.fns[i](); err != nil {
+			errs = append(errs, fmt.Errorf("close %s: %w", c.names[i], err))
+		}
+	}
+	c.fns, c.names = nil, nil
+	return errors.Join(errs...)
+}

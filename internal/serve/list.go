@@ -1,0 +1,197 @@
+package serve
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/skyjoin/skyjoin/internal/event"
+	"github.com/skyjoin/skyjoin/internal/platform"
+	"github.com/skyjoin/skyjoin/internal/store"
+)
+
+// Parameters of GET /v1/events.
+const (
+	paramUserID  = "user_id"
+	paramCountry = "country"
+	paramSince   = "since"
+	paramUntil   = "until"
+	paramLimit   = "limit"
+	paramCursor  = "cursor"
+	paramOrder   = "order"
+)
+
+var listParams = []string{paramCountry, paramCursor, paramLimit, paramOrder, paramSince, paramUntil, paramUserID}
+
+// ParamError names one bad query parameter; a 400 answer lists them all in
+// its details.
+type ParamError struct {
+	Field   string `json:"field"`
+	Message string `json:"message"`
+}
+
+func (e ParamError) Error() string { return e.Field + ": " + e.Message }
+
+// ListResponse is the answer of GET /v1/events.
+type ListResponse struct {
+	Events []event.Record `json:"events"`
+	// NextCursor continues the listing with the same parameters; absent
+	// when there was nothing more at the time of the call.
+	NextCursor string `json:"next_cursor,omitempty"`
+	Count      int    `json:"count"`
+}
+
+// list answers GET /v1/events.
+func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
+	values, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		platform.WriteError(w, http.StatusBadRequest, "query string: must be URL-encoded key=value pairs joined by '&'", nil)
+		return
+	}
+	q, perrs := parseListQuery(values)
+	if len(perrs) > 0 {
+		msg := make([]string, len(perrs))
+		for i, e := range perrs {
+			msg[i] = e.Error()
+		}
+		platform.WriteError(w, http.StatusBadRequest, strings.Join(msg, "; "), perrs)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
+	defer cancel()
+	page, err := h.reader.List(ctx, q)
+	if err != nil {
+		h.readError(w, r, ctx, fmt.Errorf("list events: %w", err), "no events")
+		return
+	}
+	resp := ListResponse{Events: page.Records, NextCursor: page.NextCursor, Count: len(page.Records)}
+	if resp.Events == nil {
+		resp.Events = []event.Record{}
+	}
+	if page.NextCursor != "" {
+		next := url.Values{}
+		for k, v := range values {
+			if k != paramCursor {
+				next[k] = v
+			}
+		}
+		next.Set(paramCursor, page.NextCursor)
+		w.Header().Set("Link", "<"+r.URL.EscapedPath()+"?"+next.Encode()+`>; rel="next"`)
+	}
+	platform.WriteJSON(w, http.StatusOK, &resp)
+}
+
+// parseListQuery turns the parameters of GET /v1/events into a store.Query,
+// or lists every problem found. Every parameter may be given once; unknown
+// parameters are errors, so that a typo does not widen the query. Empty
+// values are errors too, except cursor= (the first page).
+func parseListQuery(values url.Values) (store.Query, []ParamError) {
+	q := store.Query{Limit: store.DefaultLimit}
+	var errs []ParamError
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, ParamError{Field: field, Message: fmt.Sprintf(format, args...)})
+	}
+	// Visit keys in a fixed order so that the answer is stable.
+	keys := make([]string, 0, len(values))
+	for k := range values {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var since, until time.Time
+	for _, k := range keys {
+		vs := values[k]
+		if !slices.Contains(listParams, k) {
+			bad(printable(k), "unknown parameter; known: %s", strings.Join(listParams, ", "))
+			continue
+		}
+		if len(vs) > 1 {
+			bad(k, "must be given at most once, got %d values", len(vs))
+			continue
+		}
+		v := vs[0]
+		if v == "" && k != paramCursor {
+			bad(k, "must not be empty (leave the parameter out to not filter)")
+			continue
+		}
+		switch k {
+		case paramUserID:
+			q.UserID = v
+		case paramCountry:
+			q.Country = v
+		case paramSince, paramUntil:
+			t, ok := parseTime(v)
+			if !ok {
+				bad(k, "must be an RFC 3339 timestamp (2026-11-05T14:30:00Z) or a date (2026-11-05), got %s", quoteValue(v))
+				continue
+			}
+			if k == paramSince {
+				since, q.Since = t, t
+			} else {
+				until, q.Until = t, t
+			}
+		case paramLimit:
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > store.MaxLimit {
+				bad(k, "must be an integer from 1 to %d, got %s", store.MaxLimit, quoteValue(v))
+				continue
+			}
+			q.Limit = n
+		case paramCursor:
+			q.Cursor = v
+		case paramOrder:
+			switch v {
+			case "desc":
+				q.Ascending = false
+			case "asc":
+				q.Ascending = true
+			default:
+				bad(k, "must be asc or desc, got %s", quoteValue(v))
+			}
+		}
+	}
+	if !since.IsZero() && !until.IsZero() && !since.Before(until) {
+		bad(paramSince, "must be before until (since is inclusive, until exclusive), got since %s, until %s",
+			since.Format(time.RFC3339Nano), until.Format(time.RFC3339Nano))
+	}
+	return q, errs
+}
+
+// parseTime accepts an RFC 3339 timestamp or a date YYYY-MM-DD (midnight
+// UTC). An offset's '+' that arrived as a space (an unencoded '+' in a query
+// string) is taken back as '+'.
+func parseTime(s string) (time.Time, bool) {
+	if len(s) == len(time.DateOnly) {
+		t, err := time.Parse(time.DateOnly, s)
+		return t, err == nil
+	}
+	if i := strings.LastIndexByte(s, ' '); i > len("2006-01-02T15:04:05")-1 {
+		s = s[:i] + "+" + s[i+1:]
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	return t, err == nil
+}
+
+// quoteValue quotes a parameter value for an error message, cut to a
+// readable length.
+func quoteValue(v string) string {
+	const max = 64
+	if len(v) > max {
+		return strconv.Quote(v[:max]) + "..."
+	}
+	return strconv.Quote(v)
+}
+
+// printable bounds an unknown parameter name echoed in an answer.
+func printable(k string) string {
+	const max = 64
+	if len(k) > max {
+		k = k[:max] + "..."
+	}
+	q := strconv.Quote(k)
+	return q[1 : len(q)-1]
+}

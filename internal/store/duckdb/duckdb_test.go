@@ -1,0 +1,405 @@
+package duckdb
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/skyjoin/skyjoin/internal/event"
+	"github.com/skyjoin/skyjoin/internal/store"
+	"github.com/skyjoin/skyjoin/internal/store/storetest"
+)
+
+func tempPath(t testing.TB) string {
+	return filepath.Join(t.TempDir(), "data", "skyjoin.duckdb")
+}
+
+func openPath(t testing.TB, path string) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), Config{Path: path}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store { return openPath(t, tempPath(t)) })
+}
+
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		path    string
+		wantErr string
+	}{
+		{"data/skyjoin.duckdb", ""},
+		{"/var/lib/skyjoin/x.db", ""},
+		{"", "path is required"},
+		{"  ", "path is required"},
+		{":memory:", "not :memory:"},
+		{"data/x.db?threads=1", "must not contain"},
+		{"data/", "must name a file"},
+	}
+	for _, tt := range tests {
+		err := Config{Path: tt.path}.Validate()
+		if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+			t.Errorf("Validate(%q) = %v, want %q", tt.path, err, tt.wantErr)
+		}
+	}
+	if _, err := Open(t.Context(), Config{}, nil); err == nil {
+		t.Error("Open with an empty config succeeded")
+	}
+}
+
+func TestReopen(t *testing.T) {
+	path := tempPath(t)
+	s := openPath(t, path)
+	first := storetest.Records(1, 300)
+	// A redelivery in the second batch leaves a gap in seq at the end.
+	if err := s.Write(t.Context(), first[:200]); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Write(t.Context(), append(first[200:], first[0])); err != nil {
+		t.Fatal(err)
+	}
+	last, err := s.List(t.Context(), store.Query{Limit: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	maxSeq := last.Records[0].Seq
+	if _, err := Open(t.Context(), Config{Path: path}, nil); err == nil {
+		t.Fatal("second Open of the same file in one process succeeded")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if err := s.Write(t.Context(), storetest.Records(9, 1)); err == nil {
+		t.Error("Write after Close succeeded")
+	}
+
+	s = openPath(t, path)
+	if n, err := s.Count(t.Context()); err != nil || n != 300 {
+		t.Fatalf("Count after reopen = %d, %v; want 300", n, err)
+	}
+	for _, i := range []int{0, 150, 299} {
+		got, err := s.Get(t.Context(), first[i].EventID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := storetest.Diff(first[i], got); d != "" {
+			t.Error(d)
+		}
+	}
+	second := storetest.Records(2, 10)
+	if err := s.Write(t.Context(), append([]event.Record{first[5]}, second...)); err != nil {
+		t.Fatal(err)
+	}
+	all, err := s.List(t.Context(), store.Query{Ascending: true, Limit: store.MaxLimit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all.Records) != 310 {
+		t.Fatalf("%d records, want 310", len(all.Records))
+	}
+	for i, r := range all.Records[300:] {
+		if r.EventID != second[i].EventID || r.Seq <= maxSeq {
+			t.Errorf("after reopen: record %s has seq %d; want %s with seq > %d", r.EventID, r.Seq, second[i].EventID, maxSeq)
+		}
+	}
+	var version string
+	if err := s.db.QueryRowContext(t.Context(), `SELECT value FROM skyjoin_meta WHERE key = 'schema_version'`).Scan(&version); err != nil || version != "1" {
+		t.Errorf("schema_version = %q, %v", version, err)
+	}
+}
+
+func TestSchemaVersionMismatch(t *testing.T) {
+	path := tempPath(t)
+	s := openPath(t, path)
+	if _, err := s.db.ExecContext(t.Context(), `UPDATE skyjoin_meta SET value = '99' WHERE key = 'schema_version'`); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(t.Context(), Config{Path: path}, nil)
+	if err == nil || !strings.Contains(err.Error(), "schema version 99") {
+		t.Fatalf("Open of a file with schema version 99: %v", err)
+	}
+	// The failed Open released the file.
+	s = openPath(t, path+".other")
+	s.Close()
+}
+
+// Crash test: a child process writes batches and reports each one that
+// Write returned nil for; the parent kills it with SIGKILL mid-stream and
+// checks, on reopen, that every reported batch is stored exactly once and
+// that no batch is stored in part.
+
+const (
+	crashEnv       = "SKYJOIN_DUCKDB_CRASH_CHILD"
+	crashBatch     = 250
+	crashReportsAt = 30 // batches the parent waits for before the kill
+)
+
+// crashBatchRecords is batch b of the child: new records plus a redelivery
+// of the first record of the previous batch.
+func crashBatchRecords(b int) []event.Record {
+	recs := storetest.Records(uint64(10_000+b), crashBatch)
+	if b > 0 {
+		recs = append(recs, storetest.Records(uint64(10_000+b-1), 1)[0])
+	}
+	return recs
+}
+
+func TestCrashChild(t *testing.T) {
+	path := os.Getenv(crashEnv)
+	if path == "" {
+		t.Skip("run by TestCrash")
+	}
+	s, err := Open(context.Background(), Config{Path: path}, nil)
+	if err != nil {
+		fmt.Println("open:", err)
+		os.Exit(2)
+	}
+	for b := 0; ; b++ {
+		if err := s.Write(context.Background(), crashBatchRecords(b)); err != nil {
+			fmt.Println("write:", err)
+			os.Exit(2)
+		}
+		fmt.Printf("written %d\n", b)
+	}
+}
+
+func TestCrash(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a child process")
+	}
+	path := tempPath(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
+	cmd.Env = append(os.Environ(), crashEnv+"="+path)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	reported := -1
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		line := sc.Text()
+		n, ok := strings.CutPrefix(line, "written ")
+		if !ok {
+			t.Logf("child: %s", line)
+			continue
+		}
+		b, err := strconv.Atoi(n)
+		if err != nil || b != reported+1 {
+			t.Fatalf("child reported %q after batch %d", line, reported)
+		}
+		reported = b
+		if reported+1 == crashReportsAt {
+			// Let the child get a varying way into its next batch: staging,
+			// inserting or committing.
+			time.Sleep(time.Duration(rand.IntN(150_000)) * time.Microsecond)
+			if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	// Reports the child printed before it died count too.
+	for sc.Scan() {
+		if n, ok := strings.CutPrefix(sc.Text(), "written "); ok {
+			reported, _ = strconv.Atoi(n)
+		}
+	}
+	err = cmd.Wait()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("child ended with %v, want killed by SIGKILL (it reported %d batches)", err, reported+1)
+	}
+	if reported+1 < crashReportsAt {
+		t.Fatalf("child reported only %d batches", reported+1)
+	}
+
+	s := openPath(t, path)
+	all := walkAll(t, s)
+	byID := map[string]event.Record{}
+	for _, r := range all {
+		if _, dup := byID[r.EventID]; dup {
+			t.Fatalf("%s stored twice", r.EventID)
+		}
+		byID[r.EventID] = r
+	}
+	// Every reported batch is there; the next one (in flight at the kill)
+	// is there entirely or not at all; nothing after it.
+	var stored int
+	for b := 0; b <= reported+2; b++ {
+		fresh := crashBatchRecords(b)[:crashBatch]
+		n := 0
+		for _, r := range fresh {
+			if _, ok := byID[r.EventID]; ok {
+				n++
+			}
+		}
+		switch {
+		case b <= reported && n != crashBatch:
+			t.Errorf("batch %d was reported written but %d of %d records are stored", b, n, crashBatch)
+		case n != 0 && n != crashBatch:
+			t.Errorf("batch %d is stored in part: %d of %d records", b, n, crashBatch)
+		case b > reported+1 && n != 0:
+			t.Errorf("batch %d was never written but %d records are stored", b, n)
+		}
+		stored += n
+		if b <= reported {
+			got := byID[fresh[7].EventID]
+			if d := storetest.Diff(fresh[7], got); d != "" {
+				t.Errorf("batch %d: %s", b, d)
+			}
+		}
+	}
+	if stored != len(all) {
+		t.Errorf("%d records stored, %d accounted for", len(all), stored)
+	}
+	// seq follows batch order and continues after the crash.
+	if !slices.IsSortedFunc(all, func(a, b event.Record) int { return strings.Compare(a.EventID, b.EventID) }) {
+		t.Error("seq order is not batch order")
+	}
+	if err := s.Write(t.Context(), storetest.Records(1, 5)); err != nil {
+		t.Fatal(err)
+	}
+	after := walkAll(t, s)
+	if got, last := after[len(after)-1].Seq, all[len(all)-1].Seq; got <= last {
+		t.Errorf("seq after reopen %d, want > %d", got, last)
+	}
+	t.Logf("child reported %d batches before SIGKILL; %d records stored", reported+1, len(all))
+}
+
+func walkAll(t *testing.T, s *Store) []event.Record {
+	t.Helper()
+	var all []event.Record
+	q := store.Query{Ascending: true, Limit: store.MaxLimit}
+	for {
+		p, err := s.List(t.Context(), q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, p.Records...)
+		if p.NextCursor == "" {
+			return all
+		}
+		q.Cursor = p.NextCursor
+	}
+}
+
+// Benchmarks. For the write path:
+//
+//	go test -run '^$' -bench . -benchtime 200x ./internal/store/duckdb/
+//
+// rows/s is the throughput; max_ms the slowest Write (a checkpoint).
+// SKYJOIN_BENCH_CHECKPOINT_THRESHOLD overrides CheckpointThreshold.
+
+func BenchmarkWrite(b *testing.B) {
+	const batch = 1000
+	if v := os.Getenv("SKYJOIN_BENCH_CHECKPOINT_THRESHOLD"); v != "" {
+		defer func(old string) { checkpointThreshold = old }(checkpointThreshold)
+		checkpointThreshold = v
+	}
+	s := openPath(b, tempPath(b))
+	ctx := context.Background()
+	pool := make([][]event.Record, 20)
+	for i := range pool {
+		pool[i] = storetest.Records(uint64(i), batch)
+	}
+	var slowest time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		recs := pool[i%len(pool)]
+		for j := range recs {
+			recs[j].EventID = fmt.Sprintf("bench-%d-%d", i, j)
+		}
+		b.StartTimer()
+		start := time.Now()
+		if err := s.Write(ctx, recs); err != nil {
+			b.Fatal(err)
+		}
+		slowest = max(slowest, time.Since(start))
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "rows/s")
+	b.ReportMetric(float64(slowest.Microseconds())/1000, "max_ms")
+	b.ReportMetric(0, "ns/op")
+}
+
+// readStore is a store with n records for the read benchmarks.
+func readStore(b *testing.B, n int) (*Store, []event.Record) {
+	b.Helper()
+	s := openPath(b, tempPath(b))
+	recs := storetest.Records(42, n)
+	for i := 0; i < n; i += 5000 {
+		if err := s.Write(context.Background(), recs[i:min(n, i+5000)]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return s, recs
+}
+
+func BenchmarkList(b *testing.B) {
+	s, recs := readStore(b, 100_000)
+	ctx := context.Background()
+	p, err := s.List(ctx, store.Query{Limit: 100})
+	if err != nil {
+		b.Fatal(err)
+	}
+	middle := p.NextCursor
+	for _, bc := range []struct {
+		name string
+		q    store.Query
+	}{
+		{"newest", store.Query{Limit: 100}},
+		{"ascending", store.Query{Limit: 100, Ascending: true}},
+		{"next_page", store.Query{Limit: 100, Cursor: middle}},
+		{"user", store.Query{Limit: 100, UserID: recs[500].User.ID}},
+		{"country", store.Query{Limit: 100, Country: "norway"}},
+		{"time_range", store.Query{Limit: 100, Since: recs[50_000].OccurredAt, Until: recs[60_000].OccurredAt}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			for b.Loop() {
+				if _, err := s.List(ctx, bc.q); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkGet(b *testing.B) {
+	s, recs := readStore(b, 100_000)
+	ctx := context.Background()
+	i := 0
+	for b.Loop() {
+		if _, err := s.Get(ctx, recs[i%len(recs)].EventID); err != nil {
+			b.Fatal(err)
+		}
+		i += 7919
+	}
+}
