@@ -303,7 +303,7 @@ func TestDecode(t *testing.T) {
 		{name: "too many", body: "[" + string(one) + "," + string(one) + "]", mediaType: ContentTypeJSON, max: 1, wantErr: true},
 		{name: "too many ndjson", body: string(one) + "\n" + string(one), mediaType: ContentTypeNDJSON, max: 1, wantErr: true},
 		{name: "wrong types by index", mediaType: ContentTypeJSON, wantN: 4,
-			body: "[" + string(one) + `,{"event_id":"x","location":{"latitude":"12.5"}},{"event_id":"y","occurred_at":"yesterday"},{"event_id":7}]`,
+			body:     "[" + string(one) + `,{"event_id":"x","location":{"latitude":"12.5"}},{"event_id":"y","occurred_at":"yesterday"},{"event_id":7}]`,
 			badIndex: map[int]string{1: "location.latitude", 2: "occurred_at", 3: "event_id"}},
 		{name: "ndjson line not an object", body: string(one) + "\n[1]\n", mediaType: ContentTypeNDJSON, wantN: 2, badIndex: map[int]string{1: ""}},
 		{name: "ndjson broken line", body: "{\"event_id\":\n" + string(one), mediaType: ContentTypeNDJSON, wantN: 2, badIndex: map[int]string{0: ""}},
