@@ -110,11 +110,8 @@ func (s *Store) resyncSeq(ctx context.Context) {
 	defer cancel()
 	var last int64
 	if err := s.wconn.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0) FROM events`).Scan(&last); err != nil {
-		// Keep the old value: it can only be too low if the failed insert
-		// committed, and then the next insert fails on nothing (seq is not
-		// unique) but would repeat values. Make that impossible by skipping
-		// ahead generously.
-		s.log.ErrorContext(ctx, "duckdb: cannot re-read last seq after a failed write; skipping ahead", "error", err)
+		// The failed insert may have committed after all; skip far ahead
+		// rather than risk handing its seq values out again.
 		s.lastSeq += 1 << 20
 		s.maxSeq.Store(s.lastSeq)
 		return
