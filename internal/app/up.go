@@ -204,8 +204,10 @@ func up(ctx context.Context, cfg upConfig, stdout io.Writer, log *slog.Logger) (
 	errc := make(chan error, 4)
 	workerCtx, stopWorker := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWorker()
+	hardCtx, hardStop := context.WithCancel(context.WithoutCancel(ctx))
+	defer hardStop()
 	wg.Go(func() {
-		if err := worker.Run(workerCtx); err != nil {
+		if err := worker.Run(workerCtx, hardCtx); err != nil {
 			errc <- fmt.Errorf("enrich worker: %w", err)
 		}
 	})
@@ -264,7 +266,9 @@ func up(ctx context.Context, cfg upConfig, stdout io.Writer, log *slog.Logger) (
 	select {
 	case <-done:
 	case <-sctx.Done():
-		log.Warn("the worker did not finish its batch before the shutdown deadline; the broker will deliver it again")
+		log.Warn("the worker did not finish its batch before the shutdown deadline; abandoning it: the broker will deliver it again")
+		hardStop()
+		<-done
 	}
 	st2 := worker.Stats()
 	log.Info("stopped", "messages", st2.Messages, "stored", st2.Stored, "dead_lettered", st2.DeadLettered)

@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -40,7 +41,9 @@ type Config struct {
 	MaxMessages  int           // messages per fetch
 	FetchWait    time.Duration // longest wait for the first message of a batch
 	AckWait      time.Duration // redelivery after a crash
-	RetryDelay   time.Duration // delay before a failed batch is delivered again
+	RetryDelay   time.Duration // first delay before a failed message is delivered again; doubles per attempt
+	MaxRetry     time.Duration // longest such delay
+	MaxAttempts  int           // deliveries of a poison message before it is dead-lettered
 	MaxClockSkew time.Duration
 }
 
@@ -50,7 +53,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxMessages, "enrich-batch", 64, "broker messages per worker batch (each may hold up to ingest-max-events events)")
 	fs.DurationVar(&c.FetchWait, "enrich-fetch-wait", 250*time.Millisecond, "longest wait for the first message of a batch")
 	fs.DurationVar(&c.AckWait, "enrich-ack-wait", 30*time.Second, "how long a fetched message stays invisible before the broker delivers it again")
-	fs.DurationVar(&c.RetryDelay, "enrich-retry-delay", 2*time.Second, "delay before a batch that failed to store is delivered again")
+	fs.DurationVar(&c.RetryDelay, "enrich-retry-delay", time.Second, "first delay before a message that failed is delivered again (doubles with each attempt)")
+	fs.DurationVar(&c.MaxRetry, "enrich-max-retry-delay", time.Minute, "longest delay before a failed message is delivered again")
+	fs.IntVar(&c.MaxAttempts, "enrich-max-attempts", 5, "deliveries of a poison message (one that fails while others succeed) before it is dead-lettered")
 	fs.DurationVar(&c.MaxClockSkew, "enrich-max-clock-skew", event.DefaultMaxClockSkew, "how far in the future occurred_at may be")
 }
 
@@ -71,6 +76,12 @@ func (c Config) Validate() error {
 	}
 	if c.RetryDelay < 0 {
 		p.Addf("enrich-retry-delay must not be negative, got %s", c.RetryDelay)
+	}
+	if c.MaxRetry < c.RetryDelay {
+		p.Addf("enrich-max-retry-delay (%s) must be at least enrich-retry-delay (%s)", c.MaxRetry, c.RetryDelay)
+	}
+	if c.MaxAttempts < 1 {
+		p.Addf("enrich-max-attempts must be at least 1, got %d", c.MaxAttempts)
 	}
 	return p.Err()
 }
@@ -119,10 +130,10 @@ func (w *Worker) Stats() Stats {
 	}
 }
 
-// Run processes batches until ctx is done. It finishes the batch in hand
-// before it returns (the caller bounds that with its shutdown deadline by
-// cancelling the context passed to Process through drainCtx).
-func (w *Worker) Run(ctx context.Context) error {
+// Run processes batches until ctx is done, then returns after finishing the
+// batch in hand. hard bounds that last batch: when hard is done, the batch in
+// hand is abandoned (not acked), and the broker delivers it again later.
+func (w *Worker) Run(ctx, hard context.Context) error {
 	backoff := 100 * time.Millisecond
 	for {
 		if ctx.Err() != nil {
@@ -147,27 +158,117 @@ func (w *Worker) Run(ctx context.Context) error {
 		if len(msgs) == 0 {
 			continue
 		}
-		// The batch in hand is finished even if ctx is cancelled meanwhile:
-		// the store write and the acks run on a context without the
-		// cancellation, bounded by the ack wait (after which the broker would
-		// deliver the messages again anyway).
-		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.AckWait)
-		err = w.Process(bctx, msgs)
+		// The batch in hand is finished even if ctx is cancelled meanwhile,
+		// within the ack wait (after which the broker delivers it again
+		// anyway) and until hard is done.
+		bctx, cancel := context.WithTimeout(hard, w.cfg.AckWait)
+		outage := w.handle(bctx, msgs)
 		cancel()
-		if err != nil {
-			w.stats.failed.Add(1)
-			w.log.Warn("enrich: batch failed; it will be delivered again", "error", err.Error(),
-				"messages", len(msgs), "retry_in", w.cfg.RetryDelay.String())
-			nctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			if nerr := w.sub.Nack(nctx, w.cfg.RetryDelay, msgs...); nerr != nil {
-				w.log.Warn("enrich: nack failed; the broker redelivers after the ack wait", "error", nerr.Error())
-			}
-			cancel()
-			if !sleep(ctx, w.cfg.RetryDelay) {
-				return nil
+		if outage > 0 && !sleep(ctx, outage) {
+			return nil
+		}
+	}
+}
+
+// handle processes a batch. When the batch fails, it retries each message
+// alone to tell a poison message (fails while others succeed) from an outage
+// (every message fails). A poison message is delivered again with backoff
+// and dead-lettered after MaxAttempts deliveries; in an outage nothing is
+// dead-lettered, every message is delivered again with backoff, and handle
+// returns how long the worker should pause.
+func (w *Worker) handle(ctx context.Context, msgs []*broker.Message) (pause time.Duration) {
+	err := w.process(ctx, msgs)
+	if err == nil {
+		return 0
+	}
+	w.stats.failed.Add(1)
+	if ctx.Err() != nil {
+		w.nack(msgs, err)
+		return 0
+	}
+	type failure struct {
+		m   *broker.Message
+		err error
+	}
+	var failed []failure
+	succeeded := 0
+	if len(msgs) == 1 {
+		failed = []failure{{msgs[0], err}}
+	} else {
+		for _, m := range msgs {
+			if e := w.process(ctx, []*broker.Message{m}); e != nil {
+				failed = append(failed, failure{m, e})
+			} else {
+				succeeded++
 			}
 		}
 	}
+	for _, f := range failed {
+		// A panic is the message's fault whatever the others did.
+		_, panicked := errors.AsType[*panicError](f.err)
+		poison := panicked || succeeded > 0
+		if poison && f.m.Deliveries >= w.cfg.MaxAttempts {
+			stage := "store"
+			if panicked {
+				stage = "enrich"
+			}
+			derr := w.publishDead(ctx, []deadLetter{{msg: f.m, index: -1, data: f.m.Data, stage: stage,
+				reason: f.err.Error()}}, w.now().UTC())
+			if derr == nil {
+				derr = w.sub.Ack(ctx, f.m)
+			}
+			if derr == nil {
+				continue
+			}
+			f.err = derr
+		}
+		w.nack([]*broker.Message{f.m}, f.err)
+	}
+	if succeeded == 0 && len(failed) > 0 {
+		return min(w.retryDelay(1), time.Second)
+	}
+	return 0
+}
+
+// retryDelay is the redelivery delay after the given delivery: RetryDelay
+// doubled per attempt up to MaxRetry, with up to 20% jitter so that
+// messages that failed together do not come back together.
+func (w *Worker) retryDelay(deliveries int) time.Duration {
+	d := w.cfg.RetryDelay
+	for i := 1; i < deliveries && d < w.cfg.MaxRetry; i++ {
+		d *= 2
+	}
+	d = min(d, w.cfg.MaxRetry)
+	if d > 0 {
+		d += time.Duration(rand.Int64N(int64(d)/5 + 1))
+	}
+	return d
+}
+
+func (w *Worker) nack(msgs []*broker.Message, cause error) {
+	delay := w.retryDelay(msgs[0].Deliveries)
+	w.log.Warn("enrich: delivering again later", "error", cause.Error(), "messages", len(msgs),
+		"deliveries", msgs[0].Deliveries, "retry_in", delay.String())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := w.sub.Nack(ctx, delay, msgs...); err != nil {
+		w.log.Warn("enrich: nack failed; the broker delivers the messages again after the ack wait", "error", err.Error())
+	}
+}
+
+// panicError is a panic while processing a message, turned into an error.
+type panicError struct{ v any }
+
+func (e *panicError) Error() string { return fmt.Sprintf("panic: %v", e.v) }
+
+// process is Process with panics turned into errors.
+func (w *Worker) process(ctx context.Context, msgs []*broker.Message) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = &panicError{v}
+		}
+	}()
+	return w.Process(ctx, msgs)
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

@@ -83,13 +83,19 @@ func (j *joiner) Lookup(ctx context.Context, reqs []weather.Request) []weather.R
 }
 
 type memStore struct {
-	recs []event.Record
-	err  error
+	recs   []event.Record
+	err    error
+	poison string // event id whose batches fail
 }
 
 func (s *memStore) Write(ctx context.Context, recs []event.Record) error {
 	if s.err != nil {
 		return s.err
+	}
+	for _, r := range recs {
+		if r.EventID == s.poison {
+			return fmt.Errorf("store rejects %s", r.EventID)
+		}
 	}
 	s.recs = append(s.recs, recs...)
 	return nil
@@ -108,7 +114,8 @@ func msg(id, contentType, body string) *broker.Message {
 }
 
 func newWorker(q *queue, j weather.Joiner, s Writer) *Worker {
-	w := New(Config{Subscription: "enrich", MaxMessages: 10, FetchWait: time.Millisecond, AckWait: time.Minute, MaxClockSkew: time.Minute},
+	w := New(Config{Subscription: "enrich", MaxMessages: 10, FetchWait: time.Millisecond, AckWait: time.Minute, MaxClockSkew: time.Minute,
+		RetryDelay: time.Second, MaxRetry: time.Minute, MaxAttempts: 3},
 		q, q, j, s, platform.Discard)
 	w.now = func() time.Time { return now }
 	return w
@@ -228,7 +235,7 @@ func TestRunNacksFailedBatches(t *testing.T) {
 	w.cfg.RetryDelay = time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
-	go func() { done <- w.Run(ctx) }()
+	go func() { done <- w.Run(ctx, context.Background()) }()
 	for {
 		q.mu.Lock()
 		n := len(q.nacked)
@@ -244,6 +251,92 @@ func TestRunNacksFailedBatches(t *testing.T) {
 	}
 	if len(q.acked) != 0 || w.Stats().Failed == 0 {
 		t.Errorf("acked %d, stats %+v", len(q.acked), w.Stats())
+	}
+}
+
+// TestPoisonIsolated: a message the store rejects fails its batch; the
+// worker retries each message alone, stores the others, delivers the poison
+// again with backoff and dead-letters it after MaxAttempts deliveries.
+func TestPoisonIsolated(t *testing.T) {
+	for _, deliveries := range []int{1, 2, 3} {
+		t.Run(fmt.Sprint("delivery ", deliveries), func(t *testing.T) {
+			q := &queue{}
+			s := &memStore{poison: "bad"}
+			w := newWorker(q, &joiner{failSouthOf: -1000}, s)
+			msgs := []*broker.Message{msg("1", event.ContentTypeJSON, ev("a", 1)), msg("2", event.ContentTypeJSON, ev("bad", 2)),
+				msg("3", event.ContentTypeJSON, ev("c", 3))}
+			msgs[1].Deliveries = deliveries
+			if pause := w.handle(context.Background(), msgs); pause != 0 {
+				t.Errorf("paused %s for a poison message", pause)
+			}
+			if len(s.recs) != 2 || len(q.acked) < 2 {
+				t.Fatalf("stored %d, acked %d; want the two good messages stored and acked", len(s.recs), len(q.acked))
+			}
+			if deliveries < 3 {
+				if len(q.nacked) != 1 || q.nacked[0].ID != "2" || len(q.dead) != 0 {
+					t.Fatalf("nacked %d, dead %d; want the poison nacked", len(q.nacked), len(q.dead))
+				}
+				return
+			}
+			if len(q.dead) != 1 || len(q.nacked) != 0 || len(q.acked) != 3 {
+				t.Fatalf("dead %d nacked %d acked %d; want the poison dead-lettered and acked", len(q.dead), len(q.nacked), len(q.acked))
+			}
+			a := q.dead[0].Attributes
+			if a[AttrStage] != "store" || a[AttrAttempts] != "3" || !strings.Contains(a[AttrReason], "rejects bad") {
+				t.Errorf("dead letter attributes %v", a)
+			}
+		})
+	}
+}
+
+// TestOutageNeverDeadLetters: when every message fails, it is an outage:
+// everything is delivered again, nothing dead-lettered, however often.
+func TestOutageNeverDeadLetters(t *testing.T) {
+	q := &queue{}
+	s := &memStore{err: errors.New("disk full")}
+	w := newWorker(q, &joiner{failSouthOf: -1000}, s)
+	msgs := []*broker.Message{msg("1", event.ContentTypeJSON, ev("a", 1)), msg("2", event.ContentTypeJSON, ev("b", 2))}
+	for _, m := range msgs {
+		m.Deliveries = 50
+	}
+	if pause := w.handle(context.Background(), msgs); pause <= 0 {
+		t.Error("no pause in an outage")
+	}
+	if len(q.dead) != 0 || len(q.nacked) != 2 || len(q.acked) != 0 {
+		t.Fatalf("dead %d nacked %d acked %d", len(q.dead), len(q.nacked), len(q.acked))
+	}
+}
+
+type panicJoiner struct{}
+
+func (panicJoiner) Lookup(ctx context.Context, reqs []weather.Request) []weather.Result {
+	panic("boom")
+}
+
+func TestPanicIsPoison(t *testing.T) {
+	q := &queue{}
+	w := newWorker(q, panicJoiner{}, &memStore{})
+	m := msg("1", event.ContentTypeJSON, ev("a", 1))
+	m.Deliveries = 3
+	w.handle(context.Background(), []*broker.Message{m})
+	if len(q.dead) != 1 || q.dead[0].Attributes[AttrStage] != "enrich" || !strings.Contains(q.dead[0].Attributes[AttrReason], "boom") {
+		t.Fatalf("dead letters %v", q.dead)
+	}
+}
+
+func TestRetryDelay(t *testing.T) {
+	w := newWorker(&queue{}, &joiner{}, &memStore{})
+	w.cfg.RetryDelay, w.cfg.MaxRetry = time.Second, 10*time.Second
+	for _, tt := range []struct {
+		deliveries int
+		min, max   time.Duration
+	}{{1, time.Second, 1200 * time.Millisecond}, {2, 2 * time.Second, 2400 * time.Millisecond},
+		{4, 8 * time.Second, 9600 * time.Millisecond}, {10, 10 * time.Second, 12 * time.Second}} {
+		for range 20 {
+			if d := w.retryDelay(tt.deliveries); d < tt.min || d > tt.max {
+				t.Errorf("retryDelay(%d) = %s, want %s..%s", tt.deliveries, d, tt.min, tt.max)
+			}
+		}
 	}
 }
 
