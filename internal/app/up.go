@@ -184,6 +184,13 @@ func up(ctx context.Context, cfg upConfig, stdout io.Writer, log *slog.Logger) (
 
 	// HTTP: ingest and reads on one port.
 	ing := ingest.New(cfg.Ingest, b, log)
+	var gate *ingest.BacklogGate
+	if bl, ok := b.(broker.Backlogger); ok && cfg.Ingest.MaxBacklog > 0 {
+		gate = ingest.NewBacklogGate(func(ctx context.Context) (int64, error) {
+			return bl.Backlog(ctx, broker.TopicEvents, cfg.Enrich.Subscription)
+		}, cfg.Ingest.MaxBacklog, 250*time.Millisecond, log)
+		ing.Admit = gate.Admit
+	}
 	cfg.Serve.Logger = log
 	cfg.Serve.Checks = []serve.Check{
 		{Name: "store", Check: func(ctx context.Context) error {
@@ -235,6 +242,9 @@ func up(ctx context.Context, cfg upConfig, stdout io.Writer, log *slog.Logger) (
 				errc <- fmt.Errorf("collect: %w", err)
 			}
 		})
+	}
+	if gate != nil {
+		go gate.Run(workerCtx)
 	}
 	if cfg.StatsEvery > 0 {
 		go logStats(workerCtx, log, cfg.StatsEvery, worker, wsvc)

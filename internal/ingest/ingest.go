@@ -41,6 +41,7 @@ type Config struct {
 	MaxClockSkew   time.Duration // how far in the future occurred_at may be
 	PublishTimeout time.Duration // how long to wait for the broker before 503
 	MaxErrors      int           // field errors listed in a 400 answer
+	MaxBacklog     int64         // broker messages waiting before ingest answers 503; 0: no limit
 }
 
 // RegisterFlags adds ingest's flags to fs.
@@ -50,6 +51,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.MaxClockSkew, "ingest-max-clock-skew", event.DefaultMaxClockSkew, "how far in the future occurred_at may be")
 	fs.DurationVar(&c.PublishTimeout, "ingest-publish-timeout", 5*time.Second, "how long ingest waits for the broker before answering 503")
 	fs.IntVar(&c.MaxErrors, "ingest-max-errors", 100, "most field errors listed in a 400 answer")
+	fs.Int64Var(&c.MaxBacklog, "ingest-max-backlog", 20000, "broker messages waiting for the worker before ingest answers 503 with Retry-After (0: no limit)")
 }
 
 // Validate reports every problem at once.
@@ -66,6 +68,9 @@ func (c Config) Validate() error {
 	}
 	if c.PublishTimeout <= 0 {
 		p.Addf("ingest-publish-timeout must be positive, got %s", c.PublishTimeout)
+	}
+	if c.MaxBacklog < 0 {
+		p.Addf("ingest-max-backlog must not be negative, got %d", c.MaxBacklog)
 	}
 	if c.MaxErrors < 1 {
 		p.Addf("ingest-max-errors must be at least 1, got %d", c.MaxErrors)

@@ -277,3 +277,31 @@ func BenchmarkPostBatch(b *testing.B) {
 type discard struct{}
 
 func (discard) Publish(context.Context, string, ...*broker.Message) error { return nil }
+
+func TestBacklogGate(t *testing.T) {
+	var backlog int64
+	g := NewBacklogGate(func(context.Context) (int64, error) { return backlog, nil }, 100, time.Hour, platform.Discard)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, tt := range []struct {
+		backlog int64
+		admit   bool
+	}{{0, true}, {100, true}, {101, false}, {5000, false}, {99, true}} {
+		backlog = tt.backlog
+		g.Run(ctx) // one poll, then it returns: ctx is done
+		if err := g.Admit(); (err == nil) != tt.admit {
+			t.Errorf("backlog %d: Admit() = %v, want admit=%v", tt.backlog, err, tt.admit)
+		}
+	}
+	if g.Refused() != 2 {
+		t.Errorf("refused %d, want 2", g.Refused())
+	}
+	// A failing backlog read keeps the last value.
+	backlog = 500
+	g.Run(ctx)
+	g.backlog = func(context.Context) (int64, error) { return 0, errors.New("down") }
+	g.Run(ctx)
+	if g.Backlog() != 500 {
+		t.Errorf("backlog after a failed read: %d", g.Backlog())
+	}
+}
