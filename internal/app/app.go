@@ -20,9 +20,11 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"up":      {"run the whole pipeline in one process (add --demo for the built-in simulators)", runUp},
-	"schema":  {"print the event JSON Schema, or the store's DDL with --ddl", runSchema},
-	"version": {"print the version", runVersion},
+	"up":          {"run the whole pipeline in one process (add --demo for the built-in simulators)", runUp},
+	"deadletters": {"list the events the worker could not process, with the reason", runDeadLetters},
+	"replay":      {"publish dead letters to the pipeline again once the cause is fixed", runReplay},
+	"schema":      {"print the event JSON Schema, or the store's DDL with --ddl", runSchema},
+	"version":     {"print the version", runVersion},
 }
 
 // errUsage marks errors in how skyjoin was called (exit code 2).

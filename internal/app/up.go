@@ -16,6 +16,7 @@ import (
 
 	"github.com/skyjoin/skyjoin/internal/broker"
 	"github.com/skyjoin/skyjoin/internal/collect"
+	"github.com/skyjoin/skyjoin/internal/deadletter"
 	"github.com/skyjoin/skyjoin/internal/enrich"
 	"github.com/skyjoin/skyjoin/internal/event"
 	"github.com/skyjoin/skyjoin/internal/ingest"
@@ -202,6 +203,9 @@ func up(ctx context.Context, cfg upConfig, stdout io.Writer, log *slog.Logger) (
 	mux := http.NewServeMux()
 	ing.Register(mux)
 	srv.Register(mux)
+	if db, ok := b.(deadletter.Broker); ok {
+		deadletter.NewHandler(db, log).Register(mux)
+	}
 	hs, err := platform.Listen(cfg.Addr, serve.JSONErrors(mux), log)
 	if err != nil {
 		return err

@@ -512,3 +512,54 @@ func TestRestartKeepsEveryAcceptedEvent(t *testing.T) {
 		})
 	}
 }
+
+// run runs the skyjoin binary with args and returns its stdout.
+func run(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(binary, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("skyjoin %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// TestDeadLetterReplay: an event the worker refuses (here: a worker stricter
+// about clock skew than ingest) is dead-lettered with its reason, listed by
+// `skyjoin deadletters`, and stored by `skyjoin replay` once the cause is
+// fixed (the worker restarted with the same skew as ingest).
+func TestDeadLetterReplay(t *testing.T) {
+	dataDir := t.TempDir()
+	p := start(t, dataDir, "--ingest-max-clock-skew", "1h", "--enrich-max-clock-skew", "0s")
+	c := newClient(p.base)
+	future := makeEvent(1, time.Now().Add(30*time.Minute))
+	ok := makeEvent(2, time.Now())
+	if code, body := c.post("array", []event.Event{future, ok}); code != http.StatusAccepted {
+		t.Fatalf("post: %d %s", code, body)
+	}
+	c.waitStored(t, 1)
+	var out string
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		out = run(t, "deadletters", "--api", p.base)
+		if strings.Contains(out, future.EventID) {
+			break
+		}
+	}
+	if !strings.Contains(out, "validate") || !strings.Contains(out, "occurred_at") || !strings.Contains(out, future.EventID) {
+		t.Fatalf("deadletters does not list the refused event with its reason:\n%s", out)
+	}
+	p.stop(t, syscall.SIGTERM)
+
+	p2 := start(t, dataDir, "--ingest-max-clock-skew", "1h", "--enrich-max-clock-skew", "1h")
+	if out := run(t, "replay", "--api", p2.base, "--stage", "validate"); !strings.Contains(out, "replayed 1 ") {
+		t.Fatalf("replay: %s", out)
+	}
+	c2 := newClient(p2.base)
+	recs := c2.waitStored(t, 2)
+	if len(recs) != 2 || recs[1].EventID != future.EventID {
+		t.Fatalf("after replay the store holds %d records: %v", len(recs), recs)
+	}
+	if out := run(t, "deadletters", "--api", p2.base); !strings.Contains(out, "no dead letters") {
+		t.Fatalf("dead letters left after replay:\n%s", out)
+	}
+	p2.stop(t, syscall.SIGTERM)
+}

@@ -1,0 +1,165 @@
+package deadletter
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	json "github.com/goccy/go-json"
+
+	"github.com/skyjoin/skyjoin/internal/broker"
+	"github.com/skyjoin/skyjoin/internal/broker/jetstream"
+	"github.com/skyjoin/skyjoin/internal/enrich"
+	"github.com/skyjoin/skyjoin/internal/event"
+	"github.com/skyjoin/skyjoin/internal/ingest"
+	"github.com/skyjoin/skyjoin/internal/platform"
+)
+
+func openBroker(t *testing.T) *jetstream.Broker {
+	t.Helper()
+	b, err := jetstream.Open(context.Background(), jetstream.Config{URL: "nats://embedded", DataDir: t.TempDir()}, platform.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+func deadLetter(i int, stage, reason string) *broker.Message {
+	return &broker.Message{
+		Data: []byte(fmt.Sprintf(`{"event_id":"dl-%d"}`, i)),
+		Attributes: map[string]string{
+			ingest.AttrContentType: event.ContentTypeJSON, ingest.AttrIngestedAt: "2026-11-26T10:00:00Z",
+			enrich.AttrStage: stage, enrich.AttrReason: reason, enrich.AttrAttempts: "1",
+			enrich.AttrOriginalIndex: "0", enrich.AttrFailedAt: time.Date(2026, 11, 26, 10, i, 0, 0, time.UTC).Format(time.RFC3339Nano),
+		},
+	}
+}
+
+func TestListAndReplay(t *testing.T) {
+	ctx := context.Background()
+	b := openBroker(t)
+	sub, err := b.Subscribe(ctx, broker.TopicEvents, "enrich", broker.SubscribeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []*broker.Message
+	for i := range 6 {
+		stage, reason := "validate", "location.latitude: must be between -90 and 90"
+		if i%2 == 1 {
+			stage, reason = "decode", "invalid JSON"
+		}
+		msgs = append(msgs, deadLetter(i, stage, reason))
+	}
+	msgs = append(msgs, &broker.Message{Data: []byte("not json"), Attributes: map[string]string{enrich.AttrStage: "decode"}})
+	if err := b.Publish(ctx, broker.TopicDeadLetter, msgs...); err != nil {
+		t.Fatal(err)
+	}
+
+	all, err := List(ctx, b, Filter{})
+	if err != nil || len(all) != 7 {
+		t.Fatalf("List: %d entries, %v", len(all), err)
+	}
+	if all[0].Stage != "validate" || all[0].Index != 0 || all[0].Attempts != 1 || string(all[0].Data) != `{"event_id":"dl-0"}` {
+		t.Errorf("first entry %+v", all[0])
+	}
+	if all[6].Text != "not json" || all[6].Data != nil {
+		t.Errorf("non-JSON entry %+v", all[6])
+	}
+	for _, tt := range []struct {
+		f    Filter
+		want int
+	}{
+		{Filter{Stage: "validate"}, 3},
+		{Filter{ReasonContains: "LATITUDE"}, 3},
+		{Filter{Since: time.Date(2026, 11, 26, 10, 4, 0, 0, time.UTC)}, 2},
+		{Filter{Limit: 2}, 2},
+		{Filter{IDs: []string{all[1].ID, all[2].ID}}, 2},
+	} {
+		got, err := List(ctx, b, tt.f)
+		if err != nil || len(got) != tt.want {
+			t.Errorf("List(%+v): %d, %v; want %d", tt.f, len(got), err, tt.want)
+		}
+	}
+
+	// Replay the validate ones: they go back to the events topic, without
+	// the dl_ attributes, and leave the dead-letter topic.
+	n, err := Replay(ctx, b, Filter{Stage: "validate"})
+	if err != nil || n != 3 {
+		t.Fatalf("Replay: %d, %v", n, err)
+	}
+	got, err := sub.Fetch(ctx, 10, 5*time.Second)
+	if err != nil || len(got) != 3 {
+		t.Fatalf("events topic has %d messages, %v", len(got), err)
+	}
+	for _, m := range got {
+		if m.Attributes[ingest.AttrSource] != "replay" || m.Attributes[enrich.AttrReason] != "" || m.Attributes[ingest.AttrContentType] != event.ContentTypeJSON {
+			t.Errorf("replayed attributes %v", m.Attributes)
+		}
+	}
+	left, _ := List(ctx, b, Filter{})
+	if len(left) != 4 {
+		t.Errorf("%d dead letters left, want 4", len(left))
+	}
+}
+
+func TestHandler(t *testing.T) {
+	ctx := context.Background()
+	b := openBroker(t)
+	if _, err := b.Subscribe(ctx, broker.TopicEvents, "enrich", broker.SubscribeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Publish(ctx, broker.TopicDeadLetter, deadLetter(1, "validate", "bad"), deadLetter(2, "decode", "worse")); err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	NewHandler(b, platform.Discard).Register(mux)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	get := func(q string) (int, ListResponse) {
+		resp, err := http.Get(srv.URL + "/v1/deadletters" + q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var lr ListResponse
+		json.NewDecoder(resp.Body).Decode(&lr)
+		return resp.StatusCode, lr
+	}
+	if code, lr := get(""); code != 200 || lr.Count != 2 {
+		t.Fatalf("list: %d %+v", code, lr)
+	}
+	if code, lr := get("?stage=decode"); code != 200 || lr.Count != 1 || lr.DeadLetters[0].Reason != "worse" {
+		t.Fatalf("list stage: %d %+v", code, lr)
+	}
+	for _, q := range []string{"?bogus=1", "?limit=0", "?since=yesterday"} {
+		if code, _ := get(q); code != 400 {
+			t.Errorf("%s: %d, want 400", q, code)
+		}
+	}
+	resp, err := http.Post(srv.URL+"/v1/deadletters/replay", "application/json", strings.NewReader(`{"stage":"validate"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rr ReplayResponse
+	json.NewDecoder(resp.Body).Decode(&rr)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || rr.Replayed != 1 {
+		t.Fatalf("replay: %d %+v", resp.StatusCode, rr)
+	}
+	_, lr := get("")
+	req, _ := http.NewRequest("DELETE", srv.URL+"/v1/deadletters/"+lr.DeadLetters[0].ID, nil)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if code, lr := get(""); resp.StatusCode != 204 || code != 200 || lr.Count != 0 {
+		t.Fatalf("delete: %d, then %d entries", resp.StatusCode, lr.Count)
+	}
+}
