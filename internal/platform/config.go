@@ -44,6 +44,7 @@ func parseFlags(fs *flag.FlagSet, args []string, lookup func(string) (string, bo
 		}
 		if err := fs.Set(f.Name, v); err != nil {
 			errs = append(errs, fmt.Errorf("%s=%q: %w", EnvName(f.Name), v, err))
+			f.Value.Set(f.DefValue) // some flag types zero the value on a failed Set
 		}
 	})
 	return errors.Join(errs...)

@@ -1,0 +1,93 @@
+package platform
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseFlagsEnvFallback(t *testing.T) {
+	env := map[string]string{
+		"SKYJOIN_DATA_DIR":     "/from/env",
+		"SKYJOIN_ADDR":         "ignored: the flag is given",
+		"SKYJOIN_BATCH":        "not a number",
+		"SKYJOIN_WAIT_TIME":    "3s",
+		"SKYJOIN_UNREGISTERED": "x",
+	}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	dataDir := fs.String("data-dir", "data", "")
+	addr := fs.String("addr", "default", "")
+	batch := fs.Int("batch", 10, "")
+	wait := fs.Duration("wait-time", time.Second, "")
+	err := parseFlags(fs, []string{"--addr", "cli"}, lookup)
+	if err == nil || !strings.Contains(err.Error(), "SKYJOIN_BATCH") {
+		t.Fatalf("bad env value not reported: %v", err)
+	}
+	if *dataDir != "/from/env" || *addr != "cli" || *batch != 10 || *wait != 3*time.Second {
+		t.Errorf("got data-dir=%q addr=%q batch=%d wait=%s", *dataDir, *addr, *batch, *wait)
+	}
+}
+
+func TestEnvName(t *testing.T) {
+	for in, want := range map[string]string{"data-dir": "SKYJOIN_DATA_DIR", "log.level": "SKYJOIN_LOG_LEVEL", "addr": "SKYJOIN_ADDR"} {
+		if got := EnvName(in); got != want {
+			t.Errorf("EnvName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestLoggerUsesCloudLoggingFields(t *testing.T) {
+	var buf bytes.Buffer
+	log, err := NewLogger(&buf, LogConfig{Level: "debug", Format: "json"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Warn("hello", "k", 1)
+	log.Debug("dbg")
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("%d lines", len(lines))
+	}
+	var m map[string]any
+	if err := json.Unmarshal([]byte(lines[0]), &m); err != nil {
+		t.Fatal(err)
+	}
+	if m["severity"] != "WARNING" || m["message"] != "hello" || m["time"] == nil || m["k"] != 1.0 {
+		t.Errorf("record %v", m)
+	}
+	if _, err := NewLogger(&buf, LogConfig{Level: "loud"}); err == nil {
+		t.Error("bad level accepted")
+	}
+	if _, err := NewLogger(&buf, LogConfig{Level: "info", Format: "xml"}); err == nil {
+		t.Error("bad format accepted")
+	}
+}
+
+func TestProblems(t *testing.T) {
+	var p Problems
+	if p.Err() != nil {
+		t.Fatal("no problems, an error")
+	}
+	p.Addf("a %d", 1)
+	p.Addf("b")
+	if err := p.Err(); err == nil || !strings.Contains(err.Error(), "a 1") || !strings.Contains(err.Error(), "b") {
+		t.Fatalf("Err() = %v", err)
+	}
+}
+
+func TestWriteUnavailable(t *testing.T) {
+	w := httptest.NewRecorder()
+	WriteUnavailable(w, 1500*time.Millisecond, "busy")
+	if w.Code != 503 || w.Header().Get("Retry-After") != "2" {
+		t.Fatalf("%d Retry-After %q", w.Code, w.Header().Get("Retry-After"))
+	}
+	var eb ErrorBody
+	if err := json.Unmarshal(w.Body.Bytes(), &eb); err != nil || eb.Error.Status != "UNAVAILABLE" || eb.Error.Message != "busy" {
+		t.Fatalf("%s", w.Body.Bytes())
+	}
+}
