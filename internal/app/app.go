@@ -21,6 +21,7 @@ type command struct {
 
 var commands = map[string]command{
 	"up":          {"run the whole pipeline in one process (add --demo for the built-in simulators)", runUp},
+	"bench":       {"measure a running or self-started skyjoin: ingest, pipeline, latency, weather, resources", runBench},
 	"deadletters": {"list the events the worker could not process, with the reason", runDeadLetters},
 	"replay":      {"publish dead letters to the pipeline again once the cause is fixed", runReplay},
 	"schema":      {"print the event JSON Schema, or the store's DDL with --ddl", runSchema},

@@ -203,6 +203,7 @@ func up(ctx context.Context, cfg upConfig, stdout io.Writer, log *slog.Logger) (
 	mux := http.NewServeMux()
 	ing.Register(mux)
 	srv.Register(mux)
+	registerDebug(mux, worker, wsvc, gate)
 	if db, ok := b.(deadletter.Broker); ok {
 		deadletter.NewHandler(db, log).Register(mux)
 	}

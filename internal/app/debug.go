@@ -1,0 +1,73 @@
+package app
+
+import (
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"syscall"
+
+	"github.com/skyjoin/skyjoin/internal/enrich"
+	"github.com/skyjoin/skyjoin/internal/ingest"
+	"github.com/skyjoin/skyjoin/internal/platform"
+	"github.com/skyjoin/skyjoin/internal/weather"
+)
+
+// pipelineDebug is the answer of GET /debug/pipeline: the process's
+// counters and resources, read by `skyjoin bench`.
+type pipelineDebug struct {
+	PID       int          `json:"pid"`
+	MaxRSS    int64        `json:"max_rss_bytes"`
+	UserCPU   float64      `json:"user_cpu_seconds"`
+	SystemCPU float64      `json:"system_cpu_seconds"`
+	Stored    int64        `json:"stored"`
+	Messages  int64        `json:"messages"`
+	Dead      int64        `json:"dead_lettered"`
+	Unavail   int64        `json:"unavailable"`
+	Failed    int64        `json:"failed_batches"`
+	Backlog   int64        `json:"backlog"`
+	Refused   int64        `json:"ingest_refused"`
+	Weather   weatherDebug `json:"weather"`
+}
+
+type weatherDebug struct {
+	Requests   int64 `json:"requests"`
+	Hits       int64 `json:"hits"`
+	Misses     int64 `json:"misses"`
+	Stale      int64 `json:"stale"`
+	Errors     int64 `json:"errors"`
+	Calls      int64 `json:"calls"`
+	Points     int64 `json:"points"`
+	QuotaWaits int64 `json:"quota_waits"`
+	Entries    int   `json:"entries"`
+}
+
+// registerDebug mounts GET /debug/pipeline and the pprof handlers.
+func registerDebug(mux *http.ServeMux, w *enrich.Worker, ws *weather.Service, gate *ingest.BacklogGate) {
+	mux.HandleFunc("GET /debug/pipeline", func(rw http.ResponseWriter, r *http.Request) {
+		d := pipelineDebug{PID: os.Getpid()}
+		var ru syscall.Rusage
+		if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+			d.MaxRSS = ru.Maxrss * 1024 // kilobytes on Linux
+			d.UserCPU = float64(ru.Utime.Sec) + float64(ru.Utime.Usec)/1e6
+			d.SystemCPU = float64(ru.Stime.Sec) + float64(ru.Stime.Usec)/1e6
+		}
+		if w != nil {
+			s := w.Stats()
+			d.Stored, d.Messages, d.Dead, d.Unavail, d.Failed = s.Stored, s.Messages, s.DeadLettered, s.Unavailable, s.Failed
+		}
+		if ws != nil {
+			s := ws.Stats()
+			d.Weather = weatherDebug{Requests: s.Requests, Hits: s.Hits, Misses: s.Misses, Stale: s.Stale, Errors: s.Errors,
+				Calls: s.Calls, Points: s.Points, QuotaWaits: s.QuotaWaits, Entries: s.Entries}
+		}
+		if gate != nil {
+			d.Backlog, d.Refused = gate.Backlog(), gate.Refused()
+		}
+		platform.WriteJSON(rw, http.StatusOK, d)
+	})
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+}

@@ -1,0 +1,245 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Config says what to measure.
+type Config struct {
+	PhaseDuration    time.Duration // each ingest phase
+	PipelineDuration time.Duration // the sustained pipeline phase (>= 60 s for the figures)
+	LatencyDuration  time.Duration // the fixed-rate latency phase
+	LatencyRate      float64       // events/s offered in the latency phase
+	MaxEvents        int64         // bound on the events of any one phase
+	Concurrency      int
+	Quick            bool // shorter phases, for tests
+}
+
+// Result is what a bench run found.
+type Result struct {
+	Machine   string         `json:"machine"`
+	StartedAt time.Time      `json:"started_at"`
+	Target    string         `json:"target"`
+	Ingest    []IngestResult `json:"ingest"`
+	Pipeline  PipelineResult `json:"pipeline"`
+	Latency   []LatencyStats `json:"latency"`
+	Weather   WeatherResult  `json:"weather"`
+	Server    ServerResult   `json:"server"`
+}
+
+// IngestResult is the ingest throughput at one batch size.
+type IngestResult struct {
+	BatchSize      int     `json:"batch_size"`
+	EventsPerSec   float64 `json:"events_per_sec"`
+	RequestsPerSec float64 `json:"requests_per_sec"`
+	Accepted       int64   `json:"accepted"`
+	Refused503     int64   `json:"refused_503"`
+	Errors         int64   `json:"errors"`
+	Seconds        float64 `json:"seconds"`
+}
+
+// PipelineResult is the broker-to-store throughput, sustained.
+type PipelineResult struct {
+	StoredPerSec  float64 `json:"stored_per_sec"`
+	Stored        int64   `json:"stored"`
+	Seconds       float64 `json:"seconds"`
+	OfferedPerSec float64 `json:"offered_per_sec"`
+	MaxBacklog    int64   `json:"max_backlog"`
+}
+
+// LatencyStats is the end-to-end latency (202 to queryable) of one phase.
+type LatencyStats struct {
+	Name         string  `json:"name"`
+	OfferedRate  float64 `json:"offered_events_per_sec"`
+	AchievedRate float64 `json:"achieved_events_per_sec"`
+	Probes       int64   `json:"probes"`
+	Lost         int64   `json:"lost"`
+	P50ms        float64 `json:"p50_ms"`
+	P95ms        float64 `json:"p95_ms"`
+	P99ms        float64 `json:"p99_ms"`
+	Maxms        float64 `json:"max_ms"`
+}
+
+// WeatherResult is the weather join's cost.
+type WeatherResult struct {
+	Requests     int64   `json:"requests"`
+	Calls        int64   `json:"provider_calls"`
+	Points       int64   `json:"provider_points"`
+	CallsPer1000 float64 `json:"calls_per_1000_events"`
+	HitRatio     float64 `json:"hit_ratio"`
+}
+
+// ServerResult is the server process's resources.
+type ServerResult struct {
+	PID             int     `json:"pid"`
+	PeakRSSMB       float64 `json:"peak_rss_mb"`
+	CPUSeconds      float64 `json:"cpu_seconds"`
+	CPUSecPer1000   float64 `json:"cpu_seconds_per_1000_events"`
+	Stored          int64   `json:"stored"`
+	BenchCPUSeconds float64 `json:"bench_cpu_seconds"`
+}
+
+func latencyStats(name string, offered float64, r LoadResult) LatencyStats {
+	s := LatencyStats{Name: name, OfferedRate: offered, AchievedRate: r.EventsPerSecond(), Probes: r.Probes, Lost: r.Lost}
+	if len(r.Latencies) == 0 {
+		return s
+	}
+	l := slices.Clone(r.Latencies)
+	slices.Sort(l)
+	q := func(p float64) float64 {
+		i := int(p * float64(len(l)-1))
+		return float64(l[i].Microseconds()) / 1000
+	}
+	s.P50ms, s.P95ms, s.P99ms, s.Maxms = q(0.50), q(0.95), q(0.99), float64(l[len(l)-1].Microseconds())/1000
+	return s
+}
+
+// Run measures the stack at c.Base. progress receives a status line now and
+// then (for a terminal: it ends with \r).
+func Run(ctx context.Context, c *Client, cfg Config, progress io.Writer) (Result, error) {
+	res := Result{Machine: fmt.Sprintf("%s/%s, %d CPUs", runtime.GOOS, runtime.GOARCH, runtime.NumCPU()), StartedAt: time.Now().UTC(), Target: c.Base}
+	if err := CheckLoopback(c.Base); err != nil {
+		return res, err
+	}
+	d0, err := c.Debug(ctx)
+	if err != nil {
+		return res, fmt.Errorf("bench: the target must be a skyjoin with /debug/pipeline: %w", err)
+	}
+	events, err := NewEvents(time.Now().UTC().Format("150405.000"), 2000)
+	if err != nil {
+		return res, err
+	}
+	say := func(format string, args ...any) {
+		if progress != nil {
+			fmt.Fprintf(progress, "\r\033[K"+format, args...)
+		}
+	}
+	progressOf := func(name string) func(LoadResult) {
+		return func(r LoadResult) {
+			d, _ := c.Debug(ctx)
+			say("%-22s %6.0fs  accepted %9d (%7.0f ev/s)  503s %6d  stored %9d  backlog %6d",
+				name, r.Elapsed.Seconds(), r.Accepted, r.EventsPerSecond(), r.Refused503, d.Stored-d0.Stored, d.Backlog)
+		}
+	}
+	// drain waits until the worker has caught up, so that phases do not
+	// measure each other's backlog.
+	drain := func() error {
+		deadline := time.Now().Add(5 * time.Minute)
+		for time.Now().Before(deadline) {
+			d, err := c.Debug(ctx)
+			if err != nil {
+				return err
+			}
+			say("waiting for the backlog to drain: %d messages", d.Backlog)
+			if d.Backlog == 0 {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+		return fmt.Errorf("bench: the backlog did not drain in 5 minutes")
+	}
+
+	// 1. Ingest throughput at three batch sizes.
+	for _, batch := range []int{1, 100, 1000} {
+		if err := drain(); err != nil {
+			return res, err
+		}
+		name := fmt.Sprintf("ingest batch=%d", batch)
+		l := &Load{Client: c, Events: events, BatchSize: batch, Concurrency: cfg.Concurrency, MaxEvents: cfg.MaxEvents,
+			Duration: cfg.PhaseDuration, Progress: progressOf(name)}
+		r := l.Run(ctx)
+		res.Ingest = append(res.Ingest, IngestResult{BatchSize: batch, EventsPerSec: r.EventsPerSecond(),
+			RequestsPerSec: r.RequestsPerSecond(batch), Accepted: r.Accepted, Refused503: r.Refused503,
+			Errors: r.OtherErrors, Seconds: r.Elapsed.Seconds()})
+	}
+
+	// 2. The pipeline, saturated: batches of 100 as fast as the server takes
+	// them (admission control paces the sender); throughput is measured at
+	// the store, latency with probes.
+	if err := drain(); err != nil {
+		return res, err
+	}
+	dStart, _ := c.Debug(ctx)
+	var maxBacklog int64
+	watch, stopWatch := context.WithCancel(ctx)
+	go func() {
+		for watch.Err() == nil {
+			if d, err := c.Debug(watch); err == nil && d.Backlog > maxBacklog {
+				maxBacklog = d.Backlog
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+	}()
+	l := &Load{Client: c, Events: events, BatchSize: 100, Concurrency: cfg.Concurrency, MaxEvents: cfg.MaxEvents,
+		Duration: cfg.PipelineDuration, ProbeEvery: 50, Progress: progressOf("pipeline (saturated)")}
+	r := l.Run(ctx)
+	dEnd, _ := c.Debug(ctx)
+	stopWatch()
+	res.Pipeline = PipelineResult{Stored: dEnd.Stored - dStart.Stored, Seconds: r.Elapsed.Seconds(),
+		StoredPerSec: float64(dEnd.Stored-dStart.Stored) / r.Elapsed.Seconds(), OfferedPerSec: r.EventsPerSecond(), MaxBacklog: maxBacklog}
+	res.Latency = append(res.Latency, latencyStats("saturation", 0, r))
+
+	// 3. Latency at a fixed rate.
+	if err := drain(); err != nil {
+		return res, err
+	}
+	batch := 100
+	l = &Load{Client: c, Events: events, BatchSize: batch, Concurrency: cfg.Concurrency, Rate: cfg.LatencyRate,
+		MaxEvents: cfg.MaxEvents, Duration: cfg.LatencyDuration, ProbeEvery: 5, Progress: progressOf(fmt.Sprintf("latency @%.0f/s", cfg.LatencyRate))}
+	r = l.Run(ctx)
+	res.Latency = append(res.Latency, latencyStats(fmt.Sprintf("fixed %.0f events/s", cfg.LatencyRate), cfg.LatencyRate, r))
+	if err := drain(); err != nil {
+		return res, err
+	}
+
+	dFinal, err := c.Debug(ctx)
+	if err != nil {
+		return res, err
+	}
+	w := dFinal.Weather
+	w0 := d0.Weather
+	res.Weather = WeatherResult{Requests: w.Requests - w0.Requests, Calls: w.Calls - w0.Calls, Points: w.Points - w0.Points}
+	if res.Weather.Requests > 0 {
+		res.Weather.CallsPer1000 = float64(res.Weather.Calls) * 1000 / float64(res.Weather.Requests)
+		res.Weather.HitRatio = float64(w.Hits-w0.Hits) / float64(res.Weather.Requests)
+	}
+	stored := dFinal.Stored - d0.Stored
+	res.Server = ServerResult{PID: dFinal.PID, PeakRSSMB: float64(dFinal.MaxRSS) / (1 << 20),
+		CPUSeconds: dFinal.CPUSeconds - d0.CPUSeconds, Stored: stored}
+	if stored > 0 {
+		res.Server.CPUSecPer1000 = res.Server.CPUSeconds * 1000 / float64(stored)
+	}
+	say("done\n")
+	return res, nil
+}
+
+// Markdown renders a result as the tables of docs/benchmarks.md.
+func (r Result) Markdown() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Machine: %s. Target: %s. Started %s.\n\n", r.Machine, r.Target, r.StartedAt.Format(time.RFC3339))
+	b.WriteString("| ingest | events/s | requests/s | accepted | 503s | errors |\n|---|---:|---:|---:|---:|---:|\n")
+	for _, i := range r.Ingest {
+		fmt.Fprintf(&b, "| batch of %d | %.0f | %.0f | %d | %d | %d |\n", i.BatchSize, i.EventsPerSec, i.RequestsPerSec, i.Accepted, i.Refused503, i.Errors)
+	}
+	fmt.Fprintf(&b, "\n| pipeline (broker → store), saturated | |\n|---|---:|\n| stored events/s | %.0f |\n| over | %.0f s |\n| offered (accepted) events/s | %.0f |\n| peak backlog (messages) | %d |\n",
+		r.Pipeline.StoredPerSec, r.Pipeline.Seconds, r.Pipeline.OfferedPerSec, r.Pipeline.MaxBacklog)
+	b.WriteString("\n| end-to-end latency, 202 → queryable | achieved events/s | probes | p50 ms | p95 ms | p99 ms | max ms | lost |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, l := range r.Latency {
+		fmt.Fprintf(&b, "| %s | %.0f | %d | %.1f | %.1f | %.1f | %.1f | %d |\n", l.Name, l.AchievedRate, l.Probes, l.P50ms, l.P95ms, l.P99ms, l.Maxms, l.Lost)
+	}
+	fmt.Fprintf(&b, "\n| weather | |\n|---|---:|\n| lookups | %d |\n| provider calls | %d (%d locations) |\n| calls per 1,000 events | %.2f |\n| cache hit ratio | %.4f |\n",
+		r.Weather.Requests, r.Weather.Calls, r.Weather.Points, r.Weather.CallsPer1000, r.Weather.HitRatio)
+	fmt.Fprintf(&b, "\n| server process (pid %d) | |\n|---|---:|\n| peak RSS | %.0f MB |\n| CPU seconds | %.1f |\n| CPU seconds per 1,000 events | %.3f |\n| events stored | %d |\n",
+		r.Server.PID, r.Server.PeakRSSMB, r.Server.CPUSeconds, r.Server.CPUSecPer1000, r.Server.Stored)
+	return b.String()
+}
