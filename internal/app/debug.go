@@ -58,7 +58,7 @@ func registerDebug(mux *http.ServeMux, w *enrich.Worker, ws *weather.Service, ga
 		if ws != nil {
 			s := ws.Stats()
 			d.Weather = weatherDebug{Requests: s.Requests, Hits: s.Hits, Misses: s.Misses, Stale: s.Stale, Errors: s.Errors,
-				Calls: s.Calls, Points: s.Points, QuotaWaits: s.QuotaWaits, Entries: s.Entries}
+				Calls: s.Calls, Points: s.Points, Entries: s.Entries}
 		}
 		if gate != nil {
 			d.Backlog, d.Refused = gate.Backlog(), gate.Refused()
