@@ -61,7 +61,7 @@ func registerDebug(mux *http.ServeMux, w *enrich.Worker, ws *weather.Service, ga
 				Calls: s.Calls, Points: s.Points, Entries: s.Entries}
 		}
 		if gate != nil {
-			d.Backlog, d.Refused = gate.Backlog(), gate.Refused()
+			d.Backlog, d.BacklogB, d.Refused = gate.Backlog(), gate.BacklogBytes(), gate.Refused()
 		}
 		platform.WriteJSON(rw, http.StatusOK, d)
 	})

@@ -20,6 +20,7 @@ import (
 	"github.com/skyjoin/skyjoin/internal/enrich"
 	"github.com/skyjoin/skyjoin/internal/event"
 	"github.com/skyjoin/skyjoin/internal/ingest"
+	"github.com/skyjoin/skyjoin/internal/live"
 	"github.com/skyjoin/skyjoin/internal/platform"
 	"github.com/skyjoin/skyjoin/internal/serve"
 	"github.com/skyjoin/skyjoin/internal/sim"
@@ -179,17 +180,28 @@ func up(ctx context.Context, cfg upConfig, stdout io.Writer, log *slog.Logger) (
 	}
 	closers.push("subscription", sub.Close)
 	worker := enrich.New(cfg.Enrich, sub, b, wsvc, st, log)
+	// Stored records go to the live hub (GET /v1/stream and its other
+	// subscribers), and in demo mode now and then to the terminal.
+	hub := live.NewHub(0)
+	defer hub.Close()
+	worker.OnStored = hub.Publish
 	if cfg.Demo {
-		worker.OnStored = sampler(stdout, 3*time.Second)
+		show := sampler(stdout, 3*time.Second)
+		worker.OnStored = func(recs []event.Record) { hub.Publish(recs); show(recs) }
 	}
 
 	// HTTP: ingest and reads on one port.
 	ing := ingest.New(cfg.Ingest, b, log)
 	var gate *ingest.BacklogGate
-	if bl, ok := b.(broker.Backlogger); ok && cfg.Ingest.MaxBacklog > 0 {
+	if bl, ok := b.(broker.Backlogger); ok {
 		gate = ingest.NewBacklogGate(func(ctx context.Context) (int64, error) {
 			return bl.Backlog(ctx, broker.TopicEvents, cfg.Enrich.Subscription)
 		}, cfg.Ingest.MaxBacklog, 250*time.Millisecond, log)
+		if bb, ok := b.(broker.ByteBacklogger); ok {
+			gate.LimitBytes(func(ctx context.Context) (int64, error) {
+				return bb.BacklogBytes(ctx, broker.TopicEvents)
+			}, cfg.Ingest.MaxBacklogBytes)
+		}
 		ing.Admit = gate.Admit
 	}
 	cfg.Serve.Logger = log
@@ -199,6 +211,7 @@ func up(ctx context.Context, cfg upConfig, stdout io.Writer, log *slog.Logger) (
 			return err
 		}},
 	}
+	cfg.Serve.Hub = hub
 	srv := serve.New(st, cfg.Serve)
 	mux := http.NewServeMux()
 	ing.Register(mux)

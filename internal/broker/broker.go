@@ -94,6 +94,14 @@ type Backlogger interface {
 	Backlog(ctx context.Context, topic, subscription string) (int64, error)
 }
 
+// ByteBacklogger is implemented by brokers that know how many bytes of
+// messages wait on a topic (for a work queue: everything not yet acked).
+// Bytes bound the backlog better than messages do, since one message may
+// carry one event or a thousand.
+type ByteBacklogger interface {
+	BacklogBytes(ctx context.Context, topic string) (int64, error)
+}
+
 // Browser is implemented by brokers whose topic can be read without
 // consuming it (the dead-letter topic), for listing and replay.
 type Browser interface {

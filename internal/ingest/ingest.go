@@ -36,12 +36,13 @@ const (
 
 // Config configures ingest.
 type Config struct {
-	MaxEvents      int           // events per request
-	MaxBodyBytes   int64         // bytes per request body
-	MaxClockSkew   time.Duration // how far in the future occurred_at may be
-	PublishTimeout time.Duration // how long to wait for the broker before 503
-	MaxErrors      int           // field errors listed in a 400 answer
-	MaxBacklog     int64         // broker messages waiting before ingest answers 503; 0: no limit
+	MaxEvents       int           // events per request
+	MaxBodyBytes    int64         // bytes per request body
+	MaxClockSkew    time.Duration // how far in the future occurred_at may be
+	PublishTimeout  time.Duration // how long to wait for the broker before 503
+	MaxErrors       int           // field errors listed in a 400 answer
+	MaxBacklog      int64         // broker messages waiting before ingest answers 503; 0: no limit
+	MaxBacklogBytes int64         // broker bytes waiting before ingest answers 503; 0: no limit
 }
 
 // RegisterFlags adds ingest's flags to fs.
@@ -52,6 +53,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.PublishTimeout, "ingest-publish-timeout", 5*time.Second, "how long ingest waits for the broker before answering 503")
 	fs.IntVar(&c.MaxErrors, "ingest-max-errors", 100, "most field errors listed in a 400 answer")
 	fs.Int64Var(&c.MaxBacklog, "ingest-max-backlog", 20000, "broker messages waiting for the worker before ingest answers 503 with Retry-After (0: no limit)")
+	fs.Int64Var(&c.MaxBacklogBytes, "ingest-max-backlog-bytes", 64<<20, "bytes of events waiting for the worker before ingest answers 503 with Retry-After, where the broker knows them (0: no limit); bounds the end-to-end latency")
 }
 
 // Validate reports every problem at once.
@@ -71,6 +73,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxBacklog < 0 {
 		p.Addf("ingest-max-backlog must not be negative, got %d", c.MaxBacklog)
+	}
+	if c.MaxBacklogBytes < 0 {
+		p.Addf("ingest-max-backlog-bytes must not be negative, got %d", c.MaxBacklogBytes)
 	}
 	if c.MaxErrors < 1 {
 		p.Addf("ingest-max-errors must be at least 1, got %d", c.MaxErrors)

@@ -305,3 +305,21 @@ func TestBacklogGate(t *testing.T) {
 		t.Errorf("backlog after a failed read: %d", g.Backlog())
 	}
 }
+
+func TestBacklogGateBytes(t *testing.T) {
+	var bytes int64
+	g := NewBacklogGate(func(context.Context) (int64, error) { return 1, nil }, 0, time.Hour, platform.Discard)
+	g.LimitBytes(func(context.Context) (int64, error) { return bytes, nil }, 1<<20)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, tt := range []struct {
+		bytes int64
+		admit bool
+	}{{0, true}, {1 << 20, true}, {1<<20 + 1, false}, {0, true}} {
+		bytes = tt.bytes
+		g.Run(ctx)
+		if err := g.Admit(); (err == nil) != tt.admit {
+			t.Errorf("%d bytes waiting: Admit() = %v, want admit=%v", tt.bytes, err, tt.admit)
+		}
+	}
+}

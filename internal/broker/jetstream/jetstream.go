@@ -33,9 +33,10 @@ import (
 )
 
 var (
-	_ broker.Broker     = (*Broker)(nil)
-	_ broker.Backlogger = (*Broker)(nil)
-	_ broker.Browser    = (*Broker)(nil)
+	_ broker.Broker         = (*Broker)(nil)
+	_ broker.Backlogger     = (*Broker)(nil)
+	_ broker.Browser        = (*Broker)(nil)
+	_ broker.ByteBacklogger = (*Broker)(nil)
 )
 
 const (
@@ -518,6 +519,24 @@ func (b *Broker) Backlog(ctx context.Context, topic, subscription string) (int64
 	}
 	ci := c.CachedInfo()
 	return int64(ci.NumPending) + int64(ci.NumAckPending), nil
+}
+
+// BacklogBytes returns the bytes stored on a topic's stream: for a work-queue
+// topic, the messages not yet acked.
+func (b *Broker) BacklogBytes(ctx context.Context, topic string) (int64, error) {
+	op := "backlog bytes of " + topic
+	if err := b.errIfClosed(); err != nil {
+		return 0, b.fail(op, err)
+	}
+	s, err := b.stream(ctx, topic)
+	if err != nil {
+		return 0, b.fail(op, err)
+	}
+	si, err := s.Info(ctx)
+	if err != nil {
+		return 0, b.fail(op, err)
+	}
+	return int64(si.State.Bytes), nil
 }
 
 // Browse calls fn for each message stored on topic, oldest first, without
