@@ -25,6 +25,7 @@ type pipelineDebug struct {
 	Unavail   int64        `json:"unavailable"`
 	Failed    int64        `json:"failed_batches"`
 	Backlog   int64        `json:"backlog"`
+	BacklogB  int64        `json:"backlog_bytes"`
 	Refused   int64        `json:"ingest_refused"`
 	Weather   weatherDebug `json:"weather"`
 }
