@@ -25,7 +25,6 @@ var commands = map[string]command{
 	"bench":       {"measure a running or self-started skyjoin: ingest, pipeline, latency, weather, resources", runBench},
 	"deadletters": {"list the events the worker could not process, with the reason", runDeadLetters},
 	"replay":      {"publish dead letters to the pipeline again once the cause is fixed", runReplay},
-	"migrate":     {"create or update the store's tables (BigQuery: dataset, partitioned table, dedup view)", runMigrate},
 	"schema":      {"print the event JSON Schema, or the store's DDL with --ddl", runSchema},
 	"version":     {"print the version", runVersion},
 }
