@@ -21,10 +21,12 @@ type command struct {
 
 var commands = map[string]command{
 	"up":          {"run the whole pipeline in one process (add --demo for the built-in simulators)", runUp},
+	"backfill":    {"join the weather to the records stored without it (run while up is stopped)", runBackfill},
 	"broker":      {"run the embedded NATS JetStream broker alone, on TCP, for stages in separate processes", runBroker},
 	"bench":       {"measure a running or self-started skyjoin: ingest, pipeline, latency, weather, resources", runBench},
 	"deadletters": {"list the events the worker could not process, with the reason", runDeadLetters},
 	"replay":      {"publish dead letters to the pipeline again once the cause is fixed", runReplay},
+	"migrate":     {"create or update the store's tables (BigQuery: dataset, partitioned table, dedup view)", runMigrate},
 	"schema":      {"print the event JSON Schema, or the store's DDL with --ddl", runSchema},
 	"version":     {"print the version", runVersion},
 }

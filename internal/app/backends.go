@@ -10,7 +10,9 @@ import (
 
 	"github.com/skyjoin/skyjoin/internal/broker"
 	"github.com/skyjoin/skyjoin/internal/broker/jetstream"
+	"github.com/skyjoin/skyjoin/internal/broker/pubsub"
 	"github.com/skyjoin/skyjoin/internal/store"
+	"github.com/skyjoin/skyjoin/internal/store/bigquery"
 	"github.com/skyjoin/skyjoin/internal/store/duckdb"
 )
 
@@ -19,6 +21,9 @@ import (
 //	nats://embedded                      in-process NATS JetStream under dataDir/jetstream
 //	nats://embedded?listen=127.0.0.1:4222  the same, also reachable by other processes
 //	nats://HOST:PORT                     an external NATS server with JetStream
+//	pubsub://PROJECT[?create=true&prefix=skyjoin&...]  Google Cloud Pub/Sub (or the
+//	                                     emulator at PUBSUB_EMULATOR_HOST); parameters
+//	                                     in pubsub.ParseURL and docs/gcp.md
 func openBroker(ctx context.Context, raw, dataDir string, log *slog.Logger) (broker.Broker, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -45,9 +50,17 @@ func openBroker(ctx context.Context, raw, dataDir string, log *slog.Logger) (bro
 		}
 		return b, nil
 	case "pubsub":
-		return nil, fmt.Errorf("broker URL %q: the Pub/Sub backend is not built yet", raw)
+		cfg, err := pubsub.ParseURL(raw)
+		if err != nil {
+			return nil, err
+		}
+		b, err := pubsub.Open(ctx, cfg, log)
+		if err != nil {
+			return nil, err
+		}
+		return b, nil
 	}
-	return nil, fmt.Errorf("broker URL %q: unknown scheme %q (known: nats)", raw, u.Scheme)
+	return nil, fmt.Errorf("broker URL %q: unknown scheme %q (known: nats, pubsub)", raw, u.Scheme)
 }
 
 // storeBackend is what app needs of a store.
@@ -60,6 +73,9 @@ type storeBackend interface {
 //	duckdb://PATH   a DuckDB file; a relative PATH is relative to the working
 //	                directory (duckdb://data/skyjoin.duckdb), duckdb:///abs/path
 //	                is absolute; "" means DATA_DIR/skyjoin.duckdb
+//	bigquery://PROJECT/DATASET[?table=events&location=EU&retention=400d]
+//	                BigQuery (Storage Write API + queries); the table and its
+//	                view must exist: run skyjoin migrate first
 func openStore(ctx context.Context, raw, dataDir string, log *slog.Logger) (storeBackend, string, error) {
 	if raw == "" {
 		raw = "duckdb://" + filepath.Join(dataDir, "skyjoin.duckdb")
@@ -82,7 +98,15 @@ func openStore(ctx context.Context, raw, dataDir string, log *slog.Logger) (stor
 		}
 		return s, rest, nil
 	case "bigquery":
-		return nil, "", fmt.Errorf("store URL %q: the BigQuery backend is not built yet", raw)
+		cfg, err := bigquery.ParseURL(raw)
+		if err != nil {
+			return nil, "", err
+		}
+		s, err := bigquery.Open(ctx, cfg, log)
+		if err != nil {
+			return nil, "", err
+		}
+		return s, rest, nil
 	}
-	return nil, "", fmt.Errorf("store URL %q: unknown scheme %q (known: duckdb)", raw, scheme)
+	return nil, "", fmt.Errorf("store URL %q: unknown scheme %q (known: duckdb, bigquery)", raw, scheme)
 }

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"flag"
 	"fmt"
@@ -16,17 +17,21 @@ import (
 
 	"github.com/skyjoin/skyjoin/internal/broker"
 	"github.com/skyjoin/skyjoin/internal/collect"
+	"github.com/skyjoin/skyjoin/internal/dashboard"
 	"github.com/skyjoin/skyjoin/internal/deadletter"
 	"github.com/skyjoin/skyjoin/internal/enrich"
 	"github.com/skyjoin/skyjoin/internal/event"
 	"github.com/skyjoin/skyjoin/internal/ingest"
 	"github.com/skyjoin/skyjoin/internal/live"
 	"github.com/skyjoin/skyjoin/internal/platform"
+	"github.com/skyjoin/skyjoin/internal/platform/secret"
+	"github.com/skyjoin/skyjoin/internal/platform/telemetry"
 	"github.com/skyjoin/skyjoin/internal/serve"
 	"github.com/skyjoin/skyjoin/internal/sim"
 	"github.com/skyjoin/skyjoin/internal/store"
 	"github.com/skyjoin/skyjoin/internal/weather"
 	"github.com/skyjoin/skyjoin/internal/weather/openmeteo"
+	"github.com/skyjoin/skyjoin/internal/webhook"
 )
 
 // upConfig configures `skyjoin up`.
@@ -38,16 +43,19 @@ type upConfig struct {
 	Demo            bool
 	DemoCollect     bool
 	WeatherURL      string
-	WeatherAPIKey   string
+	WeatherAPIKey   secret.Value
 	SimUsers        int
 	ShutdownTimeout time.Duration
 	StatsEvery      time.Duration
 
-	Log     platform.LogConfig
-	Ingest  ingest.Config
-	Enrich  enrich.Config
-	Serve   serve.Options
-	Collect collect.Config
+	Log       platform.LogConfig
+	Telemetry telemetry.Config
+	Ingest    ingest.Config
+	Enrich    enrich.Config
+	Serve     serve.Options
+	Collect   collect.Config
+	Webhook   webhook.Config
+	Weather   weatherConfig
 }
 
 func (c *upConfig) registerFlags(fs *flag.FlagSet) {
@@ -58,15 +66,18 @@ func (c *upConfig) registerFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.Demo, "demo", false, "start the built-in simulators of the user and weather APIs on loopback and collect users from them")
 	fs.BoolVar(&c.DemoCollect, "collect", true, "with --demo, collect users from the simulator (false: only the weather simulator runs)")
 	fs.StringVar(&c.WeatherURL, "weather-url", openmeteo.DefaultBaseURL, "base URL of the Open-Meteo API (ignored with --demo)")
-	fs.StringVar(&c.WeatherAPIKey, "weather-api-key", "", "Open-Meteo API key for the commercial endpoint (never logged)")
+	fs.Var(&c.WeatherAPIKey, "weather-api-key", "Open-Meteo API key for the commercial endpoint, as a `SECRET`: the key itself, env://VAR or sm://projects/P/secrets/S/versions/V (never logged)")
 	fs.IntVar(&c.SimUsers, "sim-users", 2000, "size of the simulated user population with --demo")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful shutdown may take")
 	fs.DurationVar(&c.StatsEvery, "stats-every", 10*time.Second, "how often to log pipeline counters (0: never)")
 	c.Log.RegisterFlags(fs)
+	c.Telemetry.RegisterFlags(fs)
 	c.Ingest.RegisterFlags(fs)
 	c.Enrich.RegisterFlags(fs)
 	c.Serve.RegisterFlags(fs)
 	c.Collect.RegisterFlags(fs)
+	c.Webhook.RegisterFlags(fs)
+	c.Weather.RegisterFlags(fs)
 }
 
 func (c *upConfig) validate() error {
@@ -80,7 +91,7 @@ func (c *upConfig) validate() error {
 	if c.SimUsers < 1 {
 		p.Addf("sim-users must be at least 1, got %d", c.SimUsers)
 	}
-	for _, err := range []error{c.Ingest.Validate(), c.Enrich.Validate(), c.Serve.Validate()} {
+	for _, err := range []error{c.Ingest.Validate(), c.Enrich.Validate(), c.Serve.Validate(), c.Webhook.Validate(), c.Weather.Validate(), c.Telemetry.Validate()} {
 		if err != nil {
 			p.Addf("%v", err)
 		}
@@ -106,9 +117,15 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if cfg.Demo {
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		if !set["collect-interval"] && os.Getenv(platform.EnvName("collect-interval")) == "" {
+		unset := func(name string) bool { return !set[name] && os.Getenv(platform.EnvName(name)) == "" }
+		if unset("collect-interval") {
 			// A demo should show records flowing at once.
 			cfg.Collect.Interval = 2 * time.Second
+		}
+		if unset("weather-quota") {
+			// The simulator has no quota; Open-Meteo's would throttle a
+			// demo or a benchmark for nothing.
+			cfg.Weather.Quota = "none"
 		}
 	}
 	if err := cfg.validate(); err != nil {
@@ -138,6 +155,15 @@ func up(ctx context.Context, cfg upConfig, stdout io.Writer, log *slog.Logger) (
 			err = cerr
 		}
 	}()
+	tel, telShutdown, err := setupTelemetry(ctx, cfg.Telemetry, log)
+	if err != nil {
+		return err
+	}
+	closers.push("telemetry", closeTelemetry(telShutdown))
+	log = tel.Logger(log)
+	if err := resolveSecrets(ctx, cfg.WeatherAPIKey); err != nil {
+		return err
+	}
 
 	// The simulators, in demo mode.
 	weatherURL, collectURL := cfg.WeatherURL, cfg.Collect.URL
@@ -165,11 +191,11 @@ func up(ctx context.Context, cfg upConfig, stdout io.Writer, log *slog.Logger) (
 	}
 	closers.push("store", st.Close)
 
-	provider, err := openmeteo.New(openmeteo.Config{BaseURL: weatherURL, APIKey: cfg.WeatherAPIKey})
+	wsvc, err := newWeather(cfg.Weather, weatherURL, cfg.WeatherAPIKey.Reveal(), log)
 	if err != nil {
 		return err
 	}
-	wsvc := weather.NewService(provider, weather.ServiceConfig{})
+	closers.push("weather", wsvc.Close)
 
 	sub, err := b.Subscribe(ctx, broker.TopicEvents, cfg.Enrich.Subscription, broker.SubscribeOptions{
 		AckWait:        cfg.Enrich.AckWait,
@@ -184,11 +210,29 @@ func up(ctx context.Context, cfg upConfig, stdout io.Writer, log *slog.Logger) (
 	// subscribers), and in demo mode now and then to the terminal.
 	hub := live.NewHub(0)
 	defer hub.Close()
-	worker.OnStored = hub.Publish
+	onStored := []func([]event.Record){hub.Publish}
 	if cfg.Demo {
-		show := sampler(stdout, 3*time.Second)
-		worker.OnStored = func(recs []event.Record) { hub.Publish(recs); show(recs) }
+		onStored = append(onStored, sampler(stdout, 3*time.Second))
 	}
+	// Webhooks keep their registrations and failures in the store's DuckDB
+	// file; they are closed (undelivered batches stored as failures) after
+	// the worker stops and before the store closes.
+	var hooks *webhook.Dispatcher
+	if sdb, ok := st.(interface{ DB() *sql.DB }); ok {
+		hooks, err = webhook.New(ctx, sdb.DB(), cfg.Webhook, log)
+		if err != nil {
+			return err
+		}
+		closers.push("webhooks", func() error { // on early returns; Close is idempotent
+			ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+			defer cancel()
+			return hooks.Close(ctx)
+		})
+		onStored = append(onStored, hooks.Deliver)
+	} else {
+		log.Warn("webhooks are off: they need the duckdb store")
+	}
+	worker.OnStored = fanOut(onStored)
 
 	// HTTP: ingest and reads on one port.
 	ing := ingest.New(cfg.Ingest, b, log)
@@ -217,9 +261,16 @@ func up(ctx context.Context, cfg upConfig, stdout io.Writer, log *slog.Logger) (
 	ing.Register(mux)
 	srv.Register(mux)
 	registerDebug(mux, worker, wsvc, gate)
+	if err := instrumentPipeline(tel, mux, ing, worker, wsvc.Stats, gate, cfg.Enrich.Subscription); err != nil {
+		return err
+	}
 	if db, ok := b.(deadletter.Broker); ok {
 		deadletter.NewHandler(db, log).Register(mux)
 	}
+	if hooks != nil {
+		hooks.Register(mux)
+	}
+	dashboard.Register(mux)
 	hs, err := platform.Listen(cfg.Addr, serve.JSONErrors(mux), log)
 	if err != nil {
 		return err
@@ -298,9 +349,23 @@ func up(ctx context.Context, cfg upConfig, stdout io.Writer, log *slog.Logger) (
 		hardStop()
 		<-done
 	}
+	if hooks != nil {
+		// Stop taking records, deliver what is queued within the deadline,
+		// store the rest as failures. An error is returned by the closers.
+		_ = hooks.Close(sctx)
+	}
 	st2 := worker.Stats()
 	log.Info("stopped", "messages", st2.Messages, "stored", st2.Stored, "dead_lettered", st2.DeadLettered)
 	return runErr
+}
+
+// fanOut calls each of fns with the stored records, in order.
+func fanOut(fns []func([]event.Record)) func([]event.Record) {
+	return func(recs []event.Record) {
+		for _, f := range fns {
+			f(recs)
+		}
+	}
 }
 
 // storeProbe is a cheap query for the readiness check.
@@ -310,6 +375,7 @@ func printBanner(w io.Writer, cfg upConfig, addr, dataDir, storePath, weatherURL
 	fmt.Fprintf(w, "skyjoin is up\n")
 	fmt.Fprintf(w, "  API        http://%s\n", addr)
 	fmt.Fprintf(w, "             POST /v1/events   GET /v1/events   GET /v1/events/{id}   GET /v1/users/{id}/latest   GET /readyz\n")
+	fmt.Fprintf(w, "  dashboard  http://%s/\n", addr)
 	fmt.Fprintf(w, "  data dir   %s\n", dataDir)
 	fmt.Fprintf(w, "  broker     %s\n", cfg.Broker)
 	fmt.Fprintf(w, "  store      duckdb://%s\n", storePath)

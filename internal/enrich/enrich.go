@@ -45,7 +45,25 @@ type Config struct {
 	MaxRetry     time.Duration // longest such delay
 	MaxAttempts  int           // deliveries of a poison message before it is dead-lettered
 	MaxClockSkew time.Duration
+	// OnWeatherFailure says what to do with events whose weather could not be
+	// had after the weather service's retries: WeatherFailureStore (the
+	// default; stored with status unavailable and the reason, for `skyjoin
+	// backfill`) or WeatherFailureRetry (the batch is neither stored nor
+	// acked: the broker delivers it again). A spent weather quota always holds
+	// the batch (backpressure), whatever this says.
+	OnWeatherFailure string
 }
+
+// OnWeatherFailure values.
+const (
+	WeatherFailureStore = "store"
+	WeatherFailureRetry = "retry"
+)
+
+// ErrWeatherHeld marks a batch that Process did not store because weather
+// could not be had and it must come back later (OnWeatherFailure retry, or
+// a spent quota): an outage of the weather provider, not a poison message.
+var ErrWeatherHeld = errors.New("batch held for weather")
 
 // RegisterFlags adds the worker's flags to fs.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
@@ -57,6 +75,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.MaxRetry, "enrich-max-retry-delay", time.Minute, "longest delay before a failed message is delivered again")
 	fs.IntVar(&c.MaxAttempts, "enrich-max-attempts", 5, "deliveries of a poison message (one that fails while others succeed) before it is dead-lettered")
 	fs.DurationVar(&c.MaxClockSkew, "enrich-max-clock-skew", event.DefaultMaxClockSkew, "how far in the future occurred_at may be")
+	fs.StringVar(&c.OnWeatherFailure, "enrich-on-weather-failure", WeatherFailureStore,
+		"when weather cannot be had: store (the record is stored with enrichment status unavailable; see skyjoin backfill) or retry (the batch is redelivered later)")
 }
 
 // Validate reports every problem at once.
@@ -76,6 +96,11 @@ func (c Config) Validate() error {
 	}
 	if c.RetryDelay < 0 {
 		p.Addf("enrich-retry-delay must not be negative, got %s", c.RetryDelay)
+	}
+	switch c.OnWeatherFailure {
+	case "", WeatherFailureStore, WeatherFailureRetry:
+	default:
+		p.Addf("enrich-on-weather-failure must be %s or %s, got %q", WeatherFailureStore, WeatherFailureRetry, c.OnWeatherFailure)
 	}
 	if c.MaxRetry < c.RetryDelay {
 		p.Addf("enrich-max-retry-delay (%s) must be at least enrich-retry-delay (%s)", c.MaxRetry, c.RetryDelay)
@@ -97,6 +122,8 @@ type Stats struct {
 	Stored       int64 // records written (including duplicates the store ignored)
 	DeadLettered int64 // events sent to the dead-letter topic
 	Unavailable  int64 // records stored without weather
+	Stale        int64 // records stored with stale weather
+	WeatherHeld  int64 // batches held for redelivery because weather could not be had
 	Failed       int64 // batches that failed and were nacked
 }
 
@@ -109,9 +136,12 @@ type Worker struct {
 	store  Writer
 	log    *slog.Logger
 	now    func() time.Time
-	stats  struct{ messages, stored, dead, unavailable, failed atomic.Int64 }
+	stats  struct{ messages, stored, dead, unavailable, stale, held, failed atomic.Int64 }
 	// OnStored, if set, is called with each batch of records once stored.
 	OnStored func([]event.Record)
+	// Observer, if set, is told about every batch (metrics and traces; see
+	// Telemetry).
+	Observer Observer
 }
 
 // New returns a worker reading sub, publishing dead letters with pub.
@@ -126,6 +156,8 @@ func (w *Worker) Stats() Stats {
 		Stored:       w.stats.stored.Load(),
 		DeadLettered: w.stats.dead.Load(),
 		Unavailable:  w.stats.unavailable.Load(),
+		Stale:        w.stats.stale.Load(),
+		WeatherHeld:  w.stats.held.Load(),
 		Failed:       w.stats.failed.Load(),
 	}
 }
@@ -177,14 +209,36 @@ func (w *Worker) Run(ctx, hard context.Context) error {
 // dead-lettered, every message is delivered again with backoff, and handle
 // returns how long the worker should pause.
 func (w *Worker) handle(ctx context.Context, msgs []*broker.Message) (pause time.Duration) {
+	if w.Observer == nil {
+		pause, _ = w.handleBatch(ctx, msgs)
+		return pause
+	}
+	start := time.Now()
+	ctx = w.Observer.BatchStart(ctx, msgs)
+	pause, err := w.handleBatch(ctx, msgs)
+	w.Observer.BatchDone(ctx, len(msgs), err, time.Since(start))
+	return pause
+}
+
+// handleBatch is handle; it also returns the error of the batch's first
+// attempt.
+func (w *Worker) handleBatch(ctx context.Context, msgs []*broker.Message) (pause time.Duration, _ error) {
 	err := w.process(ctx, msgs)
 	if err == nil {
-		return 0
+		return 0, nil
 	}
 	w.stats.failed.Add(1)
 	if ctx.Err() != nil {
 		w.nack(msgs, err)
-		return 0
+		return 0, err
+	}
+	if errors.Is(err, ErrWeatherHeld) {
+		// Weather is out for the batch (provider down, quota spent) and the
+		// worker holds such events: an outage, not poison. Deliver again
+		// when the provider says it may answer, and pause until then.
+		delay := max(weather.RetryAfter(err), w.retryDelay(1))
+		w.nackAfter(msgs, delay, err)
+		return min(delay, w.cfg.MaxRetry), err
 	}
 	type failure struct {
 		m   *broker.Message
@@ -218,6 +272,9 @@ func (w *Worker) handle(ctx context.Context, msgs []*broker.Message) (pause time
 				derr = w.sub.Ack(ctx, f.m)
 			}
 			if derr == nil {
+				if w.Observer != nil {
+					w.Observer.Settled(ctx, true, 1)
+				}
 				continue
 			}
 			f.err = derr
@@ -225,9 +282,9 @@ func (w *Worker) handle(ctx context.Context, msgs []*broker.Message) (pause time
 		w.nack([]*broker.Message{f.m}, f.err)
 	}
 	if succeeded == 0 && len(failed) > 0 {
-		return min(w.retryDelay(1), time.Second)
+		return min(w.retryDelay(1), time.Second), err
 	}
-	return 0
+	return 0, err
 }
 
 // retryDelay is the redelivery delay after the given delivery: RetryDelay
@@ -246,13 +303,34 @@ func (w *Worker) retryDelay(deliveries int) time.Duration {
 }
 
 func (w *Worker) nack(msgs []*broker.Message, cause error) {
-	delay := w.retryDelay(msgs[0].Deliveries)
+	w.nackAfter(msgs, w.retryDelay(msgs[0].Deliveries), cause)
+}
+
+func (w *Worker) nackAfter(msgs []*broker.Message, delay time.Duration, cause error) {
 	w.log.Warn("enrich: delivering again later", "error", cause.Error(), "messages", len(msgs),
 		"deliveries", msgs[0].Deliveries, "retry_in", delay.String())
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := w.sub.Nack(ctx, delay, msgs...); err != nil {
 		w.log.Warn("enrich: nack failed; the broker delivers the messages again after the ack wait", "error", err.Error())
+	}
+	if w.Observer != nil {
+		w.Observer.Settled(ctx, false, len(msgs))
+	}
+}
+
+// phaseStart tells the Observer, if any, that a phase starts.
+func (w *Worker) phaseStart(ctx context.Context, p Phase) (context.Context, time.Time) {
+	if w.Observer == nil {
+		return ctx, time.Time{}
+	}
+	return w.Observer.PhaseStart(ctx, p), time.Now()
+}
+
+// phaseDone tells the Observer, if any, that a phase ended.
+func (w *Worker) phaseDone(ctx context.Context, p Phase, start time.Time, n int, err error) {
+	if w.Observer != nil {
+		w.Observer.PhaseDone(ctx, p, n, err, time.Since(start))
 	}
 }
 
@@ -300,6 +378,7 @@ func (w *Worker) Process(ctx context.Context, msgs []*broker.Message) error {
 		ingAt  []time.Time
 		dead   []deadLetter
 	)
+	pctx, start := w.phaseStart(ctx, PhaseDecode)
 	for _, m := range msgs {
 		mt := event.MediaType(m.Attributes[ingest.AttrContentType])
 		if mt == "" {
@@ -335,6 +414,7 @@ func (w *Worker) Process(ctx context.Context, msgs []*broker.Message) error {
 			ingAt = append(ingAt, ingestedAt.UTC())
 		}
 	}
+	w.phaseDone(pctx, PhaseDecode, start, len(msgs), nil)
 
 	recs := make([]event.Record, len(events))
 	if len(events) > 0 {
@@ -342,12 +422,17 @@ func (w *Worker) Process(ctx context.Context, msgs []*broker.Message) error {
 		for i := range events {
 			reqs[i] = weather.Request{Point: weather.Point{Lat: events[i].Location.Lat(), Lon: events[i].Location.Lon()}, At: events[i].OccurredAt}
 		}
-		results := w.joiner.Lookup(ctx, reqs)
+		pctx, start := w.phaseStart(ctx, PhaseWeather)
+		results := w.joiner.Lookup(pctx, reqs)
 		if len(results) != len(reqs) {
-			return fmt.Errorf("enrich: weather lookup answered %d of %d requests", len(results), len(reqs))
+			err := fmt.Errorf("enrich: weather lookup answered %d of %d requests", len(results), len(reqs))
+			w.phaseDone(pctx, PhaseWeather, start, len(reqs), err)
+			return err
 		}
+		w.phaseDone(pctx, PhaseWeather, start, len(reqs), nil)
 		processedAt := w.now().UTC()
-		var unavailable int64
+		var unavailable, stale int64
+		var hold error
 		for i := range events {
 			r := &recs[i]
 			r.Event = events[i]
@@ -358,28 +443,54 @@ func (w *Worker) Process(ctx context.Context, msgs []*broker.Message) error {
 			case res.Err != nil:
 				r.Enrichment = event.Enrichment{Status: event.StatusUnavailable, Error: res.Err.Error()}
 				unavailable++
+				if hold == nil && (w.cfg.OnWeatherFailure == WeatherFailureRetry || errors.Is(res.Err, weather.ErrQuotaExhausted)) {
+					hold = res.Err
+				}
 			default:
 				r.Weather = res.Weather
 				r.Enrichment.Status = res.Status
 				if r.Enrichment.Status == "" {
 					r.Enrichment.Status = event.StatusEnriched
 				}
+				if r.Enrichment.Status == event.StatusStale {
+					r.Enrichment.Error = res.Reason
+					stale++
+				}
 			}
 		}
-		if err := w.store.Write(ctx, recs); err != nil {
+		if hold != nil {
+			// Nothing of the batch is stored or acked: it comes back.
+			w.stats.held.Add(1)
+			return fmt.Errorf("enrich: weather unavailable for %d of %d events: %w: %w",
+				unavailable, len(recs), ErrWeatherHeld, hold)
+		}
+		pctx, start = w.phaseStart(ctx, PhaseStore)
+		err := w.store.Write(pctx, recs)
+		w.phaseDone(pctx, PhaseStore, start, len(recs), err)
+		if err != nil {
 			return fmt.Errorf("enrich: store %d records: %w", len(recs), err)
+		}
+		if w.Observer != nil {
+			w.Observer.Stored(ctx, recs, w.now().UTC())
 		}
 		w.stats.stored.Add(int64(len(recs)))
 		w.stats.unavailable.Add(unavailable)
+		w.stats.stale.Add(stale)
 	}
 	if len(dead) > 0 {
 		if err := w.publishDead(ctx, dead, now); err != nil {
 			return err
 		}
 	}
-	if err := w.sub.Ack(ctx, msgs...); err != nil {
+	pctx, start = w.phaseStart(ctx, PhaseAck)
+	err := w.sub.Ack(pctx, msgs...)
+	w.phaseDone(pctx, PhaseAck, start, len(msgs), err)
+	if err != nil {
 		// The records are stored; a redelivery is harmless (idempotent store).
 		return fmt.Errorf("enrich: ack %d messages: %w", len(msgs), err)
+	}
+	if w.Observer != nil {
+		w.Observer.Settled(ctx, true, len(msgs))
 	}
 	w.stats.messages.Add(int64(len(msgs)))
 	if w.OnStored != nil && len(recs) > 0 {
@@ -409,11 +520,19 @@ func (w *Worker) publishDead(ctx context.Context, dead []deadLetter, now time.Ti
 		attrs[AttrFailedAt] = now.Format(time.RFC3339Nano)
 		attrs[AttrSubscription] = w.cfg.Subscription
 		out[i] = &broker.Message{Data: d.data, Attributes: attrs}
-		w.log.Warn("enrich: dead-lettered", "stage", d.stage, "reason", d.reason,
+		w.log.WarnContext(ctx, "enrich: dead-lettered", "stage", d.stage, "reason", d.reason,
 			"message_id", d.msg.ID, "index", d.index)
 	}
-	if err := w.pub.Publish(ctx, broker.TopicDeadLetter, out...); err != nil {
+	pctx, start := w.phaseStart(ctx, PhaseDeadLetter)
+	err := w.pub.Publish(pctx, broker.TopicDeadLetter, out...)
+	w.phaseDone(pctx, PhaseDeadLetter, start, len(out), err)
+	if err != nil {
 		return fmt.Errorf("enrich: publish %d dead letters: %w", len(out), err)
+	}
+	if w.Observer != nil {
+		for _, d := range dead {
+			w.Observer.DeadLettered(ctx, d.stage, 1)
+		}
 	}
 	w.stats.dead.Add(int64(len(out)))
 	return nil

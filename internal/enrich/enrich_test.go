@@ -361,3 +361,24 @@ func BenchmarkProcessWarm(b *testing.B) {
 type discardStore struct{}
 
 func (discardStore) Write(context.Context, []event.Record) error { return nil }
+
+// TestHeldBatchIsNotPoison: when the worker holds events for want of
+// weather, the batch is an outage: delivered again, never dead-lettered,
+// even after many deliveries and even if other messages succeed alone.
+func TestHeldBatchIsNotPoison(t *testing.T) {
+	q := &queue{}
+	s := &memStore{}
+	w := newWorker(q, &joiner{failSouthOf: 0}, s)
+	w.cfg.OnWeatherFailure = WeatherFailureRetry
+	msgs := []*broker.Message{msg("1", event.ContentTypeJSON, ev("north", 10)), msg("2", event.ContentTypeJSON, ev("south", -10))}
+	for _, m := range msgs {
+		m.Deliveries = 50
+	}
+	if pause := w.handle(context.Background(), msgs); pause <= 0 {
+		t.Error("no pause while weather is out")
+	}
+	if len(q.dead) != 0 || len(q.nacked) != 2 || len(q.acked) != 0 || len(s.recs) != 0 {
+		t.Fatalf("dead %d nacked %d acked %d stored %d; want both delivered again, nothing stored",
+			len(q.dead), len(q.nacked), len(q.acked), len(s.recs))
+	}
+}

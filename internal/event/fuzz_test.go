@@ -12,7 +12,7 @@ import (
 func FuzzDecode(f *testing.F) {
 	good := `{"event_id":"e-1","event_type":"user.observed","occurred_at":"2026-11-26T11:00:00Z","user":{"id":"u"},"location":{"latitude":1.5,"longitude":-2,"city":"X"},"attributes":{"a":"b"}}`
 	for _, seed := range []struct {
-		body string
+		body   string
 		ndjson bool
 	}{
 		{good, false},

@@ -21,6 +21,9 @@ import (
 	"strconv"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/skyjoin/skyjoin/internal/broker"
 	"github.com/skyjoin/skyjoin/internal/event"
 	"github.com/skyjoin/skyjoin/internal/platform"
@@ -101,6 +104,9 @@ type Handler struct {
 	Admit func() error
 	// Accepted, if set, is called with the number of events of each 202.
 	Accepted func(n int)
+	// Observer, if set, is told about every POST /v1/events (metrics and
+	// traces; see Telemetry).
+	Observer Observer
 }
 
 // New returns a Handler publishing to pub.
@@ -131,32 +137,46 @@ type Invalid struct {
 const retryAfter = time.Second
 
 func (h *Handler) postEvents(w http.ResponseWriter, r *http.Request) {
+	if h.Observer == nil {
+		h.serveEvents(r.Context(), w, r)
+		return
+	}
+	start := time.Now()
+	ctx := h.Observer.RequestStart(r)
+	o, n := h.serveEvents(ctx, w, r)
+	h.Observer.RequestDone(ctx, o, n, time.Since(start))
+}
+
+// serveEvents answers POST /v1/events; ctx is r's context, with the
+// request's span if any. It returns the outcome and the number of events
+// (0 when not known).
+func (h *Handler) serveEvents(ctx context.Context, w http.ResponseWriter, r *http.Request) (Outcome, int) {
 	mt := event.MediaType(r.Header.Get("Content-Type"))
 	if mt == "" {
 		platform.WriteError(w, http.StatusUnsupportedMediaType,
 			fmt.Sprintf("Content-Type %q is not accepted: send %s (one event or an array) or %s",
 				r.Header.Get("Content-Type"), event.ContentTypeJSON, event.ContentTypeNDJSON), nil)
-		return
+		return OutcomeInvalid, 0
 	}
 	if h.Admit != nil {
 		if err := h.Admit(); err != nil {
 			platform.WriteUnavailable(w, retryAfter, err.Error())
-			return
+			return OutcomeRefused, 0
 		}
 	}
 	if r.ContentLength > h.cfg.MaxBodyBytes {
 		tooLarge(w, h.cfg.MaxBodyBytes)
-		return
+		return OutcomeInvalid, 0
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			tooLarge(w, h.cfg.MaxBodyBytes)
-			return
+			return OutcomeInvalid, 0
 		}
 		platform.WriteError(w, http.StatusBadRequest, "read request body: "+err.Error(), nil)
-		return
+		return OutcomeInvalid, 0
 	}
 	now := h.now().UTC()
 	decoded, err := event.Decode(body, mt, h.cfg.MaxEvents)
@@ -164,14 +184,14 @@ func (h *Handler) postEvents(w http.ResponseWriter, r *http.Request) {
 		if errors.Is(err, event.ErrTooManyEvents) {
 			platform.WriteError(w, http.StatusRequestEntityTooLarge,
 				fmt.Sprintf("%v: send at most %d events per request", err, h.cfg.MaxEvents), nil)
-			return
+			return OutcomeInvalid, 0
 		}
 		platform.WriteError(w, http.StatusBadRequest, err.Error(), nil)
-		return
+		return OutcomeInvalid, 0
 	}
 	if len(decoded) == 0 {
 		platform.WriteError(w, http.StatusBadRequest, "the request holds no events", nil)
-		return
+		return OutcomeInvalid, 0
 	}
 	inv := Invalid{Total: len(decoded)}
 	for i := range decoded {
@@ -195,7 +215,7 @@ func (h *Handler) postEvents(w http.ResponseWriter, r *http.Request) {
 			msg = "the event is invalid: " + event.JoinErrors(inv.Errors)
 		}
 		platform.WriteError(w, http.StatusBadRequest, msg, inv)
-		return
+		return OutcomeInvalid, inv.Total
 	}
 
 	msg := &broker.Message{
@@ -207,17 +227,22 @@ func (h *Handler) postEvents(w http.ResponseWriter, r *http.Request) {
 			AttrSource:      "ingest",
 		},
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.PublishTimeout)
+	if trace.SpanContextFromContext(ctx).IsValid() {
+		// The worker links its batch span to this request's span.
+		traceContext.Inject(ctx, propagation.MapCarrier(msg.Attributes))
+	}
+	pctx, cancel := context.WithTimeout(ctx, h.cfg.PublishTimeout)
 	defer cancel()
-	if err := h.pub.Publish(ctx, broker.TopicEvents, msg); err != nil {
-		h.log.WarnContext(r.Context(), "ingest: publish failed; answering 503", "error", err.Error(), "events", len(decoded))
+	if err := h.pub.Publish(pctx, broker.TopicEvents, msg); err != nil {
+		h.log.WarnContext(ctx, "ingest: publish failed; answering 503", "error", err.Error(), "events", len(decoded))
 		platform.WriteUnavailable(w, retryAfter, "the broker did not take the events; nothing was accepted, retry later")
-		return
+		return OutcomeRefused, len(decoded)
 	}
 	if h.Accepted != nil {
 		h.Accepted(len(decoded))
 	}
 	platform.WriteJSON(w, http.StatusAccepted, Accepted{Accepted: len(decoded), IngestedAt: now})
+	return OutcomeAccepted, len(decoded)
 }
 
 func tooLarge(w http.ResponseWriter, limit int64) {

@@ -3,6 +3,7 @@ package serve
 import (
 	"context"
 	"fmt"
+	"math"
 	"net/http"
 	"net/url"
 	"slices"
@@ -15,18 +16,41 @@ import (
 	"github.com/skyjoin/skyjoin/internal/store"
 )
 
-// Parameters of GET /v1/events.
+// Query parameters. Each endpoint accepts the set listed for it below.
 const (
-	paramUserID  = "user_id"
-	paramCountry = "country"
-	paramSince   = "since"
-	paramUntil   = "until"
-	paramLimit   = "limit"
-	paramCursor  = "cursor"
-	paramOrder   = "order"
+	paramUserID    = "user_id"
+	paramCountry   = "country"
+	paramCity      = "city"
+	paramEventType = "event_type"
+	paramCondition = "condition"
+	paramMinTemp   = "min_temp"
+	paramMaxTemp   = "max_temp"
+	paramSince     = "since"
+	paramUntil     = "until"
+	paramLimit     = "limit"
+	paramCursor    = "cursor"
+	paramOrder     = "order"
+	paramGroupBy   = "group_by"
+	paramBucket    = "bucket"
+	paramAfter     = "after"
 )
 
-var listParams = []string{paramCountry, paramCursor, paramLimit, paramOrder, paramSince, paramUntil, paramUserID}
+// filterParams select records, alike for every endpoint.
+var filterParams = []string{paramCity, paramCondition, paramCountry, paramEventType, paramMaxTemp, paramMinTemp,
+	paramSince, paramUntil, paramUserID}
+
+// Parameters of each endpoint, sorted (they are listed in errors).
+var (
+	listParams   = sorted(filterParams, paramCursor, paramLimit, paramOrder)
+	statsParams  = sorted(filterParams, paramBucket, paramGroupBy)
+	streamParams = sorted(filterParams, paramAfter)
+)
+
+func sorted(a []string, more ...string) []string {
+	out := append(slices.Clone(a), more...)
+	slices.Sort(out)
+	return out
+}
 
 // ParamError names one bad query parameter; a 400 answer lists them all in
 // its details.
@@ -55,11 +79,7 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 	}
 	q, perrs := parseListQuery(values)
 	if len(perrs) > 0 {
-		msg := make([]string, len(perrs))
-		for i, e := range perrs {
-			msg[i] = e.Error()
-		}
-		platform.WriteError(w, http.StatusBadRequest, strings.Join(msg, "; "), perrs)
+		writeParamErrors(w, perrs)
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
@@ -86,12 +106,32 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 	platform.WriteJSON(w, http.StatusOK, &resp)
 }
 
+// params are the parsed query parameters of a request.
+type params struct {
+	q        store.Query // filters, and for GET /v1/events limit, cursor, order
+	groupBy  string
+	bucket   time.Duration
+	after    int64 // resume point of GET /v1/stream
+	hasAfter bool
+}
+
 // parseListQuery turns the parameters of GET /v1/events into a store.Query,
-// or lists every problem found. Every parameter may be given once; unknown
-// parameters are errors, so that a typo does not widen the query. Empty
-// values are errors too, except cursor= (the first page).
+// or lists every problem found.
 func parseListQuery(values url.Values) (store.Query, []ParamError) {
-	q := store.Query{Limit: store.DefaultLimit}
+	p, errs := parseParams(values, listParams)
+	return p.q, errs
+}
+
+// maxTextParam bounds the text filters (city, condition, ...).
+const maxTextParam = 256
+
+// parseParams parses the parameters known lists, or lists every problem
+// found. Every parameter may be given once; unknown parameters are errors,
+// so that a typo does not widen the query. Empty values are errors too,
+// except cursor= (the first page).
+func parseParams(values url.Values, known []string) (params, []ParamError) {
+	p := params{q: store.Query{Limit: store.DefaultLimit}}
+	q := &p.q
 	var errs []ParamError
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, ParamError{Field: field, Message: fmt.Sprintf(format, args...)})
@@ -105,8 +145,8 @@ func parseListQuery(values url.Values) (store.Query, []ParamError) {
 	var since, until time.Time
 	for _, k := range keys {
 		vs := values[k]
-		if !slices.Contains(listParams, k) {
-			bad(printable(k), "unknown parameter; known: %s", strings.Join(listParams, ", "))
+		if !slices.Contains(known, k) {
+			bad(printable(k), "unknown parameter; known: %s", strings.Join(known, ", "))
 			continue
 		}
 		if len(vs) > 1 {
@@ -121,8 +161,32 @@ func parseListQuery(values url.Values) (store.Query, []ParamError) {
 		switch k {
 		case paramUserID:
 			q.UserID = v
-		case paramCountry:
-			q.Country = v
+		case paramCountry, paramCity, paramEventType, paramCondition:
+			if len(v) > maxTextParam {
+				bad(k, "must be at most %d bytes, got %d", maxTextParam, len(v))
+				continue
+			}
+			switch k {
+			case paramCountry:
+				q.Country = v
+			case paramCity:
+				q.City = v
+			case paramEventType:
+				q.EventType = v
+			case paramCondition:
+				q.Condition = v
+			}
+		case paramMinTemp, paramMaxTemp:
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
+				bad(k, "must be a number of degrees Celsius (e.g. -3.5), got %s", quoteValue(v))
+				continue
+			}
+			if k == paramMinTemp {
+				q.MinTemp = &f
+			} else {
+				q.MaxTemp = &f
+			}
 		case paramSince, paramUntil:
 			t, ok := parseTime(v)
 			if !ok {
@@ -152,13 +216,72 @@ func parseListQuery(values url.Values) (store.Query, []ParamError) {
 			default:
 				bad(k, "must be asc or desc, got %s", quoteValue(v))
 			}
+		case paramGroupBy:
+			switch v {
+			case store.GroupByCountry, store.GroupByCity, store.GroupByTime:
+				p.groupBy = v
+			default:
+				bad(k, "must be country, city or time, got %s", quoteValue(v))
+			}
+		case paramBucket:
+			d, ok := parseBucket(v)
+			if !ok {
+				bad(k, "must be a whole number of seconds, minutes, hours or days from 1s to %s, such as 30s, 5m, 1h or 1d; got %s",
+					maxBucketText, quoteValue(v))
+				continue
+			}
+			p.bucket = d
+		case paramAfter:
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 0 {
+				bad(k, "must be a record seq: an integer >= 0, got %s", quoteValue(v))
+				continue
+			}
+			p.after, p.hasAfter = n, true
 		}
 	}
 	if !since.IsZero() && !until.IsZero() && !since.Before(until) {
 		bad(paramSince, "must be before until (since is inclusive, until exclusive), got since %s, until %s",
 			since.Format(time.RFC3339Nano), until.Format(time.RFC3339Nano))
 	}
-	return q, errs
+	if q.MinTemp != nil && q.MaxTemp != nil && *q.MinTemp > *q.MaxTemp {
+		bad(paramMinTemp, "must not be above max_temp (both are inclusive), got min_temp %v, max_temp %v", *q.MinTemp, *q.MaxTemp)
+	}
+	return p, errs
+}
+
+// Bounds of the bucket parameter.
+const (
+	maxBucket     = 366 * 24 * time.Hour
+	maxBucketText = "366d"
+)
+
+// parseBucket accepts a Go duration of whole seconds (30s, 5m, 1h30m) or a
+// number of days (1d, 7d), from 1s to maxBucket.
+func parseBucket(v string) (time.Duration, bool) {
+	var d time.Duration
+	if days, ok := strings.CutSuffix(v, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err != nil || n < 1 || n > 366 {
+			return 0, false
+		}
+		d = time.Duration(n) * 24 * time.Hour
+	} else {
+		var err error
+		if d, err = time.ParseDuration(v); err != nil {
+			return 0, false
+		}
+	}
+	return d, d >= time.Second && d <= maxBucket && d%time.Second == 0
+}
+
+// writeParamErrors answers 400 naming every bad parameter.
+func writeParamErrors(w http.ResponseWriter, errs []ParamError) {
+	msg := make([]string, len(errs))
+	for i, e := range errs {
+		msg[i] = e.Error()
+	}
+	platform.WriteError(w, http.StatusBadRequest, strings.Join(msg, "; "), errs)
 }
 
 // parseTime accepts an RFC 3339 timestamp or a date YYYY-MM-DD (midnight

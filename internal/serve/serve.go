@@ -1,16 +1,25 @@
-// Package serve is the read side of skyjoin's HTTP API: listing and
-// fetching enriched records from a store.Reader, and the liveness and
-// readiness probes.
+// Package serve is the read side of skyjoin's HTTP API: listing, fetching
+// and aggregating enriched records from a store, the live stream of newly
+// stored records, the OpenAPI document, and the liveness and readiness
+// probes.
 //
 // Routes (Go 1.22 ServeMux patterns; GET also answers HEAD):
 //
 //	GET /v1/events                 list records (filters, order, cursor pagination)
 //	GET /v1/events/{event_id...}   one record by event id
 //	GET /v1/users/{id}/latest      a user's latest record (by occurred_at)
+//	GET /v1/stats                  aggregates by country, city or time bucket
+//	GET /v1/stream                 Server-Sent Events of newly stored records
+//	GET /openapi.json              the OpenAPI 3.1 document of the whole API
 //	GET /healthz                   liveness: 200 while the process runs
 //	GET /readyz                    readiness: runs Options.Checks; 503 while draining
 //
-// Every error answer is a platform.ErrorBody.
+// The filters of /v1/events, /v1/stats and /v1/stream are the same
+// (store.Query): user_id, country, city, event_type, condition (the
+// weather's WMO condition text, e.g. "Clear sky", case-insensitive),
+// min_temp and max_temp (weather.temperature_c, inclusive), since and
+// until (occurred_at). Every error answer is a platform.ErrorBody; a 400
+// names each bad parameter.
 package serve
 
 import (
@@ -21,9 +30,11 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/skyjoin/skyjoin/internal/live"
 	"github.com/skyjoin/skyjoin/internal/platform"
 	"github.com/skyjoin/skyjoin/internal/store"
 )
@@ -52,6 +63,14 @@ type Options struct {
 	ReadyTimeout time.Duration
 	// Checks run, concurrently, on every GET /readyz.
 	Checks []Check
+	// Hub is the source of GET /v1/stream; nil answers 501 there.
+	Hub *live.Hub
+	// Heartbeat is the interval of the stream's comment lines; zero means
+	// DefaultHeartbeat.
+	Heartbeat time.Duration
+	// StreamWriteTimeout bounds each write to a stream client; zero means
+	// DefaultStreamWriteTimeout.
+	StreamWriteTimeout time.Duration
 }
 
 // RegisterFlags adds the serving flags to fs (environment fallbacks via
@@ -66,6 +85,12 @@ func (o *Options) Validate() error {
 	var p platform.Problems
 	if o.QueryTimeout < 0 {
 		p.Addf("query-timeout: must not be negative, got %s", o.QueryTimeout)
+	}
+	if o.Heartbeat < 0 {
+		p.Addf("heartbeat: must not be negative, got %s", o.Heartbeat)
+	}
+	if o.StreamWriteTimeout < 0 {
+		p.Addf("stream write timeout: must not be negative, got %s", o.StreamWriteTimeout)
 	}
 	if o.ReadyTimeout < 0 {
 		p.Addf("ready-timeout: must not be negative, got %s", o.ReadyTimeout)
@@ -84,25 +109,44 @@ func (o *Options) Validate() error {
 // Handler serves the read API. Mount it with Register, or use it directly
 // as an http.Handler (it then answers unknown routes with JSON 404/405).
 type Handler struct {
-	reader   store.Reader
-	log      *slog.Logger
-	timeout  time.Duration
-	readyTO  time.Duration
-	checks   []Check
-	draining atomic.Bool
-	mux      *http.ServeMux
+	reader        store.Reader
+	agg           store.Aggregator // nil if the reader does not aggregate
+	hub           *live.Hub
+	log           *slog.Logger
+	timeout       time.Duration
+	readyTO       time.Duration
+	heartbeat     time.Duration
+	streamWriteTO time.Duration
+	checks        []Check
+	draining      atomic.Bool
+	mux           *http.ServeMux
+
+	drainMu sync.Mutex
+	drainC  chan struct{} // closed while draining: ends the streams
 }
 
 var _ http.Handler = (*Handler)(nil)
 
-// New returns a Handler reading from reader.
+// New returns a Handler reading from reader. GET /v1/stats needs a reader
+// that is also a store.Aggregator (it answers 501 otherwise).
 func New(reader store.Reader, opts Options) *Handler {
 	h := &Handler{
-		reader:  reader,
-		log:     opts.Logger,
-		timeout: opts.QueryTimeout,
-		readyTO: opts.ReadyTimeout,
-		checks:  append([]Check(nil), opts.Checks...),
+		reader:        reader,
+		hub:           opts.Hub,
+		log:           opts.Logger,
+		timeout:       opts.QueryTimeout,
+		readyTO:       opts.ReadyTimeout,
+		heartbeat:     opts.Heartbeat,
+		streamWriteTO: opts.StreamWriteTimeout,
+		checks:        append([]Check(nil), opts.Checks...),
+		drainC:        make(chan struct{}),
+	}
+	h.agg, _ = reader.(store.Aggregator)
+	if h.heartbeat <= 0 {
+		h.heartbeat = DefaultHeartbeat
+	}
+	if h.streamWriteTO <= 0 {
+		h.streamWriteTO = DefaultStreamWriteTimeout
 	}
 	if h.log == nil {
 		h.log = slog.Default()
@@ -118,15 +162,41 @@ func New(reader store.Reader, opts Options) *Handler {
 	return h
 }
 
+// routes are the Handler's routes, in Register's order.
+func (h *Handler) routes() []route {
+	return []route{
+		{"GET /v1/events", h.list},
+		// {event_id...}: event ids may contain '/', sent raw or as %2F.
+		{"GET /v1/events/{event_id...}", h.get},
+		{"GET /v1/users/{id}/latest", h.latest},
+		{"GET /v1/stats", h.stats},
+		{"GET /v1/stream", h.stream},
+		{"GET /openapi.json", serveOpenAPI},
+		{"GET /healthz", h.healthz},
+		{"GET /readyz", h.readyz},
+	}
+}
+
+type route struct {
+	pattern string
+	handler http.HandlerFunc
+}
+
+// Routes returns the patterns Register adds to a mux.
+func Routes() []string {
+	var out []string
+	for _, r := range (&Handler{}).routes() {
+		out = append(out, r.pattern)
+	}
+	return out
+}
+
 // Register adds the Handler's routes to mux. They do not clash with
 // POST /v1/events (ingest).
 func (h *Handler) Register(mux *http.ServeMux) {
-	mux.HandleFunc("GET /v1/events", h.list)
-	// {event_id...}: event ids may contain '/', sent raw or as %2F.
-	mux.HandleFunc("GET /v1/events/{event_id...}", h.get)
-	mux.HandleFunc("GET /v1/users/{id}/latest", h.latest)
-	mux.HandleFunc("GET /healthz", h.healthz)
-	mux.HandleFunc("GET /readyz", h.readyz)
+	for _, r := range h.routes() {
+		mux.HandleFunc(r.pattern, r.handler)
+	}
 }
 
 // ServeHTTP serves the Handler's routes alone.
@@ -136,8 +206,31 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // SetDraining makes /readyz answer 503 (true) or run its checks again
 // (false). Set it at the start of a graceful shutdown so that load
-// balancers stop sending traffic before the server closes.
-func (h *Handler) SetDraining(draining bool) { h.draining.Store(draining) }
+// balancers stop sending traffic before the server closes: it also ends
+// the live streams (their clients reconnect elsewhere with Last-Event-ID)
+// and refuses new ones, so that http.Server.Shutdown does not wait for them.
+func (h *Handler) SetDraining(draining bool) {
+	h.drainMu.Lock()
+	defer h.drainMu.Unlock()
+	h.draining.Store(draining)
+	select {
+	case <-h.drainC:
+		if !draining {
+			h.drainC = make(chan struct{})
+		}
+	default:
+		if draining {
+			close(h.drainC)
+		}
+	}
+}
+
+// drainSignal returns a channel closed once the Handler drains.
+func (h *Handler) drainSignal() <-chan struct{} {
+	h.drainMu.Lock()
+	defer h.drainMu.Unlock()
+	return h.drainC
+}
 
 // Draining reports whether SetDraining(true) is in effect.
 func (h *Handler) Draining() bool { return h.draining.Load() }

@@ -455,7 +455,7 @@ func TestListBadParameters(t *testing.T) {
 		{"since after until", "since=2026-11-06&until=2026-11-05", []string{"since"}, "since: must be before until"},
 		{"order", "order=newest", []string{"order"}, `order: must be asc or desc, got "newest"`},
 		{"order case", "order=ASC", []string{"order"}, "order: must be asc or desc"},
-		{"unknown parameter", "userid=u1", []string{"userid"}, "userid: unknown parameter; known: country, cursor"},
+		{"unknown parameter", "userid=u1", []string{"userid"}, "userid: unknown parameter; known: city, condition, country, cursor"},
 		{"unknown beside known", "user_id=u1&contry=Japan", []string{"contry"}, "contry: unknown parameter"},
 		{"repeated", "user_id=u1&user_id=u2", []string{"user_id"}, "user_id: must be given at most once"},
 		{"empty user", "user_id=", []string{"user_id"}, "user_id: must not be empty"},

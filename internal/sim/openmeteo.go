@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -169,18 +170,47 @@ func hourRange(q map[string][]string, now time.Time) (time.Time, time.Time, *omE
 	return s, e, nil
 }
 
-// serveOpenMeteo answers GET /v1/forecast.
-func (s *Sim) serveOpenMeteo(w http.ResponseWriter, r *http.Request) {
+// serveOpenMeteo answers GET /v1/forecast (archive false) or /v1/archive,
+// applying the fault f.
+func (s *Sim) serveOpenMeteo(w http.ResponseWriter, r *http.Request, archive bool, f Fault) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		writeOpenMeteoError(w, http.StatusMethodNotAllowed, "Method not allowed")
 		return
 	}
 	q := r.URL.Query()
-	b, oe := s.forecast(q)
+	members, oe := s.forecast(q, archive)
 	if oe != nil {
 		writeOpenMeteoError(w, http.StatusBadRequest, oe.reason)
 		return
+	}
+	if len(f.Missing) > 0 || f.Reverse {
+		kept := make([][]byte, 0, len(members))
+		for i, m := range members {
+			if !slices.Contains(f.Missing, i) {
+				kept = append(kept, m)
+			}
+		}
+		if f.Reverse {
+			slices.Reverse(kept)
+		}
+		s.faults.Add(1)
+		members = kept
+	}
+	s.omRequests.Add(1)
+	s.omLocations.Add(int64(len(members)))
+	var b []byte
+	if len(members) == 1 && len(first(q, "latitude")) > 0 && !strings.Contains(first(q, "latitude"), ",") {
+		b = members[0]
+	} else {
+		b = append(b, '[')
+		for i, m := range members {
+			if i > 0 {
+				b = append(b, ",\n"...)
+			}
+			b = append(b, m...)
+		}
+		b = append(b, ']')
 	}
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
@@ -190,7 +220,18 @@ func (s *Sim) serveOpenMeteo(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (s *Sim) forecast(q map[string][]string) ([]byte, *omError) {
+// forecastRange is how far back and ahead the simulated forecast API serves
+// hours, as the real one: past_days up to 92, forecast_days up to 16.
+const (
+	forecastPastDays   = 92
+	forecastFutureDays = 16
+)
+
+// archiveStart is the first day of the simulated archive API (ERA5: 1940).
+var archiveStart = time.Date(1940, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// forecast returns the answer's members, one JSON object per location.
+func (s *Sim) forecast(q map[string][]string, archive bool) ([][]byte, *omError) {
 	if s.apiKey != "" && first(q, "apikey") != s.apiKey {
 		return nil, badRequest("The supplied API key is invalid.")
 	}
@@ -225,33 +266,48 @@ func (s *Sim) forecast(q map[string][]string) ([]byte, *omError) {
 	if oe != nil {
 		return nil, oe
 	}
+	if archive && len(current) > 0 {
+		return nil, badRequest("Parameter 'current' is not supported by the historical weather API")
+	}
 	hourly, oe := parseVariables(q, "hourly")
 	if oe != nil {
 		return nil, oe
 	}
 	now := s.clock()
+	today := now.UTC().Truncate(24 * time.Hour)
 	var hStart, hEnd time.Time
-	if len(hourly) > 0 {
+	if archive {
+		if first(q, "start_date") == "" || first(q, "end_date") == "" {
+			return nil, badRequest("Parameter 'start_date' and 'end_date' are required")
+		}
 		if hStart, hEnd, oe = hourRange(q, now); oe != nil {
 			return nil, oe
 		}
-		if hEnd.Sub(hStart) > (92+16)*24*time.Hour {
-			return nil, badRequest("The time range is too long.")
+		if hStart.Before(archiveStart) || hEnd.After(today.Add(23*time.Hour)) {
+			return nil, badRequest("Parameter 'start_date' is out of allowed range from %s to %s",
+				archiveStart.Format(time.DateOnly), today.Format(time.DateOnly))
+		}
+	} else if len(hourly) > 0 {
+		if hStart, hEnd, oe = hourRange(q, now); oe != nil {
+			return nil, oe
+		}
+		lo, hi := today.AddDate(0, 0, -forecastPastDays), today.AddDate(0, 0, forecastFutureDays)
+		if hStart.Before(lo) || !hEnd.Before(hi) {
+			return nil, badRequest("Parameter 'start_date' is out of allowed range from %s to %s",
+				lo.Format(time.DateOnly), hi.AddDate(0, 0, -1).Format(time.DateOnly))
 		}
 	}
-	s.omRequests.Add(1)
-	s.omLocations.Add(int64(len(lats)))
-
+	if len(hourly) > 0 && hEnd.Sub(hStart) > (92+16)*24*time.Hour && !archive {
+		return nil, badRequest("The time range is too long.")
+	}
+	if archive && hEnd.Sub(hStart) > 366*24*time.Hour {
+		return nil, badRequest("The time range is too long.")
+	}
 	slot := weather.Slot(now)
-	var b []byte
-	if len(lats) > 1 {
-		b = append(b, '[')
-	}
+	members := make([][]byte, len(lats))
 	for i := range lats {
-		if i > 0 {
-			b = append(b, ",\n"...)
-		}
 		cl, cn := Cell(lats[i], lons[i])
+		var b []byte
 		b = append(b, '{')
 		if i > 0 {
 			b = append(b, `"location_id":`...)
@@ -318,11 +374,9 @@ func (s *Sim) forecast(q map[string][]string) ([]byte, *omError) {
 			b = append(b, '}')
 		}
 		b = append(b, '}')
+		members[i] = b
 	}
-	if len(lats) > 1 {
-		b = append(b, ']')
-	}
-	return b, nil
+	return members, nil
 }
 
 func appendUnits(b []byte, vars []string) []byte {

@@ -27,6 +27,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -61,8 +62,33 @@ type Options struct {
 	// status makes the API answer that status with its own error body
 	// (Open-Meteo: {"error":true,"reason":...}; randomuser: {"error":...}).
 	Fault func(api string, r *http.Request) int
+	// Inject, when set, is called before each request is served (after
+	// Fault) and may make the answer misbehave in other ways: see Fault.
+	Inject func(api string, r *http.Request) Fault
 	// Logger logs the server's own errors; default: discard.
 	Logger *slog.Logger
+}
+
+// Fault is a misbehaviour of one answer, for tests of the clients'
+// resilience. The zero Fault answers normally.
+type Fault struct {
+	// Status, when non-zero, answers this HTTP status with the API's error
+	// body (as Options.Fault).
+	Status int
+	// RetryAfter sets a Retry-After header (whole seconds) on a Status
+	// answer; a 429 without it gets "60", as the real API's minutely limit.
+	RetryAfter time.Duration
+	// Delay holds the answer this long, or until the client gives up (its
+	// request context ends), whichever comes first: a slow provider.
+	Delay time.Duration
+	// Malformed answers 200 with a truncated JSON body.
+	Malformed bool
+	// Missing leaves these members (indices of the locations asked) out of
+	// an Open-Meteo answer; the others keep their location_id.
+	Missing []int
+	// Reverse answers an Open-Meteo multi-location request's members in
+	// reverse order (each keeps its location_id).
+	Reverse bool
 }
 
 // Sim holds a population and serves the two APIs. It is safe for concurrent
@@ -75,6 +101,7 @@ type Sim struct {
 	clock  func() time.Time
 	apiKey string
 	fault  func(string, *http.Request) int
+	inject func(string, *http.Request) Fault
 
 	requests                            atomic.Uint64 // randomuser requests without a seed
 	ruRequests, omRequests, omLocations atomic.Int64
@@ -93,7 +120,7 @@ func New(opts Options) *Sim {
 		opts.Clock = time.Now
 	}
 	s := &Sim{
-		seed: opts.Seed, clock: opts.Clock, apiKey: opts.APIKey, fault: opts.Fault,
+		seed: opts.Seed, clock: opts.Clock, apiKey: opts.APIKey, fault: opts.Fault, inject: opts.Inject,
 		users: make([]simUser, opts.Users), all: make([]int, opts.Users), byNat: map[string][]int{},
 	}
 	now := opts.Clock()
@@ -130,26 +157,54 @@ func (s *Sim) Stats() Stats {
 	}
 }
 
-func (s *Sim) injected(api string, w http.ResponseWriter, r *http.Request) bool {
-	if s.fault == nil {
-		return false
+// injected applies the faults of Options.Fault and Options.Inject to a
+// request. It reports whether it answered the request; otherwise the fault
+// to apply to a normal answer is returned (Missing, Reverse).
+func (s *Sim) injected(api string, w http.ResponseWriter, r *http.Request) (bool, Fault) {
+	var f Fault
+	if s.fault != nil {
+		f.Status = s.fault(api, r)
 	}
-	status := s.fault(api, r)
-	if status == 0 {
-		return false
+	if f.Status == 0 && s.inject != nil {
+		f = s.inject(api, r)
 	}
-	s.faults.Add(1)
-	if api == APIOpenMeteo {
-		reason := "Simulated fault: " + http.StatusText(status)
-		if status == http.StatusTooManyRequests {
-			reason = "Minutely API request limit exceeded. Please try again in one minute."
-			w.Header().Set("Retry-After", "60")
+	if f.Delay > 0 {
+		t := time.NewTimer(f.Delay)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+			s.faults.Add(1)
+			return true, f
 		}
-		writeOpenMeteoError(w, status, reason)
-	} else {
-		writeRandomUserError(w, status, "Uh oh, something has gone wrong. Please tweet us @randomapi about the issue. Thank you.")
 	}
-	return true
+	switch {
+	case f.Status != 0:
+		s.faults.Add(1)
+		if f.RetryAfter > 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(int(f.RetryAfter.Round(time.Second)/time.Second)))
+		}
+		if api == APIOpenMeteo {
+			reason := "Simulated fault: " + http.StatusText(f.Status)
+			if f.Status == http.StatusTooManyRequests {
+				reason = "Minutely API request limit exceeded. Please try again in one minute."
+				if f.RetryAfter == 0 {
+					w.Header().Set("Retry-After", "60")
+				}
+			}
+			writeOpenMeteoError(w, f.Status, reason)
+		} else {
+			writeRandomUserError(w, f.Status, "Uh oh, something has gone wrong. Please tweet us @randomapi about the issue. Thank you.")
+		}
+		return true, f
+	case f.Malformed:
+		s.faults.Add(1)
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, `[{"latitude":52.55,"longitude":13.45,"generationtime_ms":0.03,"current":{"time":"2026-`)
+		return true, f
+	}
+	return false, f
 }
 
 // RandomUser returns the randomuser.me handler: GET /api/ (also /api and
@@ -163,7 +218,7 @@ func (s *Sim) RandomUser() http.Handler {
 			writeRandomUserError(w, http.StatusNotFound, "Not found")
 			return
 		}
-		if s.injected(APIRandomUser, w, r) {
+		if done, _ := s.injected(APIRandomUser, w, r); done {
 			return
 		}
 		s.serveRandomUser(w, r)
@@ -171,17 +226,26 @@ func (s *Sim) RandomUser() http.Handler {
 	})
 }
 
-// OpenMeteo returns the Open-Meteo handler: GET /v1/forecast.
+// OpenMeteo returns the Open-Meteo handler: GET /v1/forecast (current
+// conditions, and hours from 92 days back to 16 days ahead) and GET
+// /v1/archive (the historical weather API: hours from 1940 to today, by
+// start_date and end_date).
 func (s *Sim) OpenMeteo() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/v1/forecast" {
+		archive := false
+		switch r.URL.Path {
+		case "/v1/forecast":
+		case "/v1/archive":
+			archive = true
+		default:
 			writeOpenMeteoError(w, http.StatusNotFound, "Not Found")
 			return
 		}
-		if s.injected(APIOpenMeteo, w, r) {
+		done, f := s.injected(APIOpenMeteo, w, r)
+		if done {
 			return
 		}
-		s.serveOpenMeteo(w, r)
+		s.serveOpenMeteo(w, r, archive, f)
 	})
 }
 

@@ -6,6 +6,8 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"time"
 
 	"github.com/skyjoin/skyjoin/internal/event"
@@ -16,6 +18,12 @@ type Writer interface {
 	// Write stores records and returns nil only once they are durable.
 	// Writing a record whose event_id is already stored leaves the stored
 	// one as it is: the first write wins, so redeliveries are harmless.
+	//
+	// When Write returns nil it has set recs[i].Seq to the seq the store
+	// gave each record it inserted, and to 0 for each record it dropped as a
+	// duplicate (of a stored record, or of an earlier one in recs), so that
+	// the caller can pass the stored records on (the live stream resumes by
+	// Seq). Input Seq values are ignored.
 	Write(ctx context.Context, recs []event.Record) error
 }
 
@@ -37,12 +45,29 @@ type Store interface {
 	Close() error
 }
 
-// Query selects records. Zero fields do not filter.
+// Query selects records. Zero fields do not filter; set fields combine
+// with AND. Query.Match is the reference semantics of the filters in Go;
+// every backend's List and Stats select the same records.
 type Query struct {
-	UserID  string
-	Country string
+	UserID  string    // user.id, exact
+	Country string    // location.country, case-insensitive
 	Since   time.Time // occurred_at >= Since
 	Until   time.Time // occurred_at < Until
+	// City is location.city, case-insensitive.
+	City string
+	// EventType is event_type, exact.
+	EventType string
+	// Condition is the text of the weather's WMO code (weather.condition,
+	// e.g. "Clear sky", "Slight rain"), matched case-insensitively and
+	// whole. Records without weather do not match.
+	Condition string
+	// MinTemp and MaxTemp bound weather.temperature_c, inclusive. Records
+	// without weather do not match when either is set.
+	MinTemp, MaxTemp *float64
+	// AfterSeq, when positive, selects records with Seq > AfterSeq: the live
+	// stream's resume point (its event ids are seqs). It combines with
+	// Cursor and with either order.
+	AfterSeq int64
 	// Limit bounds the page; zero means DefaultLimit, more than MaxLimit is
 	// cut to MaxLimit.
 	Limit int
@@ -50,6 +75,107 @@ type Query struct {
 	Cursor string
 	// Ascending lists oldest stored first (in the order the store took them).
 	Ascending bool
+}
+
+// Match reports whether r passes q's filters (Limit, Cursor and Ascending
+// play no part). It is the reference semantics of the filters, and what the
+// live stream filters with.
+func (q *Query) Match(r *event.Record) bool {
+	switch {
+	case q.AfterSeq > 0 && r.Seq <= q.AfterSeq,
+		q.UserID != "" && r.User.ID != q.UserID,
+		q.Country != "" && !strings.EqualFold(r.Location.Country, q.Country),
+		q.City != "" && !strings.EqualFold(r.Location.City, q.City),
+		q.EventType != "" && r.EventType != q.EventType,
+		!q.Since.IsZero() && r.OccurredAt.Before(q.Since),
+		!q.Until.IsZero() && !r.OccurredAt.Before(q.Until):
+		return false
+	}
+	if q.Condition == "" && q.MinTemp == nil && q.MaxTemp == nil {
+		return true
+	}
+	w := r.Weather
+	switch {
+	case w == nil,
+		q.Condition != "" && !strings.EqualFold(w.Condition, q.Condition),
+		q.MinTemp != nil && w.TemperatureC < *q.MinTemp,
+		q.MaxTemp != nil && w.TemperatureC > *q.MaxTemp:
+		return false
+	}
+	return true
+}
+
+// Aggregator computes aggregates over stored records. A backend that
+// serves GET /v1/stats implements it next to Store.
+type Aggregator interface {
+	// Stats returns one row per group of the records matching q's filters
+	// that has at least one record (empty time buckets are left out):
+	// ordered by Count descending then Country, Key for GroupByCountry and
+	// GroupByCity; by Bucket ascending for GroupByTime. It returns an error
+	// wrapping ErrBadStatsQuery when q.Validate does.
+	Stats(ctx context.Context, q StatsQuery) ([]StatsRow, error)
+}
+
+// Stats groupings.
+const (
+	GroupByCountry = "country" // location.country as stored (exact)
+	GroupByCity    = "city"    // location.country and location.city as stored
+	GroupByTime    = "time"    // occurred_at in buckets of StatsQuery.Bucket
+)
+
+// StatsQuery selects records, as Query does (its Limit, Cursor and
+// Ascending are ignored), and groups them.
+type StatsQuery struct {
+	Query
+	// GroupBy is GroupByCountry, GroupByCity or GroupByTime.
+	GroupBy string
+	// Bucket is the width of a time bucket for GroupByTime: at least one
+	// second, a whole number of seconds. Buckets are aligned to the Unix
+	// epoch (UTC): a bucket of 1h starts on the hour.
+	Bucket time.Duration
+}
+
+// ErrBadStatsQuery is wrapped by StatsQuery.Validate's errors.
+var ErrBadStatsQuery = errors.New("bad stats query")
+
+// Validate checks GroupBy and Bucket.
+func (q *StatsQuery) Validate() error {
+	switch q.GroupBy {
+	case GroupByCountry, GroupByCity:
+		if q.Bucket != 0 {
+			return fmt.Errorf("%w: bucket is only for group_by %q", ErrBadStatsQuery, GroupByTime)
+		}
+	case GroupByTime:
+		if q.Bucket < time.Second || q.Bucket%time.Second != 0 {
+			return fmt.Errorf("%w: bucket %v is not a whole number of seconds, at least 1s", ErrBadStatsQuery, q.Bucket)
+		}
+	default:
+		return fmt.Errorf("%w: group_by %q is not one of %q, %q, %q", ErrBadStatsQuery, q.GroupBy, GroupByCountry, GroupByCity, GroupByTime)
+	}
+	return nil
+}
+
+// StatsRow is one group.
+type StatsRow struct {
+	// Key is the group's country (GroupByCountry), city (GroupByCity), or
+	// the bucket's start in RFC 3339 (GroupByTime). Records without a
+	// country or city form the group with the empty key.
+	Key string
+	// Country is the country of a GroupByCity group; empty otherwise.
+	Country string
+	// Bucket is the start of a GroupByTime bucket (UTC); zero otherwise.
+	Bucket time.Time
+	// Count is the number of records in the group.
+	Count int64
+	// WithWeather is the number of those records that have weather: the
+	// population of the temperatures and condition shares below.
+	WithWeather int64
+	// AvgTemp, MinTemp and MaxTemp are over weather.temperature_c; nil when
+	// WithWeather is 0.
+	AvgTemp, MinTemp, MaxTemp *float64
+	// Conditions maps each weather.condition to its share of WithWeather
+	// (0 < share <= 1; the shares add up to 1). Empty when WithWeather is 0.
+	Conditions map[string]float64
 }
 
 // Page limits.

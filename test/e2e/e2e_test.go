@@ -264,7 +264,11 @@ func TestPipelineEndToEnd(t *testing.T) {
 	const total = 10_000
 	evs := make([]event.Event, total)
 	for i := range evs {
-		evs[i] = makeEvent(i, start.Add(-time.Duration(i%60)*time.Second))
+		at := start.Add(-time.Duration(i%60) * time.Second)
+		if i%10 == 0 {
+			at = at.Add(-time.Duration(1+i%47) * time.Hour) // past hours: the provider's hourly data
+		}
+		evs[i] = makeEvent(i, at)
 	}
 	type job struct {
 		form     string
@@ -401,9 +405,17 @@ func checkRecord(t *testing.T, sent event.Event, r event.Record, testStart time.
 		t.Fatalf("record %s: weather cell %g,%g is not a simulator cell near %g,%g", r.EventID,
 			w.CellLatitude, w.CellLongitude, sent.Location.Lat(), sent.Location.Lon())
 	}
+	// Weather for the event's time: current conditions (its 15-minute slot)
+	// if the event is in the slot the worker processed it in, else the
+	// provider's value for the event's hour.
 	slot := w.ObservedAt
-	if slot.Before(testStart.Truncate(15*time.Minute)) || slot.After(r.ProcessedAt) {
-		t.Fatalf("record %s: weather observed at %s, outside the run (%s..%s)", r.EventID, slot, testStart, r.ProcessedAt)
+	wantSlot := sent.OccurredAt.Truncate(time.Hour)
+	if sent.OccurredAt.Truncate(15*time.Minute).Equal(r.ProcessedAt.Truncate(15 * time.Minute)) {
+		wantSlot = sent.OccurredAt.Truncate(15 * time.Minute)
+	}
+	if !slot.Equal(wantSlot) {
+		t.Fatalf("record %s: weather observed at %s, want %s for an event at %s processed at %s",
+			r.EventID, slot, wantSlot, sent.OccurredAt, r.ProcessedAt)
 	}
 	want := sim.Conditions(w.CellLatitude, w.CellLongitude, slot)
 	if !sim.SameValues(*w, want) {

@@ -334,10 +334,14 @@ func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*broker.Mess
 
 	// Check every message before sending any.
 	nms := make([]*nats.Msg, len(msgs))
+	trace := broker.TraceAttributes(ctx) // W3C trace context of the publisher, if any
 	for i, m := range msgs {
 		nm, err := b.toNATS(subj, m)
 		if err != nil {
 			return fmt.Errorf("jetstream: %s: message %d: %w", op, i, err)
+		}
+		for k, v := range trace {
+			nm.Header.Set(k, v)
 		}
 		nms[i] = nm
 	}

@@ -328,3 +328,9 @@ func (s *Store) Count(ctx context.Context) (int64, error) {
 	}
 	return n, nil
 }
+
+// DB returns the store's connection pool, for the other parts of the
+// process that keep their own tables in the same file (DuckDB lets only one
+// process open it), such as the webhook registrations. They must not touch
+// the events table, and must stop using the pool before Close.
+func (s *Store) DB() *sql.DB { return s.db }

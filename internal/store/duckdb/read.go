@@ -38,18 +38,7 @@ func (s *Store) List(ctx context.Context, q store.Query) (store.Page, error) {
 		}
 		cursor = seq
 	}
-	if q.UserID != "" {
-		arg("user_id = ?", q.UserID)
-	}
-	if q.Country != "" {
-		arg("lower(location_country) = lower(?)", q.Country)
-	}
-	if !q.Since.IsZero() {
-		arg("occurred_at >= ?", q.Since.UTC())
-	}
-	if !q.Until.IsZero() {
-		arg("occurred_at < ?", q.Until.UTC())
-	}
+	filterConds(&q, arg)
 	order := " ORDER BY seq DESC"
 	if q.Ascending {
 		order = " ORDER BY seq ASC"
@@ -84,7 +73,7 @@ func (s *Store) List(ctx context.Context, q store.Query) (store.Page, error) {
 		}
 		for window := int64(4 * (limit + 1)); ; window *= 8 {
 			lo := top - window
-			if lo <= 1 {
+			if lo <= 1 || lo <= q.AfterSeq {
 				seqs, err = seqQuery(nil, nil)
 				break
 			}
@@ -145,6 +134,43 @@ func (s *Store) LatestForUser(ctx context.Context, userID string) (event.Record,
 		return event.Record{}, fmt.Errorf("duckdb: latest for user %q: %w", userID, store.ErrNotFound)
 	}
 	return recs[0], nil
+}
+
+// filterConds adds q's filters (all but Limit, Cursor and Ascending) as
+// conditions with parameters. Text comparisons that store.Query calls
+// case-insensitive compare lower() of both sides.
+func filterConds(q *store.Query, arg func(cond string, v any)) {
+	if q.AfterSeq > 0 {
+		arg("seq > ?", q.AfterSeq)
+	}
+	if q.UserID != "" {
+		arg("user_id = ?", q.UserID)
+	}
+	if q.Country != "" {
+		arg("lower(location_country) = lower(?)", q.Country)
+	}
+	if q.City != "" {
+		arg("lower(location_city) = lower(?)", q.City)
+	}
+	if q.EventType != "" {
+		arg("event_type = ?", q.EventType)
+	}
+	if !q.Since.IsZero() {
+		arg("occurred_at >= ?", q.Since.UTC())
+	}
+	if !q.Until.IsZero() {
+		arg("occurred_at < ?", q.Until.UTC())
+	}
+	if q.Condition != "" {
+		arg("lower(weather_condition) = lower(?)", q.Condition)
+	}
+	// A record without weather has NULL here, which no comparison matches.
+	if q.MinTemp != nil {
+		arg("weather_temperature_c >= ?", *q.MinTemp)
+	}
+	if q.MaxTemp != nil {
+		arg("weather_temperature_c <= ?", *q.MaxTemp)
+	}
 }
 
 func whereClause(conds []string) string {

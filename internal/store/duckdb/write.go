@@ -15,7 +15,8 @@ import (
 // Write stores recs in one transaction and returns once DuckDB has committed
 // it (see the package documentation on durability). Records whose event_id
 // is already stored, or repeated within recs, are dropped: the first wins.
-// The records' Seq fields are ignored; the store assigns seq.
+// The store assigns seq: on success Write sets recs[i].Seq to the stored
+// record's seq, or to 0 for a dropped duplicate (store.Writer).
 func (s *Store) Write(ctx context.Context, recs []event.Record) error {
 	if len(recs) == 0 {
 		return nil
@@ -46,12 +47,20 @@ func (s *Store) write(ctx context.Context, recs []event.Record) error {
 	}
 	// The batch's distinct event ids get lastSeq+1 ... lastSeq+distinct, in
 	// batch order; those already stored are then dropped (gaps in seq).
+	// seqs[i] is the seq recs[i] gets if it is stored: the first occurrence
+	// of each event id, numbered in batch order; 0 for repeats.
+	seqs := make([]int64, len(recs))
 	distinct := make(map[string]struct{}, len(recs))
 	for i := range recs {
+		if _, dup := distinct[recs[i].EventID]; dup {
+			continue
+		}
 		distinct[recs[i].EventID] = struct{}{}
+		seqs[i] = s.lastSeq + int64(len(distinct))
 	}
 	_, err := s.wconn.ExecContext(ctx, insertSQL, s.lastSeq)
-	if isConstraint(err) {
+	redelivery := isConstraint(err)
+	if redelivery {
 		// A redelivery of a stored event: the statement stored nothing.
 		_, err = s.wconn.ExecContext(ctx, insertNewSQL, s.lastSeq)
 	}
@@ -62,9 +71,48 @@ func (s *Store) write(ctx context.Context, recs []event.Record) error {
 		s.resyncSeq(ctx)
 		return fmt.Errorf("insert: %w", err)
 	}
+	first := s.lastSeq
 	s.lastSeq += int64(len(distinct))
 	s.maxSeq.Store(s.lastSeq)
+	if redelivery {
+		// Some event ids were stored before: their seq is a gap. The batch's
+		// range holds exactly the records this statement inserted.
+		stored, err := s.seqsOn(ctx, `SELECT seq FROM events WHERE seq > $1 AND seq <= $2`, first, s.lastSeq)
+		if err != nil {
+			return fmt.Errorf("read the seqs of the inserted records: %w", err)
+		}
+		in := make(map[int64]bool, len(stored))
+		for _, seq := range stored {
+			in[seq] = true
+		}
+		for i, seq := range seqs {
+			if !in[seq] {
+				seqs[i] = 0
+			}
+		}
+	}
+	for i := range recs {
+		recs[i].Seq = seqs[i]
+	}
 	return nil
+}
+
+// seqsOn runs a SELECT of one BIGINT column on the writer's connection.
+func (s *Store) seqsOn(ctx context.Context, query string, args ...any) ([]int64, error) {
+	rows, err := s.wconn.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []int64
+	for rows.Next() {
+		var seq int64
+		if err := rows.Scan(&seq); err != nil {
+			return nil, fmt.Errorf("scan: %w", err)
+		}
+		out = append(out, seq)
+	}
+	return out, rows.Err()
 }
 
 // stage replaces the staging table's contents with recs, through the Appender.

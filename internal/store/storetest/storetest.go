@@ -16,6 +16,12 @@
 //   - LatestForUser by occurred_at, ties broken by the later write.
 //   - ErrNotFound (via errors.Is) from Get and LatestForUser.
 //   - Concurrent writers, and a 10,000-record batch.
+//   - Write sets Seq on the caller's records (0 for duplicates).
+//   - List filters city, event type, weather condition, temperature range
+//     and AfterSeq, as store.Query.Match does.
+//   - Stats (store.Aggregator, skipped if the store does not implement
+//     it) by country, city and time bucket, with filters, against
+//     ExpectedStats.
 package storetest
 
 import (
@@ -64,6 +70,9 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"NotFound", testNotFound},
 		{"ConcurrentWriters", testConcurrentWriters},
 		{"LargeBatch", testLargeBatch},
+		{"WriteSetsSeq", testWriteSetsSeq},
+		{"ListFiltersMore", testListFiltersMore},
+		{"Stats", testStats},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open(t)) })

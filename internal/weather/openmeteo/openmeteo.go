@@ -13,6 +13,7 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,25 +37,41 @@ const Variables = "temperature_2m,relative_humidity_2m,apparent_temperature,prec
 // parameter, GMT by default, no offset).
 const localTime = "2006-01-02T15:04"
 
+// DefaultArchiveURL is the free historical weather API (ERA5 and others,
+// from 1940 to a few days ago).
+const DefaultArchiveURL = "https://archive-api.open-meteo.com"
+
+// ForecastPastDays is how far back the forecast API serves past hours
+// (past_days up to 92); Hourly asks the archive API for older hours.
+const ForecastPastDays = 92
+
 // Config configures a Client. The zero value talks to the free API.
 type Config struct {
-	BaseURL      string        // default DefaultBaseURL; the client requests {BaseURL}/v1/forecast
-	APIKey       string        // sent as apikey= for the commercial API; never logged
-	MaxLocations int           // locations per HTTP request; default 100
-	Concurrency  int           // HTTP requests in flight for one Current call; default 2
-	Timeout      time.Duration // per HTTP request; default 10s
-	Retries      int           // retries of an HTTP request after a 5xx or network error; default 2, -1 for none
-	RetryBackoff time.Duration // first retry delay, doubled each time; default 250ms
-	HTTPClient   *http.Client  // default: a client with Timeout
+	BaseURL string // default DefaultBaseURL; the client requests {BaseURL}/v1/forecast
+	// ArchiveURL serves hours older than ForecastPastDays ({ArchiveURL}/v1/archive).
+	// Default: DefaultArchiveURL with the default BaseURL, else BaseURL itself
+	// (a stand-in such as the simulator serves both paths).
+	ArchiveURL   string
+	APIKey       string           // sent as apikey= for the commercial API; never logged
+	Clock        func() time.Time // decides forecast or archive for past hours; default time.Now
+	MaxLocations int              // locations per HTTP request; default 100
+	Concurrency  int              // HTTP requests in flight for one Current call; default 2
+	Timeout      time.Duration    // per HTTP request; default 10s
+	Retries      int              // retries of an HTTP request after a 5xx or network error; default 2, -1 for none
+	RetryBackoff time.Duration    // first retry delay, doubled each time; default 250ms
+	HTTPClient   *http.Client     // default: a client with Timeout
 }
 
 // Validate reports every problem with the configuration.
 func (c Config) Validate() error {
 	var errs []error
-	if c.BaseURL != "" {
-		u, err := url.Parse(c.BaseURL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			errs = append(errs, fmt.Errorf("open-meteo base URL %q: want http(s)://host[/path]", c.BaseURL))
+	for _, u := range []struct{ name, v string }{{"base URL", c.BaseURL}, {"archive URL", c.ArchiveURL}} {
+		if u.v == "" {
+			continue
+		}
+		pu, err := url.Parse(u.v)
+		if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+			errs = append(errs, fmt.Errorf("open-meteo %s %q: want http(s)://host[/path]", u.name, u.v))
 		}
 	}
 	if c.MaxLocations < 0 || c.MaxLocations > 1000 {
@@ -78,6 +95,8 @@ func (c Config) Validate() error {
 // Client is an Open-Meteo client. It is safe for concurrent use.
 type Client struct {
 	base    string
+	archive string
+	clock   func() time.Time
 	key     string
 	maxLoc  int
 	conc    int
@@ -86,7 +105,10 @@ type Client struct {
 	hc      *http.Client
 }
 
-var _ weather.Provider = (*Client)(nil)
+var (
+	_ weather.HistoryProvider = (*Client)(nil)
+	_ weather.Batcher         = (*Client)(nil)
+)
 
 // New returns a Client.
 func New(cfg Config) (*Client, error) {
@@ -99,6 +121,17 @@ func New(cfg Config) (*Client, error) {
 	}
 	if c.base == "" {
 		c.base = DefaultBaseURL
+	}
+	c.archive = strings.TrimRight(cfg.ArchiveURL, "/")
+	if c.archive == "" {
+		c.archive = c.base
+		if c.base == DefaultBaseURL {
+			c.archive = DefaultArchiveURL
+		}
+	}
+	c.clock = cfg.Clock
+	if c.clock == nil {
+		c.clock = time.Now
 	}
 	if c.maxLoc == 0 {
 		c.maxLoc = 100
@@ -130,21 +163,7 @@ func (c *Client) Name() string { return ProviderName }
 
 // APIError is an error answer of the API: HTTP 400 or 429 with
 // {"error":true,"reason":"..."}, or any other non-200 status.
-type APIError struct {
-	StatusCode int
-	Reason     string
-	RetryAfter time.Duration // from a Retry-After header, if any
-}
-
-func (e *APIError) Error() string {
-	return fmt.Sprintf("open-meteo: HTTP %d: %s", e.StatusCode, e.Reason)
-}
-
-// Retryable reports whether the same request may succeed later: over the
-// quota (429) or a server error (5xx). A 400 is the request's fault.
-func (e *APIError) Retryable() bool {
-	return e.StatusCode == http.StatusTooManyRequests || e.StatusCode >= 500
-}
+type APIError = weather.APIError
 
 // IsRetryable reports whether err is an APIError that is retryable, or a
 // network error (anything but an APIError or a context error).
@@ -156,81 +175,133 @@ func IsRetryable(err error) bool {
 	return err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
 }
 
+// MaxPointsPerCall returns MaxLocations: the Service then makes one HTTP
+// request per Current or Hourly call.
+func (c *Client) MaxPointsPerCall() int { return c.maxLoc }
+
 // Current returns the current conditions at each point, in order, asking
-// for up to MaxLocations points per HTTP request.
+// for up to MaxLocations points per HTTP request. An answer that lacks some
+// locations (told by location_id) gives the others and a
+// *weather.PartialError; members out of order are put back in order.
 func (c *Client) Current(ctx context.Context, points []weather.Point) ([]event.Weather, error) {
 	out := make([]event.Weather, len(points))
-	err := c.chunked(ctx, points, func(ctx context.Context, start int, chunk []weather.Point) error {
+	err := c.chunked(ctx, points, func(ctx context.Context, start int, chunk []weather.Point) ([]int, error) {
 		q := c.query(chunk)
 		q.Set("current", Variables)
-		var locs []location
-		if err := c.get(ctx, q, len(chunk), &locs); err != nil {
-			return err
+		locs, missing, err := c.get(ctx, c.base+"/v1/forecast", q, len(chunk))
+		if err != nil {
+			return nil, err
 		}
 		for i, l := range locs {
+			if l == nil {
+				continue
+			}
 			w, err := l.current()
 			if err != nil {
-				return fmt.Errorf("open-meteo current: location %d: %w", start+i, err)
+				return nil, fmt.Errorf("open-meteo current: location %d: %w", start+i, err)
 			}
 			out[start+i] = w
 		}
-		return nil
+		return missing, nil
 	})
 	if err != nil {
+		var pe *weather.PartialError
+		if errors.As(err, &pe) {
+			return out, err
+		}
 		return nil, err
 	}
 	return out, nil
 }
 
 // Hourly returns, for each point, the hourly values from the hour of start
-// to the hour of end (both included, UTC), as Open-Meteo's
-// start_hour/end_hour give them: out[i][h] is point i at hour h, with
-// ObservedAt the start of that hour.
+// to the hour of end (both included, UTC): out[i][h] is point i at hour h,
+// with ObservedAt the start of that hour. Hours within ForecastPastDays come
+// from the forecast API (start_hour/end_hour), older ones from the archive
+// API (start_date/end_date, cut to the hours asked). Partial answers as
+// Current.
 func (c *Client) Hourly(ctx context.Context, points []weather.Point, start, end time.Time) ([][]event.Weather, error) {
 	start, end = start.UTC().Truncate(time.Hour), end.UTC().Truncate(time.Hour)
 	if end.Before(start) {
 		return nil, fmt.Errorf("open-meteo hourly: end %s before start %s", end.Format(localTime), start.Format(localTime))
 	}
+	archive := start.Before(c.clock().UTC().Truncate(24*time.Hour).AddDate(0, 0, -ForecastPastDays))
 	out := make([][]event.Weather, len(points))
-	err := c.chunked(ctx, points, func(ctx context.Context, first int, chunk []weather.Point) error {
+	err := c.chunked(ctx, points, func(ctx context.Context, first int, chunk []weather.Point) ([]int, error) {
 		q := c.query(chunk)
 		q.Set("hourly", Variables)
-		q.Set("start_hour", start.Format(localTime))
-		q.Set("end_hour", end.Format(localTime))
-		var locs []location
-		if err := c.get(ctx, q, len(chunk), &locs); err != nil {
-			return err
+		u := c.base + "/v1/forecast"
+		if archive {
+			u = c.archive + "/v1/archive"
+			q.Set("start_date", start.Format(time.DateOnly))
+			q.Set("end_date", end.Format(time.DateOnly))
+		} else {
+			q.Set("start_hour", start.Format(localTime))
+			q.Set("end_hour", end.Format(localTime))
+		}
+		locs, missing, err := c.get(ctx, u, q, len(chunk))
+		if err != nil {
+			return nil, err
 		}
 		for i, l := range locs {
+			if l == nil {
+				continue
+			}
 			ws, err := l.hourly()
 			if err != nil {
-				return fmt.Errorf("open-meteo hourly: location %d: %w", first+i, err)
+				return nil, fmt.Errorf("open-meteo hourly: location %d: %w", first+i, err)
+			}
+			if archive { // whole days: keep the hours asked
+				kept := ws[:0]
+				for _, w := range ws {
+					if !w.ObservedAt.Before(start) && !w.ObservedAt.After(end) {
+						kept = append(kept, w)
+					}
+				}
+				ws = kept
 			}
 			out[first+i] = ws
 		}
-		return nil
+		return missing, nil
 	})
 	if err != nil {
+		var pe *weather.PartialError
+		if errors.As(err, &pe) {
+			return out, err
+		}
 		return nil, err
 	}
 	return out, nil
 }
 
 // chunked runs fn over chunks of points of at most maxLoc, conc at a time,
-// and returns the first error.
-func (c *Client) chunked(ctx context.Context, points []weather.Point, fn func(ctx context.Context, start int, chunk []weather.Point) error) error {
+// and returns the first error, or a *weather.PartialError naming the points
+// (indices into points) the answers lacked.
+func (c *Client) chunked(ctx context.Context, points []weather.Point, fn func(ctx context.Context, start int, chunk []weather.Point) ([]int, error)) error {
 	if len(points) == 0 {
 		return nil
 	}
+	partial := func(missing []int) error {
+		if len(missing) == 0 {
+			return nil
+		}
+		sort.Ints(missing)
+		return &weather.PartialError{Missing: missing, Asked: len(points)}
+	}
 	if len(points) <= c.maxLoc {
-		return fn(ctx, 0, points)
+		missing, err := fn(ctx, 0, points)
+		if err != nil {
+			return err
+		}
+		return partial(missing)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	sem := make(chan struct{}, c.conc)
 	var wg sync.WaitGroup
-	var once sync.Once
+	var mu sync.Mutex
 	var first error
+	var missing []int
 	for start := 0; start < len(points); start += c.maxLoc {
 		end := min(start+c.maxLoc, len(points))
 		select {
@@ -242,8 +313,18 @@ func (c *Client) chunked(ctx context.Context, points []weather.Point, fn func(ct
 		}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			if err := fn(ctx, start, points[start:end]); err != nil {
-				once.Do(func() { first = err; cancel() })
+			m, err := fn(ctx, start, points[start:end])
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if first == nil {
+					first = err
+					cancel()
+				}
+				return
+			}
+			for _, i := range m {
+				missing = append(missing, start+i)
 			}
 		})
 	}
@@ -251,7 +332,10 @@ func (c *Client) chunked(ctx context.Context, points []weather.Point, fn func(ct
 	if first == nil && ctx.Err() != nil {
 		first = fmt.Errorf("open-meteo: %w", ctx.Err())
 	}
-	return first
+	if first != nil {
+		return first
+	}
+	return partial(missing)
 }
 
 func formatCoord(v float64) string {
@@ -274,29 +358,28 @@ func (c *Client) query(points []weather.Point) url.Values {
 	return q
 }
 
-// get fetches {base}/v1/forecast?q, retrying 5xx and network errors, and
-// decodes the answer (one object, or an array of n) into locs.
-func (c *Client) get(ctx context.Context, q url.Values, n int, locs *[]location) error {
-	u := c.base + "/v1/forecast?" + q.Encode()
+// get fetches u?q, retrying 5xx and network errors (Config.Retries), and
+// decodes the answer for n locations (see decodeLocations).
+func (c *Client) get(ctx context.Context, u string, q url.Values, n int) ([]*location, []int, error) {
+	u += "?" + q.Encode()
 	var err error
 	for attempt := 0; ; attempt++ {
 		var body []byte
 		body, err = c.do(ctx, u)
 		if err == nil {
-			*locs, err = decodeLocations(body, n)
-			return err
+			return decodeLocations(body, n)
 		}
 		var ae *APIError
 		retry := !errors.As(err, &ae) || ae.StatusCode >= 500
 		if !retry || attempt >= c.retries || ctx.Err() != nil {
-			return err
+			return nil, nil, err
 		}
 		d := c.backoff << attempt
 		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return fmt.Errorf("open-meteo: %w (after: %w)", ctx.Err(), err)
+			return nil, nil, fmt.Errorf("open-meteo: %w (after: %w)", ctx.Err(), err)
 		case <-t.C:
 		}
 	}
@@ -315,7 +398,7 @@ func (c *Client) do(ctx context.Context, u string) ([]byte, error) {
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return nil, fmt.Errorf("open-meteo: GET /v1/forecast: %w", err)
+		return nil, fmt.Errorf("open-meteo: GET %s: %w", req.URL.Path, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
@@ -329,7 +412,7 @@ func (c *Client) do(ctx context.Context, u string) ([]byte, error) {
 }
 
 func apiError(resp *http.Response, body []byte) *APIError {
-	e := &APIError{StatusCode: resp.StatusCode}
+	e := &APIError{Provider: ProviderName, StatusCode: resp.StatusCode}
 	var eb struct {
 		Error  bool   `json:"error"`
 		Reason string `json:"reason"`
@@ -346,11 +429,7 @@ func apiError(resp *http.Response, body []byte) *APIError {
 		}
 		e.Reason = s
 	}
-	if ra := resp.Header.Get("Retry-After"); ra != "" {
-		if secs, err := strconv.Atoi(ra); err == nil && secs >= 0 {
-			e.RetryAfter = time.Duration(secs) * time.Second
-		}
-	}
+	e.RetryAfter = weather.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 	return e
 }
 
@@ -387,34 +466,66 @@ type series struct {
 	WindDirection       []*float64 `json:"wind_direction_10m"`
 }
 
-// decodeLocations decodes an answer for n locations: a JSON array of n, or
-// one object when n is 1.
-func decodeLocations(body []byte, n int) ([]location, error) {
+// decodeLocations decodes an answer for n locations: a JSON array, or one
+// object when n is 1. It returns the locations in the order asked, nil for
+// those the answer lacks, with their indices.
+//
+// Open-Meteo answers in the order asked, and elements after the first may
+// carry a location_id. When they do, the elements are placed by it (an
+// element without one is location 0), so members out of order are put back
+// and missing ones are named; without ids the order is relied on, and an
+// answer of the wrong length is an error.
+func decodeLocations(body []byte, n int) ([]*location, []int, error) {
 	b := bytes.TrimSpace(body)
 	var locs []location
 	switch {
 	case len(b) > 0 && b[0] == '[':
 		if err := json.Unmarshal(b, &locs); err != nil {
-			return nil, fmt.Errorf("open-meteo: decode answer: %w", err)
+			return nil, nil, fmt.Errorf("open-meteo: decode answer: %w", err)
 		}
 	case len(b) > 0 && b[0] == '{':
 		var l location
 		if err := json.Unmarshal(b, &l); err != nil {
-			return nil, fmt.Errorf("open-meteo: decode answer: %w", err)
+			return nil, nil, fmt.Errorf("open-meteo: decode answer: %w", err)
 		}
 		locs = []location{l}
 	default:
-		return nil, errors.New("open-meteo: decode answer: not a JSON object or array")
+		return nil, nil, errors.New("open-meteo: decode answer: not a JSON object or array")
 	}
-	if len(locs) != n {
-		return nil, fmt.Errorf("open-meteo: answer has %d locations for %d asked", len(locs), n)
-	}
-	for i, l := range locs {
-		if l.LocationID != nil && *l.LocationID != i {
-			return nil, fmt.Errorf("open-meteo: answer element %d has location_id %d", i, *l.LocationID)
+	noID := 0
+	for _, l := range locs {
+		if l.LocationID == nil {
+			noID++
 		}
 	}
-	return locs, nil
+	if len(locs) > n || (noID == len(locs) && len(locs) != n) {
+		return nil, nil, fmt.Errorf("open-meteo: answer has %d locations for %d asked", len(locs), n)
+	}
+	out := make([]*location, n)
+	for i := range locs {
+		l := &locs[i]
+		id := i
+		switch {
+		case l.LocationID != nil:
+			id = *l.LocationID
+		case noID == len(locs): // no ids at all: rely on the order
+		case noID == 1:
+			id = 0
+		default:
+			return nil, nil, fmt.Errorf("open-meteo: answer element %d has no location_id, nor have %d others", i, noID-1)
+		}
+		if id < 0 || id >= n || out[id] != nil {
+			return nil, nil, fmt.Errorf("open-meteo: answer element %d has location_id %d (duplicate or out of 0..%d)", i, id, n-1)
+		}
+		out[id] = l
+	}
+	var missing []int
+	for i, l := range out {
+		if l == nil {
+			missing = append(missing, i)
+		}
+	}
+	return out, missing, nil
 }
 
 func (l *location) parseTime(s string) (time.Time, error) {

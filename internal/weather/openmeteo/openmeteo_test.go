@@ -3,12 +3,15 @@ package openmeteo_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -101,24 +104,177 @@ func TestCurrentFixtures(t *testing.T) {
 	}
 }
 
-func TestWrongNumberOfLocations(t *testing.T) {
-	srv, _, _ := fixed(t, 200, fixture(t, "current-multi.json"))
-	c := client(t, openmeteo.Config{BaseURL: srv.URL})
-	_, err := c.Current(context.Background(), []weather.Point{{Lat: 1, Lon: 1}, {Lat: 2, Lon: 2}, {Lat: 3, Lon: 3}})
-	if err == nil || !strings.Contains(err.Error(), "2 locations for 3 asked") {
-		t.Errorf("err = %v", err)
+func TestAnswerMembers(t *testing.T) {
+	cur := func(lat float64) string {
+		return fmt.Sprintf(`"latitude":%g,"longitude":%g,"current":{"time":"2026-01-01T00:00","temperature_2m":%g}`, lat, lat, lat)
 	}
-	// A single object for two points is wrong too.
-	srv1, _, _ := fixed(t, 200, fixture(t, "current.json"))
-	c1 := client(t, openmeteo.Config{BaseURL: srv1.URL})
-	if _, err := c1.Current(context.Background(), []weather.Point{{Lat: 1, Lon: 1}, {Lat: 2, Lon: 2}}); err == nil {
-		t.Errorf("no error for one object for two points")
+	tests := []struct {
+		name        string
+		body        string
+		points      int
+		wantErr     string // "" for success
+		wantMissing []int  // with a *weather.PartialError
+		wantTemps   []float64
+	}{
+		{"in order", "[{" + cur(1) + `},{"location_id":1,` + cur(2) + "}]", 2, "", nil, []float64{1, 2}},
+		{"in order without ids", "[{" + cur(1) + "},{" + cur(2) + "}]", 2, "", nil, []float64{1, 2}},
+		{"reordered by location_id", `[{"location_id":2,` + cur(3) + `},{"location_id":1,` + cur(2) + "},{" + cur(1) + "}]", 3, "", nil, []float64{1, 2, 3}},
+		{"one missing, named by location_id", "[{" + cur(1) + `},{"location_id":2,` + cur(3) + "}]", 3, "lacks 1 of 3", []int{1}, []float64{1, 0, 3}},
+		{"first missing", `[{"location_id":1,` + cur(2) + "}]", 2, "lacks 1 of 2", []int{0}, []float64{0, 2}},
+		{"too few without ids", "[{" + cur(1) + "},{" + cur(2) + "}]", 3, "2 locations for 3 asked", nil, nil},
+		{"one object for two points", "{" + cur(1) + "}", 2, "1 locations for 2 asked", nil, nil},
+		{"too many", "[{" + cur(1) + `},{"location_id":1,` + cur(2) + "}]", 1, "2 locations for 1 asked", nil, nil},
+		{"duplicate location_id", `[{"location_id":1,` + cur(1) + `},{"location_id":1,` + cur(2) + "}]", 2, "duplicate", nil, nil},
+		{"location_id out of range", "[{" + cur(1) + `},{"location_id":7,` + cur(2) + "}]", 2, "duplicate or out of", nil, nil},
+		{"malformed", `[{"latitude":52.5,"longitude":13.4,"current":{"time":"2026-`, 1, "decode answer", nil, nil},
+		{"not JSON", `<html>oops</html>`, 1, "not a JSON object or array", nil, nil},
 	}
-	// Elements out of order (location_id) are caught.
-	swapped := `[{"location_id":1,"latitude":1,"longitude":1,"current":{"time":"2026-01-01T00:00"}},{"latitude":2,"longitude":2,"current":{"time":"2026-01-01T00:00"}}]`
-	srv2, _, _ := fixed(t, 200, []byte(swapped))
-	c2 := client(t, openmeteo.Config{BaseURL: srv2.URL})
-	if _, err := c2.Current(context.Background(), []weather.Point{{Lat: 1, Lon: 1}, {Lat: 2, Lon: 2}}); err == nil || !strings.Contains(err.Error(), "location_id") {
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv, _, _ := fixed(t, 200, []byte(tt.body))
+			c := client(t, openmeteo.Config{BaseURL: srv.URL})
+			pts := make([]weather.Point, tt.points)
+			for i := range pts {
+				pts[i] = weather.Point{Lat: float64(i + 1), Lon: float64(i + 1)}
+			}
+			got, err := c.Current(context.Background(), pts)
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+			} else if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("err = %v, want %q", err, tt.wantErr)
+			}
+			var pe *weather.PartialError
+			if errors.As(err, &pe) != (tt.wantMissing != nil) || (pe != nil && !slices.Equal(pe.Missing, tt.wantMissing)) {
+				t.Errorf("partial error %+v, want missing %v", pe, tt.wantMissing)
+			}
+			if tt.wantTemps == nil {
+				return
+			}
+			for i, w := range got {
+				if w.TemperatureC != tt.wantTemps[i] {
+					t.Errorf("point %d: temperature %g, want %g", i, w.TemperatureC, tt.wantTemps[i])
+				}
+			}
+		})
+	}
+}
+
+// TestSimFaults runs the client against the simulator's injected faults.
+func TestSimFaults(t *testing.T) {
+	pts := []weather.Point{{Lat: 52.52, Lon: 13.41}, {Lat: 48.85, Lon: 2.35}, {Lat: -33.87, Lon: 151.21}}
+	tests := []struct {
+		name        string
+		fault       sim.Fault
+		wantErr     string
+		wantStatus  int
+		retryAfter  time.Duration
+		wantMissing []int
+	}{
+		{"500", sim.Fault{Status: 500}, "HTTP 500", 500, 0, nil},
+		{"429 with Retry-After", sim.Fault{Status: 429, RetryAfter: 7 * time.Second}, "HTTP 429", 429, 7 * time.Second, nil},
+		{"429 default Retry-After", sim.Fault{Status: 429}, "HTTP 429", 429, time.Minute, nil},
+		{"slow", sim.Fault{Delay: time.Hour}, "deadline exceeded", 0, 0, nil},
+		{"malformed", sim.Fault{Malformed: true}, "decode answer", 0, 0, nil},
+		{"reordered", sim.Fault{Reverse: true}, "", 0, 0, nil},
+		{"missing member", sim.Fault{Missing: []int{1}}, "lacks 1 of 3", 0, 0, []int{1}},
+		{"missing first and reordered", sim.Fault{Missing: []int{0}, Reverse: true}, "lacks 1 of 3", 0, 0, []int{0}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := sim.New(sim.Options{Clock: func() time.Time { return simNow }, Users: 1,
+				Inject: func(api string, r *http.Request) sim.Fault { return tt.fault }})
+			srv := httptest.NewServer(s.OpenMeteo())
+			defer srv.Close()
+			c := client(t, openmeteo.Config{BaseURL: srv.URL, Retries: -1})
+			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+			defer cancel()
+			if tt.fault.Delay == 0 {
+				ctx = context.Background()
+			}
+			got, err := c.Current(ctx, pts)
+			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Fatalf("err = %v, want %q", err, tt.wantErr)
+			}
+			var ae *openmeteo.APIError
+			if errors.As(err, &ae) != (tt.wantStatus != 0) || ae != nil && (ae.StatusCode != tt.wantStatus || ae.RetryAfter != tt.retryAfter) {
+				t.Errorf("API error %+v, want status %d retry after %s", ae, tt.wantStatus, tt.retryAfter)
+			}
+			var pe *weather.PartialError
+			if errors.As(err, &pe) && !slices.Equal(pe.Missing, tt.wantMissing) {
+				t.Errorf("missing %v, want %v", pe.Missing, tt.wantMissing)
+			}
+			if err == nil || pe != nil {
+				for i, p := range pts {
+					if slices.Contains(tt.wantMissing, i) {
+						continue
+					}
+					cl, cn := sim.Cell(p.Lat, p.Lon)
+					if want := sim.Conditions(cl, cn, simNow); !sim.SameValues(got[i], want) {
+						t.Errorf("point %d:\n got %+v\nwant %+v", i, got[i], want)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestHourlyArchive: hours older than the forecast API's 92 days come from
+// the archive API, which the simulator serves too.
+func TestHourlyArchive(t *testing.T) {
+	s := sim.New(sim.Options{Clock: func() time.Time { return simNow }, Users: 1})
+	var paths []string
+	var mu sync.Mutex
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		paths = append(paths, r.URL.Path+"?"+r.URL.Query().Get("start_date")+r.URL.Query().Get("start_hour"))
+		mu.Unlock()
+		s.OpenMeteo().ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	c := client(t, openmeteo.Config{BaseURL: srv.URL, Clock: func() time.Time { return simNow }})
+	pts := []weather.Point{{Lat: 52.52, Lon: 13.41}, {Lat: 40.42, Lon: -3.7}}
+	tests := []struct {
+		name  string
+		start time.Time
+		path  string
+	}{
+		{"yesterday: forecast API", simNow.Add(-24 * time.Hour), "/v1/forecast?2026-11-25T06:00"},
+		{"91 days ago: forecast API", simNow.AddDate(0, 0, -91), "/v1/forecast?2026-08-27T06:00"},
+		{"93 days ago: archive API", simNow.AddDate(0, 0, -93), "/v1/archive?2026-08-25"},
+		{"1999: archive API", time.Date(1999, 12, 31, 23, 30, 0, 0, time.UTC), "/v1/archive?1999-12-31"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			mu.Lock()
+			paths = nil
+			mu.Unlock()
+			got, err := c.Hourly(context.Background(), pts, tt.start, tt.start.Add(2*time.Hour))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(paths) != 1 || paths[0] != tt.path {
+				t.Errorf("requests %v, want %s", paths, tt.path)
+			}
+			for i, p := range pts {
+				if len(got[i]) != 3 {
+					t.Fatalf("point %d: %d hours, want 3", i, len(got[i]))
+				}
+				cl, cn := sim.Cell(p.Lat, p.Lon)
+				for h, w := range got[i] {
+					at := tt.start.Truncate(time.Hour).Add(time.Duration(h) * time.Hour)
+					if want := sim.Conditions(cl, cn, at); !w.ObservedAt.Equal(at) || !sim.SameValues(w, want) {
+						t.Errorf("point %d hour %d:\n got %+v\nwant %+v", i, h, w, want)
+					}
+				}
+			}
+		})
+	}
+	// The forecast API refuses hours beyond its range, as the real one.
+	old := simNow.AddDate(0, 0, -100)
+	_, err := client(t, openmeteo.Config{BaseURL: srv.URL, Clock: func() time.Time { return simNow.AddDate(0, 0, -50) }}).Hourly(context.Background(), pts, old, old)
+	if err == nil || !strings.Contains(err.Error(), "out of allowed range") {
 		t.Errorf("err = %v", err)
 	}
 }

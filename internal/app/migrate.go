@@ -1,0 +1,59 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/skyjoin/skyjoin/internal/platform"
+	"github.com/skyjoin/skyjoin/internal/store/bigquery"
+)
+
+// runMigrate creates or updates the store's tables: for BigQuery the
+// dataset (with --create-dataset), the partitioned and clustered table and
+// the deduplicating view. DuckDB migrates itself when it opens.
+func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("migrate", stderr)
+	storeURL := fs.String("store", "", "store URL: bigquery://PROJECT/DATASET[?table=events&location=EU&retention=400d]")
+	createDataset := fs.Bool("create-dataset", false, "create the dataset (in the URL's location) if it does not exist")
+	retention := fs.String("retention", "", "partition expiration, e.g. 400d (0: keep forever); overrides the URL's retention")
+	if err := platform.ParseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: migrate takes no arguments, got %q", errUsage, fs.Args())
+	}
+	switch {
+	case *storeURL == "":
+		return fmt.Errorf("%w: migrate needs --store bigquery://PROJECT/DATASET", errUsage)
+	case strings.HasPrefix(*storeURL, "duckdb://"):
+		fmt.Fprintln(stdout, "duckdb: nothing to do; the store creates and migrates its file when it opens")
+		return nil
+	case !strings.HasPrefix(*storeURL, "bigquery://"):
+		return fmt.Errorf("%w: migrate: store URL %q: unknown scheme (known: bigquery, duckdb)", errUsage, *storeURL)
+	}
+	cfg, err := bigquery.ParseURL(*storeURL)
+	if err != nil {
+		return fmt.Errorf("%w: migrate: %v", errUsage, err)
+	}
+	if *retention != "" {
+		if cfg.Retention, err = bigquery.ParseRetention(*retention); err != nil {
+			return fmt.Errorf("%w: migrate: --retention: %v", errUsage, err)
+		}
+		if err := cfg.Validate(); err != nil {
+			return fmt.Errorf("%w: migrate: %v", errUsage, err)
+		}
+	}
+	changes, err := bigquery.Migrate(ctx, cfg, bigquery.MigrateOptions{CreateDataset: *createDataset})
+	for _, c := range changes {
+		fmt.Fprintln(stdout, c)
+	}
+	if err != nil {
+		return err
+	}
+	if len(changes) == 0 {
+		fmt.Fprintf(stdout, "%s.%s is up to date\n", cfg.Project, cfg.Dataset)
+	}
+	return nil
+}

@@ -1,0 +1,214 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/skyjoin/skyjoin/internal/broker"
+	"github.com/skyjoin/skyjoin/internal/enrich"
+	"github.com/skyjoin/skyjoin/internal/ingest"
+	"github.com/skyjoin/skyjoin/internal/platform/secret"
+	"github.com/skyjoin/skyjoin/internal/platform/telemetry"
+	"github.com/skyjoin/skyjoin/internal/weather"
+)
+
+// setupTelemetry starts metrics and traces as cfg says. The providers also
+// become OpenTelemetry's globals, so that libraries instrumented with them
+// (the Google Cloud clients) report to the same place. shutdown flushes.
+func setupTelemetry(ctx context.Context, cfg telemetry.Config, log *slog.Logger) (_ *telemetry.Provider, shutdown func(context.Context) error, _ error) {
+	p, err := telemetry.New(ctx, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	otel.SetTracerProvider(p.TracerProvider())
+	otel.SetMeterProvider(p.MeterProvider())
+	otel.SetTextMapPropagator(telemetry.Propagator)
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+		log.Warn("telemetry: export failed", "error", err.Error())
+	}))
+	log.Info("telemetry", "exporter", p.Exporter(), "project", p.Project(), "trace_sample_ratio", cfg.SampleRatio)
+	return p, p.Shutdown, nil
+}
+
+// closeTelemetry is shutdown as a closeStack function, bounded in time.
+func closeTelemetry(shutdown func(context.Context) error) func() error {
+	return func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return shutdown(ctx)
+	}
+}
+
+// instrumentPipeline mounts GET /metrics (with the prometheus exporter),
+// attaches the telemetry observers to ingest and the worker, and reports
+// the weather service's counters and the broker backlog as observable
+// instruments. Any of ing, w, weatherStats and gate may be nil.
+func instrumentPipeline(p *telemetry.Provider, mux *http.ServeMux, ing *ingest.Handler, w *enrich.Worker,
+	weatherStats func() weather.Stats, gate *ingest.BacklogGate, subscription string) error {
+	if h := p.MetricsHandler(); h != nil && mux != nil {
+		mux.Handle("GET /metrics", h)
+	}
+	if ing != nil {
+		o, err := ingest.NewTelemetry(p.MeterProvider(), p.TracerProvider())
+		if err != nil {
+			return err
+		}
+		ing.Observer = o
+	}
+	if w != nil {
+		o, err := enrich.NewTelemetry(p.MeterProvider(), p.TracerProvider())
+		if err != nil {
+			return err
+		}
+		w.Observer = o
+	}
+	var backlog, refused func() int64
+	if gate != nil {
+		backlog, refused = gate.Backlog, gate.Refused
+	}
+	return registerPipelineGauges(p.MeterProvider(), weatherStats, backlog, refused, subscription)
+}
+
+const appScope = "github.com/skyjoin/skyjoin/internal/app"
+
+// registerPipelineGauges registers observable instruments read at each
+// collection: the weather service's Stats and the broker backlog as the
+// admission gate last read it. nil funcs are skipped.
+//
+// Metrics:
+//
+//	skyjoin.weather.requests          counter  {request}   lookups asked of the weather service
+//	skyjoin.weather.cache.hits        counter  {request}   answered fresh from the cache
+//	skyjoin.weather.cache.misses      counter  {request}   not fresh in the cache
+//	skyjoin.weather.stale             counter  {request}   answered with an earlier slot's answer
+//	skyjoin.weather.errors            counter  {request}   answered with an error
+//	skyjoin.weather.calls             counter  {call}      provider calls, retries included
+//	skyjoin.weather.call.errors       counter  {call}      provider calls that failed
+//	skyjoin.weather.call.locations    counter  {location}  locations asked over all calls
+//	skyjoin.weather.call.time         counter  s           provider call latency, summed
+//	skyjoin.weather.quota.waits       counter  {call}      calls that waited for the quota
+//	skyjoin.weather.quota.wait.time   counter  s           time waited for the quota
+//	skyjoin.weather.quota.exhausted   counter  {call}      calls refused: the quota would not allow them soon enough
+//	skyjoin.weather.breaker.rejects   counter  {call}      calls not made: circuit open
+//	skyjoin.weather.breaker.open      gauge    1           1 while the circuit is open or half-open
+//	skyjoin.weather.cache.entries     gauge    {entry}     cache entries
+//	skyjoin.weather.cache.size        gauge    By          approximate cache memory
+//	skyjoin.broker.backlog            gauge    {message}   messages waiting for the worker (topic, subscription)
+//	skyjoin.ingest.admission.refused  counter  {request}   requests refused by admission control
+func registerPipelineGauges(mp metric.MeterProvider, weatherStats func() weather.Stats, backlog, refused func() int64, subscription string) error {
+	m := mp.Meter(appScope)
+	var (
+		insts []metric.Observable
+		errs  []error
+	)
+	counter := func(name, unit, desc string) metric.Int64ObservableCounter {
+		c, err := m.Int64ObservableCounter(name, metric.WithUnit(unit), metric.WithDescription(desc))
+		errs = append(errs, err)
+		insts = append(insts, c)
+		return c
+	}
+	fcounter := func(name, unit, desc string) metric.Float64ObservableCounter {
+		c, err := m.Float64ObservableCounter(name, metric.WithUnit(unit), metric.WithDescription(desc))
+		errs = append(errs, err)
+		insts = append(insts, c)
+		return c
+	}
+	gauge := func(name, unit, desc string) metric.Int64ObservableGauge {
+		g, err := m.Int64ObservableGauge(name, metric.WithUnit(unit), metric.WithDescription(desc))
+		errs = append(errs, err)
+		insts = append(insts, g)
+		return g
+	}
+	var cb []func(context.Context, metric.Observer)
+	if weatherStats != nil {
+		var (
+			requests   = counter("skyjoin.weather.requests", "{request}", "Lookups asked of the weather service.")
+			hits       = counter("skyjoin.weather.cache.hits", "{request}", "Weather lookups answered fresh from the cache.")
+			misses     = counter("skyjoin.weather.cache.misses", "{request}", "Weather lookups not fresh in the cache.")
+			stale      = counter("skyjoin.weather.stale", "{request}", "Weather lookups answered with an earlier slot's answer.")
+			wErrors    = counter("skyjoin.weather.errors", "{request}", "Weather lookups answered with an error.")
+			calls      = counter("skyjoin.weather.calls", "{call}", "Weather provider calls (one HTTP request each), retries included.")
+			callErrs   = counter("skyjoin.weather.call.errors", "{call}", "Weather provider calls that failed.")
+			points     = counter("skyjoin.weather.call.locations", "{location}", "Locations asked of the weather provider over all calls.")
+			callTime   = fcounter("skyjoin.weather.call.time", "s", "Weather provider call latency, summed.")
+			quotaWaits = counter("skyjoin.weather.quota.waits", "{call}", "Weather provider calls that waited for the quota.")
+			quotaTime  = fcounter("skyjoin.weather.quota.wait.time", "s", "Time weather calls waited for the quota.")
+			exhausted  = counter("skyjoin.weather.quota.exhausted", "{call}", "Weather calls refused: the quota would not allow them soon enough.")
+			rejects    = counter("skyjoin.weather.breaker.rejects", "{call}", "Weather calls not made because the circuit breaker was open.")
+			open       = gauge("skyjoin.weather.breaker.open", "1", "1 while the weather circuit breaker is open or half-open, else 0.")
+			entries    = gauge("skyjoin.weather.cache.entries", "{entry}", "Weather cache entries.")
+			size       = gauge("skyjoin.weather.cache.size", "By", "Approximate memory of the weather cache.")
+		)
+		cb = append(cb, func(_ context.Context, o metric.Observer) {
+			s := weatherStats()
+			o.ObserveInt64(requests, s.Requests)
+			o.ObserveInt64(hits, s.Hits)
+			o.ObserveInt64(misses, s.Misses)
+			o.ObserveInt64(stale, s.Stale)
+			o.ObserveInt64(wErrors, s.Errors)
+			o.ObserveInt64(calls, s.Calls)
+			o.ObserveInt64(callErrs, s.CallErrors)
+			o.ObserveInt64(points, s.Points)
+			o.ObserveFloat64(callTime, s.LatencySum.Seconds())
+			o.ObserveInt64(quotaWaits, s.QuotaWaits)
+			o.ObserveFloat64(quotaTime, s.QuotaWaited.Seconds())
+			o.ObserveInt64(exhausted, s.QuotaExhausted)
+			o.ObserveInt64(rejects, s.BreakerRejects)
+			var isOpen int64
+			if s.BreakerState != "" && s.BreakerState != "closed" {
+				isOpen = 1
+			}
+			o.ObserveInt64(open, isOpen)
+			o.ObserveInt64(entries, int64(s.Entries))
+			o.ObserveInt64(size, s.Bytes)
+		})
+	}
+	if backlog != nil {
+		g := gauge("skyjoin.broker.backlog", "{message}", "Broker messages waiting for the worker, as admission control last read it.")
+		opt := metric.WithAttributeSet(attribute.NewSet(
+			attribute.String("topic", broker.TopicEvents), attribute.String("subscription", subscription)))
+		cb = append(cb, func(_ context.Context, o metric.Observer) { o.ObserveInt64(g, backlog(), opt) })
+	}
+	if refused != nil {
+		c := counter("skyjoin.ingest.admission.refused", "{request}", "Ingest requests refused (503) because the broker backlog was over its limit.")
+		cb = append(cb, func(_ context.Context, o metric.Observer) { o.ObserveInt64(c, refused()) })
+	}
+	for _, err := range errs {
+		if err != nil {
+			return fmt.Errorf("telemetry: create pipeline metric: %w", err)
+		}
+	}
+	if len(insts) == 0 {
+		return nil
+	}
+	if _, err := m.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		for _, f := range cb {
+			f(ctx, o)
+		}
+		return nil
+	}, insts...); err != nil {
+		return fmt.Errorf("telemetry: register pipeline metrics: %w", err)
+	}
+	return nil
+}
+
+// resolveSecrets resolves secret references (sm://, env://) given to flags,
+// with one resolver; a Value shares its state with its copies, so the
+// config holding them sees the secrets.
+func resolveSecrets(ctx context.Context, vals ...secret.Value) error {
+	r := &secret.Resolver{}
+	defer r.Close()
+	for _, v := range vals {
+		if err := v.Resolve(ctx, r); err != nil {
+			return err
+		}
+	}
+	return nil
+}

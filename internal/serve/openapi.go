@@ -1,0 +1,134 @@
+package serve
+
+import (
+	_ "embed"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"reflect"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/skyjoin/skyjoin/internal/event"
+)
+
+// openapiSource is the OpenAPI 3.1 document of the whole HTTP API, written
+// by hand, except for the schemas of components.schemas that are "x-from":
+// "event.Event" (event.JSONSchema) or "x-from": "event.Record" (generated
+// from the Go type): OpenAPI fills them in. docs/openapi.json is its output
+// (TestOpenAPIIsCommitted keeps it in step).
+//
+//go:embed openapi.json
+var openapiSource []byte
+
+var (
+	openapiOnce sync.Once
+	openapiDoc  []byte
+	openapiErr  error
+)
+
+// OpenAPI returns the OpenAPI 3.1 document served at GET /openapi.json.
+func OpenAPI() ([]byte, error) {
+	openapiOnce.Do(func() {
+		openapiDoc, openapiErr = buildOpenAPI()
+	})
+	return openapiDoc, openapiErr
+}
+
+func buildOpenAPI() ([]byte, error) {
+	var doc map[string]any
+	if err := json.Unmarshal(openapiSource, &doc); err != nil {
+		return nil, fmt.Errorf("openapi: parse openapi.json: %w", err)
+	}
+	comps, _ := doc["components"].(map[string]any)
+	schemas, _ := comps["schemas"].(map[string]any)
+	for name, s := range schemas {
+		m, _ := s.(map[string]any)
+		switch m["x-from"] {
+		case nil:
+		case "event.Event":
+			var ev map[string]any
+			if err := json.Unmarshal(event.JSONSchema(), &ev); err != nil {
+				return nil, fmt.Errorf("openapi: event schema: %w", err)
+			}
+			delete(ev, "$schema") // the document's dialect applies
+			schemas[name] = ev
+		case "event.Record":
+			rec := structSchema(reflect.TypeFor[event.Record](), true)
+			rec["title"] = "skyjoin enriched record"
+			schemas[name] = map[string]any{
+				"description": "An enriched event: the event as ingested plus the weather joined to it.",
+				"allOf":       []any{map[string]any{"$ref": "#/components/schemas/Event"}, rec},
+			}
+		default:
+			return nil, fmt.Errorf("openapi: schema %s: unknown x-from %v", name, m["x-from"])
+		}
+	}
+	b, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("openapi: encode: %w", err)
+	}
+	return append(b, '\n'), nil
+}
+
+// structSchema describes the fields of a Record beyond its Event (skipEmbedded)
+// or of a nested struct, from their json and desc tags.
+func structSchema(t reflect.Type, skipEmbedded bool) map[string]any {
+	props := map[string]any{}
+	var required []string
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if f.Anonymous && skipEmbedded {
+			continue
+		}
+		name, opts, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "-" || name == "" {
+			continue
+		}
+		ft := f.Type
+		nullable := ft.Kind() == reflect.Pointer
+		if nullable {
+			ft = ft.Elem()
+		}
+		var s map[string]any
+		switch {
+		case ft == reflect.TypeFor[time.Time]():
+			s = map[string]any{"type": "string", "format": "date-time"}
+		case ft.Kind() == reflect.Struct:
+			s = structSchema(ft, false)
+		case ft.Kind() == reflect.String:
+			s = map[string]any{"type": "string"}
+		case ft.Kind() == reflect.Float64:
+			s = map[string]any{"type": "number"}
+		case ft.Kind() == reflect.Int, ft.Kind() == reflect.Int64:
+			s = map[string]any{"type": "integer"}
+		default:
+			panic(fmt.Sprintf("openapi: no schema for %s", ft))
+		}
+		if d := f.Tag.Get("desc"); d != "" {
+			s["description"] = d
+		}
+		props[name] = s
+		if !nullable && !strings.Contains(opts, "omitempty") {
+			required = append(required, name)
+		}
+	}
+	s := map[string]any{"type": "object", "properties": props}
+	if len(required) > 0 {
+		s["required"] = required
+	}
+	return s
+}
+
+// serveOpenAPI answers GET /openapi.json.
+func serveOpenAPI(w http.ResponseWriter, r *http.Request) {
+	doc, err := OpenAPI()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	w.Write(doc)
+}

@@ -1,0 +1,110 @@
+package serve
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/skyjoin/skyjoin/internal/platform"
+	"github.com/skyjoin/skyjoin/internal/store"
+)
+
+// MaxStatsBuckets bounds the time buckets of one GET /v1/stats?group_by=time
+// answer: (until, or now, - since) / bucket.
+const MaxStatsBuckets = 10_000
+
+// StatsResponse is the answer of GET /v1/stats.
+type StatsResponse struct {
+	GroupBy string `json:"group_by"`
+	// Bucket is the bucket width in seconds, for group_by=time.
+	BucketSeconds int64        `json:"bucket_seconds,omitempty"`
+	Groups        []StatsGroup `json:"groups"`
+	// Count is the number of groups; Total the number of records in them.
+	Count int   `json:"count"`
+	Total int64 `json:"total"`
+}
+
+// StatsGroup is one group of a StatsResponse (see store.StatsRow).
+type StatsGroup struct {
+	// Key is the country, the city, or the bucket start (RFC 3339).
+	Key string `json:"key"`
+	// Country of a city group.
+	Country string `json:"country,omitempty"`
+	// Bucket is the start of a time bucket.
+	Bucket      *time.Time `json:"bucket,omitempty"`
+	Count       int64      `json:"count"`
+	WithWeather int64      `json:"with_weather"`
+	AvgTempC    *float64   `json:"avg_temp_c"`
+	MinTempC    *float64   `json:"min_temp_c"`
+	MaxTempC    *float64   `json:"max_temp_c"`
+	// Conditions maps each weather condition to its share of with_weather.
+	Conditions map[string]float64 `json:"conditions"`
+}
+
+// stats answers GET /v1/stats.
+func (h *Handler) stats(w http.ResponseWriter, r *http.Request) {
+	if h.agg == nil {
+		platform.WriteError(w, http.StatusNotImplemented, "this store does not compute statistics", nil)
+		return
+	}
+	values, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		platform.WriteError(w, http.StatusBadRequest, "query string: must be URL-encoded key=value pairs joined by '&'", nil)
+		return
+	}
+	p, perrs := parseParams(values, statsParams)
+	p.q.Limit = 0
+	bad := func(field, format string, args ...any) {
+		perrs = append(perrs, ParamError{Field: field, Message: fmt.Sprintf(format, args...)})
+	}
+	switch {
+	case p.groupBy == "" && !values.Has(paramGroupBy):
+		bad(paramGroupBy, "is required: country, city or time")
+	case p.groupBy == store.GroupByTime:
+		switch {
+		case p.bucket == 0 && !values.Has(paramBucket):
+			bad(paramBucket, "is required with group_by=time, e.g. bucket=5m")
+		case !values.Has(paramSince):
+			bad(paramSince, "is required with group_by=time (at most %d buckets from since to until or now)", MaxStatsBuckets)
+		case p.bucket > 0 && !p.q.Since.IsZero():
+			end, endName := p.q.Until, "until"
+			if end.IsZero() {
+				end, endName = time.Now(), "now"
+			}
+			if n := end.Sub(p.q.Since)/p.bucket + 1; n > MaxStatsBuckets {
+				bad(paramBucket, "makes %d buckets from since to %s, more than %d: widen the bucket or narrow the window",
+					n, endName, MaxStatsBuckets)
+			}
+		}
+	case p.groupBy != "" && values.Has(paramBucket):
+		bad(paramBucket, "is only for group_by=time")
+	}
+	if len(perrs) > 0 {
+		writeParamErrors(w, perrs)
+		return
+	}
+	sq := store.StatsQuery{Query: p.q, GroupBy: p.groupBy, Bucket: p.bucket}
+	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
+	defer cancel()
+	rows, err := h.agg.Stats(ctx, sq)
+	if err != nil {
+		h.readError(w, r, ctx, fmt.Errorf("stats by %s: %w", sq.GroupBy, err), "no statistics")
+		return
+	}
+	resp := StatsResponse{GroupBy: sq.GroupBy, BucketSeconds: int64(sq.Bucket / time.Second), Groups: make([]StatsGroup, len(rows)), Count: len(rows)}
+	for i, row := range rows {
+		g := StatsGroup{Key: row.Key, Country: row.Country, Count: row.Count, WithWeather: row.WithWeather,
+			AvgTempC: row.AvgTemp, MinTempC: row.MinTemp, MaxTempC: row.MaxTemp, Conditions: row.Conditions}
+		if !row.Bucket.IsZero() {
+			g.Bucket = &row.Bucket
+		}
+		if g.Conditions == nil {
+			g.Conditions = map[string]float64{}
+		}
+		resp.Groups[i] = g
+		resp.Total += row.Count
+	}
+	platform.WriteJSON(w, http.StatusOK, &resp)
+}

@@ -1,0 +1,142 @@
+package bigquery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"testing"
+
+	"cloud.google.com/go/bigquery/storage/apiv1/storagepb"
+	"google.golang.org/api/option"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protodesc"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/descriptorpb"
+	"google.golang.org/protobuf/types/dynamicpb"
+)
+
+// fakeWrite is an in-process BigQueryWrite server: it keeps the rows of
+// every acknowledged append, decoded with the writer schema that arrives on
+// each connection's first AppendRows, as maps of column name to value
+// (TIMESTAMP columns as int64 microseconds).
+type fakeWrite struct {
+	storagepb.UnimplementedBigQueryWriteServer
+
+	mu      sync.Mutex
+	rows    []map[string]any
+	appends int // AppendRows requests received
+	schemas int // writer schemas received (one per connection)
+	// hook, if set, sees each request's decoded rows before they are kept,
+	// and may answer instead: a response (row errors) or an error that
+	// ends the connection with that status.
+	hook func(n int, rows []map[string]any) (*storagepb.AppendRowsResponse, error)
+}
+
+// startFakeWrite serves f on a loopback port and returns client options
+// that reach it.
+func startFakeWrite(t *testing.T, f *fakeWrite) []option.ClientOption {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	storagepb.RegisterBigQueryWriteServer(srv, f)
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	return []option.ClientOption{
+		option.WithEndpoint(lis.Addr().String()),
+		option.WithoutAuthentication(),
+		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())),
+	}
+}
+
+func (f *fakeWrite) GetWriteStream(ctx context.Context, req *storagepb.GetWriteStreamRequest) (*storagepb.WriteStream, error) {
+	return &storagepb.WriteStream{Name: req.GetName(), Type: storagepb.WriteStream_COMMITTED, Location: "EU"}, nil
+}
+
+func (f *fakeWrite) AppendRows(stream storagepb.BigQueryWrite_AppendRowsServer) error {
+	var md protoreflect.MessageDescriptor
+	for {
+		req, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		pr := req.GetProtoRows()
+		if ws := pr.GetWriterSchema(); ws != nil {
+			if md, err = messageDescriptor(ws.GetProtoDescriptor()); err != nil {
+				return err
+			}
+			f.mu.Lock()
+			f.schemas++
+			f.mu.Unlock()
+		}
+		if md == nil {
+			return fmt.Errorf("fake: first AppendRows of a connection without a writer schema")
+		}
+		var rows []map[string]any
+		for _, b := range pr.GetRows().GetSerializedRows() {
+			m := dynamicpb.NewMessage(md)
+			if err := proto.Unmarshal(b, m); err != nil {
+				return fmt.Errorf("fake: decode row: %w", err)
+			}
+			row := map[string]any{}
+			m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+				row[string(fd.Name())] = v.Interface()
+				return true
+			})
+			rows = append(rows, row)
+		}
+		f.mu.Lock()
+		f.appends++
+		n, hook := f.appends, f.hook
+		f.mu.Unlock()
+		if hook != nil {
+			resp, err := hook(n, rows)
+			if err != nil {
+				return err
+			}
+			if resp != nil {
+				if err := stream.Send(resp); err != nil {
+					return err
+				}
+				continue
+			}
+		}
+		f.mu.Lock()
+		f.rows = append(f.rows, rows...)
+		f.mu.Unlock()
+		if err := stream.Send(&storagepb.AppendRowsResponse{
+			Response: &storagepb.AppendRowsResponse_AppendResult_{AppendResult: &storagepb.AppendRowsResponse_AppendResult{}},
+		}); err != nil {
+			return err
+		}
+	}
+}
+
+// messageDescriptor builds a message type from a self-contained descriptor.
+func messageDescriptor(dp *descriptorpb.DescriptorProto) (protoreflect.MessageDescriptor, error) {
+	fd, err := protodesc.NewFile(&descriptorpb.FileDescriptorProto{
+		Name:        proto.String("fake_writer_schema.proto"),
+		Syntax:      proto.String("proto2"),
+		MessageType: []*descriptorpb.DescriptorProto{dp},
+	}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("fake: writer schema: %w", err)
+	}
+	return fd.Messages().Get(0), nil
+}
+
+func (f *fakeWrite) stored() []map[string]any {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]map[string]any(nil), f.rows...)
+}

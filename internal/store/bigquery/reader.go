@@ -1,0 +1,288 @@
+package bigquery
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"cloud.google.com/go/bigquery"
+	"google.golang.org/api/iterator"
+
+	"github.com/skyjoin/skyjoin/internal/event"
+	"github.com/skyjoin/skyjoin/internal/store"
+)
+
+var _ store.Reader = (*Reader)(nil)
+
+// Reader reads records from the deduplicating view with parameterised
+// queries: the SQL text holds only column names and the view's name (both
+// fixed by the schema and by a validated Config); every value (ids,
+// country, times, cursor, limit) travels as a query parameter.
+//
+// # Order, cursors and Seq
+//
+// BigQuery has no insertion sequence. List orders by (processed_at,
+// event_id), the closest stand-in for "the order the store took them", and
+// its cursor is that pair of the page's last record (opaque to clients:
+// base64url of "v1:" + direction + ":" + processed_at in µs + ":" +
+// event_id). Pages are stable: a record's position depends on its own
+// values only, so records written between pages never shift a walk; newest
+// first, a walk sees what was there when it started; oldest first, a walk
+// sees records written later as long as their processed_at is later than
+// the cursor (a worker whose clock runs behind, or a batch delayed past a
+// later one, can land behind a cursor already passed). If a redelivered
+// copy of an event has a later processed_at than the copy already listed,
+// the view switches to it and an oldest-first walk can meet that event
+// twice.
+//
+// Record.Seq is synthesised: processed_at in microseconds since the epoch
+// (Write sets the same on the records it stores). It is ordered like List
+// but not unique, and a duplicate is not told from a first write (Write
+// gives every stored copy its Seq); do not use it as an identity.
+// Query.AfterSeq selects processed_at after that time, so the live stream
+// resumes by it.
+type Reader struct {
+	cfg    Config
+	client *bigquery.Client
+}
+
+// NewReader opens a BigQuery client for reads.
+func NewReader(ctx context.Context, cfg Config) (*Reader, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	c, err := bigquery.NewClient(ctx, cfg.Project, cfg.QueryOptions...)
+	if err != nil {
+		return nil, fmt.Errorf("bigquery: reader: new client: %w", err)
+	}
+	c.Location = cfg.Location
+	return &Reader{cfg: cfg, client: c}, nil
+}
+
+// Close closes the client.
+func (r *Reader) Close() error { return r.client.Close() }
+
+var selectColumns = func() string {
+	cols := event.Columns()
+	names := make([]string, len(cols))
+	for i, c := range cols {
+		names[i] = c.Name
+	}
+	return strings.Join(names, ", ")
+}()
+
+func (r *Reader) from() string { return " FROM " + r.cfg.viewSQLName() }
+
+// List returns one page of records matching q, by (processed_at, event_id):
+// newest first, or oldest first when q.Ascending.
+func (r *Reader) List(ctx context.Context, q store.Query) (store.Page, error) {
+	limit := store.EffectiveLimit(q.Limit)
+	var (
+		where  []string
+		params []bigquery.QueryParameter
+	)
+	param := func(name string, v any) {
+		params = append(params, bigquery.QueryParameter{Name: name, Value: v})
+	}
+	if q.Cursor != "" {
+		c, err := decodeCursor(q.Cursor)
+		if err != nil || c.asc != q.Ascending {
+			return store.Page{}, fmt.Errorf("bigquery: list: %w", store.ErrBadCursor)
+		}
+		op := "<"
+		if c.asc {
+			op = ">"
+		}
+		where = append(where, "(processed_at "+op+" @cursor_time OR (processed_at = @cursor_time AND event_id "+op+" @cursor_id))")
+		param("cursor_time", c.processedAt)
+		param("cursor_id", c.eventID)
+	}
+	where = append(where, filterConds(&q, param)...)
+	order := " ORDER BY processed_at DESC, event_id DESC"
+	if q.Ascending {
+		order = " ORDER BY processed_at, event_id"
+	}
+	param("limit", int64(limit+1))
+	sql := "SELECT " + selectColumns + r.from() + whereClause(where) + order + " LIMIT @limit"
+	recs, err := r.query(ctx, sql, params)
+	if err != nil {
+		return store.Page{}, fmt.Errorf("bigquery: list: %w", err)
+	}
+	page := store.Page{Records: recs}
+	if len(recs) > limit {
+		last := recs[limit-1]
+		page.Records = recs[:limit]
+		page.NextCursor = encodeCursor(cursor{asc: q.Ascending, processedAt: last.ProcessedAt, eventID: last.EventID})
+	}
+	return page, nil
+}
+
+// Get returns the record with the event id, or store.ErrNotFound.
+func (r *Reader) Get(ctx context.Context, eventID string) (event.Record, error) {
+	recs, err := r.query(ctx, "SELECT "+selectColumns+r.from()+" WHERE event_id = @event_id LIMIT 1",
+		[]bigquery.QueryParameter{{Name: "event_id", Value: eventID}})
+	if err != nil {
+		return event.Record{}, fmt.Errorf("bigquery: get %q: %w", eventID, err)
+	}
+	if len(recs) == 0 {
+		return event.Record{}, fmt.Errorf("bigquery: get %q: %w", eventID, store.ErrNotFound)
+	}
+	return recs[0], nil
+}
+
+// LatestForUser returns the user's record with the latest occurred_at (the
+// latest processed on a tie), or store.ErrNotFound.
+func (r *Reader) LatestForUser(ctx context.Context, userID string) (event.Record, error) {
+	recs, err := r.query(ctx, "SELECT "+selectColumns+r.from()+
+		" WHERE user_id = @user_id ORDER BY occurred_at DESC, processed_at DESC, event_id DESC LIMIT 1",
+		[]bigquery.QueryParameter{{Name: "user_id", Value: userID}})
+	if err != nil {
+		return event.Record{}, fmt.Errorf("bigquery: latest for user %q: %w", userID, err)
+	}
+	if len(recs) == 0 {
+		return event.Record{}, fmt.Errorf("bigquery: latest for user %q: %w", userID, store.ErrNotFound)
+	}
+	return recs[0], nil
+}
+
+// filterConds returns the conditions of q's filters, adding their values
+// with param. The semantics are store.Query.Match's.
+func filterConds(q *store.Query, param func(name string, v any)) []string {
+	var where []string
+	cond := func(c, name string, v any) {
+		where = append(where, c)
+		param(name, v)
+	}
+	if q.AfterSeq > 0 { // Seq is processed_at in µs
+		cond("processed_at > @after_time", "after_time", time.UnixMicro(q.AfterSeq).UTC())
+	}
+	if q.UserID != "" {
+		cond("user_id = @user_id", "user_id", q.UserID)
+	}
+	if q.Country != "" {
+		cond("LOWER(location_country) = LOWER(@country)", "country", q.Country)
+	}
+	if q.City != "" {
+		cond("LOWER(location_city) = LOWER(@city)", "city", q.City)
+	}
+	if q.EventType != "" {
+		cond("event_type = @event_type", "event_type", q.EventType)
+	}
+	if !q.Since.IsZero() {
+		cond("occurred_at >= @since", "since", q.Since.UTC())
+	}
+	if !q.Until.IsZero() {
+		cond("occurred_at < @until", "until", q.Until.UTC())
+	}
+	if q.Condition != "" {
+		cond("LOWER(weather_condition) = LOWER(@condition)", "condition", q.Condition)
+	}
+	// A record without weather has NULL here, which no comparison matches.
+	if q.MinTemp != nil {
+		cond("weather_temperature_c >= @min_temp", "min_temp", *q.MinTemp)
+	}
+	if q.MaxTemp != nil {
+		cond("weather_temperature_c <= @max_temp", "max_temp", *q.MaxTemp)
+	}
+	return where
+}
+
+func whereClause(conds []string) string {
+	if len(conds) == 0 {
+		return ""
+	}
+	return " WHERE " + strings.Join(conds, " AND ")
+}
+
+// query runs a SELECT of selectColumns and decodes the rows.
+func (r *Reader) query(ctx context.Context, sql string, params []bigquery.QueryParameter) ([]event.Record, error) {
+	q := r.client.Query(sql)
+	q.Parameters = params
+	q.Location = r.cfg.Location
+	it, err := q.Read(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("query: %w", err)
+	}
+	var recs []event.Record
+	for {
+		var row []bigquery.Value
+		err := it.Next(&row)
+		if errors.Is(err, iterator.Done) {
+			return recs, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read rows: %w", err)
+		}
+		vals := make([]any, len(row))
+		for i, v := range row {
+			vals[i] = v
+		}
+		rec, err := event.FromValues(vals)
+		if err != nil {
+			return nil, fmt.Errorf("decode row: %w", err)
+		}
+		rec.Seq = max(rec.ProcessedAt.UnixMicro(), 0)
+		recs = append(recs, rec)
+	}
+}
+
+type cursor struct {
+	asc         bool
+	processedAt time.Time
+	eventID     string
+}
+
+const cursorPrefix = "v1:"
+
+var cursorEncoding = base64.RawURLEncoding.Strict()
+
+func encodeCursor(c cursor) string {
+	dir := "d"
+	if c.asc {
+		dir = "a"
+	}
+	return cursorEncoding.EncodeToString([]byte(cursorPrefix + dir + ":" + strconv.FormatInt(c.processedAt.UnixMicro(), 10) + ":" + c.eventID))
+}
+
+var errCursor = errors.New("malformed cursor")
+
+func decodeCursor(s string) (cursor, error) {
+	b, err := cursorEncoding.DecodeString(s)
+	if err != nil || cursorEncoding.EncodeToString(b) != s {
+		return cursor{}, errCursor
+	}
+	rest, ok := strings.CutPrefix(string(b), cursorPrefix)
+	if !ok {
+		return cursor{}, errCursor
+	}
+	dir, rest, ok1 := strings.Cut(rest, ":")
+	num, id, ok2 := strings.Cut(rest, ":")
+	if !ok1 || !ok2 || (dir != "a" && dir != "d") || !validEventID(id) {
+		return cursor{}, errCursor
+	}
+	us, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || strconv.FormatInt(us, 10) != num {
+		return cursor{}, errCursor
+	}
+	return cursor{asc: dir == "a", processedAt: time.UnixMicro(us).UTC(), eventID: id}, nil
+}
+
+// validEventID checks an id against the event schema's pattern
+// (^[A-Za-z0-9][A-Za-z0-9._:@/+=-]*$, at most 128 characters).
+func validEventID(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !alnum && (i == 0 || !strings.ContainsRune("._:@/+=-", rune(c))) {
+			return false
+		}
+	}
+	return true
+}

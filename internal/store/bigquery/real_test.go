@@ -1,0 +1,141 @@
+package bigquery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"cloud.google.com/go/bigquery"
+
+	"github.com/skyjoin/skyjoin/internal/store"
+	"github.com/skyjoin/skyjoin/internal/store/storetest"
+)
+
+// TestRealProject runs migrate, writes and reads back through the real
+// BigQuery APIs. It runs only when SKYJOIN_GCP_PROJECT is set, with
+// Application Default Credentials; SKYJOIN_BQ_DATASET (default
+// skyjoin_test, created if missing) and SKYJOIN_BQ_LOCATION (default EU)
+// choose where. It creates a table and view of its own and deletes them.
+// See docs/gcp.md.
+func TestRealProject(t *testing.T) {
+	project := os.Getenv("SKYJOIN_GCP_PROJECT")
+	if project == "" {
+		t.Skip("SKYJOIN_GCP_PROJECT is not set")
+	}
+	cfg := Config{
+		Project:   project,
+		Dataset:   envOr("SKYJOIN_BQ_DATASET", "skyjoin_test"),
+		Location:  envOr("SKYJOIN_BQ_LOCATION", "EU"),
+		Table:     fmt.Sprintf("events_test_%d", time.Now().UnixNano()),
+		Retention: 400 * 24 * time.Hour,
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+	changes, err := Migrate(ctx, cfg, MigrateOptions{CreateDataset: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("migrate: %q", changes)
+	t.Cleanup(func() {
+		c, err := bigquery.NewClient(context.Background(), cfg.Project)
+		if err != nil {
+			t.Log(err)
+			return
+		}
+		defer c.Close()
+		for _, name := range []string{cfg.View(), cfg.table()} {
+			if err := c.Dataset(cfg.Dataset).Table(name).Delete(context.Background()); err != nil {
+				t.Logf("delete %s: %v", name, err)
+			}
+		}
+	})
+	if changes, err := Migrate(ctx, cfg, MigrateOptions{}); err != nil || len(changes) != 0 {
+		t.Fatalf("second migrate: %q, %v; want no changes", changes, err)
+	}
+
+	s, err := Open(ctx, cfg, slog.New(slog.NewTextHandler(os.Stderr, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	recs := roundTripRecords()
+	if err := s.Write(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	// A redelivery: the view still shows one copy of each.
+	if err := s.Write(ctx, recs[:10]); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range recs {
+		got, err := s.Get(ctx, want.EventID)
+		if err != nil {
+			t.Fatalf("Get(%s): %v", want.EventID, err)
+		}
+		if d := storetest.Diff(want, got); d != "" {
+			t.Errorf("%s: %s", want.EventID, d)
+		}
+	}
+	seen := map[string]bool{}
+	q := store.Query{Limit: 7}
+	for {
+		p, err := s.List(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range p.Records {
+			if seen[r.EventID] {
+				t.Errorf("%s listed twice", r.EventID)
+			}
+			seen[r.EventID] = true
+		}
+		if p.NextCursor == "" {
+			break
+		}
+		q.Cursor = p.NextCursor
+	}
+	if len(seen) != len(recs) {
+		t.Errorf("listed %d records, want %d", len(seen), len(recs))
+	}
+	want := recs[0]
+	if p, err := s.List(ctx, store.Query{UserID: want.User.ID, Country: want.Location.Country, Since: want.OccurredAt, Until: want.OccurredAt.Add(time.Second)}); err != nil || len(p.Records) == 0 {
+		t.Errorf("List(filters of %s): %d records, %v", want.EventID, len(p.Records), err)
+	}
+	if _, err := s.LatestForUser(ctx, want.User.ID); err != nil {
+		t.Errorf("LatestForUser: %v", err)
+	}
+	for _, id := range []string{"missing", "' OR 1=1 --"} {
+		if _, err := s.Get(ctx, id); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("Get(%q): %v, want ErrNotFound", id, err)
+		}
+	}
+	rows, err := s.Stats(ctx, store.StatsQuery{GroupBy: store.GroupByCountry})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, r := range rows {
+		n += r.Count
+	}
+	if n != int64(len(recs)) {
+		t.Errorf("Stats counted %d records, want %d", n, len(recs))
+	}
+	// A row BigQuery itself refuses comes back as a row error.
+	bad := storetest.Records(99, 2)
+	bad[1].OccurredAt = time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC).Add(-time.Hour) // before TIMESTAMP's range
+	err = s.Write(ctx, bad)
+	var rowErrs *RowErrors
+	if !errors.As(err, &rowErrs) || len(rowErrs.Rows) != 1 || rowErrs.Rows[0].Index != 1 {
+		t.Errorf("Write(out-of-range timestamp): %v, want a row error for record 1", err)
+	}
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}

@@ -1,0 +1,80 @@
+package bigquery
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	bq "google.golang.org/api/bigquery/v2"
+
+	"github.com/skyjoin/skyjoin/internal/store"
+)
+
+func statsSchema(k1Type string) *bq.TableSchema {
+	s := &bq.TableSchema{}
+	for _, f := range []struct{ name, typ string }{
+		{"k1", k1Type}, {"k2", "STRING"}, {"n", "INTEGER"}, {"nw", "INTEGER"}, {"avg_t", "FLOAT"},
+		{"min_t", "FLOAT"}, {"max_t", "FLOAT"}, {"cond", "STRING"}, {"cn", "INTEGER"},
+	} {
+		s.Fields = append(s.Fields, &bq.TableFieldSchema{Name: f.name, Type: f.typ, Mode: "NULLABLE"})
+	}
+	return s
+}
+
+func TestStats(t *testing.T) {
+	minTemp := -5.5
+	fq := &fakeQuery{schema: statsSchema("STRING"), answer: func(*bq.QueryRequest) [][]any {
+		return [][]any{
+			{"Norway", "Tromsø", int64(4), int64(3), -2.5, -6.0, 1.0, "Fog", int64(2)},
+			{"Norway", "Tromsø", int64(4), int64(3), -2.5, -6.0, 1.0, "Slight snow fall", int64(1)},
+			{"India", "Pune", int64(1), int64(0), nil, nil, nil, nil, nil},
+		}
+	}}
+	r := openReader(t, fq)
+	got, err := r.Stats(t.Context(), store.StatsQuery{GroupBy: store.GroupByCity,
+		Query: store.Query{Country: "norway", Condition: "fog", MinTemp: &minTemp, EventType: "user.observed", City: "Tromsø"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Key != "Tromsø" || got[0].Country != "Norway" || got[0].Count != 4 || got[0].WithWeather != 3 ||
+		*got[0].MinTemp != -6 || got[0].Conditions["Fog"] != 2.0/3 || len(got[0].Conditions) != 2 {
+		t.Fatalf("Stats = %+v", got)
+	}
+	if got[1].Key != "Pune" || got[1].AvgTemp != nil || got[1].Conditions != nil {
+		t.Errorf("group without weather: %+v", got[1])
+	}
+	q := fq.queries[0]
+	for _, name := range []string{"country", "condition", "min_temp", "event_type", "city"} {
+		if _, ok := param(q, name); !ok {
+			t.Errorf("no parameter %s in %s", name, q.Query)
+		}
+	}
+	if !strings.Contains(q.Query, "FROM `skyjoin-test.skyjoin_ds.events_latest`") {
+		t.Errorf("stats do not read the view: %s", q.Query)
+	}
+
+	// By time: the bucket is a parameter, the key the bucket's start.
+	start := time.Date(2026, 1, 14, 21, 0, 0, 0, time.UTC)
+	fq.schema = statsSchema("INTEGER")
+	fq.answer = func(*bq.QueryRequest) [][]any {
+		return [][]any{{start.UnixMicro(), "", int64(2), int64(2), 3.0, 2.0, 4.0, "Fog", int64(2)}}
+	}
+	got, err = r.Stats(t.Context(), store.StatsQuery{GroupBy: store.GroupByTime, Bucket: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || !got[0].Bucket.Equal(start) || got[0].Key != "2026-01-14T21:00:00Z" || got[0].Conditions["Fog"] != 1 {
+		t.Errorf("Stats by time = %+v", got)
+	}
+	if v, _ := param(fq.queries[1], "bucket_us"); v != "3600000000" {
+		t.Errorf("bucket_us = %q", v)
+	}
+
+	if _, err := r.Stats(t.Context(), store.StatsQuery{GroupBy: "planet"}); !errors.Is(err, store.ErrBadStatsQuery) {
+		t.Errorf("Stats(bad group): %v", err)
+	}
+	if len(fq.queries) != 2 {
+		t.Errorf("%d queries, want a bad stats query refused before sending", len(fq.queries))
+	}
+}

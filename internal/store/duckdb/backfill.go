@@ -1,0 +1,82 @@
+package duckdb
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/skyjoin/skyjoin/internal/event"
+)
+
+// Unavailable returns up to limit records whose enrichment status is
+// unavailable and whose seq is above after, in seq order, and the cursor to
+// pass as after for the next page (0 when there is none). `skyjoin backfill`
+// walks them with it.
+func (s *Store) Unavailable(ctx context.Context, limit int, after int64) ([]event.Record, int64, error) {
+	if limit <= 0 {
+		return nil, 0, fmt.Errorf("duckdb: unavailable records: limit %d, want > 0", limit)
+	}
+	recs, err := s.query(ctx, "SELECT "+selectColumns+" FROM events WHERE enrichment_status = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+		event.StatusUnavailable, after, limit)
+	if err != nil {
+		return nil, 0, fmt.Errorf("duckdb: unavailable records after %d: %w", after, err)
+	}
+	var next int64
+	if len(recs) == limit {
+		next = recs[len(recs)-1].Seq
+	}
+	return recs, next, nil
+}
+
+// weatherColumns are the columns UpdateWeather sets: the weather, the
+// enrichment status and error, and processed_at.
+var weatherColumns = func() []string {
+	var cols []string
+	for _, c := range columnNames {
+		if strings.HasPrefix(c, "weather_") || strings.HasPrefix(c, "enrichment_") || c == "processed_at" {
+			cols = append(cols, c)
+		}
+	}
+	return cols
+}()
+
+var updateWeatherSQL = func() string {
+	set := make([]string, len(weatherColumns))
+	for i, c := range weatherColumns {
+		set[i] = c + " = staging." + c
+	}
+	return "UPDATE events SET " + strings.Join(set, ", ") +
+		" FROM staging WHERE events.event_id = staging.event_id AND events.enrichment_status = '" + event.StatusUnavailable + "'"
+}()
+
+// UpdateWeather sets the weather, enrichment and processed_at of stored
+// records, by event_id, in one transaction, and returns how many it
+// updated. Only records still unavailable are updated: a record enriched
+// meanwhile is left alone, so running a backfill twice is harmless. Every
+// other field of recs is ignored.
+func (s *Store) UpdateWeather(ctx context.Context, recs []event.Record) (int64, error) {
+	if len(recs) == 0 {
+		return 0, nil
+	}
+	select {
+	case s.wsem <- struct{}{}:
+	case <-ctx.Done():
+		return 0, fmt.Errorf("duckdb: update weather of %d records: %w", len(recs), ctx.Err())
+	}
+	defer func() { <-s.wsem }()
+	if s.closed {
+		return 0, fmt.Errorf("duckdb: update weather of %d records: %w", len(recs), errClosed)
+	}
+	if err := s.stage(ctx, recs); err != nil {
+		return 0, fmt.Errorf("duckdb: update weather of %d records: %w", len(recs), err)
+	}
+	res, err := s.wconn.ExecContext(ctx, updateWeatherSQL)
+	if err != nil {
+		return 0, fmt.Errorf("duckdb: update weather of %d records: %w", len(recs), err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("duckdb: update weather of %d records: %w", len(recs), err)
+	}
+	return n, nil
+}

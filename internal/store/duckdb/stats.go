@@ -1,0 +1,124 @@
+package duckdb
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/skyjoin/skyjoin/internal/store"
+)
+
+var _ store.Aggregator = (*Store)(nil)
+
+// Stats aggregates the records matching q's filters by country, city or
+// time bucket (store.Aggregator). One statement computes the groups and
+// the count of each condition within them, so both see the same rows: it
+// filters once (f), aggregates per group (g) and per group and condition
+// (c), and joins the two; the rows come back one per (group, condition).
+func (s *Store) Stats(ctx context.Context, q store.StatsQuery) ([]store.StatsRow, error) {
+	if err := q.Validate(); err != nil {
+		return nil, fmt.Errorf("duckdb: stats: %w", err)
+	}
+	var (
+		where []string
+		args  []any
+	)
+	arg := func(cond string, v any) {
+		args = append(args, v)
+		where = append(where, strings.ReplaceAll(cond, "?", "$"+strconv.Itoa(len(args))))
+	}
+	filterConds(&q.Query, arg)
+	var k1, k2, order string
+	switch q.GroupBy {
+	case store.GroupByCountry:
+		k1, k2 = "location_country", "''"
+		order = "g.n DESC, g.k1, g.k2"
+	case store.GroupByCity:
+		k1, k2 = "location_country", "location_city"
+		order = "g.n DESC, g.k1, g.k2"
+	case store.GroupByTime:
+		// The start of the epoch-aligned bucket in microseconds: a floor
+		// division that is exact in integers (also before 1970).
+		args = append(args, q.Bucket.Microseconds())
+		b := "$" + strconv.Itoa(len(args))
+		k1 = "epoch_us(occurred_at) - ((epoch_us(occurred_at) % " + b + ") + " + b + ") % " + b
+		k2 = "''"
+		order = "g.k1"
+	}
+	stmt := `WITH f AS (
+  SELECT ` + k1 + ` AS k1, ` + k2 + ` AS k2, weather_temperature_c AS t, weather_condition AS cond
+  FROM events` + whereClause(where) + `
+), g AS (
+  SELECT k1, k2, count(*) AS n, count(t) AS nw, avg(t) AS avg_t, min(t) AS min_t, max(t) AS max_t
+  FROM f GROUP BY k1, k2
+), c AS (
+  SELECT k1, k2, cond, count(*) AS cn FROM f WHERE t IS NOT NULL GROUP BY k1, k2, cond
+)
+SELECT g.k1, g.k2, g.n, g.nw, g.avg_t, g.min_t, g.max_t, c.cond, c.cn
+FROM g LEFT JOIN c ON g.k1 = c.k1 AND g.k2 = c.k2
+ORDER BY ` + order + `, c.cn DESC, c.cond`
+	rows, err := s.db.QueryContext(ctx, stmt, args...)
+	if err != nil {
+		return nil, fmt.Errorf("duckdb: stats by %s: %w", q.GroupBy, err)
+	}
+	defer rows.Close()
+	var (
+		out    []store.StatsRow
+		lastK1 any
+		lastK2 string
+	)
+	for rows.Next() {
+		var (
+			key1             any
+			key2             string
+			n, nw            int64
+			avgT, minT, maxT sql.NullFloat64
+			cond             sql.NullString
+			cn               sql.NullInt64
+		)
+		if err := rows.Scan(&key1, &key2, &n, &nw, &avgT, &minT, &maxT, &cond, &cn); err != nil {
+			return nil, fmt.Errorf("duckdb: stats by %s: scan: %w", q.GroupBy, err)
+		}
+		if len(out) == 0 || key1 != lastK1 || key2 != lastK2 {
+			lastK1, lastK2 = key1, key2
+			row := store.StatsRow{Count: n, WithWeather: nw,
+				AvgTemp: nullFloat(avgT), MinTemp: nullFloat(minT), MaxTemp: nullFloat(maxT)}
+			switch q.GroupBy {
+			case store.GroupByCountry:
+				row.Key, _ = key1.(string)
+			case store.GroupByCity:
+				row.Country, _ = key1.(string)
+				row.Key = key2
+			case store.GroupByTime:
+				us, ok := key1.(int64)
+				if !ok {
+					return nil, fmt.Errorf("duckdb: stats by time: bucket is %T, want int64", key1)
+				}
+				row.Bucket = time.UnixMicro(us).UTC()
+				row.Key = row.Bucket.Format(time.RFC3339)
+			}
+			out = append(out, row)
+		}
+		if cond.Valid && cn.Valid && nw > 0 {
+			row := &out[len(out)-1]
+			if row.Conditions == nil {
+				row.Conditions = make(map[string]float64)
+			}
+			row.Conditions[cond.String] = float64(cn.Int64) / float64(nw)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("duckdb: stats by %s: %w", q.GroupBy, err)
+	}
+	return out, nil
+}
+
+func nullFloat(f sql.NullFloat64) *float64 {
+	if !f.Valid {
+		return nil
+	}
+	return &f.Float64
+}

@@ -1,0 +1,315 @@
+package storetest
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/skyjoin/skyjoin/internal/event"
+	"github.com/skyjoin/skyjoin/internal/store"
+)
+
+// testWriteSetsSeq checks the Writer contract on Seq: Write sets the seq of
+// each record it inserted on the caller's slice, and 0 on each duplicate.
+func testWriteSetsSeq(t *testing.T, s store.Store) {
+	recs := Records(20, 6)
+	for i := range recs {
+		recs[i].Seq = 12345 // ignored
+	}
+	batch := append(slices.Clone(recs[:4]), recs[1]) // an in-batch repeat
+	write(t, s, batch)
+	for i, r := range batch[:4] {
+		if stored := get(t, s, r.EventID); r.Seq != stored.Seq || r.Seq <= 0 {
+			t.Errorf("batch 1 record %d: Seq %d, stored with %d", i, r.Seq, stored.Seq)
+		}
+	}
+	if batch[4].Seq != 0 {
+		t.Errorf("in-batch repeat: Seq %d, want 0", batch[4].Seq)
+	}
+	// A batch mixing redeliveries and new records.
+	batch2 := []event.Record{recs[4], recs[0], recs[5], recs[2]}
+	write(t, s, batch2)
+	for i, r := range batch2 {
+		stored := get(t, s, r.EventID)
+		redelivered := i%2 == 1
+		switch {
+		case redelivered && r.Seq != 0:
+			t.Errorf("batch 2 record %d (a redelivery): Seq %d, want 0", i, r.Seq)
+		case !redelivered && (r.Seq != stored.Seq || r.Seq <= batch[3].Seq):
+			t.Errorf("batch 2 record %d: Seq %d, stored with %d (batch 1 ended at %d)", i, r.Seq, stored.Seq, batch[3].Seq)
+		}
+	}
+	if batch2[2].Seq <= batch2[0].Seq {
+		t.Errorf("batch 2: Seq %d after %d, want increasing in batch order", batch2[2].Seq, batch2[0].Seq)
+	}
+}
+
+// filterRecords returns records written in one batch, with Seq set, for
+// the filter and stats tests: the 300 of Records(21, 300) with a few edits
+// so that every filter has matches and misses, including case variants.
+func filterRecords(t *testing.T, s store.Store) []event.Record {
+	recs := Records(21, 300)
+	recs[10].Location.City = "SÃO PAULO" // case variant of a stored city
+	recs[11].Location.City = ""
+	recs[11].Location.Country = ""
+	if recs[12].Weather == nil {
+		recs[12].Weather = &event.Weather{}
+		recs[12].Enrichment = event.Enrichment{Status: event.StatusEnriched}
+	}
+	recs[12].Weather.Condition = "CLEAR SKY"
+	recs[12].Weather.TemperatureC = 30
+	write(t, s, recs[:100])
+	write(t, s, recs[100:])
+	for i := range recs {
+		if recs[i].Seq <= 0 {
+			t.Fatalf("Write did not set Seq of record %d (%q): see store.Writer", i, recs[i].EventID)
+		}
+	}
+	return recs
+}
+
+func ptr(f float64) *float64 { return &f }
+
+// testListFiltersMore checks the filters beyond user, country and time
+// against store.Query.Match, the reference semantics.
+func testListFiltersMore(t *testing.T, s store.Store) {
+	recs := filterRecords(t, s)
+	var temps []float64
+	for _, r := range recs {
+		if r.Weather != nil {
+			temps = append(temps, r.Weather.TemperatureC)
+		}
+	}
+	slices.Sort(temps)
+	lo, hi := temps[len(temps)/4], temps[len(temps)*3/4] // stored values: bounds are inclusive
+	tests := []struct {
+		name      string
+		q         store.Query
+		wantEmpty bool
+	}{
+		{name: "city", q: store.Query{City: "São Paulo"}},
+		{name: "city upper case", q: store.Query{City: "SÃO PAULO"}},
+		{name: "city unknown", q: store.Query{City: "Atlantis"}, wantEmpty: true},
+		{name: "city prefix is no match", q: store.Query{City: "São"}, wantEmpty: true},
+		{name: "event type", q: store.Query{EventType: "user.signup"}},
+		{name: "event type is case-sensitive", q: store.Query{EventType: "USER.SIGNUP"}, wantEmpty: true},
+		{name: "condition", q: store.Query{Condition: "Clear sky"}},
+		{name: "condition lower case", q: store.Query{Condition: "slight rain"}},
+		{name: "condition unknown", q: store.Query{Condition: "Raining frogs"}, wantEmpty: true},
+		{name: "condition with LIKE wildcard is no match", q: store.Query{Condition: "%"}, wantEmpty: true},
+		{name: "min temp", q: store.Query{MinTemp: ptr(lo)}},
+		{name: "max temp", q: store.Query{MaxTemp: ptr(hi)}},
+		{name: "temp range", q: store.Query{MinTemp: ptr(lo), MaxTemp: ptr(hi)}},
+		{name: "temp range of one value", q: store.Query{MinTemp: ptr(30), MaxTemp: ptr(30)}},
+		{name: "empty temp range", q: store.Query{MinTemp: ptr(hi + 1), MaxTemp: ptr(lo)}, wantEmpty: true},
+		{name: "negative min temp", q: store.Query{MinTemp: ptr(-10.5)}},
+		{name: "after seq", q: store.Query{AfterSeq: recs[150].Seq}},
+		{name: "after last seq", q: store.Query{AfterSeq: recs[299].Seq}, wantEmpty: true},
+		{name: "city and event type", q: store.Query{City: "berlin", EventType: event.TypeUserObserved}},
+		{name: "country, condition and temp", q: store.Query{Country: "germany", Condition: "overcast", MinTemp: ptr(lo)}},
+		{name: "everything", q: store.Query{Country: recs[40].Location.Country, City: recs[40].Location.City,
+			EventType: event.TypeUserObserved, Since: recs[20].OccurredAt, Until: recs[280].OccurredAt,
+			MinTemp: ptr(-25), MaxTemp: ptr(35), AfterSeq: recs[5].Seq}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var want []string
+			for i := range recs {
+				if tt.q.Match(&recs[i]) {
+					want = append(want, recs[i].EventID)
+				}
+			}
+			if tt.wantEmpty != (len(want) == 0) {
+				t.Fatalf("test data: %d records match %+v", len(want), tt.q)
+			}
+			for _, asc := range []bool{false, true} {
+				q := tt.q
+				q.Ascending = asc
+				q.Limit = 23
+				got := ids(walk(t, s, q))
+				w := want
+				if !asc {
+					w = reversed(want)
+				}
+				if !slices.Equal(got, w) {
+					t.Errorf("ascending=%v:\n got %d %v\nwant %d %v", asc, len(got), got, len(w), w)
+				}
+			}
+		})
+	}
+}
+
+// ExpectedStats computes what Aggregator.Stats must return for q over
+// recs, in Go: the reference the conformance suite compares with.
+func ExpectedStats(recs []event.Record, q store.StatsQuery) []store.StatsRow {
+	type key struct {
+		country, city string
+		bucket        int64
+	}
+	type acc struct {
+		row   store.StatsRow
+		sum   float64
+		conds map[string]int64
+	}
+	groups := map[key]*acc{}
+	for i := range recs {
+		r := &recs[i]
+		if !q.Match(r) {
+			continue
+		}
+		var k key
+		switch q.GroupBy {
+		case store.GroupByCountry:
+			k.country = r.Location.Country
+		case store.GroupByCity:
+			k.country, k.city = r.Location.Country, r.Location.City
+		case store.GroupByTime:
+			us, b := r.OccurredAt.UnixMicro(), q.Bucket.Microseconds()
+			k.bucket = us - ((us%b)+b)%b
+		}
+		a := groups[k]
+		if a == nil {
+			a = &acc{conds: map[string]int64{}}
+			switch q.GroupBy {
+			case store.GroupByCountry:
+				a.row.Key = k.country
+			case store.GroupByCity:
+				a.row.Country, a.row.Key = k.country, k.city
+			case store.GroupByTime:
+				a.row.Bucket = time.UnixMicro(k.bucket).UTC()
+				a.row.Key = a.row.Bucket.Format(time.RFC3339)
+			}
+			groups[k] = a
+		}
+		a.row.Count++
+		if w := r.Weather; w != nil {
+			a.row.WithWeather++
+			a.sum += w.TemperatureC
+			a.conds[w.Condition]++
+			if a.row.MinTemp == nil || w.TemperatureC < *a.row.MinTemp {
+				a.row.MinTemp = ptr(w.TemperatureC)
+			}
+			if a.row.MaxTemp == nil || w.TemperatureC > *a.row.MaxTemp {
+				a.row.MaxTemp = ptr(w.TemperatureC)
+			}
+		}
+	}
+	out := make([]store.StatsRow, 0, len(groups))
+	for _, a := range groups {
+		if a.row.WithWeather > 0 {
+			a.row.AvgTemp = ptr(a.sum / float64(a.row.WithWeather))
+			a.row.Conditions = map[string]float64{}
+			for c, n := range a.conds {
+				a.row.Conditions[c] = float64(n) / float64(a.row.WithWeather)
+			}
+		}
+		out = append(out, a.row)
+	}
+	slices.SortFunc(out, func(a, b store.StatsRow) int {
+		if q.GroupBy == store.GroupByTime {
+			return a.Bucket.Compare(b.Bucket)
+		}
+		return cmp.Or(cmp.Compare(b.Count, a.Count), strings.Compare(a.Country, b.Country), strings.Compare(a.Key, b.Key))
+	})
+	return out
+}
+
+// DiffStats describes how got differs from want (floats within 1e-9), or
+// returns "".
+func DiffStats(want, got []store.StatsRow) string {
+	var problems []string
+	if len(got) != len(want) {
+		problems = append(problems, fmt.Sprintf("%d rows, want %d", len(got), len(want)))
+	}
+	near := func(a, b *float64) bool {
+		if a == nil || b == nil {
+			return a == nil && b == nil
+		}
+		return math.Abs(*a-*b) <= 1e-9*math.Max(1, math.Abs(*b))
+	}
+	show := func(f *float64) string {
+		if f == nil {
+			return "nil"
+		}
+		return fmt.Sprint(*f)
+	}
+	for i := range min(len(got), len(want)) {
+		g, w := got[i], want[i]
+		if g.Key != w.Key || g.Country != w.Country || !g.Bucket.Equal(w.Bucket) || g.Count != w.Count || g.WithWeather != w.WithWeather {
+			problems = append(problems, fmt.Sprintf("row %d: key %q country %q bucket %v count %d with weather %d, want %q %q %v %d %d",
+				i, g.Key, g.Country, g.Bucket, g.Count, g.WithWeather, w.Key, w.Country, w.Bucket, w.Count, w.WithWeather))
+			continue
+		}
+		if !near(g.AvgTemp, w.AvgTemp) || !near(g.MinTemp, w.MinTemp) || !near(g.MaxTemp, w.MaxTemp) {
+			problems = append(problems, fmt.Sprintf("row %d (%q): avg/min/max %s/%s/%s, want %s/%s/%s", i, w.Key,
+				show(g.AvgTemp), show(g.MinTemp), show(g.MaxTemp), show(w.AvgTemp), show(w.MinTemp), show(w.MaxTemp)))
+		}
+		if len(g.Conditions) != len(w.Conditions) {
+			problems = append(problems, fmt.Sprintf("row %d (%q): conditions %v, want %v", i, w.Key, g.Conditions, w.Conditions))
+			continue
+		}
+		for c, share := range w.Conditions {
+			if gs, ok := g.Conditions[c]; !ok || !near(&gs, &share) {
+				problems = append(problems, fmt.Sprintf("row %d (%q): conditions %v, want %v", i, w.Key, g.Conditions, w.Conditions))
+				break
+			}
+		}
+	}
+	return strings.Join(problems, "\n")
+}
+
+// testStats checks Aggregator.Stats against ExpectedStats. A backend that
+// does not implement store.Aggregator skips it.
+func testStats(t *testing.T, s store.Store) {
+	agg, ok := s.(store.Aggregator)
+	if !ok {
+		t.Skipf("%T does not implement store.Aggregator", s)
+	}
+	recs := filterRecords(t, s)
+	tests := []struct {
+		name string
+		q    store.StatsQuery
+	}{
+		{"country", store.StatsQuery{GroupBy: store.GroupByCountry}},
+		{"city", store.StatsQuery{GroupBy: store.GroupByCity}},
+		{"time 1m", store.StatsQuery{GroupBy: store.GroupByTime, Bucket: time.Minute}},
+		{"time 7s", store.StatsQuery{GroupBy: store.GroupByTime, Bucket: 7 * time.Second}},
+		{"time 1d", store.StatsQuery{GroupBy: store.GroupByTime, Bucket: 24 * time.Hour}},
+		{"country in a window", store.StatsQuery{GroupBy: store.GroupByCountry,
+			Query: store.Query{Since: recs[30].OccurredAt, Until: recs[200].OccurredAt}}},
+		{"time with filters", store.StatsQuery{GroupBy: store.GroupByTime, Bucket: 5 * time.Minute,
+			Query: store.Query{EventType: event.TypeUserObserved, MinTemp: ptr(0)}}},
+		{"city by condition", store.StatsQuery{GroupBy: store.GroupByCity, Query: store.Query{Condition: "clear sky"}}},
+		{"nothing matches", store.StatsQuery{GroupBy: store.GroupByCountry, Query: store.Query{Country: "Atlantis"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := agg.Stats(t.Context(), tt.q)
+			if err != nil {
+				t.Fatalf("Stats(%+v): %v", tt.q, err)
+			}
+			want := ExpectedStats(recs, tt.q)
+			if tt.name != "nothing matches" && len(want) == 0 {
+				t.Fatalf("test data: %d groups", len(want))
+			}
+			if d := DiffStats(want, got); d != "" {
+				t.Errorf("Stats(%+v):\n%s", tt.q, d)
+			}
+		})
+	}
+	for _, q := range []store.StatsQuery{
+		{GroupBy: "weekday"},
+		{GroupBy: store.GroupByTime},
+		{GroupBy: store.GroupByTime, Bucket: 1500 * time.Millisecond},
+		{GroupBy: store.GroupByCountry, Bucket: time.Minute},
+	} {
+		if _, err := agg.Stats(t.Context(), q); !errors.Is(err, store.ErrBadStatsQuery) {
+			t.Errorf("Stats(%+v) = %v, want ErrBadStatsQuery", q, err)
+		}
+	}
+}

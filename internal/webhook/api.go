@@ -1,0 +1,468 @@
+package webhook
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/skyjoin/skyjoin/internal/platform"
+)
+
+// Limits of a registration.
+const (
+	MaxURLLength    = 2048
+	MinSecretLength = 16
+	MaxSecretLength = 512
+	maxBodyBytes    = 64 << 10
+)
+
+// Input is the body of POST /v1/webhooks.
+type Input struct {
+	URL    string `json:"url"`
+	Filter string `json:"filter"`
+	Secret string `json:"secret"`
+	// BatchSize is the most records per POST (1 to MaxBatchSize; default
+	// DefaultBatchSize).
+	BatchSize *int `json:"batch_size,omitempty"`
+	// MaxWaitMS is how long matched records may wait for a batch to fill
+	// (0 to one minute; default one second; 0 sends at once).
+	MaxWaitMS *int64 `json:"max_wait_ms,omitempty"`
+}
+
+// FieldError is one problem of an Input.
+type FieldError struct {
+	Field   string `json:"field"`
+	Message string `json:"message"`
+}
+
+// ValidationError lists every problem of an Input.
+type ValidationError struct {
+	Problems []FieldError
+}
+
+func (e *ValidationError) Error() string {
+	parts := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		parts[i] = p.Field + ": " + p.Message
+	}
+	return "invalid webhook: " + strings.Join(parts, "; ")
+}
+
+// validate checks in and returns the registration it describes.
+func (d *Dispatcher) validate(in Input) (*registration, *filter, error) {
+	var probs []FieldError
+	bad := func(field, format string, args ...any) {
+		probs = append(probs, FieldError{Field: field, Message: fmt.Sprintf(format, args...)})
+	}
+	if msg := checkURL(in.URL, d.cfg.DenyPrivate); msg != "" {
+		bad("url", "%s", msg)
+	}
+	f, err := compileFilter(in.Filter)
+	if err != nil {
+		bad("filter", "compile error: %v", err)
+	}
+	switch n := len(in.Secret); {
+	case n == 0:
+		bad("secret", "required: the key of the HMAC-SHA256 signature of every delivery")
+	case n < MinSecretLength:
+		bad("secret", "must be at least %d bytes, got %d", MinSecretLength, n)
+	case n > MaxSecretLength:
+		bad("secret", "must be at most %d bytes, got %d", MaxSecretLength, n)
+	}
+	size := DefaultBatchSize
+	if in.BatchSize != nil {
+		size = *in.BatchSize
+		if size < 1 || size > MaxBatchSize {
+			bad("batch_size", "must be between 1 and %d, got %d", MaxBatchSize, size)
+		}
+	}
+	wait := DefaultMaxWait.Milliseconds()
+	if in.MaxWaitMS != nil {
+		wait = *in.MaxWaitMS
+		if wait < 0 || wait > MaxMaxWait.Milliseconds() {
+			bad("max_wait_ms", "must be between 0 and %d, got %d", MaxMaxWait.Milliseconds(), wait)
+		}
+	}
+	if len(probs) > 0 {
+		return nil, nil, &ValidationError{Problems: probs}
+	}
+	filterSrc := in.Filter
+	r := &registration{
+		Webhook: Webhook{ID: newID("wh_"), URL: in.URL, Filter: filterSrc, BatchSize: size, MaxWaitMS: wait, CreatedAt: d.now()},
+		secret:  in.Secret,
+	}
+	return r, f, nil
+}
+
+// checkURL returns what is wrong with a target URL, or "".
+func checkURL(raw string, denyPrivate bool) string {
+	if raw == "" {
+		return "required: the http(s) URL to POST matching records to"
+	}
+	if len(raw) > MaxURLLength {
+		return fmt.Sprintf("longer than %d bytes", MaxURLLength)
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "not a URL: " + strings.TrimPrefix(err.Error(), "parse "+strconv.Quote(raw)+": ")
+	}
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return fmt.Sprintf("scheme must be http or https, got %q", u.Scheme)
+	case u.Host == "" || u.Hostname() == "":
+		return "has no host"
+	case u.User != nil:
+		return "must not hold credentials (user:password@); authenticate with the signature"
+	case u.Fragment != "" || strings.Contains(raw, "#"):
+		return "must not have a fragment"
+	}
+	if denyPrivate {
+		host := u.Hostname()
+		if a, err := netip.ParseAddr(host); err == nil {
+			if !publicAddr(a) {
+				return fmt.Sprintf("host %s is not a public address (webhook-deny-private is on)", host)
+			}
+		} else if h := strings.ToLower(strings.TrimSuffix(host, ".")); h == "localhost" || strings.HasSuffix(h, ".localhost") {
+			return fmt.Sprintf("host %s is loopback (webhook-deny-private is on)", host)
+		}
+	}
+	return ""
+}
+
+// Create validates in, stores the registration and starts delivering to it.
+// A *ValidationError lists every problem of in.
+func (d *Dispatcher) Create(ctx context.Context, in Input) (Webhook, error) {
+	r, f, err := d.validate(in)
+	if err != nil {
+		return Webhook{}, err
+	}
+	d.mu.RLock()
+	closed := d.closed
+	d.mu.RUnlock()
+	if closed {
+		return Webhook{}, ErrClosed
+	}
+	// Not under d.mu: Deliver must not wait for the database.
+	if err := d.db.insertWebhook(ctx, r); err != nil {
+		return Webhook{}, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return Webhook{}, ErrClosed // stored; it loads on the next start
+	}
+	d.start(r, f)
+	d.log.Info("webhook registered", "webhook_id", r.ID, "url", r.URL, "filter", r.Filter)
+	return r.Webhook, nil
+}
+
+// List returns the registrations, oldest first, with their counters.
+func (d *Dispatcher) List(ctx context.Context) ([]Webhook, error) {
+	counts, err := d.db.failureCounts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	hs := d.sortedHooks()
+	out := make([]Webhook, len(hs))
+	for i, h := range hs {
+		out[i] = h.view(counts[h.reg.ID])
+	}
+	return out, nil
+}
+
+// Get returns one registration with its counters, or ErrNotFound.
+func (d *Dispatcher) Get(ctx context.Context, id string) (Webhook, error) {
+	h, err := d.hook(id)
+	if err != nil {
+		return Webhook{}, err
+	}
+	counts, err := d.db.failureCounts(ctx)
+	if err != nil {
+		return Webhook{}, err
+	}
+	return h.view(counts[id]), nil
+}
+
+func (d *Dispatcher) hook(id string) (*hook, error) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	h, ok := d.hooks[id]
+	if !ok {
+		return nil, fmt.Errorf("webhook %q: %w", id, ErrNotFound)
+	}
+	return h, nil
+}
+
+func (h *hook) view(failures int64) Webhook {
+	w := h.reg.Webhook
+	w.Stats = &Stats{
+		Matched:          h.stats.matched.Load(),
+		FilterErrors:     h.stats.filterErrors.Load(),
+		DeliveredBatches: h.stats.deliveredBatches.Load(),
+		DeliveredRecords: h.stats.deliveredRecords.Load(),
+		Retries:          h.stats.retries.Load(),
+		FailedBatches:    h.stats.failed.Load(),
+		QueueFull:        h.stats.queueFull.Load(),
+		Queued:           int64(len(h.queue)),
+	}
+	w.Failures = &failures
+	return w
+}
+
+// Delete removes a registration and its failure list; batches waiting for
+// it are dropped.
+func (d *Dispatcher) Delete(ctx context.Context, id string) error {
+	d.mu.Lock()
+	h, ok := d.hooks[id]
+	if !ok {
+		d.mu.Unlock()
+		return fmt.Errorf("webhook %q: %w", id, ErrNotFound)
+	}
+	delete(d.hooks, id)
+	d.mu.Unlock()
+	h.mu.Lock()
+	if !h.closed {
+		h.closed = true
+		close(h.stop)
+	}
+	h.mu.Unlock()
+	if err := d.db.deleteWebhook(ctx, id); err != nil {
+		return err
+	}
+	d.log.Info("webhook deleted", "webhook_id", id)
+	return nil
+}
+
+// Failures lists a webhook's failed batches, oldest first.
+func (d *Dispatcher) Failures(ctx context.Context, id string, limit int) ([]*Failure, error) {
+	if _, err := d.hook(id); err != nil {
+		return nil, err
+	}
+	return d.db.failures(ctx, id, nil, limit, false)
+}
+
+// ReplayResult is the answer of a replay.
+type ReplayResult struct {
+	Replayed  int        `json:"replayed"`  // batches tried
+	Delivered int        `json:"delivered"` // of which delivered and removed from the list
+	Failed    []*Failure `json:"failed"`    // still in the list, with the new error
+}
+
+// Replay delivers failed batches again: those with the given ids, or all.
+// Each gets one attempt (call again to retry); a delivered batch leaves the
+// list, a failed one keeps its place with the attempt counted and the new
+// error. Batches are sent with their original delivery id, so receivers
+// can drop duplicates.
+func (d *Dispatcher) Replay(ctx context.Context, id string, ids []string) (ReplayResult, error) {
+	h, err := d.hook(id)
+	if err != nil {
+		return ReplayResult{}, err
+	}
+	h.replayMu.Lock()
+	defer h.replayMu.Unlock()
+	fs, err := d.db.failures(ctx, id, ids, 0, true)
+	if err != nil {
+		return ReplayResult{}, err
+	}
+	if len(ids) > 0 {
+		found := map[string]bool{}
+		for _, f := range fs {
+			found[f.ID] = true
+		}
+		var missing []string
+		for _, fid := range ids {
+			if !found[fid] {
+				missing = append(missing, fid)
+			}
+		}
+		if len(missing) > 0 {
+			return ReplayResult{}, fmt.Errorf("failures %s of webhook %q: %w", strings.Join(missing, ", "), id, ErrNotFound)
+		}
+	}
+	res := ReplayResult{Failed: []*Failure{}}
+	for _, f := range fs {
+		if ctx.Err() != nil {
+			break
+		}
+		res.Replayed++
+		_, perr := d.post(ctx, h, f.ID, f.records, 1)
+		if perr == nil {
+			if err := d.db.deleteFailure(ctx, f.ID); err != nil {
+				return res, err
+			}
+			h.stats.deliveredBatches.Add(1)
+			h.stats.deliveredRecords.Add(int64(f.Count))
+			res.Delivered++
+			continue
+		}
+		f.Attempts++
+		f.Reason = "replay: " + perr.Error()
+		f.FailedAt = d.now()
+		if err := d.db.updateFailure(ctx, f); err != nil {
+			return res, err
+		}
+		res.Failed = append(res.Failed, f)
+	}
+	return res, nil
+}
+
+// Register adds the webhook routes to mux.
+func (d *Dispatcher) Register(mux *http.ServeMux) {
+	mux.HandleFunc("POST /v1/webhooks", d.handleCreate)
+	mux.HandleFunc("GET /v1/webhooks", d.handleList)
+	mux.HandleFunc("GET /v1/webhooks/{id}", d.handleGet)
+	mux.HandleFunc("DELETE /v1/webhooks/{id}", d.handleDelete)
+	mux.HandleFunc("GET /v1/webhooks/{id}/failures", d.handleFailures)
+	mux.HandleFunc("POST /v1/webhooks/{id}/failures/replay", d.handleReplay)
+}
+
+// decodeBody decodes a JSON body into v, refusing unknown fields; the
+// returned message names the problem.
+func decodeBody(r *http.Request, v any, allowEmpty bool) (int, string) {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(strings.ToLower(ct), "application/json") {
+		return http.StatusUnsupportedMediaType, "Content-Type must be application/json, got " + strconv.Quote(ct)
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxBodyBytes+1))
+	if err != nil {
+		return http.StatusBadRequest, "read body: " + err.Error()
+	}
+	if len(body) > maxBodyBytes {
+		return http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", maxBodyBytes)
+	}
+	if len(strings.TrimSpace(string(body))) == 0 {
+		if allowEmpty {
+			return 0, ""
+		}
+		return http.StatusBadRequest, "body: a JSON object is required"
+	}
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			return http.StatusBadRequest, fmt.Sprintf("%s: must be %s, got %s", te.Field, te.Type, te.Value)
+		}
+		return http.StatusBadRequest, "body: " + strings.TrimPrefix(err.Error(), "json: ")
+	}
+	if dec.More() {
+		return http.StatusBadRequest, "body: one JSON object expected"
+	}
+	return 0, ""
+}
+
+func (d *Dispatcher) handleCreate(w http.ResponseWriter, r *http.Request) {
+	var in Input
+	if code, msg := decodeBody(r, &in, false); code != 0 {
+		platform.WriteError(w, code, msg, nil)
+		return
+	}
+	wh, err := d.Create(r.Context(), in)
+	var ve *ValidationError
+	switch {
+	case errors.As(err, &ve):
+		platform.WriteError(w, http.StatusBadRequest, ve.Error(), map[string]any{"errors": ve.Problems})
+		return
+	case err != nil:
+		d.serverError(w, r, err)
+		return
+	}
+	w.Header().Set("Location", "/v1/webhooks/"+wh.ID)
+	platform.WriteJSON(w, http.StatusCreated, wh)
+}
+
+type listBody struct {
+	Webhooks []Webhook `json:"webhooks"`
+}
+
+func (d *Dispatcher) handleList(w http.ResponseWriter, r *http.Request) {
+	ws, err := d.List(r.Context())
+	if err != nil {
+		d.serverError(w, r, err)
+		return
+	}
+	platform.WriteJSON(w, http.StatusOK, listBody{Webhooks: ws})
+}
+
+func (d *Dispatcher) handleGet(w http.ResponseWriter, r *http.Request) {
+	wh, err := d.Get(r.Context(), r.PathValue("id"))
+	if err != nil {
+		d.serverError(w, r, err)
+		return
+	}
+	platform.WriteJSON(w, http.StatusOK, wh)
+}
+
+func (d *Dispatcher) handleDelete(w http.ResponseWriter, r *http.Request) {
+	if err := d.Delete(r.Context(), r.PathValue("id")); err != nil {
+		d.serverError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+type failuresBody struct {
+	Failures []*Failure `json:"failures"`
+	Count    int        `json:"count"`
+}
+
+func (d *Dispatcher) handleFailures(w http.ResponseWriter, r *http.Request) {
+	limit := DefaultFailureListLimit
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > MaxFailureListLimit {
+			platform.WriteError(w, http.StatusBadRequest, fmt.Sprintf("limit: must be an integer between 1 and %d, got %q", MaxFailureListLimit, v), nil)
+			return
+		}
+		limit = n
+	}
+	fs, err := d.Failures(r.Context(), r.PathValue("id"), limit)
+	if err != nil {
+		d.serverError(w, r, err)
+		return
+	}
+	platform.WriteJSON(w, http.StatusOK, failuresBody{Failures: fs, Count: len(fs)})
+}
+
+// ReplayInput is the optional body of a replay: the failure ids to
+// replay; none means all.
+type ReplayInput struct {
+	IDs []string `json:"ids"`
+}
+
+func (d *Dispatcher) handleReplay(w http.ResponseWriter, r *http.Request) {
+	var in ReplayInput
+	if code, msg := decodeBody(r, &in, true); code != 0 {
+		platform.WriteError(w, code, msg, nil)
+		return
+	}
+	in.IDs = append(in.IDs, r.URL.Query()["id"]...)
+	res, err := d.Replay(r.Context(), r.PathValue("id"), in.IDs)
+	if err != nil {
+		d.serverError(w, r, err)
+		return
+	}
+	platform.WriteJSON(w, http.StatusOK, res)
+}
+
+// serverError answers 404 for ErrNotFound, 503 once closed, 500 (logged)
+// otherwise.
+func (d *Dispatcher) serverError(w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case errors.Is(err, ErrNotFound):
+		platform.WriteError(w, http.StatusNotFound, strings.TrimPrefix(err.Error(), "webhook: "), nil)
+	case errors.Is(err, ErrClosed):
+		platform.WriteUnavailable(w, 5*time.Second, "shutting down")
+	default:
+		d.log.LogAttrs(r.Context(), slog.LevelError, "webhook API", slog.String("path", r.URL.Path), slog.Any("error", err))
+		platform.WriteError(w, http.StatusInternalServerError, "internal error", nil)
+	}
+}

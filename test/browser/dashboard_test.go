@@ -1,0 +1,281 @@
+// Package browser loads the dashboard of a real `skyjoin up --demo`, run as a
+// separate process, in headless Chromium (Debian's /usr/bin/chromium,
+// installed by scripts/install-chromium) and checks what a person would see.
+//
+// Run with -update (or SKYJOIN_UPDATE_SCREENSHOT=1) to write
+// docs/dashboard.png, the screenshot in the README:
+//
+//	go test ./test/browser -run Dashboard -update
+//
+// Without Chromium the test is skipped, unless CI=true, where it fails.
+package browser
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+)
+
+const chromium = "/usr/bin/chromium"
+
+var update = flag.Bool("update", false, "write docs/dashboard.png")
+
+// Bounds of the waits (not timing assertions: the test only fails when
+// nothing shows up at all).
+const (
+	startWait   = 90 * time.Second // build and start skyjoin
+	recordsWait = 60 * time.Second // first records in the live feed
+)
+
+func TestDashboard(t *testing.T) {
+	if _, err := os.Stat(chromium); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI=true but %s is missing: scripts/install-chromium (run by scripts/test) should have installed it: %v", chromium, err)
+		}
+		t.Skipf("%s is not installed (run scripts/install-chromium as root); skipping the browser test", chromium)
+	}
+	updating := *update || os.Getenv("SKYJOIN_UPDATE_SCREENSHOT") == "1"
+
+	base := startSkyjoin(t)
+
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+		chromedp.ExecPath(chromium),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("no-default-browser-check", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1440, 960),
+	)
+	defer cancelAlloc()
+	ctx, cancel := chromedp.NewContext(allocCtx, chromedp.WithErrorf(t.Logf))
+	defer cancel()
+
+	var mu sync.Mutex
+	var exceptions []string
+	// The first Run starts the browser (no timeout on it: see chromedp.Run).
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1440, 960)); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	if err := chromedp.Listen(ctx, func(ev any) {
+		if e, ok := ev.(*runtime.EventExceptionThrown); ok {
+			mu.Lock()
+			d := e.ExceptionDetails
+			msg := d.Text
+			if d.Exception != nil && d.Exception.Description != "" {
+				msg += " " + d.Exception.Description
+			}
+			exceptions = append(exceptions, fmt.Sprintf("%s:%d:%d: %s", d.URL, d.LineNumber+1, d.ColumnNumber+1, msg))
+			mu.Unlock()
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	navCtx, navCancel := context.WithTimeout(ctx, 30*time.Second)
+	defer navCancel()
+	if err := chromedp.Do(navCtx, chromedp.Navigate(base+"/")); err != nil {
+		t.Fatalf("load the dashboard: %v", err)
+	}
+	title, err := chromedp.Run(ctx, chromedp.Title())
+	if err != nil || !strings.Contains(title, "skyjoin") {
+		t.Fatalf("title %q (%v)", title, err)
+	}
+
+	// Records appear in the live feed, and as points on the map.
+	feedRows := func() int {
+		n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("#feed li").length`))
+		if err != nil {
+			t.Fatalf("read the feed: %v", err)
+		}
+		return n
+	}
+	deadline := time.Now().Add(recordsWait)
+	for feedRows() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no record in the live feed within %s", recordsWait)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	type view struct {
+		Status    string `json:"status"`
+		Mode      string `json:"mode"`
+		Points    string `json:"points"`
+		Countries int    `json:"countries"`
+		Bars      int    `json:"bars"`
+		FirstRow  string `json:"first_row"`
+	}
+	read := func() view {
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[view](`({
+			status: document.getElementById("status").textContent,
+			mode: document.getElementById("status").dataset.mode,
+			points: document.getElementById("map").dataset.points,
+			countries: document.querySelectorAll("#temps .name").length,
+			bars: document.querySelectorAll("#rate div").length,
+			first_row: (document.querySelector("#feed li") || {}).textContent || "",
+		})`))
+		if err != nil {
+			t.Fatalf("read the page: %v", err)
+		}
+		return v
+	}
+	// The map draws a frame after the feed; wait for it, boundedly.
+	v := read()
+	for deadline := time.Now().Add(10 * time.Second); (v.Points == "0" || v.Countries == 0) && time.Now().Before(deadline); v = read() {
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("dashboard: status %q (%s), %d feed rows, %s map points, %d countries; first row %q",
+		v.Status, v.Mode, feedRows(), v.Points, v.Countries, v.FirstRow)
+	if v.Points == "0" || v.Points == "" {
+		t.Errorf("the map shows no point")
+	}
+	if v.Countries == 0 {
+		t.Errorf("no country in temperature by country")
+	}
+	if v.Bars != 30 {
+		t.Errorf("%d bars in events per minute, want 30", v.Bars)
+	}
+	if v.Mode != "live" && v.Mode != "polling" {
+		t.Errorf("status %q (%s): want live (stream) or polling", v.Status, v.Mode)
+	}
+
+	if updating {
+		// Let a few more polls of the demo arrive so the picture is full.
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && feedRows() < 30; {
+			time.Sleep(500 * time.Millisecond)
+		}
+		time.Sleep(2 * time.Second)
+		png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+		if err != nil {
+			t.Fatalf("screenshot: %v", err)
+		}
+		out := filepath.Join("..", "..", "docs", "dashboard.png")
+		if err := os.WriteFile(out, png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("wrote %s (%d bytes)", out, len(png))
+	}
+
+	mu.Lock()
+	defer mu.Unlock()
+	if len(exceptions) > 0 {
+		t.Errorf("JavaScript exceptions on the page:\n%s", strings.Join(exceptions, "\n"))
+	}
+}
+
+var apiLine = regexp.MustCompile(`API\s+(http://\S+)`)
+
+// startSkyjoin builds skyjoin and runs `skyjoin up --demo` on a free port
+// with a fresh data dir; it returns the API's base URL.
+func startSkyjoin(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "skyjoin")
+	build := exec.Command("go", "build", "-o", bin, "../../cmd/skyjoin")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build skyjoin: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "up", "--demo", "--addr", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "data"),
+		"--stats-every", "0", "--log-level", "warn")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("skyjoin stderr:\n%s", stderr.String())
+		}
+	})
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if m := apiLine.FindStringSubmatch(sc.Text()); m != nil {
+				select {
+				case addr <- m[1]:
+				default:
+				}
+			}
+		}
+		io.Copy(io.Discard, stdout)
+	}()
+	var base string
+	select {
+	case base = <-addr:
+	case err := <-done:
+		t.Fatalf("skyjoin exited before it was up: %v\n%s", err, stderr.String())
+	case <-time.After(startWait):
+		t.Fatalf("skyjoin did not print its API address within %s\n%s", startWait, stderr.String())
+	}
+	if err := waitReady(base, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return base
+}
+
+func waitReady(base string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return errors.New(fmt.Sprint(base, "/readyz did not answer 200 within ", within))
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
