@@ -23,11 +23,16 @@ var commands = map[string]command{
 	"up":          {"run the whole pipeline in one process (add --demo for the built-in simulators)", runUp},
 	"backfill":    {"join the weather to the records stored without it (run while up is stopped)", runBackfill},
 	"broker":      {"run the embedded NATS JetStream broker alone, on TCP, for stages in separate processes", runBroker},
+	"ingest":      {"run ingest alone (POST /v1/events) on a shared broker", runIngest},
+	"enrich":      {"run the enrich worker alone on a shared broker; it owns the store and serves its reads", runEnrich},
+	"serve":       {"run the read API alone (for stores that several processes can read, such as BigQuery)", runServe},
+	"collect":     {"run the users collector alone on a shared broker", runCollect},
 	"bench":       {"measure a running or self-started skyjoin: ingest, pipeline, latency, weather, resources", runBench},
 	"deadletters": {"list the events the worker could not process, with the reason", runDeadLetters},
 	"replay":      {"publish dead letters to the pipeline again once the cause is fixed", runReplay},
 	"migrate":     {"create or update the store's tables (BigQuery: dataset, partitioned table, dedup view)", runMigrate},
 	"schema":      {"print the event JSON Schema, or the store's DDL with --ddl", runSchema},
+	"sim":         {"run the built-in simulators of the users and weather APIs alone, with optional injected faults", runSim},
 	"version":     {"print the version", runVersion},
 }
 
@@ -72,7 +77,7 @@ func usage(w io.Writer) {
 	var b strings.Builder
 	b.WriteString("skyjoin joins a stream of user events with the weather at each user's place.\n\nUsage: skyjoin <command> [flags]\n\nCommands:\n")
 	for _, n := range names {
-		fmt.Fprintf(&b, "  %-10s %s\n", n, commands[n].summary)
+		fmt.Fprintf(&b, "  %-12s %s\n", n, commands[n].summary)
 	}
 	b.WriteString("\nRun skyjoin <command> -h for the flags of a command. Every flag can also be set\nwith an environment variable: SKYJOIN_ and the flag name in upper case, dashes as\nunderscores (--data-dir -> SKYJOIN_DATA_DIR).\n")
 	io.WriteString(w, b.String())

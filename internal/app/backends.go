@@ -96,7 +96,7 @@ func openStore(ctx context.Context, raw, dataDir string, log *slog.Logger) (stor
 		if err != nil {
 			return nil, "", err
 		}
-		return s, rest, nil
+		return s, raw, nil
 	case "bigquery":
 		cfg, err := bigquery.ParseURL(raw)
 		if err != nil {
@@ -106,7 +106,7 @@ func openStore(ctx context.Context, raw, dataDir string, log *slog.Logger) (stor
 		if err != nil {
 			return nil, "", err
 		}
-		return s, rest, nil
+		return s, raw, nil
 	}
 	return nil, "", fmt.Errorf("store URL %q: unknown scheme %q (known: duckdb, bigquery)", raw, scheme)
 }

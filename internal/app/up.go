@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -48,6 +49,11 @@ type upConfig struct {
 	ShutdownTimeout time.Duration
 	StatsEvery      time.Duration
 
+	EnrichServes bool // `skyjoin enrich` also serves reads (it owns the store)
+
+	stages stages
+	hooks  upHooks
+
 	Log       platform.LogConfig
 	Telemetry telemetry.Config
 	Ingest    ingest.Config
@@ -61,8 +67,8 @@ type upConfig struct {
 func (c *upConfig) registerFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Addr, "addr", "127.0.0.1:8080", "HTTP address of the API (ingest and reads); port 0 picks a free port")
 	fs.StringVar(&c.DataDir, "data-dir", "data", "directory for the broker's and the store's files")
-	fs.StringVar(&c.Broker, "broker", "nats://embedded", "broker URL: nats://embedded[?listen=HOST:PORT] or nats://HOST:PORT")
-	fs.StringVar(&c.Store, "store", "", "store URL: duckdb://PATH (default duckdb://DATA_DIR/skyjoin.duckdb)")
+	fs.StringVar(&c.Broker, "broker", "nats://embedded", "broker URL: nats://embedded[?listen=HOST:PORT], nats://HOST:PORT or pubsub://PROJECT[?create=true&...]")
+	fs.StringVar(&c.Store, "store", "", "store URL: duckdb://PATH (default duckdb://DATA_DIR/skyjoin.duckdb) or bigquery://PROJECT/DATASET[?...]")
 	fs.BoolVar(&c.Demo, "demo", false, "start the built-in simulators of the user and weather APIs on loopback and collect users from them")
 	fs.BoolVar(&c.DemoCollect, "collect", true, "with --demo, collect users from the simulator (false: only the weather simulator runs)")
 	fs.StringVar(&c.WeatherURL, "weather-url", openmeteo.DefaultBaseURL, "base URL of the Open-Meteo API (ignored with --demo)")
@@ -70,6 +76,7 @@ func (c *upConfig) registerFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.SimUsers, "sim-users", 2000, "size of the simulated user population with --demo")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful shutdown may take")
 	fs.DurationVar(&c.StatsEvery, "stats-every", 10*time.Second, "how often to log pipeline counters (0: never)")
+	fs.BoolVar(&c.EnrichServes, "serve", true, "skyjoin enrich: also serve the read API, the live stream and the dashboard (the process that writes a DuckDB store must serve its reads)")
 	c.Log.RegisterFlags(fs)
 	c.Telemetry.RegisterFlags(fs)
 	c.Ingest.RegisterFlags(fs)
@@ -104,20 +111,53 @@ func (c *upConfig) validate() error {
 	return p.Err()
 }
 
+// stages says which stages a process runs. `skyjoin up` runs them all; the
+// stage commands (ingest, enrich, serve, collect) run one or two, sharing a
+// broker (`skyjoin broker`) and, for reads, the process that owns the store.
+type stages struct {
+	ingest  bool // POST /v1/events
+	enrich  bool // the worker, with the live stream and webhooks it feeds
+	serve   bool // the read API and the dashboard
+	collect bool // the users poller
+}
+
+func (s stages) needBroker() bool  { return s.ingest || s.enrich || s.collect }
+func (s stages) needStore() bool   { return s.enrich || s.serve }
+func (s stages) needWeather() bool { return s.enrich }
+
+var allStages = stages{ingest: true, enrich: true, serve: true, collect: true}
+
+// upHooks lets in-process tests inject faults; nil fields do nothing.
+type upHooks struct {
+	wrapStore func(storeBackend) storeBackend
+	ready     func(addr string) // called once the API listens
+}
+
 func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return runStages(ctx, "up", allStages, args, stdout, stderr)
+}
+
+// runStages parses the flags of a stage command and runs its stages.
+func runStages(ctx context.Context, name string, run stages, args []string, stdout, stderr io.Writer) error {
 	var cfg upConfig
-	fs := newFlagSet("up", stderr)
+	cfg.stages = run
+	fs := newFlagSet(name, stderr)
 	cfg.registerFlags(fs)
+	if name != "up" {
+		// A stage on its own shares a broker with the others.
+		fs.Lookup("broker").DefValue = "nats://127.0.0.1:4222"
+		fs.Set("broker", "nats://127.0.0.1:4222")
+	}
 	if err := platform.ParseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: up takes no arguments, got %q", errUsage, fs.Args())
+		return fmt.Errorf("%w: %s takes no arguments, got %q", errUsage, name, fs.Args())
 	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	unset := func(name string) bool { return !set[name] && os.Getenv(platform.EnvName(name)) == "" }
 	if cfg.Demo {
-		set := map[string]bool{}
-		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		unset := func(name string) bool { return !set[name] && os.Getenv(platform.EnvName(name)) == "" }
 		if unset("collect-interval") {
 			// A demo should show records flowing at once.
 			cfg.Collect.Interval = 2 * time.Second
@@ -127,6 +167,9 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			// demo or a benchmark for nothing.
 			cfg.Weather.Quota = "none"
 		}
+	}
+	if name == "enrich" && !cfg.EnrichServes {
+		cfg.stages.serve = false
 	}
 	if err := cfg.validate(); err != nil {
 		return err
@@ -138,10 +181,11 @@ func runUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return up(ctx, cfg, stdout, log)
 }
 
-// up runs every stage until ctx is done, then shuts them down in order:
-// stop accepting HTTP, stop collecting, let the worker finish its batch,
-// close the store (flush), close the broker.
+// up runs the configured stages until ctx is done, then shuts them down in
+// order: stop accepting HTTP, stop collecting, let the worker finish its
+// batch, close the store (flush), close the broker.
 func up(ctx context.Context, cfg upConfig, stdout io.Writer, log *slog.Logger) (err error) {
+	run := cfg.stages
 	dataDir, err := filepath.Abs(cfg.DataDir)
 	if err != nil {
 		return fmt.Errorf("data dir: %w", err)
@@ -167,110 +211,141 @@ func up(ctx context.Context, cfg upConfig, stdout io.Writer, log *slog.Logger) (
 
 	// The simulators, in demo mode.
 	weatherURL, collectURL := cfg.WeatherURL, cfg.Collect.URL
-	if cfg.Demo {
+	if !run.collect {
+		collectURL = ""
+	}
+	if cfg.Demo && (run.needWeather() || run.collect) {
 		s, err := sim.Start(ctx, "127.0.0.1:0", sim.Options{Users: cfg.SimUsers, Logger: log})
 		if err != nil {
 			return fmt.Errorf("start simulators: %w", err)
 		}
 		closers.push("simulators", s.Close)
 		weatherURL = s.OpenMeteoURL
-		if collectURL == "" && cfg.DemoCollect {
+		if collectURL == "" && cfg.DemoCollect && run.collect {
 			collectURL = s.RandomUserURL
 		}
 	}
 
-	b, err := openBroker(ctx, cfg.Broker, dataDir, log)
-	if err != nil {
-		return err
-	}
-	closers.push("broker", b.Close)
-
-	st, storePath, err := openStore(ctx, cfg.Store, dataDir, log)
-	if err != nil {
-		return err
-	}
-	closers.push("store", st.Close)
-
-	wsvc, err := newWeather(cfg.Weather, weatherURL, cfg.WeatherAPIKey.Reveal(), log)
-	if err != nil {
-		return err
-	}
-	closers.push("weather", wsvc.Close)
-
-	sub, err := b.Subscribe(ctx, broker.TopicEvents, cfg.Enrich.Subscription, broker.SubscribeOptions{
-		AckWait:        cfg.Enrich.AckWait,
-		MaxOutstanding: cfg.Enrich.MaxMessages * 4,
-	})
-	if err != nil {
-		return fmt.Errorf("subscribe to %s: %w", broker.TopicEvents, err)
-	}
-	closers.push("subscription", sub.Close)
-	worker := enrich.New(cfg.Enrich, sub, b, wsvc, st, log)
-	// Stored records go to the live hub (GET /v1/stream and its other
-	// subscribers), and in demo mode now and then to the terminal.
-	hub := live.NewHub(0)
-	defer hub.Close()
-	onStored := []func([]event.Record){hub.Publish}
-	if cfg.Demo {
-		onStored = append(onStored, sampler(stdout, 3*time.Second))
-	}
-	// Webhooks keep their registrations and failures in the store's DuckDB
-	// file; they are closed (undelivered batches stored as failures) after
-	// the worker stops and before the store closes.
-	var hooks *webhook.Dispatcher
-	if sdb, ok := st.(interface{ DB() *sql.DB }); ok {
-		hooks, err = webhook.New(ctx, sdb.DB(), cfg.Webhook, log)
-		if err != nil {
+	var b broker.Broker
+	if run.needBroker() {
+		if b, err = openBroker(ctx, cfg.Broker, dataDir, log); err != nil {
 			return err
 		}
-		closers.push("webhooks", func() error { // on early returns; Close is idempotent
-			ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
-			defer cancel()
-			return hooks.Close(ctx)
-		})
-		onStored = append(onStored, hooks.Deliver)
-	} else {
-		log.Warn("webhooks are off: they need the duckdb store")
+		closers.push("broker", b.Close)
 	}
-	worker.OnStored = fanOut(onStored)
 
-	// HTTP: ingest and reads on one port.
-	ing := ingest.New(cfg.Ingest, b, log)
-	var gate *ingest.BacklogGate
-	if bl, ok := b.(broker.Backlogger); ok {
-		gate = ingest.NewBacklogGate(func(ctx context.Context) (int64, error) {
-			return bl.Backlog(ctx, broker.TopicEvents, cfg.Enrich.Subscription)
-		}, cfg.Ingest.MaxBacklog, 250*time.Millisecond, log)
-		if bb, ok := b.(broker.ByteBacklogger); ok {
-			gate.LimitBytes(func(ctx context.Context) (int64, error) {
-				return bb.BacklogBytes(ctx, broker.TopicEvents)
-			}, cfg.Ingest.MaxBacklogBytes)
+	var st storeBackend
+	storeURL := ""
+	if run.needStore() {
+		if st, storeURL, err = openStore(ctx, cfg.Store, dataDir, log); err != nil {
+			return err
 		}
-		ing.Admit = gate.Admit
+		closers.push("store", st.Close)
+		if cfg.hooks.wrapStore != nil {
+			st = cfg.hooks.wrapStore(st)
+		}
 	}
+
+	mux := http.NewServeMux()
+	var (
+		worker *enrich.Worker
+		wsvc   *weather.Service
+		hub    *live.Hub
+		hooks  *webhook.Dispatcher
+		gate   *ingest.BacklogGate
+		ing    *ingest.Handler
+	)
+	if run.enrich {
+		if wsvc, err = newWeather(cfg.Weather, weatherURL, cfg.WeatherAPIKey.Reveal(), log); err != nil {
+			return err
+		}
+		closers.push("weather", wsvc.Close)
+		sub, err := b.Subscribe(ctx, broker.TopicEvents, cfg.Enrich.Subscription, broker.SubscribeOptions{
+			AckWait:        cfg.Enrich.AckWait,
+			MaxOutstanding: cfg.Enrich.MaxMessages * 4,
+		})
+		if err != nil {
+			return fmt.Errorf("subscribe to %s: %w", broker.TopicEvents, err)
+		}
+		closers.push("subscription", sub.Close)
+		worker = enrich.New(cfg.Enrich, sub, b, wsvc, st, log)
+		// Stored records go to the live hub (GET /v1/stream and its other
+		// subscribers), and in demo mode now and then to the terminal.
+		hub = live.NewHub(0)
+		defer hub.Close()
+		onStored := []func([]event.Record){hub.Publish}
+		if cfg.Demo {
+			onStored = append(onStored, sampler(stdout, 3*time.Second))
+		}
+		// Webhooks keep their registrations and failures in the store's
+		// DuckDB file; they are closed (undelivered batches stored as
+		// failures) after the worker stops and before the store closes.
+		if sdb, ok := st.(interface{ DB() *sql.DB }); ok {
+			hooks, err = webhook.New(ctx, sdb.DB(), cfg.Webhook, log)
+			if err != nil {
+				return err
+			}
+			closers.push("webhooks", func() error { // on early returns; Close is idempotent
+				ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+				defer cancel()
+				return hooks.Close(ctx)
+			})
+			onStored = append(onStored, hooks.Deliver)
+			hooks.Register(mux)
+		} else {
+			log.Warn("webhooks are off: they need the duckdb store")
+		}
+		worker.OnStored = fanOut(onStored)
+	}
+
+	if run.ingest {
+		ing = ingest.New(cfg.Ingest, b, log)
+		if bl, ok := b.(broker.Backlogger); ok {
+			gate = ingest.NewBacklogGate(func(ctx context.Context) (int64, error) {
+				return bl.Backlog(ctx, broker.TopicEvents, cfg.Enrich.Subscription)
+			}, cfg.Ingest.MaxBacklog, 250*time.Millisecond, log)
+			if bb, ok := b.(broker.ByteBacklogger); ok {
+				gate.LimitBytes(func(ctx context.Context) (int64, error) {
+					return bb.BacklogBytes(ctx, broker.TopicEvents)
+				}, cfg.Ingest.MaxBacklogBytes)
+			}
+			ing.Admit = gate.Admit
+		}
+		ing.Register(mux)
+	}
+
+	// The read API answers in the process that owns the store; the probes
+	// in every process.
 	cfg.Serve.Logger = log
-	cfg.Serve.Checks = []serve.Check{
-		{Name: "store", Check: func(ctx context.Context) error {
+	if st != nil {
+		cfg.Serve.Checks = append(cfg.Serve.Checks, serve.Check{Name: "store", Check: func(ctx context.Context) error {
 			_, err := st.List(ctx, storeProbe)
 			return err
-		}},
+		}})
 	}
 	cfg.Serve.Hub = hub
-	srv := serve.New(st, cfg.Serve)
-	mux := http.NewServeMux()
-	ing.Register(mux)
-	srv.Register(mux)
+	var reader store.Reader = noStore{}
+	if run.serve {
+		reader = st
+	}
+	srv := serve.New(reader, cfg.Serve)
+	if run.serve {
+		srv.Register(mux)
+		dashboard.Register(mux)
+	} else {
+		srv.RegisterProbes(mux)
+	}
 	registerDebug(mux, worker, wsvc, gate)
-	if err := instrumentPipeline(tel, mux, ing, worker, wsvc.Stats, gate, cfg.Enrich.Subscription); err != nil {
+	var weatherStats func() weather.Stats
+	if wsvc != nil {
+		weatherStats = wsvc.Stats
+	}
+	if err := instrumentPipeline(tel, mux, ing, worker, weatherStats, gate, cfg.Enrich.Subscription); err != nil {
 		return err
 	}
 	if db, ok := b.(deadletter.Broker); ok {
 		deadletter.NewHandler(db, log).Register(mux)
 	}
-	if hooks != nil {
-		hooks.Register(mux)
-	}
-	dashboard.Register(mux)
 	hs, err := platform.Listen(cfg.Addr, serve.JSONErrors(mux), log)
 	if err != nil {
 		return err
@@ -282,11 +357,13 @@ func up(ctx context.Context, cfg upConfig, stdout io.Writer, log *slog.Logger) (
 	defer stopWorker()
 	hardCtx, hardStop := context.WithCancel(context.WithoutCancel(ctx))
 	defer hardStop()
-	wg.Go(func() {
-		if err := worker.Run(workerCtx, hardCtx); err != nil {
-			errc <- fmt.Errorf("enrich worker: %w", err)
-		}
-	})
+	if worker != nil {
+		wg.Go(func() {
+			if err := worker.Run(workerCtx, hardCtx); err != nil {
+				errc <- fmt.Errorf("enrich worker: %w", err)
+			}
+		})
+	}
 	httpDone := make(chan struct{})
 	go func() {
 		defer close(httpDone)
@@ -315,12 +392,16 @@ func up(ctx context.Context, cfg upConfig, stdout io.Writer, log *slog.Logger) (
 	if gate != nil {
 		go gate.Run(workerCtx)
 	}
-	if cfg.StatsEvery > 0 {
+	if cfg.StatsEvery > 0 && worker != nil {
 		go logStats(workerCtx, log, cfg.StatsEvery, worker, wsvc)
 	}
 
-	printBanner(stdout, cfg, hs.Addr(), dataDir, storePath, weatherURL, collectURL)
-	log.Info("skyjoin is up", "addr", hs.Addr(), "data_dir", dataDir, "broker", cfg.Broker, "demo", cfg.Demo)
+	printBanner(stdout, cfg, hs.Addr(), dataDir, storeURL, weatherURL, collectURL)
+	log.Info("skyjoin is up", "addr", hs.Addr(), "data_dir", dataDir, "broker", cfg.Broker, "demo", cfg.Demo,
+		"ingest", run.ingest, "enrich", run.enrich, "serve", run.serve, "collect", collectURL != "")
+	if cfg.hooks.ready != nil {
+		cfg.hooks.ready(hs.Addr())
+	}
 
 	var runErr error
 	select {
@@ -354,10 +435,18 @@ func up(ctx context.Context, cfg upConfig, stdout io.Writer, log *slog.Logger) (
 		// store the rest as failures. An error is returned by the closers.
 		_ = hooks.Close(sctx)
 	}
-	st2 := worker.Stats()
-	log.Info("stopped", "messages", st2.Messages, "stored", st2.Stored, "dead_lettered", st2.DeadLettered)
+	if worker != nil {
+		st2 := worker.Stats()
+		log.Info("stopped", "messages", st2.Messages, "stored", st2.Stored, "dead_lettered", st2.DeadLettered)
+	} else {
+		log.Info("stopped")
+	}
 	return runErr
 }
+
+// noStore is the reader of a process that serves no reads: it is never
+// called, since the read routes are not mounted there.
+type noStore struct{ store.Reader }
 
 // fanOut calls each of fns with the stored records, in order.
 func fanOut(fns []func([]event.Record)) func([]event.Record) {
@@ -371,24 +460,46 @@ func fanOut(fns []func([]event.Record)) func([]event.Record) {
 // storeProbe is a cheap query for the readiness check.
 var storeProbe = store.Query{Limit: 1}
 
-func printBanner(w io.Writer, cfg upConfig, addr, dataDir, storePath, weatherURL, collectURL string) {
+func printBanner(w io.Writer, cfg upConfig, addr, dataDir, storeURL, weatherURL, collectURL string) {
+	run := cfg.stages
 	fmt.Fprintf(w, "skyjoin is up\n")
 	fmt.Fprintf(w, "  API        http://%s\n", addr)
-	fmt.Fprintf(w, "             POST /v1/events   GET /v1/events   GET /v1/events/{id}   GET /v1/users/{id}/latest   GET /readyz\n")
-	fmt.Fprintf(w, "  dashboard  http://%s/\n", addr)
+	var routes []string
+	if run.ingest {
+		routes = append(routes, "POST /v1/events")
+	}
+	if run.serve {
+		routes = append(routes, "GET /v1/events", "GET /v1/events/{id}", "GET /v1/users/{id}/latest", "GET /v1/stats", "GET /v1/stream")
+	}
+	routes = append(routes, "GET /readyz", "GET /metrics")
+	fmt.Fprintf(w, "             %s\n", strings.Join(routes, "   "))
+	if run.serve {
+		fmt.Fprintf(w, "  dashboard  http://%s/\n", addr)
+	}
 	fmt.Fprintf(w, "  data dir   %s\n", dataDir)
-	fmt.Fprintf(w, "  broker     %s\n", cfg.Broker)
-	fmt.Fprintf(w, "  store      duckdb://%s\n", storePath)
-	if cfg.Demo {
-		fmt.Fprintf(w, "  weather    %s (built-in simulator)\n", weatherURL)
-		fmt.Fprintf(w, "  users      %s (built-in simulator, %d users)\n", collectURL, cfg.SimUsers)
-	} else {
-		fmt.Fprintf(w, "  weather    %s\n", weatherURL)
-		if collectURL != "" {
+	if run.needBroker() {
+		fmt.Fprintf(w, "  broker     %s\n", cfg.Broker)
+	}
+	if storeURL != "" {
+		fmt.Fprintf(w, "  store      %s\n", storeURL)
+	}
+	if run.needWeather() {
+		if cfg.Demo {
+			fmt.Fprintf(w, "  weather    %s (built-in simulator)\n", weatherURL)
+		} else {
+			fmt.Fprintf(w, "  weather    %s\n", weatherURL)
+		}
+	}
+	if collectURL != "" {
+		if cfg.Demo && cfg.Collect.URL == "" {
+			fmt.Fprintf(w, "  users      %s (built-in simulator, %d users)\n", collectURL, cfg.SimUsers)
+		} else {
 			fmt.Fprintf(w, "  users      %s\n", collectURL)
 		}
 	}
-	fmt.Fprintf(w, "  try        curl -s 'http://%s/v1/events?limit=5'\n", addr)
+	if run.serve {
+		fmt.Fprintf(w, "  try        curl -s 'http://%s/v1/events?limit=5'\n", addr)
+	}
 	fmt.Fprintf(w, "Press Ctrl-C to stop.\n")
 }
 

@@ -199,6 +199,13 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	}
 }
 
+// RegisterProbes adds only GET /healthz and GET /readyz to mux, for a
+// process that serves no reads (a stage on its own, such as ingest).
+func (h *Handler) RegisterProbes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /healthz", h.healthz)
+	mux.HandleFunc("GET /readyz", h.readyz)
+}
+
 // ServeHTTP serves the Handler's routes alone.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	JSONErrors(h.mux).ServeHTTP(w, r)

@@ -58,8 +58,14 @@ type server struct {
 // so that clients find it again after a restart) and waits until it is ready.
 func startUp(t *testing.T, dataDir, addr string) *server {
 	t.Helper()
-	cmd := exec.Command(binary, "up", "--demo", "--collect=false", "--addr", addr, "--data-dir", dataDir,
+	return startProc(t, "up", "--demo", "--collect=false", "--addr", addr, "--data-dir", dataDir,
 		"--log-level", "warn", "--stats-every", "0", "--enrich-ack-wait", "3s")
+}
+
+// startProc starts skyjoin with args and waits until its API is ready.
+func startProc(t *testing.T, args ...string) *server {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
 	out, _ := cmd.StdoutPipe()
 	s := &server{cmd: cmd, done: make(chan struct{}), logs: &bytes.Buffer{}}
 	cmd.Stderr = &lockedWriter{w: s.logs}
@@ -293,4 +299,148 @@ func listAll(t *testing.T, hc *http.Client, base string) map[string]int {
 		}
 		cursor = page.NextCursor
 	}
+}
+
+var brokerLine = regexp.MustCompile(`broker\s+(nats://\S+)`)
+
+// TestKillWorkerRepeatedly runs the stages as separate processes (broker,
+// ingest, enrich) and kills the enrich worker with SIGKILL again and again
+// while events stream in through ingest; at the end every event answered
+// 202 is stored exactly once.
+func TestKillWorkerRepeatedly(t *testing.T) {
+	total, kills := 100_000, 5
+	if testing.Short() {
+		total, kills = 20_000, 3
+	}
+	root := t.TempDir()
+	listen := freeAddr(t)
+	bcmd := exec.Command(binary, "broker", "--listen", listen, "--data-dir", filepath.Join(root, "broker"), "--log-level", "warn")
+	bout, _ := bcmd.StdoutPipe()
+	if err := bcmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { bcmd.Process.Kill(); bcmd.Wait() }()
+	sc := bufio.NewScanner(bout)
+	brokerURL := ""
+	for sc.Scan() {
+		if m := brokerLine.FindStringSubmatch(sc.Text()); m != nil {
+			brokerURL = m[1]
+			break
+		}
+	}
+	if brokerURL == "" {
+		t.Fatal("the broker did not start")
+	}
+	go io.Copy(io.Discard, bout)
+
+	ing := startProc(t, "ingest", "--broker", brokerURL, "--addr", "127.0.0.1:0", "--data-dir", filepath.Join(root, "ingest"),
+		"--log-level", "warn")
+	defer func() { ing.cmd.Process.Kill(); <-ing.done }()
+	enrichAddr := freeAddr(t)
+	enrichArgs := []string{"enrich", "--demo", "--broker", brokerURL, "--addr", enrichAddr, "--data-dir", filepath.Join(root, "enrich"),
+		"--log-level", "warn", "--stats-every", "0", "--enrich-ack-wait", "3s"}
+	worker := startProc(t, enrichArgs...)
+	defer func() { worker.cmd.Process.Kill(); <-worker.done }()
+
+	hc := &http.Client{Timeout: 10 * time.Second}
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	var accepted atomic.Int64
+	ids := make(map[string]bool, total)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(10 * time.Minute)
+	const clients = 4
+	per := total / clients
+	for c := range clients {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(c), 9))
+			for i := c * per; i < (c+1)*per; {
+				n := min(1+rng.IntN(100), (c+1)*per-i)
+				batch := make([]event.Event, n)
+				for k := range batch {
+					batch[k] = mkEvent(i+k, now)
+				}
+				body, _ := json.Marshal(batch)
+				for time.Now().Before(deadline) {
+					resp, err := hc.Post(ing.base+"/v1/events", "application/json", bytes.NewReader(body))
+					if err == nil {
+						io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+						if resp.StatusCode == http.StatusAccepted {
+							break
+						}
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+				mu.Lock()
+				for _, e := range batch {
+					ids[e.EventID] = true
+				}
+				mu.Unlock()
+				accepted.Add(int64(n))
+				i += n
+			}
+		})
+	}
+	// Kill the worker while it works: at random points of its progress
+	// through the stream (the store's newest seq).
+	rng := rand.New(rand.NewPCG(7, 7))
+	for k := range kills {
+		target := int64(total) * int64(k+1) / int64(kills+1)
+		target += int64(rng.IntN(total/(kills+1)/2+1)) - int64(total/(kills+1)/4)
+		seq := int64(0)
+		for time.Now().Before(deadline) {
+			if seq = newestSeq(hc, worker.base); seq >= target {
+				break
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		worker.kill(t)
+		t.Logf("kill %d: worker SIGKILLed at seq %d, %d events accepted", k+1, seq, accepted.Load())
+		worker = startProc(t, enrichArgs...)
+	}
+	wg.Wait()
+	if got := accepted.Load(); got != int64(total) {
+		t.Fatalf("%d of %d events accepted before the deadline", got, total)
+	}
+	var stored map[string]int
+	for wait := time.Now().Add(3 * time.Minute); ; time.Sleep(500 * time.Millisecond) {
+		stored = listAll(t, hc, worker.base)
+		missing := 0
+		for id := range ids {
+			if stored[id] == 0 {
+				missing++
+			}
+		}
+		if missing == 0 {
+			break
+		}
+		if time.Now().After(wait) {
+			t.Fatalf("%d events answered 202 are not stored after 3 minutes", missing)
+		}
+	}
+	for id, n := range stored {
+		if n > 1 {
+			t.Errorf("%s stored %d times", id, n)
+		}
+	}
+	t.Logf("%d events accepted through ingest, worker killed %d times; %d stored, exactly once each", total, kills, len(stored))
+}
+
+// newestSeq is the seq of the newest stored record, 0 if none or unknown.
+func newestSeq(hc *http.Client, base string) int64 {
+	resp, err := hc.Get(base + "/v1/events?limit=1")
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	var page struct {
+		Events []struct {
+			Seq int64 `json:"seq"`
+		} `json:"events"`
+	}
+	if json.NewDecoder(resp.Body).Decode(&page) != nil || len(page.Events) == 0 {
+		return 0
+	}
+	return page.Events[0].Seq
 }
