@@ -21,6 +21,7 @@ import (
 	"github.com/skyjoin/skyjoin/internal/event"
 	"github.com/skyjoin/skyjoin/internal/ingest"
 	"github.com/skyjoin/skyjoin/internal/platform"
+	"github.com/skyjoin/skyjoin/internal/store"
 	"github.com/skyjoin/skyjoin/internal/weather"
 )
 
@@ -334,6 +335,14 @@ func (w *Worker) phaseDone(ctx context.Context, p Phase, start time.Time, n int,
 	}
 }
 
+// eventOrigin is where an event came from: its message, its index there and its
+// JSON as sent.
+type eventOrigin struct {
+	msg   *broker.Message
+	index int
+	raw   []byte
+}
+
 // panicError is a panic while processing a message, turned into an error.
 type panicError struct{ v any }
 
@@ -374,9 +383,10 @@ type deadLetter struct {
 func (w *Worker) Process(ctx context.Context, msgs []*broker.Message) error {
 	now := w.now().UTC()
 	var (
-		events []event.Event
-		ingAt  []time.Time
-		dead   []deadLetter
+		events  []event.Event
+		ingAt   []time.Time
+		origins []eventOrigin // where each event came from, for dead letters
+		dead    []deadLetter
 	)
 	pctx, start := w.phaseStart(ctx, PhaseDecode)
 	for _, m := range msgs {
@@ -412,6 +422,7 @@ func (w *Worker) Process(ctx context.Context, msgs []*broker.Message) error {
 			}
 			events = append(events, d.Event)
 			ingAt = append(ingAt, ingestedAt.UTC())
+			origins = append(origins, eventOrigin{m, i, d.Raw})
 		}
 	}
 	w.phaseDone(pctx, PhaseDecode, start, len(msgs), nil)
@@ -467,6 +478,22 @@ func (w *Worker) Process(ctx context.Context, msgs []*broker.Message) error {
 		pctx, start = w.phaseStart(ctx, PhaseStore)
 		err := w.store.Write(pctx, recs)
 		w.phaseDone(pctx, PhaseStore, start, len(recs), err)
+		if rejected, ok := errors.AsType[store.RejectedRows](err); ok {
+			// The store refused some records for what they hold and stored
+			// the rest: dead-letter the refused ones with its reason.
+			reasons := rejected.Reasons()
+			kept := recs[:0:0]
+			for i := range recs {
+				reason, bad := reasons[i]
+				if !bad {
+					kept = append(kept, recs[i])
+					continue
+				}
+				o := origins[i]
+				dead = append(dead, deadLetter{msg: o.msg, index: o.index, data: o.raw, stage: "store", reason: reason})
+			}
+			recs, err = kept, nil
+		}
 		if err != nil {
 			return fmt.Errorf("enrich: store %d records: %w", len(recs), err)
 		}

@@ -382,3 +382,54 @@ func TestHeldBatchIsNotPoison(t *testing.T) {
 			len(q.dead), len(q.nacked), len(q.acked), len(s.recs))
 	}
 }
+
+// rowErrors is a store.RejectedRows.
+type rowErrors map[int]string
+
+func (r rowErrors) Error() string            { return fmt.Sprintf("%d rows rejected", len(r)) }
+func (r rowErrors) Reasons() map[int]string { return r }
+
+// rejectingStore stores every record but those whose event id it rejects,
+// and names those in a store.RejectedRows error, as BigQuery does.
+type rejectingStore struct {
+	memStore
+	reject map[string]bool
+}
+
+func (s *rejectingStore) Write(ctx context.Context, recs []event.Record) error {
+	bad := rowErrors{}
+	for i, r := range recs {
+		if s.reject[r.EventID] {
+			bad[i] = "invalid value for " + r.EventID
+			continue
+		}
+		s.recs = append(s.recs, r)
+	}
+	if len(bad) > 0 {
+		return bad
+	}
+	return nil
+}
+
+func TestRejectedRowsAreDeadLettered(t *testing.T) {
+	q := &queue{}
+	s := &rejectingStore{reject: map[string]bool{"b": true}}
+	w := newWorker(q, &joiner{failSouthOf: -1000}, s)
+	msgs := []*broker.Message{msg("1", event.ContentTypeJSON, "["+ev("a", 1)+","+ev("b", 2)+"]"), msg("2", event.ContentTypeJSON, ev("c", 3))}
+	if err := w.Process(context.Background(), msgs); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.recs) != 2 || len(q.acked) != 2 {
+		t.Fatalf("stored %d acked %d; want a and c stored, both messages acked", len(s.recs), len(q.acked))
+	}
+	if len(q.dead) != 1 {
+		t.Fatalf("%d dead letters, want 1", len(q.dead))
+	}
+	a := q.dead[0].Attributes
+	if a[AttrStage] != "store" || a[AttrOriginalIndex] != "1" || a[AttrOriginalID] != "1" || !strings.Contains(a[AttrReason], "invalid value for b") {
+		t.Errorf("dead letter %v", a)
+	}
+	if got, err := event.Decode(q.dead[0].Data, event.ContentTypeJSON, 0); err != nil || got[0].Event.EventID != "b" {
+		t.Errorf("dead letter data does not replay: %v %v", got, err)
+	}
+}

@@ -27,6 +27,15 @@ type Writer interface {
 	Write(ctx context.Context, recs []event.Record) error
 }
 
+// RejectedRows is a Write error that names the records the store refused
+// for what they hold (BigQuery's row errors), by their index in the batch,
+// with the reason. Every record it does not name was stored: the caller
+// dead-letters the named ones and acks the rest.
+type RejectedRows interface {
+	error
+	Reasons() map[int]string
+}
+
 // Reader reads enriched records.
 type Reader interface {
 	// List returns records matching q, newest first unless q.Ascending.

@@ -104,13 +104,15 @@ type RowError struct {
 // A caller that gets a *RowErrors (errors.As) must dead-letter the listed
 // records with their messages, and may then treat the rest as stored (ack
 // them). Resending a rejected record fails the same way. Records are never
-// dropped silently. (Wiring this into the enrich worker's dead-letter route
-// is a follow-up; until then the worker treats it as a failed batch and
-// retries it until its delivery limit, which dead-letters the whole batch.)
+// dropped silently: *RowErrors is a store.RejectedRows, and the enrich
+// worker dead-letters the named records with their reasons and acks the
+// rest.
 type RowErrors struct {
 	Rows  []RowError // sorted by Index
 	Total int        // records passed to Write
 }
+
+var _ store.RejectedRows = (*RowErrors)(nil)
 
 func (e *RowErrors) Error() string {
 	var b strings.Builder
