@@ -1,0 +1,152 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	json "github.com/goccy/go-json"
+
+	"github.com/skyjoin/skyjoin/internal/event"
+	"github.com/skyjoin/skyjoin/internal/platform"
+)
+
+// flakyStore fails every Write while failing is set: a store outage.
+type flakyStore struct {
+	storeBackend
+	failing  atomic.Bool
+	refusals atomic.Int64
+}
+
+func (s *flakyStore) Write(ctx context.Context, recs []event.Record) error {
+	if s.failing.Load() {
+		s.refusals.Add(1)
+		return errors.New("injected: disk full")
+	}
+	return s.storeBackend.Write(ctx, recs)
+}
+
+// startInProcess runs up() in this process with the given hooks and returns
+// the API base URL and a stop function that waits for a clean shutdown.
+func startInProcess(t *testing.T, hooks upHooks, args ...string) (string, func()) {
+	t.Helper()
+	var cfg upConfig
+	cfg.stages = allStages
+	fs := newFlagSet("up", io.Discard)
+	cfg.registerFlags(fs)
+	all := append([]string{"--demo", "--collect=false", "--addr", "127.0.0.1:0", "--data-dir", t.TempDir(),
+		"--stats-every", "0", "--weather-quota", "none", "--log-level", "error"}, args...)
+	if err := platform.ParseFlags(fs, all); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.validate(); err != nil {
+		t.Fatal(err)
+	}
+	addr := make(chan string, 1)
+	hooks.ready = func(a string) { addr <- a }
+	cfg.hooks = hooks
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- up(ctx, cfg, io.Discard, platform.Discard) }()
+	var base string
+	select {
+	case a := <-addr:
+		base = "http://" + a
+	case err := <-done:
+		t.Fatalf("up exited: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("up did not start in 60 s")
+	}
+	stop := func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("up: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("up did not stop in 30 s")
+		}
+	}
+	return base, stop
+}
+
+func postEvents(t *testing.T, base string, from, n int) {
+	t.Helper()
+	evs := make([]event.Event, n)
+	now := time.Now().UTC()
+	for i := range evs {
+		lat, lon := float64((from+i)%80), float64((from+i)%170)
+		evs[i] = event.Event{EventID: fmt.Sprintf("f-%d", from+i), EventType: "t", OccurredAt: now,
+			User: event.User{ID: "u"}, Location: event.Location{Latitude: &lat, Longitude: &lon}}
+	}
+	body, _ := json.Marshal(evs)
+	resp, err := http.Post(base+"/v1/events", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("post: %d", resp.StatusCode)
+	}
+}
+
+func storedCount(t *testing.T, base string) (n int, dead int) {
+	t.Helper()
+	var d pipelineDebug
+	resp, err := http.Get(base + "/debug/pipeline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&d); err != nil {
+		t.Fatal(err)
+	}
+	return int(d.Stored), int(d.Dead)
+}
+
+// TestStoreOutageRecovers: while every store write fails, events are
+// accepted (the broker has them), nothing is dead-lettered, and once the
+// store works again the worker stores everything by itself.
+func TestStoreOutageRecovers(t *testing.T) {
+	fs := &flakyStore{}
+	base, stop := startInProcess(t, upHooks{wrapStore: func(s storeBackend) storeBackend {
+		fs.storeBackend = s
+		return fs
+	}}, "--enrich-retry-delay", "50ms", "--enrich-max-retry-delay", "200ms", "--enrich-max-attempts", "2")
+	defer stop()
+
+	postEvents(t, base, 0, 100)
+	waitFor(t, func() bool { n, _ := storedCount(t, base); return n >= 100 })
+
+	fs.failing.Store(true)
+	for i := 1; i <= 5; i++ {
+		postEvents(t, base, i*100, 100)
+	}
+	waitFor(t, func() bool { return fs.refusals.Load() >= 5 }) // the outage lasts several attempts
+	fs.failing.Store(false)
+
+	waitFor(t, func() bool { n, _ := storedCount(t, base); return n >= 600 })
+	n, dead := storedCount(t, base)
+	if n != 600 || dead != 0 {
+		t.Fatalf("stored %d, dead-lettered %d; want 600 and 0", n, dead)
+	}
+	t.Logf("%d store writes refused during the outage; all 600 events stored after it, none dead-lettered", fs.refusals.Load())
+}
+
+// waitFor polls cond for up to a minute.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatal("condition not met within a minute")
+}
