@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"strings"
 	"syscall"
 	"time"
 
@@ -27,6 +28,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	rate := fs.Float64("rate", 5000, "events per second offered in the latency phase")
 	maxEvents := fs.Int64("max-events", 20_000_000, "most events offered in any one phase")
 	conc := fs.Int("concurrency", 16, "requests in flight")
+	phases := fs.String("phases", "ingest,pipeline,latency", "phases to run, comma-separated: ingest (batches of 1, 100, 1000), pipeline (saturated), latency (fixed rate)")
 	jsonOut := fs.String("json", "", "write the result as JSON to this file")
 	mdOut := fs.String("markdown", "", "write the result as Markdown tables to this file")
 	var upArgs stringList
@@ -36,6 +38,15 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	cfg := bench.Config{PhaseDuration: *phase, PipelineDuration: *pipeline, LatencyDuration: *latency, LatencyRate: *rate,
 		MaxEvents: *maxEvents, Concurrency: *conc}
+	for p := range strings.SplitSeq(*phases, ",") {
+		switch p = strings.TrimSpace(p); p {
+		case bench.PhaseIngest, bench.PhasePipeline, bench.PhaseLatency:
+			cfg.Phases = append(cfg.Phases, p)
+		case "":
+		default:
+			return fmt.Errorf("bench: unknown phase %q in --phases (known: ingest, pipeline, latency)", p)
+		}
+	}
 	if *quick {
 		cfg.PhaseDuration, cfg.PipelineDuration, cfg.LatencyDuration = 3*time.Second, 5*time.Second, 5*time.Second
 	}

@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/skyjoin/skyjoin/internal/enrich"
@@ -16,7 +18,10 @@ import (
 // counters and resources, read by `skyjoin bench`.
 type pipelineDebug struct {
 	PID       int          `json:"pid"`
-	MaxRSS    int64        `json:"max_rss_bytes"`
+	MaxRSS    int64        `json:"max_rss_bytes"`  // getrusage's peak: on Linux the same high-water mark as VmHWM, reset by reset_peak
+	PeakRSS   int64        `json:"peak_rss_bytes"` // VmHWM: the peak since the last reset_peak
+	RSS       int64        `json:"rss_bytes"`      // VmRSS now
+	PeakReset bool         `json:"peak_reset"`     // reset_peak was asked for and done
 	UserCPU   float64      `json:"user_cpu_seconds"`
 	SystemCPU float64      `json:"system_cpu_seconds"`
 	Stored    int64        `json:"stored"`
@@ -42,10 +47,50 @@ type weatherDebug struct {
 	Entries    int   `json:"entries"`
 }
 
+// readStatus returns VmHWM and VmRSS of this process, in bytes.
+func readStatus() (hwm, rss int64) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, 0
+	}
+	for line := range strings.Lines(string(b)) {
+		name, v, ok := strings.Cut(line, ":")
+		if !ok || (name != "VmHWM" && name != "VmRSS") {
+			continue
+		}
+		kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		if err != nil {
+			continue
+		}
+		if name == "VmHWM" {
+			hwm = kb << 10
+		} else {
+			rss = kb << 10
+		}
+	}
+	return hwm, rss
+}
+
+// resetPeak resets the kernel's VmHWM of this process to its current RSS
+// (Linux: writing 5 to /proc/self/clear_refs), so that a benchmark phase
+// can read its own peak.
+func resetPeak() error {
+	return os.WriteFile("/proc/self/clear_refs", []byte("5"), 0)
+}
+
 // registerDebug mounts GET /debug/pipeline and the pprof handlers.
+// GET /debug/pipeline?reset_peak=1 first resets the peak RSS (VmHWM).
 func registerDebug(mux *http.ServeMux, w *enrich.Worker, ws *weather.Service, gate *ingest.BacklogGate) {
 	mux.HandleFunc("GET /debug/pipeline", func(rw http.ResponseWriter, r *http.Request) {
 		d := pipelineDebug{PID: os.Getpid()}
+		if r.URL.Query().Get("reset_peak") == "1" {
+			if err := resetPeak(); err != nil {
+				platform.WriteError(rw, http.StatusInternalServerError, "reset peak RSS: "+err.Error(), nil)
+				return
+			}
+			d.PeakReset = true
+		}
+		d.PeakRSS, d.RSS = readStatus()
 		var ru syscall.Rusage
 		if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
 			d.MaxRSS = ru.Maxrss * 1024 // kilobytes on Linux
@@ -66,7 +111,7 @@ func registerDebug(mux *http.ServeMux, w *enrich.Worker, ws *weather.Service, ga
 		}
 		platform.WriteJSON(rw, http.StatusOK, d)
 	})
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index) // serves heap, allocs, goroutine, ... by name
 	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)

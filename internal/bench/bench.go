@@ -19,6 +19,20 @@ type Config struct {
 	MaxEvents        int64         // bound on the events of any one phase
 	Concurrency      int
 	Quick            bool // shorter phases, for tests
+	// Phases selects the phases to run, by name (ingest, pipeline,
+	// latency); empty: all of them.
+	Phases []string
+}
+
+// Phase names of Config.Phases.
+const (
+	PhaseIngest   = "ingest"
+	PhasePipeline = "pipeline"
+	PhaseLatency  = "latency"
+)
+
+func (c Config) runs(phase string) bool {
+	return len(c.Phases) == 0 || slices.Contains(c.Phases, phase)
 }
 
 // Result is what a bench run found.
@@ -35,35 +49,46 @@ type Result struct {
 
 // IngestResult is the ingest throughput at one batch size.
 type IngestResult struct {
-	BatchSize      int     `json:"batch_size"`
-	EventsPerSec   float64 `json:"events_per_sec"`
-	RequestsPerSec float64 `json:"requests_per_sec"`
-	Accepted       int64   `json:"accepted"`
-	Refused503     int64   `json:"refused_503"`
-	Errors         int64   `json:"errors"`
-	Seconds        float64 `json:"seconds"`
+	BatchSize      int      `json:"batch_size"`
+	EventsPerSec   float64  `json:"events_per_sec"`
+	RequestsPerSec float64  `json:"requests_per_sec"`
+	Accepted       int64    `json:"accepted"`
+	Refused503     int64    `json:"refused_503"`
+	Errors         int64    `json:"errors"`
+	Seconds        float64  `json:"seconds"`
+	RSS            PhaseRSS `json:"rss"`
+}
+
+// PhaseRSS is the server's resident memory over one phase: at its start
+// (after the previous phase drained) and its peak (VmHWM, reset at the
+// start of the phase). 0 where the server cannot tell.
+type PhaseRSS struct {
+	StartMB float64 `json:"start_mb"`
+	PeakMB  float64 `json:"peak_mb"`
 }
 
 // PipelineResult is the broker-to-store throughput, sustained.
 type PipelineResult struct {
-	StoredPerSec  float64 `json:"stored_per_sec"`
-	Stored        int64   `json:"stored"`
-	Seconds       float64 `json:"seconds"`
-	OfferedPerSec float64 `json:"offered_per_sec"`
-	MaxBacklog    int64   `json:"max_backlog"`
+	StoredPerSec  float64  `json:"stored_per_sec"`
+	Stored        int64    `json:"stored"`
+	Seconds       float64  `json:"seconds"`
+	OfferedPerSec float64  `json:"offered_per_sec"`
+	MaxBacklog    int64    `json:"max_backlog"`
+	RSS           PhaseRSS `json:"rss"`
 }
 
 // LatencyStats is the end-to-end latency (202 to queryable) of one phase.
 type LatencyStats struct {
-	Name         string  `json:"name"`
-	OfferedRate  float64 `json:"offered_events_per_sec"`
-	AchievedRate float64 `json:"achieved_events_per_sec"`
-	Probes       int64   `json:"probes"`
-	Lost         int64   `json:"lost"`
-	P50ms        float64 `json:"p50_ms"`
-	P95ms        float64 `json:"p95_ms"`
-	P99ms        float64 `json:"p99_ms"`
-	Maxms        float64 `json:"max_ms"`
+	Name         string   `json:"name"`
+	OfferedRate  float64  `json:"offered_events_per_sec"`
+	AchievedRate float64  `json:"achieved_events_per_sec"`
+	Probes       int64    `json:"probes"`
+	Lost         int64    `json:"lost"`
+	P50ms        float64  `json:"p50_ms"`
+	P95ms        float64  `json:"p95_ms"`
+	P99ms        float64  `json:"p99_ms"`
+	Maxms        float64  `json:"max_ms"`
+	RSS          PhaseRSS `json:"rss"`
 }
 
 // WeatherResult is the weather join's cost.
@@ -78,7 +103,7 @@ type WeatherResult struct {
 // ServerResult is the server process's resources.
 type ServerResult struct {
 	PID             int     `json:"pid"`
-	PeakRSSMB       float64 `json:"peak_rss_mb"`
+	PeakRSSMB       float64 `json:"peak_rss_mb"` // the highest of the phases' peaks
 	CPUSeconds      float64 `json:"cpu_seconds"`
 	CPUSecPer1000   float64 `json:"cpu_seconds_per_1000_events"`
 	Stored          int64   `json:"stored"`
@@ -149,57 +174,92 @@ func Run(ctx context.Context, c *Client, cfg Config, progress io.Writer) (Result
 		return fmt.Errorf("bench: the backlog did not drain in 5 minutes")
 	}
 
+	// startPhase resets the server's peak RSS; endPhase reads the phase's.
+	startPhase := func() PhaseRSS {
+		d, err := c.ResetPeak(ctx)
+		if err != nil {
+			say("peak RSS per phase unavailable: %v\n", err)
+			return PhaseRSS{}
+		}
+		return PhaseRSS{StartMB: mb(d.RSS)}
+	}
+	endPhase := func(p PhaseRSS) PhaseRSS {
+		if d, err := c.Debug(ctx); err == nil && p.StartMB > 0 {
+			p.PeakMB = mb(d.PeakRSS)
+		}
+		return p
+	}
+
 	// 1. Ingest throughput at three batch sizes.
 	for _, batch := range []int{1, 100, 1000} {
+		if !cfg.runs(PhaseIngest) {
+			break
+		}
 		if err := drain(); err != nil {
 			return res, err
 		}
 		name := fmt.Sprintf("ingest batch=%d", batch)
+		rss := startPhase()
 		l := &Load{Client: c, Events: events, BatchSize: batch, Concurrency: cfg.Concurrency, MaxEvents: cfg.MaxEvents,
 			Duration: cfg.PhaseDuration, Progress: progressOf(name)}
 		r := l.Run(ctx)
 		res.Ingest = append(res.Ingest, IngestResult{BatchSize: batch, EventsPerSec: r.EventsPerSecond(),
 			RequestsPerSec: r.RequestsPerSecond(batch), Accepted: r.Accepted, Refused503: r.Refused503,
-			Errors: r.OtherErrors, Seconds: r.Elapsed.Seconds()})
+			Errors: r.OtherErrors, Seconds: r.Elapsed.Seconds(), RSS: endPhase(rss)})
 	}
 
 	// 2. The pipeline, saturated: batches of 100 as fast as the server takes
 	// them (admission control paces the sender); throughput is measured at
-	// the store, latency with probes.
-	if err := drain(); err != nil {
-		return res, err
-	}
-	dStart, _ := c.Debug(ctx)
-	var maxBacklog int64
-	watch, stopWatch := context.WithCancel(ctx)
-	go func() {
-		for watch.Err() == nil {
-			if d, err := c.Debug(watch); err == nil && d.Backlog > maxBacklog {
-				maxBacklog = d.Backlog
-			}
-			time.Sleep(250 * time.Millisecond)
+	// the store, latency with probes of every 200th request (each probe
+	// polls GET /v1/events/{id}, about 1.5 ms of DuckDB per poll, and with
+	// seconds of backlog dozens of probes wait at once: more probes would
+	// measure the reads, not the pipeline).
+	if cfg.runs(PhasePipeline) {
+		if err := drain(); err != nil {
+			return res, err
 		}
-	}()
-	l := &Load{Client: c, Events: events, BatchSize: 100, Concurrency: cfg.Concurrency, MaxEvents: cfg.MaxEvents,
-		Duration: cfg.PipelineDuration, ProbeEvery: 50, Progress: progressOf("pipeline (saturated)")}
-	r := l.Run(ctx)
-	dEnd, _ := c.Debug(ctx)
-	stopWatch()
-	res.Pipeline = PipelineResult{Stored: dEnd.Stored - dStart.Stored, Seconds: r.Elapsed.Seconds(),
-		StoredPerSec: float64(dEnd.Stored-dStart.Stored) / r.Elapsed.Seconds(), OfferedPerSec: r.EventsPerSecond(), MaxBacklog: maxBacklog}
-	res.Latency = append(res.Latency, latencyStats("saturation", 0, r))
+		rss := startPhase()
+		dStart, _ := c.Debug(ctx)
+		var maxBacklog int64
+		watch, stopWatch := context.WithCancel(ctx)
+		go func() {
+			for watch.Err() == nil {
+				if d, err := c.Debug(watch); err == nil && d.Backlog > maxBacklog {
+					maxBacklog = d.Backlog
+				}
+				time.Sleep(250 * time.Millisecond)
+			}
+		}()
+		l := &Load{Client: c, Events: events, BatchSize: 100, Concurrency: cfg.Concurrency, MaxEvents: cfg.MaxEvents,
+			Duration: cfg.PipelineDuration, ProbeEvery: 200, Progress: progressOf("pipeline (saturated)")}
+		r := l.Run(ctx)
+		dEnd, _ := c.Debug(ctx)
+		stopWatch()
+		rss = endPhase(rss)
+		res.Pipeline = PipelineResult{Stored: dEnd.Stored - dStart.Stored, Seconds: r.Elapsed.Seconds(),
+			StoredPerSec: float64(dEnd.Stored-dStart.Stored) / r.Elapsed.Seconds(), OfferedPerSec: r.EventsPerSecond(), MaxBacklog: maxBacklog,
+			RSS: rss}
+		sat := latencyStats("saturation", 0, r)
+		sat.RSS = rss
+		res.Latency = append(res.Latency, sat)
+	}
 
 	// 3. Latency at a fixed rate.
-	if err := drain(); err != nil {
-		return res, err
-	}
-	batch := 100
-	l = &Load{Client: c, Events: events, BatchSize: batch, Concurrency: cfg.Concurrency, Rate: cfg.LatencyRate,
-		MaxEvents: cfg.MaxEvents, Duration: cfg.LatencyDuration, ProbeEvery: 5, Progress: progressOf(fmt.Sprintf("latency @%.0f/s", cfg.LatencyRate))}
-	r = l.Run(ctx)
-	res.Latency = append(res.Latency, latencyStats(fmt.Sprintf("fixed %.0f events/s", cfg.LatencyRate), cfg.LatencyRate, r))
-	if err := drain(); err != nil {
-		return res, err
+	if cfg.runs(PhaseLatency) {
+		if err := drain(); err != nil {
+			return res, err
+		}
+		batch := 100
+		rss := startPhase()
+		l := &Load{Client: c, Events: events, BatchSize: batch, Concurrency: cfg.Concurrency, Rate: cfg.LatencyRate,
+			MaxEvents: cfg.MaxEvents, Duration: cfg.LatencyDuration, ProbeEvery: 5, Progress: progressOf(fmt.Sprintf("latency @%.0f/s", cfg.LatencyRate))}
+		r := l.Run(ctx)
+		fixed := latencyStats(fmt.Sprintf("fixed %.0f events/s", cfg.LatencyRate), cfg.LatencyRate, r)
+		fixed.RSS = endPhase(rss)
+		res.Latency = append(res.Latency, fixed)
+		if err := drain(); err != nil {
+			return res, err
+		}
 	}
 
 	dFinal, err := c.Debug(ctx)
@@ -214,7 +274,16 @@ func Run(ctx context.Context, c *Client, cfg Config, progress io.Writer) (Result
 		res.Weather.HitRatio = float64(w.Hits-w0.Hits) / float64(res.Weather.Requests)
 	}
 	stored := dFinal.Stored - d0.Stored
-	res.Server = ServerResult{PID: dFinal.PID, PeakRSSMB: float64(dFinal.MaxRSS) / (1 << 20),
+	// Linux's getrusage reads the high-water mark that reset_peak resets:
+	// the run's peak is the highest of the phases'.
+	peak := mb(dFinal.MaxRSS)
+	for _, i := range res.Ingest {
+		peak = max(peak, i.RSS.PeakMB)
+	}
+	for _, l := range res.Latency {
+		peak = max(peak, l.RSS.PeakMB)
+	}
+	res.Server = ServerResult{PID: dFinal.PID, PeakRSSMB: peak,
 		CPUSeconds: dFinal.CPUSeconds - d0.CPUSeconds, Stored: stored}
 	if stored > 0 {
 		res.Server.CPUSecPer1000 = res.Server.CPUSeconds * 1000 / float64(stored)
@@ -223,23 +292,30 @@ func Run(ctx context.Context, c *Client, cfg Config, progress io.Writer) (Result
 	return res, nil
 }
 
+func mb(bytes int64) float64 { return float64(bytes) / (1 << 20) }
+
 // Markdown renders a result as the tables of docs/benchmarks.md.
 func (r Result) Markdown() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Machine: %s. Target: %s. Started %s.\n\n", r.Machine, r.Target, r.StartedAt.Format(time.RFC3339))
-	b.WriteString("| ingest | events/s | requests/s | accepted | 503s | errors |\n|---|---:|---:|---:|---:|---:|\n")
-	for _, i := range r.Ingest {
-		fmt.Fprintf(&b, "| batch of %d | %.0f | %.0f | %d | %d | %d |\n", i.BatchSize, i.EventsPerSec, i.RequestsPerSec, i.Accepted, i.Refused503, i.Errors)
+	if len(r.Ingest) > 0 {
+		b.WriteString("| ingest | events/s | requests/s | accepted | 503s | errors | RSS at start MB | peak RSS MB |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
+		for _, i := range r.Ingest {
+			fmt.Fprintf(&b, "| batch of %d | %.0f | %.0f | %d | %d | %d | %.0f | %.0f |\n", i.BatchSize, i.EventsPerSec, i.RequestsPerSec, i.Accepted, i.Refused503, i.Errors,
+				i.RSS.StartMB, i.RSS.PeakMB)
+		}
 	}
-	fmt.Fprintf(&b, "\n| pipeline (broker → store), saturated | |\n|---|---:|\n| stored events/s | %.0f |\n| over | %.0f s |\n| offered (accepted) events/s | %.0f |\n| peak backlog (messages) | %d |\n",
-		r.Pipeline.StoredPerSec, r.Pipeline.Seconds, r.Pipeline.OfferedPerSec, r.Pipeline.MaxBacklog)
-	b.WriteString("\n| end-to-end latency, 202 → queryable | achieved events/s | probes | p50 ms | p95 ms | p99 ms | max ms | lost |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	if r.Pipeline.Seconds > 0 {
+		fmt.Fprintf(&b, "\n| pipeline (broker → store), saturated | |\n|---|---:|\n| stored events/s | %.0f |\n| over | %.0f s |\n| offered (accepted) events/s | %.0f |\n| peak backlog (messages) | %d |\n| RSS at start / peak | %.0f / %.0f MB |\n",
+			r.Pipeline.StoredPerSec, r.Pipeline.Seconds, r.Pipeline.OfferedPerSec, r.Pipeline.MaxBacklog, r.Pipeline.RSS.StartMB, r.Pipeline.RSS.PeakMB)
+	}
+	b.WriteString("\n| end-to-end latency, 202 → queryable | achieved events/s | probes | p50 ms | p95 ms | p99 ms | max ms | lost | peak RSS MB |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, l := range r.Latency {
-		fmt.Fprintf(&b, "| %s | %.0f | %d | %.1f | %.1f | %.1f | %.1f | %d |\n", l.Name, l.AchievedRate, l.Probes, l.P50ms, l.P95ms, l.P99ms, l.Maxms, l.Lost)
+		fmt.Fprintf(&b, "| %s | %.0f | %d | %.1f | %.1f | %.1f | %.1f | %d | %.0f |\n", l.Name, l.AchievedRate, l.Probes, l.P50ms, l.P95ms, l.P99ms, l.Maxms, l.Lost, l.RSS.PeakMB)
 	}
 	fmt.Fprintf(&b, "\n| weather | |\n|---|---:|\n| lookups | %d |\n| provider calls | %d (%d locations) |\n| calls per 1,000 events | %.2f |\n| cache hit ratio | %.4f |\n",
 		r.Weather.Requests, r.Weather.Calls, r.Weather.Points, r.Weather.CallsPer1000, r.Weather.HitRatio)
-	fmt.Fprintf(&b, "\n| server process (pid %d) | |\n|---|---:|\n| peak RSS | %.0f MB |\n| CPU seconds | %.1f |\n| CPU seconds per 1,000 events | %.3f |\n| events stored | %d |\n",
+	fmt.Fprintf(&b, "\n| server process (pid %d) | |\n|---|---:|\n| peak RSS, whole run | %.0f MB |\n| CPU seconds | %.1f |\n| CPU seconds per 1,000 events | %.3f |\n| events stored | %d |\n",
 		r.Server.PID, r.Server.PeakRSSMB, r.Server.CPUSeconds, r.Server.CPUSecPer1000, r.Server.Stored)
 	return b.String()
 }

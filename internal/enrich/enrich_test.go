@@ -386,7 +386,7 @@ func TestHeldBatchIsNotPoison(t *testing.T) {
 // rowErrors is a store.RejectedRows.
 type rowErrors map[int]string
 
-func (r rowErrors) Error() string            { return fmt.Sprintf("%d rows rejected", len(r)) }
+func (r rowErrors) Error() string           { return fmt.Sprintf("%d rows rejected", len(r)) }
 func (r rowErrors) Reasons() map[int]string { return r }
 
 // rejectingStore stores every record but those whose event id it rejects,

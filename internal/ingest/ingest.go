@@ -3,14 +3,18 @@
 // and answers 202 only after the broker has durably stored all of them.
 //
 // The events of one request travel to the worker as one broker message (the
-// request body as sent, with its media type and ingest time as attributes):
-// the broker's cost is per message, not per byte, so batching at the edge is
-// what lets the pipeline move more events per second than the broker moves
-// messages. The worker validates each event again and dead-letters any that
-// fail, so per-event guarantees hold whatever the message holds.
+// request body as sent, with its media type and ingest time as attributes),
+// and requests that arrive while publishes are in flight travel together as
+// one NDJSON message (group commit, see group.go): the broker's cost is per
+// message, not per byte, so batching at the edge is what lets the pipeline
+// move more events per second than the broker moves messages. Each request
+// is answered 202 only once the message holding its events is acknowledged.
+// The worker validates each event again and dead-letters any that fail, so
+// per-event guarantees hold whatever the message holds.
 package ingest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -18,11 +22,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"time"
-
-	"go.opentelemetry.io/otel/propagation"
-	"go.opentelemetry.io/otel/trace"
 
 	"github.com/skyjoin/skyjoin/internal/broker"
 	"github.com/skyjoin/skyjoin/internal/event"
@@ -46,6 +46,11 @@ type Config struct {
 	MaxErrors       int           // field errors listed in a 400 answer
 	MaxBacklog      int64         // broker messages waiting before ingest answers 503; 0: no limit
 	MaxBacklogBytes int64         // broker bytes waiting before ingest answers 503; 0: no limit
+	// GroupPublishes is how many broker publishes may be in flight before
+	// further requests wait and are published together (group commit);
+	// 0: every request is its own message.
+	GroupPublishes int
+	GroupMaxBytes  int // largest message of grouped requests
 }
 
 // RegisterFlags adds ingest's flags to fs.
@@ -56,6 +61,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.PublishTimeout, "ingest-publish-timeout", 5*time.Second, "how long ingest waits for the broker before answering 503")
 	fs.IntVar(&c.MaxErrors, "ingest-max-errors", 100, "most field errors listed in a 400 answer")
 	fs.Int64Var(&c.MaxBacklog, "ingest-max-backlog", 20000, "broker messages waiting for the worker before ingest answers 503 with Retry-After (0: no limit)")
+	fs.IntVar(&c.GroupPublishes, "ingest-group-publishes", 2, "broker publishes in flight before further requests wait and are published together as one message (group commit; 0: one message per request)")
+	fs.IntVar(&c.GroupMaxBytes, "ingest-group-max-bytes", 1<<20, "largest broker message of grouped requests, in bytes")
 	fs.Int64Var(&c.MaxBacklogBytes, "ingest-max-backlog-bytes", 64<<20, "bytes of events waiting for the worker before ingest answers 503 with Retry-After, where the broker knows them (0: no limit); bounds the end-to-end latency")
 }
 
@@ -83,8 +90,18 @@ func (c Config) Validate() error {
 	if c.MaxErrors < 1 {
 		p.Addf("ingest-max-errors must be at least 1, got %d", c.MaxErrors)
 	}
+	if c.GroupPublishes < 0 {
+		p.Addf("ingest-group-publishes must not be negative, got %d", c.GroupPublishes)
+	}
+	if c.GroupPublishes > 0 && (c.GroupMaxBytes < 1024 || c.GroupMaxBytes > maxGroupBytes) {
+		p.Addf("ingest-group-max-bytes must be between 1024 and %d, got %d", maxGroupBytes, c.GroupMaxBytes)
+	}
 	return p.Err()
 }
+
+// maxGroupBytes bounds GroupMaxBytes below the broker's smallest message
+// limit (JetStream's default is 8 MiB; Pub/Sub's 10 MB).
+const maxGroupBytes = 4 << 20
 
 // Publisher is the broker side ingest needs.
 type Publisher interface {
@@ -95,10 +112,11 @@ var _ Publisher = broker.Publisher(nil)
 
 // Handler serves POST /v1/events and GET /v1/schema.
 type Handler struct {
-	cfg Config
-	pub Publisher
-	log *slog.Logger
-	now func() time.Time
+	cfg   Config
+	pub   Publisher
+	group *grouper
+	log   *slog.Logger
+	now   func() time.Time
 	// Admit, if set, is asked before each request is read; a non-nil error
 	// answers 503 with its message (admission control on broker backlog).
 	Admit func() error
@@ -111,7 +129,8 @@ type Handler struct {
 
 // New returns a Handler publishing to pub.
 func New(cfg Config, pub Publisher, log *slog.Logger) *Handler {
-	return &Handler{cfg: cfg, pub: pub, log: log, now: time.Now}
+	return &Handler{cfg: cfg, pub: pub, log: log, now: time.Now, group: &grouper{pub: pub, timeout: cfg.PublishTimeout,
+		maxFlight: cfg.GroupPublishes, maxBytes: cfg.GroupMaxBytes, maxEvents: cfg.MaxEvents}}
 }
 
 // Register mounts the handler's routes on mux.
@@ -168,7 +187,7 @@ func (h *Handler) serveEvents(ctx context.Context, w http.ResponseWriter, r *htt
 		tooLarge(w, h.cfg.MaxBodyBytes)
 		return OutcomeInvalid, 0
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
+	body, err := readBody(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes), r.ContentLength)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -218,22 +237,8 @@ func (h *Handler) serveEvents(ctx context.Context, w http.ResponseWriter, r *htt
 		return OutcomeInvalid, inv.Total
 	}
 
-	msg := &broker.Message{
-		Data: body,
-		Attributes: map[string]string{
-			AttrContentType: mt,
-			AttrIngestedAt:  now.Format(time.RFC3339Nano),
-			AttrCount:       strconv.Itoa(len(decoded)),
-			AttrSource:      "ingest",
-		},
-	}
-	if trace.SpanContextFromContext(ctx).IsValid() {
-		// The worker links its batch span to this request's span.
-		traceContext.Inject(ctx, propagation.MapCarrier(msg.Attributes))
-	}
-	pctx, cancel := context.WithTimeout(ctx, h.cfg.PublishTimeout)
-	defer cancel()
-	if err := h.pub.Publish(pctx, broker.TopicEvents, msg); err != nil {
+	req := &request{body: body, mediaType: mt, decoded: decoded, ingestedAt: now, size: ndjsonSize(decoded)}
+	if err := h.group.publish(ctx, req); err != nil {
 		h.log.WarnContext(ctx, "ingest: publish failed; answering 503", "error", err.Error(), "events", len(decoded))
 		platform.WriteUnavailable(w, retryAfter, "the broker did not take the events; nothing was accepted, retry later")
 		return OutcomeRefused, len(decoded)
@@ -243,6 +248,17 @@ func (h *Handler) serveEvents(ctx context.Context, w http.ResponseWriter, r *htt
 	}
 	platform.WriteJSON(w, http.StatusAccepted, Accepted{Accepted: len(decoded), IngestedAt: now})
 	return OutcomeAccepted, len(decoded)
+}
+
+// readBody reads a body of the announced length (-1: unknown) in one
+// allocation when the length is known.
+func readBody(r io.Reader, length int64) ([]byte, error) {
+	if length < 0 || length > 64<<20 {
+		return io.ReadAll(r)
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, length+1)) // +1: ReadFrom reads to EOF
+	_, err := buf.ReadFrom(r)
+	return buf.Bytes(), err
 }
 
 func tooLarge(w http.ResponseWriter, limit int64) {

@@ -323,3 +323,139 @@ func TestBacklogGateBytes(t *testing.T) {
 		}
 	}
 }
+
+// gatedPublisher holds its first Publish until release is closed, and fails
+// the later ones with failLater, if set.
+type gatedPublisher struct {
+	recorder
+	first     chan struct{} // closed when the first Publish has started
+	release   chan struct{}
+	failLater error
+	calls     int
+}
+
+func (g *gatedPublisher) Publish(ctx context.Context, topic string, msgs ...*broker.Message) error {
+	g.mu.Lock()
+	g.calls++
+	n := g.calls
+	g.mu.Unlock()
+	if n == 1 {
+		close(g.first)
+		<-g.release
+	} else if g.failLater != nil {
+		return g.failLater
+	}
+	return g.recorder.Publish(ctx, topic, msgs...)
+}
+
+func TestGroupCommit(t *testing.T) {
+	pretty := "{\n  \"event_id\": \"c2\", \"event_type\": \"user.observed\", \"occurred_at\": \"2026-11-26T11:59:00Z\",\n" +
+		"  \"user\": {\"id\": \"u\"},\n  \"location\": {\"latitude\": 1, \"longitude\": 2}\n}"
+	for _, tt := range []struct {
+		name      string
+		failLater error
+		want      int // status of the grouped requests
+	}{
+		{"acked", nil, http.StatusAccepted},
+		{"refused", errors.New("broker down"), http.StatusServiceUnavailable},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			pub := &gatedPublisher{first: make(chan struct{}), release: make(chan struct{}), failLater: tt.failLater}
+			h := New(Config{MaxEvents: 1000, MaxBodyBytes: 5 << 20, MaxClockSkew: event.DefaultMaxClockSkew,
+				PublishTimeout: 5 * time.Second, MaxErrors: 100, GroupPublishes: 1, GroupMaxBytes: 1 << 20}, pub, platform.Discard)
+			h.now = func() time.Time { return testNow }
+			mux := http.NewServeMux()
+			h.Register(mux)
+			srv := httptest.NewServer(mux)
+			defer srv.Close()
+
+			send := func(ct, body string) chan int {
+				c := make(chan int, 1)
+				go func() {
+					req, _ := http.NewRequest("POST", srv.URL+"/v1/events", strings.NewReader(body))
+					req.Header.Set("Content-Type", ct)
+					resp, err := http.DefaultClient.Do(req)
+					if err != nil {
+						c <- 0
+						return
+					}
+					resp.Body.Close()
+					c <- resp.StatusCode
+				}()
+				return c
+			}
+			a := send("application/json", ev("a"))
+			<-pub.first // a holds the only publish slot
+			// grouped waits until the queued group holds n events.
+			grouped := func(n int) {
+				for {
+					h.group.mu.Lock()
+					got := 0
+					if len(h.group.queue) == 1 {
+						got = h.group.queue[0].count
+					}
+					h.group.mu.Unlock()
+					if got == n {
+						return
+					}
+					time.Sleep(time.Millisecond)
+				}
+			}
+			// Three requests join one group, one after the other.
+			var waiting []chan int
+			waiting = append(waiting, send("application/json", ev("b")))
+			grouped(1)
+			waiting = append(waiting, send("application/json", "["+ev("c1")+",\n"+pretty+"]"))
+			grouped(3)
+			waiting = append(waiting, send("application/x-ndjson", ev("d")+"\n"))
+			grouped(4)
+			for i, c := range waiting {
+				select {
+				case code := <-c:
+					t.Fatalf("request %d answered %d before its events were published", i, code)
+				default:
+				}
+			}
+			close(pub.release)
+			if code := <-a; code != http.StatusAccepted {
+				t.Errorf("first request: %d", code)
+			}
+			for i, c := range waiting {
+				if code := <-c; code != tt.want {
+					t.Errorf("grouped request %d: %d, want %d", i, code, tt.want)
+				}
+			}
+			pub.mu.Lock()
+			defer pub.mu.Unlock()
+			wantMsgs := 2
+			if tt.failLater != nil {
+				wantMsgs = 1
+			}
+			if len(pub.msgs) != wantMsgs {
+				t.Fatalf("published %d messages, want %d", len(pub.msgs), wantMsgs)
+			}
+			if tt.failLater != nil {
+				return
+			}
+			m := pub.msgs[1]
+			if m.Attributes[AttrContentType] != event.ContentTypeNDJSON || m.Attributes[AttrCount] != "4" ||
+				m.Attributes[AttrIngestedAt] != testNow.Format(time.RFC3339Nano) {
+				t.Errorf("attributes %v", m.Attributes)
+			}
+			got, err := event.Decode(m.Data, event.ContentTypeNDJSON, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ids []string
+			for _, d := range got {
+				if len(d.Errors) > 0 {
+					t.Errorf("event %s: %v", d.Raw, d.Errors)
+				}
+				ids = append(ids, d.Event.EventID)
+			}
+			if strings.Join(ids, ",") != "b,c1,c2,d" {
+				t.Errorf("grouped message holds %v, want b,c1,c2,d", ids)
+			}
+		})
+	}
+}

@@ -67,7 +67,11 @@ func (s *Store) UpdateWeather(ctx context.Context, recs []event.Record) (int64, 
 	if s.closed {
 		return 0, fmt.Errorf("duckdb: update weather of %d records: %w", len(recs), errClosed)
 	}
-	if err := s.stage(ctx, recs); err != nil {
+	ords := make([]int64, len(recs))
+	for i := range ords {
+		ords[i] = int64(i) + 1
+	}
+	if err := s.stage(ctx, recs, ords); err != nil {
 		return 0, fmt.Errorf("duckdb: update weather of %d records: %w", len(recs), err)
 	}
 	res, err := s.wconn.ExecContext(ctx, updateWeatherSQL)

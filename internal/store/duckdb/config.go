@@ -2,7 +2,26 @@ package duckdb
 
 import (
 	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"regexp"
+	"strconv"
 	"strings"
+
+	"github.com/skyjoin/skyjoin/internal/platform"
+)
+
+// Defaults applied to zero fields of Config.
+const (
+	// DefaultMemoryLimit bounds DuckDB's buffer manager (its own default is
+	// 80% of the machine's RAM, which it fills with cached pages of the
+	// table). The ART indexes (event_id, user_id) count against it and must
+	// fit in memory; see docs/benchmarks.md for what they take per row.
+	DefaultMemoryLimit = "256MB"
+	// DefaultThreads is DuckDB's worker threads (its default: one per core).
+	// The store's statements are small; more threads cost memory, not speed.
+	DefaultThreads = 2
 )
 
 // Config configures the DuckDB store.
@@ -10,7 +29,40 @@ type Config struct {
 	// Path is the database file. Its parent directory is created if needed.
 	// DuckDB keeps its write-ahead log next to it (Path + ".wal").
 	Path string
+	// MemoryLimit is DuckDB's memory_limit, e.g. "256MB" or "1GB"; empty:
+	// DefaultMemoryLimit.
+	MemoryLimit string
+	// Threads is DuckDB's threads setting; 0: DefaultThreads.
+	Threads int
 }
+
+// RegisterFlags adds the DuckDB store's flags to fs.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.MemoryLimit, "duckdb-memory-limit", DefaultMemoryLimit, "memory limit of the embedded DuckDB store (its buffer manager and indexes), e.g. 256MB, 1GB")
+	fs.IntVar(&c.Threads, "duckdb-threads", DefaultThreads, "worker threads of the embedded DuckDB store")
+}
+
+// withDefaults returns c with zero fields set from the environment
+// (SKYJOIN_DUCKDB_MEMORY_LIMIT, SKYJOIN_DUCKDB_THREADS: the variables of the
+// flags, for the commands that open the store without registering them) or
+// else to their defaults.
+func (c Config) withDefaults() Config {
+	if c.MemoryLimit == "" {
+		c.MemoryLimit = DefaultMemoryLimit
+		if v := os.Getenv(platform.EnvName("duckdb-memory-limit")); v != "" {
+			c.MemoryLimit = v
+		}
+	}
+	if c.Threads == 0 {
+		c.Threads = DefaultThreads
+		if n, err := strconv.Atoi(os.Getenv(platform.EnvName("duckdb-threads"))); err == nil && n > 0 {
+			c.Threads = n
+		}
+	}
+	return c
+}
+
+var memoryLimitRE = regexp.MustCompile(`^(?i)\s*[0-9]+(\.[0-9]+)?\s*(b|kb|mb|gb|tb|kib|mib|gib|tib)\s*$`)
 
 // Validate reports every problem with the configuration at once.
 func (c Config) Validate() error {
@@ -26,6 +78,12 @@ func (c Config) Validate() error {
 	}
 	if strings.HasSuffix(c.Path, "/") {
 		errs = append(errs, errors.New("duckdb: path must name a file, not a directory"))
+	}
+	if c.MemoryLimit != "" && !memoryLimitRE.MatchString(c.MemoryLimit) {
+		errs = append(errs, fmt.Errorf("duckdb: memory limit %q: want a size such as 256MB or 1GB", c.MemoryLimit))
+	}
+	if c.Threads < 0 {
+		errs = append(errs, fmt.Errorf("duckdb: threads must not be negative, got %d", c.Threads))
 	}
 	return errors.Join(errs...)
 }

@@ -15,16 +15,19 @@
 // # Writes
 //
 // Writers are serialised inside the Store (DuckDB allows one process per
-// file, so this Store is the only writer). A Write appends the batch through
-// an Appender into a per-connection TEMP staging table (in memory, not
-// WAL-logged), then runs one INSERT INTO events SELECT ... FROM staging,
-// which keeps the first occurrence of each event_id within the batch, numbers
-// the rows in batch order from the store's sequence. That statement is one
-// transaction. If it fails on the primary key (the batch redelivers a stored
-// event_id), nothing of it was stored and Write runs the same statement with
-// ON CONFLICT (event_id) DO NOTHING, which is correct but scans the event_id
-// column (see insertNewSQL). seq is strictly increasing in insertion order;
-// it has gaps where a record was dropped as a duplicate of a stored one.
+// file, so this Store is the only writer). Write numbers the first
+// occurrence of each event_id of the batch from the store's sequence, in
+// batch order (repeats within the batch are dropped in Go), and appends
+// those records straight to events through one Appender, whose flush is
+// one transaction; it fails as a whole if an event_id is already stored
+// (the primary key). Then, and on any other failure of that path, Write
+// appends the batch into a per-connection TEMP staging table (in memory,
+// not WAL-logged) and runs INSERT INTO events SELECT ... FROM staging, one
+// transaction; if that fails on the primary key too (the batch redelivers a
+// stored event_id), it runs the same statement with ON CONFLICT (event_id)
+// DO NOTHING, which is correct but scans the event_id column (see
+// insertNewSQL). seq is strictly increasing in insertion order; it has gaps
+// where a record was dropped as a duplicate of a stored one.
 //
 // # Durability
 //
@@ -67,6 +70,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -125,6 +129,7 @@ var (
 
 // Open opens or creates the store at cfg.Path.
 func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
+	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("duckdb: open: %w", err)
 	}
@@ -143,7 +148,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 	openPaths[abs] = true
 	openMu.Unlock()
 
-	s, err := open(ctx, abs, log)
+	s, err := open(ctx, abs, cfg, log)
 	if err != nil {
 		openMu.Lock()
 		delete(openPaths, abs)
@@ -153,11 +158,15 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 	return s, nil
 }
 
-func open(ctx context.Context, path string, log *slog.Logger) (_ *Store, err error) {
+func open(ctx context.Context, path string, cfg Config, log *slog.Logger) (_ *Store, err error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, fmt.Errorf("create directory: %w", err)
 	}
-	settings := url.Values{"checkpoint_threshold": {checkpointThreshold}}
+	settings := url.Values{
+		"checkpoint_threshold": {checkpointThreshold},
+		"memory_limit":         {cfg.MemoryLimit},
+		"threads":              {strconv.Itoa(cfg.Threads)},
+	}
 	connector, err := duckdb.NewConnector(path+"?"+settings.Encode(), nil)
 	if err != nil {
 		return nil, err // names the file and the reason, e.g. the lock held by another process
@@ -187,7 +196,7 @@ func open(ctx context.Context, path string, log *slog.Logger) (_ *Store, err err
 		s.wconn.Close()
 		return nil, fmt.Errorf("create staging table: %w", err)
 	}
-	log.InfoContext(ctx, "duckdb store open", "path", path, "schema_version", SchemaVersion, "last_seq", s.lastSeq)
+	log.InfoContext(ctx, "duckdb store open", "path", path, "memory_limit", cfg.MemoryLimit, "threads", cfg.Threads, "schema_version", SchemaVersion, "last_seq", s.lastSeq)
 	return s, nil
 }
 
@@ -205,17 +214,18 @@ var (
 	selectColumns = recordColumns + ", seq"
 
 	eventsDDL = "CREATE TABLE IF NOT EXISTS events (\n" + event.DuckDBColumns() + ",\n  seq BIGINT NOT NULL,\n  PRIMARY KEY (event_id)\n)"
-	// staging has the record columns and the position in the batch. It is
-	// a TEMP table: per connection, in memory, not in the WAL.
+	// staging has the record columns and the seq each record gets if it is
+	// stored (ord). It is a TEMP table: per connection, in memory, not in the
+	// WAL. Write stages only the first occurrence of each event_id of a
+	// batch, numbered in batch order, so moving it to events needs no window
+	// or sort (measured on 5,000-record batches: the windowed INSERT took
+	// about 86 ms of a 133 ms Write).
 	stagingDDL = "CREATE TEMP TABLE IF NOT EXISTS staging (\n" + event.DuckDBColumns() + ",\n  ord BIGINT NOT NULL\n)"
 
-	// insertSQL moves the staged batch into events: the first occurrence of
-	// each event_id in the batch, numbered in batch order after $1. It fails
-	// with a constraint error if an event_id is already stored.
+	// insertSQL moves the staged batch into events. It fails with a
+	// constraint error if an event_id is already stored.
 	insertSQL = "INSERT INTO events (" + selectColumns + ")\n" +
-		"SELECT " + recordColumns + ", CAST($1 AS BIGINT) + row_number() OVER (ORDER BY ord)\n" +
-		"FROM (SELECT * FROM staging QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY ord) = 1)\n" +
-		"ORDER BY ord"
+		"SELECT " + recordColumns + ", ord FROM staging"
 	// insertNewSQL is insertSQL dropping the event_ids already stored.
 	// DuckDB runs ON CONFLICT as a join against a scan of events.event_id,
 	// which costs time in proportion to the table (29 ms per 1,000-record
@@ -224,6 +234,9 @@ var (
 	// falls back to this one only when the batch holds a redelivery.
 	insertNewSQL = insertSQL + "\nON CONFLICT (event_id) DO NOTHING"
 )
+
+// userIndexDDL creates the index of the per-user reads; benchmarks drop it.
+var userIndexDDL = `CREATE INDEX IF NOT EXISTS events_user_id_idx ON events (user_id)`
 
 func migrate(ctx context.Context, db *sql.DB) error {
 	tx, err := db.BeginTx(ctx, nil)
@@ -234,7 +247,7 @@ func migrate(ctx context.Context, db *sql.DB) error {
 	for _, stmt := range []string{
 		`CREATE TABLE IF NOT EXISTS skyjoin_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)`,
 		eventsDDL,
-		`CREATE INDEX IF NOT EXISTS events_user_id_idx ON events (user_id)`,
+		userIndexDDL,
 	} {
 		if _, err := tx.ExecContext(ctx, stmt); err != nil {
 			return fmt.Errorf("migrate: %s: %w", firstLine(stmt), err)
@@ -310,6 +323,7 @@ func (s *Store) Close() error {
 	if err := s.wconn.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close writer connection: %w", err))
 	}
+
 	if err := s.db.Close(); err != nil {
 		errs = append(errs, err)
 	}

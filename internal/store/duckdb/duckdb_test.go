@@ -318,7 +318,14 @@ func walkAll(t *testing.T, s *Store) []event.Record {
 // SKYJOIN_BENCH_CHECKPOINT_THRESHOLD overrides CheckpointThreshold.
 
 func BenchmarkWrite(b *testing.B) {
-	const batch = 1000
+	batch := 1000
+	if v := os.Getenv("SKYJOIN_BENCH_BATCH"); v != "" {
+		batch, _ = strconv.Atoi(v)
+	}
+	if os.Getenv("SKYJOIN_BENCH_NO_USER_INDEX") != "" {
+		defer func(old string) { userIndexDDL = old }(userIndexDDL)
+		userIndexDDL = `SELECT 1`
+	}
 	if v := os.Getenv("SKYJOIN_BENCH_CHECKPOINT_THRESHOLD"); v != "" {
 		defer func(old string) { checkpointThreshold = old }(checkpointThreshold)
 		checkpointThreshold = v
