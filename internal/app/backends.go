@@ -76,7 +76,7 @@ type storeBackend interface {
 //	bigquery://PROJECT/DATASET[?table=events&location=EU&retention=400d]
 //	                BigQuery (Storage Write API + queries); the table and its
 //	                view must exist: run skyjoin migrate first
-func openStore(ctx context.Context, raw, dataDir string, log *slog.Logger) (storeBackend, string, error) {
+func openStore(ctx context.Context, raw, dataDir string, dcfg duckdb.Config, log *slog.Logger) (storeBackend, string, error) {
 	if raw == "" {
 		raw = "duckdb://" + filepath.Join(dataDir, "skyjoin.duckdb")
 	}
@@ -92,7 +92,8 @@ func openStore(ctx context.Context, raw, dataDir string, log *slog.Logger) (stor
 		if rest == "" {
 			return nil, "", fmt.Errorf("store URL %q: no file path", raw)
 		}
-		s, err := duckdb.Open(ctx, duckdb.Config{Path: rest}, log)
+		dcfg.Path = rest
+		s, err := duckdb.Open(ctx, dcfg, log)
 		if err != nil {
 			return nil, "", err
 		}

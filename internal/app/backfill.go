@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/skyjoin/skyjoin/internal/store/duckdb"
 	"io"
 	"log/slog"
 	"os"
@@ -82,7 +83,7 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			return fmt.Errorf("backfill: no store in %s: %w", dir, err)
 		}
 	}
-	st, _, err := openStore(ctx, *storeURL, dir, log)
+	st, _, err := openStore(ctx, *storeURL, dir, duckdb.Config{}, log)
 	if err != nil {
 		return fmt.Errorf("backfill: %w (DuckDB allows one process per file: stop skyjoin up first)", err)
 	}

@@ -30,6 +30,7 @@ import (
 	"github.com/skyjoin/skyjoin/internal/serve"
 	"github.com/skyjoin/skyjoin/internal/sim"
 	"github.com/skyjoin/skyjoin/internal/store"
+	"github.com/skyjoin/skyjoin/internal/store/duckdb"
 	"github.com/skyjoin/skyjoin/internal/weather"
 	"github.com/skyjoin/skyjoin/internal/weather/openmeteo"
 	"github.com/skyjoin/skyjoin/internal/webhook"
@@ -61,6 +62,7 @@ type upConfig struct {
 	Serve     serve.Options
 	Collect   collect.Config
 	Webhook   webhook.Config
+	DuckDB    duckdb.Config
 	Weather   weatherConfig
 }
 
@@ -84,6 +86,7 @@ func (c *upConfig) registerFlags(fs *flag.FlagSet) {
 	c.Serve.RegisterFlags(fs)
 	c.Collect.RegisterFlags(fs)
 	c.Webhook.RegisterFlags(fs)
+	c.DuckDB.RegisterFlags(fs)
 	c.Weather.RegisterFlags(fs)
 }
 
@@ -237,7 +240,7 @@ func up(ctx context.Context, cfg upConfig, stdout io.Writer, log *slog.Logger) (
 	var st storeBackend
 	storeURL := ""
 	if run.needStore() {
-		if st, storeURL, err = openStore(ctx, cfg.Store, dataDir, log); err != nil {
+		if st, storeURL, err = openStore(ctx, cfg.Store, dataDir, cfg.DuckDB, log); err != nil {
 			return err
 		}
 		closers.push("store", st.Close)
