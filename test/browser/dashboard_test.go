@@ -11,26 +11,21 @@
 package browser
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+
+	"github.com/skyjoin/skyjoin/test/testbin"
 )
 
 const chromium = "/usr/bin/chromium"
@@ -140,9 +135,13 @@ func TestDashboard(t *testing.T) {
 		}
 		return v
 	}
-	// The map draws a frame after the feed; wait for it, boundedly.
+	// The map draws a frame after the feed, and the live stream may connect
+	// after the first page of records is shown; wait for both, boundedly.
 	v := read()
-	for deadline := time.Now().Add(10 * time.Second); (v.Points == "0" || v.Countries == 0) && time.Now().Before(deadline); v = read() {
+	settled := func(v view) bool {
+		return v.Points != "0" && v.Points != "" && v.Countries > 0 && (v.Mode == "live" || v.Mode == "polling")
+	}
+	for deadline := time.Now().Add(20 * time.Second); !settled(v) && time.Now().Before(deadline); v = read() {
 		time.Sleep(200 * time.Millisecond)
 	}
 	t.Logf("dashboard: status %q (%s), %d feed rows, %s map points, %d countries; first row %q",
@@ -184,98 +183,17 @@ func TestDashboard(t *testing.T) {
 	}
 }
 
-var apiLine = regexp.MustCompile(`API\s+(http://\S+)`)
-
 // startSkyjoin builds skyjoin and runs `skyjoin up --demo` on a free port
 // with a fresh data dir; it returns the API's base URL.
 func startSkyjoin(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "skyjoin")
-	build := exec.Command("go", "build", "-o", bin, "../../cmd/skyjoin")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build skyjoin: %v\n%s", err, out)
-	}
-	cmd := exec.Command(bin, "up", "--demo", "--addr", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "data"),
-		"--stats-every", "0", "--log-level", "warn")
-	stdout, err := cmd.StdoutPipe()
+	var out bytes.Buffer
+	bin, err := testbin.Build(dir, &out)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v\n%s", err, out.Bytes())
 	}
-	var stderr syncBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("skyjoin stderr:\n%s", stderr.String())
-		}
-	})
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if m := apiLine.FindStringSubmatch(sc.Text()); m != nil {
-				select {
-				case addr <- m[1]:
-				default:
-				}
-			}
-		}
-		io.Copy(io.Discard, stdout)
-	}()
-	var base string
-	select {
-	case base = <-addr:
-	case err := <-done:
-		t.Fatalf("skyjoin exited before it was up: %v\n%s", err, stderr.String())
-	case <-time.After(startWait):
-		t.Fatalf("skyjoin did not print its API address within %s\n%s", startWait, stderr.String())
-	}
-	if err := waitReady(base, 30*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	_, base := testbin.Options{StartWait: startWait, Term: true}.StartAPI(t, bin, "up", "--demo", "--addr", "127.0.0.1:0",
+		"--data-dir", filepath.Join(dir, "data"), "--stats-every", "0", "--log-level", "warn")
 	return base
-}
-
-func waitReady(base string, within time.Duration) error {
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return errors.New(fmt.Sprint(base, "/readyz did not answer 200 within ", within))
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

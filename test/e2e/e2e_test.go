@@ -3,17 +3,13 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"math"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -24,124 +20,26 @@ import (
 
 	"github.com/skyjoin/skyjoin/internal/event"
 	"github.com/skyjoin/skyjoin/internal/sim"
+	"github.com/skyjoin/skyjoin/test/testbin"
 )
 
 var binary string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "skyjoin-e2e")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "skyjoin")
-	build := exec.Command("go", "build", "-o", binary, "../../cmd/skyjoin")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build skyjoin:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testbin.Main(m, &binary) }
 
-// proc is a running `skyjoin up`.
-type proc struct {
-	cmd    *exec.Cmd
-	base   string // http://127.0.0.1:PORT
-	done   chan struct{}
-	err    error
-	stderr *bytes.Buffer
+// up is a running `skyjoin up`.
+type up struct {
+	*testbin.Proc
+	base string // http://127.0.0.1:PORT
 }
-
-var apiLine = regexp.MustCompile(`API\s+(http://\S+)`)
 
 // start runs `skyjoin up --demo` without the collector on a free port.
-func start(t *testing.T, dataDir string, args ...string) *proc {
+func start(t *testing.T, dataDir string, args ...string) *up {
 	t.Helper()
 	all := append([]string{"up", "--demo", "--collect=false", "--addr", "127.0.0.1:0", "--data-dir", dataDir,
 		"--stats-every", "0", "--log-level", "warn"}, args...)
-	cmd := exec.Command(binary, all...)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &proc{cmd: cmd, done: make(chan struct{}), stderr: &bytes.Buffer{}}
-	cmd.Stderr = &syncWriter{w: p.stderr}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.err = cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-p.done
-		if t.Failed() {
-			t.Logf("skyjoin stderr:\n%s", p.stderr.String())
-		}
-	})
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if m := apiLine.FindStringSubmatch(sc.Text()); m != nil {
-				select {
-				case addr <- m[1]:
-				default:
-				}
-			}
-		}
-	}()
-	select {
-	case p.base = <-addr:
-	case <-p.done:
-		t.Fatalf("skyjoin exited before it was up: %v\n%s", p.err, p.stderr.String())
-	case <-time.After(60 * time.Second):
-		t.Fatalf("skyjoin did not print its API address within 60 s\n%s", p.stderr.String())
-	}
-	waitReady(t, p.base)
-	return p
-}
-
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(b []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(b)
-}
-
-func waitReady(t *testing.T, base string) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("%s/readyz did not answer 200 within 30 s", base)
-}
-
-// stop sends sig and waits for the process to exit.
-func (p *proc) stop(t *testing.T, sig syscall.Signal) {
-	t.Helper()
-	p.cmd.Process.Signal(sig)
-	select {
-	case <-p.done:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("skyjoin did not exit within 30 s of %v", sig)
-	}
-	if sig == syscall.SIGTERM && p.err != nil {
-		t.Fatalf("skyjoin exited with %v after SIGTERM\n%s", p.err, p.stderr.String())
-	}
+	p, base := testbin.StartAPI(t, binary, all...)
+	return &up{p, base}
 }
 
 // places are where the test's users live; several share a weather cell.
@@ -201,40 +99,10 @@ func (c *client) post(form string, events []event.Event) (int, []byte) {
 	return resp.StatusCode, b
 }
 
-type listPage struct {
-	Events     []event.Record `json:"events"`
-	NextCursor string         `json:"next_cursor"`
-}
-
 // all pages through GET /v1/events in storage order.
 func (c *client) all(t *testing.T) []event.Record {
 	t.Helper()
-	var out []event.Record
-	cursor := ""
-	for {
-		u := c.base + "/v1/events?order=asc&limit=1000"
-		if cursor != "" {
-			u += "&cursor=" + cursor
-		}
-		resp, err := c.hc.Get(u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			t.Fatalf("GET %s: %d %s", u, resp.StatusCode, b)
-		}
-		var p listPage
-		if err := json.Unmarshal(b, &p); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, p.Events...)
-		if p.NextCursor == "" {
-			return out
-		}
-		cursor = p.NextCursor
-	}
+	return testbin.List[event.Record](t, c.hc, c.base)
 }
 
 // waitStored waits until the store holds want records (and no more arrive).
@@ -379,7 +247,7 @@ func TestPipelineEndToEnd(t *testing.T) {
 			break
 		}
 	}
-	p.stop(t, syscall.SIGTERM)
+	p.Signal(t, syscall.SIGTERM)
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -410,7 +278,7 @@ func checkRecord(t *testing.T, sent event.Event, r event.Record, testStart time.
 	// provider's value for the event's hour.
 	slot := w.ObservedAt
 	wantSlot := sent.OccurredAt.Truncate(time.Hour)
-	if sent.OccurredAt.Truncate(15*time.Minute).Equal(r.ProcessedAt.Truncate(15 * time.Minute)) {
+	if sent.OccurredAt.Truncate(15 * time.Minute).Equal(r.ProcessedAt.Truncate(15 * time.Minute)) {
 		wantSlot = sent.OccurredAt.Truncate(15 * time.Minute)
 	}
 	if !slot.Equal(wantSlot) {
@@ -482,7 +350,7 @@ func TestRestartKeepsEveryAcceptedEvent(t *testing.T) {
 				}
 				time.Sleep(10 * time.Millisecond)
 			}
-			p.stop(t, sig)
+			p.Signal(t, sig)
 			cancel()
 			wg.Wait()
 			mu.Lock()
@@ -501,26 +369,15 @@ func TestRestartKeepsEveryAcceptedEvent(t *testing.T) {
 				for _, r := range recs {
 					seen[r.EventID]++
 				}
-				missing = 0
-				for id := range accepted {
-					if seen[id] == 0 {
-						missing++
-					}
-				}
+				missing = testbin.Missing(seen, accepted)
 			}
-			dup := 0
-			for id, k := range seen {
-				if k > 1 {
-					dup++
-					t.Errorf("%s stored %d times", id, k)
-				}
-			}
+			dup := testbin.Duplicated(t, seen)
 			t.Logf("%v mid-stream: %d events accepted; after restart %d stored, %d accepted missing, %d duplicated",
 				sig, n, len(recs), missing, dup)
 			if missing > 0 {
 				t.Fatalf("%d events answered 202 are not stored", missing)
 			}
-			p2.stop(t, syscall.SIGTERM)
+			p2.Signal(t, syscall.SIGTERM)
 		})
 	}
 }
@@ -559,7 +416,7 @@ func TestDeadLetterReplay(t *testing.T) {
 	if !strings.Contains(out, "validate") || !strings.Contains(out, "occurred_at") || !strings.Contains(out, future.EventID) {
 		t.Fatalf("deadletters does not list the refused event with its reason:\n%s", out)
 	}
-	p.stop(t, syscall.SIGTERM)
+	p.Signal(t, syscall.SIGTERM)
 
 	p2 := start(t, dataDir, "--ingest-max-clock-skew", "1h", "--enrich-max-clock-skew", "1h")
 	if out := run(t, "replay", "--api", p2.base, "--stage", "validate"); !strings.Contains(out, "replayed 1 ") {
@@ -573,5 +430,5 @@ func TestDeadLetterReplay(t *testing.T) {
 	if out := run(t, "deadletters", "--api", p2.base); !strings.Contains(out, "no dead letters") {
 		t.Fatalf("dead letters left after replay:\n%s", out)
 	}
-	p2.stop(t, syscall.SIGTERM)
+	p2.Signal(t, syscall.SIGTERM)
 }

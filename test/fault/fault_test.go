@@ -4,125 +4,22 @@
 package fault
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	json "github.com/goccy/go-json"
 
 	"github.com/skyjoin/skyjoin/internal/event"
+	"github.com/skyjoin/skyjoin/test/testbin"
 )
 
 var binary string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "skyjoin-fault")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "skyjoin")
-	build := exec.Command("go", "build", "-o", binary, "../../cmd/skyjoin")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build skyjoin:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
-
-type proc struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-	out  chan string
-	logs *lockedBuf
-}
-
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-func (l *lockedBuf) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
-
-// start runs skyjoin with args and waits for a stdout line matching re.
-func start(t *testing.T, re *regexp.Regexp, args ...string) (*proc, string) {
-	t.Helper()
-	cmd := exec.Command(binary, args...)
-	stdout, _ := cmd.StdoutPipe()
-	p := &proc{cmd: cmd, done: make(chan struct{}), logs: &lockedBuf{}}
-	cmd.Stderr = p.logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-p.done
-		if t.Failed() {
-			t.Logf("skyjoin %s stderr:\n%s", args[0], p.logs)
-		}
-	})
-	found := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if m := re.FindStringSubmatch(sc.Text()); m != nil {
-				select {
-				case found <- m[1]:
-				default:
-				}
-			}
-		}
-	}()
-	select {
-	case s := <-found:
-		return p, s
-	case <-p.done:
-		t.Fatalf("skyjoin %s exited at start:\n%s", args[0], p.logs)
-	case <-time.After(60 * time.Second):
-		t.Fatalf("skyjoin %s did not start within 60 s:\n%s", args[0], p.logs)
-	}
-	return nil, ""
-}
-
-func (p *proc) kill(t *testing.T) {
-	p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.done
-}
-
-var (
-	apiLine    = regexp.MustCompile(`API\s+(http://\S+)`)
-	brokerLine = regexp.MustCompile(`broker\s+(nats://\S+)`)
-)
-
-func freePort(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+func TestMain(m *testing.M) { testbin.Main(m, &binary) }
 
 func mkEvent(id int, now time.Time) event.Event {
 	lat, lon := float64(id%170)-85, float64(id%350)-175
@@ -148,17 +45,13 @@ func stream(base string, total int, deadline time.Time) (accepted, unavailable *
 				}
 				body, _ := json.Marshal(batch)
 				for time.Now().Before(deadline) {
-					resp, err := hc.Post(base+"/v1/events", "application/json", bytes.NewReader(body))
-					if err == nil {
-						io.Copy(io.Discard, resp.Body)
-						resp.Body.Close()
-						if resp.StatusCode == http.StatusAccepted {
-							accepted.Add(50)
-							break
-						}
-						if resp.StatusCode == http.StatusServiceUnavailable {
-							unavailable.Add(1)
-						}
+					code := testbin.Post(hc, base, body)
+					if code == http.StatusAccepted {
+						accepted.Add(50)
+						break
+					}
+					if code == http.StatusServiceUnavailable {
+						unavailable.Add(1)
 					}
 					time.Sleep(20 * time.Millisecond)
 				}
@@ -169,45 +62,11 @@ func stream(base string, total int, deadline time.Time) (accepted, unavailable *
 	return accepted, unavailable, done
 }
 
-func countStored(t *testing.T, base string) map[string]int {
-	t.Helper()
-	out := map[string]int{}
-	cursor := ""
-	for {
-		u := base + "/v1/events?order=asc&limit=1000"
-		if cursor != "" {
-			u += "&cursor=" + cursor
-		}
-		resp, err := http.Get(u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var page struct {
-			Events []struct {
-				EventID string `json:"event_id"`
-			} `json:"events"`
-			NextCursor string `json:"next_cursor"`
-		}
-		err = json.NewDecoder(resp.Body).Decode(&page)
-		resp.Body.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, e := range page.Events {
-			out[e.EventID]++
-		}
-		if page.NextCursor == "" {
-			return out
-		}
-		cursor = page.NextCursor
-	}
-}
-
 func waitAllStored(t *testing.T, base string, total int) {
 	t.Helper()
 	var stored map[string]int
 	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(300 * time.Millisecond) {
-		stored = countStored(t, base)
+		stored = testbin.ListIDs(t, http.DefaultClient, base)
 		if len(stored) >= total {
 			break
 		}
@@ -232,23 +91,23 @@ func TestBrokerDown(t *testing.T) {
 		total = 5_000
 	}
 	brokerDir, upDir := t.TempDir(), t.TempDir()
-	listen := freePort(t)
-	br, brokerURL := start(t, brokerLine, "broker", "--listen", listen, "--data-dir", brokerDir, "--log-level", "warn")
-	_, base := start(t, apiLine, "up", "--demo", "--collect=false", "--broker", brokerURL, "--addr", "127.0.0.1:0",
+	brokerArgs := []string{"broker", "--listen", testbin.FreeAddr(t), "--data-dir", brokerDir, "--log-level", "warn"}
+	br, brokerURL := testbin.Start(t, binary, testbin.BrokerLine, brokerArgs...)
+	_, base := testbin.Start(t, binary, testbin.APILine, "up", "--demo", "--collect=false", "--broker", brokerURL, "--addr", "127.0.0.1:0",
 		"--data-dir", upDir, "--log-level", "warn", "--stats-every", "0")
 
 	accepted, unavailable, done := stream(base, total, time.Now().Add(3*time.Minute))
 	for accepted.Load() < int64(total/3) {
 		time.Sleep(5 * time.Millisecond)
 	}
-	br.kill(t)
+	br.Kill(t)
 	t.Logf("broker killed with %d events accepted", accepted.Load())
 	before := accepted.Load()
 	time.Sleep(3 * time.Second)
 	if during := accepted.Load() - before; during > 100 {
 		t.Errorf("%d events accepted while the broker was down", during)
 	}
-	start(t, brokerLine, "broker", "--listen", listen, "--data-dir", brokerDir, "--log-level", "warn")
+	testbin.Start(t, binary, testbin.BrokerLine, brokerArgs...)
 	t.Logf("broker back; %d answers were 503 meanwhile", unavailable.Load())
 	select {
 	case <-done:

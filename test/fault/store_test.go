@@ -12,6 +12,8 @@ import (
 	"time"
 
 	json "github.com/goccy/go-json"
+
+	"github.com/skyjoin/skyjoin/test/testbin"
 )
 
 // pipelineCounters is the part of GET /debug/pipeline this test reads.
@@ -94,7 +96,7 @@ func TestStoreDiskFull(t *testing.T) {
 	upArgs := []string{"up", "--demo", "--collect=false", "--addr", "127.0.0.1:0",
 		"--data-dir", t.TempDir(), "--store", "duckdb://" + filepath.Join(small, "skyjoin.duckdb"),
 		"--log-level", "warn", "--stats-every", "0"}
-	up, base := start(t, apiLine, upArgs...)
+	up, base := testbin.Start(t, binary, testbin.APILine, upArgs...)
 
 	accepted, unavailable, done := stream(base, total, time.Now().Add(3*time.Minute))
 	for accepted.Load() < int64(total/3) || counters(t, base).Stored == 0 {
@@ -126,8 +128,8 @@ func TestStoreDiskFull(t *testing.T) {
 	t.Logf("%d events accepted, all stored exactly once, none dead-lettered; %d failed batches in all", total, c2.Failed)
 
 	// The store that ran out of space opens again, whole: kill -9, restart.
-	up.kill(t)
-	_, base = start(t, apiLine, upArgs...)
+	up.Kill(t)
+	_, base = testbin.Start(t, binary, testbin.APILine, upArgs...)
 	waitAllStored(t, base, total)
 	t.Logf("after kill -9 and a restart on the same files: all %d still stored exactly once", total)
 }

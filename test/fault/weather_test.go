@@ -1,9 +1,7 @@
 package fault
 
 import (
-	"bytes"
 	"fmt"
-	"io"
 	"net/http"
 	"regexp"
 	"sync"
@@ -14,6 +12,7 @@ import (
 	json "github.com/goccy/go-json"
 
 	"github.com/skyjoin/skyjoin/internal/event"
+	"github.com/skyjoin/skyjoin/test/testbin"
 )
 
 // simWeatherLine is the weather API line of `skyjoin sim`'s banner.
@@ -52,14 +51,9 @@ func paced(base string, from, to int, rate float64, deadline time.Time) (accepte
 				}
 				body, _ := json.Marshal(evs)
 				for time.Now().Before(deadline) {
-					resp, err := hc.Post(base+"/v1/events", "application/json", bytes.NewReader(body))
-					if err == nil {
-						io.Copy(io.Discard, resp.Body)
-						resp.Body.Close()
-						if resp.StatusCode == http.StatusAccepted {
-							accepted.Add(int64(len(evs)))
-							break
-						}
+					if testbin.Post(hc, base, body) == http.StatusAccepted {
+						accepted.Add(int64(len(evs)))
+						break
 					}
 					time.Sleep(20 * time.Millisecond)
 				}
@@ -89,34 +83,11 @@ type wxRecord struct {
 func listRecords(t *testing.T, base string) (recs map[string]wxRecord, copies map[string]int) {
 	t.Helper()
 	recs, copies = map[string]wxRecord{}, map[string]int{}
-	cursor := ""
-	for {
-		u := base + "/v1/events?order=asc&limit=1000"
-		if cursor != "" {
-			u += "&cursor=" + cursor
-		}
-		resp, err := http.Get(u)
-		if err != nil {
-			t.Fatalf("list stored records: %v", err)
-		}
-		var page struct {
-			Events     []wxRecord `json:"events"`
-			NextCursor string     `json:"next_cursor"`
-		}
-		err = json.NewDecoder(resp.Body).Decode(&page)
-		resp.Body.Close()
-		if err != nil {
-			t.Fatalf("list stored records: %v", err)
-		}
-		for _, r := range page.Events {
-			recs[r.EventID] = r
-			copies[r.EventID]++
-		}
-		if page.NextCursor == "" {
-			return recs, copies
-		}
-		cursor = page.NextCursor
-	}
+	testbin.ListEach(t, http.DefaultClient, base, func(r wxRecord) {
+		recs[r.EventID] = r
+		copies[r.EventID]++
+	})
+	return recs, copies
 }
 
 // TestWeatherProviderDown runs the weather provider (`skyjoin sim`) as its
@@ -141,10 +112,9 @@ func weatherDown(t *testing.T, mode string) {
 	if testing.Short() {
 		total, down = 6_000, 3*time.Second
 	}
-	simAddr := freePort(t)
-	simArgs := []string{"sim", "--addr", simAddr, "--log-level", "warn"}
-	wx, wxURL := start(t, simWeatherLine, simArgs...)
-	_, base := start(t, apiLine, "up", "--weather-url", wxURL, "--collect=false", "--addr", "127.0.0.1:0",
+	simArgs := []string{"sim", "--addr", testbin.FreeAddr(t), "--log-level", "warn"}
+	wx, wxURL := testbin.Start(t, binary, simWeatherLine, simArgs...)
+	_, base := testbin.Start(t, binary, testbin.APILine, "up", "--weather-url", wxURL, "--collect=false", "--addr", "127.0.0.1:0",
 		"--data-dir", t.TempDir(), "--weather-quota", "none", "--log-level", "warn", "--stats-every", "0",
 		"--enrich-on-weather-failure", mode, "--weather-breaker-open-for", "2s",
 		"--weather-backoff", "100ms", "--weather-max-backoff", "500ms")
@@ -153,12 +123,12 @@ func weatherDown(t *testing.T, mode string) {
 	for accepted.Load() < int64(total/4) {
 		time.Sleep(5 * time.Millisecond)
 	}
-	wx.kill(t)
+	wx.Kill(t)
 	killedAt := time.Now()
 	t.Logf("weather provider killed with %d events accepted", accepted.Load())
 	time.Sleep(down)
 	restartedAt := time.Now()
-	start(t, simWeatherLine, simArgs...)
+	testbin.Start(t, binary, simWeatherLine, simArgs...)
 	t.Logf("weather provider back after %s; %d events accepted", restartedAt.Sub(killedAt).Round(time.Millisecond), accepted.Load())
 	select {
 	case <-done:

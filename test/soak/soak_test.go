@@ -10,45 +10,23 @@
 package soak
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	json "github.com/goccy/go-json"
-
 	"github.com/skyjoin/skyjoin/internal/bench"
+	"github.com/skyjoin/skyjoin/test/testbin"
 )
 
 var binary string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "skyjoin-soak")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "skyjoin")
-	build := exec.Command("go", "build", "-o", binary, "../../cmd/skyjoin")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build skyjoin:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testbin.Main(m, &binary) }
 
 const (
 	batchSize   = 100
@@ -87,81 +65,14 @@ func envFloat(t *testing.T, name string, def float64) float64 {
 	return f
 }
 
-var apiLine = regexp.MustCompile(`API\s+(http://\S+)`)
-
 // startUp starts `skyjoin up --demo` (weather from the built-in simulator,
 // no collector) and returns its base URL and process id.
 func startUp(t *testing.T, extra ...string) (string, int) {
 	t.Helper()
 	args := append([]string{"up", "--demo", "--collect=false", "--addr", "127.0.0.1:0", "--data-dir", t.TempDir(),
 		"--log-level", "warn", "--stats-every", "0"}, extra...)
-	cmd := exec.Command(binary, args...)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &lockedBuf{}
-	cmd.Stderr = logs
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start skyjoin up: %v", err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-done
-		if t.Failed() {
-			t.Logf("skyjoin up stderr (last 8 KiB):\n%s", logs.tail(8<<10))
-		}
-	})
-	found := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if m := apiLine.FindStringSubmatch(sc.Text()); m != nil {
-				select {
-				case found <- m[1]:
-				default:
-				}
-			}
-		}
-	}()
-	var base string
-	select {
-	case base = <-found:
-	case <-done:
-		t.Fatalf("skyjoin up exited at start:\n%s", logs.tail(8<<10))
-	case <-time.After(60 * time.Second):
-		t.Fatalf("skyjoin up did not start within 60 s:\n%s", logs.tail(8<<10))
-	}
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if resp, err := http.Get(base + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return base, cmd.Process.Pid
-			}
-		}
-	}
-	t.Fatalf("skyjoin up not ready within 30 s:\n%s", logs.tail(8<<10))
-	return "", 0
-}
-
-type lockedBuf struct {
-	mu sync.Mutex
-	b  []byte
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.b = append(l.b, p...)
-	return len(p), nil
-}
-
-func (l *lockedBuf) tail(n int) string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return string(l.b[max(0, len(l.b)-n):])
+	p, base := testbin.Options{LogTail: 8 << 10}.StartAPI(t, binary, args...)
+	return base, p.Pid()
 }
 
 // Event states in the offered table.
@@ -432,41 +343,10 @@ func TestSoakTwiceSustainable(t *testing.T) {
 func storedCopies(t *testing.T, c *bench.Client, evs *bench.Events, n int) ([]uint8, int) {
 	t.Helper()
 	copies := make([]uint8, n)
-	cursor, pages := "", 0
-	for {
-		u := c.Base + "/v1/events?order=asc&limit=1000"
-		if cursor != "" {
-			u += "&cursor=" + cursor
+	pages := testbin.ListEach(t, c.HC, c.Base, func(e testbin.ID) {
+		if seq := evs.Seq(e.EventID); seq >= 0 && seq < int64(n) && copies[seq] < 255 {
+			copies[seq]++
 		}
-		resp, err := c.HC.Get(u)
-		if err != nil {
-			t.Fatalf("list stored events: %v", err)
-		}
-		var page struct {
-			Events []struct {
-				EventID string `json:"event_id"`
-			} `json:"events"`
-			NextCursor string `json:"next_cursor"`
-		}
-		if resp.StatusCode != http.StatusOK {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			t.Fatalf("list stored events: %d %s", resp.StatusCode, b)
-		}
-		err = json.NewDecoder(resp.Body).Decode(&page)
-		resp.Body.Close()
-		if err != nil {
-			t.Fatalf("list stored events: %v", err)
-		}
-		pages++
-		for _, e := range page.Events {
-			if seq := evs.Seq(e.EventID); seq >= 0 && seq < int64(n) && copies[seq] < 255 {
-				copies[seq]++
-			}
-		}
-		if page.NextCursor == "" {
-			return copies, pages
-		}
-		cursor = page.NextCursor
-	}
+	})
+	return copies, pages
 }
