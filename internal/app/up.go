@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -572,15 +571,8 @@ func (p *eventPublisher) PublishEvents(ctx context.Context, events []event.Event
 	if err != nil {
 		return err
 	}
-	return p.pub.Publish(ctx, broker.TopicEvents, &broker.Message{
-		Data: body,
-		Attributes: map[string]string{
-			ingest.AttrContentType: event.ContentTypeNDJSON,
-			ingest.AttrIngestedAt:  time.Now().UTC().Format(time.RFC3339Nano),
-			ingest.AttrCount:       strconv.Itoa(len(events)),
-			ingest.AttrSource:      p.source,
-		},
-	})
+	return p.pub.Publish(ctx, broker.TopicEvents,
+		ingest.NewMessage(body, event.ContentTypeNDJSON, len(events), time.Now(), p.source))
 }
 
 // closeStack closes what was opened, last first.

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strconv"
 	"sync"
 	"time"
 
@@ -60,15 +59,7 @@ type request struct {
 
 // publishAlone publishes one request as it was sent, as its own message.
 func (g *grouper) publishAlone(ctx context.Context, r *request) error {
-	msg := &broker.Message{
-		Data: r.body,
-		Attributes: map[string]string{
-			AttrContentType: r.mediaType,
-			AttrIngestedAt:  r.ingestedAt.Format(time.RFC3339Nano),
-			AttrCount:       strconv.Itoa(len(r.decoded)),
-			AttrSource:      "ingest",
-		},
-	}
+	msg := NewMessage(r.body, r.mediaType, len(r.decoded), r.ingestedAt, "ingest")
 	if trace.SpanContextFromContext(ctx).IsValid() {
 		// The worker links its batch span to this request's span.
 		traceContext.Inject(ctx, propagation.MapCarrier(msg.Attributes))
@@ -149,17 +140,15 @@ func (g *grouper) drain() {
 }
 
 func (g *grouper) publishGroup(grp *group) error {
-	attrs := make(map[string]string, 4+len(grp.attrs))
+	msg := NewMessage(grp.buf, event.ContentTypeNDJSON, grp.count, grp.ingestedAt, "ingest")
 	for k, v := range grp.attrs {
-		attrs[k] = v
+		if _, set := msg.Attributes[k]; !set {
+			msg.Attributes[k] = v
+		}
 	}
-	attrs[AttrContentType] = event.ContentTypeNDJSON
-	attrs[AttrIngestedAt] = grp.ingestedAt.Format(time.RFC3339Nano)
-	attrs[AttrCount] = strconv.Itoa(grp.count)
-	attrs[AttrSource] = "ingest"
 	ctx, cancel := context.WithTimeout(context.Background(), g.timeout)
 	defer cancel()
-	if err := g.pub.Publish(ctx, broker.TopicEvents, &broker.Message{Data: grp.buf, Attributes: attrs}); err != nil {
+	if err := g.pub.Publish(ctx, broker.TopicEvents, msg); err != nil {
 		return fmt.Errorf("publish %d events of grouped requests: %w", grp.count, err)
 	}
 	return nil
