@@ -1,34 +1,253 @@
 package app
 
 import (
+	"cmp"
 	"context"
-	"io"
+	"database/sql"
+	"net/http"
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/skyjoin/skyjoin/internal/api"
+	"github.com/skyjoin/skyjoin/internal/broker"
+	"github.com/skyjoin/skyjoin/internal/collect"
+	"github.com/skyjoin/skyjoin/internal/dashboard"
+	"github.com/skyjoin/skyjoin/internal/deadletter"
+	"github.com/skyjoin/skyjoin/internal/enrich"
+	"github.com/skyjoin/skyjoin/internal/event"
+	"github.com/skyjoin/skyjoin/internal/ingest"
+	"github.com/skyjoin/skyjoin/internal/live"
+	"github.com/skyjoin/skyjoin/internal/platform"
+	"github.com/skyjoin/skyjoin/internal/serve"
+	"github.com/skyjoin/skyjoin/internal/webhook"
 )
 
-// The stage commands run one stage each, as separate processes sharing one
-// broker, so that each can be scaled, restarted or killed alone:
-//
-//	skyjoin broker  --listen 127.0.0.1:4222 --data-dir data/broker
-//	skyjoin ingest  --broker nats://127.0.0.1:4222 --addr 127.0.0.1:8080
-//	skyjoin enrich  --broker nats://127.0.0.1:4222 --addr 127.0.0.1:8081 --data-dir data/enrich
-//	skyjoin collect --broker nats://127.0.0.1:4222 --addr 127.0.0.1:8082 --collect-url https://randomuser.me
-//
-// DuckDB lets one process open its file, so the process that writes it
-// (enrich) also serves the reads; `skyjoin serve` alone is for stores that
-// many processes can read (BigQuery).
-
-func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return runStages(ctx, "ingest", stages{ingest: true}, args, stdout, stderr)
+// stages returns every stage over c, by name, built once.
+func (c *config) stages() map[string]*stage {
+	if c.all != nil {
+		return c.all
+	}
+	pt := c.sharedParts()
+	c.all = map[string]*stage{
+		stIngest: {
+			name:     stIngest,
+			uses:     []*part{pt[ptBroker]},
+			flags:    c.Ingest.RegisterFlags,
+			validate: func() error { return c.Ingest.Validate() },
+			start:    c.startIngest,
+		},
+		stCollect: {
+			name: stCollect,
+			uses: []*part{pt[ptBroker], pt[ptDemo]},
+			flags: func(fs *flag.FlagSet) {
+				c.Collect.RegisterFlags(fs)
+				fs.BoolVar(&c.DemoCollect, "collect", true, "with --demo, collect users from the simulator (false: no users are collected)")
+			},
+			validate: func() error {
+				if c.Collect.URL == "" {
+					return nil
+				}
+				return c.Collect.Validate()
+			},
+			start: c.startCollect,
+		},
+		stEnrich: {
+			name: stEnrich,
+			uses: []*part{pt[ptBroker], pt[ptStore], pt[ptWeather], pt[ptDemo]},
+			flags: func(fs *flag.FlagSet) {
+				c.Enrich.RegisterFlags(fs)
+				fs.DurationVar(&c.StatsEvery, "stats-every", 10*time.Second, "how often to log pipeline counters (0: never)")
+			},
+			validate: func() error { return c.Enrich.Validate() },
+			start:    c.startEnrich,
+		},
+		stServe: {
+			name:     stServe,
+			uses:     []*part{pt[ptStore]},
+			flags:    c.Serve.RegisterFlags,
+			validate: func() error { return c.Serve.Validate() },
+			start:    c.startServe,
+		},
+		stDeliver: {
+			name:     stDeliver,
+			uses:     []*part{pt[ptStore]},
+			flags:    c.Webhook.RegisterFlags,
+			validate: func() error { return c.Webhook.Validate() },
+			start:    c.startDeliver,
+		},
+	}
+	return c.all
 }
 
-func runEnrich(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return runStages(ctx, "enrich", stages{enrich: true, serve: true}, args, stdout, stderr)
+// eventsSubscription is the enrich worker's subscription, which ingest's
+// admission control reads the backlog of.
+func (c *config) eventsSubscription() string { return cmp.Or(c.Enrich.Subscription, "enrich") }
+
+func (c *config) startIngest(ctx context.Context, p *process, r platform.Router) (*running, error) {
+	b, err := p.broker()
+	if err != nil {
+		return nil, err
+	}
+	ing := ingest.New(c.Ingest, b, p.log)
+	var gate *ingest.BacklogGate
+	if bl, ok := b.(broker.Backlogger); ok {
+		sub := c.eventsSubscription()
+		gate = ingest.NewBacklogGate(func(ctx context.Context) (int64, error) {
+			return bl.Backlog(ctx, broker.TopicEvents, sub)
+		}, c.Ingest.MaxBacklog, 250*time.Millisecond, p.log)
+		if bb, ok := b.(broker.ByteBacklogger); ok {
+			gate.LimitBytes(func(ctx context.Context) (int64, error) {
+				return bb.BacklogBytes(ctx, broker.TopicEvents)
+			}, c.Ingest.MaxBacklogBytes)
+		}
+		ing.Admit = gate.Admit
+	}
+	ing.Register(r)
+	db, ok := b.(deadletter.Broker)
+	if !ok {
+		return nil, fmt.Errorf("broker %s cannot list dead letters", c.Broker)
+	}
+	deadletter.NewHandler(db, p.log).Register(r)
+	p.ing, p.gate = ing, gate
+	run := &running{}
+	if gate != nil {
+		run.run = func(ctx, _ context.Context) error {
+			gate.Run(ctx)
+			return nil
+		}
+	}
+	return run, nil
 }
 
-func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return runStages(ctx, "serve", stages{serve: true}, args, stdout, stderr)
+func (c *config) startCollect(ctx context.Context, p *process, r platform.Router) (*running, error) {
+	url := c.Collect.URL
+	if url == "" && c.Demo && c.DemoCollect {
+		s, err := p.sim()
+		if err != nil {
+			return nil, err
+		}
+		url = s.RandomUserURL
+	}
+	if url == "" {
+		p.log.Info("collect: no users API (--collect-url); collecting nothing")
+		return &running{}, nil
+	}
+	cc := c.Collect
+	cc.URL = url
+	if err := cc.Validate(); err != nil {
+		return nil, err
+	}
+	b, err := p.broker()
+	if err != nil {
+		return nil, err
+	}
+	col, err := collect.New(cc, &eventPublisher{pub: b, source: "collect"}, collect.Options{Logger: p.log})
+	if err != nil {
+		return nil, err
+	}
+	p.collectURL = url
+	return &running{run: func(ctx, _ context.Context) error {
+		if err := col.Run(ctx); err != nil && ctx.Err() == nil {
+			return err
+		}
+		return nil
+	}}, nil
 }
 
-func runCollect(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return runStages(ctx, "collect", stages{collect: true}, args, stdout, stderr)
+func (c *config) startEnrich(ctx context.Context, p *process, r platform.Router) (*running, error) {
+	b, err := p.broker()
+	if err != nil {
+		return nil, err
+	}
+	st, err := p.store()
+	if err != nil {
+		return nil, err
+	}
+	ws, err := p.weather()
+	if err != nil {
+		return nil, err
+	}
+	sub, err := b.Subscribe(ctx, broker.TopicEvents, c.Enrich.Subscription, broker.SubscribeOptions{
+		AckWait:        c.Enrich.AckWait,
+		MaxOutstanding: c.Enrich.MaxMessages * 4,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("subscribe to %s: %w", broker.TopicEvents, err)
+	}
+	w := enrich.New(c.Enrich, sub, b, ws, st, p.log)
+	listeners := p.storedListeners
+	if c.Demo {
+		// Now and then a stored record on the terminal.
+		listeners = append(listeners, sampler(p.stdout, 3*time.Second))
+	}
+	if len(listeners) > 0 {
+		w.OnStored = fanOut(listeners)
+	}
+	p.worker = w
+	return &running{
+		run: func(ctx, hard context.Context) error {
+			if c.StatsEvery > 0 {
+				go logStats(ctx, p.log, c.StatsEvery, w, ws)
+			}
+			return w.Run(ctx, hard)
+		},
+		stop: func(context.Context) error { return sub.Close() },
+	}, nil
+}
+
+func (c *config) startServe(ctx context.Context, p *process, r platform.Router) (*running, error) {
+	st, err := p.store()
+	if err != nil {
+		return nil, err
+	}
+	hub := live.NewHub(0)
+	p.storedListeners = append(p.storedListeners, hub.Publish)
+	opts := c.Serve
+	opts.Logger = p.log
+	opts.Hub = hub
+	srv := serve.New(st, opts)
+	srv.RegisterReads(r)
+	dashboard.Register(r)
+	p.onDraining(func() { srv.SetDraining(true) })
+	return &running{stop: func(context.Context) error { hub.Close(); return nil }}, nil
+}
+
+func (c *config) startDeliver(ctx context.Context, p *process, r platform.Router) (*running, error) {
+	st, err := p.store()
+	if err != nil {
+		return nil, err
+	}
+	sdb, ok := st.(interface{ DB() *sql.DB })
+	if !ok {
+		p.log.Warn("webhooks are off: they need the duckdb store")
+		for _, rt := range api.Routes {
+			if rt.Stage == api.Deliver {
+				r.HandleFunc(rt.Pattern, func(w http.ResponseWriter, _ *http.Request) {
+					platform.WriteError(w, http.StatusNotImplemented, "webhooks are off: they need the duckdb store", nil)
+				})
+			}
+		}
+		return &running{}, nil
+	}
+	hooks, err := webhook.New(ctx, sdb.DB(), c.Webhook, p.log)
+	if err != nil {
+		return nil, err
+	}
+	hooks.Register(r)
+	p.storedListeners = append(p.storedListeners, hooks.Deliver)
+	return &running{stop: func(ctx context.Context) error {
+		// Stop taking records, deliver what is queued within the
+		// deadline, store the rest as failures.
+		return hooks.Close(ctx)
+	}}, nil
+}
+
+// fanOut calls each of fns with the stored records, in order.
+func fanOut(fns []func([]event.Record)) func([]event.Record) {
+	return func(recs []event.Record) {
+		for _, f := range fns {
+			f(recs)
+		}
+	}
 }

@@ -36,16 +36,14 @@ func (s *flakyStore) Write(ctx context.Context, recs []event.Record) error {
 // the API base URL and a stop function that waits for a clean shutdown.
 func startInProcess(t *testing.T, hooks upHooks, args ...string) (string, func()) {
 	t.Helper()
-	var cfg upConfig
-	cfg.stages = allStages
-	fs := newFlagSet("up", io.Discard)
-	cfg.registerFlags(fs)
+	cfg := newConfig("up")
+	fs, stages, _ := stageFlagSet(findStageCommand("up"), cfg, io.Discard)
 	all := append([]string{"--demo", "--collect=false", "--addr", "127.0.0.1:0", "--data-dir", t.TempDir(),
 		"--stats-every", "0", "--weather-quota", "none", "--log-level", "error"}, args...)
 	if err := platform.ParseFlags(fs, all); err != nil {
 		t.Fatal(err)
 	}
-	if err := cfg.validate(); err != nil {
+	if err := validateStages(cfg, stages); err != nil {
 		t.Fatal(err)
 	}
 	addr := make(chan string, 1)
@@ -53,7 +51,7 @@ func startInProcess(t *testing.T, hooks upHooks, args ...string) (string, func()
 	cfg.hooks = hooks
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- up(ctx, cfg, io.Discard, platform.Discard) }()
+	go func() { done <- runProcess(ctx, cfg, stages, io.Discard, platform.Discard) }()
 	var base string
 	select {
 	case a := <-addr:
