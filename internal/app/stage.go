@@ -146,7 +146,10 @@ func runStageCommand(ctx context.Context, name string, args []string, stdout, st
 	cfg := newConfig(cmd.name)
 	fs, stages, on := stageFlagSet(cmd, cfg, stderr)
 	if err := platform.ParseFlags(fs, args); err != nil {
-		return err
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: %s takes no arguments, got %q", errUsage, name, fs.Args())
@@ -204,20 +207,20 @@ type routeRecorder struct {
 	mux     *http.ServeMux
 	stage   string
 	mounted map[string]string // pattern -> stage
-	err     error
+	err     *error            // shared by the recorders of every stage
 }
 
 func (r *routeRecorder) Handle(pattern string, h http.Handler) {
 	i := slices.IndexFunc(api.Routes, func(rt api.Route) bool { return rt.Pattern == pattern })
 	switch {
 	case i < 0:
-		r.err = errors.Join(r.err, fmt.Errorf("stage %s mounts %q, which is not in the route table (internal/api)", r.stage, pattern))
+		*r.err = errors.Join(*r.err, fmt.Errorf("stage %s mounts %q, which is not in the route table (internal/api)", r.stage, pattern))
 		return
 	case api.Routes[i].Stage != api.Any && api.Routes[i].Stage != r.stage:
-		r.err = errors.Join(r.err, fmt.Errorf("stage %s mounts %q, a route of stage %s", r.stage, pattern, api.Routes[i].Stage))
+		*r.err = errors.Join(*r.err, fmt.Errorf("stage %s mounts %q, a route of stage %s", r.stage, pattern, api.Routes[i].Stage))
 		return
 	case r.mounted[pattern] != "":
-		r.err = errors.Join(r.err, fmt.Errorf("stage %s mounts %q, already mounted by %s", r.stage, pattern, r.mounted[pattern]))
+		*r.err = errors.Join(*r.err, fmt.Errorf("stage %s mounts %q, already mounted by %s", r.stage, pattern, r.mounted[pattern]))
 		return
 	}
 	r.mounted[pattern] = cmp.Or(r.stage, "the process")
@@ -230,7 +233,7 @@ func (r *routeRecorder) HandleFunc(pattern string, h func(http.ResponseWriter, *
 
 // check reports the routes of the table that the stages did not mount.
 func (r *routeRecorder) check(stages []string) error {
-	err := r.err
+	err := *r.err
 	for _, rt := range api.Of(stages...) {
 		if r.mounted[rt.Pattern] == "" {
 			err = errors.Join(err, fmt.Errorf("route %q of stage %q is in the route table but no stage mounted it", rt.Pattern, rt.Stage))
@@ -239,9 +242,13 @@ func (r *routeRecorder) check(stages []string) error {
 	return err
 }
 
+func newRouteRecorder(mux *http.ServeMux) *routeRecorder {
+	return &routeRecorder{mux: mux, mounted: map[string]string{}, err: new(error)}
+}
+
 // for_ returns a Router that records the routes of the named stage.
 func (r *routeRecorder) for_(stage string) *routeRecorder {
-	return &routeRecorder{mux: r.mux, stage: stage, mounted: r.mounted}
+	return &routeRecorder{mux: r.mux, stage: stage, mounted: r.mounted, err: r.err}
 }
 
 // runProcess starts the stages, serves their routes, writes the ready
@@ -260,7 +267,7 @@ func runProcess(ctx context.Context, cfg *config, stages []*stage, stdout io.Wri
 		}
 	}()
 	mux := http.NewServeMux()
-	rec := &routeRecorder{mux: mux, mounted: map[string]string{}}
+	rec := newRouteRecorder(mux)
 	// Start the consumers first: the stages after a producer in the list.
 	runs := make([]*running, len(stages))
 	for i := len(stages) - 1; i >= 0; i-- {
