@@ -86,9 +86,7 @@ func (p *process) runs(stage string) bool {
 
 // close closes the shared parts, last opened first.
 func (p *process) close() error {
-	if p.cfg.ReadyFile != "" {
-		os.Remove(p.cfg.ReadyFile)
-	}
+	removeReadyFile(p.cfg.ReadyFile)
 	return p.closers.close()
 }
 

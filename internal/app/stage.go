@@ -384,6 +384,14 @@ func writeReadyFile(path string, v any) error {
 	return nil
 }
 
+// removeReadyFile removes the ready file at exit, so that a stale one
+// never announces a process that is gone.
+func removeReadyFile(path string) {
+	if path != "" {
+		os.Remove(path)
+	}
+}
+
 // closeStack closes what was opened, last first.
 type closeStack struct {
 	mu    sync.Mutex

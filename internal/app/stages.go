@@ -4,9 +4,9 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
-	"net/http"
 	"flag"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/skyjoin/skyjoin/internal/api"
