@@ -121,6 +121,12 @@ func (p *process) store() (storeBackend, error) {
 	if p.cfg.hooks.wrapStore != nil {
 		st = p.cfg.hooks.wrapStore(st)
 	}
+	if wrap, err := failpointStore(); err != nil {
+		return nil, err
+	} else if wrap != nil {
+		p.log.Warn("failpoint set: this process will kill itself", "failpoint", os.Getenv(failpointEnv))
+		st = wrap(st)
+	}
 	p.st, p.storeURL = st, u
 	p.checks = append(p.checks, serve.Check{Name: "store", Check: func(ctx context.Context) error {
 		_, err := st.List(ctx, storeProbe)
