@@ -12,7 +12,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -21,6 +20,7 @@ import (
 	"github.com/skyjoin/skyjoin/internal/event"
 	"github.com/skyjoin/skyjoin/internal/ingest"
 	"github.com/skyjoin/skyjoin/internal/platform"
+	"github.com/skyjoin/skyjoin/internal/retry"
 	"github.com/skyjoin/skyjoin/internal/store"
 	"github.com/skyjoin/skyjoin/internal/weather"
 )
@@ -167,27 +167,30 @@ func (w *Worker) Stats() Stats {
 // batch in hand. hard bounds that last batch: when hard is done, the batch in
 // hand is abandoned (not acked), and the broker delivers it again later.
 func (w *Worker) Run(ctx, hard context.Context) error {
-	backoff := 100 * time.Millisecond
+	// A failed fetch is retried until the broker is back, with a backoff
+	// from 100 ms to 5 s (full jitter) that starts again after a success.
+	fetchRetry := retry.Policy{
+		Backoff:   retry.Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second},
+		Retryable: func(err error) bool { return !errors.Is(err, broker.ErrClosed) },
+		OnRetry: func(_ context.Context, _ int, err error, wait time.Duration) {
+			w.log.Warn("enrich: fetch failed; retrying", "error", err.Error(), "backoff", wait.String())
+		},
+	}
 	for {
 		if ctx.Err() != nil {
 			return nil
 		}
-		msgs, err := w.sub.Fetch(ctx, w.cfg.MaxMessages, w.cfg.FetchWait)
+		var msgs []*broker.Message
+		err := retry.Call(ctx, fetchRetry, func(ctx context.Context) (err error) {
+			msgs, err = w.sub.Fetch(ctx, w.cfg.MaxMessages, w.cfg.FetchWait)
+			return err
+		})
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			if errors.Is(err, broker.ErrClosed) {
-				return fmt.Errorf("enrich: fetch: %w", err)
-			}
-			w.log.Warn("enrich: fetch failed; retrying", "error", err.Error(), "backoff", backoff.String())
-			if !sleep(ctx, backoff) {
-				return nil
-			}
-			backoff = min(backoff*2, 5*time.Second)
-			continue
+			return fmt.Errorf("enrich: fetch: %w", err)
 		}
-		backoff = 100 * time.Millisecond
 		if len(msgs) == 0 {
 			continue
 		}
@@ -288,19 +291,12 @@ func (w *Worker) handleBatch(ctx context.Context, msgs []*broker.Message) (pause
 	return 0, err
 }
 
-// retryDelay is the redelivery delay after the given delivery: RetryDelay
-// doubled per attempt up to MaxRetry, with up to 20% jitter so that
-// messages that failed together do not come back together.
+// retryDelay is the redelivery delay after the given delivery: a
+// retry.Backoff from RetryDelay doubling per delivery up to MaxRetry, with
+// full jitter (uniform between zero and that ceiling) so that messages that
+// failed together do not come back together.
 func (w *Worker) retryDelay(deliveries int) time.Duration {
-	d := w.cfg.RetryDelay
-	for i := 1; i < deliveries && d < w.cfg.MaxRetry; i++ {
-		d *= 2
-	}
-	d = min(d, w.cfg.MaxRetry)
-	if d > 0 {
-		d += time.Duration(rand.Int64N(int64(d)/5 + 1))
-	}
-	return d
+	return retry.Backoff{Initial: w.cfg.RetryDelay, Max: w.cfg.MaxRetry}.Delay(deliveries)
 }
 
 func (w *Worker) nack(msgs []*broker.Message, cause error) {

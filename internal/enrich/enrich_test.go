@@ -324,19 +324,63 @@ func TestPanicIsPoison(t *testing.T) {
 	}
 }
 
+// TestRetryDelay: the redelivery delay doubles per delivery up to
+// MaxRetry, with full jitter: every draw is within [0, ceiling] and the
+// draws cover that range.
 func TestRetryDelay(t *testing.T) {
 	w := newWorker(&queue{}, &joiner{}, &memStore{})
 	w.cfg.RetryDelay, w.cfg.MaxRetry = time.Second, 10*time.Second
 	for _, tt := range []struct {
 		deliveries int
-		min, max   time.Duration
-	}{{1, time.Second, 1200 * time.Millisecond}, {2, 2 * time.Second, 2400 * time.Millisecond},
-		{4, 8 * time.Second, 9600 * time.Millisecond}, {10, 10 * time.Second, 12 * time.Second}} {
-		for range 20 {
-			if d := w.retryDelay(tt.deliveries); d < tt.min || d > tt.max {
-				t.Errorf("retryDelay(%d) = %s, want %s..%s", tt.deliveries, d, tt.min, tt.max)
+		ceiling    time.Duration
+	}{{1, time.Second}, {2, 2 * time.Second}, {4, 8 * time.Second}, {10, 10 * time.Second}, {1000, 10 * time.Second}} {
+		lo, hi := time.Duration(1<<63-1), time.Duration(0)
+		for range 1000 {
+			d := w.retryDelay(tt.deliveries)
+			if d < 0 || d > tt.ceiling {
+				t.Fatalf("retryDelay(%d) = %s, want 0..%s", tt.deliveries, d, tt.ceiling)
 			}
+			lo, hi = min(lo, d), max(hi, d)
 		}
+		// 1000 uniform draws all missing the lowest (or highest) fifth:
+		// a chance of 0.8^1000, about 1e-97.
+		if lo > tt.ceiling/5 || hi < tt.ceiling-tt.ceiling/5 {
+			t.Errorf("retryDelay(%d) drew from %s to %s, want the whole of 0..%s", tt.deliveries, lo, hi, tt.ceiling)
+		}
+	}
+}
+
+// failingFetch is a queue whose Fetch fails with errs, in turn.
+type failingFetch struct {
+	*queue
+	mu      sync.Mutex
+	errs    []error
+	fetches int
+}
+
+func (f *failingFetch) Fetch(ctx context.Context, max int, wait time.Duration) ([]*broker.Message, error) {
+	f.mu.Lock()
+	f.fetches++
+	if len(f.errs) > 0 {
+		err := f.errs[0]
+		f.errs = f.errs[1:]
+		f.mu.Unlock()
+		return nil, err
+	}
+	f.mu.Unlock()
+	return f.queue.Fetch(ctx, max, wait)
+}
+
+// TestRunRetriesFetch: a failed fetch is retried with backoff until the
+// subscription is closed, which ends Run with an error.
+func TestRunRetriesFetch(t *testing.T) {
+	down := errors.New("broker down")
+	sub := &failingFetch{queue: &queue{}, errs: []error{down, down, fmt.Errorf("fetch: %w", broker.ErrClosed), down}}
+	w := newWorker(sub.queue, &joiner{}, &memStore{})
+	w.sub = sub
+	err := w.Run(context.Background(), context.Background())
+	if !errors.Is(err, broker.ErrClosed) || sub.fetches != 3 {
+		t.Fatalf("Run = %v after %d fetches, want ErrClosed after 3", err, sub.fetches)
 	}
 }
 
