@@ -20,6 +20,7 @@ import (
 	"github.com/skyjoin/skyjoin/internal/dashboard"
 	"github.com/skyjoin/skyjoin/internal/deadletter"
 	"github.com/skyjoin/skyjoin/internal/enrich"
+	"github.com/skyjoin/skyjoin/internal/envelope"
 	"github.com/skyjoin/skyjoin/internal/event"
 	"github.com/skyjoin/skyjoin/internal/ingest"
 	"github.com/skyjoin/skyjoin/internal/live"
@@ -381,7 +382,7 @@ func up(ctx context.Context, cfg upConfig, stdout io.Writer, log *slog.Logger) (
 		if err := cc.Validate(); err != nil {
 			return err
 		}
-		col, err := collect.New(cc, &eventPublisher{pub: b, source: "collect"}, collect.Options{Logger: log})
+		col, err := collect.New(cc, &eventPublisher{pub: b, source: envelope.SourceCollect}, collect.Options{Logger: log})
 		if err != nil {
 			return err
 		}
@@ -572,7 +573,7 @@ func (p *eventPublisher) PublishEvents(ctx context.Context, events []event.Event
 		return err
 	}
 	return p.pub.Publish(ctx, broker.TopicEvents,
-		ingest.NewMessage(body, event.ContentTypeNDJSON, len(events), time.Now(), p.source))
+		envelope.NewEvents(body, event.ContentTypeNDJSON, len(events), time.Now(), p.source))
 }
 
 // closeStack closes what was opened, last first.

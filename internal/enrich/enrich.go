@@ -12,28 +12,16 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync/atomic"
 	"time"
 
 	"github.com/skyjoin/skyjoin/internal/broker"
+	"github.com/skyjoin/skyjoin/internal/envelope"
 	"github.com/skyjoin/skyjoin/internal/event"
-	"github.com/skyjoin/skyjoin/internal/ingest"
 	"github.com/skyjoin/skyjoin/internal/platform"
 	"github.com/skyjoin/skyjoin/internal/retry"
 	"github.com/skyjoin/skyjoin/internal/store"
 	"github.com/skyjoin/skyjoin/internal/weather"
-)
-
-// Dead-letter message attributes (besides the original message's).
-const (
-	AttrReason        = "dl_reason"       // why the event could not be processed
-	AttrStage         = "dl_stage"        // the stage that gave up: decode, validate, ...
-	AttrAttempts      = "dl_attempts"     // deliveries of the original message
-	AttrOriginalID    = "dl_message_id"   // the broker id of the original message
-	AttrFailedAt      = "dl_failed_at"    // RFC 3339
-	AttrOriginalIndex = "dl_index"        // the event's index within the original message
-	AttrSubscription  = "dl_subscription" // the subscription that gave up
 )
 
 // Config configures the worker.
@@ -386,26 +374,17 @@ func (w *Worker) Process(ctx context.Context, msgs []*broker.Message) error {
 	)
 	pctx, start := w.phaseStart(ctx, PhaseDecode)
 	for _, m := range msgs {
-		mt := event.MediaType(m.Attributes[ingest.AttrContentType])
-		if mt == "" {
-			dead = append(dead, deadLetter{msg: m, index: -1, data: m.Data, stage: "decode",
-				reason: fmt.Sprintf("unknown content type %q", m.Attributes[ingest.AttrContentType])})
-			continue
-		}
-		ingestedAt, err := time.Parse(time.RFC3339Nano, m.Attributes[ingest.AttrIngestedAt])
-		if err != nil {
-			ingestedAt = m.PublishedAt
-			if ingestedAt.IsZero() {
-				ingestedAt = now
-			}
-		}
-		decoded, err := event.Decode(m.Data, mt, 0)
+		in, err := envelope.DecodeEvents(m)
 		if err != nil {
 			dead = append(dead, deadLetter{msg: m, index: -1, data: m.Data, stage: "decode", reason: err.Error()})
 			continue
 		}
-		for i := range decoded {
-			d := &decoded[i]
+		ingestedAt := in.IngestedAt
+		if ingestedAt.IsZero() {
+			ingestedAt = now
+		}
+		for i := range in.Events {
+			d := &in.Events[i]
 			errs := d.Errors
 			stage := "decode"
 			if len(errs) == 0 {
@@ -525,24 +504,7 @@ func (w *Worker) Process(ctx context.Context, msgs []*broker.Message) error {
 func (w *Worker) publishDead(ctx context.Context, dead []deadLetter, now time.Time) error {
 	out := make([]*broker.Message, len(dead))
 	for i, d := range dead {
-		attrs := make(map[string]string, len(d.msg.Attributes)+7)
-		for k, v := range d.msg.Attributes {
-			attrs[k] = v
-		}
-		if d.index >= 0 {
-			attrs[ingest.AttrCount] = "1"
-			// A single event from an array or NDJSON body is stored as a JSON
-			// object, which both media types read.
-			attrs[ingest.AttrContentType] = event.ContentTypeJSON
-		}
-		attrs[AttrReason] = d.reason
-		attrs[AttrStage] = d.stage
-		attrs[AttrAttempts] = strconv.Itoa(max(d.msg.Deliveries, 1))
-		attrs[AttrOriginalID] = d.msg.ID
-		attrs[AttrOriginalIndex] = strconv.Itoa(d.index)
-		attrs[AttrFailedAt] = now.Format(time.RFC3339Nano)
-		attrs[AttrSubscription] = w.cfg.Subscription
-		out[i] = &broker.Message{Data: d.data, Attributes: attrs}
+		out[i] = envelope.NewDeadLetter(d.msg, d.index, d.data, d.stage, d.reason, w.cfg.Subscription, now)
 		w.log.WarnContext(ctx, "enrich: dead-lettered", "stage", d.stage, "reason", d.reason,
 			"message_id", d.msg.ID, "index", d.index)
 	}
