@@ -17,8 +17,8 @@ import (
 
 	"github.com/skyjoin/skyjoin/internal/broker"
 	"github.com/skyjoin/skyjoin/internal/enrich"
+	"github.com/skyjoin/skyjoin/internal/envelope"
 	"github.com/skyjoin/skyjoin/internal/event"
-	"github.com/skyjoin/skyjoin/internal/ingest"
 	"github.com/skyjoin/skyjoin/internal/sim"
 	"github.com/skyjoin/skyjoin/internal/store/duckdb"
 	"github.com/skyjoin/skyjoin/internal/weather"
@@ -98,7 +98,7 @@ func TestUnavailableThenBackfilled(t *testing.T) {
 		}
 	}
 	m := &broker.Message{ID: "1", Data: []byte(strings.Join(lines, "\n")), Deliveries: 1, Attributes: map[string]string{
-		ingest.AttrContentType: event.ContentTypeNDJSON, ingest.AttrIngestedAt: now.Format(time.RFC3339Nano)}}
+		envelope.AttrContentType: event.ContentTypeNDJSON, envelope.AttrIngestedAt: now.Format(time.RFC3339Nano)}}
 	if err := w.Process(t.Context(), []*broker.Message{m}); err != nil {
 		t.Fatal(err)
 	}

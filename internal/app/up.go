@@ -10,8 +10,8 @@ import (
 
 	"github.com/skyjoin/skyjoin/internal/broker"
 	"github.com/skyjoin/skyjoin/internal/enrich"
+	"github.com/skyjoin/skyjoin/internal/envelope"
 	"github.com/skyjoin/skyjoin/internal/event"
-	"github.com/skyjoin/skyjoin/internal/ingest"
 	"github.com/skyjoin/skyjoin/internal/store"
 	"github.com/skyjoin/skyjoin/internal/weather"
 )
@@ -90,5 +90,5 @@ func (p *eventPublisher) PublishEvents(ctx context.Context, events []event.Event
 		return err
 	}
 	return p.pub.Publish(ctx, broker.TopicEvents,
-		ingest.NewMessage(body, event.ContentTypeNDJSON, len(events), time.Now(), p.source))
+		envelope.NewEvents(body, event.ContentTypeNDJSON, len(events), time.Now(), p.source))
 }

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/skyjoin/skyjoin/internal/event"
+	"github.com/skyjoin/skyjoin/internal/retry"
 )
 
 // Publisher takes the events of one poll. It returns nil only once the
@@ -106,7 +107,7 @@ type Options struct {
 	HTTPClient   *http.Client     // default: a client with Config.Timeout
 	Now          func() time.Time // default time.Now
 	Logger       *slog.Logger     // default: discard
-	RetryBackoff time.Duration    // first retry delay, doubled up to 30s; default 500ms
+	RetryBackoff time.Duration    // ceiling of the first retry delay, doubled up to 30s (full jitter); default 500ms
 }
 
 // Stats are a Collector's counters.
@@ -261,39 +262,45 @@ func (c *Collector) pollTime() time.Time {
 	return at
 }
 
-func (c *Collector) wait(ctx context.Context, attempt int, retryAfter time.Duration) error {
-	d := min(c.backoff<<min(attempt, 16), 30*time.Second)
-	if retryAfter > d {
-		d = min(retryAfter, time.Minute)
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
+// Backoff bounds of the collector's retries.
+const (
+	maxRetryDelay = 30 * time.Second // ceiling of the backoff
+	maxRetryAfter = time.Minute      // longest wait a Retry-After may ask for
+)
+
+// retryPolicy is how a poll or a publish is retried: Retries times, with a
+// backoff from Options.RetryBackoff doubling up to 30 s (full jitter), and
+// a longer Retry-After honoured up to a minute. Each failed attempt that
+// is retried is logged with what.
+func (c *Collector) retryPolicy(what string, retryable func(error) bool) retry.Policy {
+	return retry.Policy{
+		Backoff:     retry.Backoff{Initial: c.backoff, Max: maxRetryDelay},
+		MaxAttempts: c.cfg.Retries + 1,
+		Retryable:   retryable,
+		MaxHint:     maxRetryAfter,
+		OnRetry: func(ctx context.Context, attempt int, err error, wait time.Duration) {
+			c.log.WarnContext(ctx, what+" failed; retrying", "error", err.Error(), "attempt", attempt, "retry_in", wait.String())
+		},
 	}
 }
 
 func (c *Collector) publish(ctx context.Context, events []event.Event) error {
-	for attempt := 0; ; attempt++ {
+	attempts := 0
+	err := retry.Call(ctx, c.retryPolicy("publish", nil), func(ctx context.Context) error {
+		attempts++
 		err := c.pub.PublishEvents(ctx, events)
-		if err == nil {
-			return nil
+		if err != nil {
+			c.pubErrs.Add(1)
 		}
-		c.pubErrs.Add(1)
-		if ctx.Err() != nil {
-			return fmt.Errorf("collect: publish %d events: %w", len(events), err)
-		}
-		if attempt >= c.cfg.Retries {
-			return fmt.Errorf("collect: publish %d events, %d attempts: %w: %w", len(events), attempt+1, ErrFatal, err)
-		}
-		c.log.WarnContext(ctx, "publish failed; retrying", "error", err.Error(), "attempt", attempt+1)
-		if werr := c.wait(ctx, attempt, 0); werr != nil {
-			return fmt.Errorf("collect: publish %d events: %w", len(events), err)
-		}
+		return err
+	})
+	if err == nil {
+		return nil
 	}
+	if ce, ok := errors.AsType[*retry.ContextError](err); ok {
+		return fmt.Errorf("collect: publish %d events: %w", len(events), ce)
+	}
+	return fmt.Errorf("collect: publish %d events, %d attempts: %w: %w", len(events), attempts, ErrFatal, err)
 }
 
 // statusError is an HTTP error answer of the API.
@@ -305,6 +312,11 @@ type statusError struct {
 
 func (e *statusError) Error() string { return fmt.Sprintf("HTTP %d: %s", e.status, e.msg) }
 
+// RetryAfter is the answer's Retry-After, which retry.Call honours.
+func (e *statusError) RetryAfter() time.Duration { return e.retryAfter }
+
+var _ retry.Hinter = (*statusError)(nil)
+
 func (e *statusError) retryable() bool {
 	return e.status >= 500 || e.status == http.StatusTooManyRequests || e.status == http.StatusRequestTimeout
 }
@@ -315,31 +327,30 @@ func (c *Collector) fetch(ctx context.Context, n int) ([]byte, error) {
 		q.Set("nat", c.cfg.Nat)
 	}
 	u := c.cfg.URL + "/api/?" + q.Encode()
-	for attempt := 0; ; attempt++ {
-		body, err := c.get(ctx, u)
-		if err == nil {
-			return body, nil
+	attempts := 0
+	var body []byte
+	err := retry.Call(ctx, c.retryPolicy("poll", func(err error) bool {
+		se, ok := errors.AsType[*statusError](err)
+		return !ok || se.retryable()
+	}), func(ctx context.Context) error {
+		attempts++
+		var err error
+		body, err = c.get(ctx, u)
+		if err != nil {
+			c.fetchErrs.Add(1)
 		}
-		c.fetchErrs.Add(1)
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("collect: GET %s: %w", u, ctx.Err())
-		}
-		var se *statusError
-		if errors.As(err, &se) && !se.retryable() {
-			return nil, fmt.Errorf("collect: GET %s: %w: %w", u, ErrFatal, err)
-		}
-		if attempt >= c.cfg.Retries {
-			return nil, fmt.Errorf("collect: GET %s, %d attempts: %w", u, attempt+1, err)
-		}
-		var ra time.Duration
-		if se != nil {
-			ra = se.retryAfter
-		}
-		c.log.WarnContext(ctx, "poll failed; retrying", "error", err.Error(), "attempt", attempt+1)
-		if werr := c.wait(ctx, attempt, ra); werr != nil {
-			return nil, fmt.Errorf("collect: GET %s: %w (after: %w)", u, werr, err)
-		}
+		return err
+	})
+	if err == nil {
+		return body, nil
 	}
+	if ce, ok := errors.AsType[*retry.ContextError](err); ok {
+		return nil, fmt.Errorf("collect: GET %s: %w", u, ce)
+	}
+	if se, ok := errors.AsType[*statusError](err); ok && !se.retryable() {
+		return nil, fmt.Errorf("collect: GET %s: %w: %w", u, ErrFatal, err)
+	}
+	return nil, fmt.Errorf("collect: GET %s, %d attempts: %w", u, attempts, err)
 }
 
 func (c *Collector) get(ctx context.Context, u string) ([]byte, error) {
@@ -363,9 +374,7 @@ func (c *Collector) get(ctx context.Context, u string) ([]byte, error) {
 	}
 	if resp.StatusCode != http.StatusOK {
 		se := &statusError{status: resp.StatusCode, msg: errorMessage(body, resp.StatusCode)}
-		if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && secs > 0 {
-			se.retryAfter = time.Duration(secs) * time.Second
-		}
+		se.retryAfter, _ = retry.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 		return nil, se
 	}
 	return body, nil

@@ -299,6 +299,45 @@ func TestRetries(t *testing.T) {
 	})
 }
 
+// TestRetryAfter: a 503's Retry-After, in either form, is honoured. The
+// poll runs under a deadline shorter than the wait a hint asks for, so a
+// hint that was read ends the poll at once, after one request, instead of
+// retrying after the 1 ms backoff.
+func TestRetryAfter(t *testing.T) {
+	tests := []struct {
+		name         string
+		retryAfter   func() string
+		wantRequests int64 // 1: the hint was honoured; 4: the retries went ahead
+	}{
+		{"delay-seconds", func() string { return "120" }, 1},
+		{"HTTP-date in the future", func() string { return time.Now().Add(time.Hour).UTC().Format(http.TimeFormat) }, 1},
+		{"HTTP-date in the past", func() string { return time.Now().Add(-time.Hour).UTC().Format(http.TimeFormat) }, 4},
+		{"zero", func() string { return "0" }, 4},
+		{"garbage", func() string { return "soon" }, 4},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var n atomic.Int64
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				n.Add(1)
+				w.Header().Set("Retry-After", tt.retryAfter())
+				w.WriteHeader(http.StatusServiceUnavailable)
+			}))
+			defer srv.Close()
+			c := newCollector(t, collect.Config{URL: srv.URL, Retries: 3}, &recorder{})
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			_, err := c.Poll(ctx)
+			if err == nil || !strings.Contains(err.Error(), "HTTP 503") || n.Load() != tt.wantRequests {
+				t.Fatalf("Poll = %v after %d requests, want HTTP 503 after %d", err, n.Load(), tt.wantRequests)
+			}
+			if honoured := tt.wantRequests == 1; honoured != errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("Poll = %v: want deadline exceeded only when the hint outlasts it", err)
+			}
+		})
+	}
+}
+
 func TestRunStopsOnCancel(t *testing.T) {
 	sm := sim.New(sim.Options{Users: 5})
 	srv := httptest.NewServer(sm.RandomUser())

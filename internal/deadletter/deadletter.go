@@ -18,8 +18,7 @@ import (
 	json "github.com/goccy/go-json"
 
 	"github.com/skyjoin/skyjoin/internal/broker"
-	"github.com/skyjoin/skyjoin/internal/enrich"
-	"github.com/skyjoin/skyjoin/internal/ingest"
+	"github.com/skyjoin/skyjoin/internal/envelope"
 	"github.com/skyjoin/skyjoin/internal/platform"
 )
 
@@ -47,22 +46,19 @@ type Entry struct {
 }
 
 func entryOf(m *broker.Message) Entry {
-	a := m.Attributes
+	d := envelope.ParseDeadLetter(m)
 	e := Entry{
 		ID:           m.ID,
-		Stage:        a[enrich.AttrStage],
-		Reason:       a[enrich.AttrReason],
-		MessageID:    a[enrich.AttrOriginalID],
-		Subscription: a[enrich.AttrSubscription],
-		ContentType:  a[ingest.AttrContentType],
-		Attributes:   a,
-		Index:        -1,
+		Stage:        d.Stage,
+		Reason:       d.Reason,
+		Attempts:     d.Attempts,
+		FailedAt:     d.FailedAt,
+		MessageID:    d.OriginalID,
+		Index:        d.Index,
+		Subscription: d.Subscription,
+		ContentType:  d.ContentType,
+		Attributes:   m.Attributes,
 	}
-	e.Attempts, _ = strconv.Atoi(a[enrich.AttrAttempts])
-	if i, err := strconv.Atoi(a[enrich.AttrOriginalIndex]); err == nil {
-		e.Index = i
-	}
-	e.FailedAt, _ = time.Parse(time.RFC3339Nano, a[enrich.AttrFailedAt])
 	if json.Valid(m.Data) {
 		e.Data = append(json.RawMessage(nil), m.Data...)
 	} else {
@@ -138,15 +134,7 @@ func Replay(ctx context.Context, b Broker, f Filter) (int, error) {
 	}
 	n := 0
 	for _, m := range batch {
-		attrs := make(map[string]string, len(m.Attributes))
-		for k, v := range m.Attributes {
-			if !strings.HasPrefix(k, "dl_") {
-				attrs[k] = v
-			}
-		}
-		attrs[ingest.AttrSource] = "replay"
-		attrs["replayed_from"] = m.ID
-		if err := b.Publish(ctx, broker.TopicEvents, &broker.Message{Data: m.Data, Attributes: attrs}); err != nil {
+		if err := b.Publish(ctx, broker.TopicEvents, envelope.Replay(m)); err != nil {
 			return n, fmt.Errorf("replay dead letter %s: %w", m.ID, err)
 		}
 		if err := b.Delete(ctx, broker.TopicDeadLetter, m.ID); err != nil {

@@ -13,9 +13,8 @@ import (
 
 	"github.com/skyjoin/skyjoin/internal/broker"
 	"github.com/skyjoin/skyjoin/internal/broker/jetstream"
-	"github.com/skyjoin/skyjoin/internal/enrich"
+	"github.com/skyjoin/skyjoin/internal/envelope"
 	"github.com/skyjoin/skyjoin/internal/event"
-	"github.com/skyjoin/skyjoin/internal/ingest"
 	"github.com/skyjoin/skyjoin/internal/platform"
 )
 
@@ -33,9 +32,9 @@ func deadLetter(i int, stage, reason string) *broker.Message {
 	return &broker.Message{
 		Data: []byte(fmt.Sprintf(`{"event_id":"dl-%d"}`, i)),
 		Attributes: map[string]string{
-			ingest.AttrContentType: event.ContentTypeJSON, ingest.AttrIngestedAt: "2026-11-26T10:00:00Z",
-			enrich.AttrStage: stage, enrich.AttrReason: reason, enrich.AttrAttempts: "1",
-			enrich.AttrOriginalIndex: "0", enrich.AttrFailedAt: time.Date(2026, 11, 26, 10, i, 0, 0, time.UTC).Format(time.RFC3339Nano),
+			envelope.AttrContentType: event.ContentTypeJSON, envelope.AttrIngestedAt: "2026-11-26T10:00:00Z",
+			envelope.AttrStage: stage, envelope.AttrReason: reason, envelope.AttrAttempts: "1",
+			envelope.AttrOriginalIndex: "0", envelope.AttrFailedAt: time.Date(2026, 11, 26, 10, i, 0, 0, time.UTC).Format(time.RFC3339Nano),
 		},
 	}
 }
@@ -55,7 +54,7 @@ func TestListAndReplay(t *testing.T) {
 		}
 		msgs = append(msgs, deadLetter(i, stage, reason))
 	}
-	msgs = append(msgs, &broker.Message{Data: []byte("not json"), Attributes: map[string]string{enrich.AttrStage: "decode"}})
+	msgs = append(msgs, &broker.Message{Data: []byte("not json"), Attributes: map[string]string{envelope.AttrStage: "decode"}})
 	if err := b.Publish(ctx, broker.TopicDeadLetter, msgs...); err != nil {
 		t.Fatal(err)
 	}
@@ -96,10 +95,18 @@ func TestListAndReplay(t *testing.T) {
 	if err != nil || len(got) != 3 {
 		t.Fatalf("events topic has %d messages, %v", len(got), err)
 	}
+	ids := map[string]bool{}
 	for _, m := range got {
-		if m.Attributes[ingest.AttrSource] != "replay" || m.Attributes[enrich.AttrReason] != "" || m.Attributes[ingest.AttrContentType] != event.ContentTypeJSON {
+		if m.Attributes[envelope.AttrSource] != "replay" || m.Attributes[envelope.AttrReason] != "" || m.Attributes[envelope.AttrContentType] != event.ContentTypeJSON {
 			t.Errorf("replayed attributes %v", m.Attributes)
 		}
+		ids[m.Attributes[envelope.AttrMessageID]] = true
+		if in, err := envelope.DecodeEvents(m); err != nil || len(in.Events) != 1 || in.Source != envelope.SourceReplay {
+			t.Errorf("replayed message decodes to %+v, %v", in, err)
+		}
+	}
+	if len(ids) != 3 || ids[""] {
+		t.Errorf("replayed message ids %v, want 3 distinct", ids)
 	}
 	left, _ := List(ctx, b, Filter{})
 	if len(left) != 4 {

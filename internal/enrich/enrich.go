@@ -12,28 +12,16 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
-	"strconv"
 	"sync/atomic"
 	"time"
 
 	"github.com/skyjoin/skyjoin/internal/broker"
+	"github.com/skyjoin/skyjoin/internal/envelope"
 	"github.com/skyjoin/skyjoin/internal/event"
-	"github.com/skyjoin/skyjoin/internal/ingest"
 	"github.com/skyjoin/skyjoin/internal/platform"
+	"github.com/skyjoin/skyjoin/internal/retry"
 	"github.com/skyjoin/skyjoin/internal/store"
 	"github.com/skyjoin/skyjoin/internal/weather"
-)
-
-// Dead-letter message attributes (besides the original message's).
-const (
-	AttrReason        = "dl_reason"       // why the event could not be processed
-	AttrStage         = "dl_stage"        // the stage that gave up: decode, validate, ...
-	AttrAttempts      = "dl_attempts"     // deliveries of the original message
-	AttrOriginalID    = "dl_message_id"   // the broker id of the original message
-	AttrFailedAt      = "dl_failed_at"    // RFC 3339
-	AttrOriginalIndex = "dl_index"        // the event's index within the original message
-	AttrSubscription  = "dl_subscription" // the subscription that gave up
 )
 
 // Config configures the worker.
@@ -167,27 +155,30 @@ func (w *Worker) Stats() Stats {
 // batch in hand. hard bounds that last batch: when hard is done, the batch in
 // hand is abandoned (not acked), and the broker delivers it again later.
 func (w *Worker) Run(ctx, hard context.Context) error {
-	backoff := 100 * time.Millisecond
+	// A failed fetch is retried until the broker is back, with a backoff
+	// from 100 ms to 5 s (full jitter) that starts again after a success.
+	fetchRetry := retry.Policy{
+		Backoff:   retry.Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second},
+		Retryable: func(err error) bool { return !errors.Is(err, broker.ErrClosed) },
+		OnRetry: func(_ context.Context, _ int, err error, wait time.Duration) {
+			w.log.Warn("enrich: fetch failed; retrying", "error", err.Error(), "backoff", wait.String())
+		},
+	}
 	for {
 		if ctx.Err() != nil {
 			return nil
 		}
-		msgs, err := w.sub.Fetch(ctx, w.cfg.MaxMessages, w.cfg.FetchWait)
+		var msgs []*broker.Message
+		err := retry.Call(ctx, fetchRetry, func(ctx context.Context) (err error) {
+			msgs, err = w.sub.Fetch(ctx, w.cfg.MaxMessages, w.cfg.FetchWait)
+			return err
+		})
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			if errors.Is(err, broker.ErrClosed) {
-				return fmt.Errorf("enrich: fetch: %w", err)
-			}
-			w.log.Warn("enrich: fetch failed; retrying", "error", err.Error(), "backoff", backoff.String())
-			if !sleep(ctx, backoff) {
-				return nil
-			}
-			backoff = min(backoff*2, 5*time.Second)
-			continue
+			return fmt.Errorf("enrich: fetch: %w", err)
 		}
-		backoff = 100 * time.Millisecond
 		if len(msgs) == 0 {
 			continue
 		}
@@ -288,19 +279,12 @@ func (w *Worker) handleBatch(ctx context.Context, msgs []*broker.Message) (pause
 	return 0, err
 }
 
-// retryDelay is the redelivery delay after the given delivery: RetryDelay
-// doubled per attempt up to MaxRetry, with up to 20% jitter so that
-// messages that failed together do not come back together.
+// retryDelay is the redelivery delay after the given delivery: a
+// retry.Backoff from RetryDelay doubling per delivery up to MaxRetry, with
+// full jitter (uniform between zero and that ceiling) so that messages that
+// failed together do not come back together.
 func (w *Worker) retryDelay(deliveries int) time.Duration {
-	d := w.cfg.RetryDelay
-	for i := 1; i < deliveries && d < w.cfg.MaxRetry; i++ {
-		d *= 2
-	}
-	d = min(d, w.cfg.MaxRetry)
-	if d > 0 {
-		d += time.Duration(rand.Int64N(int64(d)/5 + 1))
-	}
-	return d
+	return retry.Backoff{Initial: w.cfg.RetryDelay, Max: w.cfg.MaxRetry}.Delay(deliveries)
 }
 
 func (w *Worker) nack(msgs []*broker.Message, cause error) {
@@ -390,26 +374,17 @@ func (w *Worker) Process(ctx context.Context, msgs []*broker.Message) error {
 	)
 	pctx, start := w.phaseStart(ctx, PhaseDecode)
 	for _, m := range msgs {
-		mt := event.MediaType(m.Attributes[ingest.AttrContentType])
-		if mt == "" {
-			dead = append(dead, deadLetter{msg: m, index: -1, data: m.Data, stage: "decode",
-				reason: fmt.Sprintf("unknown content type %q", m.Attributes[ingest.AttrContentType])})
-			continue
-		}
-		ingestedAt, err := time.Parse(time.RFC3339Nano, m.Attributes[ingest.AttrIngestedAt])
-		if err != nil {
-			ingestedAt = m.PublishedAt
-			if ingestedAt.IsZero() {
-				ingestedAt = now
-			}
-		}
-		decoded, err := event.Decode(m.Data, mt, 0)
+		in, err := envelope.DecodeEvents(m)
 		if err != nil {
 			dead = append(dead, deadLetter{msg: m, index: -1, data: m.Data, stage: "decode", reason: err.Error()})
 			continue
 		}
-		for i := range decoded {
-			d := &decoded[i]
+		ingestedAt := in.IngestedAt
+		if ingestedAt.IsZero() {
+			ingestedAt = now
+		}
+		for i := range in.Events {
+			d := &in.Events[i]
 			errs := d.Errors
 			stage := "decode"
 			if len(errs) == 0 {
@@ -529,24 +504,7 @@ func (w *Worker) Process(ctx context.Context, msgs []*broker.Message) error {
 func (w *Worker) publishDead(ctx context.Context, dead []deadLetter, now time.Time) error {
 	out := make([]*broker.Message, len(dead))
 	for i, d := range dead {
-		attrs := make(map[string]string, len(d.msg.Attributes)+7)
-		for k, v := range d.msg.Attributes {
-			attrs[k] = v
-		}
-		if d.index >= 0 {
-			attrs[ingest.AttrCount] = "1"
-			// A single event from an array or NDJSON body is stored as a JSON
-			// object, which both media types read.
-			attrs[ingest.AttrContentType] = event.ContentTypeJSON
-		}
-		attrs[AttrReason] = d.reason
-		attrs[AttrStage] = d.stage
-		attrs[AttrAttempts] = strconv.Itoa(max(d.msg.Deliveries, 1))
-		attrs[AttrOriginalID] = d.msg.ID
-		attrs[AttrOriginalIndex] = strconv.Itoa(d.index)
-		attrs[AttrFailedAt] = now.Format(time.RFC3339Nano)
-		attrs[AttrSubscription] = w.cfg.Subscription
-		out[i] = &broker.Message{Data: d.data, Attributes: attrs}
+		out[i] = envelope.NewDeadLetter(d.msg, d.index, d.data, d.stage, d.reason, w.cfg.Subscription, now)
 		w.log.WarnContext(ctx, "enrich: dead-lettered", "stage", d.stage, "reason", d.reason,
 			"message_id", d.msg.ID, "index", d.index)
 	}

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/skyjoin/skyjoin/internal/broker"
+	"github.com/skyjoin/skyjoin/internal/envelope"
 	"github.com/skyjoin/skyjoin/internal/event"
-	"github.com/skyjoin/skyjoin/internal/ingest"
 	"github.com/skyjoin/skyjoin/internal/platform"
 	"github.com/skyjoin/skyjoin/internal/weather"
 )
@@ -110,7 +110,7 @@ func ev(id string, lat float64) string {
 
 func msg(id, contentType, body string) *broker.Message {
 	return &broker.Message{ID: id, Data: []byte(body), Deliveries: 1, Attributes: map[string]string{
-		ingest.AttrContentType: contentType, ingest.AttrIngestedAt: now.Add(-time.Second).Format(time.RFC3339Nano)}}
+		envelope.AttrContentType: contentType, envelope.AttrIngestedAt: now.Add(-time.Second).Format(time.RFC3339Nano)}}
 }
 
 func newWorker(q *queue, j weather.Joiner, s Writer) *Worker {
@@ -166,21 +166,49 @@ func TestProcess(t *testing.T) {
 	}
 	for i, want := range wantDead {
 		a := q.dead[i].Attributes
-		if a[AttrStage] != want.stage || !strings.Contains(a[AttrReason], want.reasonHas) || a[AttrOriginalIndex] != want.index {
+		if a[envelope.AttrStage] != want.stage || !strings.Contains(a[envelope.AttrReason], want.reasonHas) || a[envelope.AttrOriginalIndex] != want.index {
 			t.Errorf("dead letter %d: %v", i, a)
 		}
-		if a[AttrAttempts] != "1" || a[AttrSubscription] != "enrich" || a[AttrFailedAt] == "" {
+		if a[envelope.AttrAttempts] != "1" || a[envelope.AttrSubscription] != "enrich" || a[envelope.AttrFailedAt] == "" {
 			t.Errorf("dead letter %d lacks its context: %v", i, a)
 		}
 	}
 	// A dead-lettered event is a JSON object that decodes on its own, so it
 	// can be replayed.
-	if got, err := event.Decode(q.dead[0].Data, q.dead[0].Attributes[ingest.AttrContentType], 0); err != nil || len(got) != 1 || got[0].Event.EventID != "c" {
+	if got, err := event.Decode(q.dead[0].Data, q.dead[0].Attributes[envelope.AttrContentType], 0); err != nil || len(got) != 1 || got[0].Event.EventID != "c" {
 		t.Errorf("dead letter does not replay: %v %v", got, err)
 	}
 	st := w.Stats()
 	if st.Stored != 4 || st.DeadLettered != 4 || st.Messages != 5 {
 		t.Errorf("stats %+v", st)
+	}
+}
+
+// TestProcessEnvelopes: a message of today's envelope is processed like one
+// written before it; one of an envelope version this build does not know is
+// dead-lettered whole, at stage decode, with the reason, and acked.
+func TestProcessEnvelopes(t *testing.T) {
+	q := &queue{}
+	s := &memStore{}
+	w := newWorker(q, &joiner{failSouthOf: -1000}, s)
+	v1 := envelope.NewEvents([]byte(ev("a", 10)+"\n"+ev("b", 20)), event.ContentTypeNDJSON, 2, now.Add(-time.Second), envelope.SourceIngest)
+	v2 := envelope.NewEvents([]byte(ev("c", 30)), event.ContentTypeJSON, 1, now, envelope.SourceIngest)
+	v2.Attributes[envelope.AttrVersion] = "2"
+	if err := w.Process(context.Background(), []*broker.Message{v1, v2}); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.recs) != 2 || !s.recs[0].IngestedAt.Equal(now.Add(-time.Second)) || len(q.acked) != 2 {
+		t.Fatalf("stored %d, acked %d", len(s.recs), len(q.acked))
+	}
+	if len(q.dead) != 1 {
+		t.Fatalf("%d dead letters, want 1", len(q.dead))
+	}
+	d := envelope.ParseDeadLetter(q.dead[0])
+	if d.Stage != "decode" || !strings.Contains(d.Reason, `unknown envelope version "2"`) || d.Index != -1 || string(d.Data) != ev("c", 30) {
+		t.Errorf("dead letter %+v", d)
+	}
+	if id := q.dead[0].Attributes[envelope.AttrMessageID]; id == "" || id == v2.Attributes[envelope.AttrMessageID] || q.dead[0].ID != id {
+		t.Errorf("dead letter id %q (ID %q), original's %q", id, q.dead[0].ID, v2.Attributes[envelope.AttrMessageID])
 	}
 }
 
@@ -282,7 +310,7 @@ func TestPoisonIsolated(t *testing.T) {
 				t.Fatalf("dead %d nacked %d acked %d; want the poison dead-lettered and acked", len(q.dead), len(q.nacked), len(q.acked))
 			}
 			a := q.dead[0].Attributes
-			if a[AttrStage] != "store" || a[AttrAttempts] != "3" || !strings.Contains(a[AttrReason], "rejects bad") {
+			if a[envelope.AttrStage] != "store" || a[envelope.AttrAttempts] != "3" || !strings.Contains(a[envelope.AttrReason], "rejects bad") {
 				t.Errorf("dead letter attributes %v", a)
 			}
 		})
@@ -319,24 +347,68 @@ func TestPanicIsPoison(t *testing.T) {
 	m := msg("1", event.ContentTypeJSON, ev("a", 1))
 	m.Deliveries = 3
 	w.handle(context.Background(), []*broker.Message{m})
-	if len(q.dead) != 1 || q.dead[0].Attributes[AttrStage] != "enrich" || !strings.Contains(q.dead[0].Attributes[AttrReason], "boom") {
+	if len(q.dead) != 1 || q.dead[0].Attributes[envelope.AttrStage] != "enrich" || !strings.Contains(q.dead[0].Attributes[envelope.AttrReason], "boom") {
 		t.Fatalf("dead letters %v", q.dead)
 	}
 }
 
+// TestRetryDelay: the redelivery delay doubles per delivery up to
+// MaxRetry, with full jitter: every draw is within [0, ceiling] and the
+// draws cover that range.
 func TestRetryDelay(t *testing.T) {
 	w := newWorker(&queue{}, &joiner{}, &memStore{})
 	w.cfg.RetryDelay, w.cfg.MaxRetry = time.Second, 10*time.Second
 	for _, tt := range []struct {
 		deliveries int
-		min, max   time.Duration
-	}{{1, time.Second, 1200 * time.Millisecond}, {2, 2 * time.Second, 2400 * time.Millisecond},
-		{4, 8 * time.Second, 9600 * time.Millisecond}, {10, 10 * time.Second, 12 * time.Second}} {
-		for range 20 {
-			if d := w.retryDelay(tt.deliveries); d < tt.min || d > tt.max {
-				t.Errorf("retryDelay(%d) = %s, want %s..%s", tt.deliveries, d, tt.min, tt.max)
+		ceiling    time.Duration
+	}{{1, time.Second}, {2, 2 * time.Second}, {4, 8 * time.Second}, {10, 10 * time.Second}, {1000, 10 * time.Second}} {
+		lo, hi := time.Duration(1<<63-1), time.Duration(0)
+		for range 1000 {
+			d := w.retryDelay(tt.deliveries)
+			if d < 0 || d > tt.ceiling {
+				t.Fatalf("retryDelay(%d) = %s, want 0..%s", tt.deliveries, d, tt.ceiling)
 			}
+			lo, hi = min(lo, d), max(hi, d)
 		}
+		// 1000 uniform draws all missing the lowest (or highest) fifth:
+		// a chance of 0.8^1000, about 1e-97.
+		if lo > tt.ceiling/5 || hi < tt.ceiling-tt.ceiling/5 {
+			t.Errorf("retryDelay(%d) drew from %s to %s, want the whole of 0..%s", tt.deliveries, lo, hi, tt.ceiling)
+		}
+	}
+}
+
+// failingFetch is a queue whose Fetch fails with errs, in turn.
+type failingFetch struct {
+	*queue
+	mu      sync.Mutex
+	errs    []error
+	fetches int
+}
+
+func (f *failingFetch) Fetch(ctx context.Context, max int, wait time.Duration) ([]*broker.Message, error) {
+	f.mu.Lock()
+	f.fetches++
+	if len(f.errs) > 0 {
+		err := f.errs[0]
+		f.errs = f.errs[1:]
+		f.mu.Unlock()
+		return nil, err
+	}
+	f.mu.Unlock()
+	return f.queue.Fetch(ctx, max, wait)
+}
+
+// TestRunRetriesFetch: a failed fetch is retried with backoff until the
+// subscription is closed, which ends Run with an error.
+func TestRunRetriesFetch(t *testing.T) {
+	down := errors.New("broker down")
+	sub := &failingFetch{queue: &queue{}, errs: []error{down, down, fmt.Errorf("fetch: %w", broker.ErrClosed), down}}
+	w := newWorker(sub.queue, &joiner{}, &memStore{})
+	w.sub = sub
+	err := w.Run(context.Background(), context.Background())
+	if !errors.Is(err, broker.ErrClosed) || sub.fetches != 3 {
+		t.Fatalf("Run = %v after %d fetches, want ErrClosed after 3", err, sub.fetches)
 	}
 }
 
@@ -426,7 +498,7 @@ func TestRejectedRowsAreDeadLettered(t *testing.T) {
 		t.Fatalf("%d dead letters, want 1", len(q.dead))
 	}
 	a := q.dead[0].Attributes
-	if a[AttrStage] != "store" || a[AttrOriginalIndex] != "1" || a[AttrOriginalID] != "1" || !strings.Contains(a[AttrReason], "invalid value for b") {
+	if a[envelope.AttrStage] != "store" || a[envelope.AttrOriginalIndex] != "1" || a[envelope.AttrOriginalID] != "1" || !strings.Contains(a[envelope.AttrReason], "invalid value for b") {
 		t.Errorf("dead letter %v", a)
 	}
 	if got, err := event.Decode(q.dead[0].Data, event.ContentTypeJSON, 0); err != nil || got[0].Event.EventID != "b" {

@@ -5,8 +5,8 @@ import (
 	"testing"
 
 	"github.com/skyjoin/skyjoin/internal/broker"
+	"github.com/skyjoin/skyjoin/internal/envelope"
 	"github.com/skyjoin/skyjoin/internal/event"
-	"github.com/skyjoin/skyjoin/internal/ingest"
 )
 
 // FuzzProcess feeds arbitrary messages to the worker: it must never panic,
@@ -31,7 +31,7 @@ func FuzzProcess(f *testing.F) {
 		s := &memStore{}
 		w := newWorker(q, &joiner{failSouthOf: -1000}, s)
 		m := &broker.Message{ID: "1", Data: data, Deliveries: 1, Attributes: map[string]string{
-			ingest.AttrContentType: contentType, ingest.AttrIngestedAt: now.Format("2006-01-02T15:04:05Z07:00")}}
+			envelope.AttrContentType: contentType, envelope.AttrIngestedAt: now.Format("2006-01-02T15:04:05Z07:00")}}
 		if err := w.Process(context.Background(), []*broker.Message{m}); err != nil {
 			t.Fatalf("Process: %v", err)
 		}
@@ -39,19 +39,18 @@ func FuzzProcess(f *testing.F) {
 			t.Fatalf("message not acked")
 		}
 		// Every event the decoder sees is either stored or dead-lettered.
-		mt := event.MediaType(contentType)
-		decoded, err := event.Decode(data, mt, 0)
-		if mt == "" || err != nil {
+		in, err := envelope.DecodeEvents(m)
+		if err != nil {
 			if len(s.recs) != 0 || len(q.dead) != 1 {
 				t.Fatalf("undecodable message: %d stored, %d dead letters; want 0 and 1", len(s.recs), len(q.dead))
 			}
 			return
 		}
-		if len(s.recs)+len(q.dead) != len(decoded) {
-			t.Fatalf("%d events: %d stored + %d dead-lettered", len(decoded), len(s.recs), len(q.dead))
+		if len(s.recs)+len(q.dead) != len(in.Events) {
+			t.Fatalf("%d events: %d stored + %d dead-lettered", len(in.Events), len(s.recs), len(q.dead))
 		}
 		for _, d := range q.dead {
-			if d.Attributes[AttrReason] == "" || d.Attributes[AttrStage] == "" {
+			if d.Attributes[envelope.AttrReason] == "" || d.Attributes[envelope.AttrStage] == "" {
 				t.Fatalf("dead letter without reason or stage: %v", d.Attributes)
 			}
 		}

@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/skyjoin/skyjoin/internal/broker"
+	"github.com/skyjoin/skyjoin/internal/envelope"
 	"github.com/skyjoin/skyjoin/internal/event"
 )
 
@@ -59,7 +60,7 @@ type request struct {
 
 // publishAlone publishes one request as it was sent, as its own message.
 func (g *grouper) publishAlone(ctx context.Context, r *request) error {
-	msg := NewMessage(r.body, r.mediaType, len(r.decoded), r.ingestedAt, "ingest")
+	msg := envelope.NewEvents(r.body, r.mediaType, len(r.decoded), r.ingestedAt, envelope.SourceIngest)
 	if trace.SpanContextFromContext(ctx).IsValid() {
 		// The worker links its batch span to this request's span.
 		traceContext.Inject(ctx, propagation.MapCarrier(msg.Attributes))
@@ -140,7 +141,7 @@ func (g *grouper) drain() {
 }
 
 func (g *grouper) publishGroup(grp *group) error {
-	msg := NewMessage(grp.buf, event.ContentTypeNDJSON, grp.count, grp.ingestedAt, "ingest")
+	msg := envelope.NewEvents(grp.buf, event.ContentTypeNDJSON, grp.count, grp.ingestedAt, envelope.SourceIngest)
 	for k, v := range grp.attrs {
 		if _, set := msg.Attributes[k]; !set {
 			msg.Attributes[k] = v

@@ -22,37 +22,12 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/skyjoin/skyjoin/internal/broker"
 	"github.com/skyjoin/skyjoin/internal/event"
 	"github.com/skyjoin/skyjoin/internal/platform"
 )
-
-// Message attributes set by ingest (and by every other producer of events).
-const (
-	AttrContentType = "content_type" // event.ContentTypeJSON or event.ContentTypeNDJSON
-	AttrIngestedAt  = "ingested_at"  // RFC 3339 with nanoseconds, UTC
-	AttrCount       = "count"        // number of events in the message
-	AttrSource      = "source"       // ingest, collect, replay
-)
-
-// NewMessage is the broker message that carries events to the worker: the
-// body (a JSON object, array or NDJSON, as mediaType says) with its media
-// type, ingest time, event count and source as attributes. Every producer of
-// events (ingest, collect, replay) sends this shape.
-func NewMessage(body []byte, mediaType string, count int, ingestedAt time.Time, source string) *broker.Message {
-	return &broker.Message{
-		Data: body,
-		Attributes: map[string]string{
-			AttrContentType: mediaType,
-			AttrIngestedAt:  ingestedAt.UTC().Format(time.RFC3339Nano),
-			AttrCount:       strconv.Itoa(count),
-			AttrSource:      source,
-		},
-	}
-}
 
 // Config configures ingest.
 type Config struct {

@@ -15,6 +15,7 @@ import (
 	json "github.com/goccy/go-json"
 
 	"github.com/skyjoin/skyjoin/internal/broker"
+	"github.com/skyjoin/skyjoin/internal/envelope"
 	"github.com/skyjoin/skyjoin/internal/event"
 	"github.com/skyjoin/skyjoin/internal/platform"
 )
@@ -108,12 +109,12 @@ func TestPostEventsAccepted(t *testing.T) {
 				t.Fatalf("published %d messages, want 1 per request", len(rec.msgs))
 			}
 			m := rec.msgs[0]
-			if m.Attributes[AttrCount] != fmt.Sprint(tt.want) || m.Attributes[AttrIngestedAt] != testNow.Format(time.RFC3339Nano) {
-				t.Errorf("attributes %v", m.Attributes)
+			if m.Attributes[envelope.AttrCount] != fmt.Sprint(tt.want) || m.ID == "" || m.ID != m.Attributes[envelope.AttrMessageID] {
+				t.Errorf("id %q, attributes %v", m.ID, m.Attributes)
 			}
-			got, err := event.Decode(m.Data, m.Attributes[AttrContentType], 0)
-			if err != nil || len(got) != tt.want {
-				t.Fatalf("message decodes to %d events (%v), want %d", len(got), err, tt.want)
+			got, err := envelope.DecodeEvents(m)
+			if err != nil || len(got.Events) != tt.want || !got.IngestedAt.Equal(testNow) || got.Source != envelope.SourceIngest {
+				t.Fatalf("message decodes to %d events %+v (%v), want %d", len(got.Events), got, err, tt.want)
 			}
 		})
 	}
@@ -438,8 +439,8 @@ func TestGroupCommit(t *testing.T) {
 				return
 			}
 			m := pub.msgs[1]
-			if m.Attributes[AttrContentType] != event.ContentTypeNDJSON || m.Attributes[AttrCount] != "4" ||
-				m.Attributes[AttrIngestedAt] != testNow.Format(time.RFC3339Nano) {
+			if m.Attributes[envelope.AttrContentType] != event.ContentTypeNDJSON || m.Attributes[envelope.AttrCount] != "4" ||
+				m.Attributes[envelope.AttrIngestedAt] != testNow.Format(time.RFC3339Nano) || m.ID == pub.msgs[0].ID {
 				t.Errorf("attributes %v", m.Attributes)
 			}
 			got, err := event.Decode(m.Data, event.ContentTypeNDJSON, 0)

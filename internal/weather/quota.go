@@ -7,6 +7,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/skyjoin/skyjoin/internal/retry"
 )
 
 // Window is one limit of a provider's terms: at most Limit locations in any
@@ -58,7 +60,7 @@ func NewQuota(windows []Window, maxWait time.Duration, clock func() time.Time, s
 		clock = time.Now
 	}
 	if sleep == nil {
-		sleep = sleepCtx
+		sleep = retry.Sleep
 	}
 	q := &Quota{windows: slices.Clone(windows), maxWait: maxWait, clock: clock, sleep: sleep}
 	for _, w := range windows {
@@ -184,18 +186,4 @@ func (q *Quota) Stats() QuotaStats {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return QuotaStats{Waits: q.waits, Waited: q.waited, Exhausted: q.exhausted}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"math/rand/v2"
 	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/skyjoin/skyjoin/internal/event"
+	"github.com/skyjoin/skyjoin/internal/retry"
 )
 
 // ServiceConfig configures a Service. The zero value is usable: no quota,
@@ -56,10 +56,11 @@ type ServiceConfig struct {
 	// network error, unreadable or incomplete answer; never other 4xx);
 	// default 3, -1 for none.
 	Retries int
-	// BackoffBase is the first retry delay, doubled each retry up to
-	// BackoffMax, with jitter (each delay is uniform in [d/2, d]). A 429's
-	// Retry-After is honoured if longer; one longer than MaxRetryAfter ends
-	// the retries. Defaults 500ms, 30s, 2m.
+	// BackoffBase is the ceiling of the first retry delay, doubled each
+	// retry up to BackoffMax, with full jitter (each delay is uniform in
+	// [0, ceiling]; retry.Backoff). A 429's Retry-After is honoured if
+	// longer; one longer than MaxRetryAfter ends the retries. Defaults
+	// 500ms, 30s, 2m.
 	BackoffBase   time.Duration
 	BackoffMax    time.Duration
 	MaxRetryAfter time.Duration
@@ -213,8 +214,7 @@ type Service struct {
 	perCall int
 	sem     chan struct{}
 	clock   func() time.Time
-	sleep   func(context.Context, time.Duration) error
-	rand    func() float64
+	retry   retry.Policy
 	quota   *Quota
 	br      *breaker
 
@@ -302,10 +302,7 @@ func NewService(p Provider, cfg ServiceConfig) *Service {
 		cfg.Clock = time.Now
 	}
 	if cfg.Sleep == nil {
-		cfg.Sleep = sleepCtx
-	}
-	if cfg.Rand == nil {
-		cfg.Rand = rand.Float64
+		cfg.Sleep = retry.Sleep
 	}
 	perCall := cfg.MaxPointsPerCall
 	if perCall == 0 {
@@ -323,7 +320,7 @@ func NewService(p Provider, cfg ServiceConfig) *Service {
 	}
 	s := &Service{
 		p: p, name: p.Name(), cfg: cfg, inv: inv, perCall: perCall,
-		sem: make(chan struct{}, cfg.Concurrency), clock: cfg.Clock, sleep: cfg.Sleep, rand: cfg.Rand,
+		sem: make(chan struct{}, cfg.Concurrency), clock: cfg.Clock,
 		br:      newBreaker(cfg.Breaker, cfg.Clock),
 		cache:   newCache(cfg.MaxEntries, cfg.MaxBytes),
 		cells:   map[gridKey]cellKey{},
@@ -331,6 +328,19 @@ func NewService(p Provider, cfg ServiceConfig) *Service {
 	}
 	if hp, ok := p.(HistoryProvider); ok {
 		s.hp = hp
+	}
+	s.retry = retry.Policy{
+		Backoff:     retry.Backoff{Initial: cfg.BackoffBase, Max: cfg.BackoffMax},
+		MaxAttempts: cfg.Retries + 1,
+		Retryable: func(err error) bool {
+			// A Retry-After longer than MaxRetryAfter ends the retries.
+			hint, _ := retry.RetryAfter(err)
+			return Retryable(err) && hint <= cfg.MaxRetryAfter
+		},
+		MaxHint: cfg.MaxRetryAfter,
+		OnRetry: func(context.Context, int, error, time.Duration) { s.retries.Add(1) },
+		Sleep:   cfg.Sleep,
+		Rand:    cfg.Rand,
 	}
 	if len(cfg.Quota) > 0 {
 		s.quota = NewQuota(cfg.Quota, cfg.QuotaMaxWait, cfg.Clock, cfg.Sleep)
@@ -634,49 +644,21 @@ func (s *Service) fetch(ctx context.Context, fl []*flight) {
 }
 
 // retrying runs attempt over items until none is left, retrying what is
-// left after a retryable error with backoff, and fails the rest otherwise.
+// left after a retryable error with backoff (s.retry), and fails the rest
+// otherwise.
 func retrying[T any](s *Service, ctx context.Context, items []T, attempt func(context.Context, []T) ([]T, error), fail func([]T, error)) {
 	pending := items
-	for try := 0; ; try++ {
+	err := retry.Call(ctx, s.retry, func(ctx context.Context) error {
 		var err error
 		pending, err = attempt(ctx, pending)
 		if len(pending) == 0 {
-			return
+			return nil
 		}
-		d, ok := s.retryDelay(ctx, try, err)
-		if !ok {
-			fail(pending, err)
-			return
-		}
-		s.retries.Add(1)
-		if serr := s.sleep(ctx, d); serr != nil {
-			fail(pending, fmt.Errorf("%w (gave up waiting to retry: %w)", err, serr))
-			return
-		}
+		return err
+	})
+	if err != nil {
+		fail(pending, err)
 	}
-}
-
-// retryDelay decides whether to retry after err, and after how long.
-func (s *Service) retryDelay(ctx context.Context, try int, err error) (time.Duration, bool) {
-	if try >= s.cfg.Retries || ctx.Err() != nil || !Retryable(err) {
-		return 0, false
-	}
-	d := s.cfg.BackoffBase << min(try, 30)
-	if d <= 0 || d > s.cfg.BackoffMax {
-		d = s.cfg.BackoffMax
-	}
-	d = time.Duration(float64(d) * (0.5 + 0.5*s.rand()))
-	var ae *APIError
-	if errors.As(err, &ae) && ae.RetryAfter > 0 {
-		if ae.RetryAfter > s.cfg.MaxRetryAfter {
-			return 0, false
-		}
-		d = max(d, ae.RetryAfter)
-	}
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d { // deadlines are real time
-		return 0, false
-	}
-	return d, true
 }
 
 // Retryable reports whether a provider call that failed with err may

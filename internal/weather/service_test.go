@@ -377,10 +377,14 @@ func TestLookupMaxPointsPerCall(t *testing.T) {
 var (
 	err500 = &weather.APIError{Provider: "fake", StatusCode: 500, Reason: "boom"}
 	err503 = &weather.APIError{Provider: "fake", StatusCode: 503, Reason: "down"}
-	err429 = &weather.APIError{Provider: "fake", StatusCode: 429, Reason: "slow down", RetryAfter: 7 * time.Second}
+	err429 = &weather.APIError{Provider: "fake", StatusCode: 429, Reason: "slow down", Wait: 7 * time.Second}
 	err400 = &weather.APIError{Provider: "fake", StatusCode: 400, Reason: "bad latitude"}
-	errNet = &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}
-	errBad = errors.New("decode answer: unexpected end of JSON input")
+	// Retry-After longer than the default MaxRetryAfter (2m), and shorter
+	// than the backoff.
+	err429Long = &weather.APIError{Provider: "fake", StatusCode: 429, Reason: "come back later", Wait: 3 * time.Minute}
+	err503Soon = &weather.APIError{Provider: "fake", StatusCode: 503, Reason: "down", Wait: 100 * time.Millisecond}
+	errNet     = &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}
+	errBad     = errors.New("decode answer: unexpected end of JSON input")
 )
 
 // TestRetries: which errors are retried, how often, after how long.
@@ -399,6 +403,9 @@ func TestRetries(t *testing.T) {
 			[]time.Duration{time.Second, 2 * time.Second, 4 * time.Second}, nil, ""},
 		{"500 past the retries", &fakeProvider{Fail: err500}, 2, 3, []time.Duration{time.Second, 2 * time.Second}, err500, "HTTP 500"},
 		{"429 honours Retry-After", &fakeProvider{Script: []error{err429}}, 3, 2, []time.Duration{7 * time.Second}, nil, ""},
+		{"Retry-After past MaxRetryAfter ends the retries", &fakeProvider{Fail: err429Long}, 3, 1, nil, err429Long, "HTTP 429"},
+		{"Retry-After shorter than the backoff", &fakeProvider{Script: []error{err503Soon, err503Soon}}, 3, 3,
+			[]time.Duration{time.Second, 2 * time.Second}, nil, ""},
 		{"400 is not retried", &fakeProvider{Fail: err400}, 3, 1, nil, err400, "HTTP 400"},
 		{"network error", &fakeProvider{Script: []error{errNet}}, 3, 2, []time.Duration{time.Second}, nil, ""},
 		{"malformed answer", &fakeProvider{Script: []error{errBad}}, 3, 2, []time.Duration{time.Second}, nil, ""},
@@ -447,6 +454,8 @@ func TestRetryPartial(t *testing.T) {
 	}
 }
 
+// TestJitter: full jitter, each delay uniform in [0, ceiling], the
+// ceilings 1s, 2s, 4s.
 func TestJitter(t *testing.T) {
 	clk := newClock()
 	p := &fakeProvider{clock: clk.Now, Script: []error{err500, err500, err500}}
@@ -455,7 +464,10 @@ func TestJitter(t *testing.T) {
 	s := newService(t, p, clk, weather.ServiceConfig{BackoffBase: time.Second, Rand: func() float64 { i++; return r[i-1] }})
 	mustOK(t, s.Lookup(context.Background(), requests(1, 1, time.Time{})))
 	got := clk.Slept()
-	want := []time.Duration{500 * time.Millisecond, 1500 * time.Millisecond, 3998 * time.Millisecond}
+	want := []time.Duration{0, time.Second, 3996 * time.Millisecond}
+	if len(got) != len(want) {
+		t.Fatalf("slept %v, want %v", got, want)
+	}
 	for k := range want {
 		if got[k].Round(time.Millisecond) != want[k] {
 			t.Errorf("sleep %d: %s, want %s", k, got[k], want[k])

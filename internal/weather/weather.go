@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/skyjoin/skyjoin/internal/event"
+	"github.com/skyjoin/skyjoin/internal/retry"
 )
 
 // Point is a place on Earth.
@@ -98,6 +99,8 @@ func (e *QuotaError) Error() string {
 func (e *QuotaError) Is(target error) bool { return target == ErrQuotaExhausted }
 
 // RetryAfter returns how long a QuotaError in err's chain asks to wait, or 0.
+// A provider's own Retry-After (APIError.Wait) is not counted: the
+// Service's retries have honoured it already, up to MaxRetryAfter.
 func RetryAfter(err error) time.Duration {
 	var qe *QuotaError
 	if errors.As(err, &qe) {
@@ -111,8 +114,13 @@ type APIError struct {
 	Provider   string
 	StatusCode int
 	Reason     string
-	RetryAfter time.Duration // from a Retry-After header, if any
+	Wait       time.Duration // from a Retry-After header (retry.ParseRetryAfter), if any
 }
+
+var _ retry.Hinter = (*APIError)(nil)
+
+// RetryAfter returns Wait: the Service's retries (retry.Call) honour it.
+func (e *APIError) RetryAfter() time.Duration { return e.Wait }
 
 func (e *APIError) Error() string {
 	s := "HTTP " + strconv.Itoa(e.StatusCode) + ": " + e.Reason
@@ -138,21 +146,4 @@ type PartialError struct {
 
 func (e *PartialError) Error() string {
 	return fmt.Sprintf("answer lacks %d of %d locations", len(e.Missing), e.Asked)
-}
-
-// ParseRetryAfter reads a Retry-After header: delay-seconds or an HTTP date.
-func ParseRetryAfter(v string, now time.Time) time.Duration {
-	if v == "" {
-		return 0
-	}
-	if secs, err := strconv.Atoi(v); err == nil {
-		if secs < 0 {
-			return 0
-		}
-		return time.Duration(secs) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
-	}
-	return 0
 }

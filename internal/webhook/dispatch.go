@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"slices"
 	"strconv"
@@ -19,6 +18,7 @@ import (
 	"time"
 
 	"github.com/skyjoin/skyjoin/internal/event"
+	"github.com/skyjoin/skyjoin/internal/retry"
 )
 
 // Dispatcher holds the registrations, matches stored records against their
@@ -343,59 +343,45 @@ func payload(webhookID, deliveryID string, records []byte) []byte {
 	return b.Bytes()
 }
 
-// retryable marks a failed attempt worth another one.
+// retryable marks a failed attempt worth another one, with the target's
+// Retry-After, if any.
 type retryable struct {
 	err        error
 	retryAfter time.Duration
 }
 
-func (e *retryable) Error() string { return e.err.Error() }
-func (e *retryable) Unwrap() error { return e.err }
+func (e *retryable) Error() string             { return e.err.Error() }
+func (e *retryable) Unwrap() error             { return e.err }
+func (e *retryable) RetryAfter() time.Duration { return e.retryAfter }
 
-// post delivers one batch, making up to maxAttempts attempts with backoff.
-// It returns the number of attempts made (0 if ctx was done before the
-// first) and the last error.
+var _ retry.Hinter = (*retryable)(nil)
+
+// post delivers one batch, making up to maxAttempts attempts with backoff
+// (retry.Call: RetryDelay doubling up to MaxRetryDelay, full jitter, a
+// Retry-After honoured up to MaxRetryDelay). It returns the number of
+// attempts made (0 if ctx was done before the first) and the last error.
 func (d *Dispatcher) post(ctx context.Context, h *hook, deliveryID string, records []byte, maxAttempts int) (int, error) {
 	body := payload(h.reg.ID, deliveryID, records)
-	for attempt := 1; ; attempt++ {
-		if ctx.Err() != nil {
-			return attempt - 1, fmt.Errorf("%s: %w", ReasonShutdown, ctx.Err())
-		}
-		err := d.attempt(ctx, h, deliveryID, body)
-		if err == nil {
-			return attempt, nil
-		}
-		var r *retryable
-		if !errors.As(err, &r) || attempt >= maxAttempts {
-			return attempt, fmt.Errorf("attempt %d of %d: %w", attempt, maxAttempts, err)
-		}
-		delay := d.backoff(attempt)
-		if r.retryAfter > delay {
-			delay = min(r.retryAfter, d.cfg.MaxRetryDelay)
-		}
-		h.stats.retries.Add(1)
-		t := time.NewTimer(delay)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return attempt, fmt.Errorf("attempt %d of %d: %w; no more attempts: shutting down", attempt, maxAttempts, err)
-		}
+	attempts := 0
+	err := retry.Call(ctx, retry.Policy{
+		Backoff:     retry.Backoff{Initial: d.cfg.RetryDelay, Max: d.cfg.MaxRetryDelay},
+		MaxAttempts: maxAttempts,
+		Retryable:   func(err error) bool { _, ok := errors.AsType[*retryable](err); return ok },
+		OnRetry:     func(context.Context, int, error, time.Duration) { h.stats.retries.Add(1) },
+	}, func(ctx context.Context) error {
+		attempts++
+		return d.attempt(ctx, h, deliveryID, body)
+	})
+	if err == nil {
+		return attempts, nil
 	}
-}
-
-// backoff is the delay after the given failed attempt: RetryDelay doubled
-// per attempt, capped at MaxRetryDelay, drawn uniformly from its upper half.
-func (d *Dispatcher) backoff(attempt int) time.Duration {
-	base := d.cfg.RetryDelay
-	for i := 1; i < attempt && base < d.cfg.MaxRetryDelay; i++ {
-		base *= 2
+	if ce, ok := errors.AsType[*retry.ContextError](err); ok {
+		if ce.Err == nil {
+			return attempts, fmt.Errorf("%s: %w", ReasonShutdown, ce.CtxErr)
+		}
+		return attempts, fmt.Errorf("attempt %d of %d: %w; no more attempts: shutting down", attempts, maxAttempts, ce.Err)
 	}
-	base = min(base, d.cfg.MaxRetryDelay)
-	if base <= 1 {
-		return base
-	}
-	return base/2 + rand.N(base/2+1)
+	return attempts, fmt.Errorf("attempt %d of %d: %w", attempts, maxAttempts, err)
 }
 
 // attempt makes one signed POST. A network error, 408, 429 and 5xx are
@@ -428,22 +414,10 @@ func (d *Dispatcher) attempt(ctx context.Context, h *hook, deliveryID string, bo
 	err = fmt.Errorf("target answered %s: %s", resp.Status, strings.TrimSpace(printable(snippet)))
 	switch {
 	case resp.StatusCode == http.StatusTooManyRequests, resp.StatusCode == http.StatusRequestTimeout, resp.StatusCode >= 500:
-		return &retryable{err: err, retryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), ts)}
+		wait, _ := retry.ParseRetryAfter(resp.Header.Get("Retry-After"), ts)
+		return &retryable{err: err, retryAfter: wait}
 	}
 	return err
-}
-
-func parseRetryAfter(v string, now time.Time) time.Duration {
-	if v == "" {
-		return 0
-	}
-	if s, err := strconv.Atoi(v); err == nil && s > 0 {
-		return time.Duration(s) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		return t.Sub(now)
-	}
-	return 0
 }
 
 // printable keeps an answer's snippet on one line of text.

@@ -2,7 +2,7 @@
 // a target URL, a CEL filter over the enriched record and a secret; every
 // stored record that matches a registration's filter is POSTed to its URL in
 // batches, signed with HMAC-SHA256, retried with exponential backoff and
-// jitter, and, once the retries are spent, kept in a failure list that can
+// full jitter, and, once the retries are spent, kept in a failure list that can
 // be replayed.
 //
 // Routes (Go 1.22 ServeMux patterns), all answering JSON:
@@ -56,10 +56,11 @@ type Config struct {
 	// MaxAttempts bounds the delivery attempts of one batch (the first
 	// one included) before it goes to the failure list.
 	MaxAttempts int
-	// RetryDelay is the backoff before the second attempt; it doubles per
-	// attempt up to MaxRetryDelay, and each delay is drawn at random
-	// between half of it and all of it (jitter). A Retry-After header of a
-	// 429 or 503 answer is honoured up to MaxRetryDelay.
+	// RetryDelay is the ceiling of the backoff before the second attempt;
+	// it doubles per attempt up to MaxRetryDelay, and each delay is drawn
+	// at random between zero and the ceiling (full jitter, retry.Backoff).
+	// A longer Retry-After header of a retryable answer (429, 503, ...) is
+	// honoured up to MaxRetryDelay.
 	RetryDelay    time.Duration
 	MaxRetryDelay time.Duration
 	// RequestTimeout bounds each POST to a target.

@@ -12,13 +12,12 @@ import (
 	ps "cloud.google.com/go/pubsub/v2"
 
 	"github.com/skyjoin/skyjoin/internal/broker"
+	"github.com/skyjoin/skyjoin/internal/retry"
 )
 
-// Backoff between attempts to restart a Receive that failed.
-const (
-	minRestartWait = time.Second
-	maxRestartWait = 30 * time.Second
-)
+// restartBackoff is the wait between attempts to restart a Receive that
+// failed: full jitter under a ceiling from 1 s doubling up to 30 s.
+var restartBackoff = retry.Backoff{Initial: time.Second, Max: 30 * time.Second}
 
 // Subscription adapts StreamingPull to broker.Subscription. Several
 // Subscriptions of the same name share its messages. It is safe for
@@ -99,7 +98,7 @@ func (s *Subscription) start() {
 	s.cancel = cancel
 	go func() {
 		defer close(s.done)
-		wait := minRestartWait
+		failures := 0
 		for {
 			began := time.Now()
 			err := s.sub.Receive(ctx, s.receive)
@@ -112,17 +111,16 @@ func (s *Subscription) start() {
 			s.errMu.Lock()
 			s.recvErr = err
 			s.errMu.Unlock()
-			if time.Since(began) > maxRestartWait {
-				wait = minRestartWait
+			if time.Since(began) > restartBackoff.Max {
+				failures = 0 // it ran for a while: start the backoff again
 			}
+			failures++
+			wait := restartBackoff.Delay(failures)
 			s.b.log.Warn("pubsub: receive failed; restarting", slog.String("subscription", s.id),
 				slog.Any("error", err), slog.Duration("retry_in", wait))
-			select {
-			case <-ctx.Done():
+			if retry.Sleep(ctx, wait) != nil {
 				return
-			case <-time.After(wait):
 			}
-			wait = min(2*wait, maxRestartWait)
 		}
 	}()
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"sort"
 	"strings"
 	"sync"
@@ -24,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/dynamicpb"
 
 	"github.com/skyjoin/skyjoin/internal/event"
+	"github.com/skyjoin/skyjoin/internal/retry"
 	"github.com/skyjoin/skyjoin/internal/store"
 )
 
@@ -74,7 +74,7 @@ func NewWriter(ctx context.Context, cfg Config, log *slog.Logger) (*Writer, erro
 		client.Close()
 		return nil, fmt.Errorf("bigquery: writer: open the default stream of %s: %w", cfg.tablePath(), err)
 	}
-	return &Writer{cfg: cfg, client: client, stream: stream, enc: enc, log: log, sleep: sleepCtx}, nil
+	return &Writer{cfg: cfg, client: client, stream: stream, enc: enc, log: log, sleep: retry.Sleep}, nil
 }
 
 // Close closes the stream and the client.
@@ -263,7 +263,7 @@ func (w *Writer) appendBatch(ctx context.Context, recs []event.Record, idx []int
 		if !retryable(err) || attempt >= w.cfg.maxAttempts() || ctx.Err() != nil {
 			return rejected, fmt.Errorf("append %d rows (attempt %d): %w", len(idx), attempt, err)
 		}
-		pause := backoff(attempt)
+		pause := appendBackoff.Delay(attempt)
 		if w.log != nil {
 			w.log.WarnContext(ctx, "bigquery append failed, retrying", "rows", len(idx), "attempt", attempt, "pause", pause, "error", err)
 		}
@@ -302,23 +302,9 @@ func retryable(err error) bool {
 	return false
 }
 
-// backoff is the pause before attempt+1: exponential from 200 ms, at most
-// 10 s, with full jitter above half.
-func backoff(attempt int) time.Duration {
-	d := min(200*time.Millisecond<<(attempt-1), 10*time.Second)
-	return d/2 + rand.N(d/2+1)
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
+// appendBackoff is the pause after a failed append: full jitter under a
+// ceiling from 200 ms doubling up to 10 s.
+var appendBackoff = retry.Backoff{Initial: 200 * time.Millisecond, Max: 10 * time.Second}
 
 // encoder turns a Record into the serialized proto2 message the Storage
 // Write API takes, with a descriptor built from the generated table schema:

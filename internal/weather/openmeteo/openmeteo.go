@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/skyjoin/skyjoin/internal/event"
+	"github.com/skyjoin/skyjoin/internal/retry"
 	"github.com/skyjoin/skyjoin/internal/weather"
 )
 
@@ -57,8 +58,8 @@ type Config struct {
 	MaxLocations int              // locations per HTTP request; default 100
 	Concurrency  int              // HTTP requests in flight for one Current call; default 2
 	Timeout      time.Duration    // per HTTP request; default 10s
-	Retries      int              // retries of an HTTP request after a 5xx or network error; default 2, -1 for none
-	RetryBackoff time.Duration    // first retry delay, doubled each time; default 250ms
+	Retries      int              // retries of an HTTP request after a 5xx or network error (a longer Retry-After honoured up to retry.DefaultMaxHint); default 2, -1 for none
+	RetryBackoff time.Duration    // ceiling of the first retry delay, doubled each time (full jitter); default 250ms
 	HTTPClient   *http.Client     // default: a client with Timeout
 }
 
@@ -358,31 +359,27 @@ func (c *Client) query(points []weather.Point) url.Values {
 	return q
 }
 
-// get fetches u?q, retrying 5xx and network errors (Config.Retries), and
-// decodes the answer for n locations (see decodeLocations).
+// get fetches u?q, retrying 5xx and network errors (Config.Retries, with
+// retry.Call's backoff), and decodes the answer for n locations (see
+// decodeLocations).
 func (c *Client) get(ctx context.Context, u string, q url.Values, n int) ([]*location, []int, error) {
 	u += "?" + q.Encode()
-	var err error
-	for attempt := 0; ; attempt++ {
-		var body []byte
+	var body []byte
+	err := retry.Call(ctx, retry.Policy{
+		Backoff:     retry.Backoff{Initial: c.backoff},
+		MaxAttempts: c.retries + 1,
+		Retryable: func(err error) bool {
+			ae, ok := errors.AsType[*APIError](err)
+			return !ok || ae.StatusCode >= 500
+		},
+	}, func(ctx context.Context) (err error) {
 		body, err = c.do(ctx, u)
-		if err == nil {
-			return decodeLocations(body, n)
-		}
-		var ae *APIError
-		retry := !errors.As(err, &ae) || ae.StatusCode >= 500
-		if !retry || attempt >= c.retries || ctx.Err() != nil {
-			return nil, nil, err
-		}
-		d := c.backoff << attempt
-		t := time.NewTimer(d)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, nil, fmt.Errorf("open-meteo: %w (after: %w)", ctx.Err(), err)
-		case <-t.C:
-		}
+		return err
+	})
+	if err != nil {
+		return nil, nil, err
 	}
+	return decodeLocations(body, n)
 }
 
 func (c *Client) do(ctx context.Context, u string) ([]byte, error) {
@@ -429,7 +426,7 @@ func apiError(resp *http.Response, body []byte) *APIError {
 		}
 		e.Reason = s
 	}
-	e.RetryAfter = weather.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+	e.Wait, _ = retry.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 	return e
 }
 

@@ -198,7 +198,7 @@ func TestSimFaults(t *testing.T) {
 				t.Fatalf("err = %v, want %q", err, tt.wantErr)
 			}
 			var ae *openmeteo.APIError
-			if errors.As(err, &ae) != (tt.wantStatus != 0) || ae != nil && (ae.StatusCode != tt.wantStatus || ae.RetryAfter != tt.retryAfter) {
+			if errors.As(err, &ae) != (tt.wantStatus != 0) || ae != nil && (ae.StatusCode != tt.wantStatus || ae.RetryAfter() != tt.retryAfter) {
 				t.Errorf("API error %+v, want status %d retry after %s", ae, tt.wantStatus, tt.retryAfter)
 			}
 			var pe *weather.PartialError

@@ -26,6 +26,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/skyjoin/skyjoin/internal/event"
+	"github.com/skyjoin/skyjoin/internal/retry"
 	"github.com/skyjoin/skyjoin/internal/weather"
 )
 
@@ -198,8 +199,8 @@ func (c *Client) current(ctx context.Context, p weather.Point) (event.Weather, e
 // apiError reads an error answer: {"cod":401,"message":"..."} (cod may be
 // a number or a string).
 func apiError(resp *http.Response, body []byte) *weather.APIError {
-	e := &weather.APIError{Provider: ProviderName, StatusCode: resp.StatusCode,
-		RetryAfter: weather.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())}
+	e := &weather.APIError{Provider: ProviderName, StatusCode: resp.StatusCode}
+	e.Wait, _ = retry.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 	var eb struct {
 		Message string `json:"message"`
 	}

@@ -98,7 +98,7 @@ func TestErrors(t *testing.T) {
 				t.Fatalf("err = %v, want %q (and no key)", err, tt.errHas)
 			}
 			var ae *weather.APIError
-			if errors.As(err, &ae) != (tt.wantStatus != 0) || ae != nil && (ae.StatusCode != tt.wantStatus || ae.RetryAfter != tt.retryAfter) {
+			if errors.As(err, &ae) != (tt.wantStatus != 0) || ae != nil && (ae.StatusCode != tt.wantStatus || ae.RetryAfter() != tt.retryAfter) {
 				t.Errorf("API error %+v", ae)
 			}
 			if weather.Retryable(err) != tt.retryable {

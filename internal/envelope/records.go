@@ -1,0 +1,80 @@
+package envelope
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/skyjoin/skyjoin/internal/broker"
+	"github.com/skyjoin/skyjoin/internal/event"
+)
+
+// NewRecords is the message of one stored batch of records: NDJSON of
+// event.Record (the record's JSON, as the read API serves it, Seq included),
+// kind records, with their count.
+func NewRecords(recs []event.Record) (*broker.Message, error) {
+	if len(recs) == 0 {
+		return nil, errors.New("envelope: a records message needs at least one record")
+	}
+	var buf []byte
+	for i := range recs {
+		b, err := event.Marshal(&recs[i])
+		if err != nil {
+			return nil, fmt.Errorf("envelope: encode record %q: %w", recs[i].EventID, err)
+		}
+		if buf == nil {
+			buf = make([]byte, 0, (len(b)+1)*len(recs)*5/4)
+		}
+		buf = append(buf, b...)
+		buf = append(buf, '\n')
+	}
+	return newMessage(KindRecords, buf, event.ContentTypeNDJSON, len(recs), 0), nil
+}
+
+// DecodeRecords decodes a records message. It refuses a message of another
+// kind, of an unknown version, or whose body is not exactly count records.
+func DecodeRecords(m *broker.Message) ([]event.Record, error) {
+	v, err := version(m, KindRecords)
+	if err != nil {
+		return nil, err
+	}
+	switch v {
+	case 1:
+		return decodeRecordsV1(m)
+	}
+	return nil, unknownVersion(KindRecords, m.Attributes[AttrVersion])
+}
+
+// decodeRecordsV1: NDJSON of records.
+func decodeRecordsV1(m *broker.Message) ([]event.Record, error) {
+	if ct := m.Attributes[AttrContentType]; ct != event.ContentTypeNDJSON {
+		return nil, fmt.Errorf("records message of content type %q, want %s", ct, event.ContentTypeNDJSON)
+	}
+	count, err := strconv.Atoi(m.Attributes[AttrCount])
+	if err != nil || count < 1 {
+		return nil, fmt.Errorf("records message with count %q, want a positive integer", m.Attributes[AttrCount])
+	}
+	recs := make([]event.Record, 0, min(count, len(m.Data)/2+1))
+	for line := range bytes.Lines(m.Data) {
+		line = bytes.TrimSpace(line)
+		if len(line) == 0 {
+			continue
+		}
+		if len(recs) == count {
+			return nil, fmt.Errorf("records message holds more than its count of %d records", count)
+		}
+		i := len(recs)
+		if line[0] != '{' {
+			return nil, fmt.Errorf("record %d: not a JSON object", i)
+		}
+		recs = append(recs, event.Record{})
+		if err := event.Unmarshal(line, &recs[i]); err != nil {
+			return nil, fmt.Errorf("record %d: %w", i, err)
+		}
+	}
+	if len(recs) != count {
+		return nil, fmt.Errorf("records message holds %d records, its count says %d", len(recs), count)
+	}
+	return recs, nil
+}
