@@ -11,6 +11,14 @@
 //     ack deadline, or nacked, is delivered again, with Deliveries increased.
 //   - Ack returns nil only after the broker has recorded the acks, so that an
 //     acked message is not delivered again after a crash of the client.
+//
+// Topics come in two kinds. The events topic is a work queue: its
+// subscription name is shared by every worker, and each message goes to one
+// of them. The records topic fans out: every subscription name gets every
+// message published after the subscription was created (webhook delivery
+// shares one durable name across its instances), and ephemeral
+// subscriptions (SubscribeOptions.Ephemeral) give each process of the live
+// stream its own copy of what is published while it runs.
 package broker
 
 import (
@@ -23,6 +31,12 @@ import (
 const (
 	TopicEvents     = "events"     // ingest and collect -> enrich
 	TopicDeadLetter = "deadletter" // messages the worker could not process
+	// TopicRecords carries the records the store committed, one message per
+	// store write, to every downstream consumer (live stream, webhooks). It
+	// is not a work queue: each subscription name gets every message, and
+	// the broker keeps messages for a bounded time (JetStream: RecordsMaxAge
+	// and RecordsMaxBytes; Pub/Sub: each subscription's retention).
+	TopicRecords = "records"
 )
 
 // Message is a message to publish or one received from a subscription.
@@ -54,7 +68,10 @@ type Publisher interface {
 // Subscriber opens subscriptions.
 type Subscriber interface {
 	// Subscribe opens (creating if needed) the named durable subscription on
-	// a topic. Several Subscriptions of the same name share its messages.
+	// a topic. Several Subscriptions of the same name share its messages. A
+	// subscription name that is new receives the messages published after it
+	// was created. With opts.Ephemeral the subscription is this call's alone
+	// (see SubscribeOptions.Ephemeral).
 	Subscribe(ctx context.Context, topic, name string, opts SubscribeOptions) (Subscription, error)
 }
 
@@ -66,6 +83,17 @@ type SubscribeOptions struct {
 	// MaxOutstanding bounds the messages fetched and not yet acked or
 	// nacked (flow control). Zero means 10,000.
 	MaxOutstanding int
+	// Ephemeral asks for a subscription of this process alone, for fan-out
+	// (each serve instance's live stream): it receives every message
+	// published to the topic after Subscribe returned, and none published
+	// before; no other Subscription shares it, whatever its name (the name
+	// only labels it); Close removes it; and the broker removes it by itself
+	// when its process dies (JetStream: an ephemeral consumer removed after
+	// a few minutes without a Fetch; Pub/Sub: a subscription with a unique
+	// id that expires after a day without a pull). A broker that removed it
+	// makes Fetch fail with ErrSubscriptionGone: messages were missed, and
+	// the caller subscribes again. Not for work-queue topics (events).
+	Ephemeral bool
 }
 
 // Subscription is a durable pull subscription.
@@ -118,3 +146,9 @@ var ErrUnavailable = errors.New("broker unavailable")
 
 // ErrClosed is returned by operations on a closed broker or subscription.
 var ErrClosed = errors.New("broker closed")
+
+// ErrSubscriptionGone is wrapped by Fetch on an ephemeral subscription that
+// the broker removed (its process did not fetch for too long, or the broker
+// lost it): messages published since may be missed. Close it and subscribe
+// again.
+var ErrSubscriptionGone = errors.New("subscription gone")

@@ -6,7 +6,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
+	"net/url"
 	"os"
+	"slices"
 	"strings"
 )
 
@@ -62,4 +65,32 @@ func (p Problems) Err() error {
 		return nil
 	}
 	return fmt.Errorf("invalid configuration:\n  - %s", strings.Join(p, "\n  - "))
+}
+
+// URLParam is one parameter of a backend URL's query.
+type URLParam struct{ Name, Value string }
+
+// URLParams checks the query of a backend URL against the parameter names
+// its backend knows. It returns the parameters, each given once, in name
+// order, and an error for every one that is unknown or repeated (those are
+// left out), so that a caller reports every problem at once.
+func URLParams(rawQuery string, known []string) ([]URLParam, []error) {
+	q, err := url.ParseQuery(rawQuery)
+	var errs []error
+	if err != nil {
+		errs = append(errs, fmt.Errorf("parameters: %w", err))
+	}
+	names := slices.Sorted(maps.Keys(q))
+	params := make([]URLParam, 0, len(names))
+	for _, k := range names {
+		switch vs := q[k]; {
+		case !slices.Contains(known, k):
+			errs = append(errs, fmt.Errorf("unknown parameter %q (known: %s)", k, strings.Join(known, ", ")))
+		case len(vs) > 1:
+			errs = append(errs, fmt.Errorf("parameter %q given %d times", k, len(vs)))
+		default:
+			params = append(params, URLParam{k, vs[0]})
+		}
+	}
+	return params, errs
 }

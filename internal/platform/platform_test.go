@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -89,5 +90,20 @@ func TestWriteUnavailable(t *testing.T) {
 	var eb ErrorBody
 	if err := json.Unmarshal(w.Body.Bytes(), &eb); err != nil || eb.Error.Status != "UNAVAILABLE" || eb.Error.Message != "busy" {
 		t.Fatalf("%s", w.Body.Bytes())
+	}
+}
+
+func TestURLParams(t *testing.T) {
+	params, errs := URLParams("b=2&a=1&x=0&c=3&c=4&empty=", []string{"a", "b", "c", "empty"})
+	want := []URLParam{{"a", "1"}, {"b", "2"}, {"empty", ""}}
+	if fmt.Sprint(params) != fmt.Sprint(want) {
+		t.Errorf("params %v, want %v in name order", params, want)
+	}
+	if len(errs) != 2 || !strings.Contains(errs[0].Error(), `parameter "c" given 2 times`) ||
+		!strings.Contains(errs[1].Error(), `unknown parameter "x" (known: a, b, c, empty)`) {
+		t.Errorf("errors %v, want c repeated and x unknown", errs)
+	}
+	if _, errs := URLParams("a=%zz", []string{"a"}); len(errs) != 1 {
+		t.Errorf("a bad query: errors %v, want one", errs)
 	}
 }

@@ -19,11 +19,28 @@ type Writer interface {
 	// Writing a record whose event_id is already stored leaves the stored
 	// one as it is: the first write wins, so redeliveries are harmless.
 	//
-	// When Write returns nil it has set recs[i].Seq to the seq the store
-	// gave each record it inserted, and to 0 for each record it dropped as a
-	// duplicate (of a stored record, or of an earlier one in recs), so that
-	// the caller can pass the stored records on (the live stream resumes by
-	// Seq). Input Seq values are ignored.
+	// When Write returns nil, recs holds what the store holds, so that the
+	// caller can pass the stored records on (publish them to the records
+	// topic; the live stream resumes by Seq). Input Seq values are ignored.
+	// For each event_id, its first occurrence in recs, recs[i], is:
+	//
+	//   - a record Write inserted: unchanged but for its new Seq;
+	//   - a record whose event_id was already stored before this call (a
+	//     redelivery): replaced by the stored record, with its stored Seq,
+	//     weather, processed_at and every other field, so that a caller that
+	//     crashed after the store committed and before it passed the records
+	//     on can pass them on when the batch is redelivered.
+	//
+	// A later occurrence of an event_id within the same call is dropped and
+	// gets Seq 0 (its first occurrence carries the stored record).
+	//
+	// A backend that cannot tell a duplicate at write time (BigQuery: an
+	// at-least-once append, deduplicated by event_id in the view readers
+	// read) stores every record again and returns each as written, with its
+	// Seq; the copy readers see for the event_id is then the one written
+	// last, which is what Write returned. There a later occurrence within
+	// the call has a Seq too. Consumers of the records topic deduplicate by
+	// event_id either way: a record can be passed on more than once.
 	Write(ctx context.Context, recs []event.Record) error
 }
 

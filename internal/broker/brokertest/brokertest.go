@@ -40,6 +40,11 @@ type Harness struct {
 	AckWait time.Duration
 	// Timeout bounds every "arrives within" wait; zero means 30 s.
 	Timeout time.Duration
+	// Subscriptions, if not nil, returns the names of the subscriptions
+	// (JetStream consumers, Pub/Sub subscription ids) that exist on topic
+	// in the broker, so that the suite can check that an ephemeral
+	// subscription goes away on Close. Nil skips that check.
+	Subscriptions func(t *testing.T, b broker.Broker, topic string) []string
 }
 
 // Topic and subscription names used by the suite.
@@ -50,7 +55,8 @@ const (
 
 // Run runs the conformance suite, one fresh broker per subtest. Backlog and
 // Browse/Delete are tested when the broker implements broker.Backlogger and
-// broker.Browser; durability across a restart when h.Reopen is set.
+// broker.Browser; durability across a restart when h.Reopen is set; the
+// removal of ephemeral subscriptions when h.Subscriptions is set.
 func Run(t *testing.T, h Harness) {
 	t.Helper()
 	if h.New == nil {
@@ -80,6 +86,10 @@ func Run(t *testing.T, h Harness) {
 		{"DurableAcrossReopen", testDurableAcrossReopen},
 		{"Backlog", testBacklog},
 		{"BrowseDelete", testBrowseDelete},
+		{"RecordsWithoutSubscribers", testRecordsWithoutSubscribers},
+		{"FanOutDurable", testFanOutDurable},
+		{"FanOutEphemeral", testFanOutEphemeral},
+		{"EphemeralRemovedOnClose", testEphemeralRemovedOnClose},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -103,9 +113,14 @@ func (s *suite) ctx(t *testing.T) context.Context {
 
 func (s *suite) subscribe(t *testing.T, b broker.Broker, topic, name string) broker.Subscription {
 	t.Helper()
-	sub, err := b.Subscribe(s.ctx(t), topic, name, broker.SubscribeOptions{AckWait: s.h.AckWait})
+	return s.subscribeWith(t, b, topic, name, broker.SubscribeOptions{AckWait: s.h.AckWait})
+}
+
+func (s *suite) subscribeWith(t *testing.T, b broker.Broker, topic, name string, opts broker.SubscribeOptions) broker.Subscription {
+	t.Helper()
+	sub, err := b.Subscribe(s.ctx(t), topic, name, opts)
 	if err != nil {
-		t.Fatalf("Subscribe(%s, %s): %v", topic, name, err)
+		t.Fatalf("Subscribe(%s, %s, %+v): %v", topic, name, opts, err)
 	}
 	t.Cleanup(func() { sub.Close() })
 	return sub
@@ -550,5 +565,132 @@ func testBrowseDelete(t *testing.T, s *suite) {
 	wantLeft := slices.Delete(slices.Clone(dataOf(want)), 1, 2)
 	if !slices.Equal(dataOf(left), wantLeft) {
 		t.Fatalf("after Delete, Browse returned %q, want %q", dataOf(left), wantLeft)
+	}
+}
+
+// The records topic fans out: see broker.TopicRecords.
+const records = broker.TopicRecords
+
+func testRecordsWithoutSubscribers(t *testing.T, s *suite) {
+	// The worker publishes records whether or not anyone reads them yet.
+	s.publish(t, s.b, records, testMessages("nobody", 3)...)
+	// A subscription made afterwards starts after them.
+	sub := s.subscribe(t, s.b, records, "late")
+	want := testMessages("late", 2)
+	s.publish(t, s.b, records, want...)
+	checkSame(t, s.fetchN(t, sub, len(want), true), want)
+	s.expectNone(t, sub, 500*time.Millisecond)
+}
+
+func testFanOutDurable(t *testing.T, s *suite) {
+	// Two names (say webhook delivery and an archiver) each get every
+	// message; two Subscriptions of one name share it.
+	a := s.subscribe(t, s.b, records, "fan-a")
+	b1, b2 := s.subscribe(t, s.b, records, "fan-b"), s.subscribe(t, s.b, records, "fan-b")
+	want := testMessages("fan", 6)
+	s.publish(t, s.b, records, want...)
+
+	checkSame(t, s.fetchN(t, a, len(want), true), want)
+	s.expectNone(t, a, 500*time.Millisecond)
+
+	got := s.fetchN(t, b1, 1, true) // b1 takes some, b2 the rest
+	for len(got) < len(want) {
+		msgs, err := b2.Fetch(s.ctx(t), len(want)-len(got), time.Second)
+		if err == nil && len(msgs) > 0 {
+			err = b2.Ack(s.ctx(t), msgs...)
+		}
+		if err != nil {
+			t.Fatalf("Fetch/Ack on the second Subscription of fan-b: %v", err)
+		}
+		if len(msgs) == 0 {
+			msgs = s.fetchN(t, b1, 1, true)
+		}
+		got = append(got, msgs...)
+	}
+	checkSame(t, got, want)
+	s.expectNone(t, b1, 500*time.Millisecond)
+	s.expectNone(t, b2, 100*time.Millisecond)
+}
+
+func testFanOutEphemeral(t *testing.T, s *suite) {
+	durable := s.subscribe(t, s.b, records, "keeps-old") // keeps the old messages on every backend
+	old := testMessages("before", 3)
+	s.publish(t, s.b, records, old...)
+
+	// Two processes' live streams: the same name, each its own copy.
+	opts := broker.SubscribeOptions{AckWait: s.h.AckWait, Ephemeral: true}
+	e1 := s.subscribeWith(t, s.b, records, "live", opts)
+	e2 := s.subscribeWith(t, s.b, records, "live", opts)
+	want := testMessages("after", 4)
+	s.publish(t, s.b, records, want...)
+
+	for i, e := range []broker.Subscription{e1, e2} {
+		got := s.fetchN(t, e, len(want), true)
+		for _, m := range got {
+			if bytes.HasPrefix(m.Data, []byte("before")) {
+				t.Errorf("ephemeral subscription %d got %q, published before it subscribed", i+1, m.Data)
+			}
+		}
+		checkSame(t, got, want)
+	}
+	s.expectNone(t, e1, 500*time.Millisecond)
+	s.expectNone(t, e2, 100*time.Millisecond)
+	// The durable name was not disturbed.
+	checkSame(t, s.fetchN(t, durable, len(old)+len(want), true), append(old, want...))
+
+	// Unacked, a message comes back to the same ephemeral subscription.
+	s.publish(t, s.b, records, testMessages("again", 1)...)
+	first := s.fetchN(t, e1, 1, false)[0]
+	if err := e1.Nack(s.ctx(t), 0, first); err != nil {
+		t.Fatalf("Nack: %v", err)
+	}
+	checkRedelivery(t, first, s.fetchN(t, e1, 1, true)[0])
+	s.fetchN(t, e2, 1, true)
+}
+
+func testEphemeralRemovedOnClose(t *testing.T, s *suite) {
+	opts := broker.SubscribeOptions{AckWait: s.h.AckWait, Ephemeral: true}
+	durable := s.subscribe(t, s.b, records, "stays")
+	var before []string
+	if s.h.Subscriptions != nil {
+		before = s.h.Subscriptions(t, s.b, records)
+	}
+	e := s.subscribeWith(t, s.b, records, "live", opts)
+	if s.h.Subscriptions != nil {
+		during := s.h.Subscriptions(t, s.b, records)
+		if len(during) != len(before)+1 {
+			t.Fatalf("subscriptions on %s: %q before an ephemeral Subscribe, %q after; want one more", records, before, during)
+		}
+	}
+	if err := e.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := e.Close(); err != nil {
+		t.Errorf("second Close: %v, want nil", err)
+	}
+	if _, err := e.Fetch(s.ctx(t), 1, 100*time.Millisecond); !errors.Is(err, broker.ErrClosed) {
+		t.Errorf("Fetch on a closed ephemeral subscription: %v, want ErrClosed", err)
+	}
+	if s.h.Subscriptions != nil {
+		after := s.h.Subscriptions(t, s.b, records)
+		slices.Sort(before)
+		slices.Sort(after)
+		if !slices.Equal(after, before) {
+			t.Errorf("subscriptions on %s after Close: %q, want %q as before", records, after, before)
+		}
+	}
+	// The durable one still works.
+	want := testMessages("stays", 2)
+	s.publish(t, s.b, records, want...)
+	checkSame(t, s.fetchN(t, durable, len(want), true), want)
+
+	// The broker's Close removes an ephemeral subscription left open; a
+	// Close of it afterwards is harmless.
+	left := s.subscribeWith(t, s.b, records, "left-open", opts)
+	if err := s.b.Close(); err != nil {
+		t.Fatalf("broker Close: %v", err)
+	}
+	if err := left.Close(); err != nil {
+		t.Errorf("Close after the broker's Close: %v", err)
 	}
 }

@@ -6,7 +6,10 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
+
+	"github.com/skyjoin/skyjoin/internal/platform"
 )
 
 // EmbeddedURL selects the in-process NATS server.
@@ -17,6 +20,8 @@ const (
 	DefaultSyncInterval     = time.Second
 	DefaultMaxMsgSize       = 8 << 20 // 8 MiB: ingest sends request bodies of up to 5 MiB as one message
 	DefaultDeadLetterMaxAge = 14 * 24 * time.Hour
+	DefaultRecordsMaxAge    = 24 * time.Hour
+	DefaultRecordsMaxBytes  = 1 << 30 // 1 GiB
 
 	// maxPayloadLimit is the NATS server's hard limit on max_payload.
 	maxPayloadLimit = 64 << 20
@@ -41,6 +46,16 @@ type Config struct {
 	MaxMsgSize int
 	// DeadLetterMaxAge is how long dead letters are kept.
 	DeadLetterMaxAge time.Duration
+	// RecordsMaxAge and RecordsMaxBytes bound the records topic, which is
+	// not a work queue but a log that every subscription reads at its own
+	// pace: messages older than RecordsMaxAge, and the oldest messages once
+	// the stream holds more than RecordsMaxBytes, are removed whether or
+	// not every subscription has read them (a consumer that falls that far
+	// behind misses them). Every process that opens the same external
+	// server should give the same values: each one applies its own when it
+	// first uses the topic.
+	RecordsMaxAge   time.Duration
+	RecordsMaxBytes int64
 }
 
 // embedded reports whether c selects the in-process server.
@@ -56,6 +71,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DeadLetterMaxAge == 0 {
 		c.DeadLetterMaxAge = DefaultDeadLetterMaxAge
+	}
+	if c.RecordsMaxAge == 0 {
+		c.RecordsMaxAge = DefaultRecordsMaxAge
+	}
+	if c.RecordsMaxBytes == 0 {
+		c.RecordsMaxBytes = DefaultRecordsMaxBytes
 	}
 	return c
 }
@@ -96,10 +117,101 @@ func (c Config) Validate() error {
 	} else if c.DeadLetterMaxAge > 0 && c.DeadLetterMaxAge < time.Minute {
 		add("dead-letter max age %v must be at least 1m", c.DeadLetterMaxAge)
 	}
+	if c.RecordsMaxAge < 0 {
+		add("records max age %v must not be negative", c.RecordsMaxAge)
+	} else if c.RecordsMaxAge > 0 && c.RecordsMaxAge < time.Minute {
+		add("records max age %v must be at least 1m", c.RecordsMaxAge)
+	}
+	if c.RecordsMaxBytes < 0 {
+		add("records max bytes %d must not be negative", c.RecordsMaxBytes)
+	} else if maxMsg := cmp(c.MaxMsgSize, DefaultMaxMsgSize); c.RecordsMaxBytes > 0 && c.RecordsMaxBytes < int64(maxMsg) {
+		add("records max bytes %d must be at least the max message size (%d)", c.RecordsMaxBytes, maxMsg)
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("jetstream config: %w", errors.Join(errs...))
 	}
 	return nil
+}
+
+// URL parameters ParseURL knows, in the order the docs list them.
+var urlParams = []string{"listen", "records_max_age", "records_max_bytes", "deadletter_max_age"}
+
+// ParseURL parses a broker URL of the form
+//
+//	nats://embedded[?param=value&...]          the in-process server
+//	nats://[USER[:PASS]@]HOST:PORT[?param=...]  an external server
+//
+// into a Config (DataDir is the caller's; Open validates). Parameters, each
+// at most once; durations in Go syntax (90m, 24h); sizes in bytes, or with
+// a KiB, MiB, GiB or TiB suffix:
+//
+//	listen=127.0.0.1:4222     nats://embedded only: also accept TCP clients there
+//	records_max_age=24h       records topic: drop messages older than this (at least 1m)
+//	records_max_bytes=1GiB    records topic: drop the oldest beyond this size
+//	deadletter_max_age=336h   how long dead letters are kept (at least 1m)
+//
+// An unknown or repeated parameter is an error; every problem is reported.
+// Errors never show the password.
+func ParseURL(raw string) (Config, error) {
+	u, err := url.Parse(raw)
+	if err != nil { // the error would quote the URL, password too
+		return Config{}, fmt.Errorf("nats url: not a valid URL: want %s or nats://host:port", EmbeddedURL)
+	}
+	if u.Scheme != "nats" || u.Fragment != "" {
+		return Config{}, fmt.Errorf("nats url %q: want %s or nats://host:port, without a fragment", u.Redacted(), EmbeddedURL)
+	}
+	params, errs := platform.URLParams(u.RawQuery, urlParams)
+	plain := *u
+	plain.RawQuery, plain.ForceQuery = "", false
+	cfg := Config{URL: plain.String()}
+	for _, prm := range params {
+		var err error
+		switch prm.Name {
+		case "listen":
+			if cfg.Listen = prm.Value; prm.Value == "" {
+				err = errors.New("want host:port")
+			}
+		case "records_max_age":
+			cfg.RecordsMaxAge, err = parseAge(prm.Value)
+		case "records_max_bytes":
+			cfg.RecordsMaxBytes, err = parseBytes(prm.Value)
+		case "deadletter_max_age":
+			cfg.DeadLetterMaxAge, err = parseAge(prm.Value)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("parameter %s=%q: %w", prm.Name, prm.Value, err))
+		}
+	}
+	if len(errs) > 0 {
+		return cfg, fmt.Errorf("nats url %q: %w", u.Redacted(), errors.Join(errs...))
+	}
+	return cfg, nil
+}
+
+// parseAge parses a positive Go duration.
+func parseAge(v string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return 0, errors.New("want a positive duration such as 90m or 24h")
+	}
+	return d, nil
+}
+
+// parseBytes parses a positive size: digits, optionally followed by KiB,
+// MiB, GiB or TiB.
+func parseBytes(v string) (int64, error) {
+	num, mult := v, int64(1)
+	for i, suffix := range []string{"KiB", "MiB", "GiB", "TiB"} {
+		if n, ok := strings.CutSuffix(v, suffix); ok {
+			num, mult = n, int64(1)<<(10*(i+1))
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n <= 0 || n > (1<<62)/mult {
+		return 0, errors.New("want a positive number of bytes, optionally with a KiB, MiB, GiB or TiB suffix")
+	}
+	return n * mult, nil
 }
 
 // checkExternalURL accepts nats://[user[:pass]@]host:port and nothing else.

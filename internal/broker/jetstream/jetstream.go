@@ -2,15 +2,27 @@
 // embedded, in-process server with file storage under the data dir (the
 // default of `skyjoin up`), or an external server.
 //
-// Each topic is one stream, SKYJOIN_<TOPIC>, on subject skyjoin.<topic>. The
-// dead-letter topic keeps messages for DeadLetterMaxAge (Limits retention) so
-// that they can be browsed and replayed; every other topic is a work queue:
-// a message is removed once acked. A work-queue topic therefore accepts a
-// single subscription name (several Subscriptions of that name share it).
+// Each topic is one stream, SKYJOIN_<TOPIC>, on subject skyjoin.<topic>. Two
+// topics are logs (Limits retention): the dead-letter topic keeps messages
+// for DeadLetterMaxAge so that they can be browsed and replayed, and the
+// records topic keeps them for RecordsMaxAge, at most RecordsMaxBytes (the
+// oldest go first), so that each of its subscriptions reads every message
+// at its own pace. Every other topic (events) is a work queue: a message is
+// removed once acked, so the topic accepts a single subscription name
+// (several Subscriptions of that name share it).
+//
+// A subscription is a durable pull consumer named after it; on a log topic
+// a new one starts with the messages published after it was created
+// (DeliverNew), as a new Pub/Sub subscription does. An ephemeral
+// subscription (broker.SubscribeOptions.Ephemeral, log topics only) is a
+// consumer of its own with a generated name, DeliverNew, its state in
+// memory, deleted by Close (and by the Broker's Close) and by the server
+// once no Fetch reached it for EphemeralInactiveThreshold.
 package jetstream
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -59,6 +71,12 @@ const (
 	drainTimeout = 10 * time.Second
 )
 
+// EphemeralInactiveThreshold is how long the server keeps an ephemeral
+// subscription's consumer that no Fetch reached: after a crash it lingers
+// this long; a live process that does not fetch for this long loses it
+// (Fetch then fails with broker.ErrSubscriptionGone).
+const EphemeralInactiveThreshold = 5 * time.Minute
+
 // Broker is a JetStream broker.Broker. It is safe for concurrent use.
 type Broker struct {
 	cfg    Config
@@ -71,8 +89,9 @@ type Broker struct {
 
 	connClosed chan struct{} // closed by the connection's ClosedHandler
 
-	mu      sync.Mutex
-	streams map[string]jetstream.Stream // by topic
+	mu         sync.Mutex
+	streams    map[string]jetstream.Stream // by topic
+	ephemerals map[*Subscription]struct{}  // open ephemeral subscriptions
 
 	closeOnce sync.Once
 	closeErr  error
@@ -93,6 +112,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Broker, error) {
 		log:        log.With(slog.String("component", "broker"), slog.String("backend", "jetstream")),
 		connClosed: make(chan struct{}),
 		streams:    make(map[string]jetstream.Stream),
+		ephemerals: make(map[*Subscription]struct{}),
 	}
 	if err := b.open(ctx); err != nil {
 		b.shutdown()
@@ -213,7 +233,18 @@ func (b *Broker) startServer() error {
 // releases the store lock. It is idempotent.
 func (b *Broker) Close() error {
 	b.closeOnce.Do(func() {
+		b.mu.Lock()
 		b.closed.Store(true)
+		eph := make([]*Subscription, 0, len(b.ephemerals))
+		for s := range b.ephemerals {
+			eph = append(eph, s)
+		}
+		b.mu.Unlock()
+		// Delete the ephemeral consumers now rather than leave them to the
+		// server's inactivity threshold (an external server keeps running).
+		for _, s := range eph {
+			s.deleteConsumer()
+		}
 		b.closeErr = b.shutdown()
 		b.log.Info("jetstream: broker closed")
 	})
@@ -296,12 +327,19 @@ func (b *Broker) stream(ctx context.Context, topic string) (jetstream.Stream, er
 		Duplicates:  dedupWindow,
 		AllowDirect: true,
 	}
-	if topic == broker.TopicDeadLetter {
+	switch topic { // isLog
+	case broker.TopicDeadLetter:
 		cfg.Retention = jetstream.LimitsPolicy
 		cfg.MaxAge = b.cfg.DeadLetterMaxAge
 		cfg.Discard = jetstream.DiscardOld
 		cfg.Duplicates = min(dedupWindow, cfg.MaxAge)
-	} else {
+	case broker.TopicRecords:
+		cfg.Retention = jetstream.LimitsPolicy
+		cfg.MaxAge = b.cfg.RecordsMaxAge
+		cfg.MaxBytes = b.cfg.RecordsMaxBytes
+		cfg.Discard = jetstream.DiscardOld // a reader that falls behind loses the oldest, the writer never waits
+		cfg.Duplicates = min(dedupWindow, cfg.MaxAge)
+	default:
 		cfg.Retention = jetstream.WorkQueuePolicy
 		cfg.Discard = jetstream.DiscardNew // never drop stored work silently
 	}
@@ -449,7 +487,8 @@ func attributes(h nats.Header) map[string]string {
 }
 
 // Subscribe opens the durable pull consumer name on topic, creating it or
-// updating its AckWait and MaxAckPending.
+// updating its AckWait and MaxAckPending; with opts.Ephemeral, a consumer
+// of its own (see the package documentation).
 func (b *Broker) Subscribe(ctx context.Context, topic, name string, opts broker.SubscribeOptions) (broker.Subscription, error) {
 	op := fmt.Sprintf("subscribe to %s as %s", topic, name)
 	if err := b.errIfClosed(); err != nil {
@@ -461,30 +500,80 @@ func (b *Broker) Subscribe(ctx context.Context, topic, name string, opts broker.
 	if opts.AckWait < 0 || opts.MaxOutstanding < 0 {
 		return nil, fmt.Errorf("jetstream: %s: negative AckWait or MaxOutstanding", op)
 	}
+	if opts.Ephemeral && !isLog(topic) {
+		return nil, fmt.Errorf("jetstream: %s: ephemeral subscriptions are for fan-out topics (%s, %s), not a work queue",
+			op, broker.TopicRecords, broker.TopicDeadLetter)
+	}
 	s, err := b.stream(ctx, topic)
 	if err != nil {
 		return nil, b.fail(op, err)
 	}
-	ackWait := cmp(opts.AckWait, 30*time.Second)
-	maxOut := cmp(opts.MaxOutstanding, 10_000)
-	c, err := s.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+	cc := jetstream.ConsumerConfig{
 		Durable:       name,
 		Description:   "skyjoin subscription " + name,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       ackWait,
+		AckWait:       cmp(opts.AckWait, 30*time.Second),
 		MaxDeliver:    -1, // the application dead-letters poison messages itself
-		MaxAckPending: maxOut,
+		MaxAckPending: cmp(opts.MaxOutstanding, 10_000),
 		FilterSubject: subject(topic),
-	})
+	}
+	if topic == broker.TopicRecords {
+		// A new subscription starts now, as on Pub/Sub, rather than with up
+		// to RecordsMaxAge of history.
+		cc.DeliverPolicy = jetstream.DeliverNewPolicy
+	}
+	if opts.Ephemeral {
+		return b.subscribeEphemeral(ctx, s, op, topic, name, cc)
+	}
+	c, err := s.CreateOrUpdateConsumer(ctx, cc)
 	if err != nil {
-		if topic != broker.TopicDeadLetter {
+		if !isLog(topic) {
 			err = fmt.Errorf("%w (a work-queue topic takes one subscription name)", err)
 		}
 		return nil, b.fail(op, err)
 	}
 	b.log.Debug("jetstream: subscribed", slog.String("topic", topic), slog.String("subscription", name))
 	return &Subscription{b: b, c: c, topic: topic, name: name}, nil
+}
+
+// subscribeEphemeral creates an ephemeral consumer from cc.
+func (b *Broker) subscribeEphemeral(ctx context.Context, s jetstream.Stream, op, topic, name string, cc jetstream.ConsumerConfig) (broker.Subscription, error) {
+	cc.Durable = ""
+	cc.Name = name + "-" + rand.Text() // unique; the name shows whose it is
+	cc.Description = "skyjoin ephemeral subscription " + name
+	cc.DeliverPolicy = jetstream.DeliverNewPolicy
+	cc.InactiveThreshold = EphemeralInactiveThreshold
+	cc.MemoryStorage = true // its state need not outlive the process
+	c, err := s.CreateConsumer(ctx, cc)
+	if err != nil {
+		return nil, b.fail(op, err)
+	}
+	sub := &Subscription{b: b, c: c, topic: topic, name: name, stream: s, ephemeral: cc.Name}
+	b.mu.Lock()
+	if b.closed.Load() {
+		b.mu.Unlock()
+		sub.deleteConsumer()
+		return nil, b.fail(op, broker.ErrClosed)
+	}
+	b.ephemerals[sub] = struct{}{}
+	b.mu.Unlock()
+	b.log.Debug("jetstream: subscribed", slog.String("topic", topic), slog.String("subscription", name),
+		slog.String("consumer", cc.Name))
+	return sub, nil
+}
+
+// forget removes a closed ephemeral subscription.
+func (b *Broker) forget(s *Subscription) {
+	b.mu.Lock()
+	delete(b.ephemerals, s)
+	b.mu.Unlock()
+}
+
+// isLog reports whether topic is kept as a log (Limits retention) rather
+// than a work queue.
+func isLog(topic string) bool {
+	return topic == broker.TopicDeadLetter || topic == broker.TopicRecords
 }
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)

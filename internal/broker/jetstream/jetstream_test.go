@@ -41,16 +41,39 @@ func openEmbedded(tb testing.TB, dir string) *Broker {
 }
 
 func TestConformance(t *testing.T) {
+	// Records retention other than the defaults: the suite runs with it.
+	open := func(t *testing.T, dir string) *Broker {
+		return openTB(t, Config{URL: EmbeddedURL, DataDir: dir, RecordsMaxAge: time.Hour, RecordsMaxBytes: 64 << 20})
+	}
 	brokertest.Run(t, brokertest.Harness{
-		New: func(t *testing.T) broker.Broker { return openEmbedded(t, t.TempDir()) },
+		New: func(t *testing.T) broker.Broker { return open(t, t.TempDir()) },
 		Reopen: func(t *testing.T, b broker.Broker) broker.Broker {
 			jb := b.(*Broker)
 			if err := jb.Close(); err != nil {
 				t.Fatalf("Close before reopen: %v", err)
 			}
-			return openEmbedded(t, jb.cfg.DataDir)
+			return open(t, jb.cfg.DataDir)
 		},
+		Subscriptions: consumerNames,
 	})
+}
+
+// consumerNames lists the consumers of topic's stream.
+func consumerNames(t *testing.T, b broker.Broker, topic string) []string {
+	t.Helper()
+	s, err := b.(*Broker).js.Stream(t.Context(), streamName(topic))
+	if err != nil {
+		t.Fatalf("stream of %s: %v", topic, err)
+	}
+	var names []string
+	l := s.ConsumerNames(t.Context())
+	for n := range l.Name() {
+		names = append(names, n)
+	}
+	if err := l.Err(); err != nil {
+		t.Fatalf("consumers of %s: %v", topic, err)
+	}
+	return names
 }
 
 func TestConfigValidate(t *testing.T) {
@@ -72,8 +95,10 @@ func TestConfigValidate(t *testing.T) {
 		{"bad port", Config{URL: "nats://x:port"}, []string{"not a valid URL"}},
 		{"listen external", Config{URL: "nats://x:4222", Listen: "127.0.0.1:1"}, []string{"listen is only valid"}},
 		{"bad listen", Config{URL: EmbeddedURL, DataDir: "d", Listen: "4222"}, []string{"listen"}},
-		{"every problem", Config{URL: EmbeddedURL, SyncInterval: -1, MaxMsgSize: 1 << 30, DeadLetterMaxAge: time.Second},
-			[]string{"data dir is required", "sync interval", "max message size", "dead-letter max age"}},
+		{"records retention", Config{URL: EmbeddedURL, DataDir: "d", RecordsMaxAge: time.Minute, RecordsMaxBytes: DefaultMaxMsgSize}, nil},
+		{"records smaller than a message", Config{URL: EmbeddedURL, DataDir: "d", MaxMsgSize: 1 << 20, RecordsMaxBytes: 1<<20 - 1}, []string{"records max bytes"}},
+		{"every problem", Config{URL: EmbeddedURL, SyncInterval: -1, MaxMsgSize: 1 << 30, DeadLetterMaxAge: time.Second, RecordsMaxAge: time.Second, RecordsMaxBytes: -1},
+			[]string{"data dir is required", "sync interval", "max message size", "dead-letter max age", "records max age", "records max bytes"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -214,7 +239,7 @@ func TestPublishRejects(t *testing.T) {
 func TestStreamNames(t *testing.T) {
 	b := openEmbedded(t, t.TempDir())
 	ctx := t.Context()
-	for topic, want := range map[string]string{broker.TopicEvents: "SKYJOIN_EVENTS", broker.TopicDeadLetter: "SKYJOIN_DEADLETTER"} {
+	for topic, want := range map[string]string{broker.TopicEvents: "SKYJOIN_EVENTS", broker.TopicDeadLetter: "SKYJOIN_DEADLETTER", broker.TopicRecords: "SKYJOIN_RECORDS"} {
 		if err := b.Publish(ctx, topic, &broker.Message{Data: []byte("x")}); err != nil {
 			t.Fatal(err)
 		}
@@ -227,10 +252,17 @@ func TestStreamNames(t *testing.T) {
 			t.Errorf("stream %s: subjects %v, max msg size %d", want, cfg.Subjects, cfg.MaxMsgSize)
 		}
 		wantRetention := jetstream.WorkQueuePolicy
-		if topic == broker.TopicDeadLetter {
+		switch topic {
+		case broker.TopicDeadLetter:
 			wantRetention = jetstream.LimitsPolicy
 			if cfg.MaxAge != DefaultDeadLetterMaxAge {
 				t.Errorf("dead letters kept for %v, want %v", cfg.MaxAge, DefaultDeadLetterMaxAge)
+			}
+		case broker.TopicRecords:
+			wantRetention = jetstream.LimitsPolicy
+			if cfg.MaxAge != DefaultRecordsMaxAge || cfg.MaxBytes != DefaultRecordsMaxBytes || cfg.Discard != jetstream.DiscardOld {
+				t.Errorf("records: max age %v, max bytes %d, discard %v; want %v, %d, old",
+					cfg.MaxAge, cfg.MaxBytes, cfg.Discard, DefaultRecordsMaxAge, DefaultRecordsMaxBytes)
 			}
 		}
 		if cfg.Retention != wantRetention || cfg.Storage != jetstream.FileStorage {

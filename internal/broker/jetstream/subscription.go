@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -14,14 +16,20 @@ import (
 	"github.com/skyjoin/skyjoin/internal/broker"
 )
 
-// Subscription is a durable pull consumer. Several Subscriptions of the same
-// name share its messages. It is safe for concurrent use.
+// Subscription is a durable pull consumer, whose messages several
+// Subscriptions of the same name share, or an ephemeral consumer of its
+// own. It is safe for concurrent use.
 type Subscription struct {
 	b      *Broker
 	c      jetstream.Consumer
 	topic  string
 	name   string
 	closed atomic.Bool
+
+	// For an ephemeral subscription: its stream and its consumer's name.
+	stream    jetstream.Stream
+	ephemeral string
+	closeOnce sync.Once
 }
 
 var _ broker.Subscription = (*Subscription)(nil)
@@ -76,6 +84,10 @@ func (s *Subscription) Fetch(ctx context.Context, max int, maxWait time.Duration
 	if err != nil && len(out) == 0 {
 		if ctx.Err() == nil && (errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoMessages)) {
 			return out, nil
+		}
+		if s.ephemeral != "" && s.gone(err) {
+			// Not ErrUnavailable, as no responders alone would read.
+			err = fmt.Errorf("%w: the server removed consumer %s (%v)", broker.ErrSubscriptionGone, s.ephemeral, err)
 		}
 		return nil, s.b.fail(op, err)
 	}
@@ -207,8 +219,47 @@ func (s *Subscription) Nack(ctx context.Context, delay time.Duration, msgs ...*b
 	return nil
 }
 
-// Close releases the subscription; the durable consumer stays.
+// gone reports whether a Fetch failure of an ephemeral subscription means
+// that the server removed its consumer.
+func (s *Subscription) gone(err error) bool {
+	if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return true
+	}
+	if !errors.Is(err, nats.ErrNoResponders) {
+		return false
+	}
+	// A pull request to a consumer that is not there has no responder:
+	// ask the server whether the consumer exists.
+	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+	defer cancel()
+	_, ierr := s.stream.Consumer(ctx, s.ephemeral)
+	return errors.Is(ierr, jetstream.ErrConsumerNotFound)
+}
+
+// Close releases the subscription: a durable consumer stays, an ephemeral
+// one is deleted.
 func (s *Subscription) Close() error {
 	s.closed.Store(true)
+	if s.ephemeral != "" {
+		s.closeOnce.Do(func() {
+			s.b.forget(s)
+			if s.b.errIfClosed() == nil {
+				s.deleteConsumer()
+			}
+		})
+	}
 	return nil
+}
+
+// deleteConsumer deletes an ephemeral subscription's consumer. A failure is
+// logged: the server removes the consumer after EphemeralInactiveThreshold
+// anyway.
+func (s *Subscription) deleteConsumer() {
+	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+	defer cancel()
+	err := s.stream.DeleteConsumer(ctx, s.ephemeral)
+	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		s.b.log.Warn("jetstream: delete ephemeral consumer; the server removes it when inactive",
+			slog.String("consumer", s.ephemeral), slog.Any("error", err))
+	}
 }

@@ -5,10 +5,11 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/skyjoin/skyjoin/internal/platform"
 )
 
 // Defaults applied to zero fields of Config.
@@ -90,9 +91,10 @@ type Config struct {
 	MinBackoff time.Duration
 	MaxBackoff time.Duration
 	// MaxDeliveryAttempts, when not zero (5-100), gives created
-	// subscriptions a dead-letter policy forwarding to the dead-letter topic
-	// after that many attempts, and makes Message.Deliveries the service's
-	// own count. The worker dead-letters earlier itself (with a reason).
+	// subscriptions of the events topic (not of records, whose messages
+	// are not events to replay) a dead-letter policy forwarding to the
+	// dead-letter topic after that many attempts, and makes
+	// Message.Deliveries the service's own count. The worker dead-letters earlier itself (with a reason).
 	MaxDeliveryAttempts int
 	// DeadLetterRetention is how long the dead-letter topic's browse
 	// subscription keeps messages (10m-7d).
@@ -229,7 +231,7 @@ var urlParams = []string{
 //	max_extension=60m             lease extension limit of a received message
 //	exactly_once=false            create subscriptions with exactly-once delivery
 //	min_backoff=0s, max_backoff=0s   retry policy of created subscriptions
-//	max_delivery_attempts=0       dead-letter policy of created subscriptions (5-100; 0 none)
+//	max_delivery_attempts=0       dead-letter policy of created events subscriptions (5-100; 0 none)
 //	deadletter_retention=168h     retention of the dead-letter browse subscription
 //	browse_limit=10000            messages one Browse or Delete reads at most
 //
@@ -258,26 +260,10 @@ func ParseURL(raw string) (Config, error) {
 	if cfg.Project == "" {
 		add("no project: want pubsub://PROJECT")
 	}
-	q, err := url.ParseQuery(u.RawQuery)
-	if err != nil {
-		add("parameters: %w", err)
-	}
-	keys := make([]string, 0, len(q))
-	for k := range q {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		vs := q[k]
-		if !slices.Contains(urlParams, k) {
-			add("unknown parameter %q (known: %s)", k, strings.Join(urlParams, ", "))
-			continue
-		}
-		if len(vs) > 1 {
-			add("parameter %q given %d times", k, len(vs))
-			continue
-		}
-		v := vs[0]
+	params, perrs := platform.URLParams(u.RawQuery, urlParams)
+	errs = append(errs, perrs...)
+	for _, prm := range params {
+		k, v := prm.Name, prm.Value
 		dur := func(p *time.Duration) {
 			d, err := time.ParseDuration(v)
 			if err != nil {

@@ -56,8 +56,9 @@ func TestConformanceGCP(t *testing.T) {
 			}
 			return open(t, old.cfg)
 		},
-		AckWait: 10 * time.Second,
-		Timeout: 90 * time.Second,
+		AckWait:       10 * time.Second,
+		Timeout:       90 * time.Second,
+		Subscriptions: topicSubscriptions,
 	})
 }
 

@@ -69,10 +69,22 @@
 //     late; ingest does no backlog-based admission control on Pub/Sub.
 //   - Several subscription names per topic are fine (each gets every
 //     message); JetStream work queues take one.
+//   - Ephemeral subscriptions (broker.SubscribeOptions.Ephemeral) are
+//     subscriptions of their own, PREFIX-T-N-<random>, created whatever
+//     Config.Create says (so the process needs pubsub.subscriptions.create),
+//     with an expiration policy of a day without a pull (Pub/Sub's minimum:
+//     what is left behind by a process that died goes after a day), a
+//     retention of an hour, no retry or dead-letter policy, and deleted by
+//     Close (and by the Broker's Close). Receive failing with NotFound on
+//     one makes Fetch return broker.ErrSubscriptionGone.
+//   - The dead-letter policy (MaxDeliveryAttempts) applies to subscriptions
+//     of the events topic only: records are not events, and must not land
+//     among the dead letters to replay.
 package pubsub
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -86,6 +98,8 @@ import (
 	ps "cloud.google.com/go/pubsub/v2"
 	pb "cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
 	"google.golang.org/api/option"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/skyjoin/skyjoin/internal/broker"
@@ -104,6 +118,12 @@ const (
 	browseSubscription = "browse"
 	// browseAckDeadline is the lease Browse and Delete hold while reading.
 	browseAckDeadline = 60 * time.Second
+	// ephemeralTTL is the expiration policy of ephemeral subscriptions:
+	// deleted after this long without a pull (the service's minimum).
+	ephemeralTTL = 24 * time.Hour
+	// ephemeralRetention is how long an ephemeral subscription keeps
+	// unacked messages: it is read by a live process or by nobody.
+	ephemeralRetention = time.Hour
 )
 
 // Broker is a Pub/Sub broker.Broker. It is safe for concurrent use.
@@ -236,8 +256,14 @@ func (b *Broker) subscriptionID(topic, name string) string {
 	return b.cfg.Prefix + "-" + topic + "-" + name
 }
 
+// subscriptionPath is the full resource name of subscription name on topic.
 func (b *Broker) subscriptionPath(topic, name string) string {
-	return "projects/" + b.cfg.Project + "/subscriptions/" + b.subscriptionID(topic, name)
+	return b.subscriptionPathOf(b.subscriptionID(topic, name))
+}
+
+// subscriptionPathOf is the full resource name of a subscription id.
+func (b *Broker) subscriptionPathOf(id string) string {
+	return "projects/" + b.cfg.Project + "/subscriptions/" + id
 }
 
 // ensureTopic checks the topic name and, with Create, creates the topic
@@ -284,18 +310,13 @@ func (b *Broker) ensureSubscription(ctx context.Context, topic, name string, ack
 	if known || !b.cfg.Create {
 		return nil
 	}
-	sub := &pb.Subscription{
-		Name:                      b.subscriptionPath(topic, name),
-		Topic:                     b.topicPath(topic),
-		AckDeadlineSeconds:        int32(serviceAckDeadline(ackWait) / time.Second),
-		ExpirationPolicy:          &pb.ExpirationPolicy{}, // never expires (the default is 31 days idle)
-		EnableExactlyOnceDelivery: b.cfg.ExactlyOnce,
-		Labels:                    map[string]string{"app": "skyjoin"},
-	}
-	if topic == broker.TopicDeadLetter {
+	sub := b.newSubscriptionProto(topic, id, ackWait)
+	sub.ExpirationPolicy = &pb.ExpirationPolicy{} // never expires (the default is 31 days idle)
+	switch topic {
+	case broker.TopicDeadLetter:
 		sub.MessageRetentionDuration = durationpb.New(b.cfg.DeadLetterRetention)
 		sub.EnableExactlyOnceDelivery = false
-	} else {
+	default:
 		if b.cfg.MinBackoff > 0 || b.cfg.MaxBackoff > 0 {
 			maxB := b.cfg.MaxBackoff
 			if maxB == 0 {
@@ -306,7 +327,7 @@ func (b *Broker) ensureSubscription(ctx context.Context, topic, name string, ack
 				MaximumBackoff: durationpb.New(maxB),
 			}
 		}
-		if b.cfg.MaxDeliveryAttempts > 0 {
+		if b.cfg.MaxDeliveryAttempts > 0 && topic == broker.TopicEvents {
 			if err := b.ensureTopic(ctx, broker.TopicDeadLetter); err != nil {
 				return err
 			}
@@ -327,6 +348,46 @@ func (b *Broker) ensureSubscription(ctx context.Context, topic, name string, ack
 	b.subs[id] = true
 	b.mu.Unlock()
 	return nil
+}
+
+// newSubscriptionProto is what every subscription the broker creates has.
+func (b *Broker) newSubscriptionProto(topic, id string, ackWait time.Duration) *pb.Subscription {
+	return &pb.Subscription{
+		Name:                      b.subscriptionPathOf(id),
+		Topic:                     b.topicPath(topic),
+		AckDeadlineSeconds:        int32(serviceAckDeadline(ackWait) / time.Second),
+		EnableExactlyOnceDelivery: b.cfg.ExactlyOnce,
+		Labels:                    map[string]string{"app": "skyjoin"},
+	}
+}
+
+// createEphemeral creates a subscription of its own on topic, whatever
+// Config.Create says, and returns its id: PREFIX-TOPIC-NAME-<random>.
+func (b *Broker) createEphemeral(ctx context.Context, topic, name string, ackWait time.Duration) (string, error) {
+	id := b.subscriptionID(topic, name) + "-" + strings.ToLower(rand.Text())
+	sub := b.newSubscriptionProto(topic, id, ackWait)
+	sub.ExpirationPolicy = &pb.ExpirationPolicy{Ttl: durationpb.New(ephemeralTTL)}
+	sub.MessageRetentionDuration = durationpb.New(ephemeralRetention)
+	sub.Labels["ephemeral"] = "true"
+	if _, err := b.client.SubscriptionAdminClient.CreateSubscription(ctx, sub); err != nil {
+		return "", fmt.Errorf("create ephemeral subscription %s (needs pubsub.subscriptions.create): %w", id, err)
+	}
+	b.log.Debug("pubsub: created ephemeral subscription", slog.String("subscription", id), slog.String("topic", b.topicID(topic)))
+	return id, nil
+}
+
+// deleteEphemeral deletes an ephemeral subscription. A failure is logged:
+// its expiration policy removes it a day after the last pull anyway.
+func (b *Broker) deleteEphemeral(id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+	defer cancel()
+	err := b.client.SubscriptionAdminClient.DeleteSubscription(ctx, &pb.DeleteSubscriptionRequest{
+		Subscription: b.subscriptionPathOf(id),
+	})
+	if err != nil && status.Code(err) != codes.NotFound {
+		b.log.Warn("pubsub: delete ephemeral subscription; it expires a day after its last pull",
+			slog.String("subscription", id), slog.Any("error", err))
+	}
 }
 
 // publisher returns the topic's publisher, made on first use.
@@ -453,19 +514,28 @@ func (b *Broker) Subscribe(ctx context.Context, topic, name string, opts broker.
 	if err := b.ensureTopic(ctx, topic); err != nil {
 		return nil, b.fail(op, err)
 	}
-	if err := b.ensureSubscription(ctx, topic, name, ackWait); err != nil {
+	id := b.subscriptionID(topic, name)
+	if opts.Ephemeral {
+		var err error
+		if id, err = b.createEphemeral(ctx, topic, name, ackWait); err != nil {
+			return nil, b.fail(op, err)
+		}
+	} else if err := b.ensureSubscription(ctx, topic, name, ackWait); err != nil {
 		return nil, b.fail(op, err)
 	}
-	s := newSubscription(b, topic, name, ackWait, maxOut)
+	s := newSubscription(b, topic, name, id, opts.Ephemeral, ackWait, maxOut)
 	b.mu.Lock()
 	if b.closed.Load() {
 		b.mu.Unlock()
+		if opts.Ephemeral {
+			b.deleteEphemeral(id)
+		}
 		return nil, b.fail(op, broker.ErrClosed)
 	}
 	b.open[s] = struct{}{}
 	s.start() // under the lock, so that Close sees it started
 	b.mu.Unlock()
-	b.log.Debug("pubsub: subscribed", slog.String("subscription", b.subscriptionID(topic, name)))
+	b.log.Debug("pubsub: subscribed", slog.String("subscription", id))
 	return s, nil
 }
 

@@ -85,8 +85,24 @@ func runConformance(t *testing.T, cfg Config) {
 		},
 		// The adapter enforces AckWait itself, so it may be shorter than
 		// the service's 10 s minimum ack deadline.
-		AckWait: 2 * time.Second,
+		AckWait:       2 * time.Second,
+		Subscriptions: topicSubscriptions,
 	})
+}
+
+// topicSubscriptions lists the subscription ids of topic.
+func topicSubscriptions(t *testing.T, b broker.Broker, topic string) []string {
+	t.Helper()
+	bk := b.(*Broker)
+	var ids []string
+	it := bk.client.TopicAdminClient.ListTopicSubscriptions(t.Context(), &pb.ListTopicSubscriptionsRequest{Topic: bk.topicPath(topic)})
+	for name, err := range it.All() {
+		if err != nil {
+			t.Fatalf("ListTopicSubscriptions(%s): %v", topic, err)
+		}
+		ids = append(ids, name[strings.LastIndex(name, "/")+1:])
+	}
+	return ids
 }
 
 // TestConformance runs brokertest against pstest. pstest's streaming pull
@@ -169,14 +185,7 @@ func TestResourcesCreated(t *testing.T) {
 		t.Errorf("topics %s, want %s", got, wantTopics)
 	}
 
-	get := func(id string) *pb.Subscription {
-		t.Helper()
-		s, err := b.client.SubscriptionAdminClient.GetSubscription(ctx, &pb.GetSubscriptionRequest{Subscription: "projects/skyjoin-test/subscriptions/" + id})
-		if err != nil {
-			t.Fatalf("GetSubscription(%s): %v", id, err)
-		}
-		return s
-	}
+	get := func(id string) *pb.Subscription { return getSubscription(t, b, id) }
 	enrich := get("sj-events-enrich")
 	if enrich.GetTopic() != "projects/skyjoin-test/topics/sj-events" {
 		t.Errorf("enrich topic %s", enrich.GetTopic())
@@ -207,6 +216,16 @@ func TestResourcesCreated(t *testing.T) {
 	if _, err := b.Subscribe(ctx, broker.TopicDeadLetter, browseSubscription, broker.SubscribeOptions{}); err == nil {
 		t.Errorf("Subscribe as the reserved browse subscription: nil error")
 	}
+}
+
+// getSubscription returns the subscription id of the test project.
+func getSubscription(t *testing.T, b *Broker, id string) *pb.Subscription {
+	t.Helper()
+	s, err := b.client.SubscriptionAdminClient.GetSubscription(t.Context(), &pb.GetSubscriptionRequest{Subscription: "projects/" + testProject + "/subscriptions/" + id})
+	if err != nil {
+		t.Fatalf("GetSubscription(%s): %v", id, err)
+	}
+	return s
 }
 
 // TestDeliveryAttempt: with a dead-letter policy, Deliveries is the
@@ -430,5 +449,92 @@ func TestClassify(t *testing.T) {
 		if got := errors.Is(classify(tc.err), broker.ErrUnavailable); got != tc.want {
 			t.Errorf("classify(%v) unavailable = %v, want %v", tc.err, got, tc.want)
 		}
+	}
+}
+
+// TestRecordsSubscriptions checks what is created on the records topic: a
+// durable subscription without the dead-letter policy (records are not
+// events to replay), and ephemeral subscriptions of their own, made even
+// without Create, that expire, are deleted by Close, and make Fetch fail
+// with ErrSubscriptionGone once deleted behind the broker's back.
+func TestRecordsSubscriptions(t *testing.T) {
+	t.Setenv("PUBSUB_EMULATOR_HOST", "")
+	srv := newServer(t)
+	cfg := testConfig()
+	cfg.Prefix = "sj"
+	cfg.MaxDeliveryAttempts = 7
+	cfg.MinBackoff = time.Second
+	b := openOn(t, srv, cfg)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if _, err := b.Subscribe(ctx, broker.TopicRecords, "deliver", broker.SubscribeOptions{}); err != nil {
+		t.Fatalf("Subscribe: %v", err)
+	}
+	get := func(id string) *pb.Subscription { return getSubscription(t, b, id) }
+	deliver := get("sj-records-deliver")
+	if deliver.GetDeadLetterPolicy() != nil {
+		t.Errorf("records subscription has a dead-letter policy %v", deliver.GetDeadLetterPolicy())
+	}
+	if deliver.GetExpirationPolicy() == nil || deliver.GetExpirationPolicy().GetTtl() != nil {
+		t.Errorf("durable subscription expiration policy %v, want none", deliver.GetExpirationPolicy())
+	}
+
+	// Without Create, the topic must exist (it does) and ephemeral
+	// subscriptions are still made.
+	srv.SetStreamTimeout(time.Second)
+	cfg.Create = false
+	b2 := openOn(t, srv, cfg)
+	sub, err := b2.Subscribe(ctx, broker.TopicRecords, "live", broker.SubscribeOptions{Ephemeral: true})
+	if err != nil {
+		t.Fatalf("ephemeral Subscribe without create: %v", err)
+	}
+	id := sub.(*Subscription).id
+	if !strings.HasPrefix(id, "sj-records-live-") || len(id) <= len("sj-records-live-") {
+		t.Errorf("ephemeral subscription id %q, want sj-records-live-<random>", id)
+	}
+	eph := get(id)
+	if ttl := eph.GetExpirationPolicy().GetTtl().AsDuration(); ttl != 24*time.Hour {
+		t.Errorf("ephemeral expiration ttl %v, want 24h", ttl)
+	}
+	if r := eph.GetMessageRetentionDuration().AsDuration(); r != time.Hour {
+		t.Errorf("ephemeral retention %v, want 1h", r)
+	}
+	if eph.GetDeadLetterPolicy() != nil || eph.GetRetryPolicy() != nil || eph.GetLabels()["ephemeral"] != "true" {
+		t.Errorf("ephemeral subscription: dead-letter %v, retry %v, labels %v", eph.GetDeadLetterPolicy(), eph.GetRetryPolicy(), eph.GetLabels())
+	}
+	if err := b.Publish(ctx, broker.TopicRecords, &broker.Message{Data: []byte("r1")}); err != nil {
+		t.Fatal(err)
+	}
+	if m := fetchOne(t, ctx, sub); string(m.Data) != "r1" {
+		t.Fatalf("got %q", m.Data)
+	} else if err := sub.Ack(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+
+	// Deleted behind its back (expired): every Fetch says so. (pstest ends
+	// no stream of a deleted subscription, as Pub/Sub does with NotFound;
+	// its streams end every second here, and reconnect to meet it.)
+	if err := b.client.SubscriptionAdminClient.DeleteSubscription(ctx, &pb.DeleteSubscriptionRequest{Subscription: "projects/skyjoin-test/subscriptions/" + id}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		_, err := sub.Fetch(ctx, 1, 500*time.Millisecond)
+		if errors.Is(err, broker.ErrSubscriptionGone) {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("Fetch after the subscription was deleted: %v, want ErrSubscriptionGone", err)
+		}
+	}
+	if _, err := sub.Fetch(ctx, 1, 500*time.Millisecond); !errors.Is(err, broker.ErrSubscriptionGone) {
+		t.Fatalf("second Fetch after the subscription was deleted: %v, want ErrSubscriptionGone", err)
+	}
+	if err := sub.Close(); err != nil {
+		t.Errorf("Close of a deleted ephemeral subscription: %v", err)
+	}
+
+	// Without Create, a missing topic is an error, not a silent creation.
+	if _, err := b2.Subscribe(ctx, "nosuchtopic", "live", broker.SubscribeOptions{Ephemeral: true}); err == nil {
+		t.Error("ephemeral Subscribe on a missing topic without create: nil error")
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	ps "cloud.google.com/go/pubsub/v2"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/skyjoin/skyjoin/internal/broker"
 	"github.com/skyjoin/skyjoin/internal/retry"
@@ -20,15 +22,16 @@ import (
 var restartBackoff = retry.Backoff{Initial: time.Second, Max: 30 * time.Second}
 
 // Subscription adapts StreamingPull to broker.Subscription. Several
-// Subscriptions of the same name share its messages. It is safe for
-// concurrent use.
+// Subscriptions of the same name share its messages; an ephemeral one has a
+// Pub/Sub subscription of its own. It is safe for concurrent use.
 type Subscription struct {
-	b       *Broker
-	topic   string
-	name    string
-	id      string // the Pub/Sub subscription id
-	sub     *ps.Subscriber
-	ackWait time.Duration
+	b         *Broker
+	topic     string
+	name      string
+	id        string // the Pub/Sub subscription id
+	ephemeral bool   // id is this Subscription's own: Close deletes it
+	sub       *ps.Subscriber
+	ackWait   time.Duration
 
 	// ch carries received messages from the Receive callbacks to Fetch. It
 	// is unbuffered: a callback waits on it, holding its flow-control slot.
@@ -43,21 +46,23 @@ type Subscription struct {
 
 	errMu   sync.Mutex
 	recvErr error // the last Receive failure, reported once by Fetch
+	gone    error // set once an ephemeral subscription was found deleted; reported by every Fetch
 }
 
 var _ broker.Subscription = (*Subscription)(nil)
 
-func newSubscription(b *Broker, topic, name string, ackWait time.Duration, maxOut int) *Subscription {
+func newSubscription(b *Broker, topic, name, id string, ephemeral bool, ackWait time.Duration, maxOut int) *Subscription {
 	s := &Subscription{
-		b:       b,
-		topic:   topic,
-		name:    name,
-		id:      b.subscriptionID(topic, name),
-		sub:     b.client.Subscriber(b.subscriptionPath(topic, name)),
-		ackWait: ackWait,
-		ch:      make(chan *delivery),
-		closing: make(chan struct{}),
-		done:    make(chan struct{}),
+		b:         b,
+		topic:     topic,
+		name:      name,
+		id:        id,
+		ephemeral: ephemeral,
+		sub:       b.client.Subscriber(b.subscriptionPathOf(id)),
+		ackWait:   ackWait,
+		ch:        make(chan *delivery),
+		closing:   make(chan struct{}),
+		done:      make(chan struct{}),
 	}
 	n := b.cfg.NumGoroutines
 	rs := &s.sub.ReceiveSettings
@@ -108,6 +113,15 @@ func (s *Subscription) start() {
 			if err == nil {
 				err = errors.New("streaming pull ended")
 			}
+			if s.ephemeral && status.Code(err) == codes.NotFound {
+				// Deleted behind our back (expired, or by an operator):
+				// recreating it would hide the gap.
+				s.errMu.Lock()
+				s.gone = fmt.Errorf("%w: subscription %s was deleted (%v)", broker.ErrSubscriptionGone, s.id, err)
+				s.errMu.Unlock()
+				s.b.log.Warn("pubsub: ephemeral subscription deleted", slog.String("subscription", s.id), slog.Any("error", err))
+				return
+			}
 			s.errMu.Lock()
 			s.recvErr = err
 			s.errMu.Unlock()
@@ -143,10 +157,14 @@ func (s *Subscription) receive(ctx context.Context, m *ps.Message) {
 	}
 }
 
-// takeErr returns and clears the last Receive failure.
+// takeErr returns and clears the last Receive failure, or returns the
+// subscription's loss.
 func (s *Subscription) takeErr() error {
 	s.errMu.Lock()
 	defer s.errMu.Unlock()
+	if s.gone != nil {
+		return s.gone
+	}
 	err := s.recvErr
 	s.recvErr = nil
 	return err
@@ -165,6 +183,14 @@ func (s *Subscription) Fetch(ctx context.Context, max int, maxWait time.Duration
 	}
 	out := make([]*broker.Message, 0, min(max, 1024))
 	out = s.drain(out, max)
+	if len(out) == 0 {
+		s.errMu.Lock()
+		gone := s.gone
+		s.errMu.Unlock()
+		if gone != nil {
+			return nil, s.b.fail(op, gone)
+		}
+	}
 	if len(out) > 0 || maxWait <= 0 {
 		return out, nil
 	}
@@ -307,7 +333,8 @@ func (s *Subscription) Nack(ctx context.Context, delay time.Duration, msgs ...*b
 }
 
 // Close stops receiving: messages received and not acked are nacked, and
-// pending acks are sent before Close returns. The subscription stays.
+// pending acks are sent before Close returns. A durable subscription stays;
+// an ephemeral one is deleted.
 func (s *Subscription) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
@@ -319,6 +346,9 @@ func (s *Subscription) Close() error {
 			case <-time.After(closeTimeout):
 				s.closeErr = fmt.Errorf("pubsub: %s: streaming pull not stopped after %v", s.op("close"), closeTimeout)
 			}
+		}
+		if s.ephemeral {
+			s.b.deleteEphemeral(s.id)
 		}
 		s.b.forget(s)
 	})

@@ -147,8 +147,14 @@ func (e *RowErrors) Reasons() map[int]string {
 // *RowErrors reports them.
 //
 // Unlike DuckDB, a Write of an event_id already stored stores another copy;
-// the view shows one. Each stored record's Seq is set to processed_at in
-// microseconds (see Reader); duplicates are not detected, so none gets 0.
+// the view shows one, the copy with the latest processed_at. Each stored
+// record's Seq is set to processed_at in microseconds (see Reader);
+// duplicates are not detected, so none gets 0, and none is replaced by an
+// earlier copy. The store.Writer contract (recs holds what the store holds)
+// holds through the view: a redelivery is enriched again with a later
+// processed_at, so the copy just written is the one readers see, and the
+// caller passes that one on. (Two copies with the same processed_at, such
+// as repeats within one call, leave the view's choice between them open.)
 func (w *Writer) Write(ctx context.Context, recs []event.Record) error {
 	if len(recs) == 0 {
 		return nil

@@ -26,8 +26,10 @@
 // transaction; if that fails on the primary key too (the batch redelivers a
 // stored event_id), it runs the same statement with ON CONFLICT (event_id)
 // DO NOTHING, which is correct but scans the event_id column (see
-// insertNewSQL). seq is strictly increasing in insertion order; it has gaps
-// where a record was dropped as a duplicate of a stored one.
+// insertNewSQL), and then reads back the stored records of the event_ids it
+// dropped, which Write returns in their place (store.Writer). seq is
+// strictly increasing in insertion order; it has gaps where a record was
+// dropped as a duplicate of a stored one.
 //
 // # Durability
 //

@@ -2,6 +2,7 @@ package duckdb
 
 import (
 	"context"
+	"database/sql"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -200,7 +201,17 @@ func (s *Store) seqs(ctx context.Context, query string, args ...any) ([]int64, e
 
 // query runs a SELECT of selectColumns and decodes the rows.
 func (s *Store) query(ctx context.Context, query string, args ...any) ([]event.Record, error) {
-	rows, err := s.db.QueryContext(ctx, query, args...)
+	return queryRecords(ctx, s.db, query, args...)
+}
+
+// queryer is a *sql.DB or a *sql.Conn.
+type queryer interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// queryRecords runs a SELECT of selectColumns on db and decodes the rows.
+func queryRecords(ctx context.Context, db queryer, query string, args ...any) ([]event.Record, error) {
+	rows, err := db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}

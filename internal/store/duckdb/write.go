@@ -5,6 +5,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	duckdb "github.com/duckdb/duckdb-go/v2"
@@ -15,8 +16,11 @@ import (
 // Write stores recs in one transaction and returns once DuckDB has committed
 // it (see the package documentation on durability). Records whose event_id
 // is already stored, or repeated within recs, are dropped: the first wins.
-// The store assigns seq: on success Write sets recs[i].Seq to the stored
-// record's seq, or to 0 for a dropped duplicate (store.Writer).
+// The store assigns seq. On success recs holds what is stored
+// (store.Writer): a record Write inserted has its new seq; one whose
+// event_id was stored before is replaced by the stored record, read back
+// (only batches that hold such a redelivery pay for that read); a repeat
+// within recs keeps Seq 0.
 func (s *Store) Write(ctx context.Context, recs []event.Record) error {
 	if len(recs) == 0 {
 		return nil
@@ -83,24 +87,18 @@ func (s *Store) write(ctx context.Context, recs []event.Record) error {
 		s.resyncSeq(ctx)
 		return fmt.Errorf("insert: %w", err)
 	}
-	first := s.lastSeq
 	s.lastSeq += int64(len(distinct))
 	s.maxSeq.Store(s.lastSeq)
 	if redelivery {
-		// Some event ids were stored before: their seq is a gap. The batch's
-		// range holds exactly the records this statement inserted.
-		stored, err := s.seqsOn(ctx, `SELECT seq FROM events WHERE seq > $1 AND seq <= $2`, first, s.lastSeq)
-		if err != nil {
-			return fmt.Errorf("read the seqs of the inserted records: %w", err)
-		}
-		in := make(map[int64]bool, len(stored))
-		for _, seq := range stored {
-			in[seq] = true
-		}
-		for i, seq := range seqs {
-			if !in[seq] {
-				seqs[i] = 0
-			}
+		// Some event ids were stored before: their seq is a gap, and the
+		// caller gets the stored record in place of the redelivered one,
+		// so that it passes on what is stored (a crash between this commit
+		// and the caller's publish must not hide those records for good).
+		// The staged batch still holds the first occurrence of each event
+		// id with its would-be seq: those inserted have it in events, the
+		// others a different one.
+		if err := s.readBack(ctx, recs, seqs); err != nil {
+			return err
 		}
 	}
 	for i := range recs {
@@ -109,22 +107,33 @@ func (s *Store) write(ctx context.Context, recs []event.Record) error {
 	return nil
 }
 
-// seqsOn runs a SELECT of one BIGINT column on the writer's connection.
-func (s *Store) seqsOn(ctx context.Context, query string, args ...any) ([]int64, error) {
-	rows, err := s.wconn.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []int64
-	for rows.Next() {
-		var seq int64
-		if err := rows.Scan(&seq); err != nil {
-			return nil, fmt.Errorf("scan: %w", err)
+// readBackSQL selects the stored records of the staged event ids that were
+// stored before the statement that moved the batch (a join: an IN list of
+// event ids is a scan with a filter per row, ten times slower).
+var readBackSQL = "SELECT e." + strings.Join(columnNames, ", e.") + ", e.seq" +
+	" FROM events e JOIN staging s ON e.event_id = s.event_id WHERE e.seq <> s.ord"
+
+// readBack replaces, after a redelivery, each record of recs whose event_id
+// was stored before by the stored record, and its seqs[i] by the stored seq.
+func (s *Store) readBack(ctx context.Context, recs []event.Record, seqs []int64) error {
+	first := make(map[string]int, len(recs))
+	for i := range recs {
+		if seqs[i] != 0 {
+			first[recs[i].EventID] = i
 		}
-		out = append(out, seq)
 	}
-	return out, rows.Err()
+	stored, err := queryRecords(ctx, s.wconn, readBackSQL)
+	if err != nil {
+		return fmt.Errorf("read back the records stored before: %w", err)
+	}
+	for _, r := range stored {
+		i, ok := first[r.EventID]
+		if !ok {
+			return fmt.Errorf("read back the records stored before: %q was not in the batch", r.EventID)
+		}
+		recs[i], seqs[i] = r, r.Seq
+	}
+	return nil
 }
 
 // stage replaces the staging table's contents with the records of recs whose

@@ -15,7 +15,8 @@ import (
 )
 
 // testWriteSetsSeq checks the Writer contract on Seq: Write sets the seq of
-// each record it inserted on the caller's slice, and 0 on each duplicate.
+// each record it inserted on the caller's slice, the stored seq on each
+// redelivery, and 0 on each repeat within the call.
 func testWriteSetsSeq(t *testing.T, s store.Store) {
 	recs := Records(20, 6)
 	for i := range recs {
@@ -38,14 +39,99 @@ func testWriteSetsSeq(t *testing.T, s store.Store) {
 		stored := get(t, s, r.EventID)
 		redelivered := i%2 == 1
 		switch {
-		case redelivered && r.Seq != 0:
-			t.Errorf("batch 2 record %d (a redelivery): Seq %d, want 0", i, r.Seq)
+		case redelivered && r.Seq != batch[i-1].Seq:
+			t.Errorf("batch 2 record %d (a redelivery): Seq %d, want its stored seq %d", i, r.Seq, batch[i-1].Seq)
 		case !redelivered && (r.Seq != stored.Seq || r.Seq <= batch[3].Seq):
 			t.Errorf("batch 2 record %d: Seq %d, stored with %d (batch 1 ended at %d)", i, r.Seq, stored.Seq, batch[3].Seq)
 		}
 	}
 	if batch2[2].Seq <= batch2[0].Seq {
 		t.Errorf("batch 2: Seq %d after %d, want increasing in batch order", batch2[2].Seq, batch2[0].Seq)
+	}
+}
+
+// testWriteReturnsStored checks that Write hands back what the store holds:
+// a redelivered event_id comes back as the stored record (the first write,
+// with its seq), whatever the redelivery carried, so that a caller can pass
+// it on again; new records get fresh seqs; a repeat within the call, 0.
+func testWriteReturnsStored(t *testing.T, s store.Store) {
+	a := Records(22, 8)
+	write(t, s, a)
+	stored := make(map[string]event.Record, len(a))
+	var lastSeq int64
+	for _, r := range a {
+		stored[r.EventID] = get(t, s, r.EventID)
+		lastSeq = max(lastSeq, r.Seq)
+	}
+
+	// The redeliveries differ from what is stored: enriched again later,
+	// with other weather or none.
+	changed := func(r event.Record) event.Record {
+		r.User.Name = "Second Writer"
+		r.ProcessedAt = r.ProcessedAt.Add(time.Hour)
+		if r.Weather == nil {
+			r.Weather = &event.Weather{ObservedAt: r.OccurredAt.Truncate(time.Hour), TemperatureC: 99, Condition: "Fog", Provider: "second"}
+			r.Enrichment = event.Enrichment{Status: event.StatusEnriched}
+		} else {
+			r.Weather = nil
+			r.Enrichment = event.Enrichment{Status: event.StatusUnavailable, Error: "second write"}
+		}
+		r.Seq = 777
+		return r
+	}
+	fresh := Records(23, 3)
+	b := []event.Record{
+		changed(a[5]), // 0: redelivery
+		fresh[0],      // 1: new
+		changed(a[1]), // 2: redelivery
+		fresh[1],      // 3: new
+		a[5],          // 4: repeat of 0 within the call
+		changed(a[6]), // 5: redelivery
+		fresh[0],      // 6: repeat of 1 within the call
+		fresh[2],      // 7: new
+	}
+	write(t, s, b)
+
+	for _, i := range []int{0, 2, 5} {
+		want := stored[b[i].EventID]
+		if b[i].Seq != want.Seq || b[i].Seq <= 0 {
+			t.Errorf("record %d (redelivery of %s): Seq %d, want the stored %d", i, b[i].EventID, b[i].Seq, want.Seq)
+		}
+		if d := Diff(want, b[i]); d != "" {
+			t.Errorf("record %d (redelivery of %s) is not the stored record: %s", i, b[i].EventID, d)
+		}
+		if got := get(t, s, b[i].EventID); got.Seq != want.Seq || Diff(want, got) != "" {
+			t.Errorf("record %d: the redelivery changed the stored record: %s", i, Diff(want, got))
+		}
+	}
+	prev := lastSeq
+	for n, i := range []int{1, 3, 7} {
+		got := get(t, s, b[i].EventID)
+		if b[i].Seq != got.Seq || b[i].Seq <= prev {
+			t.Errorf("new record %d: Seq %d, stored with %d; want above %d", i, b[i].Seq, got.Seq, prev)
+		}
+		if d := Diff(fresh[n], b[i]); d != "" {
+			t.Errorf("new record %d changed: %s", i, d)
+		}
+		prev = b[i].Seq
+	}
+	for _, i := range []int{4, 6} {
+		if b[i].Seq != 0 {
+			t.Errorf("record %d, a repeat within the call: Seq %d, want 0", i, b[i].Seq)
+		}
+	}
+
+	// A batch of redeliveries only, as after a crash between the store's
+	// commit and the records' publish.
+	again := slices.Clone(a)
+	for i := range again {
+		again[i] = changed(again[i])
+	}
+	write(t, s, again)
+	for _, r := range again {
+		if want := stored[r.EventID]; r.Seq != want.Seq || Diff(want, r) != "" {
+			t.Errorf("whole-batch redelivery of %s: Seq %d (stored %d); %s", r.EventID, r.Seq, want.Seq, Diff(want, r))
+		}
 	}
 }
 

@@ -16,7 +16,9 @@
 //   - LatestForUser by occurred_at, ties broken by the later write.
 //   - ErrNotFound (via errors.Is) from Get and LatestForUser.
 //   - Concurrent writers, and a 10,000-record batch.
-//   - Write sets Seq on the caller's records (0 for duplicates).
+//   - Write hands back what is stored: the new Seq of each record it
+//     inserted, the stored record (first write, stored Seq) in place of a
+//     redelivered one, Seq 0 for a repeat within the call.
 //   - List filters city, event type, weather condition, temperature range
 //     and AfterSeq, as store.Query.Match does.
 //   - Stats (store.Aggregator, skipped if the store does not implement
@@ -71,6 +73,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ConcurrentWriters", testConcurrentWriters},
 		{"LargeBatch", testLargeBatch},
 		{"WriteSetsSeq", testWriteSetsSeq},
+		{"WriteReturnsStored", testWriteReturnsStored},
 		{"ListFiltersMore", testListFiltersMore},
 		{"Stats", testStats},
 	}
