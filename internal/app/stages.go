@@ -4,8 +4,10 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
+	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"time"
 
@@ -15,10 +17,12 @@ import (
 	"github.com/skyjoin/skyjoin/internal/dashboard"
 	"github.com/skyjoin/skyjoin/internal/deadletter"
 	"github.com/skyjoin/skyjoin/internal/enrich"
+	"github.com/skyjoin/skyjoin/internal/envelope"
 	"github.com/skyjoin/skyjoin/internal/event"
 	"github.com/skyjoin/skyjoin/internal/ingest"
 	"github.com/skyjoin/skyjoin/internal/live"
 	"github.com/skyjoin/skyjoin/internal/platform"
+	"github.com/skyjoin/skyjoin/internal/retry"
 	"github.com/skyjoin/skyjoin/internal/serve"
 	"github.com/skyjoin/skyjoin/internal/webhook"
 )
@@ -64,7 +68,7 @@ func (c *config) stages() map[string]*stage {
 		},
 		stServe: {
 			name:     stServe,
-			uses:     []*part{pt[ptStore]},
+			uses:     []*part{pt[ptBroker], pt[ptStore]},
 			flags:    c.Serve.RegisterFlags,
 			validate: func() error { return c.Serve.Validate() },
 			start:    c.startServe,
@@ -201,8 +205,17 @@ func (c *config) startServe(ctx context.Context, p *process, r platform.Router) 
 	if err != nil {
 		return nil, err
 	}
+	b, err := p.broker()
+	if err != nil {
+		return nil, err
+	}
+	// The live stream and the dashboard of this instance are fed by its own
+	// subscription to the records topic: every instance sees every record.
 	hub := live.NewHub(0)
-	p.storedListeners = append(p.storedListeners, hub.Publish)
+	feed := &recordsFeed{b: b, hub: hub, log: p.log}
+	if err := feed.subscribe(ctx); err != nil {
+		return nil, err
+	}
 	opts := c.Serve
 	opts.Logger = p.log
 	opts.Hub = hub
@@ -210,7 +223,76 @@ func (c *config) startServe(ctx context.Context, p *process, r platform.Router) 
 	srv.RegisterReads(r)
 	dashboard.Register(r)
 	p.onDraining(func() { srv.SetDraining(true) })
-	return &running{stop: func(context.Context) error { hub.Close(); return nil }}, nil
+	return &running{
+		run: func(ctx, _ context.Context) error { return feed.run(ctx) },
+		stop: func(context.Context) error {
+			hub.Close()
+			return feed.sub.Close()
+		},
+	}, nil
+}
+
+// recordsFeed hands the records of the records topic to a live hub.
+type recordsFeed struct {
+	b   broker.Broker
+	hub *live.Hub
+	log *slog.Logger
+	sub broker.Subscription
+}
+
+func (f *recordsFeed) subscribe(ctx context.Context) error {
+	sub, err := f.b.Subscribe(ctx, broker.TopicRecords, "serve", broker.SubscribeOptions{Ephemeral: true, MaxOutstanding: 1000})
+	if err != nil {
+		return fmt.Errorf("subscribe to %s: %w", broker.TopicRecords, err)
+	}
+	f.sub = sub
+	return nil
+}
+
+// run reads the records topic until ctx is done. Should the broker drop
+// this instance's subscription (it was idle past the broker's limit), the
+// records published meanwhile are missed: the streams are ended with that
+// reason, their clients resume from the store with Last-Event-ID, and the
+// feed subscribes again.
+func (f *recordsFeed) run(ctx context.Context) error {
+	backoff := retry.Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second}
+	for attempt := 1; ctx.Err() == nil; {
+		msgs, err := f.sub.Fetch(ctx, 256, time.Second)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case errors.Is(err, broker.ErrSubscriptionGone):
+			f.log.Warn("serve: the records subscription was removed by the broker; live streams resume from the store", "error", err.Error())
+			f.hub.DropAll("the server lost its feed of records: resume with Last-Event-ID")
+			f.sub.Close()
+			if err := f.subscribe(ctx); err != nil {
+				f.log.Warn("serve: subscribe to the records topic again", "error", err.Error())
+				retry.Sleep(ctx, backoff.Delay(attempt))
+				attempt++
+			}
+			continue
+		case err != nil:
+			f.log.Warn("serve: fetch records", "error", err.Error())
+			retry.Sleep(ctx, backoff.Delay(attempt))
+			attempt++
+			continue
+		}
+		attempt = 1
+		for _, m := range msgs {
+			recs, err := envelope.DecodeRecords(m)
+			if err != nil {
+				f.log.Error("serve: a records message does not decode; skipped", "message_id", m.ID, "error", err.Error())
+				continue
+			}
+			f.hub.Publish(recs)
+		}
+		if len(msgs) > 0 {
+			if err := f.sub.Ack(ctx, msgs...); err != nil && ctx.Err() == nil {
+				f.log.Warn("serve: ack records", "error", err.Error())
+			}
+		}
+	}
+	return nil
 }
 
 func (c *config) startDeliver(ctx context.Context, p *process, r platform.Router) (*running, error) {

@@ -143,6 +143,18 @@ func (h *Hub) Len() int {
 	return len(h.subs)
 }
 
+// DropAll ends every current subscription with reason (Dropped reports
+// it), for when the hub's source may have missed records: the streams tell
+// their clients, who resume from the store with Last-Event-ID. New
+// subscriptions are taken as before.
+func (h *Hub) DropAll(reason string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for s := range h.subs {
+		h.end(s, reason)
+	}
+}
+
 // Close ends every subscription (Dropped reports ReasonClosed) and makes
 // Publish a no-op and Subscribe fail. Close is idempotent.
 func (h *Hub) Close() {
