@@ -68,6 +68,8 @@ type Options struct {
 	// LogTail is how much of the end of stderr is shown on failure; 0
 	// means all of it.
 	LogTail int
+	// Env is added to the process's environment (KEY=VALUE).
+	Env []string
 	// Term makes the cleanup send SIGTERM first (SIGKILL after 30 s);
 	// otherwise the cleanup sends SIGKILL.
 	Term bool
@@ -112,6 +114,9 @@ func (o Options) Start(t testing.TB, binary string, field string, args ...string
 	readyFile := filepath.Join(t.TempDir(), "ready.json")
 	cmd := exec.Command(binary, append(args, "--ready-file", readyFile)...)
 	cmd.Stdout = io.Discard
+	if len(o.Env) > 0 {
+		cmd.Env = append(os.Environ(), o.Env...)
+	}
 	p := &Proc{cmd: cmd, name: "skyjoin", tail: o.LogTail, done: make(chan struct{})}
 	if len(args) > 0 {
 		p.name += " " + args[0]
@@ -186,6 +191,9 @@ func (p *Proc) Signal(t testing.TB, sig syscall.Signal) {
 		t.Fatalf("%s exited with %v after SIGTERM\n%s", p.name, p.err, p.Logs())
 	}
 }
+
+// Err is how the process exited; read it after Done is closed.
+func (p *Proc) Err() error { return p.err }
 
 // Done is closed once the process has exited.
 func (p *Proc) Done() <-chan struct{} { return p.done }
