@@ -141,15 +141,24 @@ func CheckDoc(doc []byte) error {
 	return nil
 }
 
-// CheckWrite checks the arguments of Create and Put.
-func CheckWrite(coll, id string, doc []byte) error {
+// CheckWrite checks the arguments of a Create or Put and, if they are
+// valid, calls write, which makes it.
+func CheckWrite(coll, id string, doc []byte, write func() error) error {
+	if err := CheckKey(coll, id); err != nil {
+		return err
+	}
+	if err := CheckDoc(doc); err != nil {
+		return err
+	}
+	return write()
+}
+
+// CheckList checks the arguments of List and IDs.
+func CheckList(coll, prefix string) error {
 	if err := CheckCollection(coll); err != nil {
 		return err
 	}
-	if err := CheckID(id); err != nil {
-		return err
-	}
-	return CheckDoc(doc)
+	return CheckPrefix(prefix)
 }
 
 // CheckKey checks the arguments of Get and Delete.
@@ -158,6 +167,18 @@ func CheckKey(coll, id string) error {
 		return err
 	}
 	return CheckID(id)
+}
+
+// Fail wraps err, of a backend's operation on coll (and id, if not ""),
+// as "registry: BACKEND: OP COLL/ID: ERR"; a nil err stays nil.
+func Fail(backend, op, coll, id string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if id != "" {
+		coll += "/" + id
+	}
+	return fmt.Errorf("registry: %s: %s %s: %w", backend, op, coll, err)
 }
 
 // HasPrefix filters and orders docs as List does (for backends that cannot

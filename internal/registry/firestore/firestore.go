@@ -61,18 +61,7 @@ var (
 	prefixRE   = regexp.MustCompile(`^[A-Za-z0-9_-]{0,64}$`)
 )
 
-// ParseURL parses firestore://PROJECT[/DATABASE][?prefix=P].
-func ParseURL(raw string) (Config, error) {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return Config{}, fmt.Errorf("registry URL %q: %w", raw, err)
-	}
-	if u.Scheme != "firestore" {
-		return Config{}, fmt.Errorf("registry URL %q: want firestore://PROJECT[/DATABASE][?prefix=P]", raw)
-	}
-	return parseURL(u)
-}
-
+// parseURL parses firestore://PROJECT[/DATABASE][?prefix=P].
 func parseURL(u *url.URL) (Config, error) {
 	bad := func(format string, a ...any) (Config, error) {
 		return Config{}, fmt.Errorf("registry URL %q: %s (want firestore://PROJECT[/DATABASE][?prefix=P])", u.String(), fmt.Sprintf(format, a...))
@@ -140,7 +129,8 @@ type stored struct {
 
 func (r *Registry) coll(coll string) *gfs.CollectionRef { return r.c.Collection(r.prefix + coll) }
 
-// fail wraps err with the operation, as registry errors where they apply.
+// fail wraps err with the operation, as registry errors where they apply;
+// a nil err stays nil.
 func fail(op, coll, id string, err error) error {
 	switch status.Code(err) {
 	case codes.NotFound:
@@ -148,32 +138,23 @@ func fail(op, coll, id string, err error) error {
 	case codes.AlreadyExists:
 		err = fmt.Errorf("%w (%w)", registry.ErrExists, err)
 	}
-	if id != "" {
-		coll += "/" + id
-	}
-	return fmt.Errorf("registry: firestore: %s %s: %w", op, coll, err)
+	return registry.Fail("firestore", op, coll, id, err)
 }
 
 // Create implements registry.Registry.
 func (r *Registry) Create(ctx context.Context, coll, id string, doc []byte) error {
-	if err := registry.CheckWrite(coll, id, doc); err != nil {
-		return fail("create", coll, id, err)
-	}
-	if _, err := r.coll(coll).Doc(id).Create(ctx, stored{Doc: string(doc)}); err != nil {
-		return fail("create", coll, id, err)
-	}
-	return nil
+	return fail("create", coll, id, registry.CheckWrite(coll, id, doc, func() error {
+		_, err := r.coll(coll).Doc(id).Create(ctx, stored{Doc: string(doc)})
+		return err
+	}))
 }
 
 // Put implements registry.Registry.
 func (r *Registry) Put(ctx context.Context, coll, id string, doc []byte) error {
-	if err := registry.CheckWrite(coll, id, doc); err != nil {
-		return fail("put", coll, id, err)
-	}
-	if _, err := r.coll(coll).Doc(id).Set(ctx, stored{Doc: string(doc)}); err != nil {
-		return fail("put", coll, id, err)
-	}
-	return nil
+	return fail("put", coll, id, registry.CheckWrite(coll, id, doc, func() error {
+		_, err := r.coll(coll).Doc(id).Set(ctx, stored{Doc: string(doc)})
+		return err
+	}))
 }
 
 // Get implements registry.Registry.
@@ -216,10 +197,7 @@ func (r *Registry) Delete(ctx context.Context, coll, id string) error {
 
 // query is the documents of coll whose id starts with prefix, by id.
 func (r *Registry) query(coll, prefix string) (gfs.Query, error) {
-	if err := registry.CheckCollection(coll); err != nil {
-		return gfs.Query{}, err
-	}
-	if err := registry.CheckPrefix(prefix); err != nil {
+	if err := registry.CheckList(coll, prefix); err != nil {
 		return gfs.Query{}, err
 	}
 	q := r.coll(coll).OrderBy(gfs.DocumentID, gfs.Asc)

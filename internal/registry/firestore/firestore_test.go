@@ -3,6 +3,7 @@ package firestore
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"net/url"
 	"os"
 	"strings"
 	"testing"
@@ -73,19 +74,22 @@ func TestParseURL(t *testing.T) {
 		{"firestore://p?prefix=a/b", Config{}, "prefix"},
 		{"firestore://p?ttl=1", Config{}, `unknown parameter "ttl"`},
 		{"firestore://p:443", Config{}, "no user, port"},
-		{"nats://p", Config{}, "want firestore://"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.url, func(t *testing.T) {
-			got, err := ParseURL(tt.url)
+			u, err := url.Parse(tt.url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := parseURL(u)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("ParseURL = %+v, %v; want an error saying %q", got, err, tt.wantErr)
+					t.Fatalf("parseURL = %+v, %v; want an error saying %q", got, err, tt.wantErr)
 				}
 				return
 			}
 			if err != nil || got != tt.want {
-				t.Fatalf("ParseURL = %+v, %v; want %+v", got, err, tt.want)
+				t.Fatalf("parseURL = %+v, %v; want %+v", got, err, tt.want)
 			}
 		})
 	}

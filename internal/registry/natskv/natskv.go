@@ -77,7 +77,11 @@ func open(ctx context.Context, u *url.URL, o registry.Options) (registry.Registr
 	}
 	v := *u
 	v.RawQuery = ""
-	return Dial(ctx, v.String(), bucket)
+	r, err := Dial(ctx, v.String(), bucket)
+	if err != nil {
+		return nil, fmt.Errorf("registry URL %s: %w", u.Redacted(), err)
+	}
+	return r, nil
 }
 
 // Dial connects to the NATS server at url (nats://[user:pass@]host:port)
@@ -85,7 +89,7 @@ func open(ctx context.Context, u *url.URL, o registry.Options) (registry.Registr
 func Dial(ctx context.Context, url, bucket string) (*KV, error) {
 	nc, err := nats.Connect(url, nats.Name("skyjoin-registry"), nats.MaxReconnects(-1), nats.ReconnectWait(time.Second))
 	if err != nil {
-		return nil, fmt.Errorf("registry: natskv: connect to %s: %w", redacted(url), err)
+		return nil, fmt.Errorf("registry: natskv: connect: %w", err) // url may hold a password
 	}
 	js, err := jetstream.New(nc, jetstream.WithDefaultTimeout(apiTimeout))
 	if err != nil {
@@ -132,7 +136,8 @@ func New(ctx context.Context, js jetstream.JetStream, bucket string) (*KV, error
 // key is the bucket key of coll/id.
 func key(coll, id string) string { return coll + "." + id }
 
-// fail wraps err with the operation, as registry errors where they apply.
+// fail wraps err with the operation, as registry errors where they apply;
+// a nil err stays nil.
 func fail(op, coll, id string, err error) error {
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
@@ -140,32 +145,23 @@ func fail(op, coll, id string, err error) error {
 	case errors.Is(err, jetstream.ErrKeyExists):
 		err = fmt.Errorf("%w (%w)", registry.ErrExists, err)
 	}
-	if id != "" {
-		coll += "/" + id
-	}
-	return fmt.Errorf("registry: natskv: %s %s: %w", op, coll, err)
+	return registry.Fail("natskv", op, coll, id, err)
 }
 
 // Create implements registry.Registry.
 func (r *KV) Create(ctx context.Context, coll, id string, doc []byte) error {
-	if err := registry.CheckWrite(coll, id, doc); err != nil {
-		return fail("create", coll, id, err)
-	}
-	if _, err := r.kv.Create(ctx, key(coll, id), doc); err != nil {
-		return fail("create", coll, id, err)
-	}
-	return nil
+	return fail("create", coll, id, registry.CheckWrite(coll, id, doc, func() error {
+		_, err := r.kv.Create(ctx, key(coll, id), doc)
+		return err
+	}))
 }
 
 // Put implements registry.Registry.
 func (r *KV) Put(ctx context.Context, coll, id string, doc []byte) error {
-	if err := registry.CheckWrite(coll, id, doc); err != nil {
-		return fail("put", coll, id, err)
-	}
-	if _, err := r.kv.Put(ctx, key(coll, id), doc); err != nil {
-		return fail("put", coll, id, err)
-	}
-	return nil
+	return fail("put", coll, id, registry.CheckWrite(coll, id, doc, func() error {
+		_, err := r.kv.Put(ctx, key(coll, id), doc)
+		return err
+	}))
 }
 
 // Get implements registry.Registry.
@@ -218,10 +214,7 @@ func (r *KV) IDs(ctx context.Context, coll, prefix string) ([]string, error) {
 // ordered by id: a watch of the last value of each key, stopped once it
 // has sent them.
 func (r *KV) scan(ctx context.Context, coll, prefix string, idsOnly bool) ([]registry.Doc, error) {
-	if err := registry.CheckCollection(coll); err != nil {
-		return nil, err
-	}
-	if err := registry.CheckPrefix(prefix); err != nil {
+	if err := registry.CheckList(coll, prefix); err != nil {
 		return nil, err
 	}
 	opts := []jetstream.WatchOpt{jetstream.IgnoreDeletes()}
@@ -328,13 +321,4 @@ func (r *KV) Close() error {
 		}
 	})
 	return nil
-}
-
-// redacted is url without its password.
-func redacted(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(invalid url)"
-	}
-	return u.Redacted()
 }

@@ -75,6 +75,14 @@ func ctx(t *testing.T) context.Context {
 	return c
 }
 
+// must fails the test on an error.
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // doc is a small JSON document.
 func doc(s string) []byte { return fmt.Appendf(nil, `{"v":%q}`, s) }
 
@@ -191,9 +199,7 @@ func testCollectionsApart(t *testing.T, _ Harness, r registry.Registry) {
 	for _, coll := range []string{"one", "one_two", "two"} {
 		checkList(t, r, coll, "", map[string][]byte{"x": doc(coll)})
 	}
-	if err := r.Delete(c, "one", "x"); err != nil {
-		t.Fatal(err)
-	}
+	must(t, r.Delete(c, "one", "x"))
 	mustGet(t, r, "one_two", "x", doc("one_two"))
 }
 
@@ -202,9 +208,7 @@ func testListPrefix(t *testing.T, _ Harness, r registry.Registry) {
 	all := map[string][]byte{}
 	for _, id := range []string{"wh_a-1", "wh_a-2", "wh_ab-1", "wh_b-1", "x"} {
 		all[id] = doc(id)
-		if err := r.Put(c, "things", id, doc(id)); err != nil {
-			t.Fatal(err)
-		}
+		must(t, r.Put(c, "things", id, doc(id)))
 	}
 	checkList(t, r, "things", "wh_a-", map[string][]byte{"wh_a-1": all["wh_a-1"], "wh_a-2": all["wh_a-2"]})
 	checkList(t, r, "things", "wh_a", map[string][]byte{"wh_a-1": all["wh_a-1"], "wh_a-2": all["wh_a-2"], "wh_ab-1": all["wh_ab-1"]})
@@ -335,18 +339,10 @@ func next(t *testing.T, h Harness, ch <-chan registry.Change, what string) regis
 
 func testWatch(t *testing.T, h Harness, r registry.Registry) {
 	c := ctx(t)
-	if err := r.Put(c, "things", "before", doc("b")); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Put(c, "things", "gone", doc("g")); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Delete(c, "things", "gone"); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Put(c, "others", "elsewhere", doc("e")); err != nil {
-		t.Fatal(err)
-	}
+	must(t, r.Put(c, "things", "before", doc("b")))
+	must(t, r.Put(c, "things", "gone", doc("g")))
+	must(t, r.Delete(c, "things", "gone"))
+	must(t, r.Put(c, "others", "elsewhere", doc("e")))
 	docs, ch, err := r.Watch(c, "things")
 	if err != nil {
 		t.Fatalf("Watch: %v", err)
@@ -357,31 +353,21 @@ func testWatch(t *testing.T, h Harness, r registry.Registry) {
 
 	// Changes made through another client, as by another process.
 	other := h.Another(t, r)
-	if err := other.Put(c, "others", "noise", doc("n")); err != nil {
-		t.Fatal(err)
-	}
-	if err := other.Create(c, "things", "new", doc("n1")); err != nil {
-		t.Fatal(err)
-	}
+	must(t, other.Put(c, "others", "noise", doc("n")))
+	must(t, other.Create(c, "things", "new", doc("n1")))
 	if got := next(t, h, ch, "a create by another client"); got.ID != "new" || got.Deleted || !bytes.Equal(got.Data, doc("n1")) || got.UpdatedAt.IsZero() {
 		t.Fatalf("change %+v, want new created with %s", got, doc("n1"))
 	}
-	if err := other.Put(c, "things", "before", doc("b2")); err != nil {
-		t.Fatal(err)
-	}
+	must(t, other.Put(c, "things", "before", doc("b2")))
 	if got := next(t, h, ch, "a put by another client"); got.ID != "before" || got.Deleted || !bytes.Equal(got.Data, doc("b2")) {
 		t.Fatalf("change %+v, want before updated to %s", got, doc("b2"))
 	}
-	if err := other.Delete(c, "things", "new"); err != nil {
-		t.Fatal(err)
-	}
+	must(t, other.Delete(c, "things", "new"))
 	if got := next(t, h, ch, "a delete by another client"); got.ID != "new" || !got.Deleted || got.Data != nil {
 		t.Fatalf("change %+v, want new deleted", got)
 	}
 	// And through this one.
-	if err := r.Put(c, "things", "mine", doc("m")); err != nil {
-		t.Fatal(err)
-	}
+	must(t, r.Put(c, "things", "mine", doc("m")))
 	if got := next(t, h, ch, "a put by the watching client"); got.ID != "mine" || !bytes.Equal(got.Data, doc("m")) {
 		t.Fatalf("change %+v, want mine", got)
 	}
@@ -409,15 +395,9 @@ func testWatchEnds(t *testing.T, h Harness, r registry.Registry) {
 
 func testReopen(t *testing.T, h Harness, r registry.Registry) {
 	c := ctx(t)
-	if err := r.Create(c, "things", "kept", doc("k")); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Put(c, "things", "deleted", doc("d")); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Delete(c, "things", "deleted"); err != nil {
-		t.Fatal(err)
-	}
+	must(t, r.Create(c, "things", "kept", doc("k")))
+	must(t, r.Put(c, "things", "deleted", doc("d")))
+	must(t, r.Delete(c, "things", "deleted"))
 	r = h.Reopen(t, r)
 	mustGet(t, r, "things", "kept", doc("k"))
 	checkList(t, r, "things", "", map[string][]byte{"kept": doc("k")})
