@@ -181,14 +181,6 @@ func Fail(backend, op, coll, id string, err error) error {
 	return fmt.Errorf("registry: %s: %s %s: %w", backend, op, coll, err)
 }
 
-// HasPrefix filters and orders docs as List does (for backends that cannot
-// filter by id prefix themselves).
-func HasPrefix(docs []Doc, prefix string) []Doc {
-	docs = slices.DeleteFunc(docs, func(d Doc) bool { return !strings.HasPrefix(d.ID, prefix) })
-	slices.SortFunc(docs, func(a, b Doc) int { return strings.Compare(a.ID, b.ID) })
-	return docs
-}
-
 // Options are what a backend may need besides its URL.
 type Options struct {
 	// JetStream is the JetStream connection of this process's broker

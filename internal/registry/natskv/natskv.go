@@ -232,7 +232,7 @@ func (r *KV) scan(ctx context.Context, coll, prefix string, idsOnly bool) ([]reg
 	if err != nil {
 		return nil, err
 	}
-	return registry.HasPrefix(docs, prefix), nil
+	return slices.DeleteFunc(docs, func(d registry.Doc) bool { return !strings.HasPrefix(d.ID, prefix) }), nil
 }
 
 // initial reads a new watcher's initial values up to the marker (a nil
