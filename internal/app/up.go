@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"flag"
 	"fmt"
@@ -42,6 +41,7 @@ type upConfig struct {
 	DataDir         string
 	Broker          string
 	Store           string
+	Registry        string
 	Demo            bool
 	DemoCollect     bool
 	WeatherURL      string
@@ -71,6 +71,7 @@ func (c *upConfig) registerFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.DataDir, "data-dir", "data", "directory for the broker's and the store's files")
 	fs.StringVar(&c.Broker, "broker", "nats://embedded", "broker URL: nats://embedded[?listen=HOST:PORT], nats://HOST:PORT or pubsub://PROJECT[?create=true&...]")
 	fs.StringVar(&c.Store, "store", "", "store URL: duckdb://PATH (default duckdb://DATA_DIR/skyjoin.duckdb) or bigquery://PROJECT/DATASET[?...]")
+	fs.StringVar(&c.Registry, "registry", "", "registry URL, where webhooks are kept for every process: \"\" (the key-value bucket on the JetStream broker), nats://HOST:PORT or firestore://PROJECT[/DATABASE][?prefix=P]")
 	fs.BoolVar(&c.Demo, "demo", false, "start the built-in simulators of the user and weather APIs on loopback and collect users from them")
 	fs.BoolVar(&c.DemoCollect, "collect", true, "with --demo, collect users from the simulator (false: only the weather simulator runs)")
 	fs.StringVar(&c.WeatherURL, "weather-url", openmeteo.DefaultBaseURL, "base URL of the Open-Meteo API (ignored with --demo)")
@@ -280,11 +281,19 @@ func up(ctx context.Context, cfg upConfig, stdout io.Writer, log *slog.Logger) (
 		if cfg.Demo {
 			onStored = append(onStored, sampler(stdout, 3*time.Second))
 		}
-		// Webhooks keep their registrations and failures in the store's
-		// DuckDB file; they are closed (undelivered batches stored as
-		// failures) after the worker stops and before the store closes.
-		if sdb, ok := st.(interface{ DB() *sql.DB }); ok {
-			hooks, err = webhook.New(ctx, sdb.DB(), cfg.Webhook, log)
+		// Webhooks keep their registrations and failures in the shared
+		// registry (--registry; by default the key-value bucket on the
+		// JetStream broker); they are closed (undelivered batches stored as
+		// failures) after the worker stops and before the registry closes.
+		reg, err := openRegistry(ctx, cfg.Registry, b)
+		if err != nil {
+			return err
+		}
+		if reg == nil {
+			log.Warn("webhooks are off: the broker is not JetStream; give --registry firestore://PROJECT")
+		} else {
+			closers.push("registry", reg.Close)
+			hooks, err = webhook.New(ctx, reg, cfg.Webhook, log)
 			if err != nil {
 				return err
 			}
@@ -293,10 +302,8 @@ func up(ctx context.Context, cfg upConfig, stdout io.Writer, log *slog.Logger) (
 				defer cancel()
 				return hooks.Close(ctx)
 			})
-			onStored = append(onStored, hooks.Deliver)
+			onStored = append(onStored, func(recs []event.Record) { hooks.Deliver(recs, nil) })
 			hooks.Register(mux)
-		} else {
-			log.Warn("webhooks are off: they need the duckdb store")
 		}
 		worker.OnStored = fanOut(onStored)
 	}
