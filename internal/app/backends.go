@@ -11,6 +11,9 @@ import (
 	"github.com/skyjoin/skyjoin/internal/broker"
 	"github.com/skyjoin/skyjoin/internal/broker/jetstream"
 	"github.com/skyjoin/skyjoin/internal/broker/pubsub"
+	"github.com/skyjoin/skyjoin/internal/registry"
+	_ "github.com/skyjoin/skyjoin/internal/registry/firestore" // firestore:// registries
+	_ "github.com/skyjoin/skyjoin/internal/registry/natskv"    // nats:// registries
 	"github.com/skyjoin/skyjoin/internal/store"
 	"github.com/skyjoin/skyjoin/internal/store/bigquery"
 	"github.com/skyjoin/skyjoin/internal/store/duckdb"
@@ -55,6 +58,23 @@ func openBroker(ctx context.Context, raw, dataDir string, log *slog.Logger) (bro
 		return b, nil
 	}
 	return nil, fmt.Errorf("broker URL %q: unknown scheme %q (known: nats, pubsub)", raw, u.Scheme)
+}
+
+// openRegistry opens the shared registry named by a URL (see package
+// registry); "" means the key-value bucket on the broker b if it is
+// JetStream, and nil, nil otherwise.
+func openRegistry(ctx context.Context, raw string, b broker.Broker) (registry.Registry, error) {
+	var opts registry.Options
+	if jb, ok := b.(*jetstream.Broker); ok {
+		opts.JetStream = jb.JetStream()
+	}
+	if raw == "" {
+		if opts.JetStream == nil {
+			return nil, nil
+		}
+		raw = "nats://embedded" // the broker's own connection, embedded or not
+	}
+	return registry.Open(ctx, raw, opts)
 }
 
 // storeBackend is what app needs of a store.

@@ -125,7 +125,7 @@ func (c *config) sharedParts() map[string]*part {
 			c.DuckDB.RegisterFlags(fs)
 		}},
 		ptRegistry: {name: ptRegistry, flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&c.Registry, "registry", "", "shared registry of webhooks (and keys): empty for a key-value bucket on the NATS broker, or firestore://PROJECT[/DATABASE]")
+			fs.StringVar(&c.Registry, "registry", "", "registry URL, where webhooks are kept for every process: \"\" (the key-value bucket on the JetStream broker), nats://HOST:PORT or firestore://PROJECT[/DATABASE][?prefix=P]")
 		}},
 		ptDemo: {name: ptDemo, flags: func(fs *flag.FlagSet) {
 			fs.BoolVar(&c.Demo, "demo", false, "start the built-in simulators of the user and weather APIs on loopback and use them")

@@ -15,10 +15,10 @@ import (
 	"github.com/skyjoin/skyjoin/internal/api"
 	"github.com/skyjoin/skyjoin/internal/broker"
 	"github.com/skyjoin/skyjoin/internal/enrich"
-	"github.com/skyjoin/skyjoin/internal/event"
 	"github.com/skyjoin/skyjoin/internal/ingest"
 	"github.com/skyjoin/skyjoin/internal/platform"
 	"github.com/skyjoin/skyjoin/internal/platform/telemetry"
+	"github.com/skyjoin/skyjoin/internal/registry"
 	"github.com/skyjoin/skyjoin/internal/serve"
 	"github.com/skyjoin/skyjoin/internal/sim"
 	"github.com/skyjoin/skyjoin/internal/weather"
@@ -44,16 +44,16 @@ type process struct {
 	storeURL string
 	ws       *weather.Service
 	simSrv   *sim.Server
+	reg      registry.Registry
 
 	// Set by the stages, for the probes, metrics, debug and banner.
-	checks          []serve.Check
-	worker          *enrich.Worker
-	ing             *ingest.Handler
-	gate            *ingest.BacklogGate
-	collectURL      string
-	draining        []func()
-	done            []func()               // called once the stages have stopped
-	storedListeners []func([]event.Record) // told of each batch the worker stored, in this process
+	checks     []serve.Check
+	worker     *enrich.Worker
+	ing        *ingest.Handler
+	gate       *ingest.BacklogGate
+	collectURL string
+	draining   []func()
+	done       []func() // called once the stages have stopped
 }
 
 func newProcess(ctx context.Context, cfg *config, stages []string, stdout io.Writer, log *slog.Logger) (*process, error) {
@@ -133,6 +133,33 @@ func (p *process) store() (storeBackend, error) {
 		return err
 	}})
 	return st, nil
+}
+
+// registry opens the shared registry on first use: --registry, or the
+// key-value bucket on the broker when that is JetStream.
+func (p *process) registry() (registry.Registry, error) {
+	var b broker.Broker
+	if p.cfg.Registry == "" {
+		var err error
+		if b, err = p.broker(); err != nil {
+			return nil, err
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.reg != nil {
+		return p.reg, nil
+	}
+	reg, err := openRegistry(p.ctx, p.cfg.Registry, b)
+	if err != nil {
+		return nil, err
+	}
+	if reg == nil {
+		return nil, fmt.Errorf("no registry for webhooks: the broker %s is not NATS JetStream; give --registry firestore://PROJECT", p.cfg.Broker)
+	}
+	p.closers.push("registry", reg.Close)
+	p.reg = reg
+	return reg, nil
 }
 
 // sim starts the simulators on first use (with --demo).

@@ -3,22 +3,19 @@ package app
 import (
 	"cmp"
 	"context"
-	"database/sql"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
-	"net/http"
+	"sync"
 	"time"
 
-	"github.com/skyjoin/skyjoin/internal/api"
 	"github.com/skyjoin/skyjoin/internal/broker"
 	"github.com/skyjoin/skyjoin/internal/collect"
 	"github.com/skyjoin/skyjoin/internal/dashboard"
 	"github.com/skyjoin/skyjoin/internal/deadletter"
 	"github.com/skyjoin/skyjoin/internal/enrich"
 	"github.com/skyjoin/skyjoin/internal/envelope"
-	"github.com/skyjoin/skyjoin/internal/event"
 	"github.com/skyjoin/skyjoin/internal/ingest"
 	"github.com/skyjoin/skyjoin/internal/live"
 	"github.com/skyjoin/skyjoin/internal/platform"
@@ -75,7 +72,7 @@ func (c *config) stages() map[string]*stage {
 		},
 		stDeliver: {
 			name:     stDeliver,
-			uses:     []*part{pt[ptStore]},
+			uses:     []*part{pt[ptBroker], pt[ptRegistry]},
 			flags:    c.Webhook.RegisterFlags,
 			validate: func() error { return c.Webhook.Validate() },
 			start:    c.startDeliver,
@@ -180,13 +177,9 @@ func (c *config) startEnrich(ctx context.Context, p *process, r platform.Router)
 		return nil, fmt.Errorf("subscribe to %s: %w", broker.TopicEvents, err)
 	}
 	w := enrich.New(c.Enrich, sub, b, ws, st, p.log)
-	listeners := p.storedListeners
 	if c.Demo {
 		// Now and then a stored record on the terminal.
-		listeners = append(listeners, sampler(p.stdout, 3*time.Second))
-	}
-	if len(listeners) > 0 {
-		w.OnStored = fanOut(listeners)
+		w.OnStored = sampler(p.stdout, 3*time.Second)
 	}
 	p.worker = w
 	return &running{
@@ -295,41 +288,108 @@ func (f *recordsFeed) run(ctx context.Context) error {
 	return nil
 }
 
+// deliverSubscription is the durable subscription every deliver instance
+// shares on the records topic: each records message goes to one of them.
+const deliverSubscription = "deliver"
+
 func (c *config) startDeliver(ctx context.Context, p *process, r platform.Router) (*running, error) {
-	st, err := p.store()
+	b, err := p.broker()
 	if err != nil {
 		return nil, err
 	}
-	sdb, ok := st.(interface{ DB() *sql.DB })
-	if !ok {
-		p.log.Warn("webhooks are off: they need the duckdb store")
-		for _, rt := range api.Routes {
-			if rt.Stage == api.Deliver {
-				r.HandleFunc(rt.Pattern, func(w http.ResponseWriter, _ *http.Request) {
-					platform.WriteError(w, http.StatusNotImplemented, "webhooks are off: they need the duckdb store", nil)
-				})
-			}
-		}
-		return &running{}, nil
-	}
-	hooks, err := webhook.New(ctx, sdb.DB(), c.Webhook, p.log)
+	reg, err := p.registry()
 	if err != nil {
 		return nil, err
+	}
+	hooks, err := webhook.New(ctx, reg, c.Webhook, p.log)
+	if err != nil {
+		return nil, err
+	}
+	// Each message's records are offered to the webhooks; the message is
+	// acked once every one of them was delivered or kept in the failure
+	// list (at least once: a crash before that brings the message back).
+	// A message stays unacked for at most the whole of a batch's retries.
+	ackWait := c.Webhook.RequestTimeout*time.Duration(c.Webhook.MaxAttempts) + c.Webhook.MaxRetryDelay*time.Duration(c.Webhook.MaxAttempts) + time.Minute
+	sub, err := b.Subscribe(ctx, broker.TopicRecords, deliverSubscription, broker.SubscribeOptions{
+		AckWait: min(ackWait, 10*time.Minute), MaxOutstanding: c.Webhook.QueueSize * 4,
+	})
+	if err != nil {
+		hooks.Close(ctx)
+		return nil, fmt.Errorf("subscribe to %s: %w", broker.TopicRecords, err)
 	}
 	hooks.Register(r)
-	p.storedListeners = append(p.storedListeners, hooks.Deliver)
-	return &running{stop: func(ctx context.Context) error {
-		// Stop taking records, deliver what is queued within the
-		// deadline, store the rest as failures.
-		return hooks.Close(ctx)
-	}}, nil
+	d := &deliverLoop{sub: sub, hooks: hooks, log: p.log}
+	return &running{
+		run: d.run,
+		stop: func(ctx context.Context) error {
+			// Stop taking records, deliver what is queued within the
+			// deadline, store the rest as failures (their messages are
+			// acked as that happens), then let go of the subscription.
+			err := hooks.Close(ctx)
+			d.wait(ctx)
+			return errors.Join(err, sub.Close())
+		},
+	}, nil
 }
 
-// fanOut calls each of fns with the stored records, in order.
-func fanOut(fns []func([]event.Record)) func([]event.Record) {
-	return func(recs []event.Record) {
-		for _, f := range fns {
-			f(recs)
+// deliverLoop feeds the records topic to the webhooks.
+type deliverLoop struct {
+	sub      broker.Subscription
+	hooks    *webhook.Dispatcher
+	log      *slog.Logger
+	inFlight sync.WaitGroup // messages handed over and not yet acked
+}
+
+func (d *deliverLoop) run(ctx, _ context.Context) error {
+	backoff := retry.Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second}
+	for attempt := 1; ctx.Err() == nil; {
+		msgs, err := d.sub.Fetch(ctx, 64, time.Second)
+		if ctx.Err() != nil {
+			return nil
 		}
+		if err != nil {
+			if errors.Is(err, broker.ErrClosed) {
+				return fmt.Errorf("fetch records: %w", err)
+			}
+			d.log.Warn("deliver: fetch records; retrying", "error", err.Error())
+			retry.Sleep(ctx, backoff.Delay(attempt))
+			attempt++
+			continue
+		}
+		attempt = 1
+		for _, m := range msgs {
+			recs, err := envelope.DecodeRecords(m)
+			if err != nil {
+				// Not ours to fix, and nothing would ever decode it: say so
+				// and let it go, rather than block the topic.
+				d.log.Error("deliver: a records message does not decode; skipped", "message_id", m.ID, "error", err.Error())
+				d.ack(m)
+				continue
+			}
+			d.inFlight.Add(1)
+			d.hooks.Deliver(recs, func() {
+				defer d.inFlight.Done()
+				d.ack(m)
+			})
+		}
+	}
+	return nil
+}
+
+func (d *deliverLoop) ack(m *broker.Message) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := d.sub.Ack(ctx, m); err != nil {
+		d.log.Warn("deliver: ack records; they will come again", "message_id", m.ID, "error", err.Error())
+	}
+}
+
+// wait waits until every message handed over was acked, or ctx is done.
+func (d *deliverLoop) wait(ctx context.Context) {
+	done := make(chan struct{})
+	go func() { d.inFlight.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
 	}
 }

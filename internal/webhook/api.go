@@ -138,8 +138,9 @@ func checkURL(raw string, denyPrivate bool) string {
 	return ""
 }
 
-// Create validates in, stores the registration and starts delivering to it.
-// A *ValidationError lists every problem of in.
+// Create validates in, stores the registration and starts delivering to it
+// (other processes on the registry start within a second or two). A
+// *ValidationError lists every problem of in.
 func (d *Dispatcher) Create(ctx context.Context, in Input) (Webhook, error) {
 	r, f, err := d.validate(in)
 	if err != nil {
@@ -151,8 +152,8 @@ func (d *Dispatcher) Create(ctx context.Context, in Input) (Webhook, error) {
 	if closed {
 		return Webhook{}, ErrClosed
 	}
-	// Not under d.mu: Deliver must not wait for the database.
-	if err := d.db.insertWebhook(ctx, r); err != nil {
+	// Not under d.mu: Deliver must not wait for the registry.
+	if err := d.db.createWebhook(ctx, r); err != nil {
 		return Webhook{}, err
 	}
 	d.mu.Lock()
@@ -160,14 +161,17 @@ func (d *Dispatcher) Create(ctx context.Context, in Input) (Webhook, error) {
 	if d.closed {
 		return Webhook{}, ErrClosed // stored; it loads on the next start
 	}
-	d.start(r, f)
+	if _, ok := d.hooks[r.ID]; !ok { // the watch may have been quicker
+		d.start(r, f)
+	}
 	d.log.Info("webhook registered", "webhook_id", r.ID, "url", r.URL, "filter", r.Filter)
 	return r.Webhook, nil
 }
 
-// List returns the registrations, oldest first, with their counters.
+// List returns the registrations live here, oldest first, with their
+// counters.
 func (d *Dispatcher) List(ctx context.Context) ([]Webhook, error) {
-	counts, err := d.db.failureCounts(ctx)
+	counts, err := d.db.failureCounts(ctx, "")
 	if err != nil {
 		return nil, err
 	}
@@ -181,25 +185,36 @@ func (d *Dispatcher) List(ctx context.Context) ([]Webhook, error) {
 
 // Get returns one registration with its counters, or ErrNotFound.
 func (d *Dispatcher) Get(ctx context.Context, id string) (Webhook, error) {
-	h, err := d.hook(id)
+	h, err := d.lookup(ctx, id)
 	if err != nil {
 		return Webhook{}, err
 	}
-	counts, err := d.db.failureCounts(ctx)
+	counts, err := d.db.failureCounts(ctx, id)
 	if err != nil {
 		return Webhook{}, err
 	}
 	return h.view(counts[id]), nil
 }
 
-func (d *Dispatcher) hook(id string) (*hook, error) {
+// lookup returns the live hook of id or, for a registration made through
+// another process that the watch has not brought yet, a hook that is not
+// live (no sender, zero counters) read from the registry.
+func (d *Dispatcher) lookup(ctx context.Context, id string) (*hook, error) {
 	d.mu.RLock()
-	defer d.mu.RUnlock()
 	h, ok := d.hooks[id]
-	if !ok {
+	gone := d.deleted[id]
+	d.mu.RUnlock()
+	switch {
+	case ok:
+		return h, nil
+	case gone:
 		return nil, fmt.Errorf("webhook %q: %w", id, ErrNotFound)
 	}
-	return h, nil
+	r, err := d.db.getWebhook(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return &hook{reg: r}, nil
 }
 
 func (h *hook) view(failures int64) Webhook {
@@ -218,23 +233,20 @@ func (h *hook) view(failures int64) Webhook {
 	return w
 }
 
-// Delete removes a registration and its failure list; batches waiting for
-// it are dropped.
+// Delete removes a registration and its failure list, here and, through
+// the registry, in every process; batches waiting for it are dropped.
 func (d *Dispatcher) Delete(ctx context.Context, id string) error {
+	if _, err := d.lookup(ctx, id); err != nil {
+		return err
+	}
 	d.mu.Lock()
-	h, ok := d.hooks[id]
-	if !ok {
-		d.mu.Unlock()
-		return fmt.Errorf("webhook %q: %w", id, ErrNotFound)
-	}
+	h := d.hooks[id]
 	delete(d.hooks, id)
+	d.deleted[id] = true
 	d.mu.Unlock()
-	h.mu.Lock()
-	if !h.closed {
-		h.closed = true
-		close(h.stop)
+	if h != nil {
+		h.kill()
 	}
-	h.mu.Unlock()
 	if err := d.db.deleteWebhook(ctx, id); err != nil {
 		return err
 	}
@@ -242,12 +254,13 @@ func (d *Dispatcher) Delete(ctx context.Context, id string) error {
 	return nil
 }
 
-// Failures lists a webhook's failed batches, oldest first.
+// Failures lists a webhook's failed batches, oldest first, as the registry
+// has them: those recorded by any process.
 func (d *Dispatcher) Failures(ctx context.Context, id string, limit int) ([]*Failure, error) {
-	if _, err := d.hook(id); err != nil {
+	if _, err := d.lookup(ctx, id); err != nil {
 		return nil, err
 	}
-	return d.db.failures(ctx, id, nil, limit, false)
+	return d.db.failures(ctx, id, nil, limit)
 }
 
 // ReplayResult is the answer of a replay.
@@ -261,15 +274,16 @@ type ReplayResult struct {
 // Each gets one attempt (call again to retry); a delivered batch leaves the
 // list, a failed one keeps its place with the attempt counted and the new
 // error. Batches are sent with their original delivery id, so receivers
-// can drop duplicates.
+// can drop duplicates. Replays of one webhook wait for each other within a
+// process, not across processes.
 func (d *Dispatcher) Replay(ctx context.Context, id string, ids []string) (ReplayResult, error) {
-	h, err := d.hook(id)
+	h, err := d.lookup(ctx, id)
 	if err != nil {
 		return ReplayResult{}, err
 	}
 	h.replayMu.Lock()
 	defer h.replayMu.Unlock()
-	fs, err := d.db.failures(ctx, id, ids, 0, true)
+	fs, err := d.db.failures(ctx, id, ids, 0)
 	if err != nil {
 		return ReplayResult{}, err
 	}
@@ -296,7 +310,7 @@ func (d *Dispatcher) Replay(ctx context.Context, id string, ids []string) (Repla
 		res.Replayed++
 		_, perr := d.post(ctx, h, f.ID, f.records, 1)
 		if perr == nil {
-			if err := d.db.deleteFailure(ctx, f.ID); err != nil {
+			if err := d.db.deleteFailure(ctx, f); err != nil {
 				return res, err
 			}
 			h.stats.deliveredBatches.Add(1)
@@ -307,7 +321,7 @@ func (d *Dispatcher) Replay(ctx context.Context, id string, ids []string) (Repla
 		f.Attempts++
 		f.Reason = "replay: " + perr.Error()
 		f.FailedAt = d.now()
-		if err := d.db.updateFailure(ctx, f); err != nil {
+		if err := d.db.putFailure(ctx, f); err != nil {
 			return res, err
 		}
 		res.Failed = append(res.Failed, f)

@@ -18,27 +18,38 @@ import (
 	"time"
 
 	"github.com/skyjoin/skyjoin/internal/event"
+	"github.com/skyjoin/skyjoin/internal/registry"
 	"github.com/skyjoin/skyjoin/internal/retry"
 )
 
 // Dispatcher holds the registrations, matches stored records against their
-// filters and delivers them. It is safe for concurrent use.
+// filters and delivers them. It is safe for concurrent use. Several
+// Dispatchers (in several processes) on one registry share the
+// registrations and the failure lists; each delivers the records handed to
+// its own Deliver.
 type Dispatcher struct {
 	cfg    Config
-	db     sqlStore
+	db     store
 	log    *slog.Logger
 	client *http.Client
 	now    func() time.Time
 
-	mu     sync.RWMutex // guards hooks and closed; Deliver holds it for reading
-	hooks  map[string]*hook
-	closed bool
+	mu      sync.RWMutex // guards hooks, retired, deleted and closed; Deliver holds it for reading
+	hooks   map[string]*hook
+	retired []*hook         // replaced by a changed registration; Close waits for their senders too
+	deleted map[string]bool // ids deleted through this Dispatcher: a late echo must not revive them
+	closed  bool
 
-	intake     chan []event.Record // stored batches waiting for route
+	intake     chan intake // stored batches waiting for route
 	intakeDone chan struct{}
 
+	// The watch of the registrations: stopWatch ends it, watchDone is
+	// closed once it has.
+	stopWatch context.CancelFunc
+	watchDone chan struct{}
+
 	// Failures wait in fpending for persistLoop, so that a sender or
-	// Deliver never waits for the database.
+	// Deliver never waits for the registry.
 	fmu      sync.Mutex
 	fpending []*Failure
 	fsignal  chan struct{}
@@ -66,20 +77,56 @@ type hook struct {
 	mu     sync.Mutex // guards closed and sends on queue
 	closed bool
 	queue  chan []encoded // batches of matched records
-	stop   chan struct{}  // closed on delete: the sender exits at once
-	done   chan struct{}  // closed when the sender has exited
 
-	replayMu sync.Mutex // one replay at a time
+	// ctx is the context of its POSTs: cancelled on delete, or when
+	// Close's deadline passes.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// stop is closed on delete: the sender drops what it holds and exits.
+	stop     chan struct{}
+	stopOnce sync.Once
+	deleted  atomic.Bool
+	done     chan struct{} // closed when the sender has exited
+
+	replayMu sync.Mutex // one replay at a time in this process
 
 	stats struct {
 		matched, filterErrors, deliveredBatches, deliveredRecords, retries, failed, queueFull atomic.Int64
 	}
 }
 
-// New returns a Dispatcher keeping its registrations and failures in db. It
-// creates its tables if need be, loads the registrations and starts their
-// senders. Close it before closing db.
-func New(ctx context.Context, db DB, cfg Config, log *slog.Logger) (*Dispatcher, error) {
+// intake is one Deliver call waiting for route.
+type intake struct {
+	recs []event.Record
+	c    *call
+}
+
+// call tracks the records of one Deliver call: done runs once every
+// record is settled for every webhook it matched.
+type call struct {
+	pending atomic.Int64 // records not settled, 1 while routed, 1 while in Deliver
+	done    func()
+}
+
+// settle marks n records of the call settled.
+func (c *call) settle(n int) {
+	if c.pending.Add(-int64(n)) == 0 {
+		c.done()
+	}
+}
+
+// settle marks every record of batch settled.
+func settle(batch []encoded) {
+	for _, e := range batch {
+		e.call.settle(1)
+	}
+}
+
+// New returns a Dispatcher keeping its registrations and failures in reg.
+// It loads the registrations, starts their senders and watches reg, so
+// that registrations made or deleted through other processes start or
+// stop here too. Close it before closing reg.
+func New(ctx context.Context, reg registry.Registry, cfg Config, log *slog.Logger) (*Dispatcher, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, errorf("new dispatcher", err)
@@ -89,42 +136,140 @@ func New(ctx context.Context, db DB, cfg Config, log *slog.Logger) (*Dispatcher,
 	}
 	d := &Dispatcher{
 		cfg:        cfg,
-		db:         sqlStore{db},
+		db:         store{reg},
 		log:        log,
 		client:     newClient(cfg.RequestTimeout, cfg.DenyPrivate),
 		now:        now,
 		hooks:      map[string]*hook{},
-		intake:     make(chan []event.Record, cfg.QueueSize),
+		deleted:    map[string]bool{},
+		intake:     make(chan intake, cfg.QueueSize),
 		intakeDone: make(chan struct{}),
+		watchDone:  make(chan struct{}),
 		fsignal:    make(chan struct{}, 1),
 		fquit:      make(chan struct{}),
 		fdone:      make(chan struct{}),
 	}
 	d.hard, d.hardStop = context.WithCancel(context.Background())
-	if err := d.db.migrate(ctx); err != nil {
-		return nil, err
+	// The watch outlives ctx, which bounds the first load only.
+	wctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	unbind := context.AfterFunc(ctx, stop)
+	docs, changes, err := reg.Watch(wctx, collWebhooks)
+	if !unbind() && err == nil {
+		err = ctx.Err()
 	}
-	regs, err := d.db.loadWebhooks(ctx)
 	if err != nil {
-		return nil, err
+		stop()
+		d.hardStop()
+		return nil, errorf("load webhooks", err)
 	}
-	for _, r := range regs {
-		f, err := compileFilter(r.Filter)
-		if err != nil {
-			// Stored by an older build with other declarations: keep the
-			// row, deliver nothing, say so.
-			log.Error("webhook filter no longer compiles; the webhook is inactive",
-				"webhook_id", r.ID, "error", err.Error())
-			continue
-		}
-		d.start(r, f)
-	}
+	d.stopWatch = stop
+	d.sync(docs)
+	go d.watchLoop(wctx, changes)
 	go d.routeLoop()
 	go d.persistLoop()
 	log.Info("webhooks loaded", "count", len(d.hooks))
 	return d, nil
 }
 
+// watchLoop applies the changes of the registrations made through any
+// process. Should the watch break, it watches again and syncs with the
+// registrations it then finds.
+func (d *Dispatcher) watchLoop(ctx context.Context, changes <-chan registry.Change) {
+	defer close(d.watchDone)
+	for attempt := 1; ; {
+		for c := range changes {
+			if c.Err != nil {
+				d.log.Error("webhook: the watch of the registrations broke; watching again", "error", c.Err.Error())
+				break
+			}
+			attempt = 1
+			d.apply(c)
+		}
+		for {
+			t := time.NewTimer(d.backoffPolicy().Delay(attempt))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			attempt++
+			docs, ch, err := d.db.reg.Watch(ctx, collWebhooks)
+			if err != nil {
+				if ctx.Err() == nil {
+					d.log.Error("webhook: watch the registrations", "error", err.Error())
+				}
+				continue
+			}
+			d.sync(docs)
+			changes = ch
+			break
+		}
+	}
+}
+
+// sync makes the live hooks those of docs, the registrations as stored.
+func (d *Dispatcher) sync(docs []registry.Doc) {
+	seen := make(map[string]bool, len(docs))
+	for _, doc := range docs {
+		seen[doc.ID] = true
+		d.apply(registry.Change{Doc: doc})
+	}
+	d.mu.RLock()
+	var gone []string
+	for id := range d.hooks {
+		if !seen[id] {
+			gone = append(gone, id)
+		}
+	}
+	d.mu.RUnlock()
+	for _, id := range gone {
+		d.apply(registry.Change{Doc: registry.Doc{ID: id}, Deleted: true})
+	}
+}
+
+// apply makes one change of a registration live: a new one starts, a
+// deleted one stops, a changed one is replaced (the old sender delivers
+// what it holds). The echo of a change made here changes nothing.
+func (d *Dispatcher) apply(c registry.Change) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return
+	}
+	old := d.hooks[c.ID]
+	if c.Deleted {
+		if old != nil {
+			delete(d.hooks, c.ID)
+			old.kill()
+			d.log.Info("webhook deleted elsewhere; stopped", "webhook_id", c.ID)
+		}
+		return
+	}
+	if d.deleted[c.ID] || old != nil && bytes.Equal(old.reg.raw, c.Data) {
+		return
+	}
+	r, err := decodeRegistration(c.Doc)
+	if err != nil {
+		d.log.Error("webhook registration unreadable; the webhook is inactive", "webhook_id", c.ID, "error", err.Error())
+		return
+	}
+	f, err := compileFilter(r.Filter)
+	if err != nil {
+		// Stored by a build with other declarations: keep the document,
+		// deliver nothing, say so.
+		d.log.Error("webhook filter no longer compiles; the webhook is inactive", "webhook_id", r.ID, "error", err.Error())
+		return
+	}
+	if old != nil {
+		old.retire()
+		d.retired = append(d.retired, old)
+	}
+	d.start(r, f)
+	d.log.Info("webhook live", "webhook_id", r.ID, "url", r.URL, "filter", r.Filter, "replaced", old != nil)
+}
+
+// start makes r live; d.mu must be held.
 func (d *Dispatcher) start(r *registration, f *filter) *hook {
 	h := &hook{
 		reg:    r,
@@ -133,35 +278,89 @@ func (d *Dispatcher) start(r *registration, f *filter) *hook {
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 	}
+	h.ctx, h.cancel = context.WithCancel(d.hard)
 	d.hooks[r.ID] = h
 	go d.send(h)
 	return h
 }
 
+// retire takes no more records; the sender delivers what it holds and
+// exits.
+func (h *hook) retire() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.closed {
+		h.closed = true
+		close(h.queue)
+	}
+}
+
+// kill stops the hook of a deleted registration at once: what it holds is
+// dropped (settled: nobody wants it any more).
+func (h *hook) kill() {
+	h.deleted.Store(true)
+	h.mu.Lock()
+	h.closed = true // the queue stays open for the sender to drain
+	h.mu.Unlock()
+	h.stopOnce.Do(func() { close(h.stop) })
+	h.cancel()
+}
+
 // Deliver hands stored records to the webhooks whose filter they match. It
-// does not wait for the filters or the deliveries: it is meant for the enrich
-// worker's OnStored hook. recs must not be modified afterwards. Should the
-// intake queue be full, the filters run on the caller's goroutine rather than
-// records being lost.
-func (d *Dispatcher) Deliver(recs []event.Record) {
+// does not wait for the filters or the deliveries: it is meant for the
+// enrich worker's OnStored hook, or a consumer of stored records. recs
+// must not be modified afterwards; records of several calls may share one
+// POST.
+//
+// done, if not nil, is called exactly once, on any goroutine (perhaps
+// before Deliver returns), once every record of recs is settled: delivered
+// with a 2xx to every webhook whose filter it matches, or stored in the
+// failure list (queue full, retries spent, shutdown), or matched by no
+// webhook (also when there is none, or the webhook was deleted meanwhile).
+// A caller may ack the broker message of recs in done. done is never
+// called for records that were not settled: after Close, or when a failure
+// could not be stored in the registry before Close's deadline; their
+// message stays unacknowledged and the broker delivers it again.
+//
+// Should the intake queue be full, the filters run on the caller's
+// goroutine rather than records being lost.
+func (d *Dispatcher) Deliver(recs []event.Record, done func()) {
+	if done == nil {
+		done = func() {}
+	}
 	if len(recs) == 0 {
+		done()
 		return
 	}
+	// One token for routing, one for this call: done never runs while
+	// offer holds d.mu.
+	in := intake{recs: recs, c: &call{done: done}}
+	in.c.pending.Store(2)
+	if d.offer(in) {
+		in.c.settle(1)
+	}
+}
+
+// offer hands in to routeLoop, or routes it on the caller's goroutine when
+// the intake is full; it reports false once d is closed.
+func (d *Dispatcher) offer(in intake) bool {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	if d.closed {
-		d.afterClose.Add(int64(len(recs)))
-		d.log.Warn("webhook dispatcher closed; records not offered to webhooks", "records", len(recs))
-		return
+		d.afterClose.Add(int64(len(in.recs)))
+		d.log.Warn("webhook dispatcher closed; records not offered to webhooks", "records", len(in.recs))
+		return false
 	}
 	if len(d.hooks) == 0 {
-		return
+		in.c.pending.Add(-1) // routed: nothing to match
+		return true
 	}
 	select {
-	case d.intake <- recs:
+	case d.intake <- in:
 	default:
-		d.route(recs, d.hookList())
+		d.route(in, d.hookList())
 	}
+	return true
 }
 
 // hookList returns the live hooks; d.mu must be held.
@@ -175,27 +374,30 @@ func (d *Dispatcher) hookList() []*hook {
 
 func (d *Dispatcher) routeLoop() {
 	defer close(d.intakeDone)
-	for recs := range d.intake {
+	for in := range d.intake {
 		d.mu.RLock()
 		hs := d.hookList()
 		d.mu.RUnlock()
-		d.route(recs, hs)
+		d.route(in, hs)
 	}
 }
 
 // route encodes each record once and queues the matches of every hook.
-func (d *Dispatcher) route(recs []event.Record, hs []*hook) {
+func (d *Dispatcher) route(in intake, hs []*hook) {
+	defer in.c.settle(1) // routed: done may run once the matches settle
 	if len(hs) == 0 {
 		return
 	}
-	encs := make([]encoded, 0, len(recs))
-	for i := range recs {
-		e, err := encodeRecord(&recs[i])
+	encs := make([]encoded, 0, len(in.recs))
+	for i := range in.recs {
+		e, err := encodeRecord(&in.recs[i])
 		if err != nil {
+			// It can match nothing: settled.
 			d.encodeErrors.Add(1)
-			d.log.Error("webhook: record not offered to webhooks", "event_id", recs[i].EventID, "error", err.Error())
+			d.log.Error("webhook: record not offered to webhooks", "event_id", in.recs[i].EventID, "error", err.Error())
 			continue
 		}
+		e.call = in.c
 		encs = append(encs, e)
 	}
 	for _, h := range hs {
@@ -214,6 +416,7 @@ func (d *Dispatcher) route(recs []event.Record, hs []*hook) {
 			continue
 		}
 		h.stats.matched.Add(int64(len(matched)))
+		in.c.pending.Add(int64(len(matched)))
 		d.enqueue(h, matched)
 	}
 }
@@ -222,7 +425,8 @@ func (d *Dispatcher) enqueue(h *hook, matched []encoded) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
-		return // deleted: nobody wants its records
+		settle(matched) // deleted or replaced meanwhile: nobody wants them here
+		return
 	}
 	select {
 	case h.queue <- matched:
@@ -237,6 +441,7 @@ func (d *Dispatcher) enqueue(h *hook, matched []encoded) {
 // them one at a time.
 func (d *Dispatcher) send(h *hook) {
 	defer close(h.done)
+	defer h.cancel()
 	size, wait := h.reg.BatchSize, time.Duration(h.reg.MaxWaitMS)*time.Millisecond
 	var buf []encoded
 	timer := time.NewTimer(time.Hour)
@@ -259,6 +464,22 @@ func (d *Dispatcher) send(h *hook) {
 			timerC = nil
 		}
 	}
+	defer func() {
+		if h.deleted.Load() { // drop what is left: settled, nobody wants it
+			settle(buf)
+			for {
+				select {
+				case m, ok := <-h.queue:
+					if !ok {
+						return
+					}
+					settle(m)
+				default:
+					return // closed to enqueues: nothing more comes
+				}
+			}
+		}
+	}()
 	for {
 		select {
 		case <-h.stop:
@@ -283,32 +504,31 @@ func (d *Dispatcher) send(h *hook) {
 }
 
 // deliverBatch posts one batch with retries; a batch that cannot be
-// delivered goes to the failure list.
-func (d *Dispatcher) deliverBatch(h *hook, batch []encoded) {
+// delivered goes to the failure list. buf is not kept.
+func (d *Dispatcher) deliverBatch(h *hook, buf []encoded) {
+	batch := slices.Clone(buf) // buf's array is reused; a failure keeps batch
 	id := newID("dlv_")
-	recs := recordsJSON(batch)
-	attempts, err := d.post(d.hard, h, id, recs, d.cfg.MaxAttempts)
-	if err == nil {
+	attempts, err := d.post(h.ctx, h, id, recordsJSON(batch), d.cfg.MaxAttempts)
+	switch {
+	case err == nil:
 		h.stats.deliveredBatches.Add(1)
 		h.stats.deliveredRecords.Add(int64(len(batch)))
+		settle(batch)
+		return
+	case h.deleted.Load():
+		settle(batch) // deleted meanwhile: nobody wants it
 		return
 	}
 	reason := err.Error()
 	if attempts == 0 {
 		reason = ReasonShutdown
 	}
-	f := newFailure(h.reg.ID, id, batch, reason, attempts, d.now())
-	f.records = recs
-	d.fail(h, f)
+	d.fail(h, newFailure(h.reg.ID, id, batch, reason, attempts, d.now()))
 }
 
 func newFailure(webhookID, id string, batch []encoded, reason string, attempts int, at time.Time) *Failure {
-	ids := make([]string, len(batch))
-	for i, e := range batch {
-		ids[i] = e.id
-	}
 	return &Failure{ID: id, WebhookID: webhookID, Reason: reason, Attempts: attempts, FailedAt: at,
-		Count: len(batch), EventIDs: ids, records: recordsJSON(batch)}
+		Count: len(batch), EventIDs: eventIDs(batch), batch: batch}
 }
 
 // recordsJSON is the JSON array of a batch's records.
@@ -364,7 +584,7 @@ func (d *Dispatcher) post(ctx context.Context, h *hook, deliveryID string, recor
 	body := payload(h.reg.ID, deliveryID, records)
 	attempts := 0
 	err := retry.Call(ctx, retry.Policy{
-		Backoff:     retry.Backoff{Initial: d.cfg.RetryDelay, Max: d.cfg.MaxRetryDelay},
+		Backoff:     d.backoffPolicy(),
 		MaxAttempts: maxAttempts,
 		Retryable:   func(err error) bool { _, ok := errors.AsType[*retryable](err); return ok },
 		OnRetry:     func(context.Context, int, error, time.Duration) { h.stats.retries.Add(1) },
@@ -465,57 +685,103 @@ func (d *Dispatcher) persistPending() {
 		_, live := d.hooks[f.WebhookID]
 		d.mu.RUnlock()
 		if !live {
-			continue // deleted meanwhile
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err := d.db.insertFailure(ctx, f)
-		cancel()
-		if err != nil {
-			d.persistErrors.Add(1)
-			d.log.Error("webhook batch lost: could not store it in the failure list", "webhook_id", f.WebhookID,
-				"delivery_id", f.ID, "records", f.Count, "reason", f.Reason, "error", err.Error())
+			settle(f.batch) // deleted meanwhile: nobody wants it
 			continue
 		}
+		if err := d.storeFailure(f); err != nil {
+			d.persistErrors.Add(1)
+			d.log.Error("webhook batch not stored in the failure list; the broker will deliver its records again",
+				"webhook_id", f.WebhookID, "delivery_id", f.ID, "records", f.Count, "reason", f.Reason, "error", err.Error())
+			continue
+		}
+		settle(f.batch)
 		d.log.Warn("webhook batch not delivered; kept in the failure list", "webhook_id", f.WebhookID,
 			"delivery_id", f.ID, "records", f.Count, "attempts", f.Attempts, "reason", f.Reason)
 	}
 }
 
-// Close stops taking records, lets each sender deliver what it holds until
-// ctx is done, then stops retrying and stores what was not delivered in
-// the failure list. It returns once every failure is stored. Close is
-// idempotent; close the database after it.
+// storeFailure stores a failed batch, as several failures if its records
+// exceed a registry document. A registry that fails is tried again with
+// backoff until Close's deadline passes.
+func (d *Dispatcher) storeFailure(f *Failure) error {
+	parts := splitFailure(f)
+	docs := make([][]byte, len(parts))
+	for i, p := range parts {
+		doc, err := encodeFailure(p, recordsJSON(p.batch))
+		if err != nil {
+			return fmt.Errorf("encode failure %s: %w", p.ID, err)
+		}
+		docs[i] = doc
+	}
+	for attempt := 1; ; attempt++ {
+		err := func() error {
+			for i, p := range parts {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				err := d.db.reg.Put(ctx, collFailures, failureKey(p.WebhookID, p.ID), docs[i])
+				cancel()
+				if err != nil {
+					return err
+				}
+			}
+			return nil
+		}()
+		if err == nil || errors.Is(err, registry.ErrTooLarge) || errors.Is(err, registry.ErrInvalid) || d.hard.Err() != nil {
+			return err
+		}
+		d.log.Warn("webhook: storing a failure failed; trying again", "webhook_id", f.WebhookID,
+			"delivery_id", f.ID, "attempt", attempt, "error", err.Error())
+		t := time.NewTimer(d.backoffPolicy().Delay(attempt))
+		select {
+		case <-t.C:
+		case <-d.hard.Done():
+			t.Stop()
+		}
+	}
+}
+
+// backoffPolicy is the backoff of deliveries, of storing failures and of
+// watching the registrations again.
+func (d *Dispatcher) backoffPolicy() retry.Backoff {
+	return retry.Backoff{Initial: d.cfg.RetryDelay, Max: d.cfg.MaxRetryDelay}
+}
+
+// Close stops watching the registrations and taking records, lets each
+// sender deliver what it holds until ctx is done, then stops retrying and
+// stores what was not delivered in the failure list. It returns once every
+// failure is stored. Close is idempotent; close the registry after it.
 func (d *Dispatcher) Close(ctx context.Context) error {
 	d.closeOnce.Do(func() {
+		d.stopWatch()
+		<-d.watchDone
 		d.mu.Lock()
 		d.closed = true
-		hs := d.hookList()
+		hs := append(d.hookList(), d.retired...)
 		d.mu.Unlock()
 		close(d.intake)
 		<-d.intakeDone
 		for _, h := range hs {
-			h.mu.Lock()
-			if !h.closed {
-				h.closed = true
-				close(h.queue)
-			}
-			h.mu.Unlock()
+			h.retire()
 		}
+		// Until ctx is done, senders retry and failures that the registry
+		// refuses are stored again.
 		stop := context.AfterFunc(ctx, d.hardStop)
 		for _, h := range hs {
 			<-h.done
 		}
-		stop()
-		d.hardStop()
 		close(d.fquit)
 		<-d.fdone
+		stop()
+		d.hardStop()
 		if n := d.persistErrors.Load(); n > 0 {
-			d.closeErr = errorf("close", fmt.Errorf("%d undelivered batches could not be stored in the failure list", n))
+			d.closeErr = errorf("close", fmt.Errorf("%d undelivered batches could not be stored in the failure list (their broker messages were not acknowledged)", n))
 		}
 		d.log.Info("webhook dispatcher closed")
 	})
 	return d.closeErr
 }
+
+// now is the time of registrations and failures: UTC, microseconds.
+func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
 
 // newID returns prefix and 20 random hex digits.
 func newID(prefix string) string {

@@ -92,6 +92,7 @@ type encoded struct {
 	id   string
 	json []byte
 	vars map[string]any
+	call *call // the Deliver call it settles
 }
 
 // encodeRecord turns a record into its JSON and the map of its top-level

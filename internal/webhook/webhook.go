@@ -14,16 +14,23 @@
 //	GET    /v1/webhooks/{id}/failures            batches that could not be delivered
 //	POST   /v1/webhooks/{id}/failures/replay     deliver them again (all, or by id)
 //
-// Registrations and failures live in two tables, webhooks and
-// webhook_failures, of the SQL database handed to New (the DuckDB file of
-// the embedded store), so they survive a restart. The secret is stored
-// there, because signing needs it, and is never sent back by the API.
+// Registrations and failures live in the shared registry handed to New
+// (package registry: a JetStream key-value bucket, or Firestore), in the
+// collections webhooks and webhook_failures, so they survive a restart and
+// every process sees them: each Dispatcher watches the registrations and
+// starts or stops its senders within a second or two of a change made
+// through any process, and the failure list is read from the registry. The
+// secret is stored there, because signing needs it, and is never sent back
+// by the API. (Versions before the registry kept both in DuckDB tables.)
 //
 // Delivery never slows the pipeline: Dispatcher.Deliver only hands the
 // stored records to a queue; one goroutine evaluates the filters and each
 // registration has its own bounded queue of batches and its own sender. A
 // batch that finds its queue full goes to the failure list with the reason
-// "queue full", so nothing is dropped silently. See docs/webhooks.md.
+// "queue full", so nothing is dropped silently. Deliver's done callback
+// says when every record of the call is settled (delivered, in the failure
+// list, or matched by no webhook), so that a broker consumer acks only
+// then. See docs/webhooks.md.
 package webhook
 
 import (
@@ -164,8 +171,12 @@ type Failure struct {
 	FailedAt  time.Time `json:"failed_at"`
 	Count     int       `json:"count"`     // records in the batch
 	EventIDs  []string  `json:"event_ids"` // their event ids
-	// records is the batch as delivered: a JSON array of records.
+	// records is the batch as delivered, a JSON array of records, once
+	// loaded from the registry.
 	records []byte
+	// batch is a failure not stored yet: its records, each with the
+	// Deliver call it settles once stored.
+	batch []encoded
 }
 
 // Reasons of failures that were never attempted.

@@ -9,55 +9,59 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/skyjoin/skyjoin/internal/event"
-	"github.com/skyjoin/skyjoin/internal/store/duckdb"
+	"github.com/skyjoin/skyjoin/internal/registry"
+	"github.com/skyjoin/skyjoin/internal/registry/natskv/natskvtest"
 )
 
 const secret = "test-secret-0123456789"
 
-// env is a dispatcher on a real DuckDB file, served over HTTP.
+// env is a dispatcher on the registry's key-value bucket on a real
+// embedded JetStream server, served over HTTP.
 type env struct {
-	t    *testing.T
-	path string
-	cfg  Config
-	st   *duckdb.Store
-	d    *Dispatcher
-	api  *httptest.Server
+	t   *testing.T
+	cfg Config
+	srv *natskvtest.Server
+	reg registry.Registry
+	d   *Dispatcher
+	api *httptest.Server
 }
 
 func newEnv(t *testing.T, cfg Config) *env {
 	t.Helper()
-	e := &env{t: t, path: filepath.Join(t.TempDir(), "skyjoin.duckdb"), cfg: cfg}
-	e.open()
+	e := &env{t: t, cfg: cfg, srv: natskvtest.Start(t, t.TempDir())}
+	e.open(e.srv.Registry(t))
 	t.Cleanup(e.close)
 	return e
 }
 
-func (e *env) open() {
+// peer is another Dispatcher on the same registry, over a connection of
+// its own, as another process would run it.
+func (e *env) peer() *env {
 	e.t.Helper()
-	ctx := context.Background()
-	st, err := duckdb.Open(ctx, duckdb.Config{Path: e.path}, nil)
+	p := &env{t: e.t, cfg: e.cfg, srv: e.srv}
+	p.open(e.srv.Dial(e.t))
+	e.t.Cleanup(p.close)
+	return p
+}
+
+func (e *env) open(reg registry.Registry) {
+	e.t.Helper()
+	d, err := New(context.Background(), reg, e.cfg, nil)
 	if err != nil {
-		e.t.Fatal(err)
-	}
-	d, err := New(ctx, st.DB(), e.cfg, nil)
-	if err != nil {
-		st.Close()
 		e.t.Fatal(err)
 	}
 	mux := http.NewServeMux()
 	d.Register(mux)
-	e.st, e.d, e.api = st, d, httptest.NewServer(mux)
+	e.reg, e.d, e.api = reg, d, httptest.NewServer(mux)
 }
 
-// close closes the dispatcher (with a deadline that has passed if
-// immediate), then the store.
+// close closes the dispatcher, then the registry.
 func (e *env) close() {
 	if e.d == nil {
 		return
@@ -68,16 +72,26 @@ func (e *env) close() {
 	if err := e.d.Close(ctx); err != nil {
 		e.t.Error(err)
 	}
-	if err := e.st.Close(); err != nil {
+	if err := e.reg.Close(); err != nil {
 		e.t.Error(err)
 	}
 	e.d = nil
 }
 
+// reopen restarts the dispatcher and the broker under it.
 func (e *env) reopen() {
 	e.t.Helper()
 	e.close()
-	e.open()
+	e.srv = e.srv.Restart(e.t)
+	e.open(e.srv.Registry(e.t))
+}
+
+// live reports whether the webhook id is live in e's dispatcher.
+func (e *env) live(id string) bool {
+	e.d.mu.RLock()
+	defer e.d.mu.RUnlock()
+	_, ok := e.d.hooks[id]
+	return ok
 }
 
 func (e *env) do(method, path string, body any) (int, []byte) {
@@ -463,8 +477,8 @@ func TestDeliverySigned(t *testing.T) {
 	all := e.register(map[string]any{"url": wrong.srv.URL, "max_wait_ms": 0})
 
 	recs := []event.Record{rec("s1", "Spain", 31), rec("f1", "France", 40), rec("s2", "Spain", 10), rec("s3", "Spain", -999), rec("s4", "Spain", 35.5), rec("s5", "Spain", 33)}
-	e.d.Deliver(recs[:3])
-	e.d.Deliver(recs[3:])
+	e.d.Deliver(recs[:3], nil)
+	e.d.Deliver(recs[3:], nil)
 
 	eventually(t, "3 hot Spanish records at the receiver", func() bool { return len(good.received()) == 3 })
 	_, badSigs, deliveries := good.snapshot()
@@ -512,7 +526,7 @@ func TestRetryFailureListReplay(t *testing.T) {
 	rcv.set(http.StatusServiceUnavailable)
 	w := e.register(map[string]any{"url": rcv.srv.URL, "filter": `location.country == "Spain"`, "batch_size": 10, "max_wait_ms": 0})
 
-	e.d.Deliver([]event.Record{rec("r1", "Spain", 20), rec("r2", "Spain", 25), rec("x", "Norway", 1)})
+	e.d.Deliver([]event.Record{rec("r1", "Spain", 20), rec("r2", "Spain", 25), rec("x", "Norway", 1)}, nil)
 	eventually(t, "the batch in the failure list", func() bool { return len(e.failures(w.ID)) == 1 })
 	f := e.failures(w.ID)[0]
 	if f.Attempts != cfg.MaxAttempts || f.Count != 2 || !strings.Contains(f.Reason, "503") ||
@@ -584,7 +598,7 @@ func TestNonRetryableAndRetryAfter(t *testing.T) {
 			rcv := newReceiver(t, secret)
 			rcv.set(tt.status)
 			w := e.register(map[string]any{"url": rcv.srv.URL, "max_wait_ms": 0})
-			e.d.Deliver([]event.Record{rec("n1", "Spain", 20)})
+			e.d.Deliver([]event.Record{rec("n1", "Spain", 20)}, nil)
 			eventually(t, "a failure", func() bool { return len(e.failures(w.ID)) == 1 })
 			if f := e.failures(w.ID)[0]; f.Attempts != tt.wantAttempts {
 				t.Fatalf("attempts %d, want %d (%s)", f.Attempts, tt.wantAttempts, f.Reason)
@@ -599,7 +613,7 @@ func TestNetworkErrorRetried(t *testing.T) {
 	url := dead.URL
 	dead.Close() // connection refused from now on
 	w := e.register(map[string]any{"url": url, "max_wait_ms": 0})
-	e.d.Deliver([]event.Record{rec("n1", "Spain", 20)})
+	e.d.Deliver([]event.Record{rec("n1", "Spain", 20)}, nil)
 	eventually(t, "a failure", func() bool { return len(e.failures(w.ID)) == 1 })
 	if f := e.failures(w.ID)[0]; f.Attempts != 2 || !strings.Contains(f.Reason, "refused") {
 		t.Fatalf("failure %+v: want 2 attempts and connection refused", f)
@@ -616,11 +630,11 @@ func TestQueueFull(t *testing.T) {
 	rcv.mu.Unlock()
 	w := e.register(map[string]any{"url": rcv.srv.URL, "batch_size": 1, "max_wait_ms": 0})
 
-	e.d.Deliver([]event.Record{rec("q1", "Spain", 20)})
+	e.d.Deliver([]event.Record{rec("q1", "Spain", 20)}, nil)
 	<-started // the sender is stuck in its POST
-	e.d.Deliver([]event.Record{rec("q2", "Spain", 20)})
+	e.d.Deliver([]event.Record{rec("q2", "Spain", 20)}, nil)
 	eventually(t, "one batch queued", func() bool { return e.get(w.ID).Stats.Queued == 1 })
-	e.d.Deliver([]event.Record{rec("q3", "Spain", 20)}) // finds the queue full
+	e.d.Deliver([]event.Record{rec("q3", "Spain", 20)}, nil) // finds the queue full
 
 	eventually(t, "the queue-full failure", func() bool { return len(e.failures(w.ID)) == 1 })
 	f := e.failures(w.ID)[0]
@@ -650,7 +664,7 @@ func TestShutdownKeepsUndelivered(t *testing.T) {
 	rcv := newReceiver(t, secret)
 	rcv.set(http.StatusBadGateway)
 	w := e.register(map[string]any{"url": rcv.srv.URL, "max_wait_ms": 0})
-	e.d.Deliver([]event.Record{rec("z1", "Spain", 20), rec("z2", "Spain", 20)})
+	e.d.Deliver([]event.Record{rec("z1", "Spain", 20), rec("z2", "Spain", 20)}, nil)
 	eventually(t, "the first attempt", func() bool { a, _, _ := rcv.snapshot(); return a == 1 })
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -658,7 +672,7 @@ func TestShutdownKeepsUndelivered(t *testing.T) {
 	if err := e.d.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	e.d.Deliver([]event.Record{rec("late", "Spain", 20)}) // after Close: not taken, no panic
+	e.d.Deliver([]event.Record{rec("late", "Spain", 20)}, nil) // after Close: not taken, no panic
 	e.reopen()
 	fs := e.failures(w.ID)
 	if len(fs) != 1 || fs[0].Attempts != 1 || !strings.Contains(fs[0].Reason, "shutting down") || fs[0].Count != 2 {

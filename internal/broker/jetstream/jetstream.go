@@ -282,6 +282,11 @@ func (b *Broker) shutdown() error {
 	return nil
 }
 
+// JetStream is the broker's JetStream API on its connection (in-process
+// for the embedded server), for other users of the same server: the
+// registry keeps its key-value bucket there. It is closed with the broker.
+func (b *Broker) JetStream() jetstream.JetStream { return b.js }
+
 // errIfClosed returns broker.ErrClosed once Close was called.
 func (b *Broker) errIfClosed() error {
 	if b.closed.Load() {
