@@ -49,6 +49,7 @@ type config struct {
 	StatsEvery  time.Duration
 	Serve       serve.Options
 	Webhook     webhook.Config
+	DeliverAck  time.Duration
 
 	hooks upHooks
 

@@ -71,11 +71,20 @@ func (c *config) stages() map[string]*stage {
 			start:    c.startServe,
 		},
 		stDeliver: {
-			name:     stDeliver,
-			uses:     []*part{pt[ptBroker], pt[ptRegistry]},
-			flags:    c.Webhook.RegisterFlags,
-			validate: func() error { return c.Webhook.Validate() },
-			start:    c.startDeliver,
+			name: stDeliver,
+			uses: []*part{pt[ptBroker], pt[ptRegistry]},
+			flags: func(fs *flag.FlagSet) {
+				c.Webhook.RegisterFlags(fs)
+				fs.DurationVar(&c.DeliverAck, "deliver-ack-wait", 0, "how long a records message handed to the webhooks stays unacked before the broker gives it to another deliver instance (0: the longest a batch's retries can take, at most 10m)")
+			},
+			validate: func() error {
+				err := c.Webhook.Validate()
+				if c.DeliverAck != 0 && c.DeliverAck < time.Second {
+					err = errors.Join(err, fmt.Errorf("deliver-ack-wait must be 0 or at least 1s, got %s", c.DeliverAck))
+				}
+				return err
+			},
+			start: c.startDeliver,
 		},
 	}
 	return c.all
@@ -309,9 +318,13 @@ func (c *config) startDeliver(ctx context.Context, p *process, r platform.Router
 	// acked once every one of them was delivered or kept in the failure
 	// list (at least once: a crash before that brings the message back).
 	// A message stays unacked for at most the whole of a batch's retries.
-	ackWait := c.Webhook.RequestTimeout*time.Duration(c.Webhook.MaxAttempts) + c.Webhook.MaxRetryDelay*time.Duration(c.Webhook.MaxAttempts) + time.Minute
+	ackWait := c.DeliverAck
+	if ackWait <= 0 {
+		n := time.Duration(c.Webhook.MaxAttempts)
+		ackWait = min(c.Webhook.RequestTimeout*n+c.Webhook.MaxRetryDelay*n+time.Minute, 10*time.Minute)
+	}
 	sub, err := b.Subscribe(ctx, broker.TopicRecords, deliverSubscription, broker.SubscribeOptions{
-		AckWait: min(ackWait, 10*time.Minute), MaxOutstanding: c.Webhook.QueueSize * 4,
+		AckWait: ackWait, MaxOutstanding: c.Webhook.QueueSize * 4,
 	})
 	if err != nil {
 		hooks.Close(ctx)
