@@ -14,19 +14,14 @@ import (
 	"strings"
 )
 
-type command struct {
+type subcommand struct {
 	summary string
 	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
 }
 
-var commands = map[string]command{
-	"up":          {"run the whole pipeline in one process (add --demo for the built-in simulators)", runUp},
+var commands = map[string]subcommand{
 	"backfill":    {"join the weather to the records stored without it (run while up is stopped)", runBackfill},
 	"broker":      {"run the embedded NATS JetStream broker alone, on TCP, for stages in separate processes", runBroker},
-	"ingest":      {"run ingest alone (POST /v1/events) on a shared broker", runIngest},
-	"enrich":      {"run the enrich worker alone on a shared broker; it owns the store and serves its reads", runEnrich},
-	"serve":       {"run the read API alone (for stores that several processes can read, such as BigQuery)", runServe},
-	"collect":     {"run the users collector alone on a shared broker", runCollect},
 	"bench":       {"measure a running or self-started skyjoin: ingest, pipeline, latency, weather, resources", runBench},
 	"deadletters": {"list the events the worker could not process, with the reason", runDeadLetters},
 	"replay":      {"publish dead letters to the pipeline again once the cause is fixed", runReplay},
@@ -34,6 +29,15 @@ var commands = map[string]command{
 	"schema":      {"print the event JSON Schema, or the store's DDL with --ddl", runSchema},
 	"sim":         {"run the built-in simulators of the users and weather APIs alone, with optional injected faults", runSim},
 	"version":     {"print the version", runVersion},
+}
+
+func init() {
+	for _, c := range stageCommands {
+		name := c.name
+		commands[name] = subcommand{c.summary, func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+			return runStageCommand(ctx, name, args, stdout, stderr)
+		}}
+	}
 }
 
 // errUsage marks errors in how skyjoin was called (exit code 2).

@@ -23,6 +23,8 @@ import (
 //
 //	nats://embedded                      in-process NATS JetStream under dataDir/jetstream
 //	nats://embedded?listen=127.0.0.1:4222  the same, also reachable by other processes
+//	                                     (records_max_age, records_max_bytes and
+//	                                     deadletter_max_age: see jetstream.ParseURL)
 //	nats://HOST:PORT                     an external NATS server with JetStream
 //	pubsub://PROJECT[?create=true&prefix=skyjoin&...]  Google Cloud Pub/Sub (or the
 //	                                     emulator at PUBSUB_EMULATOR_HOST); parameters
@@ -34,19 +36,11 @@ func openBroker(ctx context.Context, raw, dataDir string, log *slog.Logger) (bro
 	}
 	switch u.Scheme {
 	case "nats":
-		q := u.Query()
-		cfg := jetstream.Config{URL: "nats://" + u.Host, DataDir: dataDir}
-		for k := range q {
-			switch k {
-			case "listen":
-				if u.Host != "embedded" {
-					return nil, fmt.Errorf("broker URL %q: listen applies to nats://embedded only", raw)
-				}
-				cfg.Listen = q.Get("listen")
-			default:
-				return nil, fmt.Errorf("broker URL %q: unknown parameter %q (known: listen)", raw, k)
-			}
+		cfg, err := jetstream.ParseURL(raw)
+		if err != nil {
+			return nil, err
 		}
+		cfg.DataDir = dataDir
 		b, err := jetstream.Open(ctx, cfg, log)
 		if err != nil {
 			return nil, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 
 	"github.com/skyjoin/skyjoin/internal/broker/jetstream"
@@ -19,6 +20,7 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs := newFlagSet("broker", stderr)
 	listen := fs.String("listen", "127.0.0.1:4222", "host:port the broker listens on (no authentication: keep it on loopback or a private network)")
 	dataDir := fs.String("data-dir", "data", "directory for the broker's files (DATA_DIR/jetstream)")
+	readyFile := fs.String("ready-file", "", "once ready, write a JSON file here with the broker's URL; removed on exit")
 	var logCfg platform.LogConfig
 	logCfg.RegisterFlags(fs)
 	if err := platform.ParseFlags(fs, args); err != nil {
@@ -36,6 +38,12 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	if err := writeReadyFile(*readyFile, map[string]any{"pid": os.Getpid(), "command": "broker",
+		"broker": "nats://" + *listen, "data_dir": dir}); err != nil {
+		b.Close()
+		return err
+	}
+	defer removeReadyFile(*readyFile)
 	fmt.Fprintf(stdout, "skyjoin broker is up\n  broker     nats://%s\n  data dir   %s\nPress Ctrl-C to stop.\n", *listen, dir)
 	log.Info("broker is up", "listen", *listen, "data_dir", dir)
 	<-ctx.Done()

@@ -80,7 +80,7 @@ func resetPeak() error {
 
 // registerDebug mounts GET /debug/pipeline and the pprof handlers.
 // GET /debug/pipeline?reset_peak=1 first resets the peak RSS (VmHWM).
-func registerDebug(mux *http.ServeMux, w *enrich.Worker, ws *weather.Service, gate *ingest.BacklogGate) {
+func registerDebug(mux platform.Router, w *enrich.Worker, ws *weather.Service, gate *ingest.BacklogGate) {
 	mux.HandleFunc("GET /debug/pipeline", func(rw http.ResponseWriter, r *http.Request) {
 		d := pipelineDebug{PID: os.Getpid()}
 		if r.URL.Query().Get("reset_peak") == "1" {

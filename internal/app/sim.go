@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -24,6 +25,7 @@ type simConfig struct {
 	WeatherFault simFault
 	UsersFault   simFault
 	Log          platform.LogConfig
+	ReadyFile    string
 }
 
 // simFault is an injected misbehaviour of one simulated API, for manual
@@ -107,6 +109,7 @@ func (c *simConfig) registerFlags(fs *flag.FlagSet) {
 	c.WeatherFault.registerFlags(fs, "weather")
 	c.UsersFault.registerFlags(fs, "users")
 	c.Log.RegisterFlags(fs)
+	fs.StringVar(&c.ReadyFile, "ready-file", "", "once ready, write a JSON file here with the simulators' URLs; removed on exit")
 }
 
 func (c simConfig) validate() error {
@@ -155,6 +158,12 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	if err := writeReadyFile(cfg.ReadyFile, map[string]any{"pid": os.Getpid(), "command": "sim", "url": srv.URL,
+		"weather": srv.OpenMeteoURL, "users": srv.RandomUserURL}); err != nil {
+		srv.Close()
+		return err
+	}
+	defer removeReadyFile(cfg.ReadyFile)
 	var b strings.Builder
 	b.WriteString("skyjoin sim is up\n")
 	fmt.Fprintf(&b, "  weather    %s\n", srv.OpenMeteoURL)

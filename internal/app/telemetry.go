@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -14,6 +13,7 @@ import (
 	"github.com/skyjoin/skyjoin/internal/broker"
 	"github.com/skyjoin/skyjoin/internal/enrich"
 	"github.com/skyjoin/skyjoin/internal/ingest"
+	"github.com/skyjoin/skyjoin/internal/platform"
 	"github.com/skyjoin/skyjoin/internal/platform/secret"
 	"github.com/skyjoin/skyjoin/internal/platform/telemetry"
 	"github.com/skyjoin/skyjoin/internal/weather"
@@ -50,7 +50,7 @@ func closeTelemetry(shutdown func(context.Context) error) func() error {
 // attaches the telemetry observers to ingest and the worker, and reports
 // the weather service's counters and the broker backlog as observable
 // instruments. Any of ing, w, weatherStats and gate may be nil.
-func instrumentPipeline(p *telemetry.Provider, mux *http.ServeMux, ing *ingest.Handler, w *enrich.Worker,
+func instrumentPipeline(p *telemetry.Provider, mux platform.Router, ing *ingest.Handler, w *enrich.Worker,
 	weatherStats func() weather.Stats, gate *ingest.BacklogGate, subscription string) error {
 	if h := p.MetricsHandler(); h != nil && mux != nil {
 		mux.Handle("GET /metrics", h)

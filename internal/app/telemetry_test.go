@@ -80,9 +80,8 @@ func TestInstrumentPipelineExposesWeatherAndBacklog(t *testing.T) {
 
 func TestWeatherAPIKeyFlagIsASecret(t *testing.T) {
 	var usage bytes.Buffer
-	fs := newFlagSet("up", &usage)
-	var cfg upConfig
-	cfg.registerFlags(fs)
+	cfg := newConfig("up")
+	fs, _, _ := stageFlagSet(findStageCommand("up"), cfg, &usage)
 	t.Setenv("SKYJOIN_TEST_WEATHER_KEY", "k-from-env")
 	if err := platform.ParseFlags(fs, []string{"--weather-api-key", "env://SKYJOIN_TEST_WEATHER_KEY", "--telemetry", "none"}); err != nil {
 		t.Fatal(err)
@@ -97,13 +96,12 @@ func TestWeatherAPIKeyFlagIsASecret(t *testing.T) {
 	if strings.Contains(usage.String(), "k-from-env") || !strings.Contains(usage.String(), "-weather-api-key") {
 		t.Errorf("usage: %s", usage.String())
 	}
-	if err := platform.ParseFlags(newFlagSetWith(&upConfig{}), []string{"--weather-api-key", "sm://nope"}); err == nil {
+	if err := platform.ParseFlags(newFlagSetWith(newConfig("up")), []string{"--weather-api-key", "sm://nope"}); err == nil {
 		t.Error("a bad sm:// reference was accepted")
 	}
 }
 
-func newFlagSetWith(cfg *upConfig) *flag.FlagSet {
-	fs := newFlagSet("up", io.Discard)
-	cfg.registerFlags(fs)
+func newFlagSetWith(cfg *config) *flag.FlagSet {
+	fs, _, _ := stageFlagSet(findStageCommand("up"), cfg, io.Discard)
 	return fs
 }

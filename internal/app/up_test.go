@@ -14,7 +14,6 @@ import (
 	json "github.com/goccy/go-json"
 
 	"github.com/skyjoin/skyjoin/internal/event"
-	"github.com/skyjoin/skyjoin/internal/platform"
 )
 
 // flakyStore fails every Write while failing is set: a store outage.
@@ -32,49 +31,12 @@ func (s *flakyStore) Write(ctx context.Context, recs []event.Record) error {
 	return s.storeBackend.Write(ctx, recs)
 }
 
-// startInProcess runs up() in this process with the given hooks and returns
-// the API base URL and a stop function that waits for a clean shutdown.
+// startInProcess runs `up` in this process with the given hooks and
+// returns the API base URL and a stop function that waits for a clean
+// shutdown.
 func startInProcess(t *testing.T, hooks upHooks, args ...string) (string, func()) {
 	t.Helper()
-	var cfg upConfig
-	cfg.stages = allStages
-	fs := newFlagSet("up", io.Discard)
-	cfg.registerFlags(fs)
-	all := append([]string{"--demo", "--collect=false", "--addr", "127.0.0.1:0", "--data-dir", t.TempDir(),
-		"--stats-every", "0", "--weather-quota", "none", "--log-level", "error"}, args...)
-	if err := platform.ParseFlags(fs, all); err != nil {
-		t.Fatal(err)
-	}
-	if err := cfg.validate(); err != nil {
-		t.Fatal(err)
-	}
-	addr := make(chan string, 1)
-	hooks.ready = func(a string) { addr <- a }
-	cfg.hooks = hooks
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- up(ctx, cfg, io.Discard, platform.Discard) }()
-	var base string
-	select {
-	case a := <-addr:
-		base = "http://" + a
-	case err := <-done:
-		t.Fatalf("up exited: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("up did not start in 60 s")
-	}
-	stop := func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("up: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("up did not stop in 30 s")
-		}
-	}
-	return base, stop
+	return startInProcessOut(t, hooks, io.Discard, args...)
 }
 
 func postEvents(t *testing.T, base string, from, n int) {

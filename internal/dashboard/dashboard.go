@@ -64,7 +64,7 @@ func Handler() http.Handler {
 
 // Register adds the dashboard's routes to mux: GET / (exactly) and
 // GET /assets/. Other paths stay free for the API.
-func Register(mux *http.ServeMux) {
+func Register(mux platform.Router) {
 	h := Handler()
 	mux.Handle("GET /{$}", h)
 	mux.Handle("GET /assets/", h)

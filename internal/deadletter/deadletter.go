@@ -159,7 +159,7 @@ type Handler struct {
 func NewHandler(b Broker, log *slog.Logger) *Handler { return &Handler{b: b, log: log} }
 
 // Register mounts the routes on mux.
-func (h *Handler) Register(mux *http.ServeMux) {
+func (h *Handler) Register(mux platform.Router) {
 	mux.HandleFunc("GET /v1/deadletters", h.list)
 	mux.HandleFunc("POST /v1/deadletters/replay", h.replay)
 	mux.HandleFunc("DELETE /v1/deadletters/{id}", h.delete)

@@ -1,6 +1,7 @@
 // Package enrich is the streaming worker: it pulls batches of messages from
 // the broker, decodes and validates their events, joins the weather, writes
-// the enriched records to the store and only then acks the messages.
+// the enriched records to the store, publishes the stored records to the
+// records topic and only then acks the messages.
 // Events that cannot be processed go to the dead-letter topic with their
 // reason, and the message that carried them is acked, so that one bad event
 // never blocks the stream.
@@ -475,6 +476,9 @@ func (w *Worker) Process(ctx context.Context, msgs []*broker.Message) error {
 		if w.Observer != nil {
 			w.Observer.Stored(ctx, recs, w.now().UTC())
 		}
+		if err := w.publishRecords(ctx, recs); err != nil {
+			return err
+		}
 		w.stats.stored.Add(int64(len(recs)))
 		w.stats.unavailable.Add(unavailable)
 		w.stats.stale.Add(stale)
@@ -497,6 +501,41 @@ func (w *Worker) Process(ctx context.Context, msgs []*broker.Message) error {
 	w.stats.messages.Add(int64(len(msgs)))
 	if w.OnStored != nil && len(recs) > 0 {
 		w.OnStored(recs)
+	}
+	return nil
+}
+
+// publishRecords publishes the stored records to the records topic, for
+// every downstream consumer (the live streams of every serve instance,
+// webhook delivery), before the batch is acked: a crash after the store
+// committed and before this publish makes the broker deliver the batch
+// again, and the store then returns the records it holds (store.Writer), so
+// they are published then. Records with Seq 0 are later copies of an event
+// in the same batch, dropped by the store.
+func (w *Worker) publishRecords(ctx context.Context, recs []event.Record) error {
+	stored := recs
+	for i := range recs {
+		if recs[i].Seq == 0 {
+			stored = make([]event.Record, 0, len(recs))
+			for j := range recs {
+				if recs[j].Seq != 0 {
+					stored = append(stored, recs[j])
+				}
+			}
+			break
+		}
+	}
+	if len(stored) == 0 {
+		return nil
+	}
+	pctx, start := w.phaseStart(ctx, PhaseRecords)
+	msgs, err := envelope.NewRecordsMessages(stored, 0)
+	if err == nil {
+		err = w.pub.Publish(pctx, broker.TopicRecords, msgs...)
+	}
+	w.phaseDone(pctx, PhaseRecords, start, len(stored), err)
+	if err != nil {
+		return fmt.Errorf("enrich: publish %d stored records: %w", len(stored), err)
 	}
 	return nil
 }

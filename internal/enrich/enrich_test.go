@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -23,7 +24,10 @@ type queue struct {
 	acked   []*broker.Message
 	nacked  []*broker.Message
 	dead    []*broker.Message
+	records []*broker.Message
 	pubErr  error
+	recErr  error    // fails publishes to the records topic
+	log     []string // "records", "ack", in order
 }
 
 func (q *queue) Fetch(ctx context.Context, max int, wait time.Duration) ([]*broker.Message, error) {
@@ -38,6 +42,7 @@ func (q *queue) Ack(ctx context.Context, msgs ...*broker.Message) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.acked = append(q.acked, msgs...)
+	q.log = append(q.log, "ack")
 	return nil
 }
 func (q *queue) Nack(ctx context.Context, d time.Duration, msgs ...*broker.Message) error {
@@ -52,6 +57,14 @@ func (q *queue) Publish(ctx context.Context, topic string, msgs ...*broker.Messa
 	defer q.mu.Unlock()
 	if q.pubErr != nil {
 		return q.pubErr
+	}
+	if topic == broker.TopicRecords {
+		if q.recErr != nil {
+			return q.recErr
+		}
+		q.records = append(q.records, msgs...)
+		q.log = append(q.log, "records")
+		return nil
 	}
 	if topic != broker.TopicDeadLetter {
 		return fmt.Errorf("unexpected topic %s", topic)
@@ -97,7 +110,16 @@ func (s *memStore) Write(ctx context.Context, recs []event.Record) error {
 			return fmt.Errorf("store rejects %s", r.EventID)
 		}
 	}
-	s.recs = append(s.recs, recs...)
+	// As store.Writer says: a new record gets the next seq; one whose
+	// event id is stored already comes back as stored.
+	for i := range recs {
+		if j := slices.IndexFunc(s.recs, func(r event.Record) bool { return r.EventID == recs[i].EventID }); j >= 0 {
+			recs[i] = s.recs[j]
+			continue
+		}
+		recs[i].Seq = int64(len(s.recs) + 1)
+		s.recs = append(s.recs, recs[i])
+	}
 	return nil
 }
 
@@ -503,5 +525,50 @@ func TestRejectedRowsAreDeadLettered(t *testing.T) {
 	}
 	if got, err := event.Decode(q.dead[0].Data, event.ContentTypeJSON, 0); err != nil || got[0].Event.EventID != "b" {
 		t.Errorf("dead letter data does not replay: %v %v", got, err)
+	}
+}
+
+// TestRecordsPublishedBeforeAck: the stored records go to the records topic
+// before the batch is acked; when that publish fails, the batch is not
+// acked, and its redelivery publishes the records the store holds.
+func TestRecordsPublishedBeforeAck(t *testing.T) {
+	q := &queue{recErr: errors.New("records topic down")}
+	st := &memStore{}
+	w := newWorker(q, &joiner{}, st)
+	m := msg("m1", event.ContentTypeNDJSON, ev("r1", 50)+"\n"+ev("r2", 51)+"\n")
+	if err := w.Process(context.Background(), []*broker.Message{m}); err == nil {
+		t.Fatal("the batch went through with the records topic down")
+	}
+	if len(st.recs) != 2 || len(q.acked) != 0 || len(q.records) != 0 {
+		t.Fatalf("stored %d, acked %d, records messages %d; want 2, 0, 0", len(st.recs), len(q.acked), len(q.records))
+	}
+	stored := slices.Clone(st.recs)
+
+	// Redelivered (the worker crashed, or nacked): the store has the
+	// records; they are published as stored, then the message is acked.
+	q.recErr = nil
+	w.now = func() time.Time { return now.Add(time.Minute) }
+	m.Deliveries = 2
+	if err := w.Process(context.Background(), []*broker.Message{m}); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(q.log, []string{"records", "ack"}) {
+		t.Errorf("order %v, want records then ack", q.log)
+	}
+	if len(q.records) != 1 {
+		t.Fatalf("%d records messages, want 1", len(q.records))
+	}
+	got, err := envelope.DecodeRecords(q.records[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 {
+		t.Fatalf("%d records published, want 2", len(got))
+	}
+	for i := range got {
+		if got[i].EventID != stored[i].EventID || got[i].Seq != stored[i].Seq || !got[i].ProcessedAt.Equal(stored[i].ProcessedAt) {
+			t.Errorf("published %s seq %d processed %s, the store holds seq %d processed %s",
+				got[i].EventID, got[i].Seq, got[i].ProcessedAt, stored[i].Seq, stored[i].ProcessedAt)
+		}
 	}
 }

@@ -23,12 +23,13 @@ const (
 	PhaseDecode     Phase = iota // decode and validate the messages' events
 	PhaseWeather                 // join the weather
 	PhaseStore                   // write the records to the store
+	PhaseRecords                 // publish the stored records to the records topic
 	PhaseDeadLetter              // publish dead letters
 	PhaseAck                     // ack the messages
 	numPhases
 )
 
-var phaseNames = [numPhases]string{"decode", "weather", "store", "deadletter", "ack"}
+var phaseNames = [numPhases]string{"decode", "weather", "store", "records", "deadletter", "ack"}
 
 func (p Phase) String() string {
 	if p < numPhases {

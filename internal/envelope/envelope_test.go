@@ -372,3 +372,46 @@ func FuzzDecodeRecords(f *testing.F) {
 		}
 	})
 }
+
+// TestRecordsMessagesSplit: a large stored batch goes out as several
+// messages under the size bound, every record once, in order.
+func TestRecordsMessagesSplit(t *testing.T) {
+	recs := make([]event.Record, 50)
+	for i := range recs {
+		recs[i].EventID = fmt.Sprintf("split-%02d", i)
+		recs[i].Seq = int64(i + 1)
+	}
+	one, err := event.Marshal(&recs[len(recs)-1]) // the longest
+	if err != nil {
+		t.Fatal(err)
+	}
+	limit := (len(one) + 1) * 7 // seven records a message
+	msgs, err := NewRecordsMessages(recs, limit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) != 8 {
+		t.Fatalf("%d messages, want 8 (7 records each, 1 last)", len(msgs))
+	}
+	var got []string
+	for _, m := range msgs {
+		if len(m.Data) > limit {
+			t.Errorf("message of %d bytes, limit %d", len(m.Data), limit)
+		}
+		rs, err := DecodeRecords(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rs {
+			got = append(got, r.EventID)
+		}
+	}
+	for i := range recs {
+		if i >= len(got) || got[i] != recs[i].EventID {
+			t.Fatalf("records %v", got)
+		}
+	}
+	if msgs[0].ID == msgs[1].ID || msgs[0].ID == "" {
+		t.Errorf("message ids %q %q", msgs[0].ID, msgs[1].ID)
+	}
+}

@@ -32,6 +32,48 @@ func NewRecords(recs []event.Record) (*broker.Message, error) {
 	return newMessage(KindRecords, buf, event.ContentTypeNDJSON, len(recs), 0), nil
 }
 
+// MaxRecordsBytes is the largest body NewRecordsMessages puts in one
+// message: well under JetStream's default message limit (8 MiB) and
+// Pub/Sub's (10 MB).
+const MaxRecordsBytes = 4 << 20
+
+// NewRecordsMessages is the stored batch recs as records messages of at
+// most maxBytes of body each (MaxRecordsBytes if maxBytes <= 0); a record
+// larger than that goes alone in its message. Each record is encoded once.
+func NewRecordsMessages(recs []event.Record, maxBytes int) ([]*broker.Message, error) {
+	if maxBytes <= 0 {
+		maxBytes = MaxRecordsBytes
+	}
+	var (
+		out   []*broker.Message
+		buf   []byte
+		count int
+	)
+	flush := func() {
+		if count > 0 {
+			out = append(out, newMessage(KindRecords, buf, event.ContentTypeNDJSON, count, 0))
+			buf, count = nil, 0
+		}
+	}
+	for i := range recs {
+		b, err := event.Marshal(&recs[i])
+		if err != nil {
+			return nil, fmt.Errorf("envelope: encode record %q: %w", recs[i].EventID, err)
+		}
+		if count > 0 && len(buf)+len(b)+1 > maxBytes {
+			flush()
+		}
+		if buf == nil {
+			buf = make([]byte, 0, min(maxBytes, (len(b)+1)*(len(recs)-i)*5/4))
+		}
+		buf = append(buf, b...)
+		buf = append(buf, '\n')
+		count++
+	}
+	flush()
+	return out, nil
+}
+
 // DecodeRecords decodes a records message. It refuses a message of another
 // kind, of an unknown version, or whose body is not exactly count records.
 func DecodeRecords(m *broker.Message) ([]event.Record, error) {

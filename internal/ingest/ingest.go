@@ -126,7 +126,7 @@ func New(cfg Config, pub Publisher, log *slog.Logger) *Handler {
 }
 
 // Register mounts the handler's routes on mux.
-func (h *Handler) Register(mux *http.ServeMux) {
+func (h *Handler) Register(mux platform.Router) {
 	mux.HandleFunc("POST /v1/events", h.postEvents)
 	mux.HandleFunc("GET /v1/schema", h.getSchema)
 }

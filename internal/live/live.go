@@ -1,7 +1,8 @@
-// Package live fans newly stored records out to live consumers (the SSE
-// stream of GET /v1/stream, webhooks) without ever slowing the pipeline.
+// Package live fans newly stored records out to the live streams of one
+// process (GET /v1/stream) without ever slowing the pipeline.
 //
-// The enrich worker calls Hub.Publish with each batch it stored. Each
+// The serve stage calls Hub.Publish with each batch of stored records it
+// reads from the records topic. Each
 // Subscription has a bounded buffer; Publish never blocks: a subscriber
 // whose buffer is full is dropped (its channel is closed and Dropped says
 // why), and the others go on receiving. A dropped consumer catches up from
@@ -9,8 +10,9 @@
 // again.
 //
 // Publish delivers records in the order of its calls and, within a call, in
-// slice order; the enrich worker stores and publishes batch after batch, so
-// subscribers see increasing Seq.
+// slice order. The records topic may carry a batch twice (a worker
+// redelivered it after a crash) or, with several workers, batches out of
+// seq order: the stream skips what it sent already.
 package live
 
 import (
@@ -139,6 +141,18 @@ func (h *Hub) Len() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return len(h.subs)
+}
+
+// DropAll ends every current subscription with reason (Dropped reports
+// it), for when the hub's source may have missed records: the streams tell
+// their clients, who resume from the store with Last-Event-ID. New
+// subscriptions are taken as before.
+func (h *Hub) DropAll(reason string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for s := range h.subs {
+		h.end(s, reason)
+	}
 }
 
 // Close ends every subscription (Dropped reports ReasonClosed) and makes

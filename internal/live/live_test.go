@@ -189,3 +189,23 @@ func BenchmarkPublish(b *testing.B) {
 }
 
 const DefaultBenchBuffer = 1 << 16
+
+func TestDropAll(t *testing.T) {
+	h := live.NewHub(4)
+	a, _ := h.Subscribe(nil)
+	b, _ := h.Subscribe(nil)
+	h.DropAll("source lost records")
+	for _, s := range []*live.Subscription{a, b} {
+		if _, ok := <-s.C; ok || s.Dropped() != "source lost records" {
+			t.Errorf("after DropAll: open %v, reason %q", ok, s.Dropped())
+		}
+	}
+	c, err := h.Subscribe(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Publish([]event.Record{{Seq: 1}})
+	if r := <-c.C; r.Seq != 1 {
+		t.Errorf("a new subscription after DropAll got %+v", r)
+	}
+}

@@ -122,3 +122,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Router is where a package mounts its routes: an *http.ServeMux, or the
+// recorder through which internal/app checks every route against its one
+// route table.
+type Router interface {
+	Handle(pattern string, h http.Handler)
+	HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request))
+}
+
+var _ Router = (*http.ServeMux)(nil)

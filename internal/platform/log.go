@@ -5,13 +5,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
+	"time"
 )
 
 // LogConfig configures logging.
 type LogConfig struct {
 	Level  string // debug, info, warn, error
-	Format string // json (Cloud Logging fields) or text
+	Format string // auto, json (Cloud Logging fields) or text
 }
 
 // RegisterFlags adds the logging flags to fs.
@@ -19,7 +21,7 @@ func (c *LogConfig) RegisterFlags(fs interface {
 	StringVar(p *string, name, value, usage string)
 }) {
 	fs.StringVar(&c.Level, "log-level", "info", "log level: debug, info, warn or error")
-	fs.StringVar(&c.Format, "log-format", "json", "log format: json (Cloud Logging field names) or text")
+	fs.StringVar(&c.Format, "log-format", "auto", "log format: json (Cloud Logging field names), text (compact lines for people) or auto (text on a terminal, json elsewhere)")
 }
 
 // NewLogger returns a slog logger writing to w. The JSON form uses the field
@@ -30,13 +32,42 @@ func NewLogger(w io.Writer, c LogConfig) (*slog.Logger, error) {
 		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", c.Level)
 	}
 	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: cloudLoggingAttr}
-	switch strings.ToLower(c.Format) {
+	format := strings.ToLower(c.Format)
+	if format == "auto" {
+		format = "json"
+		if IsTerminal(w) {
+			format = "text"
+		}
+	}
+	switch format {
 	case "json", "":
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	case "text":
-		return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})), nil
+		return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level, ReplaceAttr: compactAttr})), nil
 	}
-	return nil, fmt.Errorf("log format %q: want json or text", c.Format)
+	return nil, fmt.Errorf("log format %q: want auto, json or text", c.Format)
+}
+
+// IsTerminal reports whether w is a character device (a terminal), not a
+// file, pipe or socket.
+func IsTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// compactAttr shortens the text form for a person at a terminal: the time
+// of day, no key for the time.
+func compactAttr(groups []string, a slog.Attr) slog.Attr {
+	if len(groups) == 0 && a.Key == slog.TimeKey {
+		if t, ok := a.Value.Any().(time.Time); ok {
+			return slog.String(slog.TimeKey, t.Format("15:04:05.000"))
+		}
+	}
+	return a
 }
 
 func cloudLoggingAttr(groups []string, a slog.Attr) slog.Attr {

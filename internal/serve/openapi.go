@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"net/http"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/skyjoin/skyjoin/internal/api"
 	"github.com/skyjoin/skyjoin/internal/event"
 )
 
@@ -40,6 +42,9 @@ func buildOpenAPI() ([]byte, error) {
 	var doc map[string]any
 	if err := json.Unmarshal(openapiSource, &doc); err != nil {
 		return nil, fmt.Errorf("openapi: parse openapi.json: %w", err)
+	}
+	if err := checkPaths(doc); err != nil {
+		return nil, err
 	}
 	comps, _ := doc["components"].(map[string]any)
 	schemas, _ := comps["schemas"].(map[string]any)
@@ -131,4 +136,44 @@ func serveOpenAPI(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "public, max-age=300")
 	w.Write(doc)
+}
+
+// checkPaths holds the document's operations to the route table: every
+// route of the public API (api.Route.Doc) is described, nothing else is,
+// and an operation without a summary takes the table's.
+func checkPaths(doc map[string]any) error {
+	paths, _ := doc["paths"].(map[string]any)
+	want := map[string]api.Route{}
+	for _, r := range api.Routes {
+		if r.Doc {
+			want[strings.ToLower(r.Method())+" "+r.Path()] = r
+		}
+	}
+	var problems []string
+	for path, v := range paths {
+		ops, _ := v.(map[string]any)
+		for method, op := range ops {
+			if method == "parameters" {
+				continue
+			}
+			key := method + " " + path
+			r, ok := want[key]
+			if !ok {
+				problems = append(problems, "documents "+strings.ToUpper(method)+" "+path+", which is not in the route table (internal/api)")
+				continue
+			}
+			delete(want, key)
+			if m, ok := op.(map[string]any); ok && m["summary"] == nil {
+				m["summary"] = r.Summary
+			}
+		}
+	}
+	for _, r := range want {
+		problems = append(problems, "does not describe "+r.Pattern+" of the route table")
+	}
+	if len(problems) > 0 {
+		slices.Sort(problems)
+		return fmt.Errorf("openapi: internal/serve/openapi.json %s", strings.Join(problems, "; "))
+	}
+	return nil
 }

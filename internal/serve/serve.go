@@ -193,15 +193,25 @@ func Routes() []string {
 
 // Register adds the Handler's routes to mux. They do not clash with
 // POST /v1/events (ingest).
-func (h *Handler) Register(mux *http.ServeMux) {
+func (h *Handler) Register(mux platform.Router) {
 	for _, r := range h.routes() {
 		mux.HandleFunc(r.pattern, r.handler)
 	}
 }
 
+// RegisterReads adds the read API (every route but the probes) to mux:
+// the serve stage's routes, next to the probes every process serves.
+func (h *Handler) RegisterReads(mux platform.Router) {
+	for _, r := range h.routes() {
+		if r.pattern != "GET /healthz" && r.pattern != "GET /readyz" {
+			mux.HandleFunc(r.pattern, r.handler)
+		}
+	}
+}
+
 // RegisterProbes adds only GET /healthz and GET /readyz to mux, for a
 // process that serves no reads (a stage on its own, such as ingest).
-func (h *Handler) RegisterProbes(mux *http.ServeMux) {
+func (h *Handler) RegisterProbes(mux platform.Router) {
 	mux.HandleFunc("GET /healthz", h.healthz)
 	mux.HandleFunc("GET /readyz", h.readyz)
 }

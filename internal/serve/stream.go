@@ -100,7 +100,7 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 
-	s := &sseWriter{w: w, rc: http.NewResponseController(w), timeout: h.streamWriteTO}
+	s := &sseWriter{w: w, rc: http.NewResponseController(w), timeout: h.streamWriteTO, sent: newRecentSet(recentIDs)}
 	// The server's read timeout would cancel a long stream's context.
 	if err := s.rc.SetReadDeadline(time.Time{}); err != nil && !errors.Is(err, http.ErrNotSupported) {
 		h.log.LogAttrs(r.Context(), slog.LevelDebug, "stream: clear read deadline", slog.Any("error", err))
@@ -122,7 +122,13 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) {
 		h.log.LogAttrs(ctx, slog.LevelInfo, "stream client dropped", slog.String("reason", reason), slog.Int64("last_event_id", last))
 	}
 
-	last := int64(-1) // seq of the last record sent; live records up to it are skipped
+	// last is the highest seq sent: the id a client resumes from. Live
+	// records come from the records topic, where a batch may come again
+	// (a worker redelivered it after a crash) and, with several workers on
+	// BigQuery, out of seq order: a live record is skipped if the replay
+	// from the store covered it (seq up to the replay's end) or if it was
+	// sent already (its event id among the last recentIDs sent).
+	last, replayed := int64(-1), int64(-1)
 	if p.hasAfter {
 		last = p.after
 		for round := 0; ; round++ {
@@ -134,6 +140,7 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) {
 				}
 				return
 			}
+			replayed = last
 			if sub.Dropped() == "" {
 				break
 			}
@@ -162,9 +169,9 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) {
 			}
 			// Send what is buffered, then flush once.
 			for {
-				if rec.Seq > last {
+				if rec.Seq > replayed && !s.sent.has(rec.EventID) {
 					s.record(rec)
-					last = rec.Seq
+					last = max(last, rec.Seq)
 				}
 				if s.err != nil || len(sub.C) == 0 {
 					break
@@ -222,6 +229,7 @@ type sseWriter struct {
 	timeout time.Duration
 	err     error
 	buf     []byte
+	sent    *recentSet // event ids of the last records sent
 }
 
 func (s *sseWriter) deadline() {
@@ -244,6 +252,7 @@ func (s *sseWriter) record(r *event.Record) {
 	if s.err != nil {
 		return
 	}
+	s.sent.add(r.EventID)
 	b, err := json.Marshal(r)
 	if err != nil {
 		s.err = fmt.Errorf("encode record %d: %w", r.Seq, err)
@@ -269,4 +278,33 @@ func (s *sseWriter) flush() error {
 		s.err = err
 	}
 	return s.err
+}
+
+// recentIDs is how many event ids a stream remembers to skip records that
+// come again on the records topic.
+const recentIDs = 4096
+
+// recentSet remembers the last n strings added.
+type recentSet struct {
+	ring []string
+	next int
+	in   map[string]struct{}
+}
+
+func newRecentSet(n int) *recentSet {
+	return &recentSet{ring: make([]string, n), in: make(map[string]struct{}, n)}
+}
+
+func (r *recentSet) has(id string) bool { _, ok := r.in[id]; return ok }
+
+func (r *recentSet) add(id string) {
+	if r.has(id) {
+		return
+	}
+	if old := r.ring[r.next]; old != "" {
+		delete(r.in, old)
+	}
+	r.ring[r.next] = id
+	r.in[id] = struct{}{}
+	r.next = (r.next + 1) % len(r.ring)
 }

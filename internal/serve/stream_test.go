@@ -496,3 +496,37 @@ func TestStreamBadRequests(t *testing.T) {
 		wantError(t, do(t, h, http.MethodGet, "/v1/stream"), http.StatusNotImplemented, "live stream")
 	})
 }
+
+// TestStreamRepublishedAndOutOfOrder: the records topic may carry a batch
+// again (a worker redelivered it after a crash) and, with several workers,
+// batches out of seq order. A stream sends each record once and none is
+// lost for arriving late.
+func TestStreamRepublishedAndOutOfOrder(t *testing.T) {
+	env := newStreamEnv(t, 0, serve.Options{})
+	c := connect(t, env.srv.URL+"/v1/stream", nil).start()
+	waitFor(t, "a subscriber", func() bool { return env.hub.Len() == 1 })
+	a := env.store(t, 10, nil)
+	b := env.store(t, 10, nil)
+	got := c.records(t, 20)
+	env.hub.Publish(a) // again: already sent
+	late := make([]event.Record, 3)
+	for i := range late {
+		late[i] = b[0]
+		late[i].EventID = fmt.Sprintf("late-%d", i)
+		late[i].Seq = a[0].Seq + int64(i) // below what was sent
+	}
+	env.hub.Publish(late)
+	got = append(got, c.records(t, 3)...)
+	c.quiet(t)
+	var ids []string
+	for _, r := range got {
+		ids = append(ids, r.EventID)
+	}
+	var want []string
+	for _, r := range append(append(append([]event.Record{}, a...), b...), late...) {
+		want = append(want, r.EventID)
+	}
+	if !slices.Equal(ids, want) {
+		t.Errorf("sent %v\nwant %v", ids, want)
+	}
+}

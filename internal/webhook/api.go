@@ -330,7 +330,7 @@ func (d *Dispatcher) Replay(ctx context.Context, id string, ids []string) (Repla
 }
 
 // Register adds the webhook routes to mux.
-func (d *Dispatcher) Register(mux *http.ServeMux) {
+func (d *Dispatcher) Register(mux platform.Router) {
 	mux.HandleFunc("POST /v1/webhooks", d.handleCreate)
 	mux.HandleFunc("GET /v1/webhooks", d.handleList)
 	mux.HandleFunc("GET /v1/webhooks/{id}", d.handleGet)

@@ -166,7 +166,7 @@ func TestKillWorkerRepeatedly(t *testing.T) {
 		total, kills = 20_000, 3
 	}
 	root := t.TempDir()
-	_, brokerURL := testbin.Start(t, binary, testbin.BrokerLine, "broker", "--listen", testbin.FreeAddr(t),
+	_, brokerURL := testbin.Start(t, binary, testbin.BrokerURL, "broker", "--listen", testbin.FreeAddr(t),
 		"--data-dir", filepath.Join(root, "broker"), "--log-level", "warn")
 	_, ingBase := testbin.StartAPI(t, binary, "ingest", "--broker", brokerURL, "--addr", "127.0.0.1:0",
 		"--data-dir", filepath.Join(root, "ingest"), "--log-level", "warn")

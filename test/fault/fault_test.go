@@ -92,8 +92,8 @@ func TestBrokerDown(t *testing.T) {
 	}
 	brokerDir, upDir := t.TempDir(), t.TempDir()
 	brokerArgs := []string{"broker", "--listen", testbin.FreeAddr(t), "--data-dir", brokerDir, "--log-level", "warn"}
-	br, brokerURL := testbin.Start(t, binary, testbin.BrokerLine, brokerArgs...)
-	_, base := testbin.Start(t, binary, testbin.APILine, "up", "--demo", "--collect=false", "--broker", brokerURL, "--addr", "127.0.0.1:0",
+	br, brokerURL := testbin.Start(t, binary, testbin.BrokerURL, brokerArgs...)
+	_, base := testbin.Start(t, binary, testbin.APIURL, "up", "--demo", "--collect=false", "--broker", brokerURL, "--addr", "127.0.0.1:0",
 		"--data-dir", upDir, "--log-level", "warn", "--stats-every", "0")
 
 	accepted, unavailable, done := stream(base, total, time.Now().Add(3*time.Minute))
@@ -107,7 +107,7 @@ func TestBrokerDown(t *testing.T) {
 	if during := accepted.Load() - before; during > 100 {
 		t.Errorf("%d events accepted while the broker was down", during)
 	}
-	testbin.Start(t, binary, testbin.BrokerLine, brokerArgs...)
+	testbin.Start(t, binary, testbin.BrokerURL, brokerArgs...)
 	t.Logf("broker back; %d answers were 503 meanwhile", unavailable.Load())
 	select {
 	case <-done:

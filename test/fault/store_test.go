@@ -96,7 +96,7 @@ func TestStoreDiskFull(t *testing.T) {
 	upArgs := []string{"up", "--demo", "--collect=false", "--addr", "127.0.0.1:0",
 		"--data-dir", t.TempDir(), "--store", "duckdb://" + filepath.Join(small, "skyjoin.duckdb"),
 		"--log-level", "warn", "--stats-every", "0"}
-	up, base := testbin.Start(t, binary, testbin.APILine, upArgs...)
+	up, base := testbin.Start(t, binary, testbin.APIURL, upArgs...)
 
 	accepted, unavailable, done := stream(base, total, time.Now().Add(3*time.Minute))
 	for accepted.Load() < int64(total/3) || counters(t, base).Stored == 0 {
@@ -129,7 +129,7 @@ func TestStoreDiskFull(t *testing.T) {
 
 	// The store that ran out of space opens again, whole: kill -9, restart.
 	up.Kill(t)
-	_, base = testbin.Start(t, binary, testbin.APILine, upArgs...)
+	_, base = testbin.Start(t, binary, testbin.APIURL, upArgs...)
 	waitAllStored(t, base, total)
 	t.Logf("after kill -9 and a restart on the same files: all %d still stored exactly once", total)
 }

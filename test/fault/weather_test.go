@@ -3,7 +3,6 @@ package fault
 import (
 	"fmt"
 	"net/http"
-	"regexp"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,9 +13,6 @@ import (
 	"github.com/skyjoin/skyjoin/internal/event"
 	"github.com/skyjoin/skyjoin/test/testbin"
 )
-
-// simWeatherLine is the weather API line of `skyjoin sim`'s banner.
-var simWeatherLine = regexp.MustCompile(`^\s+weather\s+(http://\S+)`)
 
 // wxEvent is event id of the weather tests: each in its own 0.1-degree
 // weather cell (the simulator's grid), so that no event can be enriched from
@@ -113,8 +109,8 @@ func weatherDown(t *testing.T, mode string) {
 		total, down = 6_000, 3*time.Second
 	}
 	simArgs := []string{"sim", "--addr", testbin.FreeAddr(t), "--log-level", "warn"}
-	wx, wxURL := testbin.Start(t, binary, simWeatherLine, simArgs...)
-	_, base := testbin.Start(t, binary, testbin.APILine, "up", "--weather-url", wxURL, "--collect=false", "--addr", "127.0.0.1:0",
+	wx, wxURL := testbin.Start(t, binary, testbin.WeatherURL, simArgs...)
+	_, base := testbin.Start(t, binary, testbin.APIURL, "up", "--weather-url", wxURL, "--collect=false", "--addr", "127.0.0.1:0",
 		"--data-dir", t.TempDir(), "--weather-quota", "none", "--log-level", "warn", "--stats-every", "0",
 		"--enrich-on-weather-failure", mode, "--weather-breaker-open-for", "2s",
 		"--weather-backoff", "100ms", "--weather-max-backoff", "500ms")
@@ -128,7 +124,7 @@ func weatherDown(t *testing.T, mode string) {
 	t.Logf("weather provider killed with %d events accepted", accepted.Load())
 	time.Sleep(down)
 	restartedAt := time.Now()
-	testbin.Start(t, binary, simWeatherLine, simArgs...)
+	testbin.Start(t, binary, testbin.WeatherURL, simArgs...)
 	t.Logf("weather provider back after %s; %d events accepted", restartedAt.Sub(killedAt).Round(time.Millisecond), accepted.Load())
 	select {
 	case <-done:

@@ -4,7 +4,6 @@
 package testbin
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"io"
@@ -13,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"sync"
 	"syscall"
 	"testing"
@@ -22,11 +20,13 @@ import (
 	json "github.com/goccy/go-json"
 )
 
-// Lines of skyjoin's start-up banner: the API's base URL (`up`, `ingest`,
-// `enrich`) and the broker's URL (`broker`).
-var (
-	APILine    = regexp.MustCompile(`API\s+(http://\S+)`)
-	BrokerLine = regexp.MustCompile(`broker\s+(nats://\S+)`)
+// Fields of the JSON file a skyjoin process writes once it is ready
+// (--ready-file): the API's base URL (the stage commands), the broker's URL
+// (`broker`) and the simulated weather API's (`sim`).
+const (
+	APIURL     = "url"
+	BrokerURL  = "broker"
+	WeatherURL = "weather"
 )
 
 // Build builds ../../cmd/skyjoin (the tests run in test/NAME) into dir and
@@ -63,11 +63,13 @@ func Main(m *testing.M, binary *string) {
 // Options are the ways a test's processes differ; the zero value is the
 // common case.
 type Options struct {
-	// StartWait bounds the wait for the banner line; 0 means 60 s.
+	// StartWait bounds the wait for the ready file; 0 means 60 s.
 	StartWait time.Duration
 	// LogTail is how much of the end of stderr is shown on failure; 0
 	// means all of it.
 	LogTail int
+	// Env is added to the process's environment (KEY=VALUE).
+	Env []string
 	// Term makes the cleanup send SIGTERM first (SIGKILL after 30 s);
 	// otherwise the cleanup sends SIGKILL.
 	Term bool
@@ -85,12 +87,12 @@ type Proc struct {
 }
 
 // Start runs binary with args under the default Options.
-func Start(t testing.TB, binary string, re *regexp.Regexp, args ...string) (*Proc, string) {
+func Start(t testing.TB, binary string, field string, args ...string) (*Proc, string) {
 	t.Helper()
-	return Options{}.Start(t, binary, re, args...)
+	return Options{}.Start(t, binary, field, args...)
 }
 
-// StartAPI runs binary with args, waits for its API line and for /readyz,
+// StartAPI runs binary with args, waits for its ready file and for /readyz,
 // and returns the process and the API's base URL.
 func StartAPI(t testing.TB, binary string, args ...string) (*Proc, string) {
 	t.Helper()
@@ -100,19 +102,20 @@ func StartAPI(t testing.TB, binary string, args ...string) (*Proc, string) {
 // StartAPI is StartAPI under o.
 func (o Options) StartAPI(t testing.TB, binary string, args ...string) (*Proc, string) {
 	t.Helper()
-	p, base := o.Start(t, binary, APILine, args...)
+	p, base := o.Start(t, binary, APIURL, args...)
 	WaitReady(t, base)
 	return p, base
 }
 
-// Start runs binary with args and waits for a line of its stdout matching
-// re; it returns the process and re's first group in that line.
-func (o Options) Start(t testing.TB, binary string, re *regexp.Regexp, args ...string) (*Proc, string) {
+// Start runs binary with args and --ready-file, waits for the process to
+// write that file, and returns the process and the file's string field.
+func (o Options) Start(t testing.TB, binary string, field string, args ...string) (*Proc, string) {
 	t.Helper()
-	cmd := exec.Command(binary, args...)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
+	readyFile := filepath.Join(t.TempDir(), "ready.json")
+	cmd := exec.Command(binary, append(args, "--ready-file", readyFile)...)
+	cmd.Stdout = io.Discard
+	if len(o.Env) > 0 {
+		cmd.Env = append(os.Environ(), o.Env...)
 	}
 	p := &Proc{cmd: cmd, name: "skyjoin", tail: o.LogTail, done: make(chan struct{})}
 	if len(args) > 0 {
@@ -137,32 +140,35 @@ func (o Options) Start(t testing.TB, binary string, re *regexp.Regexp, args ...s
 			t.Logf("%s stderr:\n%s", p.name, p.Logs())
 		}
 	})
-	found := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if m := re.FindStringSubmatch(sc.Text()); m != nil {
-				select {
-				case found <- m[1]:
-				default:
-				}
-			}
-		}
-		io.Copy(io.Discard, stdout)
-	}()
 	wait := o.StartWait
 	if wait == 0 {
 		wait = 60 * time.Second
 	}
-	select {
-	case s := <-found:
-		return p, s
-	case <-p.done:
-		t.Fatalf("%s exited at start: %v\n%s", p.name, p.err, p.Logs())
-	case <-time.After(wait):
-		t.Fatalf("%s did not print a line matching %q within %s\n%s", p.name, re, wait, p.Logs())
+	deadline := time.After(wait)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-p.done:
+			t.Fatalf("%s exited at start: %v\n%s", p.name, p.err, p.Logs())
+		case <-deadline:
+			t.Fatalf("%s did not write its ready file within %s\n%s", p.name, wait, p.Logs())
+		case <-tick.C:
+		}
+		b, err := os.ReadFile(readyFile)
+		if err != nil {
+			continue // not ready yet
+		}
+		var ready map[string]any
+		if err := json.Unmarshal(b, &ready); err != nil {
+			t.Fatalf("%s: ready file: %v\n%s", p.name, err, b)
+		}
+		v, _ := ready[field].(string)
+		if v == "" {
+			t.Fatalf("%s: ready file has no %q:\n%s", p.name, field, b)
+		}
+		return p, v
 	}
-	return nil, ""
 }
 
 // Kill sends SIGKILL and waits for the process to exit.
@@ -185,6 +191,9 @@ func (p *Proc) Signal(t testing.TB, sig syscall.Signal) {
 		t.Fatalf("%s exited with %v after SIGTERM\n%s", p.name, p.err, p.Logs())
 	}
 }
+
+// Err is how the process exited; read it after Done is closed.
+func (p *Proc) Err() error { return p.err }
 
 // Done is closed once the process has exited.
 func (p *Proc) Done() <-chan struct{} { return p.done }

@@ -1,0 +1,95 @@
+// Package api holds skyjoin's one route table: every HTTP route of every
+// stage, with the stage that serves it. internal/app mounts exactly these
+// routes (and refuses to start if a stage mounts another or misses one),
+// prints the running process's routes in its banner from it, and
+// internal/serve builds /openapi.json from it; the authorization policy
+// hangs on it too.
+package api
+
+import "strings"
+
+// Stages that serve routes. Probes, metrics and debug routes belong to
+// every process (Any).
+const (
+	Any     = ""
+	Ingest  = "ingest"
+	Serve   = "serve"
+	Deliver = "deliver"
+)
+
+// Route is one route: a Go ServeMux pattern ("METHOD /path") and what it is.
+type Route struct {
+	Stage   string // the stage that serves it; Any: every process
+	Pattern string // as given to http.ServeMux: "GET /v1/events/{event_id...}"
+	Summary string
+	// Doc marks a route of the public API, described in /openapi.json.
+	// Debug routes and the dashboard's files are not.
+	Doc bool
+	// Banner marks a route the start-up banner lists.
+	Banner bool
+}
+
+// Method and Path split the pattern.
+func (r Route) Method() string { m, _, _ := strings.Cut(r.Pattern, " "); return m }
+
+// Path is the pattern's path, with "{name...}" wildcards as "{name}", as
+// OpenAPI writes them.
+func (r Route) Path() string {
+	_, p, _ := strings.Cut(r.Pattern, " ")
+	return strings.ReplaceAll(p, "...}", "}")
+}
+
+// Routes is the route table.
+var Routes = []Route{
+	{Ingest, "POST /v1/events", "accept events (a JSON object, array or NDJSON); 202 once the broker has them", true, true},
+	{Ingest, "GET /v1/schema", "the JSON Schema of an event", true, false},
+	{Ingest, "GET /v1/deadletters", "list the events the worker could not process", true, false},
+	{Ingest, "POST /v1/deadletters/replay", "publish dead letters to the pipeline again", true, false},
+	{Ingest, "DELETE /v1/deadletters/{id}", "discard a dead letter", true, false},
+
+	{Serve, "GET /v1/events", "list stored records (filters, order, cursor)", true, true},
+	{Serve, "GET /v1/events/{event_id...}", "one stored record by event id", true, true},
+	{Serve, "GET /v1/users/{id}/latest", "a user's latest record", true, true},
+	{Serve, "GET /v1/stats", "aggregates by country, city or time bucket", true, true},
+	{Serve, "GET /v1/stream", "Server-Sent Events of records as they are stored", true, true},
+	{Serve, "GET /openapi.json", "this API in OpenAPI 3.1", true, false},
+	{Serve, "GET /{$}", "the dashboard", false, false},
+	{Serve, "GET /assets/", "the dashboard's files", false, false},
+
+	{Deliver, "POST /v1/webhooks", "register a webhook", true, true},
+	{Deliver, "GET /v1/webhooks", "list webhooks", true, false},
+	{Deliver, "GET /v1/webhooks/{id}", "one webhook and its counters", true, false},
+	{Deliver, "DELETE /v1/webhooks/{id}", "remove a webhook and its failures", true, false},
+	{Deliver, "GET /v1/webhooks/{id}/failures", "batches that could not be delivered", true, false},
+	{Deliver, "POST /v1/webhooks/{id}/failures/replay", "deliver failed batches again", true, false},
+
+	{Any, "GET /healthz", "liveness", true, false},
+	{Any, "GET /readyz", "readiness: the process's checks; 503 while draining", true, true},
+	{Any, "GET /metrics", "Prometheus metrics", false, true},
+	{Any, "GET /debug/pipeline", "counters, memory and CPU of this process", false, false},
+	{Any, "GET /debug/pprof/", "Go profiles", false, false},
+	{Any, "GET /debug/pprof/cmdline", "Go profiles", false, false},
+	{Any, "GET /debug/pprof/profile", "Go profiles", false, false},
+	{Any, "GET /debug/pprof/symbol", "Go profiles", false, false},
+	{Any, "GET /debug/pprof/trace", "Go profiles", false, false},
+}
+
+// Of returns the routes of the given stages, and those of every process.
+func Of(stages ...string) []Route {
+	var out []Route
+	for _, r := range Routes {
+		if r.Stage == Any || contains(stages, r.Stage) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func contains(xs []string, x string) bool {
+	for _, v := range xs {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,170 @@
+package app
+
+import (
+	"flag"
+	"os"
+	"time"
+
+	"github.com/skyjoin/skyjoin/internal/collect"
+	"github.com/skyjoin/skyjoin/internal/enrich"
+	"github.com/skyjoin/skyjoin/internal/ingest"
+	"github.com/skyjoin/skyjoin/internal/platform"
+	"github.com/skyjoin/skyjoin/internal/platform/secret"
+	"github.com/skyjoin/skyjoin/internal/platform/telemetry"
+	"github.com/skyjoin/skyjoin/internal/serve"
+	"github.com/skyjoin/skyjoin/internal/store/duckdb"
+	"github.com/skyjoin/skyjoin/internal/weather/openmeteo"
+	"github.com/skyjoin/skyjoin/internal/webhook"
+)
+
+// config is the configuration of one stage command. Each part and stage
+// registers and validates only its own fields (see config.stages).
+type config struct {
+	command string
+
+	// The process's own.
+	Addr            string
+	DataDir         string
+	ShutdownTimeout time.Duration
+	ReadyFile       string
+	Log             platform.LogConfig
+	Telemetry       telemetry.Config
+
+	// Shared parts.
+	Broker        string
+	Store         string
+	DuckDB        duckdb.Config
+	Registry      string
+	Demo          bool
+	SimUsers      int
+	WeatherURL    string
+	WeatherAPIKey secret.Value
+	Weather       weatherConfig
+
+	// Stages.
+	Ingest      ingest.Config
+	Collect     collect.Config
+	DemoCollect bool
+	Enrich      enrich.Config
+	StatsEvery  time.Duration
+	Serve       serve.Options
+	Webhook     webhook.Config
+	DeliverAck  time.Duration
+
+	hooks upHooks
+
+	parts map[string]*part
+	all   map[string]*stage
+}
+
+// upHooks lets in-process tests inject faults; nil fields do nothing.
+type upHooks struct {
+	wrapStore func(storeBackend) storeBackend
+	ready     func(addr string) // called once the API listens
+}
+
+func newConfig(command string) *config { return &config{command: command} }
+
+// defaultBroker is the broker of a command: the embedded one for up, the
+// shared one (skyjoin broker) for a stage on its own.
+func (c *config) defaultBroker() string {
+	if c.command == "up" {
+		return "nats://embedded"
+	}
+	return "nats://127.0.0.1:4222"
+}
+
+// processPart is what every stage command takes: where it listens, its
+// data dir, logs, telemetry and shutdown.
+func (c *config) processPart() *part {
+	return &part{
+		name: "process",
+		flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&c.Addr, "addr", "127.0.0.1:8080", "HTTP address of this process's API and probes; port 0 picks a free port")
+			fs.StringVar(&c.DataDir, "data-dir", "data", "directory for the process's files (the embedded broker's and the DuckDB store's)")
+			fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful shutdown may take")
+			fs.StringVar(&c.ReadyFile, "ready-file", "", "once ready, write a JSON file here with the bound addresses and URLs (for scripts and tests); removed on exit")
+			c.Log.RegisterFlags(fs)
+			c.Telemetry.RegisterFlags(fs)
+		},
+		validate: func() error {
+			var p platform.Problems
+			if c.DataDir == "" {
+				p.Addf("data-dir must not be empty")
+			}
+			if c.ShutdownTimeout <= 0 {
+				p.Addf("shutdown-timeout must be positive, got %s", c.ShutdownTimeout)
+			}
+			if err := c.Telemetry.Validate(); err != nil {
+				p.Addf("%v", err)
+			}
+			return p.Err()
+		},
+	}
+}
+
+// Parts, by name.
+const (
+	ptBroker   = "broker"
+	ptStore    = "store"
+	ptWeather  = "weather"
+	ptDemo     = "demo"
+	ptRegistry = "registry"
+)
+
+// sharedParts returns the shared parts over c, built once.
+func (c *config) sharedParts() map[string]*part {
+	if c.parts != nil {
+		return c.parts
+	}
+	c.parts = map[string]*part{
+		ptBroker: {name: ptBroker, flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&c.Broker, "broker", c.defaultBroker(), "broker URL: nats://embedded[?listen=HOST:PORT], nats://HOST:PORT or pubsub://PROJECT[?create=true&...]")
+		}},
+		ptStore: {name: ptStore, flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&c.Store, "store", "", "store URL: duckdb://PATH (default duckdb://DATA_DIR/skyjoin.duckdb) or bigquery://PROJECT/DATASET[?...]")
+			c.DuckDB.RegisterFlags(fs)
+		}},
+		ptRegistry: {name: ptRegistry, flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&c.Registry, "registry", "", "registry URL, where webhooks are kept for every process: \"\" (the key-value bucket on the JetStream broker), nats://HOST:PORT or firestore://PROJECT[/DATABASE][?prefix=P]")
+		}},
+		ptDemo: {name: ptDemo, flags: func(fs *flag.FlagSet) {
+			fs.BoolVar(&c.Demo, "demo", false, "start the built-in simulators of the user and weather APIs on loopback and use them")
+			fs.IntVar(&c.SimUsers, "sim-users", 2000, "size of the simulated user population with --demo")
+		}, validate: func() error {
+			var p platform.Problems
+			if c.SimUsers < 1 {
+				p.Addf("sim-users must be at least 1, got %d", c.SimUsers)
+			}
+			return p.Err()
+		}},
+		ptWeather: {name: ptWeather, flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&c.WeatherURL, "weather-url", openmeteo.DefaultBaseURL, "base URL of the Open-Meteo API (ignored with --demo)")
+			fs.Var(&c.WeatherAPIKey, "weather-api-key", "Open-Meteo API key for the commercial endpoint, as a `SECRET`: the key itself, env://VAR or sm://projects/P/secrets/S/versions/V (never logged)")
+			c.Weather.RegisterFlags(fs)
+		}, validate: func() error { return c.Weather.Validate() }},
+	}
+	return c.parts
+}
+
+// applyDemoDefaults changes defaults that a demo needs, unless the flag
+// was given (on the command line or in the environment).
+func (c *config) applyDemoDefaults(fs *flag.FlagSet) {
+	if !c.Demo {
+		return
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	unset := func(name string) bool {
+		return fs.Lookup(name) != nil && !set[name] && os.Getenv(platform.EnvName(name)) == ""
+	}
+	if unset("collect-interval") {
+		// A demo should show records flowing at once.
+		c.Collect.Interval = 2 * time.Second
+	}
+	if unset("weather-quota") {
+		// The simulator has no quota; Open-Meteo's would throttle a demo
+		// or a benchmark for nothing.
+		c.Weather.Quota = "none"
+	}
+}

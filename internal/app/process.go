@@ -1,0 +1,342 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	json "github.com/goccy/go-json"
+
+	"github.com/skyjoin/skyjoin/internal/api"
+	"github.com/skyjoin/skyjoin/internal/broker"
+	"github.com/skyjoin/skyjoin/internal/enrich"
+	"github.com/skyjoin/skyjoin/internal/ingest"
+	"github.com/skyjoin/skyjoin/internal/platform"
+	"github.com/skyjoin/skyjoin/internal/platform/telemetry"
+	"github.com/skyjoin/skyjoin/internal/registry"
+	"github.com/skyjoin/skyjoin/internal/serve"
+	"github.com/skyjoin/skyjoin/internal/sim"
+	"github.com/skyjoin/skyjoin/internal/weather"
+)
+
+// process is what the stages of one process share: the configuration, the
+// logger and telemetry, and the shared parts, each opened once on first use
+// and closed after every stage has stopped.
+type process struct {
+	ctx     context.Context
+	cfg     *config
+	stages  []string
+	stdout  io.Writer
+	log     *slog.Logger
+	tel     *telemetry.Provider
+	dataDir string
+	closers closeStack
+	addr    string // the HTTP listener's, once bound
+
+	mu       sync.Mutex
+	b        broker.Broker
+	st       storeBackend
+	storeURL string
+	ws       *weather.Service
+	simSrv   *sim.Server
+	reg      registry.Registry
+
+	// Set by the stages, for the probes, metrics, debug and banner.
+	checks     []serve.Check
+	worker     *enrich.Worker
+	ing        *ingest.Handler
+	gate       *ingest.BacklogGate
+	collectURL string
+	draining   []func()
+	done       []func() // called once the stages have stopped
+}
+
+func newProcess(ctx context.Context, cfg *config, stages []string, stdout io.Writer, log *slog.Logger) (*process, error) {
+	dataDir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	p := &process{ctx: ctx, cfg: cfg, stages: stages, stdout: stdout, log: log, dataDir: dataDir}
+	tel, shutdown, err := setupTelemetry(ctx, cfg.Telemetry, log)
+	if err != nil {
+		return nil, err
+	}
+	p.closers.push("telemetry", closeTelemetry(shutdown))
+	p.tel = tel
+	p.log = tel.Logger(log)
+	return p, nil
+}
+
+func (p *process) runs(stage string) bool {
+	for _, s := range p.stages {
+		if s == stage {
+			return true
+		}
+	}
+	return false
+}
+
+// close closes the shared parts, last opened first.
+func (p *process) close() error {
+	removeReadyFile(p.cfg.ReadyFile)
+	return p.closers.close()
+}
+
+// broker opens the broker on first use.
+func (p *process) broker() (broker.Broker, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.b != nil {
+		return p.b, nil
+	}
+	b, err := openBroker(p.ctx, p.cfg.Broker, p.dataDir, p.log)
+	if err != nil {
+		return nil, err
+	}
+	p.closers.push("broker", b.Close)
+	p.b = b
+	return b, nil
+}
+
+// store opens the store on first use.
+func (p *process) store() (storeBackend, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.st != nil {
+		return p.st, nil
+	}
+	st, u, err := openStore(p.ctx, p.cfg.Store, p.dataDir, p.cfg.DuckDB, p.log)
+	if err != nil {
+		return nil, err
+	}
+	p.closers.push("store", st.Close)
+	if p.cfg.hooks.wrapStore != nil {
+		st = p.cfg.hooks.wrapStore(st)
+	}
+	if wrap, err := failpointStore(); err != nil {
+		return nil, err
+	} else if wrap != nil {
+		p.log.Warn("failpoint set: this process will kill itself", "failpoint", os.Getenv(failpointEnv))
+		st = wrap(st)
+	}
+	p.st, p.storeURL = st, u
+	p.checks = append(p.checks, serve.Check{Name: "store", Check: func(ctx context.Context) error {
+		_, err := st.List(ctx, storeProbe)
+		return err
+	}})
+	return st, nil
+}
+
+// registry opens the shared registry on first use: --registry, or the
+// key-value bucket on the broker when that is JetStream.
+func (p *process) registry() (registry.Registry, error) {
+	var b broker.Broker
+	if p.cfg.Registry == "" {
+		var err error
+		if b, err = p.broker(); err != nil {
+			return nil, err
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.reg != nil {
+		return p.reg, nil
+	}
+	reg, err := openRegistry(p.ctx, p.cfg.Registry, b)
+	if err != nil {
+		return nil, err
+	}
+	if reg == nil {
+		return nil, fmt.Errorf("no registry for webhooks: the broker %s is not NATS JetStream; give --registry firestore://PROJECT", p.cfg.Broker)
+	}
+	p.closers.push("registry", reg.Close)
+	p.reg = reg
+	return reg, nil
+}
+
+// sim starts the simulators on first use (with --demo).
+func (p *process) sim() (*sim.Server, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.simSrv != nil {
+		return p.simSrv, nil
+	}
+	s, err := sim.Start(p.ctx, "127.0.0.1:0", sim.Options{Users: p.cfg.SimUsers, Logger: p.log})
+	if err != nil {
+		return nil, fmt.Errorf("start simulators: %w", err)
+	}
+	p.closers.push("simulators", s.Close)
+	p.simSrv = s
+	return s, nil
+}
+
+// weatherURL is the Open-Meteo base URL: the simulator's with --demo.
+func (p *process) weatherURL() (string, error) {
+	if !p.cfg.Demo {
+		return p.cfg.WeatherURL, nil
+	}
+	s, err := p.sim()
+	if err != nil {
+		return "", err
+	}
+	return s.OpenMeteoURL, nil
+}
+
+// weather builds the weather service on first use.
+func (p *process) weather() (*weather.Service, error) {
+	u, err := p.weatherURL()
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ws != nil {
+		return p.ws, nil
+	}
+	if err := resolveSecrets(p.ctx, p.cfg.WeatherAPIKey); err != nil {
+		return nil, err
+	}
+	ws, err := newWeather(p.cfg.Weather, u, p.cfg.WeatherAPIKey.Reveal(), p.log)
+	if err != nil {
+		return nil, err
+	}
+	p.closers.push("weather", ws.Close)
+	p.ws = ws
+	return ws, nil
+}
+
+// onDraining registers f to run when the process starts shutting down.
+func (p *process) onDraining(f func()) { p.draining = append(p.draining, f) }
+
+func (p *process) setDraining() {
+	for _, f := range p.draining {
+		f()
+	}
+}
+
+// onStopped registers f to run once every stage has stopped.
+func (p *process) onStopped(f func()) { p.done = append(p.done, f) }
+
+func (p *process) stopped() {
+	for _, f := range p.done {
+		f()
+	}
+	if p.worker != nil {
+		s := p.worker.Stats()
+		p.log.Info("stopped", "messages", s.Messages, "stored", s.Stored, "dead_lettered", s.DeadLettered)
+	} else {
+		p.log.Info("stopped")
+	}
+}
+
+// mountCommon mounts what every process serves: the probes (with the
+// checks of its stages), /metrics and the debug routes.
+func (p *process) mountCommon(r platform.Router) error {
+	opts := p.cfg.Serve
+	opts.Logger = p.log
+	opts.Checks = append(opts.Checks, p.checks...)
+	probes := serve.New(noStore{}, opts)
+	probes.RegisterProbes(r)
+	p.onDraining(func() { probes.SetDraining(true) })
+	var weatherStats func() weather.Stats
+	if p.ws != nil {
+		weatherStats = p.ws.Stats
+	}
+	registerDebug(r, p.worker, p.ws, p.gate)
+	return instrumentPipeline(p.tel, r, p.ing, p.worker, weatherStats, p.gate, p.cfg.Enrich.Subscription)
+}
+
+// readyInfo is the JSON of --ready-file.
+type readyInfo struct {
+	PID     int      `json:"pid"`
+	Command string   `json:"command"`
+	Stages  []string `json:"stages"`
+	Addr    string   `json:"addr"` // host:port of the HTTP listener
+	URL     string   `json:"url"`  // http://host:port
+	DataDir string   `json:"data_dir"`
+	Broker  string   `json:"broker,omitempty"`
+	Store   string   `json:"store,omitempty"`
+	Weather string   `json:"weather,omitempty"`
+	Users   string   `json:"users,omitempty"`
+	Routes  []string `json:"routes"`
+}
+
+// ready announces the process: the ready file, the banner, a log line and
+// the test hook.
+func (p *process) ready() error {
+	info := readyInfo{PID: os.Getpid(), Command: p.cfg.command, Stages: p.stages, Addr: p.addr, URL: "http://" + p.addr,
+		DataDir: p.dataDir, Store: p.storeURL, Users: p.collectURL}
+	if p.b != nil {
+		info.Broker = p.cfg.Broker
+	}
+	if p.ws != nil {
+		info.Weather, _ = p.weatherURL()
+	}
+	for _, r := range api.Of(p.stages...) {
+		info.Routes = append(info.Routes, r.Pattern)
+	}
+	if err := writeReadyFile(p.cfg.ReadyFile, info); err != nil {
+		return err
+	}
+	p.printBanner(info)
+	p.log.Info("skyjoin is up", "command", p.cfg.command, "stages", strings.Join(p.stages, ","), "addr", p.addr,
+		"data_dir", p.dataDir, "broker", info.Broker, "store", info.Store, "demo", p.cfg.Demo)
+	if p.cfg.hooks.ready != nil {
+		p.cfg.hooks.ready(p.addr)
+	}
+	return nil
+}
+
+// printBanner prints where everything is; its routes come from the route
+// table.
+func (p *process) printBanner(info readyInfo) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "skyjoin is up (%s)\n", strings.Join(p.stages, ", "))
+	fmt.Fprintf(&b, "  API        %s\n", info.URL)
+	var routes []string
+	for _, r := range api.Of(p.stages...) {
+		if r.Banner {
+			routes = append(routes, r.Method()+" "+r.Path())
+		}
+	}
+	fmt.Fprintf(&b, "             %s\n", strings.Join(routes, "   "))
+	if p.runs(stServe) {
+		fmt.Fprintf(&b, "  dashboard  %s/\n", info.URL)
+	}
+	fmt.Fprintf(&b, "  data dir   %s\n", info.DataDir)
+	if info.Broker != "" {
+		fmt.Fprintf(&b, "  broker     %s\n", info.Broker)
+	}
+	if info.Store != "" {
+		fmt.Fprintf(&b, "  store      %s\n", info.Store)
+	}
+	if info.Weather != "" {
+		if p.cfg.Demo {
+			fmt.Fprintf(&b, "  weather    %s (built-in simulator)\n", info.Weather)
+		} else {
+			fmt.Fprintf(&b, "  weather    %s\n", info.Weather)
+		}
+	}
+	if info.Users != "" {
+		if p.cfg.Demo && p.cfg.Collect.URL == "" {
+			fmt.Fprintf(&b, "  users      %s (built-in simulator, %d users)\n", info.Users, p.cfg.SimUsers)
+		} else {
+			fmt.Fprintf(&b, "  users      %s\n", info.Users)
+		}
+	}
+	if p.runs(stServe) {
+		fmt.Fprintf(&b, "  try        curl -s '%s/v1/events?limit=5'\n", info.URL)
+	}
+	b.WriteString("Press Ctrl-C to stop.\n")
+	io.WriteString(p.stdout, b.String())
+}
+
+func jsonMarshal(v any) ([]byte, error) { return json.MarshalIndent(v, "", "  ") }

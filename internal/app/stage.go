@@ -1,0 +1,432 @@
+package app
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/skyjoin/skyjoin/internal/api"
+	"github.com/skyjoin/skyjoin/internal/platform"
+	"github.com/skyjoin/skyjoin/internal/serve"
+)
+
+// A stage is one part of the pipeline as a value: its name, its own flags
+// (each with a SKYJOIN_* environment variable and a default) and one
+// Validate, the routes it serves (named in the route table, internal/api),
+// and how it starts, runs and stops. A stage uses shared parts (the broker,
+// the store, the weather service, the simulators, the registry): each
+// process opens a part once, when a stage first asks for it, and closes it
+// after every stage has stopped. A command takes the flags of its stages
+// and of the parts they use, and no other.
+//
+// `skyjoin up` is the list of every stage; `skyjoin ingest`, `enrich`,
+// `serve`, `collect` and `deliver` each run their part of it.
+type stage struct {
+	name     string
+	uses     []*part // the shared parts whose flags this stage takes
+	flags    func(fs *flag.FlagSet)
+	validate func() error
+	// start builds the stage in process p: it mounts the stage's routes
+	// on r and returns how it runs. It must not block.
+	start func(ctx context.Context, p *process, r platform.Router) (*running, error)
+}
+
+// part is a shared part of a process: its flags and their validation. The
+// process opens it (process.broker, process.store, ...).
+type part struct {
+	name     string
+	flags    func(fs *flag.FlagSet)
+	validate func() error
+}
+
+// running is a started stage.
+type running struct {
+	// run, if set, runs the stage until ctx is done, then finishes what it
+	// holds and returns. hard is done when the shutdown deadline has
+	// passed: what is still in hand is abandoned (the broker delivers it
+	// again).
+	run func(ctx, hard context.Context) error
+	// stop, if set, is called after run has returned (flush, close),
+	// within the shutdown deadline.
+	stop func(ctx context.Context) error
+	// checks are the stage's readiness checks.
+	checks []serve.Check
+}
+
+// command is a stage command: the stages it runs, in the order they stop
+// (producers first, so that what they hand on is taken by the stages after
+// them before those stop).
+type command struct {
+	name    string
+	summary string
+	stages  []string
+	// optional stages can be left out with --NAME=false.
+	optional []string
+}
+
+// Stage names.
+const (
+	stIngest  = "ingest"
+	stCollect = "collect"
+	stEnrich  = "enrich"
+	stDeliver = "deliver"
+	stServe   = "serve"
+)
+
+var stageCommands = []command{
+	{name: "up", summary: "run the whole pipeline in one process (add --demo for the built-in simulators)",
+		stages: []string{stIngest, stCollect, stEnrich, stDeliver, stServe}},
+	{name: "ingest", summary: "run ingest alone (POST /v1/events, dead letters) on a shared broker",
+		stages: []string{stIngest}},
+	{name: "enrich", summary: "run the enrich worker alone on a shared broker; with a DuckDB store it also serves the reads (--serve)",
+		stages: []string{stEnrich, stServe}, optional: []string{stServe}},
+	{name: "serve", summary: "run the read API, the live stream and the dashboard alone (for stores that several processes can read, such as BigQuery)",
+		stages: []string{stServe}},
+	{name: "collect", summary: "run the users collector alone on a shared broker",
+		stages: []string{stCollect}},
+	{name: "deliver", summary: "run webhook delivery alone: any number of instances share the records",
+		stages: []string{stDeliver}},
+}
+
+func findStageCommand(name string) command {
+	for _, c := range stageCommands {
+		if c.name == name {
+			return c
+		}
+	}
+	panic("app: no stage command " + name)
+}
+
+// stageFlagSet builds the flag set of a stage command over cfg: the
+// process's own flags, each optional stage's switch, then the flags of its
+// parts and stages, each once.
+func stageFlagSet(cmd command, cfg *config, stderr io.Writer) (*flag.FlagSet, []*stage, map[string]*bool) {
+	fs := newFlagSet(cmd.name, stderr)
+	cfg.processPart().flags(fs)
+	on := map[string]*bool{}
+	for _, name := range cmd.optional {
+		on[name] = fs.Bool(name, true, "run the "+name+" stage in this process too")
+	}
+	all := cfg.stages()
+	var (
+		stages []*stage
+		seen   = map[*part]bool{}
+	)
+	for _, name := range cmd.stages {
+		s := all[name]
+		stages = append(stages, s)
+		for _, pt := range s.uses {
+			if !seen[pt] {
+				seen[pt] = true
+				pt.flags(fs)
+			}
+		}
+	}
+	for _, s := range stages {
+		if s.flags != nil {
+			s.flags(fs)
+		}
+	}
+	return fs, stages, on
+}
+
+// runStageCommand parses the flags of a stage command and runs its stages.
+func runStageCommand(ctx context.Context, name string, args []string, stdout, stderr io.Writer) error {
+	cmd := findStageCommand(name)
+	cfg := newConfig(cmd.name)
+	fs, stages, on := stageFlagSet(cmd, cfg, stderr)
+	if err := platform.ParseFlags(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: %s takes no arguments, got %q", errUsage, name, fs.Args())
+	}
+	stages = slices.DeleteFunc(stages, func(s *stage) bool { return on[s.name] != nil && !*on[s.name] })
+	cfg.applyDemoDefaults(fs)
+	if err := validateStages(cfg, stages); err != nil {
+		return err
+	}
+	log, err := platform.NewLogger(stderr, cfg.Log)
+	if err != nil {
+		return err
+	}
+	return runProcess(ctx, cfg, stages, stdout, log)
+}
+
+// validateStages reports every problem of the process's, the parts' and
+// the stages' configuration at once.
+func validateStages(cfg *config, stages []*stage) error {
+	var p platform.Problems
+	add := func(err error) {
+		if err != nil {
+			p.Addf("%v", err)
+		}
+	}
+	add(cfg.processPart().validate())
+	seen := map[*part]bool{}
+	for _, s := range stages {
+		for _, pt := range s.uses {
+			if !seen[pt] && pt.validate != nil {
+				seen[pt] = true
+				add(pt.validate())
+			}
+		}
+		if s.validate != nil {
+			add(s.validate())
+		}
+	}
+	return p.Err()
+}
+
+// stageNames are the names of stages.
+func stageNames(stages []*stage) []string {
+	names := make([]string, len(stages))
+	for i, s := range stages {
+		names[i] = s.name
+	}
+	return names
+}
+
+// routeRecorder mounts the routes of the stages on a mux, and checks them
+// against the route table: a stage may mount only the table's routes of
+// its own stage (or of every process), each once.
+type routeRecorder struct {
+	mux     *http.ServeMux
+	stage   string
+	mounted map[string]string // pattern -> stage
+	err     *error            // shared by the recorders of every stage
+}
+
+func (r *routeRecorder) Handle(pattern string, h http.Handler) {
+	i := slices.IndexFunc(api.Routes, func(rt api.Route) bool { return rt.Pattern == pattern })
+	switch {
+	case i < 0:
+		*r.err = errors.Join(*r.err, fmt.Errorf("stage %s mounts %q, which is not in the route table (internal/api)", r.stage, pattern))
+		return
+	case api.Routes[i].Stage != api.Any && api.Routes[i].Stage != r.stage:
+		*r.err = errors.Join(*r.err, fmt.Errorf("stage %s mounts %q, a route of stage %s", r.stage, pattern, api.Routes[i].Stage))
+		return
+	case r.mounted[pattern] != "":
+		*r.err = errors.Join(*r.err, fmt.Errorf("stage %s mounts %q, already mounted by %s", r.stage, pattern, r.mounted[pattern]))
+		return
+	}
+	r.mounted[pattern] = cmp.Or(r.stage, "the process")
+	r.mux.Handle(pattern, h)
+}
+
+func (r *routeRecorder) HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request)) {
+	r.Handle(pattern, http.HandlerFunc(h))
+}
+
+// check reports the routes of the table that the stages did not mount.
+func (r *routeRecorder) check(stages []string) error {
+	err := *r.err
+	for _, rt := range api.Of(stages...) {
+		if r.mounted[rt.Pattern] == "" {
+			err = errors.Join(err, fmt.Errorf("route %q of stage %q is in the route table but no stage mounted it", rt.Pattern, rt.Stage))
+		}
+	}
+	return err
+}
+
+func newRouteRecorder(mux *http.ServeMux) *routeRecorder {
+	return &routeRecorder{mux: mux, mounted: map[string]string{}, err: new(error)}
+}
+
+// for_ returns a Router that records the routes of the named stage.
+func (r *routeRecorder) for_(stage string) *routeRecorder {
+	return &routeRecorder{mux: r.mux, stage: stage, mounted: r.mounted, err: r.err}
+}
+
+// runProcess starts the stages, serves their routes, writes the ready
+// file and the banner, and runs until ctx is done or a stage fails; then
+// it shuts down within the shutdown timeout: stop taking requests, stop
+// each stage in order (each finishes what it holds), close the shared
+// parts (the store flushes, the broker last).
+func runProcess(ctx context.Context, cfg *config, stages []*stage, stdout io.Writer, log *slog.Logger) (err error) {
+	p, err := newProcess(ctx, cfg, stageNames(stages), stdout, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := p.close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+	mux := http.NewServeMux()
+	rec := newRouteRecorder(mux)
+	// Start the consumers first: the stages after a producer in the list.
+	runs := make([]*running, len(stages))
+	for i := len(stages) - 1; i >= 0; i-- {
+		s := stages[i]
+		r, err := s.start(ctx, p, rec.for_(s.name))
+		if err != nil {
+			return fmt.Errorf("start %s: %w", s.name, err)
+		}
+		runs[i] = r
+		p.checks = append(p.checks, r.checks...)
+	}
+	if err := p.mountCommon(rec.for_(api.Any)); err != nil {
+		return err
+	}
+	if err := rec.check(p.stages); err != nil {
+		return fmt.Errorf("routes: %w", err)
+	}
+	hs, err := platform.Listen(cfg.Addr, serve.JSONErrors(mux), p.log)
+	if err != nil {
+		return err
+	}
+	p.addr = hs.Addr()
+
+	errc := make(chan error, len(stages)+1)
+	hard, hardStop := context.WithCancel(context.WithoutCancel(ctx))
+	defer hardStop()
+	type runningStage struct {
+		cancel context.CancelFunc
+		done   chan struct{}
+	}
+	rs := make([]runningStage, len(stages))
+	for i, r := range runs {
+		sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		rs[i] = runningStage{cancel: cancel, done: make(chan struct{})}
+		defer cancel()
+		if r.run == nil {
+			close(rs[i].done)
+			continue
+		}
+		name := stages[i].name
+		go func() {
+			defer close(rs[i].done)
+			if err := r.run(sctx, hard); err != nil {
+				errc <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+	httpDone := make(chan struct{})
+	go func() {
+		defer close(httpDone)
+		if err := hs.Serve(); err != nil {
+			errc <- err
+		}
+	}()
+
+	if err := p.ready(); err != nil {
+		hs.Shutdown(context.Background())
+		return err
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		p.log.Info("shutting down", "deadline", cfg.ShutdownTimeout.String())
+	case runErr = <-errc:
+		p.log.Error("a stage failed; shutting down", "error", runErr.Error())
+	}
+
+	// Graceful shutdown within the deadline.
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	stopHard := context.AfterFunc(sctx, hardStop)
+	defer stopHard()
+	p.setDraining()
+	if err := hs.Shutdown(sctx); err != nil {
+		p.log.Warn("http shutdown", "error", err.Error())
+	}
+	<-httpDone
+	for i, r := range runs {
+		rs[i].cancel()
+		select {
+		case <-rs[i].done:
+		case <-hard.Done():
+			p.log.Warn("a stage did not finish before the shutdown deadline; abandoning what it holds: the broker delivers it again", "stage", stages[i].name)
+			<-rs[i].done
+		}
+		if r.stop != nil {
+			if err := r.stop(sctx); err != nil {
+				p.log.Warn("stop", "stage", stages[i].name, "error", err.Error())
+			}
+		}
+	}
+	p.stopped()
+	return runErr
+}
+
+// writeReadyFile writes v as JSON to path, atomically (a temporary file
+// renamed), so that a reader never sees half of it.
+func writeReadyFile(path string, v any) error {
+	if path == "" {
+		return nil
+	}
+	b, err := jsonMarshal(v)
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("ready file: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("ready file: %w", err)
+	}
+	return nil
+}
+
+// removeReadyFile removes the ready file at exit, so that a stale one
+// never announces a process that is gone.
+func removeReadyFile(path string) {
+	if path != "" {
+		os.Remove(path)
+	}
+}
+
+// closeStack closes what was opened, last first.
+type closeStack struct {
+	mu    sync.Mutex
+	names []string
+	fns   []func() error
+}
+
+func (c *closeStack) push(name string, fn func() error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.names = append(c.names, name)
+	c.fns = append(c.fns, fn)
+}
+
+func (c *closeStack) close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var errs []error
+	for i := len(c.fns) - 1; i >= 0; i-- {
+		if err := c.fns[i](); err != nil {
+			errs = append(errs, fmt.Errorf("close %s: %w", c.names[i], err))
+		}
+	}
+	c.fns, c.names = nil, nil
+	return errors.Join(errs...)
+}
+
+// sleepCtx waits d or until ctx is done; it reports whether d passed.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

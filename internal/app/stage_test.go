@@ -1,0 +1,218 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	json "github.com/goccy/go-json"
+
+	"github.com/skyjoin/skyjoin/internal/api"
+	"github.com/skyjoin/skyjoin/internal/platform"
+)
+
+// TestStageCommandsTakeOnlyTheirFlags: each stage command takes the flags
+// of its own stages and of the parts they use, and refuses the others. The
+// lists are written here, not derived from the registration code.
+func TestStageCommandsTakeOnlyTheirFlags(t *testing.T) {
+	common := []string{"addr", "data-dir", "shutdown-timeout", "ready-file", "log-level", "log-format", "telemetry"}
+	cases := []struct {
+		cmd    string
+		takes  []string
+		refuse []string
+	}{
+		{"ingest",
+			[]string{"broker", "ingest-max-events", "ingest-max-backlog", "ingest-group-publishes"},
+			[]string{"duckdb-threads", "store", "enrich-batch", "weather-url", "weather-quota", "collect-url", "webhook-timeout", "query-timeout", "demo", "stats-every"}},
+		{"collect",
+			[]string{"broker", "collect-url", "collect-interval", "demo", "sim-users", "collect"},
+			[]string{"duckdb-threads", "duckdb-memory-limit", "store", "enrich-batch", "weather-url", "ingest-max-events", "webhook-timeout", "query-timeout", "stats-every"}},
+		{"enrich",
+			[]string{"broker", "store", "duckdb-threads", "enrich-batch", "enrich-ack-wait", "weather-url", "weather-quota", "weather-api-key", "demo", "stats-every", "serve", "query-timeout"},
+			[]string{"collect-url", "collect-interval", "ingest-max-events", "ingest-max-backlog", "webhook-timeout"}},
+		{"serve",
+			[]string{"store", "query-timeout", "ready-timeout"},
+			[]string{"enrich-batch", "weather-url", "collect-url", "ingest-max-events", "webhook-timeout", "demo", "sim-users", "stats-every", "serve"}},
+		{"deliver",
+			[]string{"webhook-timeout", "webhook-max-attempts", "webhook-deny-private"},
+			[]string{"enrich-batch", "weather-url", "collect-url", "ingest-max-events", "query-timeout", "demo", "stats-every"}},
+		{"up",
+			[]string{"broker", "store", "duckdb-threads", "ingest-max-events", "collect-url", "collect", "enrich-batch", "weather-url", "demo", "sim-users", "query-timeout", "webhook-timeout", "stats-every"},
+			[]string{"serve"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.cmd, func(t *testing.T) {
+			fs, _, _ := stageFlagSet(findStageCommand(tc.cmd), newConfig(tc.cmd), io.Discard)
+			for _, f := range append(common, tc.takes...) {
+				if fs.Lookup(f) == nil {
+					t.Errorf("skyjoin %s does not take --%s", tc.cmd, f)
+				}
+			}
+			for _, f := range tc.refuse {
+				if fs.Lookup(f) != nil {
+					t.Errorf("skyjoin %s takes --%s, a flag of a stage it does not run", tc.cmd, f)
+				}
+			}
+			// Through the real entry point: an unknown flag is a usage error.
+			if len(tc.refuse) > 0 {
+				var stderr bytes.Buffer
+				err := Main(context.Background(), []string{tc.cmd, "--" + tc.refuse[0] + "=1"}, io.Discard, &stderr)
+				if err == nil || ExitCode(err) != 2 || !strings.Contains(err.Error(), "-"+tc.refuse[0]) {
+					t.Errorf("skyjoin %s --%s=1: err %v (exit %d)", tc.cmd, tc.refuse[0], err, ExitCode(err))
+				}
+			}
+		})
+	}
+}
+
+// TestRouteTableAgrees: the process mounts exactly the route table's routes
+// of its stages, its ready file and banner list them, and /openapi.json
+// describes the table's public API.
+func TestRouteTableAgrees(t *testing.T) {
+	readyFile := filepath.Join(t.TempDir(), "ready.json")
+	var banner bytes.Buffer
+	base, stop := startInProcessOut(t, upHooks{}, &banner, "--ready-file", readyFile)
+	defer stop()
+
+	var info readyInfo
+	b, err := os.ReadFile(readyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &info); err != nil {
+		t.Fatal(err)
+	}
+	if info.URL != base || info.PID != os.Getpid() || info.Command != "up" {
+		t.Errorf("ready file: %+v, want url %s", info, base)
+	}
+	var want []string
+	for _, r := range api.Routes { // up runs every stage
+		want = append(want, r.Pattern)
+	}
+	if !slices.Equal(info.Routes, want) {
+		t.Errorf("ready file routes:\n%v\nwant\n%v", info.Routes, want)
+	}
+	for _, r := range api.Routes {
+		line := r.Method() + " " + r.Path()
+		if got := strings.Contains(banner.String(), line+" ") || strings.Contains(banner.String(), line+"\n"); got != r.Banner {
+			t.Errorf("banner lists %s: %v, want %v\n%s", line, got, r.Banner, banner.String())
+		}
+		// Mounted: the mux has a route for it (a handler may still answer
+		// 404 for an unknown id, but not "no route").
+		path := strings.NewReplacer("{$}", "", "...}", "}", "/assets/", "/assets/app.js").Replace(r.Path())
+		for _, w := range []string{"{event_id}", "{id}"} {
+			path = strings.ReplaceAll(path, w, "x")
+		}
+		if r.Pattern == "GET /v1/stream" || strings.HasPrefix(r.Pattern, "GET /debug/pprof/") && r.Pattern != "GET /debug/pprof/" {
+			continue // long-running answers; their patterns are checked by the recorder
+		}
+		req, _ := http.NewRequest(r.Method(), base+path, strings.NewReader("{}"))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.Contains(string(body), "no route for") || strings.Contains(string(body), "not allowed on") {
+			t.Errorf("%s (%s %s) is not mounted: %d %s", r.Pattern, r.Method(), path, resp.StatusCode, body)
+		}
+	}
+
+	resp, err := http.Get(base + "/openapi.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Paths map[string]map[string]json.RawMessage `json:"paths"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&doc)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var documented, public []string
+	for path, ops := range doc.Paths {
+		for m := range ops {
+			if m != "parameters" {
+				documented = append(documented, strings.ToUpper(m)+" "+path)
+			}
+		}
+	}
+	for _, r := range api.Routes {
+		if r.Doc {
+			public = append(public, r.Method()+" "+r.Path())
+		}
+	}
+	slices.Sort(documented)
+	slices.Sort(public)
+	if !slices.Equal(documented, public) {
+		t.Errorf("/openapi.json describes\n%v\nthe route table's public API is\n%v", documented, public)
+	}
+}
+
+// TestStageMountsOnlyTableRoutes: a stage that mounts a route the table
+// does not have, or one of another stage, or misses one, stops the start.
+func TestStageMountsOnlyTableRoutes(t *testing.T) {
+	noop := func(http.ResponseWriter, *http.Request) {}
+	rec := newRouteRecorder(http.NewServeMux())
+	rec.for_(api.Serve).HandleFunc("GET /v1/secret", noop)
+	rec.for_(api.Serve).HandleFunc("POST /v1/events", noop)
+	err := rec.check([]string{api.Serve})
+	for _, want := range []string{`"GET /v1/secret", which is not in the route table`, `"POST /v1/events", a route of stage ingest`,
+		`"GET /v1/stats" of stage "serve" is in the route table but no stage mounted it`, `"GET /healthz"`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not say %s", err, want)
+		}
+	}
+}
+
+// startInProcessOut is startInProcess with the banner written to out.
+func startInProcessOut(t *testing.T, hooks upHooks, out io.Writer, args ...string) (string, func()) {
+	t.Helper()
+	cfg := newConfig("up")
+	fs, stages, _ := stageFlagSet(findStageCommand("up"), cfg, io.Discard)
+	all := append([]string{"--demo", "--collect=false", "--addr", "127.0.0.1:0", "--data-dir", t.TempDir(),
+		"--stats-every", "0", "--weather-quota", "none", "--log-level", "error"}, args...)
+	if err := platform.ParseFlags(fs, all); err != nil {
+		t.Fatal(err)
+	}
+	cfg.applyDemoDefaults(fs)
+	if err := validateStages(cfg, stages); err != nil {
+		t.Fatal(err)
+	}
+	addr := make(chan string, 1)
+	hooks.ready = func(a string) { addr <- a }
+	cfg.hooks = hooks
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- runProcess(ctx, cfg, stages, out, platform.Discard) }()
+	var base string
+	select {
+	case a := <-addr:
+		base = "http://" + a
+	case err := <-done:
+		t.Fatalf("up exited: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("up did not start in 60 s")
+	}
+	stop := func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("up: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("up did not stop in 30 s")
+		}
+	}
+	return base, stop
+}
