@@ -411,7 +411,12 @@ func (c *closeStack) close() error {
 	defer c.mu.Unlock()
 	var errs []error
 	for i := len(c.fns) - 1; i >= 0; i-- {
-		if err := c.fns[i](); err != nil {
+		start := time.Now()
+		err := c.fns[i]()
+		if d := time.Since(start); d > time.Second {
+			slog.Warn("closing took long", "part", c.names[i], "duration", d.String())
+		}
+		if err != nil {
 			errs = append(errs, fmt.Errorf("close %s: %w", c.names[i], err))
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -193,7 +194,7 @@ func startInProcessOut(t *testing.T, hooks upHooks, out io.Writer, args ...strin
 	cfg.hooks = hooks
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- runProcess(ctx, cfg, stages, out, platform.Discard) }()
+	go func() { done <- runProcess(ctx, cfg, stages, out, testLogger()) }()
 	var base string
 	select {
 	case a := <-addr:
@@ -215,4 +216,11 @@ func startInProcessOut(t *testing.T, hooks upHooks, out io.Writer, args ...strin
 		}
 	}
 	return base, stop
+}
+
+func testLogger() *slog.Logger {
+	if os.Getenv("SKYJOIN_TEST_LOG") == "" {
+		return platform.Discard
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }

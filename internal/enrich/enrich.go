@@ -249,6 +249,20 @@ func (w *Worker) handleBatch(ctx context.Context, msgs []*broker.Message) (pause
 				succeeded++
 			}
 		}
+		if succeeded > 0 && len(failed) > 0 {
+			// Some went through: an outage may have ended during the pass.
+			// A message that failed before that is no poison: try those
+			// once more before judging them.
+			again := failed[:0]
+			for _, f := range failed {
+				if e := w.process(ctx, []*broker.Message{f.m}); e != nil {
+					again = append(again, failure{f.m, e})
+				} else {
+					succeeded++
+				}
+			}
+			failed = again
+		}
 	}
 	for _, f := range failed {
 		// A panic is the message's fault whatever the others did.
