@@ -137,4 +137,3 @@ func countOf(seen map[string]int64) map[string]int {
 	}
 	return out
 }
-
