@@ -4,8 +4,10 @@
 package fault
 
 import (
+	"bytes"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -84,7 +86,9 @@ func waitAllStored(t *testing.T, base string, total int) {
 
 // TestBrokerDown: the broker runs as its own process; it is killed for a
 // few seconds mid-stream. Ingest answers 503 meanwhile, nothing accepted is
-// lost, and skyjoin carries on by itself when the broker is back.
+// lost, and skyjoin carries on by itself when the broker is back: every
+// event is stored once, and every record reaches a webhook (through the
+// records topic and the registry, both on that broker).
 func TestBrokerDown(t *testing.T) {
 	total := 20_000
 	if testing.Short() {
@@ -95,6 +99,12 @@ func TestBrokerDown(t *testing.T) {
 	br, brokerURL := testbin.Start(t, binary, testbin.BrokerURL, brokerArgs...)
 	_, base := testbin.Start(t, binary, testbin.APIURL, "up", "--demo", "--collect=false", "--broker", brokerURL, "--addr", "127.0.0.1:0",
 		"--data-dir", upDir, "--log-level", "warn", "--stats-every", "0")
+
+	hook := newHookTarget(t)
+	reg, _ := json.Marshal(map[string]any{"url": hook.srv.URL, "secret": "a-long-random-secret-for-tests", "filter": "true"})
+	if resp, err := http.Post(base+"/v1/webhooks", "application/json", bytes.NewReader(reg)); err != nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("register a webhook: %v %v", err, resp)
+	}
 
 	accepted, unavailable, done := stream(base, total, time.Now().Add(3*time.Minute))
 	for accepted.Load() < int64(total/3) {
@@ -119,4 +129,51 @@ func TestBrokerDown(t *testing.T) {
 	}
 	waitAllStored(t, base, total)
 	t.Logf("%d events accepted, all stored exactly once", total)
+	for deadline := time.Now().Add(2 * time.Minute); hook.count() < total && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+	}
+	if n := hook.count(); n != total {
+		t.Fatalf("the webhook received %d of the %d records", n, total)
+	}
+	t.Logf("every record reached the webhook (%d deliveries, %d records sent again)", hook.posts.Load(), hook.again.Load())
+}
+
+// hookTarget is a webhook receiver on loopback that counts distinct event
+// ids.
+type hookTarget struct {
+	srv          *httptest.Server
+	mu           sync.Mutex
+	ids          map[string]bool
+	posts, again atomic.Int64
+}
+
+func newHookTarget(t *testing.T) *hookTarget {
+	h := &hookTarget{ids: map[string]bool{}}
+	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			Records []struct {
+				EventID string `json:"event_id"`
+			} `json:"records"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		h.posts.Add(1)
+		h.mu.Lock()
+		for _, rec := range body.Records {
+			if h.ids[rec.EventID] {
+				h.again.Add(1)
+			}
+			h.ids[rec.EventID] = true
+		}
+		h.mu.Unlock()
+	}))
+	t.Cleanup(h.srv.Close)
+	return h
+}
+
+func (h *hookTarget) count() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.ids)
 }
