@@ -281,6 +281,9 @@ func (f *recordsFeed) run(ctx context.Context) error {
 		}
 		attempt = 1
 		for _, m := range msgs {
+			if f.hub.Len() == 0 {
+				continue // no stream to feed: not worth decoding
+			}
 			recs, err := envelope.DecodeRecords(m)
 			if err != nil {
 				f.log.Error("serve: a records message does not decode; skipped", "message_id", m.ID, "error", err.Error())
@@ -371,6 +374,10 @@ func (d *deliverLoop) run(ctx, _ context.Context) error {
 		}
 		attempt = 1
 		for _, m := range msgs {
+			if d.hooks.Active() == 0 {
+				d.ack(m) // no webhook: nothing to deliver
+				continue
+			}
 			recs, err := envelope.DecodeRecords(m)
 			if err != nil {
 				// Not ours to fix, and nothing would ever decode it: say so

@@ -107,8 +107,13 @@ const (
 	KindRecords Kind = "records"
 )
 
-// Version is the envelope version this package writes.
+// Version is the envelope version this package writes for events (and
+// dead letters of a single event).
 const Version = 1
+
+// RecordsVersion is the version it writes for records: 2, NDJSON compressed
+// with S2 (klauspost/compress). Version 1 (plain NDJSON) still decodes.
+const RecordsVersion = 2
 
 // ErrUnknownVersion is returned for a message of an envelope version this
 // build cannot decode.
@@ -152,7 +157,11 @@ func version(m *broker.Message, want Kind) (int, error) {
 }
 
 func unknownVersion(kind Kind, v string) error {
-	return fmt.Errorf("%w %q (kind %s): this build reads version %d", ErrUnknownVersion, v, kind, Version)
+	reads := "version 1"
+	if kind == KindRecords {
+		reads = "versions 1 and 2"
+	}
+	return fmt.Errorf("%w %q (kind %s): this build reads %s", ErrUnknownVersion, v, kind, reads)
 }
 
 // NewEvents is the message that carries events to the worker: body is a

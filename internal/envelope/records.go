@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
+
+	"github.com/klauspost/compress/s2"
 
 	"github.com/skyjoin/skyjoin/internal/broker"
 	"github.com/skyjoin/skyjoin/internal/event"
@@ -12,24 +15,29 @@ import (
 
 // NewRecords is the message of one stored batch of records: NDJSON of
 // event.Record (the record's JSON, as the read API serves it, Seq included),
-// kind records, with their count.
+// kind records, with their count, in version RecordsVersion.
 func NewRecords(recs []event.Record) (*broker.Message, error) {
 	if len(recs) == 0 {
 		return nil, errors.New("envelope: a records message needs at least one record")
 	}
-	var buf []byte
-	for i := range recs {
-		b, err := event.Marshal(&recs[i])
-		if err != nil {
-			return nil, fmt.Errorf("envelope: encode record %q: %w", recs[i].EventID, err)
-		}
-		if buf == nil {
-			buf = make([]byte, 0, (len(b)+1)*len(recs)*5/4)
-		}
-		buf = append(buf, b...)
-		buf = append(buf, '\n')
+	msgs, err := NewRecordsMessages(recs, math.MaxInt)
+	if err != nil {
+		return nil, err
 	}
-	return newMessage(KindRecords, buf, event.ContentTypeNDJSON, len(recs), 0), nil
+	return msgs[0], nil
+}
+
+// maxRecordsDecoded bounds the decompressed body of a version 2 records
+// message, so that a forged message cannot make a consumer allocate
+// without limit.
+const maxRecordsDecoded = 64 << 20
+
+// recordsMessage is a records message of the NDJSON body buf, compressed
+// (version 2).
+func recordsMessage(buf []byte, count int) *broker.Message {
+	m := newMessage(KindRecords, s2.Encode(nil, buf), event.ContentTypeNDJSON, count, 0)
+	m.Attributes[AttrVersion] = strconv.Itoa(RecordsVersion)
+	return m
 }
 
 // MaxRecordsBytes is the largest body NewRecordsMessages puts in one
@@ -38,7 +46,7 @@ func NewRecords(recs []event.Record) (*broker.Message, error) {
 const MaxRecordsBytes = 4 << 20
 
 // NewRecordsMessages is the stored batch recs as records messages of at
-// most maxBytes of body each (MaxRecordsBytes if maxBytes <= 0); a record
+// most maxBytes of uncompressed body each (MaxRecordsBytes if maxBytes <= 0); a record
 // larger than that goes alone in its message. Each record is encoded once.
 func NewRecordsMessages(recs []event.Record, maxBytes int) ([]*broker.Message, error) {
 	if maxBytes <= 0 {
@@ -51,7 +59,7 @@ func NewRecordsMessages(recs []event.Record, maxBytes int) ([]*broker.Message, e
 	)
 	flush := func() {
 		if count > 0 {
-			out = append(out, newMessage(KindRecords, buf, event.ContentTypeNDJSON, count, 0))
+			out = append(out, recordsMessage(buf, count))
 			buf, count = nil, 0
 		}
 	}
@@ -83,13 +91,27 @@ func DecodeRecords(m *broker.Message) ([]event.Record, error) {
 	}
 	switch v {
 	case 1:
-		return decodeRecordsV1(m)
+		return decodeRecordsV1(m, m.Data)
+	case 2:
+		n, err := s2.DecodedLen(m.Data)
+		if err != nil {
+			return nil, fmt.Errorf("records message: not S2: %w", err)
+		}
+		if n > maxRecordsDecoded {
+			return nil, fmt.Errorf("records message of %d bytes decompressed, over the limit of %d", n, maxRecordsDecoded)
+		}
+		body, err := s2.Decode(make([]byte, n), m.Data)
+		if err != nil {
+			return nil, fmt.Errorf("records message: not S2: %w", err)
+		}
+		return decodeRecordsV1(m, body)
 	}
 	return nil, unknownVersion(KindRecords, m.Attributes[AttrVersion])
 }
 
-// decodeRecordsV1: NDJSON of records.
-func decodeRecordsV1(m *broker.Message) ([]event.Record, error) {
+// decodeRecordsV1 decodes body, NDJSON of records (version 1 as it is,
+// version 2 once decompressed), against m's attributes.
+func decodeRecordsV1(m *broker.Message, body []byte) ([]event.Record, error) {
 	if ct := m.Attributes[AttrContentType]; ct != event.ContentTypeNDJSON {
 		return nil, fmt.Errorf("records message of content type %q, want %s", ct, event.ContentTypeNDJSON)
 	}
@@ -97,8 +119,8 @@ func decodeRecordsV1(m *broker.Message) ([]event.Record, error) {
 	if err != nil || count < 1 {
 		return nil, fmt.Errorf("records message with count %q, want a positive integer", m.Attributes[AttrCount])
 	}
-	recs := make([]event.Record, 0, min(count, len(m.Data)/2+1))
-	for line := range bytes.Lines(m.Data) {
+	recs := make([]event.Record, 0, min(count, len(body)/2+1))
+	for line := range bytes.Lines(body) {
 		line = bytes.TrimSpace(line)
 		if len(line) == 0 {
 			continue

@@ -306,6 +306,15 @@ func (h *hook) kill() {
 	h.cancel()
 }
 
+// Active is the number of webhooks live in this Dispatcher now. A consumer
+// may skip decoding records while it is 0: Deliver would settle them at
+// once anyway.
+func (d *Dispatcher) Active() int {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return len(d.hooks)
+}
+
 // Deliver hands stored records to the webhooks whose filter they match. It
 // does not wait for the filters or the deliveries: it is meant for the
 // enrich worker's OnStored hook, or a consumer of stored records. recs
