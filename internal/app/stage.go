@@ -423,15 +423,3 @@ func (c *closeStack) close() error {
 	c.fns, c.names = nil, nil
 	return errors.Join(errs...)
 }
-
-// sleepCtx waits d or until ctx is done; it reports whether d passed.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}

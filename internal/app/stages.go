@@ -257,45 +257,64 @@ func (f *recordsFeed) subscribe(ctx context.Context) error {
 // reason, their clients resume from the store with Last-Event-ID, and the
 // feed subscribes again.
 func (f *recordsFeed) run(ctx context.Context) error {
-	backoff := retry.Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second}
-	for attempt := 1; ctx.Err() == nil; {
-		msgs, err := f.sub.Fetch(ctx, 256, time.Second)
-		switch {
-		case ctx.Err() != nil:
-			return nil
-		case errors.Is(err, broker.ErrSubscriptionGone):
+	return consumeRecords(ctx, func() broker.Subscription { return f.sub }, f.log, "serve",
+		func(err error) error {
+			if !errors.Is(err, broker.ErrSubscriptionGone) {
+				return err
+			}
 			f.log.Warn("serve: the records subscription was removed by the broker; live streams resume from the store", "error", err.Error())
 			f.hub.DropAll("the server lost its feed of records: resume with Last-Event-ID")
 			f.sub.Close()
-			if err := f.subscribe(ctx); err != nil {
-				f.log.Warn("serve: subscribe to the records topic again", "error", err.Error())
-				retry.Sleep(ctx, backoff.Delay(attempt))
-				attempt++
+			return f.subscribe(ctx)
+		},
+		func(msgs []*broker.Message) {
+			for _, m := range msgs {
+				if f.hub.Len() == 0 {
+					continue // no stream to feed: not worth decoding
+				}
+				recs, err := envelope.DecodeRecords(m)
+				if err != nil {
+					f.log.Error("serve: a records message does not decode; skipped", "message_id", m.ID, "error", err.Error())
+					continue
+				}
+				f.hub.Publish(recs)
 			}
-			continue
-		case err != nil:
-			f.log.Warn("serve: fetch records", "error", err.Error())
+			if len(msgs) > 0 {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				if err := f.sub.Ack(ctx, msgs...); err != nil {
+					f.log.Warn("serve: ack records", "error", err.Error())
+				}
+			}
+		})
+}
+
+// consumeRecords fetches batches of records messages from sub() and hands
+// them to handle until ctx is done. A fetch error goes to onErr first
+// (nil: carry on at once); what it returns is retried with backoff, but a
+// closed subscription ends the loop.
+func consumeRecords(ctx context.Context, sub func() broker.Subscription, log *slog.Logger, stage string,
+	onErr func(error) error, handle func([]*broker.Message)) error {
+	backoff := retry.Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second}
+	for attempt := 1; ctx.Err() == nil; {
+		msgs, err := sub().Fetch(ctx, 256, time.Second)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil && onErr != nil {
+			err = onErr(err)
+		}
+		if err != nil {
+			if errors.Is(err, broker.ErrClosed) {
+				return fmt.Errorf("fetch records: %w", err)
+			}
+			log.Warn(stage+": fetch records; retrying", "error", err.Error())
 			retry.Sleep(ctx, backoff.Delay(attempt))
 			attempt++
 			continue
 		}
 		attempt = 1
-		for _, m := range msgs {
-			if f.hub.Len() == 0 {
-				continue // no stream to feed: not worth decoding
-			}
-			recs, err := envelope.DecodeRecords(m)
-			if err != nil {
-				f.log.Error("serve: a records message does not decode; skipped", "message_id", m.ID, "error", err.Error())
-				continue
-			}
-			f.hub.Publish(recs)
-		}
-		if len(msgs) > 0 {
-			if err := f.sub.Ack(ctx, msgs...); err != nil && ctx.Err() == nil {
-				f.log.Warn("serve: ack records", "error", err.Error())
-			}
-		}
+		handle(msgs)
 	}
 	return nil
 }
@@ -357,22 +376,7 @@ type deliverLoop struct {
 }
 
 func (d *deliverLoop) run(ctx, _ context.Context) error {
-	backoff := retry.Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second}
-	for attempt := 1; ctx.Err() == nil; {
-		msgs, err := d.sub.Fetch(ctx, 64, time.Second)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if err != nil {
-			if errors.Is(err, broker.ErrClosed) {
-				return fmt.Errorf("fetch records: %w", err)
-			}
-			d.log.Warn("deliver: fetch records; retrying", "error", err.Error())
-			retry.Sleep(ctx, backoff.Delay(attempt))
-			attempt++
-			continue
-		}
-		attempt = 1
+	return consumeRecords(ctx, func() broker.Subscription { return d.sub }, d.log, "deliver", nil, func(msgs []*broker.Message) {
 		for _, m := range msgs {
 			if d.hooks.Active() == 0 {
 				d.ack(m) // no webhook: nothing to deliver
@@ -392,8 +396,7 @@ func (d *deliverLoop) run(ctx, _ context.Context) error {
 				d.ack(m)
 			})
 		}
-	}
-	return nil
+	})
 }
 
 func (d *deliverLoop) ack(m *broker.Message) {
