@@ -17,6 +17,20 @@ const (
 	Deliver = "deliver"
 )
 
+// Scopes a credential may hold; a route needs one of them (Route.Scope).
+// Admin implies every other scope.
+const (
+	ScopePublic   = "public"   // no credential: the health probes
+	ScopeIngest   = "ingest"   // send events
+	ScopeRead     = "read"     // read records, stats, the schema and the API description
+	ScopeStream   = "stream"   // the live stream (and the dashboard, which reads it)
+	ScopeWebhooks = "webhooks" // manage webhooks and their failures
+	ScopeAdmin    = "admin"    // keys, dead letters, erasure, metrics, debug
+)
+
+// Scopes are the scopes a key can be given, in order.
+var Scopes = []string{ScopeIngest, ScopeRead, ScopeStream, ScopeWebhooks, ScopeAdmin}
+
 // Route is one route: a Go ServeMux pattern ("METHOD /path") and what it is.
 type Route struct {
 	Stage   string // the stage that serves it; Any: every process
@@ -27,6 +41,9 @@ type Route struct {
 	Doc bool
 	// Banner marks a route the start-up banner lists.
 	Banner bool
+	// Scope is what a caller must hold (ScopePublic: nothing). It is the
+	// authorization policy: one table for every route.
+	Scope string
 }
 
 // Method and Path split the pattern.
@@ -41,37 +58,37 @@ func (r Route) Path() string {
 
 // Routes is the route table.
 var Routes = []Route{
-	{Ingest, "POST /v1/events", "accept events (a JSON object, array or NDJSON); 202 once the broker has them", true, true},
-	{Ingest, "GET /v1/schema", "the JSON Schema of an event", true, false},
-	{Ingest, "GET /v1/deadletters", "list the events the worker could not process", true, false},
-	{Ingest, "POST /v1/deadletters/replay", "publish dead letters to the pipeline again", true, false},
-	{Ingest, "DELETE /v1/deadletters/{id}", "discard a dead letter", true, false},
+	{Ingest, "POST /v1/events", "accept events (a JSON object, array or NDJSON); 202 once the broker has them", true, true, ScopeIngest},
+	{Ingest, "GET /v1/schema", "the JSON Schema of an event", true, false, ScopeRead},
+	{Ingest, "GET /v1/deadletters", "list the events the worker could not process", true, false, ScopeAdmin},
+	{Ingest, "POST /v1/deadletters/replay", "publish dead letters to the pipeline again", true, false, ScopeAdmin},
+	{Ingest, "DELETE /v1/deadletters/{id}", "discard a dead letter", true, false, ScopeAdmin},
 
-	{Serve, "GET /v1/events", "list stored records (filters, order, cursor)", true, true},
-	{Serve, "GET /v1/events/{event_id...}", "one stored record by event id", true, true},
-	{Serve, "GET /v1/users/{id}/latest", "a user's latest record", true, true},
-	{Serve, "GET /v1/stats", "aggregates by country, city or time bucket", true, true},
-	{Serve, "GET /v1/stream", "Server-Sent Events of records as they are stored", true, true},
-	{Serve, "GET /openapi.json", "this API in OpenAPI 3.1", true, false},
-	{Serve, "GET /{$}", "the dashboard", false, false},
-	{Serve, "GET /assets/", "the dashboard's files", false, false},
+	{Serve, "GET /v1/events", "list stored records (filters, order, cursor)", true, true, ScopeRead},
+	{Serve, "GET /v1/events/{event_id...}", "one stored record by event id", true, true, ScopeRead},
+	{Serve, "GET /v1/users/{id}/latest", "a user's latest record", true, true, ScopeRead},
+	{Serve, "GET /v1/stats", "aggregates by country, city or time bucket", true, true, ScopeRead},
+	{Serve, "GET /v1/stream", "Server-Sent Events of records as they are stored", true, true, ScopeStream},
+	{Serve, "GET /openapi.json", "this API in OpenAPI 3.1", true, false, ScopeRead},
+	{Serve, "GET /{$}", "the dashboard", false, false, ScopePublic},
+	{Serve, "GET /assets/", "the dashboard's files", false, false, ScopePublic},
 
-	{Deliver, "POST /v1/webhooks", "register a webhook", true, true},
-	{Deliver, "GET /v1/webhooks", "list webhooks", true, false},
-	{Deliver, "GET /v1/webhooks/{id}", "one webhook and its counters", true, false},
-	{Deliver, "DELETE /v1/webhooks/{id}", "remove a webhook and its failures", true, false},
-	{Deliver, "GET /v1/webhooks/{id}/failures", "batches that could not be delivered", true, false},
-	{Deliver, "POST /v1/webhooks/{id}/failures/replay", "deliver failed batches again", true, false},
+	{Deliver, "POST /v1/webhooks", "register a webhook", true, true, ScopeWebhooks},
+	{Deliver, "GET /v1/webhooks", "list webhooks", true, false, ScopeWebhooks},
+	{Deliver, "GET /v1/webhooks/{id}", "one webhook and its counters", true, false, ScopeWebhooks},
+	{Deliver, "DELETE /v1/webhooks/{id}", "remove a webhook and its failures", true, false, ScopeWebhooks},
+	{Deliver, "GET /v1/webhooks/{id}/failures", "batches that could not be delivered", true, false, ScopeWebhooks},
+	{Deliver, "POST /v1/webhooks/{id}/failures/replay", "deliver failed batches again", true, false, ScopeWebhooks},
 
-	{Any, "GET /healthz", "liveness", true, false},
-	{Any, "GET /readyz", "readiness: the process's checks; 503 while draining", true, true},
-	{Any, "GET /metrics", "Prometheus metrics", false, true},
-	{Any, "GET /debug/pipeline", "counters, memory and CPU of this process", false, false},
-	{Any, "GET /debug/pprof/", "Go profiles", false, false},
-	{Any, "GET /debug/pprof/cmdline", "Go profiles", false, false},
-	{Any, "GET /debug/pprof/profile", "Go profiles", false, false},
-	{Any, "GET /debug/pprof/symbol", "Go profiles", false, false},
-	{Any, "GET /debug/pprof/trace", "Go profiles", false, false},
+	{Any, "GET /healthz", "liveness", true, false, ScopePublic},
+	{Any, "GET /readyz", "readiness: the process's checks; 503 while draining", true, true, ScopePublic},
+	{Any, "GET /metrics", "Prometheus metrics", false, true, ScopeAdmin},
+	{Any, "GET /debug/pipeline", "counters, memory and CPU of this process", false, false, ScopeAdmin},
+	{Any, "GET /debug/pprof/", "Go profiles", false, false, ScopeAdmin},
+	{Any, "GET /debug/pprof/cmdline", "Go profiles", false, false, ScopeAdmin},
+	{Any, "GET /debug/pprof/profile", "Go profiles", false, false, ScopeAdmin},
+	{Any, "GET /debug/pprof/symbol", "Go profiles", false, false, ScopeAdmin},
+	{Any, "GET /debug/pprof/trace", "Go profiles", false, false, ScopeAdmin},
 }
 
 // Of returns the routes of the given stages, and those of every process.

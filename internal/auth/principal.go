@@ -1,0 +1,42 @@
+// Package auth says who is calling and what they may do: API keys kept
+// hashed in the shared registry, Google-signed ID tokens, and the middleware
+// that holds every route to its scope in the route table (internal/api).
+package auth
+
+import (
+	"context"
+	"slices"
+
+	"github.com/skyjoin/skyjoin/internal/api"
+)
+
+// Principal is an authenticated caller.
+type Principal struct {
+	// ID names the caller in logs and the audit trail: a key id
+	// ("key_..."), an ID token's subject or email, or "anonymous" when the
+	// process runs without auth (loopback only).
+	ID string
+	// Kind is how it was authenticated: "key", "idtoken" or "none".
+	Kind string
+	// Scopes are what it may do; api.ScopeAdmin implies every scope.
+	Scopes []string
+}
+
+// Has reports whether p may use scope.
+func (p Principal) Has(scope string) bool {
+	return scope == api.ScopePublic || slices.Contains(p.Scopes, api.ScopeAdmin) || slices.Contains(p.Scopes, scope)
+}
+
+type ctxKey struct{}
+
+// WithPrincipal returns ctx carrying p.
+func WithPrincipal(ctx context.Context, p Principal) context.Context {
+	return context.WithValue(ctx, ctxKey{}, p)
+}
+
+// FromContext returns the caller of a request, if the request was
+// authenticated (or the process runs without auth).
+func FromContext(ctx context.Context) (Principal, bool) {
+	p, ok := ctx.Value(ctxKey{}).(Principal)
+	return p, ok
+}
