@@ -11,6 +11,7 @@ import (
 
 	"cloud.google.com/go/bigquery"
 
+	"github.com/skyjoin/skyjoin/internal/event"
 	"github.com/skyjoin/skyjoin/internal/store"
 	"github.com/skyjoin/skyjoin/internal/store/storetest"
 )
@@ -62,7 +63,10 @@ func TestRealProject(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	recs := roundTripRecords()
+	// Dated from now: the table keeps its partitions for the retention of
+	// cfg (400 days by default), so rows with fixed old dates would one day
+	// land in expired partitions and be dropped.
+	recs := datedFromNow(roundTripRecords(), time.Now())
 	if err := s.Write(ctx, recs); err != nil {
 		t.Fatal(err)
 	}
@@ -138,4 +142,36 @@ func envOr(name, def string) string {
 		return v
 	}
 	return def
+}
+
+// datedFromNow moves every timestamp of recs by the same amount, so that the
+// first record's occurred_at is an hour before now (truncated to the
+// second, so that the records keep their sub-second parts).
+func datedFromNow(recs []event.Record, now time.Time) []event.Record {
+	shift := now.Add(-time.Hour).Truncate(time.Second).Sub(recs[0].OccurredAt.Truncate(time.Second))
+	for i := range recs {
+		r := &recs[i]
+		r.OccurredAt = r.OccurredAt.Add(shift)
+		r.IngestedAt = r.IngestedAt.Add(shift)
+		r.ProcessedAt = r.ProcessedAt.Add(shift)
+		if r.Weather != nil {
+			w := *r.Weather
+			w.ObservedAt = w.ObservedAt.Add(shift)
+			r.Weather = &w
+		}
+	}
+	return recs
+}
+
+func TestDatedFromNow(t *testing.T) {
+	now := time.Date(2031, 5, 6, 7, 8, 9, 0, time.UTC)
+	recs := datedFromNow(roundTripRecords(), now)
+	for _, r := range recs {
+		if age := now.Sub(r.OccurredAt); age < 0 || age > 24*time.Hour {
+			t.Errorf("%s occurred %s before now", r.EventID, age)
+		}
+		if r.ProcessedAt.Before(r.IngestedAt) {
+			t.Errorf("%s: processed before ingested", r.EventID)
+		}
+	}
 }
