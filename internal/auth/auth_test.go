@@ -1,0 +1,399 @@
+package auth
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/skyjoin/skyjoin/internal/api"
+	"github.com/skyjoin/skyjoin/internal/registry/natskv/natskvtest"
+)
+
+func TestParseToken(t *testing.T) {
+	id, secret := idPrefix+newSecret(idChars), newSecret(secretChars)
+	tok := token(id, secret)
+	gotID, gotSecret, ok := ParseToken(tok)
+	if !ok || gotID != id || gotSecret != secret {
+		t.Fatalf("ParseToken(%s) = %s %s %v", tok, gotID, gotSecret, ok)
+	}
+	for _, bad := range []string{"", "sk_", tok + "a", tok[:len(tok)-1], strings.Replace(tok, "sk_", "sx_", 1),
+		strings.ToUpper(tok), tok[:len(tok)-1] + "1", strings.Replace(tok, "_"+secret, "-"+secret, 1)} {
+		if _, _, ok := ParseToken(bad); ok {
+			t.Errorf("ParseToken(%q) accepted", bad)
+		}
+	}
+}
+
+// TestKeysLifecycle: create, verify, list (no secret), rotate with and
+// without grace, revoke, expiry; the registry holds only a hash.
+func TestKeysLifecycle(t *testing.T) {
+	srv := natskvtest.Start(t, t.TempDir())
+	reg := srv.Registry(t)
+	ctx := t.Context()
+	ks := Keys{Reg: reg}
+	v, err := NewVerifier(ctx, reg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+
+	if _, _, err := ks.Create(ctx, KeySpec{Scopes: []string{"read", "bogus", "read"}}); !errors.Is(err, ErrInvalidSpec) ||
+		!strings.Contains(err.Error(), `"bogus" is not a scope`) || !strings.Contains(err.Error(), `"read" is given twice`) {
+		t.Fatalf("bad spec: %v", err)
+	}
+	k, tok, err := ks.Create(ctx, KeySpec{Name: "ci", Scopes: []string{api.ScopeRead}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, secret, _ := ParseToken(tok)
+	doc, err := reg.Get(ctx, CollKeys, k.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(doc.Data), secret) || !strings.Contains(string(doc.Data), hashSecret(secret)) {
+		t.Fatalf("the registry document holds the secret, or not its hash: %s", doc.Data)
+	}
+	verified := func(tok string) (Principal, error) {
+		t.Helper()
+		var p Principal
+		var err error
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if p, err = v.Verify(tok); err == nil {
+				break
+			}
+		}
+		return p, err
+	}
+	p, err := verified(tok)
+	if err != nil || p.ID != k.ID || p.Kind != KindKey || !p.Has(api.ScopeRead) || p.Has(api.ScopeIngest) {
+		t.Fatalf("verify: %+v %v", p, err)
+	}
+	// A wrong secret for a known id, and an unknown id.
+	if _, err := v.Verify(token(k.ID, newSecret(secretChars))); !errors.Is(err, ErrInvalid) {
+		t.Errorf("wrong secret: %v", err)
+	}
+	if _, err := v.Verify(token(idPrefix+newSecret(idChars), secret)); !errors.Is(err, ErrInvalid) {
+		t.Errorf("unknown id: %v", err)
+	}
+
+	keys, err := ks.List(ctx)
+	if err != nil || len(keys) != 1 || keys[0].ID != k.ID {
+		t.Fatalf("list: %+v %v", keys, err)
+	}
+	b, _ := json.Marshal(keys)
+	if strings.Contains(string(b), secret) || strings.Contains(string(b), hashSecret(secret)) || strings.Contains(string(b), "hash") {
+		t.Fatalf("list shows a secret or hash: %s", b)
+	}
+
+	// Rotation with grace: both work; without: only the new one.
+	_, tok2, err := ks.Rotate(ctx, k.ID, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := verified(tok2); err != nil {
+		t.Fatalf("new token after rotation: %v", err)
+	}
+	if _, err := v.Verify(tok); err != nil {
+		t.Fatalf("old token within the grace: %v", err)
+	}
+	_, tok3, err := ks.Rotate(ctx, k.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := verified(tok3); err != nil {
+		t.Fatal(err)
+	}
+	for _, old := range []string{tok, tok2} {
+		if _, err := v.Verify(old); !errors.Is(err, ErrInvalid) {
+			t.Errorf("an old token after a rotation without grace: %v", err)
+		}
+	}
+
+	// Revocation.
+	if _, err := ks.Revoke(ctx, k.ID); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err = v.Verify(tok3); errors.Is(err, ErrRevoked) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("revoked key: %v", err)
+		}
+	}
+	if _, _, err := ks.Rotate(ctx, k.ID, 0); !errors.Is(err, ErrInvalidSpec) {
+		t.Errorf("rotate a revoked key: %v", err)
+	}
+	if _, err := ks.Revoke(ctx, "key_nosuchkeyatall22"); !errors.Is(err, ErrKeyNotFound) {
+		t.Errorf("revoke an unknown key: %v", err)
+	}
+
+	// Expiry, by the verifier's clock.
+	exp := time.Now().Add(time.Hour)
+	_, etok, err := ks.Create(ctx, KeySpec{Scopes: []string{api.ScopeIngest}, ExpiresAt: &exp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := verified(etok); err != nil {
+		t.Fatal(err)
+	}
+	v.now = func() time.Time { return exp.Add(time.Second) }
+	if _, err := v.Verify(etok); !errors.Is(err, ErrExpired) {
+		t.Errorf("expired key: %v", err)
+	}
+	if n := v.Active(); n != 0 {
+		t.Errorf("active keys: %d, want 0", n)
+	}
+}
+
+// TestRevocationReachesAnotherProcess: two Verifiers, each on its own
+// connection to the broker as two processes are; a key revoked through a
+// third connection is refused by both within 5 s (real clock).
+func TestRevocationReachesAnotherProcess(t *testing.T) {
+	srv := natskvtest.Start(t, t.TempDir())
+	ctx := t.Context()
+	a, err := NewVerifier(ctx, srv.Dial(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := NewVerifier(ctx, srv.Dial(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	admin := Keys{Reg: srv.Dial(t)}
+	k, tok, err := admin.Create(ctx, KeySpec{Scopes: []string{api.ScopeIngest}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []*Verifier{a, b} {
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			if _, err := v.Verify(tok); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("a new key is not verified within 5 s")
+			}
+		}
+	}
+	revoked := time.Now()
+	if _, err := admin.Revoke(ctx, k.ID); err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range []*Verifier{a, b} {
+		for {
+			if _, err := v.Verify(tok); errors.Is(err, ErrRevoked) {
+				t.Logf("verifier %d refuses the key %s after the revocation", i, time.Since(revoked).Round(time.Millisecond))
+				break
+			}
+			if time.Since(revoked) > 5*time.Second {
+				t.Fatalf("verifier %d still accepts the key 5 s after its revocation", i)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}
+
+// idp is a local OIDC issuer: a JWKS server and a signing key.
+type idp struct {
+	key     *rsa.PrivateKey
+	kid     string
+	srv     *httptest.Server
+	fetches atomic.Int64
+	maxAge  string
+}
+
+func newIDP(t *testing.T) *idp {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &idp{key: key, kid: "k1", maxAge: "3600"}
+	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.fetches.Add(1)
+		set := jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &p.key.PublicKey, KeyID: p.kid, Algorithm: "RS256", Use: "sig"}}}
+		w.Header().Set("Cache-Control", "public, max-age="+p.maxAge+", must-revalidate")
+		json.NewEncoder(w).Encode(set)
+	}))
+	t.Cleanup(p.srv.Close)
+	return p
+}
+
+func (p *idp) sign(t *testing.T, key *rsa.PrivateKey, kid string, claims map[string]any) string {
+	t.Helper()
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key},
+		(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", kid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(claims)
+	jws, err := s.Sign(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := jws.CompactSerialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+const testAudience = "https://skyjoin.example.test"
+
+func goodClaims(now time.Time) map[string]any {
+	return map[string]any{"iss": GoogleIssuer, "aud": testAudience, "sub": "1234", "email": "pusher@p.iam.gserviceaccount.com",
+		"email_verified": true, "iat": now.Unix(), "exp": now.Add(time.Hour).Unix()}
+}
+
+func with(m map[string]any, k string, v any) map[string]any {
+	out := map[string]any{}
+	for a, b := range m {
+		out[a] = b
+	}
+	if v == nil {
+		delete(out, k)
+	} else {
+		out[k] = v
+	}
+	return out
+}
+
+// TestIDTokens: signature, issuer (both Google forms), audience, times,
+// the allow list, against a local JWKS server and a test RSA key.
+func TestIDTokens(t *testing.T) {
+	p := newIDP(t)
+	other, _ := rsa.GenerateKey(rand.Reader, 2048)
+	cfg := IDTokenConfig{Audiences: []string{"other", testAudience}, Issuer: GoogleIssuer, JWKSURL: p.srv.URL,
+		Scopes: []string{api.ScopeIngest}, Emails: []string{"pusher@p.iam.gserviceaccount.com"}}
+	v := NewIDTokens(cfg, p.srv.Client(), nil)
+	now := time.Now()
+	c := goodClaims(now)
+	cases := []struct {
+		name string
+		tok  string
+		want string // "" ok; else a part of the error
+	}{
+		{"valid", p.sign(t, p.key, p.kid, c), ""},
+		{"issuer without scheme", p.sign(t, p.key, p.kid, with(c, "iss", "accounts.google.com")), ""},
+		{"audience in a list", p.sign(t, p.key, p.kid, with(c, "aud", []string{"x", testAudience})), ""},
+		{"expired within the skew", p.sign(t, p.key, p.kid, with(c, "exp", now.Add(-30*time.Second).Unix())), ""},
+		{"wrong audience", p.sign(t, p.key, p.kid, with(c, "aud", "https://evil.example.test")), "audience"},
+		{"wrong issuer", p.sign(t, p.key, p.kid, with(c, "iss", "https://evil.example.test")), "wrong issuer"},
+		{"expired", p.sign(t, p.key, p.kid, with(c, "exp", now.Add(-5*time.Minute).Unix())), "expired"},
+		{"no exp", p.sign(t, p.key, p.kid, with(c, "exp", nil)), "expired"},
+		{"issued in the future", p.sign(t, p.key, p.kid, with(c, "iat", now.Add(10*time.Minute).Unix())), "iat"},
+		{"no iat", p.sign(t, p.key, p.kid, with(c, "iat", nil)), "iat"},
+		{"not valid yet", p.sign(t, p.key, p.kid, with(c, "nbf", now.Add(10*time.Minute).Unix())), "nbf"},
+		{"unknown kid", p.sign(t, p.key, "k-unknown", c), "signature"},
+		{"bad signature", p.sign(t, other, p.kid, c), "signature"},
+		{"tampered", strings.Replace(p.sign(t, p.key, p.kid, c), ".", ".x", 1), "malformed"},
+		{"email not allowed", p.sign(t, p.key, p.kid, with(c, "email", "someone@gmail.com")), "not allowed"},
+		{"email not verified", p.sign(t, p.key, p.kid, with(c, "email_verified", false)), "not allowed"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			pr, err := v.Verify(context.Background(), tc.tok)
+			if tc.want == "" {
+				if err != nil || pr.ID != "pusher@p.iam.gserviceaccount.com" || pr.Kind != KindIDToken || !pr.Has(api.ScopeIngest) || pr.Has(api.ScopeRead) {
+					t.Fatalf("got %+v, %v", pr, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %+v, %v; want an error with %q", pr, err, tc.want)
+			}
+		})
+	}
+	// The keys were cached: one fetch for the valid tokens, and unknown
+	// kids fetch again at most once per 30 s.
+	if n := p.fetches.Load(); n > 2 {
+		t.Errorf("%d fetches of the key set, want at most 2 (cache, rate-limited refetch)", n)
+	}
+}
+
+// TestJWKSCache: the keys are kept for the answer's max-age; a new kid is
+// fetched (once per refetch interval); a failed fetch keeps the old keys.
+func TestJWKSCache(t *testing.T) {
+	p := newIDP(t)
+	p.maxAge = "120"
+	clock := time.Now()
+	v := NewIDTokens(IDTokenConfig{Audiences: []string{testAudience}, Issuer: GoogleIssuer, JWKSURL: p.srv.URL,
+		Scopes: []string{api.ScopeRead}}, p.srv.Client(), nil)
+	v.now = func() time.Time { return clock }
+	verify := func() error {
+		_, err := v.Verify(context.Background(), p.sign(t, p.key, p.kid, goodClaims(clock)))
+		return err
+	}
+	for range 5 {
+		if err := verify(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := p.fetches.Load(); n != 1 {
+		t.Fatalf("fetches: %d, want 1", n)
+	}
+	clock = clock.Add(121 * time.Second) // past max-age
+	if err := verify(); err != nil || p.fetches.Load() != 2 {
+		t.Fatalf("after max-age: %v, %d fetches", err, p.fetches.Load())
+	}
+	// The issuer rotates its key: the new kid is fetched at once, since
+	// the last fetch is over 30 s old... but not within 30 s of a fetch.
+	p.key, _ = rsa.GenerateKey(rand.Reader, 2048)
+	p.kid = "k2"
+	if err := verify(); err == nil {
+		t.Fatal("a new kid right after a fetch was accepted: no rate limit")
+	}
+	clock = clock.Add(31 * time.Second)
+	if err := verify(); err != nil {
+		t.Fatalf("a new kid after the refetch interval: %v", err)
+	}
+	if n := p.fetches.Load(); n != 3 {
+		t.Fatalf("fetches: %d, want 3", n)
+	}
+	if maxAge("no-cache") != jwksDefaultMaxAge || maxAge("max-age=5") != jwksMinMaxAge || maxAge("public, max-age=19516") != 19516*time.Second {
+		t.Error("maxAge")
+	}
+}
+
+func TestDecide(t *testing.T) {
+	t.Setenv("K_SERVICE", "")
+	cases := []struct {
+		cfg   Config
+		addrs []string
+		on    bool
+		err   string
+	}{
+		{Config{Mode: ModeAuto}, []string{"127.0.0.1:8080", "127.0.0.1:0"}, false, ""},
+		{Config{Mode: ModeAuto}, []string{"localhost:8080", "[::1]:0"}, false, ""},
+		{Config{Mode: ModeAuto}, []string{"0.0.0.0:8080", "127.0.0.1:0"}, true, ""},
+		{Config{Mode: ModeAuto}, []string{":8080"}, true, ""},
+		{Config{Mode: ModeAuto}, []string{"127.0.0.1:8080", "10.0.0.5:9090"}, true, ""},
+		{Config{Mode: ModeOn}, []string{"127.0.0.1:8080"}, true, ""},
+		{Config{Mode: ModeOff}, []string{"127.0.0.1:8080"}, false, ""},
+		{Config{Mode: ModeOff}, []string{"0.0.0.0:8080"}, false, "--insecure-no-auth"},
+		{Config{Mode: ModeOff, InsecureNoAuth: true}, []string{"0.0.0.0:8080"}, false, ""},
+		{Config{Mode: ModeAuto, InsecureNoAuth: true}, []string{"0.0.0.0:8080"}, false, ""},
+	}
+	for _, tc := range cases {
+		on, err := tc.cfg.Decide(tc.addrs...)
+		if on != tc.on || (err == nil) != (tc.err == "") || err != nil && !strings.Contains(err.Error(), tc.err) {
+			t.Errorf("%+v %v: %v %v", tc.cfg, tc.addrs, on, err)
+		}
+	}
+	t.Setenv("K_SERVICE", "ingest")
+	if on, _ := (Config{Mode: ModeAuto}).Decide("127.0.0.1:8080"); !on {
+		t.Error("on Cloud Run auth is on")
+	}
+}
