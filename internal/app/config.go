@@ -2,6 +2,7 @@ package app
 
 import (
 	"flag"
+	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -71,6 +72,7 @@ type upHooks struct {
 	wrapStore func(storeBackend) storeBackend
 	ready     func(addr string)    // called once the API listens
 	info      func(info readyInfo) // called then with what the ready file says
+	log       *slog.Logger         // the process's logger in tests (nil: testLogger)
 }
 
 func newConfig(command string) *config { return &config{command: command} }

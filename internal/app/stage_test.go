@@ -212,7 +212,11 @@ func startInProcessOut(t *testing.T, hooks upHooks, out io.Writer, args ...strin
 	cfg.hooks = hooks
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- runProcess(ctx, cfg, stages, out, testLogger()) }()
+	log := hooks.log
+	if log == nil {
+		log = testLogger()
+	}
+	go func() { done <- runProcess(ctx, cfg, stages, out, log) }()
 	var base string
 	select {
 	case a := <-addr:

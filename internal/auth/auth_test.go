@@ -6,16 +6,12 @@ import (
 	"crypto/rsa"
 	"encoding/json"
 	"errors"
-	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	jose "github.com/go-jose/go-jose/v4"
-
 	"github.com/skyjoin/skyjoin/internal/api"
+	"github.com/skyjoin/skyjoin/internal/auth/authtest"
 	"github.com/skyjoin/skyjoin/internal/registry/natskv/natskvtest"
 )
 
@@ -205,56 +201,10 @@ func TestRevocationReachesAnotherProcess(t *testing.T) {
 	}
 }
 
-// idp is a local OIDC issuer: a JWKS server and a signing key.
-type idp struct {
-	key     *rsa.PrivateKey
-	kid     string
-	srv     *httptest.Server
-	fetches atomic.Int64
-	maxAge  string
-}
-
-func newIDP(t *testing.T) *idp {
-	t.Helper()
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &idp{key: key, kid: "k1", maxAge: "3600"}
-	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p.fetches.Add(1)
-		set := jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &p.key.PublicKey, KeyID: p.kid, Algorithm: "RS256", Use: "sig"}}}
-		w.Header().Set("Cache-Control", "public, max-age="+p.maxAge+", must-revalidate")
-		json.NewEncoder(w).Encode(set)
-	}))
-	t.Cleanup(p.srv.Close)
-	return p
-}
-
-func (p *idp) sign(t *testing.T, key *rsa.PrivateKey, kid string, claims map[string]any) string {
-	t.Helper()
-	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key},
-		(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", kid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := json.Marshal(claims)
-	jws, err := s.Sign(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := jws.CompactSerialize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 const testAudience = "https://skyjoin.example.test"
 
 func goodClaims(now time.Time) map[string]any {
-	return map[string]any{"iss": GoogleIssuer, "aud": testAudience, "sub": "1234", "email": "pusher@p.iam.gserviceaccount.com",
-		"email_verified": true, "iat": now.Unix(), "exp": now.Add(time.Hour).Unix()}
+	return authtest.Claims(testAudience, "pusher@p.iam.gserviceaccount.com", now)
 }
 
 func with(m map[string]any, k string, v any) map[string]any {
@@ -273,11 +223,13 @@ func with(m map[string]any, k string, v any) map[string]any {
 // TestIDTokens: signature, issuer (both Google forms), audience, times,
 // the allow list, against a local JWKS server and a test RSA key.
 func TestIDTokens(t *testing.T) {
-	p := newIDP(t)
+	p := authtest.NewIssuer(t)
 	other, _ := rsa.GenerateKey(rand.Reader, 2048)
-	cfg := IDTokenConfig{Audiences: []string{"other", testAudience}, Issuer: GoogleIssuer, JWKSURL: p.srv.URL,
+	cfg := IDTokenConfig{Audiences: []string{"other", testAudience}, Issuer: GoogleIssuer, JWKSURL: p.URL,
 		Scopes: []string{api.ScopeIngest}, Emails: []string{"pusher@p.iam.gserviceaccount.com"}}
-	v := NewIDTokens(cfg, p.srv.Client(), nil)
+	v := NewIDTokens(cfg, nil, nil)
+	kid := p.KID()
+	sign := func(key *rsa.PrivateKey, kid string, c map[string]any) string { return authtest.SignWith(t, key, kid, c) }
 	now := time.Now()
 	c := goodClaims(now)
 	cases := []struct {
@@ -285,22 +237,22 @@ func TestIDTokens(t *testing.T) {
 		tok  string
 		want string // "" ok; else a part of the error
 	}{
-		{"valid", p.sign(t, p.key, p.kid, c), ""},
-		{"issuer without scheme", p.sign(t, p.key, p.kid, with(c, "iss", "accounts.google.com")), ""},
-		{"audience in a list", p.sign(t, p.key, p.kid, with(c, "aud", []string{"x", testAudience})), ""},
-		{"expired within the skew", p.sign(t, p.key, p.kid, with(c, "exp", now.Add(-30*time.Second).Unix())), ""},
-		{"wrong audience", p.sign(t, p.key, p.kid, with(c, "aud", "https://evil.example.test")), "audience"},
-		{"wrong issuer", p.sign(t, p.key, p.kid, with(c, "iss", "https://evil.example.test")), "wrong issuer"},
-		{"expired", p.sign(t, p.key, p.kid, with(c, "exp", now.Add(-5*time.Minute).Unix())), "expired"},
-		{"no exp", p.sign(t, p.key, p.kid, with(c, "exp", nil)), "expired"},
-		{"issued in the future", p.sign(t, p.key, p.kid, with(c, "iat", now.Add(10*time.Minute).Unix())), "iat"},
-		{"no iat", p.sign(t, p.key, p.kid, with(c, "iat", nil)), "iat"},
-		{"not valid yet", p.sign(t, p.key, p.kid, with(c, "nbf", now.Add(10*time.Minute).Unix())), "nbf"},
-		{"unknown kid", p.sign(t, p.key, "k-unknown", c), "signature"},
-		{"bad signature", p.sign(t, other, p.kid, c), "signature"},
-		{"tampered", strings.Replace(p.sign(t, p.key, p.kid, c), ".", ".x", 1), "malformed"},
-		{"email not allowed", p.sign(t, p.key, p.kid, with(c, "email", "someone@gmail.com")), "not allowed"},
-		{"email not verified", p.sign(t, p.key, p.kid, with(c, "email_verified", false)), "not allowed"},
+		{"valid", p.Sign(t, c), ""},
+		{"issuer without scheme", p.Sign(t, with(c, "iss", "accounts.google.com")), ""},
+		{"audience in a list", p.Sign(t, with(c, "aud", []string{"x", testAudience})), ""},
+		{"expired within the skew", p.Sign(t, with(c, "exp", now.Add(-30*time.Second).Unix())), ""},
+		{"wrong audience", p.Sign(t, with(c, "aud", "https://evil.example.test")), "audience"},
+		{"wrong issuer", p.Sign(t, with(c, "iss", "https://evil.example.test")), "wrong issuer"},
+		{"expired", p.Sign(t, with(c, "exp", now.Add(-5*time.Minute).Unix())), "expired"},
+		{"no exp", p.Sign(t, with(c, "exp", nil)), "expired"},
+		{"issued in the future", p.Sign(t, with(c, "iat", now.Add(10*time.Minute).Unix())), "iat"},
+		{"no iat", p.Sign(t, with(c, "iat", nil)), "iat"},
+		{"not valid yet", p.Sign(t, with(c, "nbf", now.Add(10*time.Minute).Unix())), "nbf"},
+		{"unknown kid", sign(other, "k-unknown", c), "signature"},
+		{"bad signature", sign(other, kid, c), "signature"},
+		{"tampered", strings.Replace(p.Sign(t, c), ".", ".x", 1), "malformed"},
+		{"email not allowed", p.Sign(t, with(c, "email", "someone@gmail.com")), "not allowed"},
+		{"email not verified", p.Sign(t, with(c, "email_verified", false)), "not allowed"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -318,7 +270,7 @@ func TestIDTokens(t *testing.T) {
 	}
 	// The keys were cached: one fetch for the valid tokens, and unknown
 	// kids fetch again at most once per 30 s.
-	if n := p.fetches.Load(); n > 2 {
+	if n := p.Fetches.Load(); n > 2 {
 		t.Errorf("%d fetches of the key set, want at most 2 (cache, rate-limited refetch)", n)
 	}
 }
@@ -326,14 +278,14 @@ func TestIDTokens(t *testing.T) {
 // TestJWKSCache: the keys are kept for the answer's max-age; a new kid is
 // fetched (once per refetch interval); a failed fetch keeps the old keys.
 func TestJWKSCache(t *testing.T) {
-	p := newIDP(t)
-	p.maxAge = "120"
+	p := authtest.NewIssuer(t)
+	p.SetMaxAge("120")
 	clock := time.Now()
-	v := NewIDTokens(IDTokenConfig{Audiences: []string{testAudience}, Issuer: GoogleIssuer, JWKSURL: p.srv.URL,
-		Scopes: []string{api.ScopeRead}}, p.srv.Client(), nil)
+	v := NewIDTokens(IDTokenConfig{Audiences: []string{testAudience}, Issuer: GoogleIssuer, JWKSURL: p.URL,
+		Scopes: []string{api.ScopeRead}}, nil, nil)
 	v.now = func() time.Time { return clock }
 	verify := func() error {
-		_, err := v.Verify(context.Background(), p.sign(t, p.key, p.kid, goodClaims(clock)))
+		_, err := v.Verify(context.Background(), p.Sign(t, goodClaims(clock)))
 		return err
 	}
 	for range 5 {
@@ -341,17 +293,16 @@ func TestJWKSCache(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := p.fetches.Load(); n != 1 {
+	if n := p.Fetches.Load(); n != 1 {
 		t.Fatalf("fetches: %d, want 1", n)
 	}
 	clock = clock.Add(121 * time.Second) // past max-age
-	if err := verify(); err != nil || p.fetches.Load() != 2 {
-		t.Fatalf("after max-age: %v, %d fetches", err, p.fetches.Load())
+	if err := verify(); err != nil || p.Fetches.Load() != 2 {
+		t.Fatalf("after max-age: %v, %d fetches", err, p.Fetches.Load())
 	}
 	// The issuer rotates its key: the new kid is fetched at once, since
 	// the last fetch is over 30 s old... but not within 30 s of a fetch.
-	p.key, _ = rsa.GenerateKey(rand.Reader, 2048)
-	p.kid = "k2"
+	p.Rotate(t, "k2")
 	if err := verify(); err == nil {
 		t.Fatal("a new kid right after a fetch was accepted: no rate limit")
 	}
@@ -359,7 +310,7 @@ func TestJWKSCache(t *testing.T) {
 	if err := verify(); err != nil {
 		t.Fatalf("a new kid after the refetch interval: %v", err)
 	}
-	if n := p.fetches.Load(); n != 3 {
+	if n := p.Fetches.Load(); n != 3 {
 		t.Fatalf("fetches: %d, want 3", n)
 	}
 	if maxAge("no-cache") != jwksDefaultMaxAge || maxAge("max-age=5") != jwksMinMaxAge || maxAge("public, max-age=19516") != 19516*time.Second {
