@@ -229,7 +229,9 @@ func TestIDTokens(t *testing.T) {
 		Scopes: []string{api.ScopeIngest}, Emails: []string{"pusher@p.iam.gserviceaccount.com"}}
 	v := NewIDTokens(cfg, nil, nil)
 	kid := p.KID()
-	sign := func(key *rsa.PrivateKey, kid string, c map[string]any) string { return authtest.SignWith(t, key, kid, c) }
+	sign := func(key *rsa.PrivateKey, kid string, c map[string]any) string {
+		return authtest.SignWith(t, key, kid, c)
+	}
 	now := time.Now()
 	c := goodClaims(now)
 	cases := []struct {
