@@ -9,7 +9,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -32,24 +31,6 @@ func keysCmd(t *testing.T, args ...string) keyOut {
 		t.Fatalf("skyjoin keys %v: %v\n%s", args, err, out.String())
 	}
 	return k
-}
-
-// syncBuffer is a bytes.Buffer for a logger written from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // cred is one way of calling.
@@ -119,7 +100,7 @@ func TestAuthMatrix(t *testing.T) {
 
 	const aud, email = "https://skyjoin.test", "pusher@project.iam.gserviceaccount.com"
 	issuer := authtest.NewIssuer(t)
-	var logs syncBuffer
+	var logs syncBuf
 	var banner bytes.Buffer
 	base, stop := startInProcessOut(t, upHooks{log: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}, &banner,
 		"--data-dir", dir, "--auth=on", "--auth-idtoken-audience", aud, "--auth-idtoken-jwks-url", issuer.URL,

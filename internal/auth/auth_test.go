@@ -6,6 +6,9 @@ import (
 	"crypto/rsa"
 	"encoding/json"
 	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -348,5 +351,42 @@ func TestDecide(t *testing.T) {
 	t.Setenv("K_SERVICE", "ingest")
 	if on, _ := (Config{Mode: ModeAuto}).Decide("127.0.0.1:8080"); !on {
 		t.Error("on Cloud Run auth is on")
+	}
+}
+
+// TestCloudRunAudience: on Cloud Run the audience is the service's URL,
+// from K_SERVICE and the metadata server (here a local one).
+func TestCloudRunAudience(t *testing.T) {
+	md := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Metadata-Flavor") != "Google" {
+			http.Error(w, "no flavor", http.StatusForbidden)
+			return
+		}
+		w.Header().Set("Metadata-Flavor", "Google")
+		switch r.URL.Path {
+		case "/computeMetadata/v1/project/numeric-project-id":
+			io.WriteString(w, "123456789")
+		case "/computeMetadata/v1/instance/region":
+			io.WriteString(w, "projects/123456789/regions/europe-west1")
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer md.Close()
+	t.Setenv("GCE_METADATA_HOST", strings.TrimPrefix(md.URL, "http://"))
+	t.Setenv("K_SERVICE", "skyjoin-ingest")
+	aud, err := CloudRunAudience(t.Context())
+	if err != nil || aud != "https://skyjoin-ingest-123456789.europe-west1.run.app" {
+		t.Fatalf("%q %v", aud, err)
+	}
+	// On Cloud Run the allow list is optional (its IAM checks the invoker).
+	c := Config{Mode: ModeAuto, SessionTTL: time.Hour, IDToken: IDTokenConfig{Audiences: []string{aud},
+		Issuer: GoogleIssuer, JWKSURL: GoogleJWKSURL, Scopes: []string{api.ScopeIngest}}}
+	if err := c.Validate(); err != nil {
+		t.Errorf("on Cloud Run: %v", err)
+	}
+	t.Setenv("K_SERVICE", "")
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "auth-idtoken-emails") {
+		t.Errorf("off Cloud Run without an allow list: %v", err)
 	}
 }

@@ -71,32 +71,8 @@ func (v *Verifier) Close() error {
 func (v *Verifier) watch(ctx context.Context, changes <-chan registry.Change) {
 	defer close(v.done)
 	backoff := retry.Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second}
-	for attempt := 1; ; {
-		for c := range changes {
-			if c.Err != nil {
-				v.log.Error("auth: the watch of the keys broke; watching again", "error", c.Err.Error())
-				break
-			}
-			attempt = 1
-			v.apply(c)
-		}
-		for {
-			if retry.Sleep(ctx, backoff.Delay(attempt)) != nil {
-				return
-			}
-			attempt++
-			docs, ch, err := v.reg.Watch(ctx, CollKeys)
-			if err != nil {
-				if ctx.Err() == nil {
-					v.log.Error("auth: watch the keys", "error", err.Error())
-				}
-				continue
-			}
-			v.sync(docs)
-			changes = ch
-			break
-		}
-	}
+	registry.Follow(ctx, v.reg, CollKeys, changes, backoff.Delay, v.apply, v.sync,
+		func(err error) { v.log.Error("auth: watch the keys", "error", err.Error()) })
 }
 
 // sync makes the keys those of docs.
