@@ -8,13 +8,15 @@ package api
 
 import "strings"
 
-// Stages that serve routes. Probes, metrics and debug routes belong to
-// every process (Any).
+// Stages that serve routes. Probes and the key routes belong to every
+// process (Any); metrics and debug routes too, but on its admin listener
+// (AdminListener), bound to loopback, never on the public port.
 const (
-	Any     = ""
-	Ingest  = "ingest"
-	Serve   = "serve"
-	Deliver = "deliver"
+	Any           = ""
+	AdminListener = "admin-listener"
+	Ingest        = "ingest"
+	Serve         = "serve"
+	Deliver       = "deliver"
 )
 
 // Scopes a credential may hold; a route needs one of them (Route.Scope).
@@ -70,6 +72,7 @@ var Routes = []Route{
 	{Serve, "GET /v1/stats", "aggregates by country, city or time bucket", true, true, ScopeRead},
 	{Serve, "GET /v1/stream", "Server-Sent Events of records as they are stored", true, true, ScopeStream},
 	{Serve, "GET /openapi.json", "this API in OpenAPI 3.1", true, false, ScopeRead},
+	{Serve, "POST /v1/session", "a browser session (an HttpOnly cookie, read and stream at most) for the API key in Authorization", true, false, ScopeRead},
 	{Serve, "GET /{$}", "the dashboard", false, false, ScopePublic},
 	{Serve, "GET /assets/", "the dashboard's files", false, false, ScopePublic},
 
@@ -82,20 +85,30 @@ var Routes = []Route{
 
 	{Any, "GET /healthz", "liveness", true, false, ScopePublic},
 	{Any, "GET /readyz", "readiness: the process's checks; 503 while draining", true, true, ScopePublic},
-	{Any, "GET /metrics", "Prometheus metrics", false, true, ScopeAdmin},
-	{Any, "GET /debug/pipeline", "counters, memory and CPU of this process", false, false, ScopeAdmin},
-	{Any, "GET /debug/pprof/", "Go profiles", false, false, ScopeAdmin},
-	{Any, "GET /debug/pprof/cmdline", "Go profiles", false, false, ScopeAdmin},
-	{Any, "GET /debug/pprof/profile", "Go profiles", false, false, ScopeAdmin},
-	{Any, "GET /debug/pprof/symbol", "Go profiles", false, false, ScopeAdmin},
-	{Any, "GET /debug/pprof/trace", "Go profiles", false, false, ScopeAdmin},
+	{Any, "POST /v1/keys", "create an API key; its token is in this answer only", true, false, ScopeAdmin},
+	{Any, "GET /v1/keys", "list the API keys (never a secret)", true, false, ScopeAdmin},
+	{Any, "POST /v1/keys/{id}/rotate", "give an API key a new secret, the old one kept for an optional grace", true, false, ScopeAdmin},
+	{Any, "DELETE /v1/keys/{id}", "revoke an API key: every process refuses it within seconds", true, false, ScopeAdmin},
+
+	{AdminListener, "GET /metrics", "Prometheus metrics", false, true, ScopeAdmin},
+	{AdminListener, "GET /debug/pipeline", "counters, memory and CPU of this process", false, true, ScopeAdmin},
+	{AdminListener, "GET /debug/pprof/", "Go profiles", false, true, ScopeAdmin},
+	{AdminListener, "GET /debug/pprof/cmdline", "Go profiles", false, false, ScopeAdmin},
+	{AdminListener, "GET /debug/pprof/profile", "Go profiles", false, false, ScopeAdmin},
+	{AdminListener, "GET /debug/pprof/symbol", "Go profiles", false, false, ScopeAdmin},
+	{AdminListener, "GET /debug/pprof/trace", "Go profiles", false, false, ScopeAdmin},
 }
 
-// Of returns the routes of the given stages, and those of every process.
+// OnAdminListener reports whether the route is served on a process's
+// admin listener (loopback by default) rather than its public port.
+func (r Route) OnAdminListener() bool { return r.Stage == AdminListener }
+
+// Of returns the routes of the given stages, and those of every process
+// (its admin listener's included).
 func Of(stages ...string) []Route {
 	var out []Route
 	for _, r := range Routes {
-		if r.Stage == Any || contains(stages, r.Stage) {
+		if r.Stage == Any || r.Stage == AdminListener || contains(stages, r.Stage) {
 			out = append(out, r)
 		}
 	}

@@ -23,6 +23,7 @@ var commands = map[string]subcommand{
 	"backfill":    {"join the weather to the records stored without it (run while up is stopped)", runBackfill},
 	"broker":      {"run the embedded NATS JetStream broker alone, on TCP, for stages in separate processes", runBroker},
 	"bench":       {"measure a running or self-started skyjoin: ingest, pipeline, latency, weather, resources", runBench},
+	"keys":        {"create, list, rotate and revoke API keys (in the registry, or through a running skyjoin)", runKeys},
 	"deadletters": {"list the events the worker could not process, with the reason", runDeadLetters},
 	"replay":      {"publish dead letters to the pipeline again once the cause is fixed", runReplay},
 	"migrate":     {"create or update the store's tables (BigQuery: dataset, partitioned table, dedup view)", runMigrate},

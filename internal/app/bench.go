@@ -20,7 +20,8 @@ import (
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("bench", stderr)
-	target := fs.String("target", "", "base URL of a running skyjoin on loopback (empty: start `skyjoin up --demo --collect=false` on a temporary data dir)")
+	target := fs.String("target", "", "base URL of a running skyjoin on loopback, without auth (empty: start `skyjoin up --demo --collect=false` on a temporary data dir)")
+	adminURL := fs.String("admin", "", "with --target: the base URL of its admin listener, where /debug/pipeline is (admin_url in its --ready-file, or the banner's admin line)")
 	quick := fs.Bool("quick", false, "short phases (a smoke run, not figures)")
 	phase := fs.Duration("phase", 15*time.Second, "length of each ingest phase")
 	pipeline := fs.Duration("pipeline", 60*time.Second, "length of the saturated pipeline phase")
@@ -50,16 +51,23 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *quick {
 		cfg.PhaseDuration, cfg.PipelineDuration, cfg.LatencyDuration = 3*time.Second, 5*time.Second, 5*time.Second
 	}
-	base := *target
-	if base == "" {
-		child, addr, err := startChild(ctx, stderr, upArgs)
+	base, admin := *target, *adminURL
+	switch {
+	case base == "" && admin != "":
+		return fmt.Errorf("%w: bench: --admin goes with --target", errUsage)
+	case base != "" && admin == "":
+		return fmt.Errorf("%w: bench: --target needs --admin, its admin listener's URL (admin_url in its ready file)", errUsage)
+	case base == "":
+		child, addr, adminAddr, err := startChild(ctx, stderr, upArgs)
 		if err != nil {
 			return err
 		}
 		defer child.stop()
-		base = addr
+		base, admin = addr, adminAddr
 	}
-	res, err := bench.Run(ctx, bench.NewClient(base, cfg.Concurrency), cfg, stderr)
+	c := bench.NewClient(base, cfg.Concurrency)
+	c.Admin = admin
+	res, err := bench.Run(ctx, c, cfg, stderr)
 	if err != nil {
 		return err
 	}
@@ -96,18 +104,22 @@ func (c *childProc) stop() {
 	os.RemoveAll(c.dir)
 }
 
-var apiLine = regexp.MustCompile(`API\s+(http://\S+)`)
+var (
+	apiLine   = regexp.MustCompile(`API\s+(http://\S+)`)
+	adminLine = regexp.MustCompile(`admin\s+(http://\S+)`)
+)
 
 // startChild starts this binary's `up --demo --collect=false` on a free
-// loopback port and a temporary data dir, and returns its API base URL.
-func startChild(ctx context.Context, stderr io.Writer, extra []string) (*childProc, string, error) {
+// loopback port and a temporary data dir, and returns its API and admin
+// listener base URLs.
+func startChild(ctx context.Context, stderr io.Writer, extra []string) (*childProc, string, string, error) {
 	exe, err := os.Executable()
 	if err != nil {
-		return nil, "", err
+		return nil, "", "", err
 	}
 	dir, err := os.MkdirTemp("", "skyjoin-bench")
 	if err != nil {
-		return nil, "", err
+		return nil, "", "", err
 	}
 	args := append([]string{"up", "--demo", "--collect=false", "--addr", "127.0.0.1:0", "--data-dir", dir,
 		"--log-level", "warn", "--stats-every", "0"}, extra...)
@@ -115,36 +127,42 @@ func startChild(ctx context.Context, stderr io.Writer, extra []string) (*childPr
 	cmd.Stderr = stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		return nil, "", err
+		return nil, "", "", err
 	}
 	if err := cmd.Start(); err != nil {
-		return nil, "", fmt.Errorf("start skyjoin up: %w", err)
+		return nil, "", "", fmt.Errorf("start skyjoin up: %w", err)
 	}
 	c := &childProc{cmd: cmd, dir: dir, done: make(chan struct{})}
 	go func() { cmd.Wait(); close(c.done) }()
-	addr := make(chan string, 1)
+	type urls struct{ api, admin string }
+	up := make(chan urls, 1)
 	go func() {
+		var u urls
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
 			if m := apiLine.FindStringSubmatch(sc.Text()); m != nil {
+				u.api = m[1]
+			}
+			if m := adminLine.FindStringSubmatch(sc.Text()); m != nil && u.api != "" {
+				u.admin = m[1]
 				select {
-				case addr <- m[1]:
+				case up <- u:
 				default:
 				}
 			}
 		}
 	}()
 	select {
-	case a := <-addr:
-		return c, a, nil
+	case u := <-up:
+		return c, u.api, u.admin, nil
 	case <-c.done:
 		os.RemoveAll(dir)
-		return nil, "", fmt.Errorf("skyjoin up exited before it was up")
+		return nil, "", "", fmt.Errorf("skyjoin up exited before it was up")
 	case <-time.After(60 * time.Second):
 		c.stop()
-		return nil, "", fmt.Errorf("skyjoin up did not start within 60 s")
+		return nil, "", "", fmt.Errorf("skyjoin up did not start within 60 s")
 	case <-ctx.Done():
 		c.stop()
-		return nil, "", ctx.Err()
+		return nil, "", "", ctx.Err()
 	}
 }

@@ -2,9 +2,13 @@ package app
 
 import (
 	"flag"
+	"log/slog"
+	"net"
 	"os"
+	"strings"
 	"time"
 
+	"github.com/skyjoin/skyjoin/internal/auth"
 	"github.com/skyjoin/skyjoin/internal/collect"
 	"github.com/skyjoin/skyjoin/internal/enrich"
 	"github.com/skyjoin/skyjoin/internal/ingest"
@@ -24,6 +28,8 @@ type config struct {
 
 	// The process's own.
 	Addr            string
+	AdminAddr       string
+	Auth            auth.Config
 	DataDir         string
 	ShutdownTimeout time.Duration
 	ReadyFile       string
@@ -53,6 +59,10 @@ type config struct {
 
 	hooks upHooks
 
+	// secretFlags are the flags whose values are secrets: redacted from
+	// /debug/pprof/cmdline.
+	secretFlags []string
+
 	parts map[string]*part
 	all   map[string]*stage
 }
@@ -60,7 +70,9 @@ type config struct {
 // upHooks lets in-process tests inject faults; nil fields do nothing.
 type upHooks struct {
 	wrapStore func(storeBackend) storeBackend
-	ready     func(addr string) // called once the API listens
+	ready     func(addr string)    // called once the API listens
+	info      func(info readyInfo) // called then with what the ready file says
+	log       *slog.Logger         // the process's logger in tests (nil: testLogger)
 }
 
 func newConfig(command string) *config { return &config{command: command} }
@@ -80,7 +92,9 @@ func (c *config) processPart() *part {
 	return &part{
 		name: "process",
 		flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&c.Addr, "addr", "127.0.0.1:8080", "HTTP address of this process's API and probes; port 0 picks a free port")
+			fs.StringVar(&c.Addr, "addr", "127.0.0.1:8080", "HTTP address of this process's API and probes; port 0 picks a free port (beyond loopback, auth is on: see --auth)")
+			fs.StringVar(&c.AdminAddr, "admin-addr", "127.0.0.1:0", "HTTP address of the admin listener: /metrics, /debug/pipeline, /debug/pprof/ (never on the public port); off: none. Beyond loopback, auth is on and they need the admin scope")
+			c.Auth.RegisterFlags(fs)
 			fs.StringVar(&c.DataDir, "data-dir", "data", "directory for the process's files (the embedded broker's and the DuckDB store's)")
 			fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful shutdown may take")
 			fs.StringVar(&c.ReadyFile, "ready-file", "", "once ready, write a JSON file here with the bound addresses and URLs (for scripts and tests); removed on exit")
@@ -97,6 +111,16 @@ func (c *config) processPart() *part {
 			}
 			if err := c.Telemetry.Validate(); err != nil {
 				p.Addf("%v", err)
+			}
+			if err := c.Auth.Validate(); err != nil {
+				p.Addf("%v", err)
+			}
+			if c.AdminAddr != "off" {
+				if _, _, err := net.SplitHostPort(c.AdminAddr); err != nil {
+					p.Addf("admin-addr: want HOST:PORT or off, got %q", c.AdminAddr)
+				} else if c.AdminAddr == c.Addr && !strings.HasSuffix(c.Addr, ":0") {
+					p.Addf("admin-addr must differ from addr (%s): debug routes are never on the public port", c.Addr)
+				}
 			}
 			return p.Err()
 		},
@@ -126,7 +150,7 @@ func (c *config) sharedParts() map[string]*part {
 			c.DuckDB.RegisterFlags(fs)
 		}},
 		ptRegistry: {name: ptRegistry, flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&c.Registry, "registry", "", "registry URL, where webhooks are kept for every process: \"\" (the key-value bucket on the JetStream broker), nats://HOST:PORT or firestore://PROJECT[/DATABASE][?prefix=P]")
+			fs.StringVar(&c.Registry, "registry", "", "registry URL, where webhooks and API keys are kept for every process: \"\" (the key-value bucket on the JetStream broker), nats://HOST:PORT or firestore://PROJECT[/DATABASE][?prefix=P]")
 		}},
 		ptDemo: {name: ptDemo, flags: func(fs *flag.FlagSet) {
 			fs.BoolVar(&c.Demo, "demo", false, "start the built-in simulators of the user and weather APIs on loopback and use them")

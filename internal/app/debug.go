@@ -1,9 +1,11 @@
 package app
 
 import (
+	"io"
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -80,7 +82,7 @@ func resetPeak() error {
 
 // registerDebug mounts GET /debug/pipeline and the pprof handlers.
 // GET /debug/pipeline?reset_peak=1 first resets the peak RSS (VmHWM).
-func registerDebug(mux platform.Router, w *enrich.Worker, ws *weather.Service, gate *ingest.BacklogGate) {
+func registerDebug(mux platform.Router, w *enrich.Worker, ws *weather.Service, gate *ingest.BacklogGate, secretFlags []string) {
 	mux.HandleFunc("GET /debug/pipeline", func(rw http.ResponseWriter, r *http.Request) {
 		d := pipelineDebug{PID: os.Getpid()}
 		if r.URL.Query().Get("reset_peak") == "1" {
@@ -112,8 +114,37 @@ func registerDebug(mux platform.Router, w *enrich.Worker, ws *weather.Service, g
 		platform.WriteJSON(rw, http.StatusOK, d)
 	})
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index) // serves heap, allocs, goroutine, ... by name
-	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/cmdline", func(w http.ResponseWriter, r *http.Request) {
+		// pprof.Cmdline's answer, with the values of secret flags redacted.
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, strings.Join(redactArgs(os.Args, secretFlags), "\x00"))
+	})
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+}
+
+// redactArgs returns args with the values of the named flags replaced by
+// "REDACTED" (--name=value, -name=value, or --name value).
+func redactArgs(args, secretFlags []string) []string {
+	out := make([]string, len(args))
+	copy(out, args)
+	for i := 1; i < len(out); i++ {
+		a := out[i]
+		if a == "--" {
+			break
+		}
+		name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "-") || !slices.Contains(secretFlags, name) {
+			continue
+		}
+		if hasValue {
+			out[i] = a[:strings.Index(a, "=")+1] + "REDACTED"
+		} else if i+1 < len(out) {
+			out[i+1] = "REDACTED"
+			i++
+		}
+	}
+	return out
 }

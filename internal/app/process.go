@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	json "github.com/goccy/go-json"
 
 	"github.com/skyjoin/skyjoin/internal/api"
+	"github.com/skyjoin/skyjoin/internal/auth"
 	"github.com/skyjoin/skyjoin/internal/broker"
 	"github.com/skyjoin/skyjoin/internal/enrich"
 	"github.com/skyjoin/skyjoin/internal/ingest"
@@ -28,15 +30,17 @@ import (
 // logger and telemetry, and the shared parts, each opened once on first use
 // and closed after every stage has stopped.
 type process struct {
-	ctx     context.Context
-	cfg     *config
-	stages  []string
-	stdout  io.Writer
-	log     *slog.Logger
-	tel     *telemetry.Provider
-	dataDir string
-	closers closeStack
-	addr    string // the HTTP listener's, once bound
+	ctx       context.Context
+	cfg       *config
+	stages    []string
+	stdout    io.Writer
+	log       *slog.Logger
+	tel       *telemetry.Provider
+	dataDir   string
+	closers   closeStack
+	addr      string              // the HTTP listener's, once bound
+	adminAddr string              // the admin listener's, once bound ("" if off)
+	authn     *auth.Authenticator // who may call (setupAuth)
 
 	mu       sync.Mutex
 	b        broker.Broker
@@ -155,11 +159,24 @@ func (p *process) registry() (registry.Registry, error) {
 		return nil, err
 	}
 	if reg == nil {
-		return nil, fmt.Errorf("no registry for webhooks: the broker %s is not NATS JetStream; give --registry firestore://PROJECT", p.cfg.Broker)
+		return nil, fmt.Errorf("%w: the broker %s is not NATS JetStream; give --registry firestore://PROJECT", errNoRegistry, p.cfg.Broker)
 	}
 	p.closers.push("registry", reg.Close)
 	p.reg = reg
 	return reg, nil
+}
+
+// errNoRegistry: --registry is empty and the broker has no key-value store.
+var errNoRegistry = errors.New("no registry for webhooks and API keys")
+
+// optionalRegistry is the registry, or nil if the process has none (no
+// --registry and a broker other than JetStream).
+func (p *process) optionalRegistry() (registry.Registry, error) {
+	reg, err := p.registry()
+	if errors.Is(err, errNoRegistry) {
+		return nil, nil
+	}
+	return reg, err
 }
 
 // sim starts the simulators on first use (with --demo).
@@ -238,20 +255,22 @@ func (p *process) stopped() {
 }
 
 // mountCommon mounts what every process serves: the probes (with the
-// checks of its stages), /metrics and the debug routes.
-func (p *process) mountCommon(r platform.Router) error {
+// checks of its stages) and the key routes on r; /metrics and the debug
+// routes on admin, the admin listener.
+func (p *process) mountCommon(r, admin platform.Router) error {
 	opts := p.cfg.Serve
 	opts.Logger = p.log
 	opts.Checks = append(opts.Checks, p.checks...)
 	probes := serve.New(noStore{}, opts)
 	probes.RegisterProbes(r)
 	p.onDraining(func() { probes.SetDraining(true) })
+	(&auth.Handler{Registry: p.optionalRegistry, Auth: p.authn}).RegisterKeys(r)
 	var weatherStats func() weather.Stats
 	if p.ws != nil {
 		weatherStats = p.ws.Stats
 	}
-	registerDebug(r, p.worker, p.ws, p.gate)
-	return instrumentPipeline(p.tel, r, p.ing, p.worker, weatherStats, p.gate, p.cfg.Enrich.Subscription)
+	registerDebug(admin, p.worker, p.ws, p.gate, p.cfg.secretFlags)
+	return instrumentPipeline(p.tel, admin, p.ing, p.worker, weatherStats, p.gate, p.cfg.Enrich.Subscription)
 }
 
 // readyInfo is the JSON of --ready-file.
@@ -261,12 +280,15 @@ type readyInfo struct {
 	Stages  []string `json:"stages"`
 	Addr    string   `json:"addr"` // host:port of the HTTP listener
 	URL     string   `json:"url"`  // http://host:port
-	DataDir string   `json:"data_dir"`
-	Broker  string   `json:"broker,omitempty"`
-	Store   string   `json:"store,omitempty"`
-	Weather string   `json:"weather,omitempty"`
-	Users   string   `json:"users,omitempty"`
-	Routes  []string `json:"routes"`
+	// AdminURL is the admin listener's (metrics, debug), if on.
+	AdminURL string   `json:"admin_url,omitempty"`
+	Auth     string   `json:"auth"` // on or off
+	DataDir  string   `json:"data_dir"`
+	Broker   string   `json:"broker,omitempty"`
+	Store    string   `json:"store,omitempty"`
+	Weather  string   `json:"weather,omitempty"`
+	Users    string   `json:"users,omitempty"`
+	Routes   []string `json:"routes"`
 }
 
 // ready announces the process: the ready file, the banner, a log line and
@@ -274,6 +296,13 @@ type readyInfo struct {
 func (p *process) ready() error {
 	info := readyInfo{PID: os.Getpid(), Command: p.cfg.command, Stages: p.stages, Addr: p.addr, URL: "http://" + p.addr,
 		DataDir: p.dataDir, Store: p.storeURL, Users: p.collectURL}
+	if p.adminAddr != "" {
+		info.AdminURL = "http://" + p.adminAddr
+	}
+	info.Auth = "off"
+	if p.authn.On {
+		info.Auth = "on"
+	}
 	if p.b != nil {
 		info.Broker = p.cfg.Broker
 	}
@@ -289,6 +318,9 @@ func (p *process) ready() error {
 	p.printBanner(info)
 	p.log.Info("skyjoin is up", "command", p.cfg.command, "stages", strings.Join(p.stages, ","), "addr", p.addr,
 		"data_dir", p.dataDir, "broker", info.Broker, "store", info.Store, "demo", p.cfg.Demo)
+	if p.cfg.hooks.info != nil {
+		p.cfg.hooks.info(info)
+	}
 	if p.cfg.hooks.ready != nil {
 		p.cfg.hooks.ready(p.addr)
 	}
@@ -301,13 +333,20 @@ func (p *process) printBanner(info readyInfo) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "skyjoin is up (%s)\n", strings.Join(p.stages, ", "))
 	fmt.Fprintf(&b, "  API        %s\n", info.URL)
-	var routes []string
+	var routes, adminRoutes []string
 	for _, r := range api.Of(p.stages...) {
-		if r.Banner {
+		switch {
+		case r.Banner && r.OnAdminListener():
+			adminRoutes = append(adminRoutes, r.Method()+" "+r.Path())
+		case r.Banner:
 			routes = append(routes, r.Method()+" "+r.Path())
 		}
 	}
 	fmt.Fprintf(&b, "             %s\n", strings.Join(routes, "   "))
+	fmt.Fprintf(&b, "  auth       %s\n", p.authSummary())
+	if info.AdminURL != "" {
+		fmt.Fprintf(&b, "  admin      %s   %s\n", info.AdminURL, strings.Join(adminRoutes, "   "))
+	}
 	if p.runs(stServe) {
 		fmt.Fprintf(&b, "  dashboard  %s/\n", info.URL)
 	}
@@ -332,7 +371,9 @@ func (p *process) printBanner(info readyInfo) {
 			fmt.Fprintf(&b, "  users      %s\n", info.Users)
 		}
 	}
-	if p.runs(stServe) {
+	if p.runs(stServe) && p.authn.On {
+		fmt.Fprintf(&b, "  try        curl -s -H \"Authorization: Bearer $SKYJOIN_KEY\" '%s/v1/events?limit=5'\n", info.URL)
+	} else if p.runs(stServe) {
 		fmt.Fprintf(&b, "  try        curl -s '%s/v1/events?limit=5'\n", info.URL)
 	}
 	b.WriteString("Press Ctrl-C to stop.\n")

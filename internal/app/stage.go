@@ -17,6 +17,7 @@ import (
 
 	"github.com/skyjoin/skyjoin/internal/api"
 	"github.com/skyjoin/skyjoin/internal/platform"
+	"github.com/skyjoin/skyjoin/internal/platform/secret"
 	"github.com/skyjoin/skyjoin/internal/serve"
 )
 
@@ -112,16 +113,17 @@ func findStageCommand(name string) command {
 // parts and stages, each once.
 func stageFlagSet(cmd command, cfg *config, stderr io.Writer) (*flag.FlagSet, []*stage, map[string]*bool) {
 	fs := newFlagSet(cmd.name, stderr)
-	cfg.processPart().flags(fs)
+	seen := map[*part]bool{}
+	for _, pt := range cfg.commonParts() {
+		seen[pt] = true
+		pt.flags(fs)
+	}
 	on := map[string]*bool{}
 	for _, name := range cmd.optional {
 		on[name] = fs.Bool(name, true, "run the "+name+" stage in this process too")
 	}
 	all := cfg.stages()
-	var (
-		stages []*stage
-		seen   = map[*part]bool{}
-	)
+	var stages []*stage
 	for _, name := range cmd.stages {
 		s := all[name]
 		stages = append(stages, s)
@@ -137,7 +139,18 @@ func stageFlagSet(cmd command, cfg *config, stderr io.Writer) (*flag.FlagSet, []
 			s.flags(fs)
 		}
 	}
+	fs.VisitAll(func(f *flag.Flag) {
+		if _, ok := f.Value.(*secret.Value); ok {
+			cfg.secretFlags = append(cfg.secretFlags, f.Name)
+		}
+	})
 	return fs, stages, on
+}
+
+// commonParts are the parts of every stage command: the process's own
+// flags, and the registry, where every process verifies API keys.
+func (c *config) commonParts() []*part {
+	return []*part{c.processPart(), c.sharedParts()[ptRegistry]}
 }
 
 // runStageCommand parses the flags of a stage command and runs its stages.
@@ -175,8 +188,13 @@ func validateStages(cfg *config, stages []*stage) error {
 			p.Addf("%v", err)
 		}
 	}
-	add(cfg.processPart().validate())
 	seen := map[*part]bool{}
+	for _, pt := range cfg.commonParts() {
+		seen[pt] = true
+		if pt.validate != nil {
+			add(pt.validate())
+		}
+	}
 	for _, s := range stages {
 		for _, pt := range s.uses {
 			if !seen[pt] && pt.validate != nil {
@@ -203,8 +221,14 @@ func stageNames(stages []*stage) []string {
 // routeRecorder mounts the routes of the stages on a mux, and checks them
 // against the route table: a stage may mount only the table's routes of
 // its own stage (or of every process), each once.
+//
+// Every route is mounted behind the authorization of its scope in the
+// table (wrap), on the public mux, or on the admin listener's mux for the
+// table's admin-listener routes.
 type routeRecorder struct {
 	mux     *http.ServeMux
+	admin   *http.ServeMux                             // the admin listener's
+	wrap    func(api.Route, http.Handler) http.Handler // nil: mounted as they are
 	stage   string
 	mounted map[string]string // pattern -> stage
 	err     *error            // shared by the recorders of every stage
@@ -224,6 +248,13 @@ func (r *routeRecorder) Handle(pattern string, h http.Handler) {
 		return
 	}
 	r.mounted[pattern] = cmp.Or(r.stage, "the process")
+	if r.wrap != nil {
+		h = r.wrap(api.Routes[i], h)
+	}
+	if api.Routes[i].OnAdminListener() {
+		r.admin.Handle(pattern, h)
+		return
+	}
 	r.mux.Handle(pattern, h)
 }
 
@@ -243,12 +274,12 @@ func (r *routeRecorder) check(stages []string) error {
 }
 
 func newRouteRecorder(mux *http.ServeMux) *routeRecorder {
-	return &routeRecorder{mux: mux, mounted: map[string]string{}, err: new(error)}
+	return &routeRecorder{mux: mux, admin: http.NewServeMux(), mounted: map[string]string{}, err: new(error)}
 }
 
 // for_ returns a Router that records the routes of the named stage.
 func (r *routeRecorder) for_(stage string) *routeRecorder {
-	return &routeRecorder{mux: r.mux, stage: stage, mounted: r.mounted, err: r.err}
+	return &routeRecorder{mux: r.mux, admin: r.admin, wrap: r.wrap, stage: stage, mounted: r.mounted, err: r.err}
 }
 
 // runProcess starts the stages, serves their routes, writes the ready
@@ -266,8 +297,12 @@ func runProcess(ctx context.Context, cfg *config, stages []*stage, stdout io.Wri
 			err = cerr
 		}
 	}()
+	if err := p.setupAuth(); err != nil {
+		return err
+	}
 	mux := http.NewServeMux()
 	rec := newRouteRecorder(mux)
+	rec.wrap = func(rt api.Route, h http.Handler) http.Handler { return p.authn.Require(rt.Scope, h) }
 	// Start the consumers first: the stages after a producer in the list.
 	runs := make([]*running, len(stages))
 	for i := len(stages) - 1; i >= 0; i-- {
@@ -279,7 +314,7 @@ func runProcess(ctx context.Context, cfg *config, stages []*stage, stdout io.Wri
 		runs[i] = r
 		p.checks = append(p.checks, r.checks...)
 	}
-	if err := p.mountCommon(rec.for_(api.Any)); err != nil {
+	if err := p.mountCommon(rec.for_(api.Any), rec.for_(api.AdminListener)); err != nil {
 		return err
 	}
 	if err := rec.check(p.stages); err != nil {
@@ -290,8 +325,17 @@ func runProcess(ctx context.Context, cfg *config, stages []*stage, stdout io.Wri
 		return err
 	}
 	p.addr = hs.Addr()
+	// The admin listener: metrics and debug, never on the public port.
+	var admin *platform.Server
+	if cfg.AdminAddr != "off" {
+		if admin, err = platform.Listen(cfg.AdminAddr, serve.JSONErrors(rec.admin), p.log); err != nil {
+			hs.Shutdown(context.Background())
+			return fmt.Errorf("admin listener: %w", err)
+		}
+		p.adminAddr = admin.Addr()
+	}
 
-	errc := make(chan error, len(stages)+1)
+	errc := make(chan error, len(stages)+2)
 	hard, hardStop := context.WithCancel(context.WithoutCancel(ctx))
 	defer hardStop()
 	type runningStage struct {
@@ -322,9 +366,28 @@ func runProcess(ctx context.Context, cfg *config, stages []*stage, stdout io.Wri
 			errc <- err
 		}
 	}()
+	adminDone := make(chan struct{})
+	go func() {
+		defer close(adminDone)
+		if admin == nil {
+			return
+		}
+		if err := admin.Serve(); err != nil {
+			errc <- fmt.Errorf("admin listener: %w", err)
+		}
+	}()
+	shutdownAdmin := func(ctx context.Context) {
+		if admin != nil {
+			if err := admin.Shutdown(ctx); err != nil {
+				p.log.Warn("admin listener shutdown", "error", err.Error())
+			}
+		}
+		<-adminDone
+	}
 
 	if err := p.ready(); err != nil {
 		hs.Shutdown(context.Background())
+		shutdownAdmin(context.Background())
 		return err
 	}
 
@@ -346,6 +409,9 @@ func runProcess(ctx context.Context, cfg *config, stages []*stage, stdout io.Wri
 		p.log.Warn("http shutdown", "error", err.Error())
 	}
 	<-httpDone
+	// The admin listener stays up while the stages finish (metrics and
+	// profiles of a slow shutdown), within the deadline.
+	defer shutdownAdmin(sctx)
 	for i, r := range runs {
 		rs[i].cancel()
 		select {

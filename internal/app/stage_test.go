@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,7 +24,8 @@ import (
 // of its own stages and of the parts they use, and refuses the others. The
 // lists are written here, not derived from the registration code.
 func TestStageCommandsTakeOnlyTheirFlags(t *testing.T) {
-	common := []string{"addr", "data-dir", "shutdown-timeout", "ready-file", "log-level", "log-format", "telemetry"}
+	common := []string{"addr", "admin-addr", "data-dir", "shutdown-timeout", "ready-file", "log-level", "log-format", "telemetry",
+		"registry", "auth", "insecure-no-auth", "auth-idtoken-audience", "auth-idtoken-scopes", "auth-idtoken-emails", "auth-session-ttl"}
 	cases := []struct {
 		cmd    string
 		takes  []string
@@ -90,8 +92,11 @@ func TestRouteTableAgrees(t *testing.T) {
 	if err := json.Unmarshal(b, &info); err != nil {
 		t.Fatal(err)
 	}
-	if info.URL != base || info.PID != os.Getpid() || info.Command != "up" {
-		t.Errorf("ready file: %+v, want url %s", info, base)
+	if info.URL != base || info.PID != os.Getpid() || info.Command != "up" || info.AdminURL == "" || info.Auth != "off" {
+		t.Errorf("ready file: %+v, want url %s, an admin url, auth off", info, base)
+	}
+	if !strings.Contains(banner.String(), "auth       off (loopback only)") || !strings.Contains(banner.String(), "admin      "+info.AdminURL) {
+		t.Errorf("the banner does not say auth is off on loopback, or where the admin listener is:\n%s", banner.String())
 	}
 	var want []string
 	for _, r := range api.Routes { // up runs every stage
@@ -114,16 +119,28 @@ func TestRouteTableAgrees(t *testing.T) {
 		if r.Pattern == "GET /v1/stream" || strings.HasPrefix(r.Pattern, "GET /debug/pprof/") && r.Pattern != "GET /debug/pprof/" {
 			continue // long-running answers; their patterns are checked by the recorder
 		}
-		req, _ := http.NewRequest(r.Method(), base+path, strings.NewReader("{}"))
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
+		// Mounted on its listener (the admin listener's routes there
+		// only, never on the public port), and nowhere else.
+		on, off := base, info.AdminURL
+		if r.OnAdminListener() {
+			on, off = off, on
 		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if strings.Contains(string(body), "no route for") || strings.Contains(string(body), "not allowed on") {
-			t.Errorf("%s (%s %s) is not mounted: %d %s", r.Pattern, r.Method(), path, resp.StatusCode, body)
+		for _, u := range []string{on, off} {
+			req, _ := http.NewRequest(r.Method(), u+path, strings.NewReader("{}"))
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			unmounted := strings.Contains(string(body), "no route for") || strings.Contains(string(body), "not allowed on")
+			if u == on && unmounted {
+				t.Errorf("%s (%s %s) is not mounted: %d %s", r.Pattern, r.Method(), path, resp.StatusCode, body)
+			}
+			if u == off && !unmounted && !(r.Pattern == "GET /{$}" && u == info.AdminURL) {
+				t.Errorf("%s (%s %s) is mounted on %s too: %d", r.Pattern, r.Method(), path, u, resp.StatusCode)
+			}
 		}
 	}
 
@@ -191,10 +208,15 @@ func startInProcessOut(t *testing.T, hooks upHooks, out io.Writer, args ...strin
 	}
 	addr := make(chan string, 1)
 	hooks.ready = func(a string) { addr <- a }
+	hooks.info = func(info readyInfo) { inProcess.Store(info.URL, info) }
 	cfg.hooks = hooks
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- runProcess(ctx, cfg, stages, out, testLogger()) }()
+	log := hooks.log
+	if log == nil {
+		log = testLogger()
+	}
+	go func() { done <- runProcess(ctx, cfg, stages, out, log) }()
 	var base string
 	select {
 	case a := <-addr:
@@ -216,6 +238,19 @@ func startInProcessOut(t *testing.T, hooks upHooks, out io.Writer, args ...strin
 		}
 	}
 	return base, stop
+}
+
+// inProcess holds the ready info of each in-process up, by API base URL.
+var inProcess sync.Map
+
+// adminURL is the admin listener's base URL of the in-process up at base.
+func adminURL(t *testing.T, base string) string {
+	t.Helper()
+	info, ok := inProcess.Load(base)
+	if !ok || info.(readyInfo).AdminURL == "" {
+		t.Fatalf("no admin listener for %s", base)
+	}
+	return info.(readyInfo).AdminURL
 }
 
 func testLogger() *slog.Logger {

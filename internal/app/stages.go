@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/skyjoin/skyjoin/internal/auth"
 	"github.com/skyjoin/skyjoin/internal/broker"
 	"github.com/skyjoin/skyjoin/internal/collect"
 	"github.com/skyjoin/skyjoin/internal/dashboard"
@@ -224,6 +225,7 @@ func (c *config) startServe(ctx context.Context, p *process, r platform.Router) 
 	srv := serve.New(st, opts)
 	srv.RegisterReads(r)
 	dashboard.Register(r)
+	(&auth.Handler{Registry: p.optionalRegistry, Auth: p.authn}).RegisterSession(r)
 	p.onDraining(func() { srv.SetDraining(true) })
 	return &running{
 		run: func(ctx, _ context.Context) error { return feed.run(ctx) },

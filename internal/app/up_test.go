@@ -62,7 +62,7 @@ func postEvents(t *testing.T, base string, from, n int) {
 func storedCount(t *testing.T, base string) (n int, dead int) {
 	t.Helper()
 	var d pipelineDebug
-	resp, err := http.Get(base + "/debug/pipeline")
+	resp, err := http.Get(adminURL(t, base) + "/debug/pipeline")
 	if err != nil {
 		t.Fatal(err)
 	}

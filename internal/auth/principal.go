@@ -16,7 +16,8 @@ type Principal struct {
 	// ("key_..."), an ID token's subject or email, or "anonymous" when the
 	// process runs without auth (loopback only).
 	ID string
-	// Kind is how it was authenticated: "key", "idtoken" or "none".
+	// Kind is how it was authenticated: KindKey, KindIDToken, KindSession
+	// or KindNone.
 	Kind string
 	// Scopes are what it may do; api.ScopeAdmin implies every scope.
 	Scopes []string
@@ -26,6 +27,17 @@ type Principal struct {
 func (p Principal) Has(scope string) bool {
 	return scope == api.ScopePublic || slices.Contains(p.Scopes, api.ScopeAdmin) || slices.Contains(p.Scopes, scope)
 }
+
+// Kinds of principal.
+const (
+	KindKey     = "key"
+	KindIDToken = "idtoken"
+	KindSession = "session" // a browser session made with a key (POST /v1/session)
+	KindNone    = "none"    // auth is off: loopback only, or --insecure-no-auth
+)
+
+// Anonymous is the caller of every request when auth is off.
+var Anonymous = Principal{ID: "anonymous", Kind: KindNone, Scopes: []string{api.ScopeAdmin}}
 
 type ctxKey struct{}
 

@@ -134,7 +134,7 @@ func Run(ctx context.Context, c *Client, cfg Config, progress io.Writer) (Result
 	}
 	d0, err := c.Debug(ctx)
 	if err != nil {
-		return res, fmt.Errorf("bench: the target must be a skyjoin with /debug/pipeline: %w", err)
+		return res, fmt.Errorf("bench: the target must be a skyjoin with /debug/pipeline on its admin listener (--admin, its ready file's admin_url): %w", err)
 	}
 	events, err := NewEvents(time.Now().UTC().Format("150405.000"), 2000)
 	if err != nil {

@@ -124,7 +124,10 @@ func (e *Events) Body(buf []byte, n int) ([]byte, int64) {
 // Client posts to and reads from one skyjoin.
 type Client struct {
 	Base string
-	HC   *http.Client
+	// Admin is the base URL of the target's admin listener, where
+	// /debug/pipeline is (its ready file's admin_url); "" means Base.
+	Admin string
+	HC    *http.Client
 }
 
 // NewClient returns a client with enough idle connections for conc workers.
@@ -210,7 +213,11 @@ func (c *Client) ResetPeak(ctx context.Context) (Debug, error) {
 
 func (c *Client) debug(ctx context.Context, query string) (Debug, error) {
 	var d Debug
-	req, err := http.NewRequestWithContext(ctx, "GET", c.Base+"/debug/pipeline"+query, nil)
+	base := c.Admin
+	if base == "" {
+		base = c.Base
+	}
+	req, err := http.NewRequestWithContext(ctx, "GET", base+"/debug/pipeline"+query, nil)
 	if err != nil {
 		return d, err
 	}

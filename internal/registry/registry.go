@@ -229,3 +229,42 @@ func Open(ctx context.Context, rawURL string, o Options) (Registry, error) {
 	}
 	return open(ctx, u, o)
 }
+
+// Follow applies each change of changes (a channel Watch returned for coll)
+// with apply, until ctx is done. Should the watch break, it reports why
+// with onErr, waits delay(attempt) (attempt counts the failures since the
+// last change, from 1), watches again, and hands the documents it then
+// finds to sync, which makes the caller's view whole again.
+func Follow(ctx context.Context, reg Registry, coll string, changes <-chan Change,
+	delay func(attempt int) time.Duration, apply func(Change), sync func([]Doc), onErr func(error)) {
+	for attempt := 1; ; {
+		for c := range changes {
+			if c.Err != nil {
+				onErr(fmt.Errorf("the watch of %s broke; watching again: %w", coll, c.Err))
+				break
+			}
+			attempt = 1
+			apply(c)
+		}
+		for {
+			t := time.NewTimer(delay(attempt))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			attempt++
+			docs, ch, err := reg.Watch(ctx, coll)
+			if err != nil {
+				if ctx.Err() == nil {
+					onErr(fmt.Errorf("watch %s: %w", coll, err))
+				}
+				continue
+			}
+			sync(docs)
+			changes = ch
+			break
+		}
+	}
+}

@@ -138,9 +138,31 @@ func serveOpenAPI(w http.ResponseWriter, r *http.Request) {
 	w.Write(doc)
 }
 
+// describeScope writes the route table's authorization policy into an
+// operation: the scope it needs (x-scope), the credentials it takes
+// (security) and its 401 and 403 answers.
+func describeScope(op map[string]any, r api.Route) {
+	op["x-scope"] = r.Scope
+	if r.Scope == api.ScopePublic {
+		op["security"] = []any{}
+		return
+	}
+	sec := []any{map[string]any{"bearer": []any{}}}
+	if r.Method() == http.MethodGet && (r.Scope == api.ScopeRead || r.Scope == api.ScopeStream) {
+		sec = append(sec, map[string]any{"session": []any{}})
+	}
+	op["security"] = sec
+	resps, _ := op["responses"].(map[string]any)
+	if resps != nil {
+		resps["401"] = map[string]any{"$ref": "#/components/responses/Unauthorized"}
+		resps["403"] = map[string]any{"$ref": "#/components/responses/Forbidden"}
+	}
+}
+
 // checkPaths holds the document's operations to the route table: every
 // route of the public API (api.Route.Doc) is described, nothing else is,
-// and an operation without a summary takes the table's.
+// and an operation without a summary takes the table's; the scope of each
+// comes from the table (describeScope).
 func checkPaths(doc map[string]any) error {
 	paths, _ := doc["paths"].(map[string]any)
 	want := map[string]api.Route{}
@@ -163,8 +185,11 @@ func checkPaths(doc map[string]any) error {
 				continue
 			}
 			delete(want, key)
-			if m, ok := op.(map[string]any); ok && m["summary"] == nil {
-				m["summary"] = r.Summary
+			if m, ok := op.(map[string]any); ok {
+				if m["summary"] == nil {
+					m["summary"] = r.Summary
+				}
+				describeScope(m, r)
 			}
 		}
 	}

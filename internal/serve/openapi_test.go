@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/skyjoin/skyjoin/internal/auth"
 	"github.com/skyjoin/skyjoin/internal/deadletter"
 	"github.com/skyjoin/skyjoin/internal/ingest"
 	"github.com/skyjoin/skyjoin/internal/platform"
@@ -94,6 +95,7 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 		"POST /v1/webhooks", "GET /v1/webhooks", "GET /v1/webhooks/{id}", "DELETE /v1/webhooks/{id}",
 		"GET /v1/webhooks/{id}/failures", "POST /v1/webhooks/{id}/failures/replay",
 		"GET /v1/deadletters", "POST /v1/deadletters/replay", "DELETE /v1/deadletters/{id}",
+		"POST /v1/keys", "GET /v1/keys", "POST /v1/keys/{id}/rotate", "DELETE /v1/keys/{id}", "POST /v1/session",
 	)
 	for _, r := range routes {
 		if !documented(doc, r) {
@@ -107,6 +109,8 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 	serve.New(failingReader{}, serve.Options{Logger: platform.Discard}).Register(mux)
 	ingest.New(ingest.Config{}, nil, platform.Discard).Register(mux)
 	deadletter.NewHandler(nil, platform.Discard).Register(mux)
+	(&auth.Handler{}).RegisterKeys(mux)
+	(&auth.Handler{}).RegisterSession(mux)
 	for path, ops := range doc.Paths {
 		if strings.HasPrefix(path, "/v1/webhooks") {
 			continue

@@ -176,36 +176,8 @@ func New(ctx context.Context, reg registry.Registry, cfg Config, log *slog.Logge
 // registrations it then finds.
 func (d *Dispatcher) watchLoop(ctx context.Context, changes <-chan registry.Change) {
 	defer close(d.watchDone)
-	for attempt := 1; ; {
-		for c := range changes {
-			if c.Err != nil {
-				d.log.Error("webhook: the watch of the registrations broke; watching again", "error", c.Err.Error())
-				break
-			}
-			attempt = 1
-			d.apply(c)
-		}
-		for {
-			t := time.NewTimer(d.backoffPolicy().Delay(attempt))
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return
-			case <-t.C:
-			}
-			attempt++
-			docs, ch, err := d.db.reg.Watch(ctx, collWebhooks)
-			if err != nil {
-				if ctx.Err() == nil {
-					d.log.Error("webhook: watch the registrations", "error", err.Error())
-				}
-				continue
-			}
-			d.sync(docs)
-			changes = ch
-			break
-		}
-	}
+	registry.Follow(ctx, d.db.reg, collWebhooks, changes, d.backoffPolicy().Delay, d.apply, d.sync,
+		func(err error) { d.log.Error("webhook: watch the registrations", "error", err.Error()) })
 }
 
 // sync makes the live hooks those of docs, the registrations as stored.

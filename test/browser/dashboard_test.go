@@ -13,10 +13,13 @@ package browser
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -40,40 +43,14 @@ const (
 )
 
 func TestDashboard(t *testing.T) {
-	if _, err := os.Stat(chromium); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true but %s is missing: scripts/install-chromium (run by scripts/test) should have installed it: %v", chromium, err)
-		}
-		t.Skipf("%s is not installed (run scripts/install-chromium as root); skipping the browser test", chromium)
-	}
+	needChromium(t)
 	updating := *update || os.Getenv("SKYJOIN_UPDATE_SCREENSHOT") == "1"
 
-	base := startSkyjoin(t)
+	base := startSkyjoin(t, nil)
 
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(chromium),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("no-default-browser-check", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1440, 960),
-	)
-	defer cancelAlloc()
-	ctx, cancel := chromedp.NewContext(allocCtx, chromedp.WithErrorf(t.Logf))
-	defer cancel()
-
+	ctx := newBrowser(t)
 	var mu sync.Mutex
 	var exceptions []string
-	// The first Run starts the browser (no timeout on it: see chromedp.Run).
-	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1440, 960)); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
 	if err := chromedp.Listen(ctx, func(ev any) {
 		if e, ok := ev.(*runtime.EventExceptionThrown); ok {
 			mu.Lock()
@@ -184,8 +161,10 @@ func TestDashboard(t *testing.T) {
 }
 
 // startSkyjoin builds skyjoin and runs `skyjoin up --demo` on a free port
-// with a fresh data dir; it returns the API's base URL.
-func startSkyjoin(t *testing.T) string {
+// with a fresh data dir, and extra flags; it returns the API's base URL.
+// prepare, if not nil, runs the binary on the data dir first (e.g. to
+// create a key).
+func startSkyjoin(t *testing.T, prepare func(bin, dataDir string), extra ...string) string {
 	t.Helper()
 	dir := t.TempDir()
 	var out bytes.Buffer
@@ -193,7 +172,100 @@ func startSkyjoin(t *testing.T) string {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out.Bytes())
 	}
-	_, base := testbin.Options{StartWait: startWait, Term: true}.StartAPI(t, bin, "up", "--demo", "--addr", "127.0.0.1:0",
-		"--data-dir", filepath.Join(dir, "data"), "--stats-every", "0", "--log-level", "warn")
+	data := filepath.Join(dir, "data")
+	if prepare != nil {
+		prepare(bin, data)
+	}
+	_, base := testbin.Options{StartWait: startWait, Term: true}.StartAPI(t, bin, append([]string{"up", "--demo", "--addr", "127.0.0.1:0",
+		"--data-dir", data, "--stats-every", "0", "--log-level", "warn"}, extra...)...)
 	return base
+}
+
+// needChromium skips the test without Chromium (fails it under CI=true).
+func needChromium(t *testing.T) {
+	t.Helper()
+	if _, err := os.Stat(chromium); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI=true but %s is missing: scripts/install-chromium (run by scripts/test) should have installed it: %v", chromium, err)
+		}
+		t.Skipf("%s is not installed (run scripts/install-chromium as root); skipping the browser test", chromium)
+	}
+}
+
+// newBrowser starts headless Chromium for the test; it stops at the end.
+func newBrowser(t *testing.T) context.Context {
+	t.Helper()
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+		chromedp.ExecPath(chromium),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("no-default-browser-check", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1440, 960),
+	)
+	t.Cleanup(cancelAlloc)
+	ctx, cancel := chromedp.NewContext(allocCtx, chromedp.WithErrorf(t.Logf))
+	t.Cleanup(cancel)
+	// The first Run starts the browser (no timeout on it: see chromedp.Run).
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1440, 960)); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	return ctx
+}
+
+// TestDashboardSignIn: with auth on, the dashboard asks for a key, signs in
+// (POST /v1/session: an HttpOnly cookie the page cannot read), then shows
+// live records; the key is in no URL and no storage.
+func TestDashboardSignIn(t *testing.T) {
+	needChromium(t)
+	var token string
+	base := startSkyjoin(t, func(bin, data string) {
+		out, err := exec.Command(bin, "keys", "create", "--scope", "read,stream", "--data-dir", data, "--json").Output()
+		if err != nil {
+			t.Fatalf("skyjoin keys create: %v", err)
+		}
+		var k struct{ Token string }
+		if err := json.Unmarshal(out, &k); err != nil || k.Token == "" {
+			t.Fatalf("skyjoin keys create: %v %s", err, out)
+		}
+		token = k.Token
+	}, "--auth=on")
+	ctx := newBrowser(t)
+	navCtx, navCancel := context.WithTimeout(ctx, 30*time.Second)
+	defer navCancel()
+	if err := chromedp.Do(navCtx, chromedp.Navigate(base+"/")); err != nil {
+		t.Fatalf("load the dashboard: %v", err)
+	}
+	eval := func(js string) string {
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[string](js))
+		if err != nil {
+			t.Fatalf("%s: %v", js, err)
+		}
+		return v
+	}
+	wait := func(what, js string) {
+		for deadline := time.Now().Add(recordsWait); eval(js) != "yes"; time.Sleep(200 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within %s; status %q", what, recordsWait, eval(`document.getElementById("status").textContent`))
+			}
+		}
+	}
+	wait("the sign-in form shows", `document.getElementById("signin").hidden ? "no" : "yes"`)
+	eval(`document.getElementById("signin-key").value = "not-a-key"; document.getElementById("signin").requestSubmit(); ""`)
+	wait("a bad key is refused", `document.getElementById("signin-error").textContent !== "" ? "yes" : "no"`)
+	eval(`document.getElementById("signin-key").value = ` + strconv.Quote(token) + `; document.getElementById("signin").requestSubmit(); ""`)
+	wait("the form goes away", `document.getElementById("signin").hidden ? "yes" : "no"`)
+	wait("records in the live feed", `document.querySelectorAll("#feed li").length > 0 ? "yes" : "no"`)
+	got := eval(`[document.cookie, location.href, JSON.stringify(localStorage), JSON.stringify(sessionStorage), document.getElementById("signin-key").value].join(" ")`)
+	_, secret, _ := strings.Cut(strings.TrimPrefix(token, "sk_"), "_")
+	if strings.Contains(got, secret[len(secret)-20:]) || strings.Contains(got, "skyjoin_session") {
+		t.Errorf("the key or the session is readable by the page: %s", got)
+	}
+	t.Logf("signed in; status %q", eval(`document.getElementById("status").textContent`))
 }

@@ -23,10 +23,11 @@ type pipelineCounters struct {
 	Failed int64 `json:"failed_batches"`
 }
 
-func counters(t *testing.T, base string) pipelineCounters {
+// counters reads GET /debug/pipeline on the admin listener at admin.
+func counters(t *testing.T, admin string) pipelineCounters {
 	t.Helper()
 	var c pipelineCounters
-	resp, err := http.Get(base + "/debug/pipeline")
+	resp, err := http.Get(admin + "/debug/pipeline")
 	if err != nil {
 		t.Fatalf("GET /debug/pipeline: %v", err)
 	}
@@ -97,16 +98,17 @@ func TestStoreDiskFull(t *testing.T) {
 		"--data-dir", t.TempDir(), "--store", "duckdb://" + filepath.Join(small, "skyjoin.duckdb"),
 		"--log-level", "warn", "--stats-every", "0"}
 	up, base := testbin.Start(t, binary, testbin.APIURL, upArgs...)
+	admin := up.Ready(testbin.AdminURL)
 
 	accepted, unavailable, done := stream(base, total, time.Now().Add(3*time.Minute))
-	for accepted.Load() < int64(total/3) || counters(t, base).Stored == 0 {
+	for accepted.Load() < int64(total/3) || counters(t, admin).Stored == 0 {
 		time.Sleep(20 * time.Millisecond)
 	}
 	filler := fill(t, small)
-	c0 := counters(t, base)
+	c0 := counters(t, admin)
 	t.Logf("store's disk full with %d events accepted, %d stored", accepted.Load(), c0.Stored)
 	time.Sleep(full)
-	c1 := counters(t, base)
+	c1 := counters(t, admin)
 	if c1.Failed == c0.Failed {
 		t.Errorf("no batch failed in %s with the store's disk full (stored %d -> %d)", full, c0.Stored, c1.Stored)
 	}
@@ -121,7 +123,7 @@ func TestStoreDiskFull(t *testing.T) {
 		t.Fatalf("the stream did not finish: %d accepted", accepted.Load())
 	}
 	waitAllStored(t, base, total)
-	c2 := counters(t, base)
+	c2 := counters(t, admin)
 	if c2.Dead != 0 {
 		t.Errorf("%d events dead-lettered: a full disk is an outage, not poison", c2.Dead)
 	}

@@ -66,13 +66,14 @@ func envFloat(t *testing.T, name string, def float64) float64 {
 }
 
 // startUp starts `skyjoin up --demo` (weather from the built-in simulator,
-// no collector) and returns its base URL and process id.
-func startUp(t *testing.T, extra ...string) (string, int) {
+// no collector) and returns its API and admin listener base URLs and its
+// process id.
+func startUp(t *testing.T, extra ...string) (string, string, int) {
 	t.Helper()
 	args := append([]string{"up", "--demo", "--collect=false", "--addr", "127.0.0.1:0", "--data-dir", t.TempDir(),
 		"--log-level", "warn", "--stats-every", "0"}, extra...)
 	p, base := testbin.Options{LogTail: 8 << 10}.StartAPI(t, binary, args...)
-	return base, p.Pid()
+	return base, p.Ready(testbin.AdminURL), p.Pid()
 }
 
 // Event states in the offered table.
@@ -221,11 +222,12 @@ func TestSoakTwiceSustainable(t *testing.T) {
 	maxRSS := int64(envFloat(t, "SKYJOIN_SOAK_MAX_RSS_MB", defaultMaxRSSMB) * (1 << 20))
 	rate := envFloat(t, "SKYJOIN_SOAK_RATE", 0)
 
-	base, pid := startUp(t, upArgs...)
+	base, admin, pid := startUp(t, upArgs...)
 	if err := bench.CheckLoopback(base); err != nil {
 		t.Fatal(err)
 	}
 	c := bench.NewClient(base, concurrency)
+	c.Admin = admin
 	evs, err := bench.NewEvents(time.Now().UTC().Format("150405.000"), 2000)
 	if err != nil {
 		t.Fatal(err)

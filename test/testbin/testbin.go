@@ -21,10 +21,12 @@ import (
 )
 
 // Fields of the JSON file a skyjoin process writes once it is ready
-// (--ready-file): the API's base URL (the stage commands), the broker's URL
+// (--ready-file): the API's base URL (the stage commands), the admin
+// listener's (metrics and debug: /debug/pipeline), the broker's URL
 // (`broker`) and the simulated weather API's (`sim`).
 const (
 	APIURL     = "url"
+	AdminURL   = "admin_url"
 	BrokerURL  = "broker"
 	WeatherURL = "weather"
 )
@@ -84,6 +86,14 @@ type Proc struct {
 	done chan struct{}
 	err  error // cmd.Wait's, once done is closed
 	logs lockedBuf
+
+	ready map[string]any // the ready file
+}
+
+// Ready is a string field of the process's ready file ("" if absent).
+func (p *Proc) Ready(field string) string {
+	v, _ := p.ready[field].(string)
+	return v
 }
 
 // Start runs binary with args under the default Options.
@@ -163,6 +173,7 @@ func (o Options) Start(t testing.TB, binary string, field string, args ...string
 		if err := json.Unmarshal(b, &ready); err != nil {
 			t.Fatalf("%s: ready file: %v\n%s", p.name, err, b)
 		}
+		p.ready = ready
 		v, _ := ready[field].(string)
 		if v == "" {
 			t.Fatalf("%s: ready file has no %q:\n%s", p.name, field, b)

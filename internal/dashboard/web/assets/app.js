@@ -1,7 +1,8 @@
 // skyjoin dashboard: plain JavaScript, no dependencies, no build step.
 // It reads only the public API: GET /v1/events (first load, and polling
 // when the stream is not available), GET /v1/stream (Server-Sent Events)
-// and GET /v1/stats (temperature by country, when it answers).
+// and GET /v1/stats (temperature by country, when it answers). With auth
+// on, it asks for an API key once and signs in with POST /v1/session.
 "use strict";
 (() => {
   const MAX_RECORDS = 3000; // kept in memory
@@ -65,8 +66,50 @@
     s.textContent = text;
   }
 
+  // ---- sign-in, when the server runs with auth ------------------------------
+  // A 401 shows a form that asks once for an API key (read and stream
+  // scopes); POST /v1/session turns it into an HttpOnly session cookie,
+  // which fetch and EventSource then send by themselves. The key is kept
+  // nowhere: not in storage, not in a URL.
+  class AuthRequired extends Error {}
+  let signingIn = false;
+  function needSignIn() {
+    if (signingIn) return;
+    signingIn = true;
+    stopPolling();
+    setStatus("offline", "sign in with an API key");
+    $("signin").hidden = false;
+    $("signin-key").focus();
+  }
+  $("signin").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const input = $("signin-key");
+    const key = input.value.trim();
+    input.value = "";
+    if (!key) return;
+    let resp;
+    try {
+      resp = await fetch("/v1/session", { method: "POST", headers: { Authorization: `Bearer ${key}` } });
+    } catch (err) {
+      $("signin-error").textContent = "API unreachable";
+      return;
+    }
+    if (!resp.ok) {
+      $("signin-error").textContent = resp.status === 401 ? "key not accepted" : `sign-in refused (${resp.status})`;
+      return;
+    }
+    $("signin-error").textContent = "";
+    $("signin").hidden = true;
+    signingIn = false;
+    start();
+  });
+
   async function fetchEvents(limit) {
     const resp = await fetch(`/v1/events?limit=${limit}`, { headers: { Accept: "application/json" } });
+    if (resp.status === 401) {
+      needSignIn();
+      throw new AuthRequired();
+    }
     if (!resp.ok) throw new Error(`GET /v1/events: ${resp.status}`);
     const body = await resp.json();
     const evs = Array.isArray(body) ? body : body.events || body.records || [];
@@ -75,14 +118,14 @@
 
   let pollTimer = null;
   function startPolling() {
-    if (pollTimer) return;
+    if (pollTimer || signingIn) return;
     setStatus("polling", "polling /v1/events");
     const tick = async () => {
       try {
         add(await fetchEvents(200), true);
         if ($("status").dataset.mode !== "live") setStatus("polling", "polling /v1/events");
       } catch (e) {
-        setStatus("offline", "API unreachable");
+        if (!(e instanceof AuthRequired)) setStatus("offline", "API unreachable");
       }
     };
     pollTimer = setInterval(tick, POLL_MS);
@@ -105,6 +148,7 @@
   }
 
   function startStream() {
+    if (signingIn) return;
     if (!("EventSource" in window)) return startPolling();
     let opened = false;
     const es = new EventSource("/v1/stream");
@@ -136,6 +180,10 @@
   const num = (v) => (typeof v === "number" && isFinite(v) ? v : undefined);
   async function getStats(params) {
     const resp = await fetch(`/v1/stats?${new URLSearchParams(params)}`, { headers: { Accept: "application/json" } });
+    if (resp.status === 401) {
+      needSignIn();
+      throw new AuthRequired();
+    }
     if (!resp.ok) throw new Error(`GET /v1/stats: ${resp.status}`);
     const body = await resp.json();
     return Array.isArray(body.groups) ? body.groups : [];
@@ -438,14 +486,19 @@
       scheduleRender();
     })
     .catch(() => {}); // graticule and points only
-  fetchEvents(1000)
-    .then((evs) => add(evs, false))
-    .catch(() => setStatus("offline", "API unreachable"))
-    .finally(() => {
-      scheduleRender();
-      startStream();
-    });
-  fetchStats();
-  setInterval(fetchStats, 10000);
+  function start() {
+    fetchEvents(1000)
+      .then((evs) => add(evs, false))
+      .catch((e) => {
+        if (!(e instanceof AuthRequired)) setStatus("offline", "API unreachable");
+      })
+      .finally(() => {
+        scheduleRender();
+        startStream();
+      });
+    fetchStats();
+  }
+  start();
+  setInterval(() => signingIn || fetchStats(), 10000);
   setInterval(scheduleRender, 5000); // the per-minute bars move on with time
 })();

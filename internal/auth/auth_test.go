@@ -1,0 +1,392 @@
+package auth
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/skyjoin/skyjoin/internal/api"
+	"github.com/skyjoin/skyjoin/internal/auth/authtest"
+	"github.com/skyjoin/skyjoin/internal/registry/natskv/natskvtest"
+)
+
+func TestParseToken(t *testing.T) {
+	id, secret := idPrefix+newSecret(idChars), newSecret(secretChars)
+	tok := token(id, secret)
+	gotID, gotSecret, ok := ParseToken(tok)
+	if !ok || gotID != id || gotSecret != secret {
+		t.Fatalf("ParseToken(%s) = %s %s %v", tok, gotID, gotSecret, ok)
+	}
+	for _, bad := range []string{"", "sk_", tok + "a", tok[:len(tok)-1], strings.Replace(tok, "sk_", "sx_", 1),
+		strings.ToUpper(tok), tok[:len(tok)-1] + "1", strings.Replace(tok, "_"+secret, "-"+secret, 1)} {
+		if _, _, ok := ParseToken(bad); ok {
+			t.Errorf("ParseToken(%q) accepted", bad)
+		}
+	}
+}
+
+// TestKeysLifecycle: create, verify, list (no secret), rotate with and
+// without grace, revoke, expiry; the registry holds only a hash.
+func TestKeysLifecycle(t *testing.T) {
+	srv := natskvtest.Start(t, t.TempDir())
+	reg := srv.Registry(t)
+	ctx := t.Context()
+	ks := Keys{Reg: reg}
+	v, err := NewVerifier(ctx, reg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+
+	if _, _, err := ks.Create(ctx, KeySpec{Scopes: []string{"read", "bogus", "read"}}); !errors.Is(err, ErrInvalidSpec) ||
+		!strings.Contains(err.Error(), `"bogus" is not a scope`) || !strings.Contains(err.Error(), `"read" is given twice`) {
+		t.Fatalf("bad spec: %v", err)
+	}
+	k, tok, err := ks.Create(ctx, KeySpec{Name: "ci", Scopes: []string{api.ScopeRead}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, secret, _ := ParseToken(tok)
+	doc, err := reg.Get(ctx, CollKeys, k.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(doc.Data), secret) || !strings.Contains(string(doc.Data), hashSecret(secret)) {
+		t.Fatalf("the registry document holds the secret, or not its hash: %s", doc.Data)
+	}
+	verified := func(tok string) (Principal, error) {
+		t.Helper()
+		var p Principal
+		var err error
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if p, err = v.Verify(tok); err == nil {
+				break
+			}
+		}
+		return p, err
+	}
+	p, err := verified(tok)
+	if err != nil || p.ID != k.ID || p.Kind != KindKey || !p.Has(api.ScopeRead) || p.Has(api.ScopeIngest) {
+		t.Fatalf("verify: %+v %v", p, err)
+	}
+	// A wrong secret for a known id, and an unknown id.
+	if _, err := v.Verify(token(k.ID, newSecret(secretChars))); !errors.Is(err, ErrInvalid) {
+		t.Errorf("wrong secret: %v", err)
+	}
+	if _, err := v.Verify(token(idPrefix+newSecret(idChars), secret)); !errors.Is(err, ErrInvalid) {
+		t.Errorf("unknown id: %v", err)
+	}
+
+	keys, err := ks.List(ctx)
+	if err != nil || len(keys) != 1 || keys[0].ID != k.ID {
+		t.Fatalf("list: %+v %v", keys, err)
+	}
+	b, _ := json.Marshal(keys)
+	if strings.Contains(string(b), secret) || strings.Contains(string(b), hashSecret(secret)) || strings.Contains(string(b), "hash") {
+		t.Fatalf("list shows a secret or hash: %s", b)
+	}
+
+	// Rotation with grace: both work; without: only the new one.
+	_, tok2, err := ks.Rotate(ctx, k.ID, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := verified(tok2); err != nil {
+		t.Fatalf("new token after rotation: %v", err)
+	}
+	if _, err := v.Verify(tok); err != nil {
+		t.Fatalf("old token within the grace: %v", err)
+	}
+	_, tok3, err := ks.Rotate(ctx, k.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := verified(tok3); err != nil {
+		t.Fatal(err)
+	}
+	for _, old := range []string{tok, tok2} {
+		if _, err := v.Verify(old); !errors.Is(err, ErrInvalid) {
+			t.Errorf("an old token after a rotation without grace: %v", err)
+		}
+	}
+
+	// Revocation.
+	if _, err := ks.Revoke(ctx, k.ID); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err = v.Verify(tok3); errors.Is(err, ErrRevoked) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("revoked key: %v", err)
+		}
+	}
+	if _, _, err := ks.Rotate(ctx, k.ID, 0); !errors.Is(err, ErrInvalidSpec) {
+		t.Errorf("rotate a revoked key: %v", err)
+	}
+	if _, err := ks.Revoke(ctx, "key_nosuchkeyatall22"); !errors.Is(err, ErrKeyNotFound) {
+		t.Errorf("revoke an unknown key: %v", err)
+	}
+
+	// Expiry, by the verifier's clock.
+	exp := time.Now().Add(time.Hour)
+	_, etok, err := ks.Create(ctx, KeySpec{Scopes: []string{api.ScopeIngest}, ExpiresAt: &exp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := verified(etok); err != nil {
+		t.Fatal(err)
+	}
+	v.now = func() time.Time { return exp.Add(time.Second) }
+	if _, err := v.Verify(etok); !errors.Is(err, ErrExpired) {
+		t.Errorf("expired key: %v", err)
+	}
+	if n := v.Active(); n != 0 {
+		t.Errorf("active keys: %d, want 0", n)
+	}
+}
+
+// TestRevocationReachesAnotherProcess: two Verifiers, each on its own
+// connection to the broker as two processes are; a key revoked through a
+// third connection is refused by both within 5 s (real clock).
+func TestRevocationReachesAnotherProcess(t *testing.T) {
+	srv := natskvtest.Start(t, t.TempDir())
+	ctx := t.Context()
+	a, err := NewVerifier(ctx, srv.Dial(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := NewVerifier(ctx, srv.Dial(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	admin := Keys{Reg: srv.Dial(t)}
+	k, tok, err := admin.Create(ctx, KeySpec{Scopes: []string{api.ScopeIngest}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []*Verifier{a, b} {
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			if _, err := v.Verify(tok); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("a new key is not verified within 5 s")
+			}
+		}
+	}
+	revoked := time.Now()
+	if _, err := admin.Revoke(ctx, k.ID); err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range []*Verifier{a, b} {
+		for {
+			if _, err := v.Verify(tok); errors.Is(err, ErrRevoked) {
+				t.Logf("verifier %d refuses the key %s after the revocation", i, time.Since(revoked).Round(time.Millisecond))
+				break
+			}
+			if time.Since(revoked) > 5*time.Second {
+				t.Fatalf("verifier %d still accepts the key 5 s after its revocation", i)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}
+
+const testAudience = "https://skyjoin.example.test"
+
+func goodClaims(now time.Time) map[string]any {
+	return authtest.Claims(testAudience, "pusher@p.iam.gserviceaccount.com", now)
+}
+
+func with(m map[string]any, k string, v any) map[string]any {
+	out := map[string]any{}
+	for a, b := range m {
+		out[a] = b
+	}
+	if v == nil {
+		delete(out, k)
+	} else {
+		out[k] = v
+	}
+	return out
+}
+
+// TestIDTokens: signature, issuer (both Google forms), audience, times,
+// the allow list, against a local JWKS server and a test RSA key.
+func TestIDTokens(t *testing.T) {
+	p := authtest.NewIssuer(t)
+	other, _ := rsa.GenerateKey(rand.Reader, 2048)
+	cfg := IDTokenConfig{Audiences: []string{"other", testAudience}, Issuer: GoogleIssuer, JWKSURL: p.URL,
+		Scopes: []string{api.ScopeIngest}, Emails: []string{"pusher@p.iam.gserviceaccount.com"}}
+	v := NewIDTokens(cfg, nil, nil)
+	kid := p.KID()
+	sign := func(key *rsa.PrivateKey, kid string, c map[string]any) string {
+		return authtest.SignWith(t, key, kid, c)
+	}
+	now := time.Now()
+	c := goodClaims(now)
+	cases := []struct {
+		name string
+		tok  string
+		want string // "" ok; else a part of the error
+	}{
+		{"valid", p.Sign(t, c), ""},
+		{"issuer without scheme", p.Sign(t, with(c, "iss", "accounts.google.com")), ""},
+		{"audience in a list", p.Sign(t, with(c, "aud", []string{"x", testAudience})), ""},
+		{"expired within the skew", p.Sign(t, with(c, "exp", now.Add(-30*time.Second).Unix())), ""},
+		{"wrong audience", p.Sign(t, with(c, "aud", "https://evil.example.test")), "audience"},
+		{"wrong issuer", p.Sign(t, with(c, "iss", "https://evil.example.test")), "wrong issuer"},
+		{"expired", p.Sign(t, with(c, "exp", now.Add(-5*time.Minute).Unix())), "expired"},
+		{"no exp", p.Sign(t, with(c, "exp", nil)), "expired"},
+		{"issued in the future", p.Sign(t, with(c, "iat", now.Add(10*time.Minute).Unix())), "iat"},
+		{"no iat", p.Sign(t, with(c, "iat", nil)), "iat"},
+		{"not valid yet", p.Sign(t, with(c, "nbf", now.Add(10*time.Minute).Unix())), "nbf"},
+		{"unknown kid", sign(other, "k-unknown", c), "signature"},
+		{"bad signature", sign(other, kid, c), "signature"},
+		{"tampered", strings.Replace(p.Sign(t, c), ".", ".x", 1), "malformed"},
+		{"email not allowed", p.Sign(t, with(c, "email", "someone@gmail.com")), "not allowed"},
+		{"email not verified", p.Sign(t, with(c, "email_verified", false)), "not allowed"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			pr, err := v.Verify(context.Background(), tc.tok)
+			if tc.want == "" {
+				if err != nil || pr.ID != "pusher@p.iam.gserviceaccount.com" || pr.Kind != KindIDToken || !pr.Has(api.ScopeIngest) || pr.Has(api.ScopeRead) {
+					t.Fatalf("got %+v, %v", pr, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %+v, %v; want an error with %q", pr, err, tc.want)
+			}
+		})
+	}
+	// The keys were cached: one fetch for the valid tokens, and unknown
+	// kids fetch again at most once per 30 s.
+	if n := p.Fetches.Load(); n > 2 {
+		t.Errorf("%d fetches of the key set, want at most 2 (cache, rate-limited refetch)", n)
+	}
+}
+
+// TestJWKSCache: the keys are kept for the answer's max-age; a new kid is
+// fetched (once per refetch interval); a failed fetch keeps the old keys.
+func TestJWKSCache(t *testing.T) {
+	p := authtest.NewIssuer(t)
+	p.SetMaxAge("120")
+	clock := time.Now()
+	v := NewIDTokens(IDTokenConfig{Audiences: []string{testAudience}, Issuer: GoogleIssuer, JWKSURL: p.URL,
+		Scopes: []string{api.ScopeRead}}, nil, nil)
+	v.now = func() time.Time { return clock }
+	verify := func() error {
+		_, err := v.Verify(context.Background(), p.Sign(t, goodClaims(clock)))
+		return err
+	}
+	for range 5 {
+		if err := verify(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := p.Fetches.Load(); n != 1 {
+		t.Fatalf("fetches: %d, want 1", n)
+	}
+	clock = clock.Add(121 * time.Second) // past max-age
+	if err := verify(); err != nil || p.Fetches.Load() != 2 {
+		t.Fatalf("after max-age: %v, %d fetches", err, p.Fetches.Load())
+	}
+	// The issuer rotates its key: the new kid is fetched at once, since
+	// the last fetch is over 30 s old... but not within 30 s of a fetch.
+	p.Rotate(t, "k2")
+	if err := verify(); err == nil {
+		t.Fatal("a new kid right after a fetch was accepted: no rate limit")
+	}
+	clock = clock.Add(31 * time.Second)
+	if err := verify(); err != nil {
+		t.Fatalf("a new kid after the refetch interval: %v", err)
+	}
+	if n := p.Fetches.Load(); n != 3 {
+		t.Fatalf("fetches: %d, want 3", n)
+	}
+	if maxAge("no-cache") != jwksDefaultMaxAge || maxAge("max-age=5") != jwksMinMaxAge || maxAge("public, max-age=19516") != 19516*time.Second {
+		t.Error("maxAge")
+	}
+}
+
+func TestDecide(t *testing.T) {
+	t.Setenv("K_SERVICE", "")
+	cases := []struct {
+		cfg   Config
+		addrs []string
+		on    bool
+		err   string
+	}{
+		{Config{Mode: ModeAuto}, []string{"127.0.0.1:8080", "127.0.0.1:0"}, false, ""},
+		{Config{Mode: ModeAuto}, []string{"localhost:8080", "[::1]:0"}, false, ""},
+		{Config{Mode: ModeAuto}, []string{"0.0.0.0:8080", "127.0.0.1:0"}, true, ""},
+		{Config{Mode: ModeAuto}, []string{":8080"}, true, ""},
+		{Config{Mode: ModeAuto}, []string{"127.0.0.1:8080", "10.0.0.5:9090"}, true, ""},
+		{Config{Mode: ModeOn}, []string{"127.0.0.1:8080"}, true, ""},
+		{Config{Mode: ModeOff}, []string{"127.0.0.1:8080"}, false, ""},
+		{Config{Mode: ModeOff}, []string{"0.0.0.0:8080"}, false, "--insecure-no-auth"},
+		{Config{Mode: ModeOff, InsecureNoAuth: true}, []string{"0.0.0.0:8080"}, false, ""},
+		{Config{Mode: ModeAuto, InsecureNoAuth: true}, []string{"0.0.0.0:8080"}, false, ""},
+	}
+	for _, tc := range cases {
+		on, err := tc.cfg.Decide(tc.addrs...)
+		if on != tc.on || (err == nil) != (tc.err == "") || err != nil && !strings.Contains(err.Error(), tc.err) {
+			t.Errorf("%+v %v: %v %v", tc.cfg, tc.addrs, on, err)
+		}
+	}
+	t.Setenv("K_SERVICE", "ingest")
+	if on, _ := (Config{Mode: ModeAuto}).Decide("127.0.0.1:8080"); !on {
+		t.Error("on Cloud Run auth is on")
+	}
+}
+
+// TestCloudRunAudience: on Cloud Run the audience is the service's URL,
+// from K_SERVICE and the metadata server (here a local one).
+func TestCloudRunAudience(t *testing.T) {
+	md := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Metadata-Flavor") != "Google" {
+			http.Error(w, "no flavor", http.StatusForbidden)
+			return
+		}
+		w.Header().Set("Metadata-Flavor", "Google")
+		switch r.URL.Path {
+		case "/computeMetadata/v1/project/numeric-project-id":
+			io.WriteString(w, "123456789")
+		case "/computeMetadata/v1/instance/region":
+			io.WriteString(w, "projects/123456789/regions/europe-west1")
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer md.Close()
+	t.Setenv("GCE_METADATA_HOST", strings.TrimPrefix(md.URL, "http://"))
+	t.Setenv("K_SERVICE", "skyjoin-ingest")
+	aud, err := CloudRunAudience(t.Context())
+	if err != nil || aud != "https://skyjoin-ingest-123456789.europe-west1.run.app" {
+		t.Fatalf("%q %v", aud, err)
+	}
+	// On Cloud Run the allow list is optional (its IAM checks the invoker).
+	c := Config{Mode: ModeAuto, SessionTTL: time.Hour, IDToken: IDTokenConfig{Audiences: []string{aud},
+		Issuer: GoogleIssuer, JWKSURL: GoogleJWKSURL, Scopes: []string{api.ScopeIngest}}}
+	if err := c.Validate(); err != nil {
+		t.Errorf("on Cloud Run: %v", err)
+	}
+	t.Setenv("K_SERVICE", "")
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "auth-idtoken-emails") {
+		t.Errorf("off Cloud Run without an allow list: %v", err)
+	}
+}

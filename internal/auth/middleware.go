@@ -1,0 +1,130 @@
+package auth
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/skyjoin/skyjoin/internal/api"
+	"github.com/skyjoin/skyjoin/internal/platform"
+)
+
+// Authenticator says who sent a request: an API key or an ID token in
+// "Authorization: Bearer", or, on GET and HEAD, a session cookie. With On
+// false (auth off: loopback only, or --insecure-no-auth) every request is
+// Anonymous, which may do everything.
+type Authenticator struct {
+	On       bool
+	Keys     *Verifier // nil: API keys are not accepted
+	IDTokens *IDTokens // nil: ID tokens are not accepted
+	Sessions *Sessions // nil: no browser sessions
+}
+
+// Require wraps h, a route that needs scope (the route table's): it answers
+// 401 to a request without a valid credential (WWW-Authenticate: Bearer),
+// 403 to one whose principal lacks the scope (the JSON error names it), and
+// otherwise calls h with the Principal in the request's context.
+// ScopePublic routes take no credential.
+func (a *Authenticator) Require(scope string, h http.Handler) http.Handler {
+	if !a.On || scope == api.ScopePublic {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !a.On {
+				r = r.WithContext(WithPrincipal(r.Context(), Anonymous))
+			}
+			h.ServeHTTP(w, r)
+		})
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, err := a.authenticate(w, r)
+		switch {
+		case errors.Is(err, ErrNotAllowed):
+			forbid(w, scope, p, err.Error())
+			return
+		case err != nil:
+			unauthorized(w, err)
+			return
+		case !p.Has(scope):
+			forbid(w, scope, p, fmt.Sprintf("this route needs the scope %q; %s has %s", scope, p.ID, scopeList(p.Scopes)))
+			return
+		}
+		h.ServeHTTP(w, r.WithContext(WithPrincipal(r.Context(), p)))
+	})
+}
+
+// Authenticate returns the principal of r (Anonymous when auth is off).
+func (a *Authenticator) Authenticate(r *http.Request) (Principal, error) {
+	if !a.On {
+		return Anonymous, nil
+	}
+	return a.authenticate(nil, r)
+}
+
+// authenticate reads the credential of r; a session about to expire is
+// renewed on w (if not nil).
+func (a *Authenticator) authenticate(w http.ResponseWriter, r *http.Request) (Principal, error) {
+	if hs := r.Header.Values("Authorization"); len(hs) > 0 {
+		scheme, tok, ok := strings.Cut(hs[0], " ")
+		if len(hs) > 1 || !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" || strings.ContainsAny(tok, " \t") {
+			return Principal{}, fmt.Errorf("%w: want one header Authorization: Bearer <API key or ID token>", ErrInvalid)
+		}
+		switch {
+		case IsKeyToken(tok) && a.Keys != nil:
+			return a.Keys.Verify(tok)
+		case LooksLikeJWT(tok) && a.IDTokens != nil:
+			return a.IDTokens.Verify(r.Context(), tok)
+		}
+		return Principal{}, ErrInvalid
+	}
+	if c, err := r.Cookie(SessionCookie); err == nil && a.Sessions != nil && a.Keys != nil {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			return Principal{}, fmt.Errorf("%w: a session cookie is honoured on GET and HEAD only; send Authorization: Bearer", ErrNoCredential)
+		}
+		sc, ok := a.Sessions.check(c.Value)
+		if !ok {
+			return Principal{}, fmt.Errorf("%w: the session is invalid or has expired: sign in again (POST /v1/session)", ErrInvalid)
+		}
+		k, ok := a.Keys.Lookup(sc.KeyID)
+		if !ok {
+			return Principal{}, fmt.Errorf("%w: the session's key was revoked or has expired", ErrInvalid)
+		}
+		p := Principal{ID: k.ID, Kind: KindSession, Scopes: k.Scopes}
+		p.Scopes = intersect(sc.Scopes, p)
+		if w != nil && a.Sessions.now().Add(a.Sessions.ttl/2).Unix() > sc.Expires {
+			v, exp := a.Sessions.issue(k.ID, p.Scopes)
+			a.Sessions.setCookie(w, r, v, exp)
+		}
+		return p, nil
+	}
+	return Principal{}, ErrNoCredential
+}
+
+func unauthorized(w http.ResponseWriter, err error) {
+	msg := "this route needs a credential: send Authorization: Bearer <API key or ID token> (a browser: a session from POST /v1/session)"
+	www := `Bearer realm="skyjoin"`
+	if !errors.Is(err, ErrNoCredential) {
+		msg = err.Error()
+		www += `, error="invalid_token"`
+	}
+	w.Header().Set("WWW-Authenticate", www)
+	platform.WriteError(w, http.StatusUnauthorized, msg, nil)
+}
+
+func forbid(w http.ResponseWriter, scope string, p Principal, msg string) {
+	w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="skyjoin", error="insufficient_scope", scope=%q`, scope))
+	platform.WriteError(w, http.StatusForbidden, msg, map[string]any{"required_scope": scope, "principal": p.ID, "scopes": nonNil(p.Scopes)})
+}
+
+func scopeList(s []string) string {
+	if len(s) == 0 {
+		return "no scope"
+	}
+	return strings.Join(s, ", ")
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
