@@ -302,6 +302,9 @@ func (d *Dispatcher) Replay(ctx context.Context, id string, ids []string) (Repla
 	if err != nil {
 		return ReplayResult{}, err
 	}
+	if err := h.reg.secretErr; err != nil {
+		return ReplayResult{}, fmt.Errorf("webhook %s: replay through a process that has the key: its secret does not open here (%w): %w", id, err, ErrNoKey)
+	}
 	h.replayMu.Lock()
 	defer h.replayMu.Unlock()
 	fs, err := d.db.failures(ctx, id, ids, 0)
@@ -492,14 +495,16 @@ func (d *Dispatcher) handleReplay(w http.ResponseWriter, r *http.Request) {
 	platform.WriteJSON(w, http.StatusOK, res)
 }
 
-// serverError answers 404 for ErrNotFound, 503 once closed, 500 (logged)
-// otherwise.
+// serverError answers 404 for ErrNotFound, 503 once closed or without the
+// key, 500 (logged) otherwise.
 func (d *Dispatcher) serverError(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.Is(err, ErrNotFound):
 		platform.WriteError(w, http.StatusNotFound, strings.TrimPrefix(err.Error(), "webhook: "), nil)
 	case errors.Is(err, ErrClosed):
 		platform.WriteUnavailable(w, 5*time.Second, "shutting down")
+	case errors.Is(err, ErrNoKey):
+		platform.WriteError(w, http.StatusServiceUnavailable, strings.TrimPrefix(err.Error(), "webhook: "), nil)
 	default:
 		d.log.LogAttrs(r.Context(), slog.LevelError, "webhook API", slog.String("path", r.URL.Path), slog.Any("error", err))
 		platform.WriteError(w, http.StatusInternalServerError, "internal error", nil)

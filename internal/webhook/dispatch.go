@@ -187,6 +187,9 @@ func New(ctx context.Context, reg registry.Registry, cfg Config, log *slog.Logge
 	go d.watchLoop(wctx, changes)
 	go d.routeLoop()
 	go d.persistLoop()
+	if keys == nil {
+		log.Warn("no webhook secret key (--webhook-secret-key): webhooks cannot be registered through this process, and batches of registrations whose secret it cannot open go to the failure list")
+	}
 	log.Info("webhooks loaded", "count", len(d.hooks), "secret_key_id", keys.Primary())
 	return d, nil
 }
@@ -277,7 +280,11 @@ func (d *Dispatcher) apply(c registry.Change) {
 		d.log.Error("webhook registration unreadable; the webhook is inactive", "webhook_id", c.ID, "error", err.Error())
 		return
 	}
-	if r.sealedWith != d.db.keys.Primary() {
+	switch {
+	case r.secretErr != nil:
+		d.log.Error("webhook secret does not open here: nothing is sent to the webhook by this process; its batches go to the failure list, to replay through a process that has the key",
+			"webhook_id", r.ID, "error", r.secretErr.Error())
+	case d.db.keys != nil && r.sealedWith != d.db.keys.Primary():
 		d.reseal(r)
 	}
 	if old != nil && old.reg.same(r) {
@@ -647,7 +654,7 @@ func (d *Dispatcher) deliverBatch(h *hook, buf []encoded) {
 		return
 	}
 	reason := err.Error()
-	if attempts == 0 {
+	if attempts == 0 && h.reg.secretErr == nil {
 		reason = ReasonShutdown
 	}
 	d.fail(h, newFailure(h.reg.ID, id, batch, reason, attempts, d.now()))
@@ -708,6 +715,9 @@ var _ retry.Hinter = (*retryable)(nil)
 // Retry-After honoured up to MaxRetryDelay). It returns the number of
 // attempts made (0 if ctx was done before the first) and the last error.
 func (d *Dispatcher) post(ctx context.Context, h *hook, deliveryID string, records []byte, maxAttempts int) (int, error) {
+	if err := h.reg.secretErr; err != nil {
+		return 0, fmt.Errorf("not sent: the webhook's secret does not open in this process: %w", err)
+	}
 	body := payload(h.reg.ID, deliveryID, records)
 	attempts := 0
 	err := retry.Call(ctx, retry.Policy{

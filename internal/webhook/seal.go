@@ -115,10 +115,16 @@ func NewKeyring(primary []byte, retiring, next [][]byte) (*Keyring, error) {
 
 // retires reports whether secrets sealed with the key id are to be sealed
 // again with the primary key.
-func (k *Keyring) retires(keyID string) bool { return k.retiring[keyID] }
+func (k *Keyring) retires(keyID string) bool { return k != nil && k.retiring[keyID] }
 
-// Primary is the id of the key that seals.
-func (k *Keyring) Primary() string { return k.primary }
+// Primary is the id of the key that seals; "" for a nil Keyring, which
+// seals nothing and opens nothing.
+func (k *Keyring) Primary() string {
+	if k == nil {
+		return ""
+	}
+	return k.primary
+}
 
 func sealAD(webhookID string) []byte { return []byte("skyjoin webhook secret\x00" + webhookID) }
 
@@ -131,9 +137,11 @@ func (k *Keyring) seal(id, secret string) string {
 	return sealVersion + "." + k.primary + "." + base64.RawURLEncoding.EncodeToString(out)
 }
 
-// errUnknownKey is the error of a secret sealed with a key not in the
-// keyring.
-var errUnknownKey = errors.New("sealed with a key this process does not have")
+// Errors of a secret that does not open here.
+var (
+	errUnknownKey = errors.New("sealed with a key this process does not have")
+	errNoKey      = errors.New("sealed, and this process has no --webhook-secret-key")
+)
 
 // open returns the secret sealed for the webhook id, and the id of the key
 // that sealed it.
@@ -142,6 +150,9 @@ func (k *Keyring) open(id, sealed string) (secret, keyID string, err error) {
 	keyID, data, ok2 := strings.Cut(rest, ".")
 	if !ok1 || !ok2 || v != sealVersion {
 		return "", "", errors.New("sealed secret: unknown format")
+	}
+	if k == nil {
+		return "", keyID, fmt.Errorf("sealed secret: key id %s: %w", keyID, errNoKey)
 	}
 	aead, ok := k.keys[keyID]
 	if !ok {

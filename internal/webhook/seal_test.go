@@ -294,17 +294,62 @@ func TestKeyRotation(t *testing.T) {
 	e.reopen()
 	deliver("delivery without the old key")
 
-	// A process with another key cannot open them: inactive, logged.
+	// A process with another key cannot open them: it sends nothing,
+	// keeps their batches in the failure list and says so; a process with
+	// the key replays them.
 	e.cfg.keys = testKeyring(t, key(3), nil, nil)
 	e.reopen()
-	if e.live(w.ID) || e.live(id2) {
-		t.Fatal("a registration whose key this process lacks is live")
+	e.d.Deliver([]event.Record{rec("rot-lacking", "Spain", 20)}, nil)
+	eventually(t, "the batch in the failure list", func() bool { return len(e.failures(w.ID)) == 1 })
+	f := e.failures(w.ID)[0]
+	if f.Attempts != 0 || !strings.Contains(f.Reason, "not sent") || !strings.Contains(f.Reason, KeyID(key(2))) {
+		t.Fatalf("failure %+v: want no attempt and the key id", f)
+	}
+	if code, body := e.do("POST", "/v1/webhooks/"+w.ID+"/failures/replay", nil); code != 503 || !strings.Contains(string(body), "process that has the key") {
+		t.Fatalf("replay through the process without the key: %d %s", code, body)
 	}
 	if !strings.Contains(logs.String(), "sealed with a key this process does not have") {
-		t.Fatalf("no log of the inactive registration: %s", logs.String())
+		t.Fatalf("no log of the registration whose key is lacking: %s", logs.String())
+	}
+	if n, _, _ := rcv.snapshot(); n != delivered {
+		t.Fatalf("the receiver got %d requests, want %d", n, delivered)
+	}
+	e.cfg.keys = testKeyring(t, key(2), nil, nil)
+	e.reopen()
+	if code, body := e.do("POST", "/v1/webhooks/"+w.ID+"/failures/replay", nil); code != 200 || !strings.Contains(string(body), `"delivered":1`) {
+		t.Fatalf("replay through a process with the key: %d %s", code, body)
 	}
 	if strings.Contains(logs.String(), secret) {
 		t.Fatal("the logs hold the secret")
+	}
+}
+
+// TestNoKey: a Dispatcher without a key (a shared registry and no
+// --webhook-secret-key) registers nothing, and keeps the batches of sealed
+// registrations in the failure list; plaintext ones of earlier versions
+// still deliver.
+func TestNoKey(t *testing.T) {
+	e := newEnv(t, Config{})
+	rcv := newReceiver(t, secret)
+	w := e.register(map[string]any{"url": rcv.srv.URL, "max_wait_ms": 0})
+	e.cfg.keys = nil
+	e.cfg.AllowPrivate = true // for the plaintext registration below
+	e.reopen()
+	code, body := e.do("POST", "/v1/webhooks", map[string]any{"url": rcv.srv.URL, "secret": secret, "allow_private": true})
+	if code != 503 || !strings.Contains(string(body), "webhook-secret-key") {
+		t.Fatalf("register without a key: %d %s", code, body)
+	}
+	id := newID("wh_")
+	old := fmt.Sprintf(`{"id":%q,"url":%q,"filter":"","secret":%q,"batch_size":10,"max_wait_ms":0,"created_at":"2026-01-01T00:00:00Z"}`, id, rcv.srv.URL+"/plain", secret)
+	if err := e.reg.Put(t.Context(), collWebhooks, id, []byte(old)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the plaintext registration live", func() bool { return e.live(id) })
+	e.d.Deliver([]event.Record{rec("nk", "Spain", 20)}, nil)
+	eventually(t, "the sealed one's batch in the failure list", func() bool { return len(e.failures(w.ID)) == 1 })
+	eventually(t, "the plaintext one's delivery", func() bool { return len(rcv.received()) == 1 })
+	if d, _ := e.reg.Get(t.Context(), collWebhooks, id); !bytes.Equal(d.Data, []byte(old)) {
+		t.Fatalf("the plaintext registration was rewritten without a key: %s", d.Data)
 	}
 }
 

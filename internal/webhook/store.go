@@ -27,16 +27,19 @@ type registration struct {
 	// sealedWith is the id of the key that sealed the secret in raw; ""
 	// for a plaintext secret, stored by a version before sealing.
 	sealedWith string
-	raw        []byte // the registry document it was read from or written as
+	// secretErr says why the secret did not open here (a key this process
+	// lacks): nothing is sent, batches go to the failure list.
+	secretErr error
+	raw       []byte // the registry document it was read from or written as
 }
 
 // same reports whether r and o deliver alike: all but how the secret is
 // stored.
 func (r *registration) same(o *registration) bool {
 	a, b := r.Webhook, o.Webhook
-	a.Stats, a.Failures, b.Stats, b.Failures = nil, nil, nil, nil
 	return a.ID == b.ID && a.URL == b.URL && a.Filter == b.Filter && a.BatchSize == b.BatchSize &&
-		a.MaxWaitMS == b.MaxWaitMS && a.AllowPrivate == b.AllowPrivate && a.CreatedAt.Equal(b.CreatedAt) && r.secret == o.secret
+		a.MaxWaitMS == b.MaxWaitMS && a.AllowPrivate == b.AllowPrivate && a.CreatedAt.Equal(b.CreatedAt) &&
+		r.secret == o.secret && (r.secretErr == nil) == (o.secretErr == nil)
 }
 
 // webhookDoc is a registration as the registry keeps it. The secret is
@@ -62,7 +65,7 @@ func encodeRegistration(r *registration, keys *Keyring) ([]byte, error) {
 }
 
 // decodeRegistration decodes a stored registration, opening its secret
-// with keys.
+// with keys; a secret that does not open is said in secretErr.
 func decodeRegistration(d registry.Doc, keys *Keyring) (*registration, error) {
 	var w webhookDoc
 	if err := json.Unmarshal(d.Data, &w); err != nil {
@@ -78,11 +81,7 @@ func decodeRegistration(d registry.Doc, keys *Keyring) (*registration, error) {
 	}
 	switch {
 	case w.SealedSecret != "":
-		secret, keyID, err := keys.open(w.ID, w.SealedSecret)
-		if err != nil {
-			return nil, fmt.Errorf("decode webhook %s: %w", d.ID, err)
-		}
-		r.secret, r.sealedWith = secret, keyID
+		r.secret, r.sealedWith, r.secretErr = keys.open(w.ID, w.SealedSecret)
 	case w.Secret != "":
 		r.secret = w.Secret
 	default:
@@ -181,6 +180,9 @@ type store struct {
 }
 
 func (s store) createWebhook(ctx context.Context, r *registration) error {
+	if s.keys == nil {
+		return fmt.Errorf("webhook: this process cannot seal secrets: it has no --webhook-secret-key, which a registry shared with other processes needs: %w", ErrNoKey)
+	}
 	doc, err := encodeRegistration(r, s.keys)
 	if err != nil {
 		return errorf("store webhook "+r.ID, err)

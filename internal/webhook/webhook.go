@@ -109,8 +109,10 @@ type Config struct {
 	// KeyFile is the key file of a process whose registry is its own (the
 	// embedded broker's bucket under its data dir): the key is generated
 	// there (0600) when SecretKey is unset, and, when SecretKey is set, a
-	// key file left there opens what it sealed, as an old key would. ""
-	// with no SecretKey: New fails. Not a flag: the process sets it.
+	// key file left there opens what it sealed, as an old key would. Not a
+	// flag: the process sets it. With neither, the Dispatcher has no key:
+	// Create fails with ErrNoKey, and batches for registrations whose
+	// secret it cannot open go to the failure list.
 	KeyFile string
 
 	// Tests inject these: the keyring instead of the keys above, and the
@@ -233,7 +235,7 @@ func (c Config) keyring() (*Keyring, error) {
 			return nil, err
 		}
 	default:
-		return nil, errors.New("webhook-secret-key is required: the key that seals webhook secrets in the registry, the same in every process that shares it")
+		return nil, nil // no key: see ErrNoKey
 	}
 	if c.NextSecretKey.IsSet() {
 		k, err := parse("webhook-secret-next-key", c.NextSecretKey)
@@ -355,6 +357,11 @@ const (
 
 // ErrNotFound is returned for an unknown webhook or failure id.
 var ErrNotFound = errors.New("not found")
+
+// ErrNoKey is returned when a webhook cannot be registered or replayed
+// through this Dispatcher: it has no key to seal secrets with, or not the
+// one that sealed the webhook's.
+var ErrNoKey = errors.New("no webhook secret key")
 
 // ErrClosed is returned by operations on a closed Dispatcher.
 var ErrClosed = errors.New("webhook dispatcher closed")
