@@ -12,28 +12,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
-
-// syncBuffer is a bytes.Buffer written by several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestNoPlantedSecretInRecordsAPIOrLogs plants credentials where error
 // text comes from: a weather provider that quotes our API key (and the
@@ -60,7 +41,7 @@ func TestNoPlantedSecretInRecordsAPIOrLogs(t *testing.T) {
 		fmt.Fprintf(w, `{"error":true,"reason":"API key %s is not valid for %s"}`, r.URL.Query().Get("apikey"), r.URL.String())
 	}))
 	defer provider.Close()
-	var deliveries syncBuffer
+	var deliveries syncBuf
 	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		deliveries.Write(b)
@@ -70,7 +51,7 @@ func TestNoPlantedSecretInRecordsAPIOrLogs(t *testing.T) {
 
 	dir := t.TempDir()
 	readyFile := filepath.Join(t.TempDir(), "ready.json")
-	var stdout, stderr syncBuffer
+	var stdout, stderr syncBuf
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -111,9 +92,11 @@ func TestNoPlantedSecretInRecordsAPIOrLogs(t *testing.T) {
 	}
 
 	var answers []string // every API answer
-	get := func(path string) []byte {
+	do := func(method, path, body string) []byte {
 		t.Helper()
-		resp, err := http.Get(base + path)
+		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -122,17 +105,8 @@ func TestNoPlantedSecretInRecordsAPIOrLogs(t *testing.T) {
 		answers = append(answers, path+": "+string(b))
 		return b
 	}
-	post := func(path, body string) []byte {
-		t.Helper()
-		resp, err := http.Post(base+path, "application/json", strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		answers = append(answers, path+": "+string(b))
-		return b
-	}
+	get := func(path string) []byte { return do(http.MethodGet, path, "") }
+	post := func(path, body string) []byte { return do(http.MethodPost, path, body) }
 
 	hook := post("/v1/webhooks", `{"url":"`+target.URL+`/in?token=`+hookToken+`","secret":"`+hookSecret+`","max_wait_ms":0,"allow_private":true}`)
 	var wh struct {
@@ -181,10 +155,10 @@ func TestNoPlantedSecretInRecordsAPIOrLogs(t *testing.T) {
 		t.Error("the logs do not name the webhook")
 	}
 	places := map[string]string{
-		"stored records":      records,
-		"webhook deliveries":  deliveries.String(),
-		"logs":                stderr.String(),
-		"banner":              stdout.String(),
+		"stored records":     records,
+		"webhook deliveries": deliveries.String(),
+		"logs":               stderr.String(),
+		"banner":             stdout.String(),
 		"answers (not /v1/webhooks, which shows the target URL as registered)": strings.Join(answers[1:], "\n"),
 	}
 	for where, text := range places {

@@ -51,11 +51,14 @@ func (v verdict) refused(allowPrivate bool) bool {
 	return v.class == classMetadata || v.class == classInvalid || (v.class == classPrivate && !allowPrivate)
 }
 
-// prefixes of non-public IPv4 space, with what they are.
-var private4 = []struct {
+// namedPrefix is a prefix of address space and what it is.
+type namedPrefix struct {
 	p    netip.Prefix
 	what string
-}{
+}
+
+// prefixes of non-public IPv4 space.
+var private4 = []namedPrefix{
 	{netip.MustParsePrefix("0.0.0.0/8"), "in 0.0.0.0/8 (this host, unspecified)"},
 	{netip.MustParsePrefix("10.0.0.0/8"), "private (10.0.0.0/8)"},
 	{netip.MustParsePrefix("100.64.0.0/10"), "shared address space (100.64.0.0/10, carrier-grade NAT)"},
@@ -74,10 +77,7 @@ var private4 = []struct {
 }
 
 // prefixes of non-public IPv6 space that embed no IPv4 address.
-var private6 = []struct {
-	p    netip.Prefix
-	what string
-}{
+var private6 = []namedPrefix{
 	{netip.MustParsePrefix("100::/64"), "discard-only (100::/64)"},
 	{netip.MustParsePrefix("2001:2::/48"), "benchmarking (2001:2::/48)"},
 	{netip.MustParsePrefix("2001:10::/28"), "ORCHID (2001:10::/28)"},
