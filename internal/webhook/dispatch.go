@@ -337,6 +337,7 @@ func (d *Dispatcher) reseal(r *registration) {
 	d.resealed[r.ID] = from
 	st := &resealing{}
 	d.resealing[r.ID] = st
+	read := r.raw // r.raw changes under d.mu once r is live
 	d.reseals.Go(func() {
 		doc, err := encodeRegistration(r, d.db.keys)
 		wrote := false
@@ -345,7 +346,7 @@ func (d *Dispatcher) reseal(r *registration) {
 			st.doc = doc
 			d.mu.Unlock()
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			wrote, err = d.db.resealWebhook(ctx, r, doc)
+			wrote, err = d.db.resealWebhook(ctx, r.ID, read, doc)
 			cancel()
 		}
 		if !wrote {

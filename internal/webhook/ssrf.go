@@ -366,7 +366,7 @@ func (e *RefusedError) Error() string {
 	if !e.Addr.IsValid() || e.Addr.String() == e.Host {
 		return fmt.Sprintf("webhook target %s refused: it %s", e.Host, e.What)
 	}
-	return fmt.Sprintf("webhook target %s refused: it resolved to %s, which %s", e.Host, e.Addr, strings.TrimPrefix(e.What, "is "))
+	return fmt.Sprintf("webhook target %s refused: it resolved to %s, which %s", e.Host, e.Addr, e.What)
 }
 
 // Resolver resolves host names; *net.Resolver is one.

@@ -194,24 +194,24 @@ func (s store) createWebhook(ctx context.Context, r *registration) error {
 	return nil
 }
 
-// resealWebhook stores r with its secret sealed with the primary key, if
-// the registry still holds the document r was read from (r.raw); it
-// reports whether it did. (The registry has no compare-and-swap: a
+// resealWebhook stores doc, a registration with its secret sealed with the
+// primary key, if the registry still holds read, the document it was
+// read from; it reports whether it did. (The registry has no compare-and-swap: a
 // deletion between the read and the write, a few milliseconds, is undone;
 // the Dispatcher sees it in the watch and deletes again.)
-func (s store) resealWebhook(ctx context.Context, r *registration, doc []byte) (bool, error) {
-	d, err := s.reg.Get(ctx, collWebhooks, r.ID)
+func (s store) resealWebhook(ctx context.Context, id string, read, doc []byte) (bool, error) {
+	d, err := s.reg.Get(ctx, collWebhooks, id)
 	if errors.Is(err, registry.ErrNotFound) {
 		return false, nil
 	}
 	if err != nil {
-		return false, errorf("reseal webhook "+r.ID, err)
+		return false, errorf("reseal webhook "+id, err)
 	}
-	if !bytes.Equal(d.Data, r.raw) {
+	if !bytes.Equal(d.Data, read) {
 		return false, nil // changed meanwhile: its own load reseals it
 	}
-	if err := s.reg.Put(ctx, collWebhooks, r.ID, doc); err != nil {
-		return false, errorf("reseal webhook "+r.ID, err)
+	if err := s.reg.Put(ctx, collWebhooks, id, doc); err != nil {
+		return false, errorf("reseal webhook "+id, err)
 	}
 	return true, nil
 }
