@@ -52,6 +52,28 @@ func Scrub(s string, secrets ...string) string {
 	return s
 }
 
+// RedactError returns err with the secrets (Scrub) and the credentials of
+// URLs (RedactText) removed from its text; errors.Is and errors.As still
+// see what it wraps.
+func RedactError(err error, secrets ...string) error {
+	if err == nil {
+		return nil
+	}
+	msg := RedactText(Scrub(err.Error(), secrets...))
+	if msg == err.Error() {
+		return err
+	}
+	return &redactedError{msg: msg, err: err}
+}
+
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }
+
 // Snippet returns the start of a remote answer for an error message: at
 // most max bytes of valid UTF-8 on one line (control characters become
 // spaces), "..." marking a cut, and "" for an empty answer.

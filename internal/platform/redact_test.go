@@ -1,6 +1,9 @@
 package platform
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -23,6 +26,17 @@ func TestRedactText(t *testing.T) {
 		if got := RedactText(tt.in); got != tt.want {
 			t.Errorf("RedactText(%q)\n got %q\nwant %q", tt.in, got, tt.want)
 		}
+	}
+}
+
+func TestRedactError(t *testing.T) {
+	inner := context.DeadlineExceeded
+	err := RedactError(fmt.Errorf("dial nats://u:pw@h:1 with key k3y-0123: %w", inner), "k3y-0123")
+	if got := err.Error(); got != "dial nats://REDACTED@h:1 with key REDACTED: context deadline exceeded" || !errors.Is(err, inner) {
+		t.Fatalf("RedactError = %q (wraps the deadline: %v)", got, errors.Is(err, inner))
+	}
+	if plain := errors.New("nothing to hide"); RedactError(plain) != plain || RedactError(nil) != nil {
+		t.Fatal("RedactError changed an error with nothing to hide")
 	}
 }
 

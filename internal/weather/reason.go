@@ -26,24 +26,3 @@ func Reason(structured string, body []byte, status int, apiKey string) string {
 	}
 	return s
 }
-
-// Redact returns err with the API key and any credential in a URL removed
-// from its text; errors.Is and errors.As still see what it wraps.
-func Redact(err error, apiKey string) error {
-	if err == nil {
-		return nil
-	}
-	msg := platform.RedactText(platform.Scrub(err.Error(), apiKey))
-	if msg == err.Error() {
-		return err
-	}
-	return &redactedError{msg: msg, err: err}
-}
-
-type redactedError struct {
-	msg string
-	err error
-}
-
-func (e *redactedError) Error() string { return e.msg }
-func (e *redactedError) Unwrap() error { return e.err }

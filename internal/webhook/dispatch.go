@@ -774,7 +774,7 @@ func (d *Dispatcher) attempt(ctx context.Context, h *hook, deliveryID string, bo
 		if _, ok := errors.AsType[*RefusedError](err); ok {
 			return fmt.Errorf("post: %w", err)
 		}
-		return &retryable{err: fmt.Errorf("post: %s", platform.RedactText(err.Error()))}
+		return &retryable{err: fmt.Errorf("post: %w", platform.RedactError(err))}
 	}
 	defer resp.Body.Close()
 	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 512))

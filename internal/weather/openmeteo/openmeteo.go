@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/skyjoin/skyjoin/internal/event"
+	"github.com/skyjoin/skyjoin/internal/platform"
 	"github.com/skyjoin/skyjoin/internal/retry"
 	"github.com/skyjoin/skyjoin/internal/weather"
 )
@@ -395,7 +396,7 @@ func (c *Client) do(ctx context.Context, u string) ([]byte, error) {
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return nil, fmt.Errorf("open-meteo: GET %s: %w", req.URL.Path, weather.Redact(err, c.key))
+		return nil, fmt.Errorf("open-meteo: GET %s: %w", req.URL.Path, platform.RedactError(err, c.key))
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))

@@ -26,6 +26,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/skyjoin/skyjoin/internal/event"
+	"github.com/skyjoin/skyjoin/internal/platform"
 	"github.com/skyjoin/skyjoin/internal/retry"
 	"github.com/skyjoin/skyjoin/internal/weather"
 )
@@ -158,7 +159,7 @@ func (c *Client) current(ctx context.Context, p weather.Point) (event.Weather, e
 		if errors.As(err, &ue) {
 			err = ue.Err // the URL holds the key
 		}
-		return event.Weather{}, fmt.Errorf("openweathermap: GET /data/2.5/weather: %w", weather.Redact(err, c.key))
+		return event.Weather{}, fmt.Errorf("openweathermap: GET /data/2.5/weather: %w", platform.RedactError(err, c.key))
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
