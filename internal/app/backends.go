@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -11,6 +12,7 @@ import (
 	"github.com/skyjoin/skyjoin/internal/broker"
 	"github.com/skyjoin/skyjoin/internal/broker/jetstream"
 	"github.com/skyjoin/skyjoin/internal/broker/pubsub"
+	"github.com/skyjoin/skyjoin/internal/platform"
 	"github.com/skyjoin/skyjoin/internal/registry"
 	_ "github.com/skyjoin/skyjoin/internal/registry/firestore" // firestore:// registries
 	_ "github.com/skyjoin/skyjoin/internal/registry/natskv"    // nats:// registries
@@ -32,7 +34,11 @@ import (
 func openBroker(ctx context.Context, raw, dataDir string, log *slog.Logger) (broker.Broker, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, fmt.Errorf("broker URL %q: %w", raw, err)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // its text quotes the URL, password included
+		}
+		return nil, fmt.Errorf("broker URL %q: %w", platform.RedactURL(raw), err)
 	}
 	switch u.Scheme {
 	case "nats":
@@ -57,7 +63,7 @@ func openBroker(ctx context.Context, raw, dataDir string, log *slog.Logger) (bro
 		}
 		return b, nil
 	}
-	return nil, fmt.Errorf("broker URL %q: unknown scheme %q (known: nats, pubsub)", raw, u.Scheme)
+	return nil, fmt.Errorf("broker URL %q: unknown scheme %q (known: nats, pubsub)", platform.RedactURL(raw), u.Scheme)
 }
 
 // openRegistry opens the shared registry named by a URL (see package
@@ -96,7 +102,7 @@ func openStore(ctx context.Context, raw, dataDir string, dcfg duckdb.Config, log
 	}
 	scheme, rest, ok := strings.Cut(raw, "://")
 	if !ok {
-		return nil, "", fmt.Errorf("store URL %q: want SCHEME://..., e.g. duckdb://data/skyjoin.duckdb", raw)
+		return nil, "", fmt.Errorf("store URL %q: want SCHEME://..., e.g. duckdb://data/skyjoin.duckdb", platform.RedactURL(raw))
 	}
 	switch scheme {
 	case "duckdb":
@@ -123,5 +129,5 @@ func openStore(ctx context.Context, raw, dataDir string, dcfg duckdb.Config, log
 		}
 		return s, raw, nil
 	}
-	return nil, "", fmt.Errorf("store URL %q: unknown scheme %q (known: duckdb, bigquery)", raw, scheme)
+	return nil, "", fmt.Errorf("store URL %q: unknown scheme %q (known: duckdb, bigquery)", platform.RedactURL(raw), scheme)
 }

@@ -294,8 +294,10 @@ type readyInfo struct {
 // ready announces the process: the ready file, the banner, a log line and
 // the test hook.
 func (p *process) ready() error {
+	// URLs without their credentials: the ready file, the banner and the
+	// log show them.
 	info := readyInfo{PID: os.Getpid(), Command: p.cfg.command, Stages: p.stages, Addr: p.addr, URL: "http://" + p.addr,
-		DataDir: p.dataDir, Store: p.storeURL, Users: p.collectURL}
+		DataDir: p.dataDir, Store: platform.RedactURL(p.storeURL), Users: platform.RedactURL(p.collectURL)}
 	if p.adminAddr != "" {
 		info.AdminURL = "http://" + p.adminAddr
 	}
@@ -304,10 +306,11 @@ func (p *process) ready() error {
 		info.Auth = "on"
 	}
 	if p.b != nil {
-		info.Broker = p.cfg.Broker
+		info.Broker = platform.RedactURL(p.cfg.Broker)
 	}
 	if p.ws != nil {
-		info.Weather, _ = p.weatherURL()
+		w, _ := p.weatherURL()
+		info.Weather = platform.RedactURL(w)
 	}
 	for _, r := range api.Of(p.stages...) {
 		info.Routes = append(info.Routes, r.Pattern)

@@ -44,7 +44,7 @@ func TestStageCommandsTakeOnlyTheirFlags(t *testing.T) {
 			[]string{"store", "query-timeout", "ready-timeout"},
 			[]string{"enrich-batch", "weather-url", "collect-url", "ingest-max-events", "webhook-timeout", "demo", "sim-users", "stats-every", "serve"}},
 		{"deliver",
-			[]string{"webhook-timeout", "webhook-max-attempts", "webhook-deny-private"},
+			[]string{"webhook-timeout", "webhook-max-attempts", "webhook-allow-private", "webhook-deny-private", "webhook-secret-key", "webhook-secret-old-keys", "webhook-secret-next-key"},
 			[]string{"enrich-batch", "weather-url", "collect-url", "ingest-max-events", "query-timeout", "demo", "stats-every"}},
 		{"up",
 			[]string{"broker", "store", "duckdb-threads", "ingest-max-events", "collect-url", "collect", "enrich-batch", "weather-url", "demo", "sim-users", "query-timeout", "webhook-timeout", "stats-every"},

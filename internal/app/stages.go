@@ -79,7 +79,7 @@ func (c *config) stages() map[string]*stage {
 				fs.DurationVar(&c.DeliverAck, "deliver-ack-wait", 0, "how long a records message handed to the webhooks stays unacked before the broker gives it to another deliver instance (0: the longest a batch's retries can take, at most 10m)")
 			},
 			validate: func() error {
-				err := c.Webhook.Validate()
+				err := errors.Join(c.Webhook.Validate(), c.validateWebhookKey())
 				if c.DeliverAck != 0 && c.DeliverAck < time.Second {
 					err = errors.Join(err, fmt.Errorf("deliver-ack-wait must be 0 or at least 1s, got %s", c.DeliverAck))
 				}
@@ -334,7 +334,11 @@ func (c *config) startDeliver(ctx context.Context, p *process, r platform.Router
 	if err != nil {
 		return nil, err
 	}
-	hooks, err := webhook.New(ctx, reg, c.Webhook, p.log)
+	wcfg, err := c.webhookConfig(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	hooks, err := webhook.New(ctx, reg, wcfg, p.log)
 	if err != nil {
 		return nil, err
 	}

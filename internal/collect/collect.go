@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/skyjoin/skyjoin/internal/event"
+	"github.com/skyjoin/skyjoin/internal/platform"
 	"github.com/skyjoin/skyjoin/internal/retry"
 )
 
@@ -77,9 +78,9 @@ var natPattern = regexp.MustCompile(`^[A-Za-z]{2}(,[A-Za-z]{2})*$`)
 func (c Config) Validate() error {
 	var errs []error
 	if u, err := url.Parse(c.URL); c.URL == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		errs = append(errs, fmt.Errorf("collect URL %q: want http(s)://host[/path]", c.URL))
+		errs = append(errs, fmt.Errorf("collect URL %q: want http(s)://host[/path]", platform.RedactURL(c.URL)))
 	} else if u.RawQuery != "" || u.Fragment != "" {
-		errs = append(errs, fmt.Errorf("collect URL %q: want a base URL without query or fragment", c.URL))
+		errs = append(errs, fmt.Errorf("collect URL %q: want a base URL without query or fragment", platform.RedactURL(c.URL)))
 	}
 	if c.BatchSize < 1 || c.BatchSize > MaxBatchSize {
 		errs = append(errs, fmt.Errorf("collect batch size %d: want 1 to %d", c.BatchSize, MaxBatchSize))
@@ -184,7 +185,7 @@ func (c *Collector) Run(ctx context.Context) error {
 			if errors.Is(err, ErrFatal) {
 				return err
 			}
-			c.log.WarnContext(ctx, "poll failed; trying again at the next interval", "error", err.Error(), "url", c.cfg.URL)
+			c.log.WarnContext(ctx, "poll failed; trying again at the next interval", "error", err.Error(), "url", platform.RedactURL(c.cfg.URL))
 		}
 		if c.cfg.MaxEvents > 0 && c.events.Load() >= c.cfg.MaxEvents {
 			return nil
@@ -216,7 +217,7 @@ func (c *Collector) Poll(ctx context.Context) (int, error) {
 	events, problems, err := Decode(body, at)
 	if err != nil {
 		c.fetchErrs.Add(1)
-		return 0, fmt.Errorf("collect: poll %s: %w", c.cfg.URL, err)
+		return 0, fmt.Errorf("collect: poll %s: %w", platform.RedactURL(c.cfg.URL), err)
 	}
 	c.polls.Add(1)
 	c.users.Add(int64(len(events) + len(problems)))
@@ -344,13 +345,15 @@ func (c *Collector) fetch(ctx context.Context, n int) ([]byte, error) {
 	if err == nil {
 		return body, nil
 	}
+	// The URL may hold credentials (user:password@): errors show it without.
+	shown := platform.RedactURL(u)
 	if ce, ok := errors.AsType[*retry.ContextError](err); ok {
-		return nil, fmt.Errorf("collect: GET %s: %w", u, ce)
+		return nil, fmt.Errorf("collect: GET %s: %w", shown, ce)
 	}
 	if se, ok := errors.AsType[*statusError](err); ok && !se.retryable() {
-		return nil, fmt.Errorf("collect: GET %s: %w: %w", u, ErrFatal, err)
+		return nil, fmt.Errorf("collect: GET %s: %w: %w", shown, ErrFatal, err)
 	}
-	return nil, fmt.Errorf("collect: GET %s, %d attempts: %w", u, attempts, err)
+	return nil, fmt.Errorf("collect: GET %s, %d attempts: %w", shown, attempts, err)
 }
 
 func (c *Collector) get(ctx context.Context, u string) ([]byte, error) {
@@ -385,12 +388,9 @@ func errorMessage(body []byte, status int) string {
 		Error string `json:"error"`
 	}
 	if json.Unmarshal(body, &e) == nil && e.Error != "" {
-		return e.Error
+		body = []byte(e.Error)
 	}
-	s := strings.TrimSpace(string(body))
-	if len(s) > 200 {
-		s = s[:200] + "..."
-	}
+	s := platform.RedactText(platform.Snippet(body, 200))
 	if s == "" {
 		s = http.StatusText(status)
 	}

@@ -389,3 +389,31 @@ func TestConfig(t *testing.T) {
 		t.Errorf("defaults: %v", err)
 	}
 }
+
+// TestErrorsHoldNoCredential: a collect URL with user:password@ (an API
+// behind basic auth) never shows the password in an error; an answer that
+// echoes a token is cut and redacted. (A loopback server.)
+func TestErrorsHoldNoCredential(t *testing.T) {
+	const password, token = "pw-0123456789", "tk-0123456789"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusForbidden)
+		w.Write([]byte(`{"error":"forbidden: GET /api/?results=1&access_token=` + token + strings.Repeat(" padding", 100) + `"}`))
+	}))
+	defer srv.Close()
+	u := strings.Replace(srv.URL, "http://", "http://user:"+password+"@", 1)
+	c := newCollector(t, collect.Config{URL: u}, &recorder{})
+	_, err := c.Poll(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "HTTP 403") || len(err.Error()) > 400 {
+		t.Fatalf("Poll = %v", err)
+	}
+	for _, cred := range []string{password, token} {
+		if strings.Contains(err.Error(), cred) {
+			t.Errorf("the error holds %q: %v", cred, err)
+		}
+	}
+	bad := collect.DefaultConfig()
+	bad.URL = "http://user:" + password + "@127.0.0.1:1/?x=1"
+	if err := bad.Validate(); err == nil || strings.Contains(err.Error(), password) {
+		t.Errorf("Validate = %v", err)
+	}
+}

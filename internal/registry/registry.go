@@ -28,6 +28,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/skyjoin/skyjoin/internal/platform"
 )
 
 // Registry is a shared store of JSON documents in named collections. It is
@@ -214,7 +216,7 @@ func Register(scheme string, open OpenFunc) {
 func Open(ctx context.Context, rawURL string, o Options) (Registry, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil || u.Scheme == "" || u.Opaque != "" {
-		return nil, fmt.Errorf("registry URL %q: want SCHEME://..., e.g. nats://embedded or firestore://PROJECT", rawURL)
+		return nil, fmt.Errorf("registry URL %q: want SCHEME://..., e.g. nats://embedded or firestore://PROJECT", platform.RedactURL(rawURL))
 	}
 	backendsMu.Lock()
 	open, ok := backends[u.Scheme]
@@ -225,7 +227,7 @@ func Open(ctx context.Context, rawURL string, o Options) (Registry, error) {
 	backendsMu.Unlock()
 	if !ok {
 		slices.Sort(known)
-		return nil, fmt.Errorf("registry URL %q: unknown scheme %q (known: %s)", u.Redacted(), u.Scheme, strings.Join(known, ", "))
+		return nil, fmt.Errorf("registry URL %q: unknown scheme %q (known: %s)", platform.RedactURL(rawURL), u.Scheme, strings.Join(known, ", "))
 	}
 	return open(ctx, u, o)
 }

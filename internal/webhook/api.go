@@ -8,12 +8,13 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/skyjoin/skyjoin/internal/api"
+	"github.com/skyjoin/skyjoin/internal/auth"
 	"github.com/skyjoin/skyjoin/internal/platform"
 )
 
@@ -36,6 +37,22 @@ type Input struct {
 	// MaxWaitMS is how long matched records may wait for a batch to fill
 	// (0 to one minute; default one second; 0 sends at once).
 	MaxWaitMS *int64 `json:"max_wait_ms,omitempty"`
+	// AllowPrivate lets deliveries reach private, loopback and link-local
+	// addresses (never cloud metadata ones). It takes the admin scope.
+	AllowPrivate bool `json:"allow_private,omitempty"`
+}
+
+// ErrForbidden is returned for a registration the caller may not make:
+// allow_private without the admin scope.
+var ErrForbidden = errors.New("forbidden")
+
+// mayAllowPrivate reports whether the caller of ctx may register a webhook
+// with allow_private: one with the admin scope. A process without auth
+// (no principal, or the anonymous one) listens on loopback only, unless
+// its operator chose --insecure-no-auth: whoever reaches it is trusted.
+func mayAllowPrivate(ctx context.Context) bool {
+	p, ok := auth.FromContext(ctx)
+	return !ok || p.Kind == "none" || p.Has(api.ScopeAdmin)
 }
 
 // FieldError is one problem of an Input.
@@ -63,7 +80,7 @@ func (d *Dispatcher) validate(in Input) (*registration, *filter, error) {
 	bad := func(field, format string, args ...any) {
 		probs = append(probs, FieldError{Field: field, Message: fmt.Sprintf(format, args...)})
 	}
-	if msg := checkURL(in.URL, d.cfg.DenyPrivate); msg != "" {
+	if msg := checkURL(in.URL, in.AllowPrivate || d.cfg.AllowPrivate); msg != "" {
 		bad("url", "%s", msg)
 	}
 	f, err := compileFilter(in.Filter)
@@ -97,14 +114,17 @@ func (d *Dispatcher) validate(in Input) (*registration, *filter, error) {
 	}
 	filterSrc := in.Filter
 	r := &registration{
-		Webhook: Webhook{ID: newID("wh_"), URL: in.URL, Filter: filterSrc, BatchSize: size, MaxWaitMS: wait, CreatedAt: d.now()},
-		secret:  in.Secret,
+		Webhook: Webhook{ID: newID("wh_"), URL: in.URL, Filter: filterSrc, BatchSize: size, MaxWaitMS: wait,
+			AllowPrivate: in.AllowPrivate, CreatedAt: d.now()},
+		secret: in.Secret,
 	}
 	return r, f, nil
 }
 
-// checkURL returns what is wrong with a target URL, or "".
-func checkURL(raw string, denyPrivate bool) string {
+// checkURL returns what is wrong with a target URL, or "". Unless
+// allowPrivate, its host must be public as far as the URL tells (the
+// static half of the private-address guard, ssrf.go).
+func checkURL(raw string, allowPrivate bool) string {
 	if raw == "" {
 		return "required: the http(s) URL to POST matching records to"
 	}
@@ -113,7 +133,11 @@ func checkURL(raw string, denyPrivate bool) string {
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return "not a URL: " + strings.TrimPrefix(err.Error(), "parse "+strconv.Quote(raw)+": ")
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // without the URL, which may hold credentials
+		}
+		return "not a URL: " + err.Error()
 	}
 	switch {
 	case u.Scheme != "http" && u.Scheme != "https":
@@ -125,26 +149,23 @@ func checkURL(raw string, denyPrivate bool) string {
 	case u.Fragment != "" || strings.Contains(raw, "#"):
 		return "must not have a fragment"
 	}
-	if denyPrivate {
-		host := u.Hostname()
-		if a, err := netip.ParseAddr(host); err == nil {
-			if !publicAddr(a) {
-				return fmt.Sprintf("host %s is not a public address (webhook-deny-private is on)", host)
-			}
-		} else if h := strings.ToLower(strings.TrimSuffix(host, ".")); h == "localhost" || strings.HasSuffix(h, ".localhost") {
-			return fmt.Sprintf("host %s is loopback (webhook-deny-private is on)", host)
-		}
-	}
-	return ""
+	return checkTarget(u.Hostname(), allowPrivate)
 }
 
 // Create validates in, stores the registration and starts delivering to it
 // (other processes on the registry start within a second or two). A
 // *ValidationError lists every problem of in.
+//
+// allow_private takes the admin scope of the caller of ctx (see
+// mayAllowPrivate): without it, Create returns an error matching
+// ErrForbidden.
 func (d *Dispatcher) Create(ctx context.Context, in Input) (Webhook, error) {
 	r, f, err := d.validate(in)
 	if err != nil {
 		return Webhook{}, err
+	}
+	if in.AllowPrivate && !mayAllowPrivate(ctx) {
+		return Webhook{}, fmt.Errorf("allow_private: reaching private addresses takes the admin scope: %w", ErrForbidden)
 	}
 	d.mu.RLock()
 	closed := d.closed
@@ -164,7 +185,7 @@ func (d *Dispatcher) Create(ctx context.Context, in Input) (Webhook, error) {
 	if _, ok := d.hooks[r.ID]; !ok { // the watch may have been quicker
 		d.start(r, f)
 	}
-	d.log.Info("webhook registered", "webhook_id", r.ID, "url", r.URL, "filter", r.Filter)
+	d.log.Info("webhook registered", "webhook_id", r.ID, "target", origin(r.URL), "filter", r.Filter, "allow_private", r.AllowPrivate)
 	return r.Webhook, nil
 }
 
@@ -281,6 +302,9 @@ func (d *Dispatcher) Replay(ctx context.Context, id string, ids []string) (Repla
 	if err != nil {
 		return ReplayResult{}, err
 	}
+	if err := h.reg.secretErr; err != nil {
+		return ReplayResult{}, fmt.Errorf("webhook %s: replay through a process that has the key: its secret does not open here (%w): %w", id, err, ErrNoKey)
+	}
 	h.replayMu.Lock()
 	defer h.replayMu.Unlock()
 	fs, err := d.db.failures(ctx, id, ids, 0)
@@ -385,6 +409,10 @@ func (d *Dispatcher) handleCreate(w http.ResponseWriter, r *http.Request) {
 	case errors.As(err, &ve):
 		platform.WriteError(w, http.StatusBadRequest, ve.Error(), map[string]any{"errors": ve.Problems})
 		return
+	case errors.Is(err, ErrForbidden):
+		platform.WriteError(w, http.StatusForbidden, strings.TrimSuffix(err.Error(), ": "+ErrForbidden.Error()),
+			map[string]any{"errors": []FieldError{{Field: "allow_private", Message: "takes the admin scope"}}})
+		return
 	case err != nil:
 		d.serverError(w, r, err)
 		return
@@ -467,16 +495,28 @@ func (d *Dispatcher) handleReplay(w http.ResponseWriter, r *http.Request) {
 	platform.WriteJSON(w, http.StatusOK, res)
 }
 
-// serverError answers 404 for ErrNotFound, 503 once closed, 500 (logged)
-// otherwise.
+// serverError answers 404 for ErrNotFound, 503 once closed or without the
+// key, 500 (logged) otherwise.
 func (d *Dispatcher) serverError(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.Is(err, ErrNotFound):
 		platform.WriteError(w, http.StatusNotFound, strings.TrimPrefix(err.Error(), "webhook: "), nil)
 	case errors.Is(err, ErrClosed):
 		platform.WriteUnavailable(w, 5*time.Second, "shutting down")
+	case errors.Is(err, ErrNoKey):
+		platform.WriteError(w, http.StatusServiceUnavailable, strings.TrimPrefix(err.Error(), "webhook: "), nil)
 	default:
 		d.log.LogAttrs(r.Context(), slog.LevelError, "webhook API", slog.String("path", r.URL.Path), slog.Any("error", err))
 		platform.WriteError(w, http.StatusInternalServerError, "internal error", nil)
 	}
+}
+
+// origin is the scheme and host of a target URL, for logs: its path and
+// query may hold a credential of the receiver's.
+func origin(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(invalid URL)"
+	}
+	return u.Scheme + "://" + u.Host
 }

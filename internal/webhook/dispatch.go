@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/skyjoin/skyjoin/internal/event"
+	"github.com/skyjoin/skyjoin/internal/platform"
 	"github.com/skyjoin/skyjoin/internal/registry"
 	"github.com/skyjoin/skyjoin/internal/retry"
 )
@@ -28,17 +30,28 @@ import (
 // registrations and the failure lists; each delivers the records handed to
 // its own Deliver.
 type Dispatcher struct {
-	cfg    Config
-	db     store
-	log    *slog.Logger
-	client *http.Client
-	now    func() time.Time
+	cfg Config
+	db  store
+	log *slog.Logger
+	// strict delivers to public addresses only; private also to private,
+	// loopback and link-local ones (allow_private); neither to cloud
+	// metadata addresses.
+	strict, private *http.Client
+	now             func() time.Time
 
 	mu      sync.RWMutex // guards hooks, retired, deleted and closed; Deliver holds it for reading
 	hooks   map[string]*hook
 	retired []*hook         // replaced by a changed registration; Close waits for their senders too
 	deleted map[string]bool // ids deleted through this Dispatcher: a late echo must not revive them
 	closed  bool
+	// resealed are the registrations this Dispatcher sealed again with the
+	// primary key, with the key they had; it does so once per id.
+	resealed map[string]string
+	// resealing are the registrations being sealed again, until the watch
+	// brings back the document written.
+	resealing map[string]*resealing
+	// reseals are the goroutines storing registrations sealed again.
+	reseals sync.WaitGroup
 
 	intake     chan intake // stored batches waiting for route
 	intakeDone chan struct{}
@@ -134,14 +147,21 @@ func New(ctx context.Context, reg registry.Registry, cfg Config, log *slog.Logge
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	keys, err := cfg.keyring()
+	if err != nil {
+		return nil, errorf("new dispatcher", err)
+	}
 	d := &Dispatcher{
 		cfg:        cfg,
-		db:         store{reg},
+		db:         store{reg: reg, keys: keys},
 		log:        log,
-		client:     newClient(cfg.RequestTimeout, cfg.DenyPrivate),
+		strict:     newClient(cfg.RequestTimeout, newGuard(cfg.AllowPrivate, cfg.resolver, cfg.dial)),
+		private:    newClient(cfg.RequestTimeout, newGuard(true, cfg.resolver, cfg.dial)),
 		now:        now,
 		hooks:      map[string]*hook{},
 		deleted:    map[string]bool{},
+		resealed:   map[string]string{},
+		resealing:  map[string]*resealing{},
 		intake:     make(chan intake, cfg.QueueSize),
 		intakeDone: make(chan struct{}),
 		watchDone:  make(chan struct{}),
@@ -167,7 +187,10 @@ func New(ctx context.Context, reg registry.Registry, cfg Config, log *slog.Logge
 	go d.watchLoop(wctx, changes)
 	go d.routeLoop()
 	go d.persistLoop()
-	log.Info("webhooks loaded", "count", len(d.hooks))
+	if keys == nil {
+		log.Warn("no webhook secret key (--webhook-secret-key): webhooks cannot be registered through this process, and batches of registrations whose secret it cannot open go to the failure list")
+	}
+	log.Info("webhooks loaded", "count", len(d.hooks), "secret_key_id", keys.Primary())
 	return d, nil
 }
 
@@ -210,6 +233,9 @@ func (d *Dispatcher) apply(c registry.Change) {
 		return
 	}
 	old := d.hooks[c.ID]
+	if d.revived(c) {
+		return
+	}
 	if c.Deleted {
 		if old != nil {
 			delete(d.hooks, c.ID)
@@ -221,9 +247,22 @@ func (d *Dispatcher) apply(c registry.Change) {
 	if d.deleted[c.ID] || old != nil && bytes.Equal(old.reg.raw, c.Data) {
 		return
 	}
-	r, err := decodeRegistration(c.Doc)
+	r, err := decodeRegistration(c.Doc, d.db.keys)
 	if err != nil {
 		d.log.Error("webhook registration unreadable; the webhook is inactive", "webhook_id", c.ID, "error", err.Error())
+		return
+	}
+	switch {
+	case r.secretErr != nil:
+		d.log.Error("webhook secret does not open here: nothing is sent to the webhook by this process; its batches go to the failure list, to replay through a process that has the key",
+			"webhook_id", r.ID, "error", r.secretErr.Error())
+	case d.db.keys != nil && r.sealedWith != d.db.keys.Primary():
+		d.reseal(r)
+	}
+	if old != nil && old.reg.same(r) {
+		// Sealed again (here or elsewhere): nothing that delivery uses
+		// changed.
+		old.reg.raw = r.raw
 		return
 	}
 	f, err := compileFilter(r.Filter)
@@ -238,7 +277,94 @@ func (d *Dispatcher) apply(c registry.Change) {
 		d.retired = append(d.retired, old)
 	}
 	d.start(r, f)
-	d.log.Info("webhook live", "webhook_id", r.ID, "url", r.URL, "filter", r.Filter, "replaced", old != nil)
+	d.log.Info("webhook live", "webhook_id", r.ID, "target", origin(r.URL), "filter", r.Filter, "replaced", old != nil)
+}
+
+// resealing is a registration being sealed again.
+type resealing struct {
+	doc     []byte // the document written (nil until encoded)
+	deleted bool   // the watch brought a deletion meanwhile
+}
+
+// reseal stores r sealed with the primary key, in the background, if its
+// secret is plaintext (stored by an earlier version) or sealed with a
+// retiring key, and this Dispatcher did not do so before; d.mu must be
+// held. The document is written only if it is still the one r was read
+// from.
+func (d *Dispatcher) reseal(r *registration) {
+	from := r.sealedWith
+	switch {
+	case from == "":
+		from = "plaintext"
+	case !d.db.keys.retires(from):
+		return // a key about to become primary, or the primary of a process that has not rotated yet
+	}
+	if prev, ok := d.resealed[r.ID]; ok {
+		if prev != from {
+			d.log.Warn("webhook secret sealed again by another process with a key this one retires; leaving it: give every process the same --webhook-secret-key",
+				"webhook_id", r.ID, "secret_key_id", from)
+		}
+		return
+	}
+	d.resealed[r.ID] = from
+	st := &resealing{}
+	d.resealing[r.ID] = st
+	read := r.raw // r.raw changes under d.mu once r is live
+	d.reseals.Go(func() {
+		doc, err := encodeRegistration(r, d.db.keys)
+		wrote := false
+		if err == nil {
+			d.mu.Lock()
+			st.doc = doc
+			d.mu.Unlock()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			wrote, err = d.db.resealWebhook(ctx, r.ID, read, doc)
+			cancel()
+		}
+		if !wrote {
+			d.mu.Lock()
+			if d.resealing[r.ID] == st {
+				delete(d.resealing, r.ID)
+			}
+			d.mu.Unlock()
+		}
+		switch {
+		case err != nil:
+			d.log.Error("webhook secret not sealed again; it stays as it is", "webhook_id", r.ID, "from", from, "error", err.Error())
+		case wrote:
+			d.log.Info("webhook secret sealed again with the current key", "webhook_id", r.ID, "from", from, "secret_key_id", d.db.keys.Primary())
+		}
+	})
+}
+
+// revived reports whether c is the document a reseal wrote after the
+// registration was deleted (between its read and its write): the
+// deletion is made again. d.mu must be held.
+func (d *Dispatcher) revived(c registry.Change) bool {
+	st := d.resealing[c.ID]
+	switch {
+	case st == nil:
+		return false
+	case c.Deleted:
+		st.deleted = true
+		return false
+	case st.doc == nil || !bytes.Equal(st.doc, c.Data):
+		return false
+	}
+	delete(d.resealing, c.ID)
+	if !st.deleted {
+		return false
+	}
+	d.log.Warn("webhook deleted while its secret was sealed again; deleting it again", "webhook_id", c.ID)
+	d.deleted[c.ID] = true
+	d.reseals.Go(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := d.db.deleteWebhook(ctx, c.ID); err != nil {
+			d.log.Error("webhook: delete again", "webhook_id", c.ID, "error", err.Error())
+		}
+	})
+	return true
 }
 
 // start makes r live; d.mu must be held.
@@ -501,7 +627,7 @@ func (d *Dispatcher) deliverBatch(h *hook, buf []encoded) {
 		return
 	}
 	reason := err.Error()
-	if attempts == 0 {
+	if attempts == 0 && h.reg.secretErr == nil {
 		reason = ReasonShutdown
 	}
 	d.fail(h, newFailure(h.reg.ID, id, batch, reason, attempts, d.now()))
@@ -562,6 +688,9 @@ var _ retry.Hinter = (*retryable)(nil)
 // Retry-After honoured up to MaxRetryDelay). It returns the number of
 // attempts made (0 if ctx was done before the first) and the last error.
 func (d *Dispatcher) post(ctx context.Context, h *hook, deliveryID string, records []byte, maxAttempts int) (int, error) {
+	if err := h.reg.secretErr; err != nil {
+		return 0, fmt.Errorf("not sent: the webhook's secret does not open in this process: %w", err)
+	}
 	body := payload(h.reg.ID, deliveryID, records)
 	attempts := 0
 	err := retry.Call(ctx, retry.Policy{
@@ -585,8 +714,18 @@ func (d *Dispatcher) post(ctx context.Context, h *hook, deliveryID string, recor
 	return attempts, fmt.Errorf("attempt %d of %d: %w", attempts, maxAttempts, err)
 }
 
+// client is the HTTP client of h's deliveries.
+func (d *Dispatcher) client(h *hook) *http.Client {
+	if h.reg.AllowPrivate {
+		return d.private
+	}
+	return d.strict
+}
+
 // attempt makes one signed POST. A network error, 408, 429 and 5xx are
-// retryable; other answers and a refused private target are not.
+// retryable; other answers and a target the guard refused are not. The
+// error never holds the target URL, whose query or path may carry a
+// credential of the receiver's.
 func (d *Dispatcher) attempt(ctx context.Context, h *hook, deliveryID string, body []byte) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.reg.URL, bytes.NewReader(body))
 	if err != nil {
@@ -599,12 +738,15 @@ func (d *Dispatcher) attempt(ctx context.Context, h *hook, deliveryID string, bo
 	req.Header.Set(HeaderDelivery, deliveryID)
 	req.Header.Set(HeaderTimestamp, strconv.FormatInt(ts.Unix(), 10))
 	req.Header.Set(HeaderSignature, Sign(h.reg.secret, ts, body))
-	resp, err := d.client.Do(req)
+	resp, err := d.client(h).Do(req)
 	if err != nil {
-		if strings.Contains(err.Error(), errPrivateTarget) {
+		if ue, ok := errors.AsType[*url.Error](err); ok {
+			err = ue.Err // Post "URL": ...
+		}
+		if _, ok := errors.AsType[*RefusedError](err); ok {
 			return fmt.Errorf("post: %w", err)
 		}
-		return &retryable{err: fmt.Errorf("post: %w", err)}
+		return &retryable{err: fmt.Errorf("post: %w", platform.RedactError(err))}
 	}
 	defer resp.Body.Close()
 	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
@@ -612,13 +754,29 @@ func (d *Dispatcher) attempt(ctx context.Context, h *hook, deliveryID string, bo
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		return nil
 	}
-	err = fmt.Errorf("target answered %s: %s", resp.Status, strings.TrimSpace(printable(snippet)))
+	err = fmt.Errorf("target answered %s: %s", printable([]byte(resp.Status)), targetSnippet(h.reg.URL, snippet))
 	switch {
 	case resp.StatusCode == http.StatusTooManyRequests, resp.StatusCode == http.StatusRequestTimeout, resp.StatusCode >= 500:
 		wait, _ := retry.ParseRetryAfter(resp.Header.Get("Retry-After"), ts)
 		return &retryable{err: err, retryAfter: wait}
 	}
 	return err
+}
+
+// targetSnippet is the start of a target's error answer, for the failure
+// list: one line of text, without the credentials of the target's URL
+// (its query values, user information) should the answer echo them.
+func targetSnippet(target string, b []byte) string {
+	var creds []string
+	if u, err := url.Parse(target); err == nil {
+		for _, vs := range u.Query() {
+			creds = append(creds, vs...)
+		}
+		if p, ok := u.User.Password(); ok {
+			creds = append(creds, p)
+		}
+	}
+	return platform.RedactText(platform.Scrub(strings.TrimSpace(printable(b)), creds...))
 }
 
 // printable keeps an answer's snippet on one line of text.
@@ -734,6 +892,7 @@ func (d *Dispatcher) Close(ctx context.Context) error {
 	d.closeOnce.Do(func() {
 		d.stopWatch()
 		<-d.watchDone
+		d.reseals.Wait()
 		d.mu.Lock()
 		d.closed = true
 		hs := append(d.hookList(), d.retired...)

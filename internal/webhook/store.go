@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -23,26 +24,49 @@ const (
 type registration struct {
 	Webhook
 	secret string
-	raw    []byte // the registry document it was read from or written as
+	// sealedWith is the id of the key that sealed the secret in raw; ""
+	// for a plaintext secret, stored by a version before sealing.
+	sealedWith string
+	// secretErr says why the secret did not open here (a key this process
+	// lacks): nothing is sent, batches go to the failure list.
+	secretErr error
+	raw       []byte // the registry document it was read from or written as
 }
 
-// webhookDoc is a registration as the registry keeps it.
+// same reports whether r and o deliver alike: all but how the secret is
+// stored.
+func (r *registration) same(o *registration) bool {
+	a, b := r.Webhook, o.Webhook
+	return a.ID == b.ID && a.URL == b.URL && a.Filter == b.Filter && a.BatchSize == b.BatchSize &&
+		a.MaxWaitMS == b.MaxWaitMS && a.AllowPrivate == b.AllowPrivate && a.CreatedAt.Equal(b.CreatedAt) &&
+		r.secret == o.secret && (r.secretErr == nil) == (o.secretErr == nil)
+}
+
+// webhookDoc is a registration as the registry keeps it. The secret is
+// sealed (seal.go); Secret, its plaintext, is only read, from documents of
+// versions before sealing.
 type webhookDoc struct {
-	ID        string    `json:"id"`
-	URL       string    `json:"url"`
-	Filter    string    `json:"filter"`
-	Secret    string    `json:"secret"`
-	BatchSize int       `json:"batch_size"`
-	MaxWaitMS int64     `json:"max_wait_ms"`
-	CreatedAt time.Time `json:"created_at"`
+	ID           string    `json:"id"`
+	URL          string    `json:"url"`
+	Filter       string    `json:"filter"`
+	Secret       string    `json:"secret,omitempty"`
+	SealedSecret string    `json:"secret_sealed,omitempty"`
+	AllowPrivate bool      `json:"allow_private,omitempty"`
+	BatchSize    int       `json:"batch_size"`
+	MaxWaitMS    int64     `json:"max_wait_ms"`
+	CreatedAt    time.Time `json:"created_at"`
 }
 
-func encodeRegistration(r *registration) ([]byte, error) {
-	return json.Marshal(webhookDoc{ID: r.ID, URL: r.URL, Filter: r.Filter, Secret: r.secret,
-		BatchSize: r.BatchSize, MaxWaitMS: r.MaxWaitMS, CreatedAt: r.CreatedAt})
+// encodeRegistration encodes r with its secret sealed with the primary key
+// of keys.
+func encodeRegistration(r *registration, keys *Keyring) ([]byte, error) {
+	return json.Marshal(webhookDoc{ID: r.ID, URL: r.URL, Filter: r.Filter, SealedSecret: keys.seal(r.ID, r.secret),
+		AllowPrivate: r.AllowPrivate, BatchSize: r.BatchSize, MaxWaitMS: r.MaxWaitMS, CreatedAt: r.CreatedAt})
 }
 
-func decodeRegistration(d registry.Doc) (*registration, error) {
+// decodeRegistration decodes a stored registration, opening its secret
+// with keys; a secret that does not open is said in secretErr.
+func decodeRegistration(d registry.Doc, keys *Keyring) (*registration, error) {
 	var w webhookDoc
 	if err := json.Unmarshal(d.Data, &w); err != nil {
 		return nil, fmt.Errorf("decode webhook %s: %w", d.ID, err)
@@ -50,11 +74,20 @@ func decodeRegistration(d registry.Doc) (*registration, error) {
 	if w.ID != d.ID {
 		return nil, fmt.Errorf("decode webhook %s: the document says id %q", d.ID, w.ID)
 	}
-	return &registration{
-		Webhook: Webhook{ID: w.ID, URL: w.URL, Filter: w.Filter, BatchSize: w.BatchSize, MaxWaitMS: w.MaxWaitMS, CreatedAt: w.CreatedAt.UTC()},
-		secret:  w.Secret,
-		raw:     d.Data,
-	}, nil
+	r := &registration{
+		Webhook: Webhook{ID: w.ID, URL: w.URL, Filter: w.Filter, BatchSize: w.BatchSize, MaxWaitMS: w.MaxWaitMS,
+			AllowPrivate: w.AllowPrivate, CreatedAt: w.CreatedAt.UTC()},
+		raw: d.Data,
+	}
+	switch {
+	case w.SealedSecret != "":
+		r.secret, r.sealedWith, r.secretErr = keys.open(w.ID, w.SealedSecret)
+	case w.Secret != "":
+		r.secret = w.Secret
+	default:
+		return nil, fmt.Errorf("decode webhook %s: no secret", d.ID)
+	}
+	return r, nil
 }
 
 // failureDoc is a failure as the registry keeps it: one document per
@@ -141,18 +174,46 @@ func eventIDs(batch []encoded) []string {
 }
 
 // store is the webhooks' side of the registry.
-type store struct{ reg registry.Registry }
+type store struct {
+	reg  registry.Registry
+	keys *Keyring
+}
 
 func (s store) createWebhook(ctx context.Context, r *registration) error {
-	doc, err := encodeRegistration(r)
+	if s.keys == nil {
+		return fmt.Errorf("webhook: this process cannot seal secrets: it has no --webhook-secret-key, which a registry shared with other processes needs: %w", ErrNoKey)
+	}
+	doc, err := encodeRegistration(r, s.keys)
 	if err != nil {
 		return errorf("store webhook "+r.ID, err)
 	}
 	if err := s.reg.Create(ctx, collWebhooks, r.ID, doc); err != nil {
 		return errorf("store webhook "+r.ID, err)
 	}
-	r.raw = doc
+	r.raw, r.sealedWith = doc, s.keys.Primary()
 	return nil
+}
+
+// resealWebhook stores doc, a registration with its secret sealed with the
+// primary key, if the registry still holds read, the document it was
+// read from; it reports whether it did. (The registry has no compare-and-swap: a
+// deletion between the read and the write, a few milliseconds, is undone;
+// the Dispatcher sees it in the watch and deletes again.)
+func (s store) resealWebhook(ctx context.Context, id string, read, doc []byte) (bool, error) {
+	d, err := s.reg.Get(ctx, collWebhooks, id)
+	if errors.Is(err, registry.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, errorf("reseal webhook "+id, err)
+	}
+	if !bytes.Equal(d.Data, read) {
+		return false, nil // changed meanwhile: its own load reseals it
+	}
+	if err := s.reg.Put(ctx, collWebhooks, id, doc); err != nil {
+		return false, errorf("reseal webhook "+id, err)
+	}
+	return true, nil
 }
 
 func (s store) getWebhook(ctx context.Context, id string) (*registration, error) {
@@ -166,7 +227,7 @@ func (s store) getWebhook(ctx context.Context, id string) (*registration, error)
 	if err != nil {
 		return nil, errorf("load webhook "+id, err)
 	}
-	r, err := decodeRegistration(d)
+	r, err := decodeRegistration(d, s.keys)
 	if err != nil {
 		return nil, errorf("load webhook "+id, err)
 	}

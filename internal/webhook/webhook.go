@@ -20,8 +20,14 @@
 // every process sees them: each Dispatcher watches the registrations and
 // starts or stops its senders within a second or two of a change made
 // through any process, and the failure list is read from the registry. The
-// secret is stored there, because signing needs it, and is never sent back
-// by the API. (Versions before the registry kept both in DuckDB tables.)
+// secret is stored there, because signing needs it, sealed with AES-256-GCM
+// (seal.go), and is never sent back by the API. (Versions before the
+// registry kept both in DuckDB tables.)
+//
+// A target must be a public address unless the webhook was registered with
+// allow_private, which takes the admin scope: the guard (ssrf.go) refuses
+// at registration what the URL alone tells, and judges every address it
+// dials.
 //
 // Delivery never slows the pipeline: Dispatcher.Deliver only hands the
 // stored records to a queue; one goroutine evaluates the filters and each
@@ -37,9 +43,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/skyjoin/skyjoin/internal/platform"
+	secretref "github.com/skyjoin/skyjoin/internal/platform/secret"
 )
 
 // Defaults of Config.
@@ -75,13 +85,41 @@ type Config struct {
 	// QueueSize is how many batches of matched records may wait for each
 	// registration's sender; past it they go to the failure list.
 	QueueSize int
-	// DenyPrivate refuses targets on loopback, private, link-local (cloud
-	// metadata), CGNAT, multicast and unspecified addresses, both when a
-	// webhook is registered with an IP literal and when a connection is
-	// dialled (so a DNS name that resolves to such an address is refused
-	// too). Off by default so that local receivers work; turn it on in
-	// production, where the URLs come from users.
-	DenyPrivate bool
+	// AllowPrivate lets every webhook of this process reach private,
+	// loopback and link-local addresses, as a webhook registered with
+	// allow_private may (local development, tests). Off by default: a
+	// target must be public (see ssrf.go). Cloud metadata addresses are
+	// refused either way.
+	AllowPrivate bool
+	// denyPrivate is the flag of earlier versions, whose guard was off by
+	// default: true changes nothing now, false is refused.
+	denyPrivate denyPrivateFlag
+
+	// SecretKey seals the webhooks' signing secrets in the registry
+	// (AES-256-GCM): a secret reference, env://VAR or sm://..., to 32
+	// bytes in base64 or hex. Every process on one registry needs the same
+	// key. Unset, the key in KeyFile is used.
+	SecretKey secretref.Value
+	// OldSecretKeys are keys being retired: they open the secrets they
+	// sealed, which are sealed again with SecretKey once loaded.
+	OldSecretKeys SecretList
+	// NextSecretKey opens secrets sealed with it and seals none: give it to
+	// every process before it becomes SecretKey anywhere.
+	NextSecretKey secretref.Value
+	// KeyFile is the key file of a process whose registry is its own (the
+	// embedded broker's bucket under its data dir): the key is generated
+	// there (0600) when SecretKey is unset, and, when SecretKey is set, a
+	// key file left there opens what it sealed, as an old key would. Not a
+	// flag: the process sets it. With neither, the Dispatcher has no key:
+	// Create fails with ErrNoKey, and batches for registrations whose
+	// secret it cannot open go to the failure list.
+	KeyFile string
+
+	// Tests inject these: the keyring instead of the keys above, and the
+	// guard's resolver and dialer (nil: the system's).
+	keys     *Keyring
+	resolver Resolver
+	dial     DialFunc
 }
 
 // RegisterFlags adds the dispatcher's flags to fs.
@@ -91,7 +129,16 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.MaxRetryDelay, "webhook-max-retry-delay", DefaultMaxRetryDelay, "longest backoff between delivery attempts of a webhook batch")
 	fs.DurationVar(&c.RequestTimeout, "webhook-timeout", DefaultRequestTimeout, "timeout of each webhook POST")
 	fs.IntVar(&c.QueueSize, "webhook-queue", DefaultQueueSize, "batches that may wait for each webhook's sender; past it they go to the failure list")
-	fs.BoolVar(&c.DenyPrivate, "webhook-deny-private", false, "refuse webhook targets on loopback, private, link-local and other non-public addresses (turn on in production)")
+	fs.BoolVar(&c.AllowPrivate, "webhook-allow-private", false, "let every webhook reach loopback, private and link-local addresses (local development; cloud metadata addresses stay refused); without it only a webhook registered with allow_private, by an admin, may")
+	fs.Var(&c.denyPrivate, "webhook-deny-private", "deprecated: the private-address guard is on by default (see --webhook-allow-private)")
+	fs.Var(&c.SecretKey, "webhook-secret-key", "key that seals webhook secrets in the registry, as a `SECRET` reference: env://VAR or sm://projects/P/secrets/S/versions/V, 32 bytes in base64 or hex (default: a key generated in the data dir, when the registry is this process's own)")
+	fs.Var(&c.OldSecretKeys, "webhook-secret-old-keys", "comma-separated `SECRET` references of retired keys: they open what they sealed, which is sealed again with --webhook-secret-key")
+	fs.Var(&c.NextSecretKey, "webhook-secret-next-key", "`SECRET` reference of the key that is to become --webhook-secret-key: it opens secrets, seals none (give it to every process first when rotating)")
+}
+
+// Secrets returns the secret references of c, to resolve before New.
+func (c Config) Secrets() []secretref.Value {
+	return append([]secretref.Value{c.SecretKey, c.NextSecretKey}, c.OldSecretKeys.vals...)
 }
 
 // withDefaults fills zero fields.
@@ -132,18 +179,141 @@ func (c Config) Validate() error {
 	if c.QueueSize < 1 {
 		p.Addf("webhook-queue must be at least 1, got %d", c.QueueSize)
 	}
+	if c.denyPrivate.set && !c.denyPrivate.v {
+		p.Addf("webhook-deny-private=false is gone: the private-address guard is always on; use --webhook-allow-private (local development) or a webhook's allow_private")
+	}
+	if c.SecretKey.Ref().Kind() == secretref.KindLiteral {
+		p.Addf("webhook-secret-key must be a reference, env://VAR or sm://..., not the key itself (a flag's value shows in the process list)")
+	}
+	if c.NextSecretKey.Ref().Kind() == secretref.KindLiteral {
+		p.Addf("webhook-secret-next-key must be a reference, env://VAR or sm://..., not the key itself")
+	}
+	for _, v := range c.OldSecretKeys.vals {
+		if v.Ref().Kind() == secretref.KindLiteral {
+			p.Addf("webhook-secret-old-keys must be references, env://VAR or sm://..., not keys themselves")
+			break
+		}
+	}
 	return p.Err()
+}
+
+// keyring builds the keyring of the configured keys; their references
+// must be resolved (Secrets).
+func (c Config) keyring() (*Keyring, error) {
+	if c.keys != nil {
+		return c.keys, nil
+	}
+	parse := func(name string, v secretref.Value) ([]byte, error) {
+		if !v.Resolved() {
+			return nil, fmt.Errorf("%s %s: not resolved", name, v.Ref())
+		}
+		k, err := ParseKey(v.Reveal())
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: %w", name, v.Ref(), err)
+		}
+		return k, nil
+	}
+	var primary []byte
+	var retiring, next [][]byte
+	var err error
+	switch {
+	case c.SecretKey.IsSet():
+		if primary, err = parse("webhook-secret-key", c.SecretKey); err != nil {
+			return nil, err
+		}
+		if c.KeyFile != "" {
+			k, err := LoadKeyFile(c.KeyFile, false)
+			switch {
+			case err == nil:
+				retiring = append(retiring, k)
+			case !errors.Is(err, fs.ErrNotExist):
+				return nil, err
+			}
+		}
+	case c.KeyFile != "":
+		if primary, err = LoadKeyFile(c.KeyFile, true); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, nil // no key: see ErrNoKey
+	}
+	if c.NextSecretKey.IsSet() {
+		k, err := parse("webhook-secret-next-key", c.NextSecretKey)
+		if err != nil {
+			return nil, err
+		}
+		next = append(next, k)
+	}
+	for _, v := range c.OldSecretKeys.vals {
+		k, err := parse("webhook-secret-old-keys", v)
+		if err != nil {
+			return nil, err
+		}
+		retiring = append(retiring, k)
+	}
+	return NewKeyring(primary, retiring, next)
+}
+
+// denyPrivateFlag is a boolean flag that remembers being set.
+type denyPrivateFlag struct{ set, v bool }
+
+func (f *denyPrivateFlag) String() string {
+	if f == nil || !f.set {
+		return ""
+	}
+	return strconv.FormatBool(f.v)
+}
+
+func (f *denyPrivateFlag) Set(s string) error {
+	v, err := strconv.ParseBool(s)
+	if err != nil {
+		return err
+	}
+	f.set, f.v = true, v
+	return nil
+}
+
+func (f *denyPrivateFlag) IsBoolFlag() bool { return true }
+
+// SecretList is a flag of comma-separated secret references.
+type SecretList struct{ vals []secretref.Value }
+
+// Set parses the references (flag.Value).
+func (l *SecretList) Set(s string) error {
+	l.vals = nil
+	for ref := range strings.SplitSeq(s, ",") {
+		if ref = strings.TrimSpace(ref); ref == "" {
+			continue
+		}
+		v, err := secretref.NewValue(ref)
+		if err != nil {
+			return err
+		}
+		l.vals = append(l.vals, v)
+	}
+	return nil
+}
+
+// String never shows a secret: "(set)" or "".
+func (l *SecretList) String() string {
+	if l == nil || len(l.vals) == 0 {
+		return ""
+	}
+	return "(set)"
 }
 
 // Webhook is a registration as the API shows it. The secret is never part
 // of it.
 type Webhook struct {
-	ID        string    `json:"id"`
-	URL       string    `json:"url"`
-	Filter    string    `json:"filter"`
-	BatchSize int       `json:"batch_size"`
-	MaxWaitMS int64     `json:"max_wait_ms"`
-	CreatedAt time.Time `json:"created_at"`
+	ID        string `json:"id"`
+	URL       string `json:"url"`
+	Filter    string `json:"filter"`
+	BatchSize int    `json:"batch_size"`
+	MaxWaitMS int64  `json:"max_wait_ms"`
+	// AllowPrivate lets deliveries reach private, loopback and link-local
+	// addresses (registered by an admin).
+	AllowPrivate bool      `json:"allow_private,omitempty"`
+	CreatedAt    time.Time `json:"created_at"`
 	// Stats are counters since the process started; absent in a 201.
 	Stats *Stats `json:"stats,omitempty"`
 	// Failures is the number of batches in the failure list.
@@ -187,6 +357,11 @@ const (
 
 // ErrNotFound is returned for an unknown webhook or failure id.
 var ErrNotFound = errors.New("not found")
+
+// ErrNoKey is returned when a webhook cannot be registered or replayed
+// through this Dispatcher: it has no key to seal secrets with, or not the
+// one that sealed the webhook's.
+var ErrNoKey = errors.New("no webhook secret key")
 
 // ErrClosed is returned by operations on a closed Dispatcher.
 var ErrClosed = errors.New("webhook dispatcher closed")

@@ -111,13 +111,15 @@ func call(t *testing.T, method, url string, in, out any) int {
 	return resp.StatusCode
 }
 
+// register registers a webhook on a loopback target: allow_private (the
+// processes run without auth, on loopback).
 func register(t *testing.T, base, url string) string {
 	t.Helper()
 	var hook struct {
 		ID string `json:"id"`
 	}
 	if code := call(t, http.MethodPost, base+"/v1/webhooks", map[string]any{
-		"url": url, "secret": "a-long-random-secret-for-tests", "filter": "true", "max_wait_ms": 50}, &hook); code != http.StatusCreated {
+		"url": url, "secret": "a-long-random-secret-for-tests", "filter": "true", "max_wait_ms": 50, "allow_private": true}, &hook); code != http.StatusCreated {
 		t.Fatalf("register a webhook through %s: %d", base, code)
 	}
 	return hook.ID
@@ -204,13 +206,16 @@ func TestTwoDeliverInstances(t *testing.T) {
 	root := t.TempDir()
 	_, brokerURL := testbin.Start(t, binary, testbin.BrokerURL, "broker", "--listen", testbin.FreeAddr(t),
 		"--data-dir", filepath.Join(root, "broker"), "--log-level", "warn")
+	// Both share the registry on the broker, so one key seals the
+	// webhooks' secrets.
 	deliverArgs := func(name string) []string {
-		return []string{"deliver", "--broker", brokerURL, "--addr", "127.0.0.1:0", "--data-dir", filepath.Join(root, name),
+		return append([]string{"deliver", "--broker", brokerURL, "--addr", "127.0.0.1:0", "--data-dir", filepath.Join(root, name),
 			"--log-level", "warn", "--webhook-max-attempts", "2", "--webhook-retry-delay", "50ms", "--webhook-max-retry-delay", "100ms",
-			"--deliver-ack-wait", "3s"}
+			"--deliver-ack-wait", "3s"}, testbin.WebhookKeyArgs...)
 	}
-	a, baseA := testbin.StartAPI(t, binary, deliverArgs("a")...)
-	_, baseB := testbin.StartAPI(t, binary, deliverArgs("b")...)
+	keyed := testbin.Options{Env: []string{testbin.WebhookKeyEnv}}
+	a, baseA := keyed.StartAPI(t, binary, deliverArgs("a")...)
+	_, baseB := keyed.StartAPI(t, binary, deliverArgs("b")...)
 	_, ingest := testbin.StartAPI(t, binary, "ingest", "--broker", brokerURL, "--addr", "127.0.0.1:0",
 		"--data-dir", filepath.Join(root, "ingest"), "--log-level", "warn")
 	testbin.StartAPI(t, binary, "enrich", "--demo", "--broker", brokerURL, "--addr", "127.0.0.1:0",

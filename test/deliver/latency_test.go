@@ -36,8 +36,8 @@ func BenchmarkDownstreamLatency(b *testing.B) {
 		"--data-dir", filepath.Join(root, "ingest"), "--log-level", "warn")
 	_, serve := testbin.StartAPI(b, binary, "enrich", "--demo", "--broker", brokerURL, "--addr", "127.0.0.1:0",
 		"--data-dir", filepath.Join(root, "enrich"), "--log-level", "warn", "--stats-every", "0")
-	_, deliver := testbin.StartAPI(b, binary, "deliver", "--broker", brokerURL, "--addr", "127.0.0.1:0",
-		"--data-dir", filepath.Join(root, "deliver"), "--log-level", "warn")
+	_, deliver := testbin.Options{Env: []string{testbin.WebhookKeyEnv}}.StartAPI(b, binary, append([]string{"deliver", "--broker", brokerURL, "--addr", "127.0.0.1:0",
+		"--data-dir", filepath.Join(root, "deliver"), "--log-level", "warn"}, testbin.WebhookKeyArgs...)...)
 
 	var mu sync.Mutex
 	accepted, atSSE, atHook := map[string]time.Time{}, map[string]time.Time{}, map[string]time.Time{}
@@ -58,7 +58,8 @@ func BenchmarkDownstreamLatency(b *testing.B) {
 		mu.Unlock()
 	}))
 	defer hook.Close()
-	body, _ := json.Marshal(map[string]any{"url": hook.URL, "secret": "a-long-random-secret-for-tests", "filter": "true", "max_wait_ms": 0, "batch_size": 1})
+	body, _ := json.Marshal(map[string]any{"url": hook.URL, "secret": "a-long-random-secret-for-tests", "filter": "true", "max_wait_ms": 0, "batch_size": 1,
+		"allow_private": true}) // a loopback target
 	resp, err := http.Post(deliver+"/v1/webhooks", "application/json", bytes.NewReader(body))
 	if err != nil || resp.StatusCode != http.StatusCreated {
 		b.Fatalf("register: %v %v", err, resp)

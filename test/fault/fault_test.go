@@ -97,11 +97,14 @@ func TestBrokerDown(t *testing.T) {
 	brokerDir, upDir := t.TempDir(), t.TempDir()
 	brokerArgs := []string{"broker", "--listen", testbin.FreeAddr(t), "--data-dir", brokerDir, "--log-level", "warn"}
 	br, brokerURL := testbin.Start(t, binary, testbin.BrokerURL, brokerArgs...)
-	_, base := testbin.Start(t, binary, testbin.APIURL, "up", "--demo", "--collect=false", "--broker", brokerURL, "--addr", "127.0.0.1:0",
+	// The registry is on the broker, shared: a key seals webhook secrets.
+	_, base := testbin.Options{Env: []string{testbin.WebhookKeyEnv}}.Start(t, binary, testbin.APIURL, "up", "--demo", "--collect=false", "--broker", brokerURL, "--addr", "127.0.0.1:0",
+		testbin.WebhookKeyArgs[0], testbin.WebhookKeyArgs[1],
 		"--data-dir", upDir, "--log-level", "warn", "--stats-every", "0")
 
 	hook := newHookTarget(t)
-	reg, _ := json.Marshal(map[string]any{"url": hook.srv.URL, "secret": "a-long-random-secret-for-tests", "filter": "true"})
+	reg, _ := json.Marshal(map[string]any{"url": hook.srv.URL, "secret": "a-long-random-secret-for-tests", "filter": "true",
+		"allow_private": true}) // a loopback target
 	if resp, err := http.Post(base+"/v1/webhooks", "application/json", bytes.NewReader(reg)); err != nil || resp.StatusCode != http.StatusCreated {
 		t.Fatalf("register a webhook: %v %v", err, resp)
 	}

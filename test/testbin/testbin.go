@@ -31,6 +31,16 @@ const (
 	WeatherURL = "weather"
 )
 
+// The key that seals webhook secrets in test processes that share a
+// registry (every deliver stage on one broker must have the same): give
+// WebhookKeyArgs to the process and WebhookKeyEnv in Options.Env.
+const webhookKeyVar = "SKYJOIN_TEST_WEBHOOK_KEY"
+
+var (
+	WebhookKeyArgs = []string{"--webhook-secret-key", "env://" + webhookKeyVar}
+	WebhookKeyEnv  = webhookKeyVar + "=dGVzdC1vbmx5LXdlYmhvb2sta2V5LTMyLWJ5dGVzLiE=" // 32 bytes, tests only
+)
+
 // Build builds ../../cmd/skyjoin (the tests run in test/NAME) into dir and
 // returns the binary's path; the go tool's output goes to out.
 func Build(dir string, out io.Writer) (string, error) {

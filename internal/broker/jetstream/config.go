@@ -158,7 +158,7 @@ func ParseURL(raw string) (Config, error) {
 		return Config{}, fmt.Errorf("nats url: not a valid URL: want %s or nats://host:port", EmbeddedURL)
 	}
 	if u.Scheme != "nats" || u.Fragment != "" {
-		return Config{}, fmt.Errorf("nats url %q: want %s or nats://host:port, without a fragment", u.Redacted(), EmbeddedURL)
+		return Config{}, fmt.Errorf("nats url %q: want %s or nats://host:port, without a fragment", platform.RedactURL(u.String()), EmbeddedURL)
 	}
 	params, errs := platform.URLParams(u.RawQuery, urlParams)
 	plain := *u
@@ -183,7 +183,7 @@ func ParseURL(raw string) (Config, error) {
 		}
 	}
 	if len(errs) > 0 {
-		return cfg, fmt.Errorf("nats url %q: %w", u.Redacted(), errors.Join(errs...))
+		return cfg, fmt.Errorf("nats url %q: %w", platform.RedactURL(u.String()), errors.Join(errs...))
 	}
 	return cfg, nil
 }
@@ -255,9 +255,8 @@ func checkHostPort(hp string) error {
 
 // redactedURL is the URL safe to log.
 func redactedURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
+	if _, err := url.Parse(raw); err != nil {
 		return "(invalid url)"
 	}
-	return u.Redacted()
+	return platform.RedactURL(raw)
 }

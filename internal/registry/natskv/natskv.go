@@ -28,6 +28,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/skyjoin/skyjoin/internal/platform"
 	"github.com/skyjoin/skyjoin/internal/registry"
 )
 
@@ -60,26 +61,26 @@ func open(ctx context.Context, u *url.URL, o registry.Options) (registry.Registr
 		case "bucket":
 			bucket = v[0]
 		default:
-			return nil, fmt.Errorf("registry URL %s: unknown parameter %q (known: bucket)", u.Redacted(), k)
+			return nil, fmt.Errorf("registry URL %s: unknown parameter %q (known: bucket)", platform.RedactURL(u.String()), k)
 		}
 	}
 	if u.Path != "" && u.Path != "/" || u.Fragment != "" {
-		return nil, fmt.Errorf("registry URL %s: want nats://HOST:PORT[?bucket=NAME] without a path", u.Redacted())
+		return nil, fmt.Errorf("registry URL %s: want nats://HOST:PORT[?bucket=NAME] without a path", platform.RedactURL(u.String()))
 	}
 	if u.Host == "embedded" {
 		if o.JetStream == nil {
-			return nil, fmt.Errorf("registry URL %s: this process runs no JetStream broker; name a server (nats://HOST:PORT) or another backend", u.Redacted())
+			return nil, fmt.Errorf("registry URL %s: this process runs no JetStream broker; name a server (nats://HOST:PORT) or another backend", platform.RedactURL(u.String()))
 		}
 		return New(ctx, o.JetStream, bucket)
 	}
 	if u.Host == "" {
-		return nil, fmt.Errorf("registry URL %s: no host", u.Redacted())
+		return nil, fmt.Errorf("registry URL %s: no host", platform.RedactURL(u.String()))
 	}
 	v := *u
 	v.RawQuery = ""
 	r, err := Dial(ctx, v.String(), bucket)
 	if err != nil {
-		return nil, fmt.Errorf("registry URL %s: %w", u.Redacted(), err)
+		return nil, fmt.Errorf("registry URL %s: %w", platform.RedactURL(u.String()), err)
 	}
 	return r, nil
 }

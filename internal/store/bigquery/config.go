@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"google.golang.org/api/option"
+
+	"github.com/skyjoin/skyjoin/internal/platform"
 )
 
 // Config configures the BigQuery store. ParseURL builds one from a store URL.
@@ -126,8 +128,13 @@ func (c Config) Validate() error {
 func ParseURL(raw string) (Config, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return Config{}, fmt.Errorf("bigquery: store URL %q: %w", raw, err)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // its text quotes the URL
+		}
+		return Config{}, fmt.Errorf("bigquery: store URL %q: %w", platform.RedactURL(raw), err)
 	}
+	raw = platform.RedactURL(raw) // for the errors below
 	if u.Scheme != "bigquery" {
 		return Config{}, fmt.Errorf("bigquery: store URL %q: scheme must be bigquery", raw)
 	}

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/skyjoin/skyjoin/internal/event"
+	"github.com/skyjoin/skyjoin/internal/platform"
 	"github.com/skyjoin/skyjoin/internal/retry"
 	"github.com/skyjoin/skyjoin/internal/weather"
 )
@@ -395,7 +396,7 @@ func (c *Client) do(ctx context.Context, u string) ([]byte, error) {
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return nil, fmt.Errorf("open-meteo: GET %s: %w", req.URL.Path, err)
+		return nil, fmt.Errorf("open-meteo: GET %s: %w", req.URL.Path, platform.RedactError(err, c.key))
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
@@ -403,29 +404,21 @@ func (c *Client) do(ctx context.Context, u string) ([]byte, error) {
 		return nil, fmt.Errorf("open-meteo: read answer: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, apiError(resp, body)
+		return nil, apiError(resp, body, c.key)
 	}
 	return body, nil
 }
 
-func apiError(resp *http.Response, body []byte) *APIError {
+// apiError reads an error answer; its Reason, copied into records, is
+// capped and never holds the API key (weather.Reason).
+func apiError(resp *http.Response, body []byte, key string) *APIError {
 	e := &APIError{Provider: ProviderName, StatusCode: resp.StatusCode}
 	var eb struct {
 		Error  bool   `json:"error"`
 		Reason string `json:"reason"`
 	}
-	if json.Unmarshal(body, &eb) == nil && eb.Reason != "" {
-		e.Reason = eb.Reason
-	} else {
-		s := strings.TrimSpace(string(body))
-		if len(s) > 200 {
-			s = s[:200] + "..."
-		}
-		if s == "" {
-			s = http.StatusText(resp.StatusCode)
-		}
-		e.Reason = s
-	}
+	_ = json.Unmarshal(body, &eb)
+	e.Reason = weather.Reason(eb.Reason, body, resp.StatusCode, key)
 	e.Wait, _ = retry.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 	return e
 }

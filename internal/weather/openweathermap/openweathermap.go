@@ -26,6 +26,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/skyjoin/skyjoin/internal/event"
+	"github.com/skyjoin/skyjoin/internal/platform"
 	"github.com/skyjoin/skyjoin/internal/retry"
 	"github.com/skyjoin/skyjoin/internal/weather"
 )
@@ -158,7 +159,7 @@ func (c *Client) current(ctx context.Context, p weather.Point) (event.Weather, e
 		if errors.As(err, &ue) {
 			err = ue.Err // the URL holds the key
 		}
-		return event.Weather{}, fmt.Errorf("openweathermap: GET /data/2.5/weather: %w", err)
+		return event.Weather{}, fmt.Errorf("openweathermap: GET /data/2.5/weather: %w", platform.RedactError(err, c.key))
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
@@ -166,7 +167,7 @@ func (c *Client) current(ctx context.Context, p weather.Point) (event.Weather, e
 		return event.Weather{}, fmt.Errorf("openweathermap: read answer: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return event.Weather{}, apiError(resp, body)
+		return event.Weather{}, apiError(resp, body, c.key)
 	}
 	var a answer
 	if err := json.Unmarshal(body, &a); err != nil {
@@ -197,24 +198,17 @@ func (c *Client) current(ctx context.Context, p weather.Point) (event.Weather, e
 }
 
 // apiError reads an error answer: {"cod":401,"message":"..."} (cod may be
-// a number or a string).
-func apiError(resp *http.Response, body []byte) *weather.APIError {
+// a number or a string). Its Reason, copied into records, is capped and
+// never holds the API key: OpenWeatherMap's 401 message quotes it
+// (weather.Reason).
+func apiError(resp *http.Response, body []byte, key string) *weather.APIError {
 	e := &weather.APIError{Provider: ProviderName, StatusCode: resp.StatusCode}
 	e.Wait, _ = retry.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 	var eb struct {
 		Message string `json:"message"`
 	}
-	if json.Unmarshal(body, &eb) == nil && eb.Message != "" {
-		e.Reason = eb.Message
-	} else {
-		e.Reason = strings.TrimSpace(string(body))
-		if len(e.Reason) > 200 {
-			e.Reason = e.Reason[:200] + "..."
-		}
-		if e.Reason == "" {
-			e.Reason = http.StatusText(resp.StatusCode)
-		}
-	}
+	_ = json.Unmarshal(body, &eb)
+	e.Reason = weather.Reason(eb.Message, body, resp.StatusCode, key)
 	return e
 }
 
