@@ -71,7 +71,8 @@ func TestKeysAcrossProcesses(t *testing.T) {
 
 	const weatherKey = "literal-weather-key-0123456789"
 	ing, ingest := testbin.StartAPI(t, binary, "ingest", "--broker", brokerURL, "--addr", "127.0.0.1:0", "--auth=on")
-	del, deliver := testbin.StartAPI(t, binary, "deliver", "--broker", brokerURL, "--addr", "127.0.0.1:0", "--auth=on")
+	del, deliver := testbin.Options{Env: []string{testbin.WebhookKeyEnv}}.StartAPI(t, binary,
+		append([]string{"deliver", "--broker", brokerURL, "--addr", "127.0.0.1:0", "--auth=on"}, testbin.WebhookKeyArgs...)...)
 	enr, serve := testbin.StartAPI(t, binary, "enrich", "--demo", "--broker", brokerURL, "--addr", "127.0.0.1:0", "--auth=on",
 		"--data-dir", t.TempDir(), "--weather-api-key", weatherKey, "--stats-every", "0")
 
