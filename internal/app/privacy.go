@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/skyjoin/skyjoin/internal/audit"
 	"github.com/skyjoin/skyjoin/internal/deadletter"
 	"github.com/skyjoin/skyjoin/internal/erase"
 	"github.com/skyjoin/skyjoin/internal/pii"
@@ -127,6 +128,18 @@ func (p *process) mountErasure(r platform.Router) error {
 	e := &erase.Eraser{Store: st, DeadLetters: db, Registry: reg, StoredIDs: policy.UserIDs, LogID: policy.UserID, Log: p.log}
 	e.Register(r)
 	return nil
+}
+
+// auditOptions log user ids as the store holds them: hashed where the PII
+// policy hashes user.id.
+func (p *process) auditOptions() audit.Options {
+	policy := p.policy // set while the stages started, if one uses it
+	return audit.Options{Param: func(route, name, v string) string {
+		if policy != nil && (name == "user_id" || name == "id" && strings.Contains(route, " /v1/users/")) {
+			return policy.UserID(v)
+		}
+		return v
+	}}
 }
 
 // retentionFlag is --retention: days ("30d") or a Go duration; 0 keeps
