@@ -182,8 +182,8 @@ func (c *config) validateRetention() error {
 	case c.Retention > 0 && strings.HasPrefix(c.Store, "bigquery://"):
 		p.Addf("retention: with BigQuery the table's partition expiration deletes old records: give retention= in the store URL and run skyjoin migrate")
 	}
-	if c.RetentionEvery < time.Second {
-		p.Addf("retention-interval must be at least 1s, got %s", c.RetentionEvery)
+	if c.RetentionEvery < 100*time.Millisecond {
+		p.Addf("retention-interval must be at least 100ms, got %s", c.RetentionEvery)
 	}
 	return p.Err()
 }

@@ -178,6 +178,12 @@ func TestStageMountsOnlyTableRoutes(t *testing.T) {
 // startInProcessOut is startInProcess with the banner written to out.
 func startInProcessOut(t *testing.T, hooks upHooks, out io.Writer, args ...string) (string, func()) {
 	t.Helper()
+	return startInProcessLog(t, hooks, out, testLogger(), args...)
+}
+
+// startInProcessLog is startInProcessOut logging to log.
+func startInProcessLog(t *testing.T, hooks upHooks, out io.Writer, log *slog.Logger, args ...string) (string, func()) {
+	t.Helper()
 	cfg := newConfig("up")
 	fs, stages, _ := stageFlagSet(findStageCommand("up"), cfg, io.Discard)
 	all := append([]string{"--demo", "--collect=false", "--addr", "127.0.0.1:0", "--data-dir", t.TempDir(),
@@ -194,7 +200,7 @@ func startInProcessOut(t *testing.T, hooks upHooks, out io.Writer, args ...strin
 	cfg.hooks = hooks
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- runProcess(ctx, cfg, stages, out, testLogger()) }()
+	go func() { done <- runProcess(ctx, cfg, stages, out, log) }()
 	var base string
 	select {
 	case a := <-addr:
