@@ -190,7 +190,7 @@ func TestPIINeverInClear(t *testing.T) {
 	// show they are coarsened (below).
 	notText := map[string]bool{plantedLat: true, plantedLon: true}
 	for _, tc := range []struct {
-		policy string
+		policy  string
 		inClear bool
 	}{{"default", false}, {"keep", true}} {
 		t.Run(tc.policy, func(t *testing.T) {

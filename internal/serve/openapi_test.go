@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/skyjoin/skyjoin/internal/deadletter"
+	"github.com/skyjoin/skyjoin/internal/erase"
 	"github.com/skyjoin/skyjoin/internal/ingest"
 	"github.com/skyjoin/skyjoin/internal/platform"
 	"github.com/skyjoin/skyjoin/internal/serve"
@@ -94,6 +95,7 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 		"POST /v1/webhooks", "GET /v1/webhooks", "GET /v1/webhooks/{id}", "DELETE /v1/webhooks/{id}",
 		"GET /v1/webhooks/{id}/failures", "POST /v1/webhooks/{id}/failures/replay",
 		"GET /v1/deadletters", "POST /v1/deadletters/replay", "DELETE /v1/deadletters/{id}",
+		"DELETE /v1/users/{id}",
 	)
 	for _, r := range routes {
 		if !documented(doc, r) {
@@ -107,6 +109,7 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 	serve.New(failingReader{}, serve.Options{Logger: platform.Discard}).Register(mux)
 	ingest.New(ingest.Config{}, nil, platform.Discard).Register(mux)
 	deadletter.NewHandler(nil, platform.Discard).Register(mux)
+	(&erase.Eraser{}).Register(mux)
 	for path, ops := range doc.Paths {
 		if strings.HasPrefix(path, "/v1/webhooks") {
 			continue
