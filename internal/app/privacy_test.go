@@ -67,25 +67,8 @@ func (c *capture) all() []byte {
 	return bytes.Join(c.bodies, []byte("\n"))
 }
 
-// sseClient reads GET /v1/stream into a buffer.
-type sseClient struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (s *sseClient) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *sseClient) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
-}
-
-func openStream(t *testing.T, base string) *sseClient {
+// openStream reads GET /v1/stream into a buffer.
+func openStream(t *testing.T, base string) *syncBuf {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -94,7 +77,7 @@ func openStream(t *testing.T, base string) *sseClient {
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("stream: %v %v", resp, err)
 	}
-	c := &sseClient{}
+	c := &syncBuf{}
 	go func() {
 		defer resp.Body.Close()
 		io.Copy(c, bufio.NewReader(resp.Body))
@@ -306,23 +289,10 @@ func TestPIIKeyRequiredBeyondLoopback(t *testing.T) {
 	}
 }
 
-// syncLog is a log sink the test reads.
-type syncLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *syncLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *syncLog) entries(msg string) []map[string]any {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+// logEntries returns the JSON log lines of log with the message msg.
+func logEntries(log *syncBuf, msg string) []map[string]any {
 	var out []map[string]any
-	for line := range strings.Lines(l.buf.String()) {
+	for line := range strings.Lines(log.String()) {
 		var m map[string]any
 		if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == msg {
 			out = append(out, m)
@@ -338,7 +308,7 @@ func (l *syncLog) entries(msg string) []map[string]any {
 // store, the dead letters and the failure list, leaves the others', and
 // the audit trail has the erasure. Reads and the stream are audited too.
 func TestEraseUser(t *testing.T) {
-	logs := &syncLog{}
+	logs := &syncBuf{}
 	// Only errors and the audit trail, which is written whatever the level.
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelError}))
 	base, stop := startInProcessLog(t, upHooks{}, io.Discard, log, "--pii-policy", "default,user.id=hash", "--webhook-max-attempts", "1",
@@ -423,20 +393,20 @@ func TestEraseUser(t *testing.T) {
 	// The audit trail: the erasure, who and what (the id as the store
 	// holds it), and the reads before it.
 	var erasure map[string]any
-	for _, e := range logs.entries("audit") {
+	for _, e := range logEntries(logs, "audit") {
 		if e["route"] == "DELETE /v1/users/{id}" {
 			erasure = e
 		}
 	}
 	if erasure == nil {
-		t.Fatalf("no audit entry of the erasure in %v", logs.entries("audit"))
+		t.Fatalf("no audit entry of the erasure in %v", logEntries(logs, "audit"))
 	}
 	params, _ := erasure["params"].(map[string]any)
 	if erasure["principal"] != "anonymous" || erasure["status"] != float64(200) || params["id"] != victim || erasure["audit"] != true {
 		t.Errorf("audit entry of the erasure: %v", erasure)
 	}
 	reads := 0
-	for _, e := range logs.entries("audit") {
+	for _, e := range logEntries(logs, "audit") {
 		if e["route"] == "GET /v1/events" {
 			reads++
 		}
@@ -444,7 +414,7 @@ func TestEraseUser(t *testing.T) {
 	if reads == 0 {
 		t.Error("no audit entry of the reads")
 	}
-	if strings.Contains(logs.buf.String(), `"victim-1"`) {
+	if strings.Contains(logs.String(), `"victim-1"`) {
 		t.Error("the raw user id is in the logs, though the policy hashes user ids")
 	}
 }
