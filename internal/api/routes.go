@@ -69,6 +69,7 @@ var Routes = []Route{
 	{Serve, "GET /v1/events", "list stored records (filters, order, cursor)", true, true, ScopeRead},
 	{Serve, "GET /v1/events/{event_id...}", "one stored record by event id", true, true, ScopeRead},
 	{Serve, "GET /v1/users/{id}/latest", "a user's latest record", true, true, ScopeRead},
+	{Serve, "DELETE /v1/users/{id}", "erase a user: their records, dead letters and webhook failures", true, false, ScopeAdmin},
 	{Serve, "GET /v1/stats", "aggregates by country, city or time bucket", true, true, ScopeRead},
 	{Serve, "GET /v1/stream", "Server-Sent Events of records as they are stored", true, true, ScopeStream},
 	{Serve, "GET /openapi.json", "this API in OpenAPI 3.1", true, false, ScopeRead},

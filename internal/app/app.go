@@ -22,6 +22,7 @@ type subcommand struct {
 var commands = map[string]subcommand{
 	"backfill":    {"join the weather to the records stored without it (run while up is stopped)", runBackfill},
 	"broker":      {"run the embedded NATS JetStream broker alone, on TCP, for stages in separate processes", runBroker},
+	"compact":     {"rewrite the DuckDB store's file with its live data only, so that erased and expired records leave the disk (run while up is stopped)", runCompact},
 	"bench":       {"measure a running or self-started skyjoin: ingest, pipeline, latency, weather, resources", runBench},
 	"keys":        {"create, list, rotate and revoke API keys (in the registry, or through a running skyjoin)", runKeys},
 	"deadletters": {"list the events the worker could not process, with the reason", runDeadLetters},

@@ -279,6 +279,8 @@ func TestAuthRevocationIsLive(t *testing.T) {
 // --insecure-no-auth (and says so), or once a key exists (auth on).
 func TestAuthRefusedBeyondLoopback(t *testing.T) {
 	t.Setenv("K_SERVICE", "")
+	// Beyond loopback the PII policy's key is required too.
+	t.Setenv("SKYJOIN_PII_KEY", "a-pii-key-for-this-test-only-0123456789")
 	dir := t.TempDir()
 	common := []string{"up", "--demo", "--collect=false", "--data-dir", dir, "--log-level", "error", "--admin-addr", "127.0.0.1:0"}
 	for _, extra := range [][]string{{"--addr", "0.0.0.0:0"}, {"--addr", "0.0.0.0:0", "--auth=off"}, {"--addr", "127.0.0.1:0", "--admin-addr", "0.0.0.0:0"}} {

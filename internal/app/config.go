@@ -46,16 +46,19 @@ type config struct {
 	WeatherURL    string
 	WeatherAPIKey secret.Value
 	Weather       weatherConfig
+	PII           piiConfig
 
 	// Stages.
-	Ingest      ingest.Config
-	Collect     collect.Config
-	DemoCollect bool
-	Enrich      enrich.Config
-	StatsEvery  time.Duration
-	Serve       serve.Options
-	Webhook     webhook.Config
-	DeliverAck  time.Duration
+	Ingest         ingest.Config
+	Collect        collect.Config
+	DemoCollect    bool
+	Enrich         enrich.Config
+	StatsEvery     time.Duration
+	Retention      time.Duration
+	RetentionEvery time.Duration
+	Serve          serve.Options
+	Webhook        webhook.Config
+	DeliverAck     time.Duration
 
 	hooks upHooks
 
@@ -134,6 +137,7 @@ const (
 	ptWeather  = "weather"
 	ptDemo     = "demo"
 	ptRegistry = "registry"
+	ptPII      = "pii"
 )
 
 // sharedParts returns the shared parts over c, built once.
@@ -167,6 +171,7 @@ func (c *config) sharedParts() map[string]*part {
 			fs.Var(&c.WeatherAPIKey, "weather-api-key", "Open-Meteo API key for the commercial endpoint, as a `SECRET`: the key itself, env://VAR or sm://projects/P/secrets/S/versions/V (never logged)")
 			c.Weather.RegisterFlags(fs)
 		}, validate: func() error { return c.Weather.Validate() }},
+		ptPII: c.piiPart(),
 	}
 	return c.parts
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/skyjoin/skyjoin/internal/broker"
 	"github.com/skyjoin/skyjoin/internal/enrich"
 	"github.com/skyjoin/skyjoin/internal/ingest"
+	"github.com/skyjoin/skyjoin/internal/pii"
 	"github.com/skyjoin/skyjoin/internal/platform"
 	"github.com/skyjoin/skyjoin/internal/platform/telemetry"
 	"github.com/skyjoin/skyjoin/internal/registry"
@@ -49,6 +50,7 @@ type process struct {
 	ws       *weather.Service
 	simSrv   *sim.Server
 	reg      registry.Registry
+	policy   *pii.Policy
 
 	// Set by the stages, for the probes, metrics, debug and banner.
 	checks     []serve.Check

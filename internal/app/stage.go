@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/skyjoin/skyjoin/internal/api"
+	"github.com/skyjoin/skyjoin/internal/audit"
 	"github.com/skyjoin/skyjoin/internal/platform"
 	"github.com/skyjoin/skyjoin/internal/platform/secret"
 	"github.com/skyjoin/skyjoin/internal/serve"
@@ -320,7 +321,7 @@ func runProcess(ctx context.Context, cfg *config, stages []*stage, stdout io.Wri
 	if err := rec.check(p.stages); err != nil {
 		return fmt.Errorf("routes: %w", err)
 	}
-	hs, err := platform.Listen(cfg.Addr, serve.JSONErrors(mux), p.log)
+	hs, err := platform.Listen(cfg.Addr, audit.Middleware(p.log, p.auditOptions(), audit.Capture(serve.JSONErrors(mux))), p.log)
 	if err != nil {
 		return err
 	}

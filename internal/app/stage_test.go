@@ -33,19 +33,19 @@ func TestStageCommandsTakeOnlyTheirFlags(t *testing.T) {
 	}{
 		{"ingest",
 			[]string{"broker", "ingest-max-events", "ingest-max-backlog", "ingest-group-publishes"},
-			[]string{"duckdb-threads", "store", "enrich-batch", "weather-url", "weather-quota", "collect-url", "webhook-timeout", "query-timeout", "demo", "stats-every"}},
+			[]string{"duckdb-threads", "store", "enrich-batch", "weather-url", "weather-quota", "collect-url", "webhook-timeout", "query-timeout", "demo", "stats-every", "pii-policy", "pii-key", "retention"}},
 		{"collect",
 			[]string{"broker", "collect-url", "collect-interval", "demo", "sim-users", "collect"},
 			[]string{"duckdb-threads", "duckdb-memory-limit", "store", "enrich-batch", "weather-url", "ingest-max-events", "webhook-timeout", "query-timeout", "stats-every"}},
 		{"enrich",
-			[]string{"broker", "store", "duckdb-threads", "enrich-batch", "enrich-ack-wait", "weather-url", "weather-quota", "weather-api-key", "demo", "stats-every", "serve", "query-timeout"},
+			[]string{"broker", "store", "duckdb-threads", "enrich-batch", "enrich-ack-wait", "weather-url", "weather-quota", "weather-api-key", "demo", "stats-every", "serve", "query-timeout", "pii-policy", "pii-key", "retention", "retention-interval", "registry"},
 			[]string{"collect-url", "collect-interval", "ingest-max-events", "ingest-max-backlog", "webhook-timeout"}},
 		{"serve",
-			[]string{"store", "query-timeout", "ready-timeout"},
-			[]string{"enrich-batch", "weather-url", "collect-url", "ingest-max-events", "webhook-timeout", "demo", "sim-users", "stats-every", "serve"}},
+			[]string{"store", "query-timeout", "ready-timeout", "pii-policy", "pii-key", "registry"},
+			[]string{"enrich-batch", "weather-url", "collect-url", "ingest-max-events", "webhook-timeout", "demo", "sim-users", "stats-every", "serve", "retention"}},
 		{"deliver",
 			[]string{"webhook-timeout", "webhook-max-attempts", "webhook-allow-private", "webhook-deny-private", "webhook-secret-key", "webhook-secret-old-keys", "webhook-secret-next-key"},
-			[]string{"enrich-batch", "weather-url", "collect-url", "ingest-max-events", "query-timeout", "demo", "stats-every"}},
+			[]string{"enrich-batch", "weather-url", "collect-url", "ingest-max-events", "query-timeout", "demo", "stats-every", "pii-policy", "retention"}},
 		{"up",
 			[]string{"broker", "store", "duckdb-threads", "ingest-max-events", "collect-url", "collect", "enrich-batch", "weather-url", "demo", "sim-users", "query-timeout", "webhook-timeout", "stats-every"},
 			[]string{"serve"}},
@@ -195,6 +195,12 @@ func TestStageMountsOnlyTableRoutes(t *testing.T) {
 // startInProcessOut is startInProcess with the banner written to out.
 func startInProcessOut(t *testing.T, hooks upHooks, out io.Writer, args ...string) (string, func()) {
 	t.Helper()
+	return startInProcessLog(t, hooks, out, testLogger(), args...)
+}
+
+// startInProcessLog is startInProcessOut logging to log.
+func startInProcessLog(t *testing.T, hooks upHooks, out io.Writer, log *slog.Logger, args ...string) (string, func()) {
+	t.Helper()
 	cfg := newConfig("up")
 	fs, stages, _ := stageFlagSet(findStageCommand("up"), cfg, io.Discard)
 	all := append([]string{"--demo", "--collect=false", "--addr", "127.0.0.1:0", "--data-dir", t.TempDir(),
@@ -212,9 +218,8 @@ func startInProcessOut(t *testing.T, hooks upHooks, out io.Writer, args ...strin
 	cfg.hooks = hooks
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	log := hooks.log
-	if log == nil {
-		log = testLogger()
+	if hooks.log != nil {
+		log = hooks.log
 	}
 	go func() { done <- runProcess(ctx, cfg, stages, out, log) }()
 	var base string

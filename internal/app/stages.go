@@ -56,17 +56,18 @@ func (c *config) stages() map[string]*stage {
 		},
 		stEnrich: {
 			name: stEnrich,
-			uses: []*part{pt[ptBroker], pt[ptStore], pt[ptWeather], pt[ptDemo]},
+			uses: []*part{pt[ptBroker], pt[ptStore], pt[ptWeather], pt[ptDemo], pt[ptPII]},
 			flags: func(fs *flag.FlagSet) {
 				c.Enrich.RegisterFlags(fs)
 				fs.DurationVar(&c.StatsEvery, "stats-every", 10*time.Second, "how often to log pipeline counters (0: never)")
+				c.retentionFlags(fs)
 			},
-			validate: func() error { return c.Enrich.Validate() },
+			validate: func() error { return errors.Join(c.Enrich.Validate(), c.validateRetention()) },
 			start:    c.startEnrich,
 		},
 		stServe: {
 			name:     stServe,
-			uses:     []*part{pt[ptBroker], pt[ptStore]},
+			uses:     []*part{pt[ptBroker], pt[ptStore], pt[ptRegistry], pt[ptPII]},
 			flags:    c.Serve.RegisterFlags,
 			validate: func() error { return c.Serve.Validate() },
 			start:    c.startServe,
@@ -186,7 +187,13 @@ func (c *config) startEnrich(ctx context.Context, p *process, r platform.Router)
 	if err != nil {
 		return nil, fmt.Errorf("subscribe to %s: %w", broker.TopicEvents, err)
 	}
+	policy, err := p.pii()
+	if err != nil {
+		sub.Close()
+		return nil, err
+	}
 	w := enrich.New(c.Enrich, sub, b, ws, st, p.log)
+	w.PII = policy
 	if c.Demo {
 		// Now and then a stored record on the terminal.
 		w.OnStored = sampler(p.stdout, 3*time.Second)
@@ -197,6 +204,7 @@ func (c *config) startEnrich(ctx context.Context, p *process, r platform.Router)
 			if c.StatsEvery > 0 {
 				go logStats(ctx, p.log, c.StatsEvery, w, ws)
 			}
+			go runRetention(ctx, st, c.Retention, c.RetentionEvery, p.log)
 			return w.Run(ctx, hard)
 		},
 		stop: func(context.Context) error { return sub.Close() },
@@ -210,6 +218,9 @@ func (c *config) startServe(ctx context.Context, p *process, r platform.Router) 
 	}
 	b, err := p.broker()
 	if err != nil {
+		return nil, err
+	}
+	if err := p.mountErasure(r); err != nil {
 		return nil, err
 	}
 	// The live stream and the dashboard of this instance are fed by its own

@@ -46,7 +46,11 @@ func sampler(w io.Writer, every time.Duration) func([]event.Record) {
 		if r.Weather != nil {
 			wx = fmt.Sprintf("%.1f°C, %s, wind %.0f km/h", r.Weather.TemperatureC, r.Weather.Condition, r.Weather.WindSpeedKMH)
 		}
-		fmt.Fprintf(w, "%s  %-24s %-34s %s  (%d stored)\n", r.ProcessedAt.Format("15:04:05"), trunc(r.User.Name, 24), trunc(place, 34), wx, total)
+		who := r.User.Name // dropped by the default PII policy: then the id
+		if who == "" {
+			who = r.User.ID
+		}
+		fmt.Fprintf(w, "%s  %-24s %-34s %s  (%d stored)\n", r.ProcessedAt.Format("15:04:05"), trunc(who, 24), trunc(place, 34), wx, total)
 	}
 }
 

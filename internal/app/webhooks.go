@@ -3,7 +3,7 @@ package app
 import (
 	"context"
 	"fmt"
-	"net"
+	"github.com/skyjoin/skyjoin/internal/auth"
 	"path/filepath"
 	"strings"
 
@@ -65,23 +65,9 @@ func (c *config) webhookConfig(ctx context.Context, p *process) (webhook.Config,
 		p.log.Warn("no --webhook-secret-key, and the registry is shared: webhooks cannot be registered through this process",
 			"registry", what)
 	}
-	if cfg.AllowPrivate && !loopbackAddr(c.Addr) {
+	if cfg.AllowPrivate && !auth.IsLoopback(c.Addr) {
 		p.log.Warn("--webhook-allow-private on a process that listens beyond loopback: any caller that may register a webhook can make it reach private addresses",
 			"addr", c.Addr)
 	}
 	return cfg, nil
-}
-
-// loopbackAddr reports whether a listen address (host:port) is on
-// loopback only.
-func loopbackAddr(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

@@ -20,7 +20,12 @@ import (
 
 func openBroker(t *testing.T) *jetstream.Broker {
 	t.Helper()
-	b, err := jetstream.Open(context.Background(), jetstream.Config{URL: "nats://embedded", DataDir: t.TempDir()}, platform.Discard)
+	return openBrokerIn(t, t.TempDir())
+}
+
+func openBrokerIn(t *testing.T, dir string) *jetstream.Broker {
+	t.Helper()
+	b, err := jetstream.Open(context.Background(), jetstream.Config{URL: "nats://embedded", DataDir: dir}, platform.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}

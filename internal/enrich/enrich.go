@@ -19,6 +19,7 @@ import (
 	"github.com/skyjoin/skyjoin/internal/broker"
 	"github.com/skyjoin/skyjoin/internal/envelope"
 	"github.com/skyjoin/skyjoin/internal/event"
+	"github.com/skyjoin/skyjoin/internal/pii"
 	"github.com/skyjoin/skyjoin/internal/platform"
 	"github.com/skyjoin/skyjoin/internal/retry"
 	"github.com/skyjoin/skyjoin/internal/store"
@@ -132,6 +133,11 @@ type Worker struct {
 	// Observer, if set, is told about every batch (metrics and traces; see
 	// Telemetry).
 	Observer Observer
+	// PII, if set, is applied to every record after the weather join (which
+	// needs the exact place) and before the store write, so that the store,
+	// the records topic and everything downstream see only what it keeps.
+	// Dead letters keep the event as sent, to be replayed.
+	PII *pii.Policy
 }
 
 // New returns a worker reading sub, publishing dead letters with pub.
@@ -464,6 +470,11 @@ func (w *Worker) Process(ctx context.Context, msgs []*broker.Message) error {
 			w.stats.held.Add(1)
 			return fmt.Errorf("enrich: weather unavailable for %d of %d events: %w: %w",
 				unavailable, len(recs), ErrWeatherHeld, hold)
+		}
+		if w.PII != nil {
+			for i := range recs {
+				w.PII.Apply(&recs[i])
+			}
 		}
 		pctx, start = w.phaseStart(ctx, PhaseStore)
 		err := w.store.Write(pctx, recs)

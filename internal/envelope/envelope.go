@@ -309,3 +309,19 @@ func Replay(dead *broker.Message) *broker.Message {
 	attrs[AttrReplayedFrom] = dead.ID
 	return &broker.Message{ID: id, Data: dead.Data, Attributes: attrs}
 }
+
+// DeadLetterWithEvents is a dead letter with the events left of it after
+// an erasure removed some: body is their NDJSON, count how many. It keeps
+// every attribute of the original (why, where, when it failed) but the
+// media type, the count and the message id, which is new.
+func DeadLetterWithEvents(dead *broker.Message, body []byte, count int) *broker.Message {
+	id := newID()
+	attrs := make(map[string]string, len(dead.Attributes))
+	for k, v := range dead.Attributes {
+		attrs[k] = v
+	}
+	attrs[AttrMessageID] = id
+	attrs[AttrContentType] = event.ContentTypeNDJSON
+	attrs[AttrCount] = strconv.Itoa(count)
+	return &broker.Message{ID: id, Data: body, Attributes: attrs}
+}

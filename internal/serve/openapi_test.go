@@ -14,6 +14,7 @@ import (
 
 	"github.com/skyjoin/skyjoin/internal/auth"
 	"github.com/skyjoin/skyjoin/internal/deadletter"
+	"github.com/skyjoin/skyjoin/internal/erase"
 	"github.com/skyjoin/skyjoin/internal/ingest"
 	"github.com/skyjoin/skyjoin/internal/platform"
 	"github.com/skyjoin/skyjoin/internal/serve"
@@ -96,6 +97,7 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 		"GET /v1/webhooks/{id}/failures", "POST /v1/webhooks/{id}/failures/replay",
 		"GET /v1/deadletters", "POST /v1/deadletters/replay", "DELETE /v1/deadletters/{id}",
 		"POST /v1/keys", "GET /v1/keys", "POST /v1/keys/{id}/rotate", "DELETE /v1/keys/{id}", "POST /v1/session",
+		"DELETE /v1/users/{id}",
 	)
 	for _, r := range routes {
 		if !documented(doc, r) {
@@ -111,6 +113,7 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 	deadletter.NewHandler(nil, platform.Discard).Register(mux)
 	(&auth.Handler{}).RegisterKeys(mux)
 	(&auth.Handler{}).RegisterSession(mux)
+	(&erase.Eraser{}).Register(mux)
 	for path, ops := range doc.Paths {
 		if strings.HasPrefix(path, "/v1/webhooks") {
 			continue

@@ -64,11 +64,31 @@ type Reader interface {
 	LatestForUser(ctx context.Context, userID string) (event.Record, error)
 }
 
-// Store is a backend: a writer and a reader.
+// Eraser erases a person's records (DELETE /v1/users/{id}).
+type Eraser interface {
+	// DeleteUsers deletes every stored record (every copy, where a backend
+	// keeps several) whose user.id is one of userIDs, and returns how many
+	// rows it deleted. Deleting what is not there is not an error. A record
+	// of those users written afterwards (a redelivery, an event still in
+	// flight) is stored again.
+	DeleteUsers(ctx context.Context, userIDs []string) (int64, error)
+}
+
+// Store is a backend: a writer, a reader and an eraser.
 type Store interface {
 	Writer
 	Reader
+	Eraser
 	Close() error
+}
+
+// Expirer is implemented by a backend that enforces retention itself
+// (DuckDB; BigQuery expires its day partitions by itself): the process that
+// writes calls it periodically.
+type Expirer interface {
+	// DeleteOccurredBefore deletes every record whose occurred_at is before
+	// t and returns how many it deleted.
+	DeleteOccurredBefore(ctx context.Context, t time.Time) (int64, error)
 }
 
 // Query selects records. Zero fields do not filter; set fields combine

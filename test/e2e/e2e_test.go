@@ -123,7 +123,10 @@ func (c *client) waitStored(t *testing.T, want int) []event.Record {
 
 func TestPipelineEndToEnd(t *testing.T) {
 	dataDir := t.TempDir()
-	p := start(t, dataDir)
+	// Every field is checked against what was sent, and the weather against
+	// the simulator's for the exact cell: the PII policy keeps everything
+	// here (its own test is internal/app TestPIINeverInClear).
+	p := start(t, dataDir, "--pii-policy", "keep")
 	c := newClient(p.base)
 	start := time.Now().UTC()
 

@@ -670,7 +670,8 @@ func (b *Broker) Browse(ctx context.Context, topic string, fn func(*broker.Messa
 	}
 }
 
-// Delete removes one stored message of topic by ID (its stream sequence).
+// Delete removes one stored message of topic by ID (its stream sequence)
+// and overwrites it in the stream's files.
 // Deleting a message that is not there is not an error.
 func (b *Broker) Delete(ctx context.Context, topic, id string) error {
 	op := fmt.Sprintf("delete %s from %s", id, topic)
@@ -685,7 +686,9 @@ func (b *Broker) Delete(ctx context.Context, topic, id string) error {
 	if err != nil {
 		return b.fail(op, err)
 	}
-	if err := s.DeleteMsg(ctx, seq); err != nil {
+	// Overwritten on disk, not only marked deleted: dead letters hold
+	// events as sent, and an erasure deletes them (docs/data.md).
+	if err := s.SecureDeleteMsg(ctx, seq); err != nil {
 		// The server has no "not found" code for deletes: look.
 		if _, gerr := s.GetMsg(ctx, seq); errors.Is(gerr, jetstream.ErrMsgNotFound) {
 			return nil

@@ -26,10 +26,14 @@ type fakeQuery struct {
 	pageSize int // rows per page; 0: all in the first
 	answer   func(q *bq.QueryRequest) [][]any
 	schema   *bq.TableSchema // of every result; default restSchema()
+	// dml, if set, is the number of rows a DML statement (a query that does
+	// not start with SELECT) changed, reported by jobs.get.
+	dml func(q *bq.QueryRequest) int64
 
 	mu       sync.Mutex
 	queries  []*bq.QueryRequest
 	jobs     map[string][][]any // job id -> result rows
+	affected map[string]int64   // job id -> rows changed by a DML statement
 	fetches  int                // getQueryResults calls
 	datasets map[string]*bq.Dataset
 	tables   map[string]*bq.Table // "dataset.table"
@@ -39,6 +43,7 @@ type fakeQuery struct {
 func startFakeQuery(t *testing.T, f *fakeQuery) []option.ClientOption {
 	f.t = t
 	f.jobs = map[string][][]any{}
+	f.affected = map[string]int64{}
 	f.datasets = map[string]*bq.Dataset{}
 	if f.tables == nil {
 		f.tables = map[string]*bq.Table{}
@@ -79,6 +84,9 @@ func (f *fakeQuery) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rows := f.answer(&q)
 		job := fmt.Sprintf("job-%d", len(f.queries))
 		f.jobs[job] = rows
+		if f.dml != nil && !strings.HasPrefix(q.Query, "SELECT") {
+			f.affected[job] = f.dml(&q)
+		}
 		page, token := f.page(job, 0)
 		reply(&bq.QueryResponse{JobComplete: true, Schema: f.resultSchema(), Rows: page, PageToken: token, TotalRows: uint64(len(rows)),
 			JobReference: &bq.JobReference{ProjectId: parts[0], JobId: job, Location: "EU"}})
@@ -104,6 +112,18 @@ func (f *fakeQuery) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		page, token := f.page(job, start)
 		reply(&bq.GetQueryResultsResponse{JobComplete: true, Schema: f.resultSchema(), Rows: page, PageToken: token,
 			TotalRows: uint64(len(f.jobs[job]))})
+	case len(parts) == 3 && parts[1] == "jobs" && r.Method == "GET":
+		job := parts[2]
+		if _, ok := f.jobs[job]; !ok {
+			fail(404, "Not found: Job")
+			return
+		}
+		stats := &bq.JobStatistics2{StatementType: "SELECT", TotalBytesProcessed: 0}
+		if n, ok := f.affected[job]; ok {
+			stats = &bq.JobStatistics2{StatementType: "DELETE", NumDmlAffectedRows: n}
+		}
+		reply(&bq.Job{JobReference: &bq.JobReference{ProjectId: parts[0], JobId: job, Location: "EU"},
+			Status: &bq.JobStatus{State: "DONE"}, Statistics: &bq.JobStatistics{Query: stats}})
 	case len(parts) == 3 && parts[1] == "datasets" && r.Method == "GET":
 		if ds, ok := f.datasets[parts[2]]; ok {
 			reply(ds)

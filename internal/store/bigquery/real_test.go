@@ -127,6 +127,25 @@ func TestRealProject(t *testing.T) {
 	if n != int64(len(recs)) {
 		t.Errorf("Stats counted %d records, want %d", n, len(recs))
 	}
+
+	// Erasure right after the write (rows written through the Storage
+	// Write API moments ago): every copy of the user goes, the rest stays.
+	victim := recs[0].User.ID
+	copies := 0
+	for i, r := range recs {
+		if r.User.ID == victim {
+			copies++
+			if i < 10 {
+				copies++ // written twice above
+			}
+		}
+	}
+	if deleted, err := s.DeleteUsers(ctx, []string{victim}); err != nil || deleted != int64(copies) {
+		t.Errorf("DeleteUsers = %d, %v; want %d rows", deleted, err, copies)
+	}
+	if _, err := s.LatestForUser(ctx, victim); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("LatestForUser after the erasure: %v", err)
+	}
 	// A row BigQuery itself refuses comes back as a row error.
 	bad := storetest.Records(99, 2)
 	bad[1].OccurredAt = time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC).Add(-time.Hour) // before TIMESTAMP's range

@@ -186,7 +186,7 @@ func open(ctx context.Context, path string, cfg Config, log *slog.Logger) (_ *St
 		return nil, err
 	}
 	s := &Store{db: db, log: log, path: path, wsem: make(chan struct{}, 1)}
-	if err := db.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0) FROM events`).Scan(&s.lastSeq); err != nil {
+	if s.lastSeq, err = loadLastSeq(ctx, db); err != nil {
 		return nil, fmt.Errorf("read last seq: %w", err)
 	}
 	s.maxSeq.Store(s.lastSeq)

@@ -24,6 +24,10 @@
 //   - Stats (store.Aggregator, skipped if the store does not implement
 //     it) by country, city and time bucket, with filters, against
 //     ExpectedStats.
+//   - DeleteUsers erases every record of the named users and no other
+//     (erasure); a later write of one is stored again with a new seq.
+//   - DeleteOccurredBefore (store.Expirer, skipped if not implemented)
+//     deletes by occurred_at (retention).
 package storetest
 
 import (
@@ -76,6 +80,8 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"WriteReturnsStored", testWriteReturnsStored},
 		{"ListFiltersMore", testListFiltersMore},
 		{"Stats", testStats},
+		{"DeleteUsers", testDeleteUsers},
+		{"DeleteOccurredBefore", testDeleteOccurredBefore},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open(t)) })

@@ -245,6 +245,14 @@
   };
   const fmtTemp = (t) => (typeof t === "number" ? `${t.toFixed(1)}°C` : "–");
 
+  // who names a record's user: the name, else the username, else the id;
+  // the PII policy drops names and hashes usernames ("h1:...") by default.
+  function who(u) {
+    if (!u) return "?";
+    const username = u.username && !u.username.startsWith("h1:") ? u.username : "";
+    return u.name || username || u.id || "?";
+  }
+
   function renderFeed() {
     const feed = $("feed");
     const rows = records.slice(-FEED_ROWS).reverse();
@@ -253,7 +261,7 @@
       const li = el("li", fresh.has(r.event_id) ? "fresh" : "");
       li.dataset.eventId = r.event_id;
       li.append(el("span", "t", fmtTime(r.processed_at || r.occurred_at)));
-      li.append(el("span", "who", (r.user && (r.user.name || r.user.username || r.user.id)) || "?"));
+      li.append(el("span", "who", who(r.user)));
       const g = groupOf(r);
       const wx = el("span", "wx");
       const chip = el("i", "chip");

@@ -1,0 +1,221 @@
+package duckdb
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	duckdb "github.com/duckdb/duckdb-go/v2"
+
+	"github.com/skyjoin/skyjoin/internal/store"
+)
+
+var _ store.Expirer = (*Store)(nil)
+
+// metaLastSeq is the key in skyjoin_meta of the highest seq handed out, kept
+// when records are deleted: seq must never go back, even when the newest
+// records (or all of them) were deleted and the store is reopened, or a
+// live-stream client resuming from a seq would skip the records that
+// reused it.
+const metaLastSeq = "last_seq"
+
+// DeleteUsers deletes the records of the users (store.Eraser). They are
+// gone from every read at once, and from the WAL at the checkpoint that
+// follows; their bytes leave the database file when it is compacted (see
+// Compact and docs/data.md).
+func (s *Store) DeleteUsers(ctx context.Context, userIDs []string) (int64, error) {
+	if len(userIDs) == 0 {
+		return 0, nil
+	}
+	marks := make([]string, len(userIDs))
+	args := make([]any, len(userIDs))
+	for i, id := range userIDs {
+		marks[i] = "$" + strconv.Itoa(i+1)
+		args[i] = id
+	}
+	n, err := s.delete(ctx, "DELETE FROM events WHERE user_id IN ("+strings.Join(marks, ", ")+")", args...)
+	if err != nil {
+		return n, fmt.Errorf("duckdb: delete the records of %d user ids: %w", len(userIDs), err)
+	}
+	return n, nil
+}
+
+// DeleteOccurredBefore deletes the records whose occurred_at is before t
+// (store.Expirer): retention.
+func (s *Store) DeleteOccurredBefore(ctx context.Context, t time.Time) (int64, error) {
+	n, err := s.delete(ctx, "DELETE FROM events WHERE occurred_at < $1", t.UTC())
+	if err != nil {
+		return n, fmt.Errorf("duckdb: delete the records that occurred before %s: %w", t.UTC().Format(time.RFC3339), err)
+	}
+	return n, nil
+}
+
+// delete runs a DELETE on the writer's connection, in one transaction with
+// the record of the last seq, then checkpoints if it deleted anything, so
+// that the WAL does not keep the deleted rows' data.
+func (s *Store) delete(ctx context.Context, stmt string, args ...any) (int64, error) {
+	select {
+	case s.wsem <- struct{}{}:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	defer func() { <-s.wsem }()
+	if s.closed {
+		return 0, errClosed
+	}
+	tx, err := s.wconn.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback()
+	res, err := tx.ExecContext(ctx, stmt, args...)
+	if err != nil {
+		return 0, err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, err
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	if err := saveLastSeq(ctx, tx, s.lastSeq); err != nil {
+		return 0, err
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("commit: %w", err)
+	}
+	if _, err := s.wconn.ExecContext(ctx, `CHECKPOINT`); err != nil {
+		s.log.WarnContext(ctx, "duckdb: checkpoint after a delete failed; the next one folds the WAL in", "error", err.Error())
+	}
+	return n, nil
+}
+
+func saveLastSeq(ctx context.Context, tx *sql.Tx, seq int64) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO skyjoin_meta VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value`,
+		metaLastSeq, strconv.FormatInt(seq, 10))
+	if err != nil {
+		return fmt.Errorf("record the last seq: %w", err)
+	}
+	return nil
+}
+
+// loadLastSeq returns the highest seq handed out: that of the table, or
+// the one recorded by a delete if higher.
+func loadLastSeq(ctx context.Context, db *sql.DB) (int64, error) {
+	var last int64
+	var saved sql.NullString
+	err := db.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0), (SELECT value FROM skyjoin_meta WHERE key = $1) FROM events`, metaLastSeq).
+		Scan(&last, &saved)
+	if err != nil {
+		return 0, err
+	}
+	if saved.Valid {
+		n, err := strconv.ParseInt(saved.String, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("skyjoin_meta %s %q: %w", metaLastSeq, saved.String, err)
+		}
+		last = max(last, n)
+	}
+	return last, nil
+}
+
+// Compact rewrites the database file at path with its live data only, so
+// that what was deleted (erased users, expired records) leaves the disk:
+// DuckDB marks deleted rows and reuses freed blocks later, but neither
+// overwrites them, and a DELETE that leaves a row group partly full keeps
+// its rows' bytes in the file (TestErasedValuesNeedCompact). It copies the
+// database into a new file next to it and renames that over the old one;
+// the WAL is folded in. The file must not be open elsewhere (DuckDB's lock
+// refuses it): run it while the process that owns the store is stopped.
+// It returns the file's size before and after.
+func Compact(ctx context.Context, path string) (before, after int64, err error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return 0, 0, fmt.Errorf("duckdb: compact %s: %w", path, err)
+	}
+	fail := func(err error) (int64, int64, error) { return 0, 0, fmt.Errorf("duckdb: compact %s: %w", abs, err) }
+	// DuckDB's file lock keeps other processes out; this process's own
+	// Stores are checked here (a lock does not stop its own process).
+	openMu.Lock()
+	open := openPaths[abs]
+	if !open {
+		openPaths[abs] = true
+		defer func() {
+			openMu.Lock()
+			delete(openPaths, abs)
+			openMu.Unlock()
+		}()
+	}
+	openMu.Unlock()
+	if open {
+		return fail(errors.New("the store is open in this process"))
+	}
+	st, err := os.Stat(abs)
+	if err != nil {
+		return fail(err)
+	}
+	before = st.Size()
+	tmp := abs + ".compact"
+	for _, p := range []string{tmp, tmp + ".wal"} {
+		if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
+			return fail(err)
+		}
+	}
+	connector, err := duckdb.NewConnector("", nil) // in memory: only attaches
+	if err != nil {
+		return fail(err)
+	}
+	db := sql.OpenDB(connector)
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	quote := func(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+	for _, stmt := range []string{
+		"ATTACH " + quote(abs) + " AS src",
+		"ATTACH " + quote(tmp) + " AS dst",
+		"COPY FROM DATABASE src TO dst",
+		"DETACH src",
+		"DETACH dst",
+	} {
+		if _, err := db.ExecContext(ctx, stmt); err != nil {
+			os.Remove(tmp)
+			return fail(fmt.Errorf("%s: %w", stmt, err))
+		}
+	}
+	if err := db.Close(); err != nil {
+		return fail(err)
+	}
+	if err := syncFile(tmp); err != nil {
+		return fail(err)
+	}
+	if err := os.Rename(tmp, abs); err != nil {
+		return fail(err)
+	}
+	// The WAL was folded in when src was attached and detached (a clean
+	// detach checkpoints); one left over would be replayed into the new file.
+	if err := os.Remove(abs + ".wal"); err != nil && !os.IsNotExist(err) {
+		return fail(err)
+	}
+	if err := syncFile(filepath.Dir(abs)); err != nil {
+		return fail(err)
+	}
+	if st, err := os.Stat(abs); err == nil {
+		after = st.Size()
+	}
+	return before, after, nil
+}
+
+func syncFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}
