@@ -86,9 +86,12 @@ func (e *Event) Validate(index int, now time.Time, maxSkew time.Duration) []Fiel
 	switch {
 	case e.OccurredAt.IsZero():
 		add("occurred_at", "is required (RFC 3339 timestamp)")
+	case e.OccurredAt.Before(MinOccurredAt):
+		add("occurred_at", "must be on or after %s, got %s", MinOccurredAt.Format(time.RFC3339), e.OccurredAt.Format(time.RFC3339Nano))
 	case !now.IsZero() && e.OccurredAt.After(now.Add(maxSkew)):
-		add("occurred_at", "is %s in the future; at most %s of clock skew is allowed",
-			e.OccurredAt.Sub(now).Round(time.Second), maxSkew)
+		// Not as a duration: year 9999 is further away than a Duration holds.
+		add("occurred_at", "is in the future: got %s, the latest accepted is %s (the receiver's clock plus %s of clock skew)",
+			e.OccurredAt.Format(time.RFC3339Nano), now.Add(maxSkew).UTC().Format(time.RFC3339), maxSkew)
 	}
 
 	u := &e.User
