@@ -27,6 +27,7 @@ type config struct {
 	DataDir         string
 	ShutdownTimeout time.Duration
 	ReadyFile       string
+	HTTP            platform.HTTPConfig
 	Log             platform.LogConfig
 	Telemetry       telemetry.Config
 
@@ -84,6 +85,7 @@ func (c *config) processPart() *part {
 			fs.StringVar(&c.DataDir, "data-dir", "data", "directory for the process's files (the embedded broker's and the DuckDB store's)")
 			fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful shutdown may take")
 			fs.StringVar(&c.ReadyFile, "ready-file", "", "once ready, write a JSON file here with the bound addresses and URLs (for scripts and tests); removed on exit")
+			c.HTTP.RegisterFlags(fs)
 			c.Log.RegisterFlags(fs)
 			c.Telemetry.RegisterFlags(fs)
 		},
@@ -96,6 +98,9 @@ func (c *config) processPart() *part {
 				p.Addf("shutdown-timeout must be positive, got %s", c.ShutdownTimeout)
 			}
 			if err := c.Telemetry.Validate(); err != nil {
+				p.Addf("%v", err)
+			}
+			if err := c.HTTP.Validate(); err != nil {
 				p.Addf("%v", err)
 			}
 			return p.Err()

@@ -208,6 +208,9 @@ type routeRecorder struct {
 	stage   string
 	mounted map[string]string // pattern -> stage
 	err     *error            // shared by the recorders of every stage
+	// wrap, if set, wraps each route's handler by its table entry (the
+	// rate limit of its class).
+	wrap func(api.Route, http.Handler) http.Handler
 }
 
 func (r *routeRecorder) Handle(pattern string, h http.Handler) {
@@ -224,6 +227,9 @@ func (r *routeRecorder) Handle(pattern string, h http.Handler) {
 		return
 	}
 	r.mounted[pattern] = cmp.Or(r.stage, "the process")
+	if r.wrap != nil {
+		h = r.wrap(api.Routes[i], h)
+	}
 	r.mux.Handle(pattern, h)
 }
 
@@ -248,7 +254,7 @@ func newRouteRecorder(mux *http.ServeMux) *routeRecorder {
 
 // for_ returns a Router that records the routes of the named stage.
 func (r *routeRecorder) for_(stage string) *routeRecorder {
-	return &routeRecorder{mux: r.mux, stage: stage, mounted: r.mounted, err: r.err}
+	return &routeRecorder{mux: r.mux, stage: stage, mounted: r.mounted, err: r.err, wrap: r.wrap}
 }
 
 // runProcess starts the stages, serves their routes, writes the ready
@@ -268,6 +274,7 @@ func runProcess(ctx context.Context, cfg *config, stages []*stage, stdout io.Wri
 	}()
 	mux := http.NewServeMux()
 	rec := newRouteRecorder(mux)
+	rec.wrap = rateLimits(cfg.HTTP)
 	// Start the consumers first: the stages after a producer in the list.
 	runs := make([]*running, len(stages))
 	for i := len(stages) - 1; i >= 0; i-- {
@@ -285,7 +292,7 @@ func runProcess(ctx context.Context, cfg *config, stages []*stage, stdout io.Wri
 	if err := rec.check(p.stages); err != nil {
 		return fmt.Errorf("routes: %w", err)
 	}
-	hs, err := platform.Listen(cfg.Addr, serve.JSONErrors(mux), p.log)
+	hs, err := cfg.HTTP.Listen(cfg.Addr, guardHTTP(cfg.HTTP, mux, serve.JSONErrors(mux)), p.log)
 	if err != nil {
 		return err
 	}

@@ -23,7 +23,8 @@ import (
 // of its own stages and of the parts they use, and refuses the others. The
 // lists are written here, not derived from the registration code.
 func TestStageCommandsTakeOnlyTheirFlags(t *testing.T) {
-	common := []string{"addr", "data-dir", "shutdown-timeout", "ready-file", "log-level", "log-format", "telemetry"}
+	common := []string{"addr", "data-dir", "shutdown-timeout", "ready-file", "log-level", "log-format", "telemetry",
+		"http-max-conns", "http-read-header-timeout", "http-read-timeout", "cors-origins", "rate-ingest", "rate-ingest-burst", "rate-read", "rate-read-burst"}
 	cases := []struct {
 		cmd    string
 		takes  []string

@@ -18,9 +18,15 @@ const (
 	ContentTypeNDJSON = "application/x-ndjson" // one event per line
 )
 
+// MediaTypes are the media types of bodies of events, as a Content-Type
+// names them: JSON, and NDJSON under its several names.
+var MediaTypes = []string{ContentTypeJSON, ContentTypeNDJSON, "application/ndjson", "application/jsonl",
+	"application/x-jsonlines", "application/jsonlines"}
+
 // MediaType normalises a Content-Type header to one of the body formats, or
 // returns "" if it is not one. application/jsonl, application/ndjson and
-// application/jsonlines are taken as NDJSON.
+// application/jsonlines are taken as NDJSON. An empty one is JSON (broker
+// messages of old producers); ingest requires a Content-Type.
 func MediaType(contentType string) string {
 	mt, _, _ := strings.Cut(contentType, ";")
 	switch strings.ToLower(strings.TrimSpace(mt)) {
