@@ -1,6 +1,7 @@
 package event
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -132,4 +133,33 @@ func TestParseRFC3339MatchesTimeParse(t *testing.T) {
 			t.Errorf("%s: offset differs", s)
 		}
 	}
+}
+
+// TestPatternMatchers: the table matchers of the schema's patterns answer
+// as the patterns do.
+func TestPatternMatchers(t *testing.T) {
+	for _, re := range []*regexp.Regexp{eventIDPattern, eventTypePattern} {
+		if _, fast := classMatcher(re); !fast {
+			t.Errorf("%s: no table matcher", re)
+		}
+	}
+	for _, s := range []string{"", "a", "A", "0", "evt-1", "a b", "-a", ".a", "a.b_c:d@e/f+g=h-i", "user.observed", "User.observed",
+		"a\x00", "é", "aé", "a\n", strings.Repeat("z", 200), "_a", "a_", "9a", "a9", "a\xff"} {
+		if got, want := eventIDMatch(s), eventIDPattern.MatchString(s); got != want {
+			t.Errorf("event_id %q: %v, the pattern %v", s, got, want)
+		}
+		if got, want := eventTypeMatch(s), eventTypePattern.MatchString(s); got != want {
+			t.Errorf("event_type %q: %v, the pattern %v", s, got, want)
+		}
+	}
+}
+
+func FuzzPatternMatchers(f *testing.F) {
+	f.Add("evt-1")
+	f.Add("user.observed")
+	f.Fuzz(func(t *testing.T, s string) {
+		if eventIDMatch(s) != eventIDPattern.MatchString(s) || eventTypeMatch(s) != eventTypePattern.MatchString(s) {
+			t.Fatalf("%q: the matchers and the patterns differ", s)
+		}
+	})
 }
