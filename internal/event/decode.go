@@ -114,8 +114,8 @@ type decodeError struct{ field, msg string }
 // API (the semantics of encoding/json/v2) does none of that: names are exact,
 // a duplicate name or invalid UTF-8 is an error with the JSON pointer of the
 // member, and RejectUnknownMembers refuses a member the type does not have.
-// occurred_at is read by parseOccurredAt: RFC 3339 exactly, from
-// MinOccurredAt on.
+// occurred_at is read by unmarshalTime: RFC 3339 exactly (ParseRFC3339),
+// from MinOccurredAt on.
 var strictEvent = jsonv2.JoinOptions(
 	jsonv2.RejectUnknownMembers(true),
 	jsonv2.WithUnmarshalers(jsonv2.UnmarshalFunc(unmarshalTime)),
@@ -150,12 +150,9 @@ func describe(err error) *decodeError {
 		switch {
 		case errors.Is(serr.Err, jsonv2.ErrUnknownName):
 			return &decodeError{field: field, msg: unknownName(serr.JSONPointer)}
-		case serr.Err == nil && serr.GoType != nil:
-			return &decodeError{field: field, msg: fmt.Sprintf("must be %s, got %s", jsonKind(serr.GoType.Kind().String()), kindName(serr.JSONKind))}
 		case serr.Err != nil && serr.Err.Error() == "value out of range":
 			return &decodeError{field: field, msg: "is out of range: " + string(serr.JSONValue)}
-		}
-		if field != "" && serr.GoType != nil {
+		case field != "" && serr.GoType != nil:
 			return &decodeError{field: field, msg: fmt.Sprintf("must be %s, got %s", jsonKind(serr.GoType.Kind().String()), kindName(serr.JSONKind))}
 		}
 	case errors.As(err, &xerr):

@@ -30,7 +30,7 @@ import (
 // Config configures ingest.
 type Config struct {
 	MaxEvents       int           // events per request
-	MaxBodyBytes    int64         // bytes per request body
+	MaxBodyBytes    int64         // bytes per request body, as sent and decompressed
 	MaxClockSkew    time.Duration // how far in the future occurred_at may be
 	PublishTimeout  time.Duration // how long to wait for the broker before 503
 	MaxErrors       int           // field errors listed in a 400 answer
@@ -46,7 +46,7 @@ type Config struct {
 // RegisterFlags adds ingest's flags to fs.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxEvents, "ingest-max-events", 1000, "most events in one POST /v1/events request")
-	fs.Int64Var(&c.MaxBodyBytes, "ingest-max-bytes", 5<<20, "largest POST /v1/events body, in bytes")
+	fs.Int64Var(&c.MaxBodyBytes, "ingest-max-bytes", 5<<20, "largest POST /v1/events body, in bytes, as sent and once decompressed (Content-Encoding: gzip)")
 	fs.DurationVar(&c.MaxClockSkew, "ingest-max-clock-skew", event.DefaultMaxClockSkew, "how far in the future occurred_at may be")
 	fs.DurationVar(&c.PublishTimeout, "ingest-publish-timeout", 5*time.Second, "how long ingest waits for the broker before answering 503")
 	fs.IntVar(&c.MaxErrors, "ingest-max-errors", 100, "most field errors listed in a 400 answer")
