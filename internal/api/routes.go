@@ -100,6 +100,32 @@ var Routes = []Route{
 	{AdminListener, "GET /debug/pprof/trace", "Go profiles", false, false, ScopeAdmin},
 }
 
+// Request bodies. A route that changes state (POST, DELETE) and is sent a
+// body takes it as JSON (MediaJSON), with no Content-Encoding, unless
+// Bodies lists it; anything else is refused with 415 before the route runs.
+const MediaJSON = "application/json"
+
+// Body is what a route takes as a request body.
+type Body struct {
+	MediaTypes []string // lower case, without parameters
+	Gzip       bool     // Content-Encoding: gzip is taken
+}
+
+// Bodies lists the routes that take more than JSON.
+var Bodies = map[string]Body{
+	// JSON, and NDJSON under its several names (event.MediaTypes).
+	"POST /v1/events": {MediaTypes: []string{MediaJSON, "application/x-ndjson", "application/ndjson", "application/jsonl",
+		"application/x-jsonlines", "application/jsonlines"}, Gzip: true},
+}
+
+// BodyOf returns what the route of pattern takes as a request body.
+func BodyOf(pattern string) Body {
+	if b, ok := Bodies[pattern]; ok {
+		return b
+	}
+	return Body{MediaTypes: []string{MediaJSON}}
+}
+
 // OnAdminListener reports whether the route is served on a process's
 // admin listener (loopback by default) rather than its public port.
 func (r Route) OnAdminListener() bool { return r.Stage == AdminListener }

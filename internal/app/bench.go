@@ -122,7 +122,8 @@ func startChild(ctx context.Context, stderr io.Writer, extra []string) (*childPr
 		return nil, "", "", err
 	}
 	args := append([]string{"up", "--demo", "--collect=false", "--addr", "127.0.0.1:0", "--data-dir", dir,
-		"--log-level", "warn", "--stats-every", "0"}, extra...)
+		// It measures the pipeline, not one caller's rate limit.
+		"--log-level", "warn", "--stats-every", "0", "--rate-ingest", "0", "--rate-read", "0"}, extra...)
 	cmd := exec.Command(exe, args...)
 	cmd.Stderr = stderr
 	out, err := cmd.StdoutPipe()

@@ -33,6 +33,7 @@ type config struct {
 	DataDir         string
 	ShutdownTimeout time.Duration
 	ReadyFile       string
+	HTTP            platform.HTTPConfig
 	Log             platform.LogConfig
 	Telemetry       telemetry.Config
 
@@ -101,6 +102,7 @@ func (c *config) processPart() *part {
 			fs.StringVar(&c.DataDir, "data-dir", "data", "directory for the process's files (the embedded broker's and the DuckDB store's)")
 			fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful shutdown may take")
 			fs.StringVar(&c.ReadyFile, "ready-file", "", "once ready, write a JSON file here with the bound addresses and URLs (for scripts and tests); removed on exit")
+			c.HTTP.RegisterFlags(fs)
 			c.Log.RegisterFlags(fs)
 			c.Telemetry.RegisterFlags(fs)
 		},
@@ -124,6 +126,9 @@ func (c *config) processPart() *part {
 				} else if c.AdminAddr == c.Addr && !strings.HasSuffix(c.Addr, ":0") {
 					p.Addf("admin-addr must differ from addr (%s): debug routes are never on the public port", c.Addr)
 				}
+			}
+			if err := c.HTTP.Validate(); err != nil {
+				p.Addf("%v", err)
 			}
 			return p.Err()
 		},

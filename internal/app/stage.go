@@ -229,7 +229,7 @@ func stageNames(stages []*stage) []string {
 type routeRecorder struct {
 	mux     *http.ServeMux
 	admin   *http.ServeMux                             // the admin listener's
-	wrap    func(api.Route, http.Handler) http.Handler // nil: mounted as they are
+	wrap    func(api.Route, http.Handler) http.Handler // nil: mounted as they are; else authorization and rate limit
 	stage   string
 	mounted map[string]string // pattern -> stage
 	err     *error            // shared by the recorders of every stage
@@ -303,7 +303,9 @@ func runProcess(ctx context.Context, cfg *config, stages []*stage, stdout io.Wri
 	}
 	mux := http.NewServeMux()
 	rec := newRouteRecorder(mux)
-	rec.wrap = func(rt api.Route, h http.Handler) http.Handler { return p.authn.Require(rt.Scope, h) }
+	limit := rateLimits(cfg.HTTP)
+	// Authentication outside the rate limit, which counts per principal.
+	rec.wrap = func(rt api.Route, h http.Handler) http.Handler { return p.authn.Require(rt.Scope, limit(rt, h)) }
 	// Start the consumers first: the stages after a producer in the list.
 	runs := make([]*running, len(stages))
 	for i := len(stages) - 1; i >= 0; i-- {
@@ -321,7 +323,7 @@ func runProcess(ctx context.Context, cfg *config, stages []*stage, stdout io.Wri
 	if err := rec.check(p.stages); err != nil {
 		return fmt.Errorf("routes: %w", err)
 	}
-	hs, err := platform.Listen(cfg.Addr, audit.Middleware(p.log, p.auditOptions(), audit.Capture(serve.JSONErrors(mux))), p.log)
+	hs, err := cfg.HTTP.Listen(cfg.Addr, guardHTTP(cfg.HTTP, mux, audit.Middleware(p.log, p.auditOptions(), audit.Capture(serve.JSONErrors(mux)))), p.log)
 	if err != nil {
 		return err
 	}

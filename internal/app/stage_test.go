@@ -25,7 +25,8 @@ import (
 // lists are written here, not derived from the registration code.
 func TestStageCommandsTakeOnlyTheirFlags(t *testing.T) {
 	common := []string{"addr", "admin-addr", "data-dir", "shutdown-timeout", "ready-file", "log-level", "log-format", "telemetry",
-		"registry", "auth", "insecure-no-auth", "auth-idtoken-audience", "auth-idtoken-scopes", "auth-idtoken-emails", "auth-session-ttl"}
+		"registry", "auth", "insecure-no-auth", "auth-idtoken-audience", "auth-idtoken-scopes", "auth-idtoken-emails", "auth-session-ttl",
+		"http-max-conns", "http-read-header-timeout", "http-read-timeout", "cors-origins", "rate-ingest", "rate-ingest-burst", "rate-read", "rate-read-burst"}
 	cases := []struct {
 		cmd    string
 		takes  []string
@@ -41,11 +42,11 @@ func TestStageCommandsTakeOnlyTheirFlags(t *testing.T) {
 			[]string{"broker", "store", "duckdb-threads", "enrich-batch", "enrich-ack-wait", "weather-url", "weather-quota", "weather-api-key", "demo", "stats-every", "serve", "query-timeout", "pii-policy", "pii-key", "retention", "retention-interval", "registry"},
 			[]string{"collect-url", "collect-interval", "ingest-max-events", "ingest-max-backlog", "webhook-timeout"}},
 		{"serve",
-			[]string{"store", "query-timeout", "ready-timeout", "pii-policy", "pii-key", "registry"},
+			[]string{"store", "query-timeout", "ready-timeout", "pii-policy", "pii-key", "registry", "stats-max-range"},
 			[]string{"enrich-batch", "weather-url", "collect-url", "ingest-max-events", "webhook-timeout", "demo", "sim-users", "stats-every", "serve", "retention"}},
 		{"deliver",
 			[]string{"webhook-timeout", "webhook-max-attempts", "webhook-allow-private", "webhook-deny-private", "webhook-secret-key", "webhook-secret-old-keys", "webhook-secret-next-key"},
-			[]string{"enrich-batch", "weather-url", "collect-url", "ingest-max-events", "query-timeout", "demo", "stats-every", "pii-policy", "retention"}},
+			[]string{"enrich-batch", "weather-url", "collect-url", "ingest-max-events", "query-timeout", "demo", "stats-every", "pii-policy", "retention", "stats-max-range"}},
 		{"up",
 			[]string{"broker", "store", "duckdb-threads", "ingest-max-events", "collect-url", "collect", "enrich-batch", "weather-url", "demo", "sim-users", "query-timeout", "webhook-timeout", "stats-every"},
 			[]string{"serve"}},

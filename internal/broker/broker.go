@@ -136,9 +136,16 @@ type Browser interface {
 	// Browse calls fn for each message stored on topic, oldest first, until
 	// fn returns false or the messages run out.
 	Browse(ctx context.Context, topic string, fn func(*Message) bool) error
-	// Delete removes one browsed message by ID.
+	// Delete removes one browsed message by ID. An ID that cannot be one
+	// of the topic's is an error wrapping ErrInvalidID; one that is not
+	// there (any more) is not an error.
 	Delete(ctx context.Context, topic, id string) error
 }
+
+// ErrInvalidID is wrapped by Delete for an ID that cannot name a message
+// (not a JetStream sequence number, empty): a caller's mistake, not an
+// outage.
+var ErrInvalidID = errors.New("invalid message id")
 
 // ErrUnavailable wraps errors that mean the broker cannot take data now
 // (down, full, timing out); ingest answers them with 503 and Retry-After.

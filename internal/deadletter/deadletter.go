@@ -235,9 +235,11 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 
 func (h *Handler) replay(w http.ResponseWriter, r *http.Request) {
 	var req ReplayRequest
-	body := http.MaxBytesReader(w, r.Body, 1<<20)
-	if err := json.NewDecoder(body).Decode(&req); err != nil && err.Error() != "EOF" {
-		platform.WriteError(w, http.StatusBadRequest, "body: must be a JSON object such as {\"stage\":\"validate\"}: "+err.Error(), nil)
+	if berr := platform.DecodeJSON(w, r, 1<<20, &req, true); berr != nil {
+		if berr.Status == http.StatusBadRequest {
+			berr.Message += ` (the body is empty, or a JSON object such as {"stage":"validate"})`
+		}
+		berr.Write(w)
 		return
 	}
 	since, err := parseSince(req.Since)
@@ -255,9 +257,16 @@ func (h *Handler) replay(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) delete(w http.ResponseWriter, r *http.Request) {
-	if err := h.b.Delete(r.Context(), broker.TopicDeadLetter, r.PathValue("id")); err != nil {
-		platform.WriteError(w, http.StatusServiceUnavailable, "delete: "+err.Error(), nil)
-		return
+	id := r.PathValue("id")
+	err := h.b.Delete(r.Context(), broker.TopicDeadLetter, id)
+	switch {
+	case errors.Is(err, broker.ErrInvalidID):
+		platform.WriteError(w, http.StatusBadRequest, fmt.Sprintf("id: %s is not a dead letter id: use an id that GET /v1/deadletters lists", strconv.Quote(id)),
+			[]map[string]string{{"field": "id", "message": "not a dead letter id"}})
+	case err != nil:
+		h.log.Error("deadletters: delete", "id", id, "error", err.Error())
+		platform.WriteUnavailable(w, time.Second, "the dead-letter topic cannot be changed now; retry later")
+	default:
+		w.WriteHeader(http.StatusNoContent)
 	}
-	w.WriteHeader(http.StatusNoContent)
 }

@@ -3,6 +3,7 @@ package deadletter
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -163,6 +164,38 @@ func TestHandler(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || rr.Replayed != 1 {
 		t.Fatalf("replay: %d %+v", resp.StatusCode, rr)
+	}
+	// Strict input: a body that is not a JSON object of known fields, or
+	// not JSON, replays nothing; an id that cannot be one is a 400, not a
+	// retryable 503.
+	for _, tt := range []struct{ ct, body, want string }{
+		{"application/json", `{"stages":"validate"}`, `unknown field \"stages\"`},
+		{"application/json", `{"Stage":"validate"}`, `unknown field \"Stage\"`},
+		{"application/json", `{"stage":"validate","stage":"decode"}`, `stage: is given more than once`},
+		{"text/plain", `{"stage":"validate"}`, `Content-Type \"text/plain\" is not accepted`},
+		{"application/x-www-form-urlencoded", `stage=validate`, `is not accepted`},
+	} {
+		resp, err := http.Post(srv.URL+"/v1/deadletters/replay", tt.ct, strings.NewReader(tt.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode/100 != 4 || !strings.Contains(string(b), tt.want) {
+			t.Errorf("replay %s %s: %d %s, want a 4xx saying %s", tt.ct, tt.body, resp.StatusCode, b, tt.want)
+		}
+	}
+	for _, id := range []string{"abc", "0", "-1", "1.5"} {
+		req, _ := http.NewRequest("DELETE", srv.URL+"/v1/deadletters/"+id, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 400 || resp.Header.Get("Retry-After") != "" || !strings.Contains(string(b), "id: ") {
+			t.Errorf("DELETE %s: %d %s, want 400 naming id", id, resp.StatusCode, b)
+		}
 	}
 	_, lr := get("")
 	req, _ := http.NewRequest("DELETE", srv.URL+"/v1/deadletters/"+lr.DeadLetters[0].ID, nil)

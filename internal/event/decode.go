@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
-	"time"
 
 	json "github.com/goccy/go-json"
+	"github.com/goccy/go-json/jsontext"
+	jsonv2 "github.com/goccy/go-json/v2"
 )
 
 // Body formats that carry events.
@@ -16,9 +18,15 @@ const (
 	ContentTypeNDJSON = "application/x-ndjson" // one event per line
 )
 
+// MediaTypes are the media types of bodies of events, as a Content-Type
+// names them: JSON, and NDJSON under its several names.
+var MediaTypes = []string{ContentTypeJSON, ContentTypeNDJSON, "application/ndjson", "application/jsonl",
+	"application/x-jsonlines", "application/jsonlines"}
+
 // MediaType normalises a Content-Type header to one of the body formats, or
 // returns "" if it is not one. application/jsonl, application/ndjson and
-// application/jsonlines are taken as NDJSON.
+// application/jsonlines are taken as NDJSON. An empty one is JSON (broker
+// messages of old producers); ingest requires a Content-Type.
 func MediaType(contentType string) string {
 	mt, _, _ := strings.Cut(contentType, ";")
 	switch strings.ToLower(strings.TrimSpace(mt)) {
@@ -97,30 +105,132 @@ func Decode(body []byte, mediaType string, maxEvents int) ([]Decoded, error) {
 
 type decodeError struct{ field, msg string }
 
+// The decoder of one event is strict: input that is not exactly valid is
+// refused, never repaired. goccy/go-json's v1 API (json.Unmarshal, the
+// semantics of encoding/json) matches member names case-insensitively (its
+// struct decoder folds keys: internal/decoder/struct_keys.go), keeps the last
+// of duplicate names, replaces invalid UTF-8 by U+FFFD, drops unknown members
+// and reads times loosely (an offset of +24:00, an hour of one digit). Its v2
+// API (the semantics of encoding/json/v2) does none of that: names are exact,
+// a duplicate name or invalid UTF-8 is an error with the JSON pointer of the
+// member, and RejectUnknownMembers refuses a member the type does not have.
+// occurred_at is read by unmarshalTime: RFC 3339 exactly (ParseRFC3339),
+// from MinOccurredAt on.
+var strictEvent = jsonv2.JoinOptions(
+	jsonv2.RejectUnknownMembers(true),
+	jsonv2.WithUnmarshalers(jsonv2.UnmarshalFunc(unmarshalTime)),
+)
+
 // decodeOne decodes one event. A JSON object followed by anything but space
 // is an error (the single-object form of application/json).
 func decodeOne(raw []byte, e *Event) *decodeError {
 	if len(raw) == 0 || raw[0] != '{' {
 		return &decodeError{msg: "event must be a JSON object"}
 	}
-	err := json.Unmarshal(raw, e)
+	err := jsonv2.Unmarshal(raw, e, strictEvent)
 	if err == nil {
 		return nil
 	}
-	var te *json.UnmarshalTypeError
-	var pe *time.ParseError
+	return describe(err)
+}
+
+// describe turns a decode error into the field it is about (a JSON path such
+// as location.latitude; "" for the event as a whole) and a message.
+func describe(err error) *decodeError {
+	var (
+		serr *jsonv2.SemanticError
+		terr *timeError
+		xerr *jsontext.SyntacticError
+	)
 	switch {
-	case errors.As(err, &te):
-		field := te.Field
-		// goccy names the field "Event.location.latitude"; keep the JSON path.
-		if _, rest, ok := strings.Cut(field, "."); ok && strings.HasPrefix(field, "Event.") {
-			field = rest
+	case errors.As(err, &terr):
+		return &decodeError{field: "occurred_at", msg: terr.msg}
+	case errors.As(err, &serr):
+		field := fieldPath(serr.JSONPointer)
+		switch {
+		case errors.Is(serr.Err, jsonv2.ErrUnknownName):
+			return &decodeError{field: field, msg: unknownName(serr.JSONPointer)}
+		case serr.Err != nil && serr.Err.Error() == "value out of range":
+			return &decodeError{field: field, msg: "is out of range: " + string(serr.JSONValue)}
+		case field != "" && serr.GoType != nil:
+			return &decodeError{field: field, msg: fmt.Sprintf("must be %s, got %s", jsonKind(serr.GoType.Kind().String()), kindName(serr.JSONKind))}
 		}
-		return &decodeError{field: field, msg: fmt.Sprintf("must be %s, got %s", jsonKind(te.Type.Kind().String()), te.Value)}
-	case errors.As(err, &pe):
-		return &decodeError{field: "occurred_at", msg: "must be an RFC 3339 timestamp such as 2026-01-14T21:00:00Z"}
+	case errors.As(err, &xerr):
+		field := fieldPath(xerr.JSONPointer)
+		switch {
+		case errors.Is(xerr.Err, jsontext.ErrDuplicateName):
+			return &decodeError{field: field, msg: "is given more than once: each field may appear once"}
+		case xerr.Err != nil && xerr.Err.Error() == invalidUTF8:
+			if field == "" {
+				return &decodeError{msg: "a field name is not valid UTF-8"}
+			}
+			return &decodeError{field: field, msg: "is not valid UTF-8 (a name or a value within it)"}
+		}
 	}
 	return &decodeError{msg: "invalid JSON: " + cleanJSONError(err)}
+}
+
+// invalidUTF8 is the text of the error jsontext reports for invalid UTF-8
+// (it does not export the error); TestDecodeStrict holds it.
+const invalidUTF8 = "invalid UTF-8"
+
+// fieldPath turns a JSON pointer (/location/latitude) into the dotted path
+// the API names fields by (location.latitude).
+func fieldPath(p jsontext.Pointer) string {
+	var b strings.Builder
+	for tok := range p.Tokens() {
+		if b.Len() > 0 {
+			b.WriteByte('.')
+		}
+		b.WriteString(tok)
+	}
+	return b.String()
+}
+
+// unknownName is the message for a member the event does not have; one that
+// differs from a field only by case says which.
+func unknownName(p jsontext.Pointer) string {
+	name := p.LastToken()
+	for _, known := range fieldNames[fieldPath(p.Parent())] {
+		if strings.EqualFold(known, name) {
+			return fmt.Sprintf("is not a field: names are exact and case-sensitive; did you mean %q?", known)
+		}
+	}
+	return "is not a field of the event schema (GET /v1/schema); nothing was accepted"
+}
+
+// fieldNames lists the JSON names of the fields of each object of an event,
+// by the object's path ("" for the event).
+var fieldNames = map[string][]string{
+	"":         jsonNames(reflect.TypeFor[Event]()),
+	"user":     jsonNames(reflect.TypeFor[User]()),
+	"location": jsonNames(reflect.TypeFor[Location]()),
+}
+
+func jsonNames(t reflect.Type) []string {
+	var out []string
+	for i := range t.NumField() {
+		out = append(out, jsonName(t.Field(i)))
+	}
+	return out
+}
+
+func kindName(k jsontext.Kind) string {
+	switch k {
+	case 'n':
+		return "null"
+	case 'f', 't':
+		return "a boolean"
+	case '"':
+		return "a string"
+	case '0':
+		return "a number"
+	case '{':
+		return "an object"
+	case '[':
+		return "an array"
+	}
+	return "another kind of value"
 }
 
 func jsonKind(goKind string) string {
@@ -140,7 +250,7 @@ func jsonKind(goKind string) string {
 }
 
 func cleanJSONError(err error) string {
-	return strings.TrimPrefix(err.Error(), "json: ")
+	return strings.TrimPrefix(strings.TrimPrefix(err.Error(), "json: "), "jsontext: ")
 }
 
 // Marshal encodes a value with the codec the pipeline uses everywhere.

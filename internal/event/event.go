@@ -19,7 +19,7 @@ const TypeUserObserved = "user.observed"
 type Event struct {
 	EventID    string            `json:"event_id" schema:"required,minLength=1,maxLength=128,pattern=^[A-Za-z0-9][A-Za-z0-9._:@/+=-]*$" desc:"Unique id of the event; the idempotency key: the same id stored twice leaves one record."`
 	EventType  string            `json:"event_type" schema:"required,minLength=1,maxLength=64,pattern=^[a-z][a-z0-9_.-]*$" desc:"Kind of event, lower case, e.g. user.observed, user.signup, page.view."`
-	OccurredAt time.Time         `json:"occurred_at" schema:"required" desc:"When the event happened (RFC 3339); the weather is joined for this time."`
+	OccurredAt time.Time         `json:"occurred_at" schema:"required" desc:"When the event happened (RFC 3339; from 2000-01-01T00:00:00Z to the receiver's clock plus its clock skew, 5 minutes by default); the weather is joined for this time."`
 	User       User              `json:"user" schema:"required" desc:"The user the event is about."`
 	Location   Location          `json:"location" schema:"required" desc:"Where the user was."`
 	Attributes map[string]string `json:"attributes,omitempty" schema:"maxProperties=64,keyMaxLength=64,maxLength=1024" desc:"Free-form string attributes."`

@@ -63,6 +63,10 @@ var mutations = []mutation{
 	{"long attribute name", "attributes." + strings.Repeat("k", 65), func(m map[string]any) {
 		m["attributes"] = map[string]any{strings.Repeat("k", 65): "v"}
 	}},
+	{"unknown field", "colour", func(m map[string]any) { m["colour"] = "red" }},
+	{"field name in upper case", "EVENT_ID", func(m map[string]any) { m["EVENT_ID"] = m["event_id"]; delete(m, "event_id") }},
+	{"unknown user field", "user.Email", func(m map[string]any) { sub(m, "user")["Email"] = "x@example.com" }},
+	{"occurred_at not RFC 3339", "occurred_at", func(m map[string]any) { m["occurred_at"] = "2026-11-26 11:00:00Z" }},
 	{"too many attributes", "attributes", func(m map[string]any) {
 		a := map[string]any{}
 		for i := range 65 {
@@ -103,8 +107,8 @@ func TestSchemaAndValidateAgree(t *testing.T) {
 		t.Fatalf("schema rejects the valid event: %v", err)
 	}
 	var e Event
-	if err := Unmarshal(base, &e); err != nil {
-		t.Fatal(err)
+	if err := decodeOne(base, &e); err != nil {
+		t.Fatalf("decode the valid event: %+v", err)
 	}
 	if errs := e.Validate(0, now, DefaultMaxClockSkew); len(errs) != 0 {
 		t.Fatalf("Validate rejects the valid event: %v", errs)
@@ -121,10 +125,12 @@ func TestSchemaAndValidateAgree(t *testing.T) {
 				t.Errorf("schema accepts %s", b)
 			}
 			var e Event
-			if derr := Unmarshal(b, &e); derr != nil {
-				t.Fatalf("decode: %v", derr)
+			var errs []FieldError
+			if derr := decodeOne(b, &e); derr != nil {
+				errs = []FieldError{{Field: derr.field, Message: derr.msg}}
+			} else {
+				errs = e.Validate(0, now, DefaultMaxClockSkew)
 			}
-			errs := e.Validate(0, now, DefaultMaxClockSkew)
 			if len(errs) == 0 {
 				t.Fatalf("Validate accepts %s", b)
 			}

@@ -2,8 +2,10 @@ package event
 
 import (
 	"reflect"
+	"regexp"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // FuzzDecode feeds arbitrary bodies to the ingest decoder: it must never
@@ -24,6 +26,9 @@ func FuzzDecode(f *testing.F) {
 		{`[`, false},
 		{"\n\n{}\n[]\n", true},
 		{`{"attributes":{"k":null},"user":{"id":null},"location":null}`, false},
+		{`{"event_id":"a","event_id":"b","EVENT_TYPE":"t","occurred_at":"2026-11-26T11:00:00+24:00"}`, false},
+		{"{\"user\":{\"id\":\"u\xed\xa0\x80\"},\"attributes\":{\"a\":\"1\",\"a\":\"2\"}}", true},
+		{`{"occurred_at":"0001-01-01T00:00:00Z"}` + "\n" + `{"occurred_at":"9999-12-31T23:59:59.999999999-23:59"}`, true},
 	} {
 		f.Add([]byte(seed.body), seed.ndjson)
 	}
@@ -42,6 +47,9 @@ func FuzzDecode(f *testing.F) {
 		}
 		for i := range got {
 			d := &got[i]
+			if len(d.Errors) == 0 && !utf8.Valid(d.Raw) {
+				t.Fatalf("event %d decoded from invalid UTF-8: %q", i, d.Raw)
+			}
 			if len(d.Errors) > 0 {
 				for _, e := range d.Errors {
 					if e.Index != i || e.Message == "" {
@@ -59,6 +67,10 @@ func FuzzDecode(f *testing.F) {
 				t.Fatalf("encode a valid event: %v", err)
 			}
 			var back Event
+			if err := decodeOne(b, &back); err != nil {
+				t.Fatalf("the strict decoder refuses its own encoding %s: %+v", b, err)
+			}
+			back = Event{}
 			if err := Unmarshal(b, &back); err != nil {
 				t.Fatalf("decode %s: %v", b, err)
 			}
@@ -77,6 +89,35 @@ func FuzzDecode(f *testing.F) {
 			if _, err := FromValues(r.Values()); err != nil {
 				t.Fatalf("values: %v", err)
 			}
+		}
+	})
+}
+
+// rfc3339 is RFC 3339's date-time grammar as ParseRFC3339 reads it
+// (upper-case T and Z, at most nine fractional digits).
+var rfc3339 = regexp.MustCompile(`^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$`)
+
+// FuzzParseRFC3339: the strict parser accepts exactly what the grammar and
+// time.Parse both accept, with a zone offset of at most 23:59, and reads the
+// instant time.Parse reads.
+func FuzzParseRFC3339(f *testing.F) {
+	for _, s := range []string{"2026-11-26T11:00:00Z", "2026-11-26T11:00:00.5+01:00", "2026-11-26T11:00:00+24:00",
+		"2026-11-26T1:00:00Z", "2026-02-29T00:00:00Z", "2024-02-29T00:00:00-00:00", "2026-11-26t11:00:00z",
+		"2026-11-26T11:00:00.1234567891Z", "0000-01-01T00:00:00Z", "2026-12-31T23:59:60Z"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, err := ParseRFC3339(s)
+		want, werr := time.Parse(time.RFC3339Nano, s)
+		grammar := rfc3339.MatchString(s)
+		offsetOK := grammar && (s[len(s)-1] == 'Z' || s[len(s)-6+1] <= '2' && (s[len(s)-6+1] < '2' || s[len(s)-6+2] <= '3') && s[len(s)-2] <= '5')
+		switch {
+		case err == nil && (werr != nil || !grammar):
+			t.Fatalf("%q accepted; time.Parse: %v, grammar %v", s, werr, grammar)
+		case err == nil && !got.Equal(want):
+			t.Fatalf("%q read as %v, time.Parse reads %v", s, got, want)
+		case err != nil && werr == nil && grammar && offsetOK:
+			t.Fatalf("%q refused (%v), though RFC 3339 and time.Parse accept it", s, err)
 		}
 	})
 }

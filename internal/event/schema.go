@@ -186,7 +186,9 @@ var (
 
 // JSONSchema returns the JSON Schema (draft 2020-12) of an Event, generated
 // from the Go type. Ingest accepts exactly the documents it accepts, except
-// for the clock check on occurred_at, which no schema can express.
+// for what no schema expresses: the range of occurred_at (MinOccurredAt to
+// the receiver's clock plus its clock skew), duplicate member names and
+// invalid UTF-8, all of which ingest refuses too.
 func JSONSchema() []byte {
 	schemaOnce.Do(func() {
 		s := objectSchema(reflect.TypeFor[Event]())
@@ -226,7 +228,8 @@ func objectSchema(t reflect.Type) map[string]any {
 		}
 	}
 	walk(t)
-	s := map[string]any{"type": "object", "properties": props}
+	// Field names are exact: a member the type does not have is refused.
+	s := map[string]any{"type": "object", "properties": props, "additionalProperties": false}
 	if len(required) > 0 {
 		s["required"] = required
 	}

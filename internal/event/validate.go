@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"regexp"
+	"regexp/syntax"
 	"sort"
 	"strings"
 	"time"
@@ -32,7 +33,56 @@ const DefaultMaxClockSkew = 5 * time.Minute
 var (
 	eventIDPattern   = regexp.MustCompile(patternOf("EventID"))
 	eventTypePattern = regexp.MustCompile(patternOf("EventType"))
+	// The patterns' matchers: a table lookup a byte, for patterns of the
+	// form ^[first][rest]*$ (see classMatcher); regexp otherwise.
+	eventIDMatch, _   = classMatcher(eventIDPattern)
+	eventTypeMatch, _ = classMatcher(eventTypePattern)
 )
+
+// classMatcher returns a matcher of re equivalent to re.MatchString and
+// faster, and true, when re is ^[A][B]*$ with A and B classes of ASCII
+// characters, as the schema's patterns are; else re.MatchString and false.
+// A test holds the two to the same answers.
+func classMatcher(re *regexp.Regexp) (func(string) bool, bool) {
+	prog, err := syntax.Parse(re.String(), syntax.Perl)
+	if err != nil {
+		return re.MatchString, false
+	}
+	prog = prog.Simplify()
+	sub := prog.Sub
+	if prog.Op != syntax.OpConcat || len(sub) != 4 || sub[0].Op != syntax.OpBeginText || sub[3].Op != syntax.OpEndText ||
+		sub[1].Op != syntax.OpCharClass || sub[2].Op != syntax.OpStar || sub[2].Sub[0].Op != syntax.OpCharClass {
+		return re.MatchString, false
+	}
+	table := func(ranges []rune) (*[256]bool, bool) {
+		var t [256]bool
+		for i := 0; i+1 < len(ranges); i += 2 {
+			if ranges[i+1] >= utf8.RuneSelf {
+				return nil, false
+			}
+			for r := ranges[i]; r <= ranges[i+1]; r++ {
+				t[r] = true
+			}
+		}
+		return &t, true
+	}
+	first, ok1 := table(sub[1].Rune)
+	rest, ok2 := table(sub[2].Sub[0].Rune)
+	if !ok1 || !ok2 {
+		return re.MatchString, false
+	}
+	return func(s string) bool {
+		if len(s) == 0 || !first[s[0]] {
+			return false
+		}
+		for i := 1; i < len(s); i++ {
+			if !rest[s[i]] {
+				return false
+			}
+		}
+		return true
+	}, true
+}
 
 func patternOf(field string) string {
 	f, _ := typeOfEvent.FieldByName(field)
@@ -53,7 +103,49 @@ var (
 		}
 		return m
 	}()
+	// Each field's, looked up once rather than on every event.
+	lim = struct {
+		eventID, eventType                                                     *schemaTag
+		userID, userUsername, userName, userTitle, userFirstName, userLastName *schemaTag
+		userEmail, userPhone, userCell, userGender, userNationality            *schemaTag
+		userBirthDate, userPictureURL                                          *schemaTag
+		locationStreet, locationCity, locationState, locationCountry           *schemaTag
+		locationPostcode, locationTimezone, latitude, longitude, attributes    *schemaTag
+	}{
+		eventID:          limitOf("Event.EventID"),
+		eventType:        limitOf("Event.EventType"),
+		userID:           limitOf("User.ID"),
+		userUsername:     limitOf("User.Username"),
+		userName:         limitOf("User.Name"),
+		userTitle:        limitOf("User.Title"),
+		userFirstName:    limitOf("User.FirstName"),
+		userLastName:     limitOf("User.LastName"),
+		userEmail:        limitOf("User.Email"),
+		userPhone:        limitOf("User.Phone"),
+		userCell:         limitOf("User.Cell"),
+		userGender:       limitOf("User.Gender"),
+		userNationality:  limitOf("User.Nationality"),
+		userBirthDate:    limitOf("User.BirthDate"),
+		userPictureURL:   limitOf("User.PictureURL"),
+		locationStreet:   limitOf("Location.Street"),
+		locationCity:     limitOf("Location.City"),
+		locationState:    limitOf("Location.State"),
+		locationCountry:  limitOf("Location.Country"),
+		locationPostcode: limitOf("Location.Postcode"),
+		locationTimezone: limitOf("Location.Timezone"),
+		latitude:         limitOf("Location.Latitude"),
+		longitude:        limitOf("Location.Longitude"),
+		attributes:       limitOf("Event.Attributes"),
+	}
 )
+
+func limitOf(key string) *schemaTag {
+	t, ok := limits[key]
+	if !ok {
+		panic("event: no field " + key)
+	}
+	return &t
+}
 
 // Validate checks an event against the schema and returns every problem, in
 // a stable order; index is copied into each FieldError. now and maxSkew bound
@@ -63,8 +155,7 @@ func (e *Event) Validate(index int, now time.Time, maxSkew time.Duration) []Fiel
 	add := func(field, format string, args ...any) {
 		errs = append(errs, FieldError{Index: index, Field: field, Message: fmt.Sprintf(format, args...)})
 	}
-	str := func(field, key, v string) {
-		t := limits[key]
+	str := func(field string, t *schemaTag, v string) {
 		n := utf8.RuneCountInString(v)
 		switch {
 		case t.required && v == "":
@@ -75,40 +166,42 @@ func (e *Event) Validate(index int, now time.Time, maxSkew time.Duration) []Fiel
 			add(field, "must be at most %d characters, got %d", t.maxLength, n)
 		}
 	}
-	str("event_id", "Event.EventID", e.EventID)
-	if e.EventID != "" && !eventIDPattern.MatchString(e.EventID) {
+	str("event_id", lim.eventID, e.EventID)
+	if e.EventID != "" && !eventIDMatch(e.EventID) {
 		add("event_id", "must match %s", eventIDPattern)
 	}
-	str("event_type", "Event.EventType", e.EventType)
-	if e.EventType != "" && !eventTypePattern.MatchString(e.EventType) {
+	str("event_type", lim.eventType, e.EventType)
+	if e.EventType != "" && !eventTypeMatch(e.EventType) {
 		add("event_type", "must match %s", eventTypePattern)
 	}
 	switch {
 	case e.OccurredAt.IsZero():
 		add("occurred_at", "is required (RFC 3339 timestamp)")
+	case e.OccurredAt.Before(MinOccurredAt):
+		add("occurred_at", "must be on or after %s, got %s", MinOccurredAt.Format(time.RFC3339), e.OccurredAt.Format(time.RFC3339Nano))
 	case !now.IsZero() && e.OccurredAt.After(now.Add(maxSkew)):
-		add("occurred_at", "is %s in the future; at most %s of clock skew is allowed",
-			e.OccurredAt.Sub(now).Round(time.Second), maxSkew)
+		// Not as a duration: year 9999 is further away than a Duration holds.
+		add("occurred_at", "is in the future: got %s, the latest accepted is %s (the receiver's clock plus %s of clock skew)",
+			e.OccurredAt.Format(time.RFC3339Nano), now.Add(maxSkew).UTC().Format(time.RFC3339), maxSkew)
 	}
 
 	u := &e.User
-	str("user.id", "User.ID", u.ID)
-	str("user.username", "User.Username", u.Username)
-	str("user.name", "User.Name", u.Name)
-	str("user.title", "User.Title", u.Title)
-	str("user.first_name", "User.FirstName", u.FirstName)
-	str("user.last_name", "User.LastName", u.LastName)
-	str("user.email", "User.Email", u.Email)
-	str("user.phone", "User.Phone", u.Phone)
-	str("user.cell", "User.Cell", u.Cell)
-	str("user.gender", "User.Gender", u.Gender)
-	str("user.nationality", "User.Nationality", u.Nationality)
-	str("user.birth_date", "User.BirthDate", u.BirthDate)
-	str("user.picture_url", "User.PictureURL", u.PictureURL)
+	str("user.id", lim.userID, u.ID)
+	str("user.username", lim.userUsername, u.Username)
+	str("user.name", lim.userName, u.Name)
+	str("user.title", lim.userTitle, u.Title)
+	str("user.first_name", lim.userFirstName, u.FirstName)
+	str("user.last_name", lim.userLastName, u.LastName)
+	str("user.email", lim.userEmail, u.Email)
+	str("user.phone", lim.userPhone, u.Phone)
+	str("user.cell", lim.userCell, u.Cell)
+	str("user.gender", lim.userGender, u.Gender)
+	str("user.nationality", lim.userNationality, u.Nationality)
+	str("user.birth_date", lim.userBirthDate, u.BirthDate)
+	str("user.picture_url", lim.userPictureURL, u.PictureURL)
 
 	l := &e.Location
-	coord := func(field, key string, v *float64) {
-		t := limits[key]
+	coord := func(field string, t *schemaTag, v *float64) {
 		switch {
 		case v == nil:
 			add(field, "is required")
@@ -118,17 +211,17 @@ func (e *Event) Validate(index int, now time.Time, maxSkew time.Duration) []Fiel
 			add(field, "must be between %g and %g, got %g", *t.minimum, *t.maximum, *v)
 		}
 	}
-	coord("location.latitude", "Location.Latitude", l.Latitude)
-	coord("location.longitude", "Location.Longitude", l.Longitude)
-	str("location.street", "Location.Street", l.Street)
-	str("location.city", "Location.City", l.City)
-	str("location.state", "Location.State", l.State)
-	str("location.country", "Location.Country", l.Country)
-	str("location.postcode", "Location.Postcode", l.Postcode)
-	str("location.timezone", "Location.Timezone", l.Timezone)
+	coord("location.latitude", lim.latitude, l.Latitude)
+	coord("location.longitude", lim.longitude, l.Longitude)
+	str("location.street", lim.locationStreet, l.Street)
+	str("location.city", lim.locationCity, l.City)
+	str("location.state", lim.locationState, l.State)
+	str("location.country", lim.locationCountry, l.Country)
+	str("location.postcode", lim.locationPostcode, l.Postcode)
+	str("location.timezone", lim.locationTimezone, l.Timezone)
 
 	if len(e.Attributes) > 0 {
-		t := limits["Event.Attributes"]
+		t := lim.attributes
 		if len(e.Attributes) > t.maxProperties {
 			add("attributes", "must have at most %d entries, got %d", t.maxProperties, len(e.Attributes))
 		}

@@ -14,12 +14,10 @@
 package ingest
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"time"
@@ -32,7 +30,7 @@ import (
 // Config configures ingest.
 type Config struct {
 	MaxEvents       int           // events per request
-	MaxBodyBytes    int64         // bytes per request body
+	MaxBodyBytes    int64         // bytes per request body, as sent and decompressed
 	MaxClockSkew    time.Duration // how far in the future occurred_at may be
 	PublishTimeout  time.Duration // how long to wait for the broker before 503
 	MaxErrors       int           // field errors listed in a 400 answer
@@ -48,7 +46,7 @@ type Config struct {
 // RegisterFlags adds ingest's flags to fs.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxEvents, "ingest-max-events", 1000, "most events in one POST /v1/events request")
-	fs.Int64Var(&c.MaxBodyBytes, "ingest-max-bytes", 5<<20, "largest POST /v1/events body, in bytes")
+	fs.Int64Var(&c.MaxBodyBytes, "ingest-max-bytes", 5<<20, "largest POST /v1/events body, in bytes, as sent and once decompressed (Content-Encoding: gzip)")
 	fs.DurationVar(&c.MaxClockSkew, "ingest-max-clock-skew", event.DefaultMaxClockSkew, "how far in the future occurred_at may be")
 	fs.DurationVar(&c.PublishTimeout, "ingest-publish-timeout", 5*time.Second, "how long ingest waits for the broker before answering 503")
 	fs.IntVar(&c.MaxErrors, "ingest-max-errors", 100, "most field errors listed in a 400 answer")
@@ -162,31 +160,23 @@ func (h *Handler) postEvents(w http.ResponseWriter, r *http.Request) {
 // request's span if any. It returns the outcome and the number of events
 // (0 when not known).
 func (h *Handler) serveEvents(ctx context.Context, w http.ResponseWriter, r *http.Request) (Outcome, int) {
-	mt := event.MediaType(r.Header.Get("Content-Type"))
-	if mt == "" {
-		platform.WriteError(w, http.StatusUnsupportedMediaType,
-			fmt.Sprintf("Content-Type %q is not accepted: send %s (one event or an array) or %s",
-				r.Header.Get("Content-Type"), event.ContentTypeJSON, event.ContentTypeNDJSON), nil)
+	ct, berr := platform.CheckMediaType(r.Header.Get("Content-Type"), event.MediaTypes)
+	if berr != nil {
+		berr.Message += fmt.Sprintf(" (%s: one event or an array; %s: one event a line)", event.ContentTypeJSON, event.ContentTypeNDJSON)
+		berr.Write(w)
 		return OutcomeInvalid, 0
 	}
+	mt := event.MediaType(ct)
 	if h.Admit != nil {
 		if err := h.Admit(); err != nil {
 			platform.WriteUnavailable(w, retryAfter, err.Error())
 			return OutcomeRefused, 0
 		}
 	}
-	if r.ContentLength > h.cfg.MaxBodyBytes {
-		tooLarge(w, h.cfg.MaxBodyBytes)
-		return OutcomeInvalid, 0
-	}
-	body, err := readBody(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes), r.ContentLength)
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			tooLarge(w, h.cfg.MaxBodyBytes)
-			return OutcomeInvalid, 0
-		}
-		platform.WriteError(w, http.StatusBadRequest, "read request body: "+err.Error(), nil)
+	// The body limit holds after decompression: a gzip bomb is a 413.
+	body, berr := platform.ReadBody(w, r, h.cfg.MaxBodyBytes, true)
+	if berr != nil {
+		berr.Write(w)
 		return OutcomeInvalid, 0
 	}
 	now := h.now().UTC()
@@ -240,22 +230,6 @@ func (h *Handler) serveEvents(ctx context.Context, w http.ResponseWriter, r *htt
 	}
 	platform.WriteJSON(w, http.StatusAccepted, Accepted{Accepted: len(decoded), IngestedAt: now})
 	return OutcomeAccepted, len(decoded)
-}
-
-// readBody reads a body of the announced length (-1: unknown) in one
-// allocation when the length is known.
-func readBody(r io.Reader, length int64) ([]byte, error) {
-	if length < 0 || length > 64<<20 {
-		return io.ReadAll(r)
-	}
-	buf := bytes.NewBuffer(make([]byte, 0, length+1)) // +1: ReadFrom reads to EOF
-	_, err := buf.ReadFrom(r)
-	return buf.Bytes(), err
-}
-
-func tooLarge(w http.ResponseWriter, limit int64) {
-	platform.WriteError(w, http.StatusRequestEntityTooLarge,
-		fmt.Sprintf("request body is larger than %d bytes: split it into smaller requests", limit), nil)
 }
 
 func (h *Handler) getSchema(w http.ResponseWriter, r *http.Request) {

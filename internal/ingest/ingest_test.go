@@ -1,10 +1,14 @@
 package ingest
 
 import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -129,6 +133,15 @@ func TestPostEventsRefused(t *testing.T) {
 	}{
 		{"wrong content type", "text/plain", ev("a"), 415, nil},
 		{"form", "application/x-www-form-urlencoded", "a=b", 415, nil},
+		{"multipart form", "multipart/form-data; boundary=x", "--x--", 415, nil},
+		{"no content type", "-", ev("a"), 415, nil},
+		{"latin-1", "application/json; charset=iso-8859-1", ev("a"), 415, nil},
+		{"utf-16", "application/x-ndjson; charset=utf-16", ev("a"), 415, nil},
+		{"unknown field", "application/json", strings.Replace(ev("a"), `"event_id"`, `"colour":"red","event_id"`, 1), 400, []string{"0:colour"}},
+		{"name in upper case", "application/x-ndjson", ev("a") + "\n" + strings.Replace(ev("b"), `"event_id"`, `"EVENT_ID"`, 1), 400, []string{"1:EVENT_ID"}},
+		{"duplicate name", "application/json", strings.Replace(ev("a"), `"event_type"`, `"event_id":"b","event_type"`, 1), 400, []string{"0:event_id"}},
+		{"invalid UTF-8", "application/json", strings.Replace(ev("a"), "Ann Lee", "Ann \xffLee", 1), 400, []string{"0:user.name"}},
+		{"offset +24:00", "application/json", strings.Replace(ev("a"), "2026-11-26T11:59:00Z", "2026-11-26T11:59:00+24:00", 1), 400, []string{"0:occurred_at"}},
 		{"empty", "application/json", "", 400, nil},
 		{"not json", "application/json", "hello", 400, nil},
 		{"empty array", "application/json", "[]", 400, nil},
@@ -458,5 +471,110 @@ func TestGroupCommit(t *testing.T) {
 				t.Errorf("grouped message holds %v, want b,c1,c2,d", ids)
 			}
 		})
+	}
+}
+
+func gzipped(t *testing.T, b []byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	zw.Write(b)
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// TestContentEncoding: a gzip body is accepted and published decompressed;
+// the body limit holds after decompression (a gzip bomb is 413); other
+// encodings are 415.
+func TestContentEncoding(t *testing.T) {
+	const limit = 64 << 10
+	body := []byte(ev("a") + "\n" + ev("b") + "\n")
+	bomb := gzipped(t, bytes.Repeat([]byte(" "), 64<<20)) // 64 MiB of spaces in about 64 KiB
+	tests := []struct {
+		name, encoding string
+		body           []byte
+		status         int
+	}{
+		{"gzip", "gzip", gzipped(t, body), 202},
+		{"x-gzip", "x-gzip", gzipped(t, body), 202},
+		{"identity", "identity", body, 202},
+		{"gzip bomb", "gzip", bomb, 413},
+		{"not gzip", "gzip", body, 400},
+		{"cut short", "gzip", gzipped(t, body)[:20], 400},
+		{"deflate", "deflate", body, 415},
+		{"brotli", "br", body, 415},
+		{"gzip twice", "gzip, gzip", gzipped(t, gzipped(t, body)), 415},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.name == "gzip bomb" && len(bomb) >= limit {
+				t.Fatalf("the bomb is %d bytes compressed: not under the limit", len(bomb))
+			}
+			rec := &recorder{}
+			srv := newServer(t, rec, func(c *Config) { c.MaxBodyBytes = limit })
+			req, _ := http.NewRequest("POST", srv.URL+"/v1/events", bytes.NewReader(tt.body))
+			req.Header.Set("Content-Type", "application/x-ndjson")
+			req.Header.Set("Content-Encoding", tt.encoding)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tt.status, b)
+			}
+			if tt.status != 202 {
+				if len(rec.msgs) != 0 {
+					t.Errorf("published %d messages", len(rec.msgs))
+				}
+				return
+			}
+			if len(rec.msgs) != 1 || !bytes.Equal(rec.msgs[0].Data, body) {
+				t.Fatalf("published %d messages; want the decompressed body", len(rec.msgs))
+			}
+		})
+	}
+}
+
+// TestStalledBody: a client that sends the headers and half the body, then
+// stalls, gets 408 once the server's read timeout passes, and the answer
+// names no socket address.
+func TestStalledBody(t *testing.T) {
+	rec := &recorder{}
+	h := New(Config{MaxEvents: 1000, MaxBodyBytes: 5 << 20, MaxClockSkew: time.Hour, PublishTimeout: time.Second, MaxErrors: 10}, rec, platform.Discard)
+	mux := http.NewServeMux()
+	h.Register(mux)
+	srv, err := platform.HTTPConfig{ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 300 * time.Millisecond}.Listen("127.0.0.1:0", mux, platform.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	defer srv.Shutdown(context.Background())
+
+	conn, err := net.Dial("tcp", srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	body := ev("a")
+	fmt.Fprintf(conn, "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body[:len(body)/2])
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second)) // bounded: the server answers after 300 ms
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusRequestTimeout {
+		t.Fatalf("status %d: %s", resp.StatusCode, b)
+	}
+	local, remote := conn.LocalAddr().String(), conn.RemoteAddr().String()
+	if strings.Contains(string(b), "127.0.0.1") || strings.Contains(string(b), local) || strings.Contains(string(b), remote) {
+		t.Errorf("the answer names a socket address: %s", b)
+	}
+	if len(rec.msgs) != 0 {
+		t.Errorf("published %d messages", len(rec.msgs))
 	}
 }

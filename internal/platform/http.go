@@ -3,14 +3,18 @@ package platform
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	json "github.com/goccy/go-json"
+	"golang.org/x/net/netutil"
 )
 
 // ErrorBody is the JSON body of every error answer of skyjoin's HTTP APIs.
@@ -33,6 +37,7 @@ var statusNames = map[int]string{
 	http.StatusForbidden:             "PERMISSION_DENIED",
 	http.StatusNotFound:              "NOT_FOUND",
 	http.StatusMethodNotAllowed:      "METHOD_NOT_ALLOWED",
+	http.StatusRequestTimeout:        "DEADLINE_EXCEEDED",
 	http.StatusConflict:              "ALREADY_EXISTS",
 	http.StatusRequestEntityTooLarge: "REQUEST_TOO_LARGE",
 	http.StatusUnsupportedMediaType:  "UNSUPPORTED_MEDIA_TYPE",
@@ -74,6 +79,84 @@ func WriteUnavailable(w http.ResponseWriter, retryAfter time.Duration, message s
 	WriteError(w, http.StatusServiceUnavailable, message, nil)
 }
 
+// HTTPConfig is how a process's HTTP server guards itself: a cap on
+// connections, read timeouts, the CORS policy and per-caller rate limits.
+type HTTPConfig struct {
+	// MaxConns caps the connections served at once; past it, new
+	// connections wait in the kernel's accept queue until one closes
+	// (netutil.LimitListener). 0: no cap.
+	MaxConns int
+	// ReadHeaderTimeout bounds the reading of a request's headers.
+	ReadHeaderTimeout time.Duration
+	// ReadTimeout bounds the reading of a whole request, body included; a
+	// body that has not arrived by then is answered 408 (see ReadBody).
+	ReadTimeout time.Duration
+	// CORSOrigins are the origins (scheme://host[:port]) whose pages may
+	// call the API from a browser; others are refused. Empty: none.
+	CORSOrigins []string
+	// Rate limits per caller and per instance (see RateLimiter); a rate of
+	// 0 turns the limit off.
+	IngestRate, ReadRate   float64
+	IngestBurst, ReadBurst int
+}
+
+// Defaults of HTTPConfig.
+const (
+	DefaultMaxConns          = 1024
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultReadTimeout       = 60 * time.Second
+	DefaultIngestRate        = 1000
+	DefaultIngestBurst       = 2000
+	DefaultReadRate          = 50
+	DefaultReadBurst         = 100
+)
+
+// RegisterFlags adds the HTTP server's flags to fs.
+func (c *HTTPConfig) RegisterFlags(fs *flag.FlagSet) {
+	fs.IntVar(&c.MaxConns, "http-max-conns", DefaultMaxConns, "most connections served at once; past it new connections wait until one closes (0: no cap)")
+	fs.DurationVar(&c.ReadHeaderTimeout, "http-read-header-timeout", DefaultReadHeaderTimeout, "how long a client may take to send a request's headers")
+	fs.DurationVar(&c.ReadTimeout, "http-read-timeout", DefaultReadTimeout, "how long a client may take to send a whole request, body included; a body not in by then gets 408")
+	fs.Func("cors-origins", "comma-separated origins (https://app.example.com) whose web pages may call the API; other cross-origin requests get 403 (default: none)", func(v string) error {
+		origins, err := parseOrigins(v)
+		c.CORSOrigins = origins
+		return err
+	})
+	fs.Float64Var(&c.IngestRate, "rate-ingest", DefaultIngestRate, "POST /v1/events requests per second per caller (API key or principal; client IP without auth), on each instance (0: no limit)")
+	fs.IntVar(&c.IngestBurst, "rate-ingest-burst", DefaultIngestBurst, "requests a caller may send at once above --rate-ingest")
+	fs.Float64Var(&c.ReadRate, "rate-read", DefaultReadRate, "read requests (records, stats, schema, stream) per second per caller, on each instance (0: no limit)")
+	fs.IntVar(&c.ReadBurst, "rate-read-burst", DefaultReadBurst, "read requests a caller may send at once above --rate-read")
+}
+
+// Validate reports every problem at once.
+func (c HTTPConfig) Validate() error {
+	var p Problems
+	if c.MaxConns < 0 {
+		p.Addf("http-max-conns must not be negative, got %d", c.MaxConns)
+	}
+	if c.ReadHeaderTimeout <= 0 {
+		p.Addf("http-read-header-timeout must be positive, got %s", c.ReadHeaderTimeout)
+	}
+	if c.ReadTimeout <= 0 {
+		p.Addf("http-read-timeout must be positive, got %s", c.ReadTimeout)
+	}
+	if _, err := parseOrigins(strings.Join(c.CORSOrigins, ",")); err != nil {
+		p.Addf("cors-origins: %v", err)
+	}
+	for _, r := range []struct {
+		name  string
+		rate  float64
+		burst int
+	}{{"rate-ingest", c.IngestRate, c.IngestBurst}, {"rate-read", c.ReadRate, c.ReadBurst}} {
+		switch {
+		case r.rate < 0 || math.IsNaN(r.rate) || math.IsInf(r.rate, 0):
+			p.Addf("%s must be a number of requests per second, 0 or more, got %v", r.name, r.rate)
+		case r.rate > 0 && r.burst < 1:
+			p.Addf("%s-burst must be at least 1 with a rate limit, got %d", r.name, r.burst)
+		}
+	}
+	return p.Err()
+}
+
 // Server is an HTTP server with the timeouts a public server needs and a
 // graceful shutdown.
 type Server struct {
@@ -82,19 +165,33 @@ type Server struct {
 	log *slog.Logger
 }
 
-// Listen binds addr (host:port; port 0 picks a free one).
+// Listen binds addr (host:port; port 0 picks a free one) with the default
+// HTTPConfig.
 func Listen(addr string, h http.Handler, log *slog.Logger) (*Server, error) {
+	return HTTPConfig{MaxConns: DefaultMaxConns, ReadHeaderTimeout: DefaultReadHeaderTimeout, ReadTimeout: DefaultReadTimeout}.Listen(addr, h, log)
+}
+
+// Listen binds addr (host:port; port 0 picks a free one) for h, with c's
+// connection cap and timeouts.
+func (c HTTPConfig) Listen(addr string, h http.Handler, log *slog.Logger) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	if c.MaxConns > 0 {
+		// Past the cap, Accept waits for a connection to close: new clients
+		// wait in the kernel's accept queue (then their connect times out),
+		// rather than getting an answer. Idle keep-alive connections count
+		// until IdleTimeout closes them.
+		ln = netutil.LimitListener(ln, c.MaxConns)
 	}
 	return &Server{
 		ln:  ln,
 		log: log,
 		srv: &http.Server{
 			Handler:           h,
-			ReadHeaderTimeout: 10 * time.Second,
-			ReadTimeout:       60 * time.Second,
+			ReadHeaderTimeout: c.ReadHeaderTimeout,
+			ReadTimeout:       c.ReadTimeout,
 			IdleTimeout:       120 * time.Second,
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		},

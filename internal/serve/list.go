@@ -2,6 +2,8 @@ package serve
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"fmt"
 	"math"
 	"net/http"
@@ -10,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/skyjoin/skyjoin/internal/event"
 	"github.com/skyjoin/skyjoin/internal/platform"
@@ -82,12 +85,24 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 		writeParamErrors(w, perrs)
 		return
 	}
+	bound := queryFingerprint(&q)
+	if q.Cursor != "" {
+		c, perr := unbindCursor(q.Cursor, bound)
+		if perr != nil {
+			writeParamErrors(w, []ParamError{*perr})
+			return
+		}
+		q.Cursor = c
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
 	defer cancel()
 	page, err := h.reader.List(ctx, q)
 	if err != nil {
 		h.readError(w, r, ctx, fmt.Errorf("list events: %w", err), "no events")
 		return
+	}
+	if page.NextCursor != "" {
+		page.NextCursor = bound + cursorSep + page.NextCursor
 	}
 	resp := ListResponse{Events: page.Records, NextCursor: page.NextCursor, Count: len(page.Records)}
 	if resp.Events == nil {
@@ -146,6 +161,7 @@ func parseParams(values url.Values, known []string) (params, []ParamError) {
 	for _, k := range keys {
 		vs := values[k]
 		if !slices.Contains(known, k) {
+			// printable quotes what is not valid UTF-8.
 			bad(printable(k), "unknown parameter; known: %s", strings.Join(known, ", "))
 			continue
 		}
@@ -154,6 +170,10 @@ func parseParams(values url.Values, known []string) (params, []ParamError) {
 			continue
 		}
 		v := vs[0]
+		if !utf8.ValidString(v) {
+			bad(k, "is not valid UTF-8 once percent-decoded")
+			continue
+		}
 		if v == "" && k != paramCursor {
 			bad(k, "must not be empty (leave the parameter out to not filter)")
 			continue
@@ -317,4 +337,60 @@ func printable(k string) string {
 	}
 	q := strconv.Quote(k)
 	return q[1 : len(q)-1]
+}
+
+// A cursor is bound to its query: the store's cursor, prefixed by a digest
+// of the filters and the order it was issued for, so that a cursor used
+// with other filters is refused rather than continuing some other listing
+// from a position that means nothing there. The page size may change.
+const cursorSep = "."
+
+// queryFingerprint is the digest of the filters and the order of q: 12
+// base64url characters (72 bits). The case-insensitive filters count in
+// lower case.
+func queryFingerprint(q *store.Query) string {
+	var b []byte
+	add := func(name, v string) {
+		b = append(b, name...)
+		b = append(b, '=')
+		b = strconv.AppendQuote(b, v)
+		b = append(b, '&')
+	}
+	num := func(name string, f *float64) {
+		if f != nil {
+			add(name, strconv.FormatFloat(*f, 'g', -1, 64))
+		}
+	}
+	at := func(name string, t time.Time) {
+		if !t.IsZero() {
+			add(name, t.UTC().Format(time.RFC3339Nano))
+		}
+	}
+	add("v", "1")
+	add(paramUserID, q.UserID)
+	add(paramCountry, strings.ToLower(q.Country))
+	add(paramCity, strings.ToLower(q.City))
+	add(paramEventType, q.EventType)
+	add(paramCondition, strings.ToLower(q.Condition))
+	num(paramMinTemp, q.MinTemp)
+	num(paramMaxTemp, q.MaxTemp)
+	at(paramSince, q.Since)
+	at(paramUntil, q.Until)
+	add(paramOrder, strconv.FormatBool(q.Ascending))
+	sum := sha256.Sum256(b)
+	return base64.RawURLEncoding.EncodeToString(sum[:9])
+}
+
+// unbindCursor checks a cursor against the query's fingerprint and
+// returns the store's cursor within it.
+func unbindCursor(c, fingerprint string) (string, *ParamError) {
+	fp, inner, ok := strings.Cut(c, cursorSep)
+	switch {
+	case !ok || inner == "" || len(fp) != len(fingerprint):
+		return "", &ParamError{Field: paramCursor, Message: "must be a next_cursor returned by this API for the same query"}
+	case fp != fingerprint:
+		return "", &ParamError{Field: paramCursor, Message: "was issued for another query: use it with the filters and the order it was issued for " +
+			"(the limit may change), or leave it out to start again"}
+	}
+	return inner, nil
 }

@@ -33,6 +33,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/skyjoin/skyjoin/internal/live"
 	"github.com/skyjoin/skyjoin/internal/platform"
@@ -71,13 +72,22 @@ type Options struct {
 	// StreamWriteTimeout bounds each write to a stream client; zero means
 	// DefaultStreamWriteTimeout.
 	StreamWriteTimeout time.Duration
+	// MaxStatsRange bounds the window of GET /v1/stats, from since to until
+	// (or now): since is then required, and a longer window is a 400. Zero
+	// means no bound (the --stats-max-range flag defaults to
+	// DefaultMaxStatsRange).
+	MaxStatsRange time.Duration
 }
+
+// DefaultMaxStatsRange is the --stats-max-range default: 31 days.
+const DefaultMaxStatsRange = 31 * 24 * time.Hour
 
 // RegisterFlags adds the serving flags to fs (environment fallbacks via
 // platform.ParseFlags: SKYJOIN_QUERY_TIMEOUT, SKYJOIN_READY_TIMEOUT).
 func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.QueryTimeout, "query-timeout", DefaultQueryTimeout, "timeout of each store read of the REST API")
 	fs.DurationVar(&o.ReadyTimeout, "ready-timeout", DefaultReadyTimeout, "timeout of each readiness check of /readyz")
+	fs.DurationVar(&o.MaxStatsRange, "stats-max-range", DefaultMaxStatsRange, "widest window of GET /v1/stats, from since to until or now (since is then required; 0: no bound)")
 }
 
 // Validate reports every problem of o at once.
@@ -91,6 +101,9 @@ func (o *Options) Validate() error {
 	}
 	if o.StreamWriteTimeout < 0 {
 		p.Addf("stream write timeout: must not be negative, got %s", o.StreamWriteTimeout)
+	}
+	if o.MaxStatsRange < 0 {
+		p.Addf("stats-max-range: must not be negative, got %s", o.MaxStatsRange)
 	}
 	if o.ReadyTimeout < 0 {
 		p.Addf("ready-timeout: must not be negative, got %s", o.ReadyTimeout)
@@ -118,6 +131,8 @@ type Handler struct {
 	heartbeat     time.Duration
 	streamWriteTO time.Duration
 	checks        []Check
+	maxStatsRange time.Duration
+	now           func() time.Time
 	draining      atomic.Bool
 	mux           *http.ServeMux
 
@@ -139,6 +154,8 @@ func New(reader store.Reader, opts Options) *Handler {
 		heartbeat:     opts.Heartbeat,
 		streamWriteTO: opts.StreamWriteTimeout,
 		checks:        append([]Check(nil), opts.Checks...),
+		maxStatsRange: opts.MaxStatsRange,
+		now:           time.Now,
 		drainC:        make(chan struct{}),
 	}
 	h.agg, _ = reader.(store.Aggregator)
@@ -259,6 +276,10 @@ func (h *Handler) get(w http.ResponseWriter, r *http.Request) {
 		platform.WriteError(w, http.StatusNotFound, "event_id: missing from the path /v1/events/{event_id}", nil)
 		return
 	}
+	if !utf8.ValidString(id) {
+		writeParamErrors(w, []ParamError{{Field: "event_id", Message: "is not valid UTF-8 once percent-decoded"}})
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
 	defer cancel()
 	rec, err := h.reader.Get(ctx, id)
@@ -274,6 +295,10 @@ func (h *Handler) latest(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	if id == "" {
 		platform.WriteError(w, http.StatusNotFound, "id: missing from the path /v1/users/{id}/latest", nil)
+		return
+	}
+	if !utf8.ValidString(id) {
+		writeParamErrors(w, []ParamError{{Field: "id", Message: "is not valid UTF-8 once percent-decoded"}})
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)

@@ -71,7 +71,7 @@ func (h *Handler) stats(w http.ResponseWriter, r *http.Request) {
 		case p.bucket > 0 && !p.q.Since.IsZero():
 			end, endName := p.q.Until, "until"
 			if end.IsZero() {
-				end, endName = time.Now(), "now"
+				end, endName = h.now(), "now"
 			}
 			if n := end.Sub(p.q.Since)/p.bucket + 1; n > MaxStatsBuckets {
 				bad(paramBucket, "makes %d buckets from since to %s, more than %d: widen the bucket or narrow the window",
@@ -80,6 +80,21 @@ func (h *Handler) stats(w http.ResponseWriter, r *http.Request) {
 		}
 	case p.groupBy != "" && values.Has(paramBucket):
 		bad(paramBucket, "is only for group_by=time")
+	}
+	// The cost of a read: its window is bounded (BigQuery scans a
+	// partition a day of it; DuckDB every row in it).
+	if max := h.maxStatsRange; max > 0 && len(perrs) == 0 {
+		end, endName := p.q.Until, "until"
+		if end.IsZero() {
+			end, endName = h.now(), "now"
+		}
+		switch {
+		case !values.Has(paramSince):
+			bad(paramSince, "is required: statistics cover a window of at most %s from since to until or now", days(max))
+		case end.Sub(p.q.Since) > max:
+			bad(paramSince, "the window from since to %s is longer than %s, the most one answer covers: narrow it, or ask for several windows",
+				endName, days(max))
+		}
 	}
 	if len(perrs) > 0 {
 		writeParamErrors(w, perrs)
@@ -107,4 +122,12 @@ func (h *Handler) stats(w http.ResponseWriter, r *http.Request) {
 		resp.Total += row.Count
 	}
 	platform.WriteJSON(w, http.StatusOK, &resp)
+}
+
+// days writes a duration in whole days when it is one (31d), else as Go does.
+func days(d time.Duration) string {
+	if d%(24*time.Hour) == 0 {
+		return fmt.Sprintf("%dd", d/(24*time.Hour))
+	}
+	return d.String()
 }

@@ -2,10 +2,8 @@ package webhook
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -86,6 +84,8 @@ func (d *Dispatcher) validate(in Input) (*registration, *filter, error) {
 	f, err := compileFilter(in.Filter)
 	if err != nil {
 		bad("filter", "compile error: %v", err)
+	} else if err := f.checkCost(); err != nil {
+		bad("filter", "%v", err)
 	}
 	switch n := len(in.Secret); {
 	case n == 0:
@@ -363,43 +363,19 @@ func (d *Dispatcher) Register(mux platform.Router) {
 	mux.HandleFunc("POST /v1/webhooks/{id}/failures/replay", d.handleReplay)
 }
 
-// decodeBody decodes a JSON body into v, refusing unknown fields; the
+// decodeBody decodes a JSON body into v strictly (platform.DecodeJSON:
+// exact names, unknown fields, duplicates and invalid UTF-8 refused); the
 // returned message names the problem.
-func decodeBody(r *http.Request, v any, allowEmpty bool) (int, string) {
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(strings.ToLower(ct), "application/json") {
-		return http.StatusUnsupportedMediaType, "Content-Type must be application/json, got " + strconv.Quote(ct)
-	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxBodyBytes+1))
-	if err != nil {
-		return http.StatusBadRequest, "read body: " + err.Error()
-	}
-	if len(body) > maxBodyBytes {
-		return http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", maxBodyBytes)
-	}
-	if len(strings.TrimSpace(string(body))) == 0 {
-		if allowEmpty {
-			return 0, ""
-		}
-		return http.StatusBadRequest, "body: a JSON object is required"
-	}
-	dec := json.NewDecoder(strings.NewReader(string(body)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) && te.Field != "" {
-			return http.StatusBadRequest, fmt.Sprintf("%s: must be %s, got %s", te.Field, te.Type, te.Value)
-		}
-		return http.StatusBadRequest, "body: " + strings.TrimPrefix(err.Error(), "json: ")
-	}
-	if dec.More() {
-		return http.StatusBadRequest, "body: one JSON object expected"
+func decodeBody(w http.ResponseWriter, r *http.Request, v any, allowEmpty bool) (int, string) {
+	if berr := platform.DecodeJSON(w, r, maxBodyBytes, v, allowEmpty); berr != nil {
+		return berr.Status, berr.Message
 	}
 	return 0, ""
 }
 
 func (d *Dispatcher) handleCreate(w http.ResponseWriter, r *http.Request) {
 	var in Input
-	if code, msg := decodeBody(r, &in, false); code != 0 {
+	if code, msg := decodeBody(w, r, &in, false); code != 0 {
 		platform.WriteError(w, code, msg, nil)
 		return
 	}
@@ -482,7 +458,7 @@ type ReplayInput struct {
 
 func (d *Dispatcher) handleReplay(w http.ResponseWriter, r *http.Request) {
 	var in ReplayInput
-	if code, msg := decodeBody(r, &in, true); code != 0 {
+	if code, msg := decodeBody(w, r, &in, true); code != 0 {
 		platform.WriteError(w, code, msg, nil)
 		return
 	}

@@ -2,9 +2,14 @@ package webhook
 
 import (
 	"fmt"
+	"math"
+	"reflect"
+	"strconv"
+	"strings"
 	"time"
 
 	"cel.dev/cel-go/cel"
+	"cel.dev/cel-go/common/cost"
 	json "github.com/goccy/go-json"
 
 	"github.com/skyjoin/skyjoin/internal/event"
@@ -13,9 +18,15 @@ import (
 // MaxFilterLength bounds a filter expression.
 const MaxFilterLength = 4096
 
-// filterCostLimit bounds the work of one evaluation (comprehensions over
-// attributes are the only way to spend much).
-const filterCostLimit = 100_000
+// MaxFilterCost bounds a filter's cost, in CEL's cost units (about one per
+// operation, one per few bytes a string function reads): a filter whose
+// estimated worst case, for the largest record the event schema admits
+// (filterSizes), is over it is refused at registration, and an evaluation
+// that spends more is stopped (no match). A filter runs on every record
+// for every webhook, so one slow filter slows every delivery: without the
+// bound, a nested comprehension over the attributes was accepted and made
+// every other webhook twenty times slower.
+const MaxFilterCost = 10_000
 
 // celEnv declares the enriched record's top-level fields, as in its JSON
 // form, as variables. Maps are dynamic, so `weather.temperature_c > 30`
@@ -43,8 +54,9 @@ var celEnv = func() *cel.Env {
 
 // filter is a compiled filter expression.
 type filter struct {
-	src string
-	prg cel.Program
+	src  string
+	prg  cel.Program
+	cost cost.CostEstimate // its estimated cost, from filterSizes
 }
 
 // compileFilter compiles src; an empty src matches every record. The error
@@ -63,11 +75,112 @@ func compileFilter(src string) (*filter, error) {
 	if t := ast.OutputType(); !t.IsExactType(cel.BoolType) && !t.IsExactType(cel.DynType) {
 		return nil, fmt.Errorf("must evaluate to a bool, not %s", t)
 	}
-	prg, err := celEnv.Program(ast, cel.EvalOptions(cel.OptOptimize), cel.CostLimit(filterCostLimit))
+	est, err := celEnv.EstimateCost(ast, filterSizes{})
+	if err != nil {
+		return nil, fmt.Errorf("estimate its cost: %w", err)
+	}
+	prg, err := celEnv.Program(ast, cel.EvalOptions(cel.OptOptimize), cel.CostLimit(MaxFilterCost))
 	if err != nil {
 		return nil, err
 	}
-	return &filter{src: src, prg: prg}, nil
+	return &filter{src: src, prg: prg, cost: est}, nil
+}
+
+// checkCost refuses a filter whose estimated worst-case cost is over
+// MaxFilterCost. It applies at registration; a filter registered before
+// the bound still runs, under the runtime limit.
+func (f *filter) checkCost() error {
+	if f.cost.Max > MaxFilterCost {
+		return fmt.Errorf("too costly: its worst case, on a record of the largest sizes the event schema allows (64 attributes of 1024 characters, ...), "+
+			"is estimated at %s cost units, over the bound of %d; a filter runs on every record for every webhook: avoid nested comprehensions "+
+			"(all, exists, map, filter within one another) and functions over whole maps", costText(f.cost.Max), MaxFilterCost)
+	}
+	return nil
+}
+
+func costText(c uint64) string {
+	if c == math.MaxUint64 {
+		return "an unbounded number of"
+	}
+	return strconv.FormatUint(c, 10)
+}
+
+// filterSizes gives CEL's cost estimator the largest size of each variable
+// of a record, from the event schema's limits (internal/event: string
+// lengths, 64 attributes) and, for the fields skyjoin fills in (weather,
+// enrichment), from what it writes. A size it does not know is
+// unbounded, and the filter is then refused.
+type filterSizes struct{}
+
+var _ cost.Estimator = filterSizes{}
+
+// Sizes by path: the variable, then a field name, "@keys" or "@values".
+var filterSizeOf = func() map[string]uint64 {
+	m := map[string]uint64{
+		"event_id": 128, "event_type": 64,
+		"user": 13, "user.@keys": 16, "user.@values": 1024,
+		"location": 8, "location.@keys": 16, "location.@values": 256,
+		"attributes": 64, "attributes.@keys": 64, "attributes.@values": 1024,
+		"weather": 12, "weather.@keys": 32, "weather.@values": 64,
+		"enrichment": 2, "enrichment.@keys": 16, "enrichment.@values": 1024,
+	}
+	// The fields of user and location, each its schema's maxLength; a
+	// number is of size 1.
+	for _, obj := range []struct {
+		name string
+		t    reflect.Type
+	}{{"user", reflect.TypeFor[event.User]()}, {"location", reflect.TypeFor[event.Location]()}} {
+		for i := range obj.t.NumField() {
+			f := obj.t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			m[obj.name+"."+name] = 1
+			for part := range strings.SplitSeq(f.Tag.Get("schema"), ",") {
+				if v, ok := strings.CutPrefix(part, "maxLength="); ok {
+					n, _ := strconv.ParseUint(v, 10, 64)
+					m[obj.name+"."+name] = n
+				}
+			}
+		}
+	}
+	for _, name := range []string{"condition", "provider"} {
+		m["weather."+name] = 64
+	}
+	m["enrichment.status"] = 16
+	m["enrichment.error"] = 1024
+	return m
+}()
+
+// EstimateSize implements cost.Estimator.
+func (filterSizes) EstimateSize(n cost.AstNode) *cost.SizeEstimate {
+	path := n.Path()
+	if len(path) == 0 {
+		return nil
+	}
+	key := path[0]
+	if len(path) > 1 {
+		key += "." + path[1]
+	}
+	if len(path) > 2 {
+		// Deeper than a record has (the values are strings or numbers).
+		key = path[0] + ".@values"
+	}
+	if sz, ok := filterSizeOf[key]; ok {
+		e := cost.RangedSizeEstimate(0, sz)
+		return &e
+	}
+	if len(path) == 2 {
+		// A field the record's object does not have: as large as its largest.
+		if sz, ok := filterSizeOf[path[0]+".@values"]; ok {
+			e := cost.RangedSizeEstimate(0, sz)
+			return &e
+		}
+	}
+	return nil
+}
+
+// EstimateCallCost implements cost.Estimator: CEL's own estimates.
+func (filterSizes) EstimateCallCost(function, overloadID string, target *cost.AstNode, args []cost.AstNode) *cost.CallEstimate {
+	return nil
 }
 
 // match evaluates the filter on a record's variables. An evaluation error

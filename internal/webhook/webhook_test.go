@@ -325,7 +325,7 @@ func TestRegisterValidation(t *testing.T) {
 		{"batch size", map[string]any{"allow_private": true, "url": "http://127.0.0.1:1/", "secret": secret, "batch_size": 0}, 400, "batch_size", []string{"between 1 and 1000"}},
 		{"max wait", map[string]any{"allow_private": true, "url": "http://127.0.0.1:1/", "secret": secret, "max_wait_ms": -1}, 400, "max_wait_ms", []string{"between 0 and 60000"}},
 		{"unknown field", `{"allow_private":true,"url":"http://127.0.0.1:1/","secret":"` + secret + `","filtr":"true"}`, 400, "", []string{`unknown field "filtr"`}},
-		{"wrong type", `{"allow_private":true,"url":"http://127.0.0.1:1/","secret":"` + secret + `","batch_size":"ten"}`, 400, "", []string{"batch_size: must be int"}},
+		{"wrong type", `{"allow_private":true,"url":"http://127.0.0.1:1/","secret":"` + secret + `","batch_size":"ten"}`, 400, "", []string{"batch_size: must be an integer"}},
 		{"not json", `url=x`, 400, "", []string{"body:"}},
 		{"empty", ``, 400, "", []string{"a JSON object is required"}},
 		{"ok", map[string]any{"allow_private": true, "url": "http://127.0.0.1:1/hook", "filter": `location.country == "Spain"`, "secret": secret, "batch_size": 10, "max_wait_ms": 0}, 201, "", nil},

@@ -134,9 +134,11 @@ func (o Options) Start(t testing.TB, binary string, field string, args ...string
 	readyFile := filepath.Join(t.TempDir(), "ready.json")
 	cmd := exec.Command(binary, append(args, "--ready-file", readyFile)...)
 	cmd.Stdout = io.Discard
-	if len(o.Env) > 0 {
-		cmd.Env = append(os.Environ(), o.Env...)
-	}
+	// These tests page through every record and post as fast as they can:
+	// they test the pipeline, not one caller's rate limit (which the
+	// platform and app tests do). o.Env can set the limits again.
+	cmd.Env = append(os.Environ(), "SKYJOIN_RATE_INGEST=0", "SKYJOIN_RATE_READ=0")
+	cmd.Env = append(cmd.Env, o.Env...)
 	p := &Proc{cmd: cmd, name: "skyjoin", tail: o.LogTail, done: make(chan struct{})}
 	if len(args) > 0 {
 		p.name += " " + args[0]

@@ -561,6 +561,10 @@ func testBrowseDelete(t *testing.T, s *suite) {
 	if err := br.Delete(s.ctx(t), dl, all[1].ID); err != nil {
 		t.Fatalf("Delete(%s): %v", all[1].ID, err)
 	}
+	// An id that names nothing is the caller's mistake, not an outage.
+	if err := br.Delete(s.ctx(t), dl, ""); !errors.Is(err, broker.ErrInvalidID) {
+		t.Fatalf("Delete(\"\") = %v, want an error wrapping broker.ErrInvalidID", err)
+	}
 	left := browse(0)
 	wantLeft := slices.Delete(slices.Clone(dataOf(want)), 1, 2)
 	if !slices.Equal(dataOf(left), wantLeft) {

@@ -680,7 +680,7 @@ func (b *Broker) Delete(ctx context.Context, topic, id string) error {
 	}
 	seq, err := strconv.ParseUint(id, 10, 64)
 	if err != nil || seq == 0 {
-		return fmt.Errorf("jetstream: %s: invalid id: want a stream sequence", op)
+		return fmt.Errorf("jetstream: %s: %w: want a stream sequence number", op, broker.ErrInvalidID)
 	}
 	s, err := b.stream(ctx, topic)
 	if err != nil {

@@ -69,7 +69,7 @@ func (b *Broker) Delete(ctx context.Context, topic, id string) error {
 		return fmt.Errorf("pubsub: %s: only the %s topic supports Delete", op, broker.TopicDeadLetter)
 	}
 	if id == "" {
-		return fmt.Errorf("pubsub: %s: empty id", op)
+		return fmt.Errorf("pubsub: %s: %w: empty", op, broker.ErrInvalidID)
 	}
 	if err := b.ensureTopic(ctx, topic); err != nil {
 		return b.fail(op, err)
