@@ -312,14 +312,27 @@ func checkProperties(raw []byte, t *schemaTag) (field, msg string) {
 			if depth := d.StackDepth(); depth > t.maxDepth {
 				return at(d.StackPointer().Parent()), fmt.Sprintf("is nested too deep: properties may nest at most %d levels (the object itself is level 1)", t.maxDepth)
 			}
-		case '"':
-			// A string in an object where a name goes is a name.
-			if k, n := d.StackIndex(d.StackDepth()); k == '{' && n%2 == 1 {
-				keys++
-				p := d.StackPointer()
-				if keys > t.maxKeys {
-					return at(p), fmt.Sprintf("is one name too many: properties may hold at most %d names in all, at every level", t.maxKeys)
-				}
+		}
+		// Every member (counted at its name) and every array element is an
+		// entry: so no object or array within properties holds more than
+		// maxKeys, which CEL's cost estimator relies on.
+		kind := tok.Kind()
+		if kind == '}' || kind == ']' {
+			continue
+		}
+		parent := d.StackDepth()
+		if kind == '{' || kind == '[' {
+			parent-- // the token opened a level of its own
+		}
+		k, n := d.StackIndex(parent)
+		isName := k == '{' && n%2 == 1 && kind == '"' && parent == d.StackDepth()
+		if isName || k == '[' {
+			keys++
+			p := d.StackPointer()
+			if keys > t.maxKeys {
+				return at(p), fmt.Sprintf("is one entry too many: properties may hold at most %d entries (names and array elements) in all, at every level", t.maxKeys)
+			}
+			if isName {
 				if l := utf8.RuneCountInString(p.LastToken()); l == 0 || l > t.keyMaxLength {
 					return at(p), fmt.Sprintf("names in properties must be 1 to %d characters, got %d", t.keyMaxLength, l)
 				}
