@@ -9,6 +9,7 @@
 package event
 
 import (
+	"encoding/json"
 	"time"
 )
 
@@ -22,7 +23,8 @@ type Event struct {
 	OccurredAt time.Time         `json:"occurred_at" schema:"required" desc:"When the event happened (RFC 3339; from 2000-01-01T00:00:00Z to the receiver's clock plus its clock skew, 5 minutes by default); the weather is joined for this time."`
 	User       User              `json:"user" schema:"required" desc:"The user the event is about."`
 	Location   Location          `json:"location" schema:"required" desc:"Where the user was."`
-	Attributes map[string]string `json:"attributes,omitempty" schema:"maxProperties=64,keyMaxLength=64,maxLength=1024" desc:"Free-form string attributes."`
+	Attributes map[string]string `json:"attributes,omitempty" schema:"maxProperties=64,keyMaxLength=64,maxLength=1024" desc:"String labels (source, campaign, ...): a flat object of short strings, kept as it was for the clients that send it. Typed or nested data goes in properties."`
+	Properties json.RawMessage   `json:"properties,omitempty" schema:"maxBytes=16384,maxDepth=8,maxKeys=256,keyMaxLength=128" desc:"Typed properties of the event: any JSON object (numbers, booleans, strings, arrays, nested objects), e.g. {\"amount\": 12.5, \"items\": [\"a\", \"b\"]}. At most 16384 bytes, 8 levels of nesting (the object itself is level 1) and 256 entries (member names and array elements) in all; names are 1 to 128 characters and appear once per object. Stored as JSON (DuckDB JSON, BigQuery JSON)."`
 }
 
 // User is the profile of the user an event is about.

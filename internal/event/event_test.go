@@ -180,6 +180,7 @@ func TestColumnsFollowTheType(t *testing.T) {
 		"user_id":             {KindString, true},
 		"location_latitude":   {KindFloat, true},
 		"attributes":          {KindJSON, false},
+		"properties":          {KindObject, false},
 		"weather_observed_at": {KindTimestamp, false},
 		"weather_code":        {KindInt, false},
 		"enrichment_status":   {KindString, true},
@@ -211,6 +212,7 @@ func TestColumnsFollowTheType(t *testing.T) {
 func sampleRecord(withWeather bool) Record {
 	r := Record{Event: validEvent(), Enrichment: Enrichment{Status: StatusUnavailable, Error: "provider down"},
 		IngestedAt: now, ProcessedAt: now.Add(time.Second)}
+	r.Properties = json.RawMessage(`{"amount":12.5,"items":["a","b"],"paid":true,"shipping":{"method":"express","days":2}}`)
 	if withWeather {
 		r.Weather = &Weather{ObservedAt: now.Truncate(15 * time.Minute), TemperatureC: 12.5, ApparentTemperature: 10.1,
 			RelativeHumidity: 80, PrecipitationMM: 0.2, WindSpeedKMH: 14.4, WindDirectionDeg: 230, WeatherCode: 61,
@@ -253,7 +255,7 @@ func TestValuesMatchColumns(t *testing.T) {
 				if g, ok := got.(time.Time); !ok || !g.Equal(want) {
 					t.Errorf("%s: got %v, want %v", c.Name, got, want)
 				}
-			case KindJSON:
+			case KindJSON, KindObject:
 				if cur == nil {
 					if got != nil {
 						t.Errorf("%s: got %v, want nil", c.Name, got)

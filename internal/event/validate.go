@@ -1,7 +1,10 @@
 package event
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"math"
 	"regexp"
 	"regexp/syntax"
@@ -9,6 +12,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/goccy/go-json/jsontext"
 )
 
 // FieldError names one invalid field of an event.
@@ -111,6 +116,7 @@ var (
 		userBirthDate, userPictureURL                                          *schemaTag
 		locationStreet, locationCity, locationState, locationCountry           *schemaTag
 		locationPostcode, locationTimezone, latitude, longitude, attributes    *schemaTag
+		properties                                                             *schemaTag
 	}{
 		eventID:          limitOf("Event.EventID"),
 		eventType:        limitOf("Event.EventType"),
@@ -136,6 +142,7 @@ var (
 		latitude:         limitOf("Location.Latitude"),
 		longitude:        limitOf("Location.Longitude"),
 		attributes:       limitOf("Event.Attributes"),
+		properties:       limitOf("Event.Properties"),
 	}
 )
 
@@ -240,7 +247,106 @@ func (e *Event) Validate(index int, now time.Time, maxSkew time.Duration) []Fiel
 			}
 		}
 	}
+	if e.Properties != nil {
+		if field, msg := checkProperties(e.Properties, lim.properties); msg != "" {
+			add(field, "%s", msg)
+		}
+	}
 	return errs
+}
+
+// Properties limits, from the schema tag of Event.Properties.
+var (
+	PropertiesMaxBytes = lim.properties.maxBytes
+	PropertiesMaxDepth = lim.properties.maxDepth
+	PropertiesMaxKeys  = lim.properties.maxKeys
+)
+
+// checkProperties checks that raw is one JSON object within t's bounds, as
+// strictly as the decoder reads an event (a name given twice in an object,
+// invalid UTF-8 and anything but exactly one object are refused), and
+// returns the first problem: the field it is about (properties.a.b) and the
+// message, or "" if there is none. Events built in Go (the Segment mapping)
+// go through it as well as decoded ones.
+func checkProperties(raw []byte, t *schemaTag) (field, msg string) {
+	const name = "properties"
+	trimmed := bytes.TrimSpace(raw)
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		got := "nothing"
+		if len(trimmed) > 0 {
+			got = kindName(jsontext.Kind(kindByte(trimmed[0])))
+		}
+		return name, "must be a JSON object, got " + got
+	}
+	if len(raw) > t.maxBytes {
+		return name, fmt.Sprintf("must be at most %d bytes of JSON, got %d (the limit of properties in bytes)", t.maxBytes, len(raw))
+	}
+	d := jsontext.NewDecoder(bytes.NewReader(trimmed))
+	at := func(p jsontext.Pointer) string {
+		if f := fieldPath(p); f != "" {
+			return name + "." + f
+		}
+		return name
+	}
+	keys := 0
+	for {
+		tok, err := d.ReadToken()
+		if errors.Is(err, io.EOF) {
+			return "", ""
+		}
+		if err != nil {
+			var xerr *jsontext.SyntacticError
+			if errors.As(err, &xerr) {
+				switch {
+				case errors.Is(xerr.Err, jsontext.ErrDuplicateName):
+					return at(xerr.JSONPointer), "is given more than once: each name may appear once in an object"
+				case xerr.Err != nil && xerr.Err.Error() == invalidUTF8:
+					return at(xerr.JSONPointer), "is not valid UTF-8 (a name or a value within it)"
+				}
+				return at(xerr.JSONPointer), "invalid JSON: " + cleanJSONError(err)
+			}
+			return name, "invalid JSON: " + cleanJSONError(err)
+		}
+		switch tok.Kind() {
+		case '{', '[':
+			if depth := d.StackDepth(); depth > t.maxDepth {
+				return at(d.StackPointer().Parent()), fmt.Sprintf("is nested too deep: properties may nest at most %d levels (the object itself is level 1)", t.maxDepth)
+			}
+		}
+		// Every member (counted at its name) and every array element is an
+		// entry: so no object or array within properties holds more than
+		// maxKeys, which CEL's cost estimator relies on.
+		kind := tok.Kind()
+		if kind == '}' || kind == ']' {
+			continue
+		}
+		parent := d.StackDepth()
+		if kind == '{' || kind == '[' {
+			parent-- // the token opened a level of its own
+		}
+		k, n := d.StackIndex(parent)
+		isName := k == '{' && n%2 == 1 && kind == '"' && parent == d.StackDepth()
+		if isName || k == '[' {
+			keys++
+			p := d.StackPointer()
+			if keys > t.maxKeys {
+				return at(p), fmt.Sprintf("is one entry too many: properties may hold at most %d entries (names and array elements) in all, at every level", t.maxKeys)
+			}
+			if isName {
+				if l := utf8.RuneCountInString(p.LastToken()); l == 0 || l > t.keyMaxLength {
+					return at(p), fmt.Sprintf("names in properties must be 1 to %d characters, got %d", t.keyMaxLength, l)
+				}
+			}
+		}
+	}
+}
+
+func kindByte(c byte) byte {
+	switch c {
+	case 'n', 't', 'f', '"', '{', '[':
+		return c
+	}
+	return '0'
 }
 
 // JoinErrors formats field errors as one line, for logs and dead letters.

@@ -96,7 +96,7 @@ func (s *Store) List(ctx context.Context, q store.Query) (store.Page, error) {
 	}
 	arg("seq >= ?", lo)
 	arg("seq <= ?", hi)
-	recs, err := s.query(ctx, "SELECT "+selectColumns+" FROM events"+whereClause(where)+order, args...)
+	recs, err := s.query(ctx, "SELECT "+readColumns+" FROM events"+whereClause(where)+order, args...)
 	if err != nil {
 		return store.Page{}, fmt.Errorf("duckdb: list: %w", err)
 	}
@@ -113,7 +113,7 @@ func (s *Store) List(ctx context.Context, q store.Query) (store.Page, error) {
 
 // Get returns the record with the event id, or store.ErrNotFound.
 func (s *Store) Get(ctx context.Context, eventID string) (event.Record, error) {
-	recs, err := s.query(ctx, "SELECT "+selectColumns+" FROM events WHERE event_id = $1", eventID)
+	recs, err := s.query(ctx, "SELECT "+readColumns+" FROM events WHERE event_id = $1", eventID)
 	if err != nil {
 		return event.Record{}, fmt.Errorf("duckdb: get %q: %w", eventID, err)
 	}
@@ -126,7 +126,7 @@ func (s *Store) Get(ctx context.Context, eventID string) (event.Record, error) {
 // LatestForUser returns the user's record with the latest occurred_at (the
 // last stored of those on a tie), or store.ErrNotFound.
 func (s *Store) LatestForUser(ctx context.Context, userID string) (event.Record, error) {
-	recs, err := s.query(ctx, "SELECT "+selectColumns+
+	recs, err := s.query(ctx, "SELECT "+readColumns+
 		" FROM events WHERE user_id = $1 ORDER BY occurred_at DESC, seq DESC LIMIT 1", userID)
 	if err != nil {
 		return event.Record{}, fmt.Errorf("duckdb: latest for user %q: %w", userID, err)
