@@ -45,7 +45,10 @@ func Columns() []Column {
 	return columns
 }
 
-var timeType = reflect.TypeFor[time.Time]()
+var (
+	timeType       = reflect.TypeFor[time.Time]()
+	rawMessageType = reflect.TypeFor[json.RawMessage]()
+)
 
 // flatten walks a struct type and returns its leaf columns. required is false
 // once the walk has passed through an optional (pointer) struct.
@@ -64,6 +67,10 @@ func flatten(t reflect.Type, prefix []string, required bool) []Column {
 		path := append(append([]string(nil), prefix...), name)
 		tag := parseSchemaTag(f.Tag.Get("schema"))
 		ft := f.Type
+		if ft == rawMessageType {
+			// Properties: not a column of this build's stores yet.
+			continue
+		}
 		fieldRequired := required
 		if ft.Kind() == reflect.Pointer {
 			ft = ft.Elem()
@@ -230,6 +237,10 @@ func objectSchema(t reflect.Type) map[string]any {
 	walk(t)
 	// Field names are exact: a member the type does not have is refused.
 	s := map[string]any{"type": "object", "properties": props, "additionalProperties": false}
+	if t == reflect.TypeFor[Location]() {
+		// Coordinates come both or neither.
+		s["dependentRequired"] = map[string][]string{"latitude": {"longitude"}, "longitude": {"latitude"}}
+	}
 	if len(required) > 0 {
 		s["required"] = required
 	}
@@ -243,6 +254,8 @@ func fieldSchema(t reflect.Type, tag schemaTag) map[string]any {
 	switch {
 	case t == timeType:
 		return map[string]any{"type": "string", "format": "date-time"}
+	case t == rawMessageType:
+		return map[string]any{"type": "object"}
 	case t.Kind() == reflect.Struct:
 		return objectSchema(t)
 	case t.Kind() == reflect.String:

@@ -149,7 +149,8 @@ func TestPostEventsRefused(t *testing.T) {
 		{"bad latitude in batch", "application/json", "[" + ev("a") + "," + strings.Replace(ev("b"), "52.52", "152.52", 1) + "]", 400, []string{"1:location.latitude"}},
 		{"latitude as string", "application/x-ndjson", ev("a") + "\n" + strings.Replace(ev("b"), "52.52", `"52.52"`, 1), 400, []string{"1:location.latitude"}},
 		{"future event", "application/json", strings.Replace(ev("a"), "2026-11-26T11:59:00Z", "2026-11-26T13:00:00Z", 1), 400, []string{"0:occurred_at"}},
-		{"several errors", "application/json", `[{"event_id":"a"}]`, 400, []string{"0:event_type", "0:occurred_at", "0:user.id", "0:location.latitude", "0:location.longitude"}},
+		{"several errors", "application/json", `[{"event_id":"a"}]`, 400, []string{"0:event_type", "0:occurred_at", "0:user.id"}},
+		{"one coordinate", "application/json", `[{"event_id":"a","event_type":"x","occurred_at":"2026-01-01T00:00:00Z","user":{"id":"u"},"location":{"latitude":1}}]`, 400, []string{"0:location.longitude"}},
 		{"too many events", "application/json", big, 413, nil},
 	}
 	for _, tt := range tests {
