@@ -16,6 +16,7 @@ import (
 
 	"github.com/skyjoin/skyjoin/internal/api"
 	"github.com/skyjoin/skyjoin/internal/auth/authtest"
+	"github.com/skyjoin/skyjoin/internal/registry"
 	"github.com/skyjoin/skyjoin/internal/registry/natskv/natskvtest"
 )
 
@@ -36,16 +37,22 @@ func TestParseToken(t *testing.T) {
 
 // TestKeysLifecycle: create, verify, list (no secret), rotate with and
 // without grace, revoke, expiry; the registry holds only a hash.
-func TestKeysLifecycle(t *testing.T) {
-	srv := natskvtest.Start(t, t.TempDir())
-	reg := srv.Registry(t)
-	ctx := t.Context()
-	ks := Keys{Reg: reg}
-	v, err := NewVerifier(ctx, reg, nil)
+// keysAndVerifier is a registry on an embedded NATS server, its Keys and a
+// Verifier watching them (closed at the end of the test).
+func keysAndVerifier(t *testing.T) (registry.Registry, Keys, *Verifier) {
+	t.Helper()
+	reg := natskvtest.Start(t, t.TempDir()).Registry(t)
+	v, err := NewVerifier(t.Context(), reg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer v.Close()
+	t.Cleanup(func() { v.Close() })
+	return reg, Keys{Reg: reg}, v
+}
+
+func TestKeysLifecycle(t *testing.T) {
+	ctx := t.Context()
+	reg, ks, v := keysAndVerifier(t)
 
 	if _, _, err := ks.Create(ctx, KeySpec{Scopes: []string{"read", "bogus", "read"}}); !errors.Is(err, ErrInvalidSpec) ||
 		!strings.Contains(err.Error(), `"bogus" is not a scope`) || !strings.Contains(err.Error(), `"read" is given twice`) {
@@ -396,15 +403,8 @@ func TestCloudRunAudience(t *testing.T) {
 // auth (username the key, password empty), as trackers send their
 // writeKey; Bearer still works; anything else is refused.
 func TestWriteKey(t *testing.T) {
-	srv := natskvtest.Start(t, t.TempDir())
-	reg := srv.Registry(t)
 	ctx := t.Context()
-	ks := Keys{Reg: reg}
-	v, err := NewVerifier(ctx, reg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
+	_, ks, v := keysAndVerifier(t)
 	_, ingestKey, err := ks.Create(ctx, KeySpec{Scopes: []string{api.ScopeIngest}})
 	if err != nil {
 		t.Fatal(err)
