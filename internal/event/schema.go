@@ -247,6 +247,10 @@ func objectSchema(t reflect.Type) map[string]any {
 	walk(t)
 	// Field names are exact: a member the type does not have is refused.
 	s := map[string]any{"type": "object", "properties": props, "additionalProperties": false}
+	if t == reflect.TypeFor[Location]() {
+		// Coordinates come both or neither.
+		s["dependentRequired"] = map[string][]string{"latitude": {"longitude"}, "longitude": {"latitude"}}
+	}
 	if len(required) > 0 {
 		s["required"] = required
 	}

@@ -40,9 +40,23 @@ var (
 	eventTypePattern = regexp.MustCompile(patternOf("EventType"))
 	// The patterns' matchers: a table lookup a byte, for patterns of the
 	// form ^[first][rest]*$ (see classMatcher); regexp otherwise.
-	eventIDMatch, _   = classMatcher(eventIDPattern)
-	eventTypeMatch, _ = classMatcher(eventTypePattern)
+	eventIDMatch, _ = classMatcher(eventIDPattern)
+	eventTypeMatch  = matchEventType
 )
+
+// matchEventType is eventTypePattern's matcher: no control character (nor
+// DEL), no space at either end; a test holds it to the pattern.
+func matchEventType(s string) bool {
+	if s == "" || s[0] <= ' ' || s[len(s)-1] <= ' ' || s[0] == 0x7f || s[len(s)-1] == 0x7f {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < ' ' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
 
 // classMatcher returns a matcher of re equivalent to re.MatchString and
 // faster, and true, when re is ^[A][B]*$ with A and B classes of ASCII
@@ -218,8 +232,18 @@ func (e *Event) Validate(index int, now time.Time, maxSkew time.Duration) []Fiel
 			add(field, "must be between %g and %g, got %g", *t.minimum, *t.maximum, *v)
 		}
 	}
-	coord("location.latitude", lim.latitude, l.Latitude)
-	coord("location.longitude", lim.longitude, l.Longitude)
+	switch {
+	case l.Latitude == nil && l.Longitude == nil:
+		// No coordinates: stored with status no_location, unless the
+		// receiver requires a location (ValidateLocation).
+	case l.Latitude == nil:
+		add("location.latitude", "is required with location.longitude: give both coordinates or neither")
+	case l.Longitude == nil:
+		add("location.longitude", "is required with location.latitude: give both coordinates or neither")
+	default:
+		coord("location.latitude", lim.latitude, l.Latitude)
+		coord("location.longitude", lim.longitude, l.Longitude)
+	}
 	str("location.street", lim.locationStreet, l.Street)
 	str("location.city", lim.locationCity, l.City)
 	str("location.state", lim.locationState, l.State)
@@ -347,6 +371,16 @@ func kindByte(c byte) byte {
 		return c
 	}
 	return '0'
+}
+
+// RequireLocation is the FieldError of an event without coordinates where
+// the receiver requires them (--require-location), or nil.
+func (e *Event) RequireLocation(index int) *FieldError {
+	if e.Location.Latitude != nil || e.Location.Longitude != nil {
+		return nil
+	}
+	return &FieldError{Index: index, Field: "location.latitude",
+		Message: "is required: this receiver requires a location (--require-location); location.latitude and location.longitude are missing"}
 }
 
 // JoinErrors formats field errors as one line, for logs and dead letters.
