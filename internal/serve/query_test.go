@@ -77,19 +77,6 @@ func expectMatch(recs []event.Record, q store.Query) []string {
 	return out
 }
 
-func propFilters(t *testing.T, params ...string) []store.PropFilter {
-	var out []store.PropFilter
-	for _, p := range params {
-		name, value, _ := strings.Cut(p, "=")
-		f, err := store.ParsePropFilter(name, value)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, f)
-	}
-	return out
-}
-
 func TestListNewFilters(t *testing.T) {
 	env := newVariedEnv(t, serve.Options{})
 	tests := []struct {
@@ -114,12 +101,12 @@ func TestListNewFilters(t *testing.T) {
 		{"temp above every record", "min_temp=100", store.Query{MinTemp: ptr(100.0)}, true},
 		{"all new filters", "city=oslo&event_type=user.observed&condition=overcast&min_temp=-20&max_temp=30",
 			store.Query{City: "oslo", EventType: event.TypeUserObserved, Condition: "overcast", MinTemp: ptr(-20.0), MaxTemp: ptr(30.0)}, false},
-		{"property equal", "prop.plan=pro", store.Query{Props: propFilters(t, "prop.plan=pro")}, false},
-		{"property above", "prop.amount=gt:20", store.Query{Props: propFilters(t, "prop.amount=gt:20")}, false},
-		{"property range on one name", "prop.amount=gte:5&prop.amount=lt:10.5", store.Query{Props: propFilters(t, "prop.amount=gte:5", "prop.amount=lt:10.5")}, false},
-		{"nested property", "prop.cart.items=4&city=Oslo", store.Query{City: "Oslo", Props: propFilters(t, "prop.cart.items=4")}, false},
-		{"property exists", "prop.cart=exists:", store.Query{Props: propFilters(t, "prop.cart=exists:")}, false},
-		{"property missing", "prop.coupon=exists:", store.Query{Props: propFilters(t, "prop.coupon=exists:")}, true},
+		{"property equal", "prop.plan=pro", store.Query{Props: storetest.PropFilters("prop.plan=pro")}, false},
+		{"property above", "prop.amount=gt:20", store.Query{Props: storetest.PropFilters("prop.amount=gt:20")}, false},
+		{"property range on one name", "prop.amount=gte:5&prop.amount=lt:10.5", store.Query{Props: storetest.PropFilters("prop.amount=gte:5", "prop.amount=lt:10.5")}, false},
+		{"nested property", "prop.cart.items=4&city=Oslo", store.Query{City: "Oslo", Props: storetest.PropFilters("prop.cart.items=4")}, false},
+		{"property exists", "prop.cart=exists:", store.Query{Props: storetest.PropFilters("prop.cart=exists:")}, false},
+		{"property missing", "prop.coupon=exists:", store.Query{Props: storetest.PropFilters("prop.coupon=exists:")}, true},
 		{"new and old filters asc", "country=Japan&city=Tokyo&since=2026-11-05T06:00:00Z&min_temp=0&order=asc",
 			store.Query{Country: "Japan", City: "Tokyo", Since: base.Add(6 * time.Hour), MinTemp: ptr(0.0), Ascending: true}, false},
 	}

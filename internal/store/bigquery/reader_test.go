@@ -45,20 +45,6 @@ func openReader(t *testing.T, fq *fakeQuery) *Reader {
 	return r
 }
 
-func propFilters(t *testing.T, params ...string) []store.PropFilter {
-	t.Helper()
-	var out []store.PropFilter
-	for _, p := range params {
-		name, value, _ := strings.Cut(p, "=")
-		f, err := store.ParsePropFilter(name, value)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, f)
-	}
-	return out
-}
-
 func TestListQueries(t *testing.T) {
 	since := time.Date(2026, 1, 14, 0, 0, 0, 0, time.UTC)
 	minT, maxT := -3.5, 30.0
@@ -83,7 +69,7 @@ func TestListQueries(t *testing.T) {
 			[]string{"processed_at > @after_time", "LOWER(location_city) = LOWER(@city)", "event_type = @event_type",
 				"LOWER(weather_condition) = LOWER(@condition)", "weather_temperature_c >= @min_temp", "weather_temperature_c <= @max_temp"},
 			map[string]string{"after_time": "2026-01-14 00:00:00", "city": "tromsø", "event_type": "page.view", "condition": "Fog", "min_temp": "-3.5", "max_temp": "30"}},
-		{"properties", store.Query{Props: propFilters(t, "prop.plan=pro", "prop.amount=gt:10", "prop.items=exists:", "prop.shipping.days=lte:2")},
+		{"properties", store.Query{Props: storetest.PropFilters("prop.plan=pro", "prop.amount=gt:10", "prop.items=exists:", "prop.shipping.days=lte:2")},
 			[]string{"JSON_VALUE(properties, @prop_0_path) = @prop_0", "SAFE_CAST(@prop_0 AS FLOAT64)",
 				"JSON_TYPE(JSON_QUERY(properties, @prop_1_path)) = @prop_1_tn AND LAX_FLOAT64(JSON_QUERY(properties, @prop_1_path)) > @prop_1",
 				"JSON_TYPE(JSON_QUERY(properties, @prop_2_path)) <> @prop_2", "LAX_FLOAT64(JSON_QUERY(properties, @prop_3_path)) <= @prop_3"},
