@@ -10,6 +10,7 @@ import (
 	"regexp/syntax"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -305,7 +306,11 @@ func checkProperties(raw []byte, t *schemaTag) (field, msg string) {
 	if len(raw) > t.maxBytes {
 		return name, fmt.Sprintf("must be at most %d bytes of JSON, got %d (the limit of properties in bytes)", t.maxBytes, len(raw))
 	}
-	d := jsontext.NewDecoder(bytes.NewReader(trimmed))
+	pd := propDecoders.Get().(*propDecoder)
+	defer propDecoders.Put(pd)
+	pd.r.Reset(trimmed)
+	d := pd.d
+	d.Reset(&pd.r)
 	at := func(p jsontext.Pointer) string {
 		if f := fieldPath(p); f != "" {
 			return name + "." + f
@@ -364,6 +369,19 @@ func checkProperties(raw []byte, t *schemaTag) (field, msg string) {
 		}
 	}
 }
+
+// propDecoder is a reusable decoder of properties: a new jsontext.Decoder
+// allocates its buffers and name sets, which cost more than the walk.
+type propDecoder struct {
+	r bytes.Reader
+	d *jsontext.Decoder
+}
+
+var propDecoders = sync.Pool{New: func() any {
+	pd := &propDecoder{}
+	pd.d = jsontext.NewDecoder(&pd.r)
+	return pd
+}}
 
 func kindByte(c byte) byte {
 	switch c {

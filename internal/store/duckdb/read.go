@@ -172,6 +172,33 @@ func filterConds(q *store.Query, arg func(cond string, v any)) {
 	if q.MaxTemp != nil {
 		arg("weather_temperature_c <= ?", *q.MaxTemp)
 	}
+	for i := range q.Props {
+		propCond(&q.Props[i], arg)
+	}
+}
+
+// jsonNumberTypes are the json_type answers for a JSON number.
+const jsonNumberTypes = "('BIGINT', 'UBIGINT', 'HUGEINT', 'DOUBLE')"
+
+// propCond adds a property filter (store.PropFilter's semantics). The path
+// is a literal: its names are letters, digits and _ (ParsePropFilter).
+func propCond(f *store.PropFilter, arg func(cond string, v any)) {
+	p := "'" + f.JSONPath() + "'"
+	typ := "json_type(properties, " + p + ")"
+	num := "TRY_CAST(json_extract_string(properties, " + p + ") AS DOUBLE)"
+	switch f.Op {
+	case store.PropExists:
+		// A missing path gives NULL, which no comparison matches.
+		arg(typ+" <> ?", "NULL")
+	case store.PropGt, store.PropGte, store.PropLt, store.PropLte:
+		op := map[string]string{store.PropGt: ">", store.PropGte: ">=", store.PropLt: "<", store.PropLte: "<="}[f.Op]
+		arg(typ+" IN "+jsonNumberTypes+" AND "+num+" "+op+" ?", f.Num)
+	case store.PropEq:
+		// One parameter, the value's text: a number property compares with
+		// it read as a number (NULL, no match, when it is not one).
+		arg("CASE WHEN "+typ+" IN ('VARCHAR', 'BOOLEAN') THEN json_extract_string(properties, "+p+") = ?"+
+			" WHEN "+typ+" IN "+jsonNumberTypes+" THEN coalesce("+num+" = TRY_CAST(? AS DOUBLE), false) ELSE false END", f.Value)
+	}
 }
 
 func whereClause(conds []string) string {
