@@ -203,6 +203,9 @@ func open(ctx context.Context, path string, cfg Config, log *slog.Logger) (_ *St
 	if err := migrate(ctx, db); err != nil {
 		return nil, err
 	}
+	if err := relaxLocation(ctx, db); err != nil {
+		return nil, err
+	}
 	s := &Store{db: db, log: log, path: path, wsem: make(chan struct{}, 1)}
 	if s.lastSeq, err = loadLastSeq(ctx, db); err != nil {
 		return nil, fmt.Errorf("read last seq: %w", err)
@@ -275,6 +278,37 @@ func readColumnsOf(prefix string) string {
 
 // userIndexDDL creates the index of the per-user reads; benchmarks drop it.
 var userIndexDDL = `CREATE INDEX IF NOT EXISTS events_user_id_idx ON events (user_id)`
+
+// relaxLocation lets the coordinates be NULL (events without a location,
+// stored with enrichment status no_location) in a file whose table still
+// requires them (made before schema version 2). DuckDB refuses to alter a
+// table that an index depends on, and crashes when the index is dropped
+// and re-created in one transaction: so the index is dropped, the columns
+// altered and the index re-created, each on its own. It is idempotent and
+// costs one catalog query on a file that needs nothing.
+func relaxLocation(ctx context.Context, db *sql.DB) error {
+	var required int
+	err := db.QueryRowContext(ctx, `SELECT count(*) FROM duckdb_columns()
+		WHERE table_name = 'events' AND column_name IN ('location_latitude', 'location_longitude') AND NOT is_nullable`).Scan(&required)
+	if err != nil {
+		return fmt.Errorf("migrate: read the location columns: %w", err)
+	}
+	if required == 0 {
+		_, err := db.ExecContext(ctx, userIndexDDL) // re-created if a run stopped between the steps
+		return err
+	}
+	for _, stmt := range []string{
+		`DROP INDEX IF EXISTS events_user_id_idx`,
+		`ALTER TABLE events ALTER COLUMN location_latitude DROP NOT NULL`,
+		`ALTER TABLE events ALTER COLUMN location_longitude DROP NOT NULL`,
+		userIndexDDL,
+	} {
+		if _, err := db.ExecContext(ctx, stmt); err != nil {
+			return fmt.Errorf("migrate: let coordinates be missing: %s: %w", firstLine(stmt), err)
+		}
+	}
+	return nil
+}
 
 func migrate(ctx context.Context, db *sql.DB) error {
 	tx, err := db.BeginTx(ctx, nil)

@@ -146,6 +146,8 @@ func TestMigrateFromVersion1(t *testing.T) {
 	for _, stmt := range []string{
 		`DROP INDEX events_user_id_idx`,
 		`ALTER TABLE events DROP COLUMN properties`,
+		`ALTER TABLE events ALTER COLUMN location_latitude SET NOT NULL`,
+		`ALTER TABLE events ALTER COLUMN location_longitude SET NOT NULL`,
 		userIndexDDL,
 		`UPDATE skyjoin_meta SET value = '1' WHERE key = 'schema_version'`,
 	} {
@@ -189,6 +191,14 @@ func TestMigrateFromVersion1(t *testing.T) {
 	// A redelivery of a stored event goes through the staging table.
 	if err := s.Write(t.Context(), []event.Record{fresh[0], storetest.Records(9, 1)[0]}); err != nil {
 		t.Fatal(err)
+	}
+	// Version 1 required coordinates; version 2 stores an event without.
+	nowhere := storetest.Records(10, 1)
+	nowhere[0].Location.Latitude, nowhere[0].Location.Longitude = nil, nil
+	nowhere[0].Weather = nil
+	nowhere[0].Enrichment = event.Enrichment{Status: event.StatusNoLocation}
+	if err := s.Write(t.Context(), nowhere); err != nil {
+		t.Fatalf("write an event without coordinates to a migrated file: %v", err)
 	}
 }
 
