@@ -61,6 +61,13 @@ func (r Route) Path() string {
 // Routes is the route table.
 var Routes = []Route{
 	{Ingest, "POST /v1/events", "accept events (a JSON object, array or NDJSON); 202 once the broker has them", true, true, ScopeIngest},
+	{Ingest, "POST /v1/batch", "Segment-compatible: a batch of track, identify, page, screen, group and alias messages; 200 once the broker has them", true, true, ScopeIngest},
+	{Ingest, "POST /v1/track", "Segment-compatible: one track message", true, false, ScopeIngest},
+	{Ingest, "POST /v1/identify", "Segment-compatible: one identify message", true, false, ScopeIngest},
+	{Ingest, "POST /v1/page", "Segment-compatible: one page message", true, false, ScopeIngest},
+	{Ingest, "POST /v1/screen", "Segment-compatible: one screen message", true, false, ScopeIngest},
+	{Ingest, "POST /v1/group", "Segment-compatible: one group message", true, false, ScopeIngest},
+	{Ingest, "POST /v1/alias", "Segment-compatible: one alias message", true, false, ScopeIngest},
 	{Ingest, "GET /v1/schema", "the JSON Schema of an event", true, false, ScopeRead},
 	{Ingest, "GET /v1/deadletters", "list the events the worker could not process", true, false, ScopeAdmin},
 	{Ingest, "POST /v1/deadletters/replay", "publish dead letters to the pipeline again", true, false, ScopeAdmin},
@@ -116,6 +123,23 @@ var Bodies = map[string]Body{
 	// JSON, and NDJSON under its several names (event.MediaTypes).
 	"POST /v1/events": {MediaTypes: []string{MediaJSON, "application/x-ndjson", "application/ndjson", "application/jsonl",
 		"application/x-jsonlines", "application/jsonlines"}, Gzip: true},
+}
+
+// segmentBody is what the Segment-compatible routes take: JSON, also as
+// text/plain (browser trackers send it so, to avoid a CORS preflight), and
+// gzip.
+var segmentBody = Body{MediaTypes: []string{MediaJSON, "text/plain"}, Gzip: true}
+
+// WriteKeyRoutes are the routes that also take a credential as HTTP Basic
+// auth, the way Segment's trackers send their writeKey: the username is the
+// API key, the password empty.
+var WriteKeyRoutes = map[string]bool{}
+
+func init() {
+	for _, p := range []string{"POST /v1/batch", "POST /v1/track", "POST /v1/identify", "POST /v1/page", "POST /v1/screen", "POST /v1/group", "POST /v1/alias"} {
+		Bodies[p] = segmentBody
+		WriteKeyRoutes[p] = true
+	}
 }
 
 // BodyOf returns what the route of pattern takes as a request body.

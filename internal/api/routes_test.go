@@ -77,3 +77,24 @@ func TestEveryRouteHasAScope(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteKeyRoutes: the routes that take a writeKey are routes of the
+// table, of scope ingest, and take their bodies as Segment's trackers send
+// them.
+func TestWriteKeyRoutes(t *testing.T) {
+	scope := map[string]string{}
+	for _, r := range Routes {
+		scope[r.Pattern] = r.Scope
+	}
+	for p := range WriteKeyRoutes {
+		if scope[p] != ScopeIngest {
+			t.Errorf("%s: scope %q, want ingest", p, scope[p])
+		}
+		if b := BodyOf(p); !b.Gzip || strings.Join(b.MediaTypes, ",") != "application/json,text/plain" {
+			t.Errorf("%s: takes %+v", p, b)
+		}
+	}
+	if len(WriteKeyRoutes) != 7 {
+		t.Errorf("%d routes take a writeKey, want 7", len(WriteKeyRoutes))
+	}
+}

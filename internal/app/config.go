@@ -50,16 +50,19 @@ type config struct {
 	PII           piiConfig
 
 	// Stages.
-	Ingest         ingest.Config
-	Collect        collect.Config
-	DemoCollect    bool
-	Enrich         enrich.Config
-	StatsEvery     time.Duration
-	Retention      time.Duration
-	RetentionEvery time.Duration
-	Serve          serve.Options
-	Webhook        webhook.Config
-	DeliverAck     time.Duration
+	Ingest ingest.Config
+	// RequireLocation: events without coordinates are refused (one
+	// decision for ingest and the worker: --require-location).
+	RequireLocation bool
+	Collect         collect.Config
+	DemoCollect     bool
+	Enrich          enrich.Config
+	StatsEvery      time.Duration
+	Retention       time.Duration
+	RetentionEvery  time.Duration
+	Serve           serve.Options
+	Webhook         webhook.Config
+	DeliverAck      time.Duration
 
 	hooks upHooks
 
@@ -143,6 +146,7 @@ const (
 	ptDemo     = "demo"
 	ptRegistry = "registry"
 	ptPII      = "pii"
+	ptEvents   = "events"
 )
 
 // sharedParts returns the shared parts over c, built once.
@@ -177,6 +181,9 @@ func (c *config) sharedParts() map[string]*part {
 			c.Weather.RegisterFlags(fs)
 		}, validate: func() error { return c.Weather.Validate() }},
 		ptPII: c.piiPart(),
+		ptEvents: {name: ptEvents, flags: func(fs *flag.FlagSet) {
+			fs.BoolVar(&c.RequireLocation, "require-location", false, "refuse events without coordinates (ingest: 400; the worker: a dead letter) instead of storing them with enrichment status no_location")
+		}},
 	}
 	return c.parts
 }

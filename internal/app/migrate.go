@@ -8,14 +8,16 @@ import (
 
 	"github.com/skyjoin/skyjoin/internal/platform"
 	"github.com/skyjoin/skyjoin/internal/store/bigquery"
+	"github.com/skyjoin/skyjoin/internal/store/duckdb"
 )
 
 // runMigrate creates or updates the store's tables: for BigQuery the
 // dataset (with --create-dataset), the partitioned and clustered table and
-// the deduplicating view. DuckDB migrates itself when it opens.
+// the deduplicating view. DuckDB migrates itself when it opens; migrate
+// opens it to do so (the file must not be open in another process).
 func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("migrate", stderr)
-	storeURL := fs.String("store", "", "store URL: bigquery://PROJECT/DATASET[?table=events&location=EU&retention=400d]")
+	storeURL := fs.String("store", "", "store URL: bigquery://PROJECT/DATASET[?table=events&location=EU&retention=400d] or duckdb://PATH")
 	createDataset := fs.Bool("create-dataset", false, "create the dataset (in the URL's location) if it does not exist")
 	retention := fs.String("retention", "", "partition expiration, e.g. 400d (0: keep forever); overrides the URL's retention")
 	if err := platform.ParseFlags(fs, args); err != nil {
@@ -28,7 +30,20 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	case *storeURL == "":
 		return fmt.Errorf("%w: migrate needs --store bigquery://PROJECT/DATASET", errUsage)
 	case strings.HasPrefix(*storeURL, "duckdb://"):
-		fmt.Fprintln(stdout, "duckdb: nothing to do; the store creates and migrates its file when it opens")
+		// Opening the file migrates it (schema version 1 -> 2 adds the
+		// properties column); the process that owns it does the same.
+		path := strings.TrimPrefix(*storeURL, "duckdb://")
+		if path == "" || strings.ContainsAny(path, "?#") {
+			return fmt.Errorf("%w: migrate: store URL %q: want duckdb://PATH, no parameters", errUsage, *storeURL)
+		}
+		s, err := duckdb.Open(ctx, duckdb.Config{Path: path}, nil)
+		if err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+		if err := s.Close(); err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+		fmt.Fprintf(stdout, "%s is at schema version %d\n", path, duckdb.SchemaVersion)
 		return nil
 	case !strings.HasPrefix(*storeURL, "bigquery://"):
 		return fmt.Errorf("%w: migrate: store URL %q: unknown scheme (known: bigquery, duckdb)", errUsage, *storeURL)

@@ -305,7 +305,12 @@ func runProcess(ctx context.Context, cfg *config, stages []*stage, stdout io.Wri
 	rec := newRouteRecorder(mux)
 	limit := rateLimits(cfg.HTTP)
 	// Authentication outside the rate limit, which counts per principal.
-	rec.wrap = func(rt api.Route, h http.Handler) http.Handler { return p.authn.Require(rt.Scope, limit(rt, h)) }
+	rec.wrap = func(rt api.Route, h http.Handler) http.Handler {
+		if api.WriteKeyRoutes[rt.Pattern] {
+			return p.authn.RequireWriteKey(rt.Scope, limit(rt, h))
+		}
+		return p.authn.Require(rt.Scope, limit(rt, h))
+	}
 	// Start the consumers first: the stages after a producer in the list.
 	runs := make([]*running, len(stages))
 	for i := len(stages) - 1; i >= 0; i-- {

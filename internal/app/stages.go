@@ -21,6 +21,7 @@ import (
 	"github.com/skyjoin/skyjoin/internal/live"
 	"github.com/skyjoin/skyjoin/internal/platform"
 	"github.com/skyjoin/skyjoin/internal/retry"
+	"github.com/skyjoin/skyjoin/internal/segment"
 	"github.com/skyjoin/skyjoin/internal/serve"
 	"github.com/skyjoin/skyjoin/internal/webhook"
 )
@@ -34,7 +35,7 @@ func (c *config) stages() map[string]*stage {
 	c.all = map[string]*stage{
 		stIngest: {
 			name:     stIngest,
-			uses:     []*part{pt[ptBroker]},
+			uses:     []*part{pt[ptBroker], pt[ptEvents]},
 			flags:    c.Ingest.RegisterFlags,
 			validate: func() error { return c.Ingest.Validate() },
 			start:    c.startIngest,
@@ -56,7 +57,7 @@ func (c *config) stages() map[string]*stage {
 		},
 		stEnrich: {
 			name: stEnrich,
-			uses: []*part{pt[ptBroker], pt[ptStore], pt[ptWeather], pt[ptDemo], pt[ptPII]},
+			uses: []*part{pt[ptBroker], pt[ptStore], pt[ptWeather], pt[ptDemo], pt[ptPII], pt[ptEvents]},
 			flags: func(fs *flag.FlagSet) {
 				c.Enrich.RegisterFlags(fs)
 				fs.DurationVar(&c.StatsEvery, "stats-every", 10*time.Second, "how often to log pipeline counters (0: never)")
@@ -101,7 +102,9 @@ func (c *config) startIngest(ctx context.Context, p *process, r platform.Router)
 	if err != nil {
 		return nil, err
 	}
-	ing := ingest.New(c.Ingest, b, p.log)
+	ic := c.Ingest
+	ic.RequireLocation = c.RequireLocation
+	ing := ingest.New(ic, b, p.log)
 	var gate *ingest.BacklogGate
 	if bl, ok := b.(broker.Backlogger); ok {
 		sub := c.eventsSubscription()
@@ -116,6 +119,8 @@ func (c *config) startIngest(ctx context.Context, p *process, r platform.Router)
 		ing.Admit = gate.Admit
 	}
 	ing.Register(r)
+	segment.New(segment.Config{MaxEvents: c.Ingest.MaxEvents, MaxBodyBytes: c.Ingest.MaxBodyBytes, PublishTimeout: c.Ingest.PublishTimeout},
+		ing, b, p.log).Register(r)
 	db, ok := b.(deadletter.Broker)
 	if !ok {
 		return nil, fmt.Errorf("broker %s cannot list dead letters", c.Broker)
@@ -192,7 +197,9 @@ func (c *config) startEnrich(ctx context.Context, p *process, r platform.Router)
 		sub.Close()
 		return nil, err
 	}
-	w := enrich.New(c.Enrich, sub, b, ws, st, p.log)
+	ec := c.Enrich
+	ec.RequireLocation = c.RequireLocation
+	w := enrich.New(ec, sub, b, ws, st, p.log)
 	w.PII = policy
 	if c.Demo {
 		// Now and then a stored record on the terminal.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/skyjoin/skyjoin/internal/api"
 	"github.com/skyjoin/skyjoin/internal/auth/authtest"
+	"github.com/skyjoin/skyjoin/internal/registry"
 	"github.com/skyjoin/skyjoin/internal/registry/natskv/natskvtest"
 )
 
@@ -35,16 +37,22 @@ func TestParseToken(t *testing.T) {
 
 // TestKeysLifecycle: create, verify, list (no secret), rotate with and
 // without grace, revoke, expiry; the registry holds only a hash.
-func TestKeysLifecycle(t *testing.T) {
-	srv := natskvtest.Start(t, t.TempDir())
-	reg := srv.Registry(t)
-	ctx := t.Context()
-	ks := Keys{Reg: reg}
-	v, err := NewVerifier(ctx, reg, nil)
+// keysAndVerifier is a registry on an embedded NATS server, its Keys and a
+// Verifier watching them (closed at the end of the test).
+func keysAndVerifier(t *testing.T) (registry.Registry, Keys, *Verifier) {
+	t.Helper()
+	reg := natskvtest.Start(t, t.TempDir()).Registry(t)
+	v, err := NewVerifier(t.Context(), reg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer v.Close()
+	t.Cleanup(func() { v.Close() })
+	return reg, Keys{Reg: reg}, v
+}
+
+func TestKeysLifecycle(t *testing.T) {
+	ctx := t.Context()
+	reg, ks, v := keysAndVerifier(t)
 
 	if _, _, err := ks.Create(ctx, KeySpec{Scopes: []string{"read", "bogus", "read"}}); !errors.Is(err, ErrInvalidSpec) ||
 		!strings.Contains(err.Error(), `"bogus" is not a scope`) || !strings.Contains(err.Error(), `"read" is given twice`) {
@@ -388,5 +396,64 @@ func TestCloudRunAudience(t *testing.T) {
 	t.Setenv("K_SERVICE", "")
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "auth-idtoken-emails") {
 		t.Errorf("off Cloud Run without an allow list: %v", err)
+	}
+}
+
+// TestWriteKey: the Segment-compatible routes take the key as HTTP Basic
+// auth (username the key, password empty), as trackers send their
+// writeKey; Bearer still works; anything else is refused.
+func TestWriteKey(t *testing.T) {
+	ctx := t.Context()
+	_, ks, v := keysAndVerifier(t)
+	_, ingestKey, err := ks.Create(ctx, KeySpec{Scopes: []string{api.ScopeIngest}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, readKey, err := ks.Create(ctx, KeySpec{Scopes: []string{api.ScopeRead}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); v.Active() < 2 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	a := &Authenticator{On: true, Keys: v}
+	var who string
+	h := a.RequireWriteKey(api.ScopeIngest, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, _ := FromContext(r.Context())
+		who = p.ID
+	}))
+	basic := func(user, pass string) string {
+		return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
+	}
+	for _, c := range []struct {
+		name, header string
+		want         int
+	}{
+		{"writeKey as Basic username", basic(ingestKey, ""), 200},
+		{"Bearer", "Bearer " + ingestKey, 200},
+		{"Basic with a password", basic(ingestKey, "x"), 401},
+		{"Basic, not a key", basic("wk_not_a_key", ""), 401},
+		{"Basic, no username", basic("", ""), 401},
+		{"Basic, a key without the scope", basic(readKey, ""), 403},
+		{"none", "", 401},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			who = ""
+			r := httptest.NewRequest("POST", "/v1/batch", nil)
+			if c.header != "" {
+				r.Header.Set("Authorization", c.header)
+			}
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			if w.Code != c.want {
+				t.Fatalf("%d %s, want %d", w.Code, w.Body, c.want)
+			}
+			if c.want == 200 && !strings.HasPrefix(who, "key_") {
+				t.Errorf("principal %q", who)
+			}
+			if strings.Contains(w.Body.String(), ingestKey) {
+				t.Errorf("the answer holds the key: %s", w.Body)
+			}
+		})
 	}
 }

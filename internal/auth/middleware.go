@@ -52,6 +52,31 @@ func (a *Authenticator) Require(scope string, h http.Handler) http.Handler {
 	})
 }
 
+// RequireWriteKey is Require for the routes that Segment's trackers call
+// (api.WriteKeyRoutes): besides a Bearer credential they take HTTP Basic
+// auth whose username is the API key (the tracker's writeKey) and whose
+// password is empty, as the trackers send it. The key is verified as any
+// other; a Basic credential that is not one is refused (401).
+func (a *Authenticator) RequireWriteKey(scope string, h http.Handler) http.Handler {
+	next := a.Require(scope, h)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hs := r.Header.Values("Authorization"); a.On && len(hs) == 1 {
+			if scheme, _, _ := strings.Cut(hs[0], " "); strings.EqualFold(scheme, "Basic") {
+				user, pass, ok := r.BasicAuth()
+				if !ok || pass != "" || user == "" {
+					w.Header().Set("WWW-Authenticate", `Basic realm="skyjoin"`)
+					platform.WriteError(w, http.StatusUnauthorized,
+						"Basic auth on this route is the writeKey: an API key of scope ingest as the username, an empty password", nil)
+					return
+				}
+				r = r.Clone(r.Context())
+				r.Header.Set("Authorization", "Bearer "+user)
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
 // Authenticate returns the principal of r (Anonymous when auth is off).
 func (a *Authenticator) Authenticate(r *http.Request) (Principal, error) {
 	if !a.On {

@@ -43,6 +43,10 @@ type Config struct {
 	// acked: the broker delivers it again). A spent weather quota always holds
 	// the batch (backpressure), whatever this says.
 	OnWeatherFailure string
+	// RequireLocation dead-letters an event without coordinates (stage
+	// validate) instead of storing it with status no_location. Set from the
+	// process's one --require-location flag, as ingest's is.
+	RequireLocation bool
 }
 
 // OnWeatherFailure values.
@@ -410,6 +414,9 @@ func (w *Worker) Process(ctx context.Context, msgs []*broker.Message) error {
 			stage := "decode"
 			if len(errs) == 0 {
 				errs = d.Event.Validate(i, now, w.cfg.MaxClockSkew)
+				if fe := d.Event.RequireLocation(i); w.cfg.RequireLocation && fe != nil {
+					errs = append(errs, *fe)
+				}
 				stage = "validate"
 			}
 			if len(errs) > 0 {
@@ -425,9 +432,17 @@ func (w *Worker) Process(ctx context.Context, msgs []*broker.Message) error {
 
 	recs := make([]event.Record, len(events))
 	if len(events) > 0 {
-		reqs := make([]weather.Request, len(events))
+		// Events without coordinates have no weather to look up: status
+		// no_location. at[i] is event i's request, -1 for none.
+		reqs := make([]weather.Request, 0, len(events))
+		at := make([]int, len(events))
 		for i := range events {
-			reqs[i] = weather.Request{Point: weather.Point{Lat: events[i].Location.Lat(), Lon: events[i].Location.Lon()}, At: events[i].OccurredAt}
+			if !events[i].Location.HasCoordinates() {
+				at[i] = -1
+				continue
+			}
+			at[i] = len(reqs)
+			reqs = append(reqs, weather.Request{Point: weather.Point{Lat: events[i].Location.Lat(), Lon: events[i].Location.Lon()}, At: events[i].OccurredAt})
 		}
 		pctx, start := w.phaseStart(ctx, PhaseWeather)
 		results := w.joiner.Lookup(pctx, reqs)
@@ -445,7 +460,11 @@ func (w *Worker) Process(ctx context.Context, msgs []*broker.Message) error {
 			r.Event = events[i]
 			r.IngestedAt = ingAt[i]
 			r.ProcessedAt = processedAt
-			res := results[i]
+			if at[i] < 0 {
+				r.Enrichment.Status = event.StatusNoLocation
+				continue
+			}
+			res := results[at[i]]
 			switch {
 			case res.Err != nil:
 				r.Enrichment = event.Enrichment{Status: event.StatusUnavailable, Error: res.Err.Error()}

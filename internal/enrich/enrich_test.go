@@ -572,3 +572,42 @@ func TestRecordsPublishedBeforeAck(t *testing.T) {
 		}
 	}
 }
+
+// TestNoLocation: an event without coordinates is stored with status
+// no_location and no weather lookup; with RequireLocation it is a dead
+// letter of stage validate.
+func TestNoLocation(t *testing.T) {
+	noLoc := `{"event_id":"nl","event_type":"Order Completed","occurred_at":"2026-11-26T11:50:00Z","user":{"id":"u"},"location":{"city":"Paris"}}`
+	q := &queue{}
+	s := &memStore{}
+	j := &joiner{failSouthOf: -1000}
+	w := newWorker(q, j, s)
+	if err := w.Process(context.Background(), []*broker.Message{msg("1", event.ContentTypeNDJSON, noLoc+"\n"+ev("n", 10))}); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.recs) != 2 || len(q.acked) != 1 || len(q.dead) != 0 {
+		t.Fatalf("stored %d, acked %d, dead %d", len(s.recs), len(q.acked), len(q.dead))
+	}
+	if r := s.recs[0]; r.Weather != nil || r.Enrichment.Status != event.StatusNoLocation || r.Location.City != "Paris" {
+		t.Errorf("no location: %+v", r)
+	}
+	if r := s.recs[1]; r.Enrichment.Status != event.StatusEnriched || r.Weather == nil {
+		t.Errorf("with location: %+v", r.Enrichment)
+	}
+	// Only coordinate-less batches: no lookup at all.
+	j.calls = 0
+	w.Process(context.Background(), []*broker.Message{msg("2", event.ContentTypeJSON, strings.Replace(noLoc, `"nl"`, `"nl2"`, 1))})
+	if j.calls > 1 || len(s.recs) != 3 {
+		t.Errorf("lookups %d, stored %d", j.calls, len(s.recs))
+	}
+
+	q, s = &queue{}, &memStore{}
+	w = newWorker(q, j, s)
+	w.cfg.RequireLocation = true
+	if err := w.Process(context.Background(), []*broker.Message{msg("1", event.ContentTypeNDJSON, noLoc+"\n"+ev("n", 10))}); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.recs) != 1 || len(q.dead) != 1 || envelope.ParseDeadLetter(q.dead[0]).Stage != "validate" {
+		t.Fatalf("required: stored %d, dead %d", len(s.recs), len(q.dead))
+	}
+}

@@ -23,8 +23,14 @@ type BigQueryField struct {
 // reads it back byte for byte. A JSON column would buy field access without
 // parsing (attributes.source) at the price of clients that do not handle the
 // type; attributes are small (at most 64 short strings), so parsing is cheap.
+//
+// KindObject (properties) is a JSON column: properties are typed and nested,
+// queried by path (properties.amount, JSON_VALUE, LAX_FLOAT64), and a STRING
+// would lose their types to every reader.
 func BigQueryType(k Kind) string {
 	switch k {
+	case KindObject:
+		return "JSON"
 	case KindString, KindJSON:
 		return "STRING"
 	case KindFloat:

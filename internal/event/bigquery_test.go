@@ -32,7 +32,7 @@ func TestBigQuerySchema(t *testing.T) {
 		"event_id":              {"STRING", "REQUIRED"},
 		"occurred_at":           {"TIMESTAMP", "REQUIRED"},
 		"user_id":               {"STRING", "REQUIRED"},
-		"location_latitude":     {"FLOAT64", "REQUIRED"},
+		"location_latitude":     {"FLOAT64", "NULLABLE"},
 		"location_country":      {"STRING", "REQUIRED"},
 		"attributes":            {"STRING", "NULLABLE"},
 		"weather_observed_at":   {"TIMESTAMP", "NULLABLE"},

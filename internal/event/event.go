@@ -9,6 +9,7 @@
 package event
 
 import (
+	"encoding/json"
 	"time"
 )
 
@@ -18,11 +19,12 @@ const TypeUserObserved = "user.observed"
 // Event is one user event as it arrives at ingest.
 type Event struct {
 	EventID    string            `json:"event_id" schema:"required,minLength=1,maxLength=128,pattern=^[A-Za-z0-9][A-Za-z0-9._:@/+=-]*$" desc:"Unique id of the event; the idempotency key: the same id stored twice leaves one record."`
-	EventType  string            `json:"event_type" schema:"required,minLength=1,maxLength=64,pattern=^[a-z][a-z0-9_.-]*$" desc:"Kind of event, lower case, e.g. user.observed, user.signup, page.view."`
+	EventType  string            `json:"event_type" schema:"required,minLength=1,maxLength=128,pattern=^[^\\x00-\\x20\\x7f]([^\\x00-\\x1f\\x7f]*[^\\x00-\\x20\\x7f])?$" desc:"Name of the event as the sender names it, kept as sent (case, spaces and punctuation included; no normalisation): user.observed, page.view, Order Completed. No control characters, no space at either end."`
 	OccurredAt time.Time         `json:"occurred_at" schema:"required" desc:"When the event happened (RFC 3339; from 2000-01-01T00:00:00Z to the receiver's clock plus its clock skew, 5 minutes by default); the weather is joined for this time."`
 	User       User              `json:"user" schema:"required" desc:"The user the event is about."`
-	Location   Location          `json:"location" schema:"required" desc:"Where the user was."`
-	Attributes map[string]string `json:"attributes,omitempty" schema:"maxProperties=64,keyMaxLength=64,maxLength=1024" desc:"Free-form string attributes."`
+	Location   Location          `json:"location,omitzero" desc:"Where the user was. Optional: an event without coordinates is stored with enrichment status no_location (unless the receiver requires a location); latitude and longitude come both or neither."`
+	Attributes map[string]string `json:"attributes,omitempty" schema:"maxProperties=64,keyMaxLength=64,maxLength=1024" desc:"String labels (source, campaign, ...): a flat object of short strings, kept as it was for the clients that send it. Typed or nested data goes in properties."`
+	Properties json.RawMessage   `json:"properties,omitempty" schema:"maxBytes=16384,maxDepth=8,maxKeys=256,keyMaxLength=128" desc:"Typed properties of the event: any JSON object (numbers, booleans, strings, arrays, nested objects), e.g. {\"amount\": 12.5, \"items\": [\"a\", \"b\"]}. At most 16384 bytes, 8 levels of nesting (the object itself is level 1) and 256 entries (member names and array elements) in all; names are 1 to 128 characters and appear once per object. Stored as JSON (DuckDB JSON, BigQuery JSON)."`
 }
 
 // User is the profile of the user an event is about.
@@ -44,8 +46,8 @@ type User struct {
 
 // Location is where the user was when the event happened.
 type Location struct {
-	Latitude  *float64 `json:"latitude" schema:"required,minimum=-90,maximum=90" desc:"WGS84 latitude in degrees."`
-	Longitude *float64 `json:"longitude" schema:"required,minimum=-180,maximum=180" desc:"WGS84 longitude in degrees."`
+	Latitude  *float64 `json:"latitude,omitempty" schema:"minimum=-90,maximum=90" desc:"WGS84 latitude in degrees; with longitude, or neither."`
+	Longitude *float64 `json:"longitude,omitempty" schema:"minimum=-180,maximum=180" desc:"WGS84 longitude in degrees; with latitude, or neither."`
 	Street    string   `json:"street,omitempty" schema:"maxLength=256" desc:"Street address."`
 	City      string   `json:"city,omitempty" schema:"maxLength=128" desc:"City."`
 	State     string   `json:"state,omitempty" schema:"maxLength=128" desc:"State or region."`
@@ -54,7 +56,11 @@ type Location struct {
 	Timezone  string   `json:"timezone,omitempty" schema:"maxLength=64" desc:"Time zone: an IANA name or a UTC offset such as +9:30."`
 }
 
-// Lat returns the latitude, or 0 if it is missing (Validate rejects that).
+// HasCoordinates reports whether the location has a latitude and a
+// longitude (Validate refuses one without the other).
+func (l Location) HasCoordinates() bool { return l.Latitude != nil && l.Longitude != nil }
+
+// Lat returns the latitude, or 0 if it is missing.
 func (l Location) Lat() float64 {
 	if l.Latitude == nil {
 		return 0
@@ -62,7 +68,7 @@ func (l Location) Lat() float64 {
 	return *l.Latitude
 }
 
-// Lon returns the longitude, or 0 if it is missing (Validate rejects that).
+// Lon returns the longitude, or 0 if it is missing.
 func (l Location) Lon() float64 {
 	if l.Longitude == nil {
 		return 0
@@ -91,11 +97,12 @@ const (
 	StatusEnriched    = "enriched"    // weather joined from a fresh answer
 	StatusStale       = "stale"       // weather joined from an answer past its slot
 	StatusUnavailable = "unavailable" // no weather could be had; see Enrichment.Error
+	StatusNoLocation  = "no_location" // the event has no coordinates: no weather lookup
 )
 
 // Enrichment says how the weather join went.
 type Enrichment struct {
-	Status string `json:"status" desc:"enriched, stale or unavailable."`
+	Status string `json:"status" desc:"enriched, stale, unavailable or no_location."`
 	Error  string `json:"error,omitempty" desc:"Why weather is missing or stale."`
 }
 

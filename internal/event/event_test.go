@@ -47,14 +47,17 @@ var mutations = []mutation{
 	{"event_id with space", "event_id", func(m map[string]any) { m["event_id"] = "a b" }},
 	{"event_id too long", "event_id", func(m map[string]any) { m["event_id"] = strings.Repeat("a", 129) }},
 	{"missing event_type", "event_type", func(m map[string]any) { delete(m, "event_type") }},
-	{"upper-case event_type", "event_type", func(m map[string]any) { m["event_type"] = "User.Observed" }},
+	{"event_type with a tab", "event_type", func(m map[string]any) { m["event_type"] = "Order\tCompleted" }},
+	{"event_type with a leading space", "event_type", func(m map[string]any) { m["event_type"] = " Order Completed" }},
+	{"event_type with a trailing space", "event_type", func(m map[string]any) { m["event_type"] = "Order Completed " }},
+	{"event_type too long", "event_type", func(m map[string]any) { m["event_type"] = strings.Repeat("e", 129) }},
 	{"missing occurred_at", "occurred_at", func(m map[string]any) { delete(m, "occurred_at") }},
 	{"missing user", "user", func(m map[string]any) { delete(m, "user") }},
 	{"missing user.id", "user.id", func(m map[string]any) { delete(sub(m, "user"), "id") }},
 	{"long user.email", "user.email", func(m map[string]any) { sub(m, "user")["email"] = strings.Repeat("e", 257) }},
 	{"long user.nationality", "user.nationality", func(m map[string]any) { sub(m, "user")["nationality"] = "ABCDEFGHI" }},
-	{"missing location", "location", func(m map[string]any) { delete(m, "location") }},
 	{"missing latitude", "location.latitude", func(m map[string]any) { delete(sub(m, "location"), "latitude") }},
+	{"missing longitude", "location.longitude", func(m map[string]any) { delete(sub(m, "location"), "longitude") }},
 	{"latitude > 90", "location.latitude", func(m map[string]any) { sub(m, "location")["latitude"] = 90.5 }},
 	{"latitude < -90", "location.latitude", func(m map[string]any) { sub(m, "location")["latitude"] = -91 }},
 	{"longitude > 180", "location.longitude", func(m map[string]any) { sub(m, "location")["longitude"] = 180.01 }},
@@ -92,6 +95,46 @@ func compileSchema(t *testing.T) *jsonschema.Schema {
 		t.Fatalf("compile generated schema: %v", err)
 	}
 	return s
+}
+
+// TestValidVariants: what both the schema and Validate accept beside the
+// valid event: event names as trackers send them, no coordinates at all.
+func TestValidVariants(t *testing.T) {
+	s := compileSchema(t)
+	base, _ := json.Marshal(validEvent())
+	for _, v := range []struct {
+		name  string
+		apply func(map[string]any)
+	}{
+		{"tracker event name", func(m map[string]any) { m["event_type"] = "Order Completed" }},
+		{"non-ASCII event name", func(m map[string]any) { m["event_type"] = "Commande passée" }},
+		{"no location", func(m map[string]any) { delete(m, "location") }},
+		{"a place without coordinates", func(m map[string]any) {
+			delete(sub(m, "location"), "latitude")
+			delete(sub(m, "location"), "longitude")
+		}},
+	} {
+		t.Run(v.name, func(t *testing.T) {
+			var doc map[string]any
+			json.Unmarshal(base, &doc)
+			v.apply(doc)
+			b, _ := json.Marshal(doc)
+			inst, _ := jsonschema.UnmarshalJSON(bytes.NewReader(b))
+			if err := s.Validate(inst); err != nil {
+				t.Errorf("schema refuses %s: %v", b, err)
+			}
+			var e Event
+			if derr := decodeOne(b, &e); derr != nil {
+				t.Fatalf("decode %s: %+v", b, derr)
+			}
+			if errs := e.Validate(0, now, DefaultMaxClockSkew); len(errs) != 0 {
+				t.Errorf("Validate refuses %s: %v", b, errs)
+			}
+			if got := e.RequireLocation(0) != nil; got != !e.Location.HasCoordinates() {
+				t.Errorf("RequireLocation: %v with coordinates %v", got, e.Location.HasCoordinates())
+			}
+		})
+	}
 }
 
 // TestSchemaAndValidateAgree checks that the generated JSON Schema and the Go
@@ -178,8 +221,9 @@ func TestColumnsFollowTheType(t *testing.T) {
 		"event_id":            {KindString, true},
 		"occurred_at":         {KindTimestamp, true},
 		"user_id":             {KindString, true},
-		"location_latitude":   {KindFloat, true},
+		"location_latitude":   {KindFloat, false},
 		"attributes":          {KindJSON, false},
+		"properties":          {KindObject, false},
 		"weather_observed_at": {KindTimestamp, false},
 		"weather_code":        {KindInt, false},
 		"enrichment_status":   {KindString, true},
@@ -211,6 +255,7 @@ func TestColumnsFollowTheType(t *testing.T) {
 func sampleRecord(withWeather bool) Record {
 	r := Record{Event: validEvent(), Enrichment: Enrichment{Status: StatusUnavailable, Error: "provider down"},
 		IngestedAt: now, ProcessedAt: now.Add(time.Second)}
+	r.Properties = json.RawMessage(`{"amount":12.5,"items":["a","b"],"paid":true,"shipping":{"method":"express","days":2}}`)
 	if withWeather {
 		r.Weather = &Weather{ObservedAt: now.Truncate(15 * time.Minute), TemperatureC: 12.5, ApparentTemperature: 10.1,
 			RelativeHumidity: 80, PrecipitationMM: 0.2, WindSpeedKMH: 14.4, WindDirectionDeg: 230, WeatherCode: 61,
@@ -253,7 +298,7 @@ func TestValuesMatchColumns(t *testing.T) {
 				if g, ok := got.(time.Time); !ok || !g.Equal(want) {
 					t.Errorf("%s: got %v, want %v", c.Name, got, want)
 				}
-			case KindJSON:
+			case KindJSON, KindObject:
 				if cur == nil {
 					if got != nil {
 						t.Errorf("%s: got %v, want nil", c.Name, got)

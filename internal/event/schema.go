@@ -19,7 +19,10 @@ const (
 	KindFloat     Kind = "float"
 	KindInt       Kind = "int"
 	KindTimestamp Kind = "timestamp"
-	KindJSON      Kind = "json" // a JSON object stored as text
+	KindJSON      Kind = "json" // a JSON object of strings stored as text (attributes)
+	// KindObject is any JSON object, stored in the store's JSON type
+	// (DuckDB JSON, BigQuery JSON): properties.
+	KindObject Kind = "object"
 )
 
 // Column is one leaf field of a Record, flattened: nested JSON objects become
@@ -45,7 +48,10 @@ func Columns() []Column {
 	return columns
 }
 
-var timeType = reflect.TypeFor[time.Time]()
+var (
+	timeType       = reflect.TypeFor[time.Time]()
+	rawMessageType = reflect.TypeFor[json.RawMessage]()
+)
 
 // flatten walks a struct type and returns its leaf columns. required is false
 // once the walk has passed through an optional (pointer) struct.
@@ -93,13 +99,15 @@ func flatten(t reflect.Type, prefix []string, required bool) []Column {
 			col.Kind = KindInt
 		case ft.Kind() == reflect.Map:
 			col.Kind = KindJSON
+		case ft == rawMessageType:
+			col.Kind = KindObject
 		default:
 			panic(fmt.Sprintf("event: no column kind for %s (%s)", col.Name, ft))
 		}
 		// In the stored record a field is NOT NULL when the event requires it,
 		// or when it is a non-pointer field outside any optional struct
 		// (strings default to "", numbers to 0), except maps (JSON null).
-		col.Required = fieldRequired && (tag.required || (f.Type.Kind() != reflect.Pointer && ft.Kind() != reflect.Map))
+		col.Required = fieldRequired && (tag.required || (f.Type.Kind() != reflect.Pointer && ft.Kind() != reflect.Map && ft != rawMessageType))
 		out = append(out, col)
 	}
 	return out
@@ -119,6 +127,9 @@ type schemaTag struct {
 	maxLength      int
 	keyMaxLength   int
 	maxProperties  int
+	maxBytes       int // of a JSON object (properties), as sent
+	maxDepth       int // nesting of a JSON object; the object itself is level 1
+	maxKeys        int // member names of a JSON object, at every level, in all
 	pattern        string
 	minimum        *float64
 	maximum        *float64
@@ -163,6 +174,12 @@ func parseSchemaTag(s string) schemaTag {
 			t.keyMaxLength = atoi()
 		case "maxProperties":
 			t.maxProperties = atoi()
+		case "maxBytes":
+			t.maxBytes = atoi()
+		case "maxDepth":
+			t.maxDepth = atoi()
+		case "maxKeys":
+			t.maxKeys = atoi()
 		case "pattern":
 			t.pattern = val
 		case "minimum":
@@ -230,6 +247,10 @@ func objectSchema(t reflect.Type) map[string]any {
 	walk(t)
 	// Field names are exact: a member the type does not have is refused.
 	s := map[string]any{"type": "object", "properties": props, "additionalProperties": false}
+	if t == reflect.TypeFor[Location]() {
+		// Coordinates come both or neither.
+		s["dependentRequired"] = map[string][]string{"latitude": {"longitude"}, "longitude": {"latitude"}}
+	}
 	if len(required) > 0 {
 		s["required"] = required
 	}
@@ -243,6 +264,15 @@ func fieldSchema(t reflect.Type, tag schemaTag) map[string]any {
 	switch {
 	case t == timeType:
 		return map[string]any{"type": "string", "format": "date-time"}
+	case t == rawMessageType:
+		// Any JSON object. Its bounds in bytes, depth and names in all are
+		// not JSON Schema keywords: the description states them, and the
+		// x- keywords carry them for tools.
+		s := map[string]any{"type": "object", "x-maxBytes": tag.maxBytes, "x-maxDepth": tag.maxDepth, "x-maxKeys": tag.maxKeys}
+		if tag.keyMaxLength > 0 {
+			s["propertyNames"] = map[string]any{"minLength": 1, "maxLength": tag.keyMaxLength}
+		}
+		return s
 	case t.Kind() == reflect.Struct:
 		return objectSchema(t)
 	case t.Kind() == reflect.String:
@@ -289,6 +319,8 @@ func DuckDBType(k Kind) string {
 	switch k {
 	case KindString, KindJSON:
 		return "VARCHAR"
+	case KindObject:
+		return "JSON"
 	case KindFloat:
 		return "DOUBLE"
 	case KindInt:

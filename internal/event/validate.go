@@ -1,14 +1,20 @@
 package event
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"math"
 	"regexp"
 	"regexp/syntax"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
+
+	"github.com/goccy/go-json/jsontext"
 )
 
 // FieldError names one invalid field of an event.
@@ -35,9 +41,23 @@ var (
 	eventTypePattern = regexp.MustCompile(patternOf("EventType"))
 	// The patterns' matchers: a table lookup a byte, for patterns of the
 	// form ^[first][rest]*$ (see classMatcher); regexp otherwise.
-	eventIDMatch, _   = classMatcher(eventIDPattern)
-	eventTypeMatch, _ = classMatcher(eventTypePattern)
+	eventIDMatch, _ = classMatcher(eventIDPattern)
+	eventTypeMatch  = matchEventType
 )
+
+// matchEventType is eventTypePattern's matcher: no control character (nor
+// DEL), no space at either end; a test holds it to the pattern.
+func matchEventType(s string) bool {
+	if s == "" || s[0] <= ' ' || s[len(s)-1] <= ' ' || s[0] == 0x7f || s[len(s)-1] == 0x7f {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < ' ' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
 
 // classMatcher returns a matcher of re equivalent to re.MatchString and
 // faster, and true, when re is ^[A][B]*$ with A and B classes of ASCII
@@ -111,6 +131,7 @@ var (
 		userBirthDate, userPictureURL                                          *schemaTag
 		locationStreet, locationCity, locationState, locationCountry           *schemaTag
 		locationPostcode, locationTimezone, latitude, longitude, attributes    *schemaTag
+		properties                                                             *schemaTag
 	}{
 		eventID:          limitOf("Event.EventID"),
 		eventType:        limitOf("Event.EventType"),
@@ -136,6 +157,7 @@ var (
 		latitude:         limitOf("Location.Latitude"),
 		longitude:        limitOf("Location.Longitude"),
 		attributes:       limitOf("Event.Attributes"),
+		properties:       limitOf("Event.Properties"),
 	}
 )
 
@@ -211,8 +233,18 @@ func (e *Event) Validate(index int, now time.Time, maxSkew time.Duration) []Fiel
 			add(field, "must be between %g and %g, got %g", *t.minimum, *t.maximum, *v)
 		}
 	}
-	coord("location.latitude", lim.latitude, l.Latitude)
-	coord("location.longitude", lim.longitude, l.Longitude)
+	switch {
+	case l.Latitude == nil && l.Longitude == nil:
+		// No coordinates: stored with status no_location, unless the
+		// receiver requires a location (ValidateLocation).
+	case l.Latitude == nil:
+		add("location.latitude", "is required with location.longitude: give both coordinates or neither")
+	case l.Longitude == nil:
+		add("location.longitude", "is required with location.latitude: give both coordinates or neither")
+	default:
+		coord("location.latitude", lim.latitude, l.Latitude)
+		coord("location.longitude", lim.longitude, l.Longitude)
+	}
 	str("location.street", lim.locationStreet, l.Street)
 	str("location.city", lim.locationCity, l.City)
 	str("location.state", lim.locationState, l.State)
@@ -240,7 +272,133 @@ func (e *Event) Validate(index int, now time.Time, maxSkew time.Duration) []Fiel
 			}
 		}
 	}
+	if e.Properties != nil {
+		if field, msg := checkProperties(e.Properties, lim.properties); msg != "" {
+			add(field, "%s", msg)
+		}
+	}
 	return errs
+}
+
+// Properties limits, from the schema tag of Event.Properties.
+var (
+	PropertiesMaxBytes = lim.properties.maxBytes
+	PropertiesMaxDepth = lim.properties.maxDepth
+	PropertiesMaxKeys  = lim.properties.maxKeys
+)
+
+// checkProperties checks that raw is one JSON object within t's bounds, as
+// strictly as the decoder reads an event (a name given twice in an object,
+// invalid UTF-8 and anything but exactly one object are refused), and
+// returns the first problem: the field it is about (properties.a.b) and the
+// message, or "" if there is none. Events built in Go (the Segment mapping)
+// go through it as well as decoded ones.
+func checkProperties(raw []byte, t *schemaTag) (field, msg string) {
+	const name = "properties"
+	trimmed := bytes.TrimSpace(raw)
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		got := "nothing"
+		if len(trimmed) > 0 {
+			got = kindName(jsontext.Kind(kindByte(trimmed[0])))
+		}
+		return name, "must be a JSON object, got " + got
+	}
+	if len(raw) > t.maxBytes {
+		return name, fmt.Sprintf("must be at most %d bytes of JSON, got %d (the limit of properties in bytes)", t.maxBytes, len(raw))
+	}
+	pd := propDecoders.Get().(*propDecoder)
+	defer propDecoders.Put(pd)
+	pd.r.Reset(trimmed)
+	d := pd.d
+	d.Reset(&pd.r)
+	at := func(p jsontext.Pointer) string {
+		if f := fieldPath(p); f != "" {
+			return name + "." + f
+		}
+		return name
+	}
+	keys := 0
+	for {
+		tok, err := d.ReadToken()
+		if errors.Is(err, io.EOF) {
+			return "", ""
+		}
+		if err != nil {
+			var xerr *jsontext.SyntacticError
+			if errors.As(err, &xerr) {
+				switch {
+				case errors.Is(xerr.Err, jsontext.ErrDuplicateName):
+					return at(xerr.JSONPointer), "is given more than once: each name may appear once in an object"
+				case xerr.Err != nil && xerr.Err.Error() == invalidUTF8:
+					return at(xerr.JSONPointer), "is not valid UTF-8 (a name or a value within it)"
+				}
+				return at(xerr.JSONPointer), "invalid JSON: " + cleanJSONError(err)
+			}
+			return name, "invalid JSON: " + cleanJSONError(err)
+		}
+		switch tok.Kind() {
+		case '{', '[':
+			if depth := d.StackDepth(); depth > t.maxDepth {
+				return at(d.StackPointer().Parent()), fmt.Sprintf("is nested too deep: properties may nest at most %d levels (the object itself is level 1)", t.maxDepth)
+			}
+		}
+		// Every member (counted at its name) and every array element is an
+		// entry: so no object or array within properties holds more than
+		// maxKeys, which CEL's cost estimator relies on.
+		kind := tok.Kind()
+		if kind == '}' || kind == ']' {
+			continue
+		}
+		parent := d.StackDepth()
+		if kind == '{' || kind == '[' {
+			parent-- // the token opened a level of its own
+		}
+		k, n := d.StackIndex(parent)
+		isName := k == '{' && n%2 == 1 && kind == '"' && parent == d.StackDepth()
+		if isName || k == '[' {
+			keys++
+			p := d.StackPointer()
+			if keys > t.maxKeys {
+				return at(p), fmt.Sprintf("is one entry too many: properties may hold at most %d entries (names and array elements) in all, at every level", t.maxKeys)
+			}
+			if isName {
+				if l := utf8.RuneCountInString(p.LastToken()); l == 0 || l > t.keyMaxLength {
+					return at(p), fmt.Sprintf("names in properties must be 1 to %d characters, got %d", t.keyMaxLength, l)
+				}
+			}
+		}
+	}
+}
+
+// propDecoder is a reusable decoder of properties: a new jsontext.Decoder
+// allocates its buffers and name sets, which cost more than the walk.
+type propDecoder struct {
+	r bytes.Reader
+	d *jsontext.Decoder
+}
+
+var propDecoders = sync.Pool{New: func() any {
+	pd := &propDecoder{}
+	pd.d = jsontext.NewDecoder(&pd.r)
+	return pd
+}}
+
+func kindByte(c byte) byte {
+	switch c {
+	case 'n', 't', 'f', '"', '{', '[':
+		return c
+	}
+	return '0'
+}
+
+// RequireLocation is the FieldError of an event without coordinates where
+// the receiver requires them (--require-location), or nil.
+func (e *Event) RequireLocation(index int) *FieldError {
+	if e.Location.Latitude != nil || e.Location.Longitude != nil {
+		return nil
+	}
+	return &FieldError{Index: index, Field: "location.latitude",
+		Message: "is required: this receiver requires a location (--require-location); location.latitude and location.longitude are missing"}
 }
 
 // JoinErrors formats field errors as one line, for logs and dead letters.

@@ -11,7 +11,7 @@ import (
 // float64, int32, time.Time (UTC) or nil. It is hand-written for speed (it
 // runs for every stored row); values_test.go checks it against Columns.
 func (r *Record) Values() []any {
-	v := make([]any, 0, 41)
+	v := make([]any, 0, 42)
 	e := &r.Event
 	var attrs any
 	if len(e.Attributes) > 0 {
@@ -27,7 +27,7 @@ func (r *Record) Values() []any {
 		e.User.Email, e.User.Phone, e.User.Cell, e.User.Gender, e.User.Nationality, e.User.BirthDate, e.User.PictureURL,
 		floatOrNil(e.Location.Latitude), floatOrNil(e.Location.Longitude),
 		e.Location.Street, e.Location.City, e.Location.State, e.Location.Country, e.Location.Postcode, e.Location.Timezone,
-		attrs,
+		attrs, propsOrNil(e.Properties),
 	)
 	if w := r.Weather; w != nil {
 		v = append(v, w.ObservedAt.UTC(), w.TemperatureC, w.ApparentTemperature, w.RelativeHumidity,
@@ -38,6 +38,14 @@ func (r *Record) Values() []any {
 	}
 	v = append(v, r.Enrichment.Status, r.Enrichment.Error, r.IngestedAt.UTC(), r.ProcessedAt.UTC())
 	return v
+}
+
+// propsOrNil is the properties column's value: the JSON text, or nil.
+func propsOrNil(p json.RawMessage) any {
+	if len(p) == 0 {
+		return nil
+	}
+	return string(p)
 }
 
 func floatOrNil(f *float64) any {
@@ -139,6 +147,20 @@ func FromValues(v []any) (Record, error) {
 			err = fmt.Errorf("event: column attributes: %w", jerr)
 		}
 	}
+	switch p := v[i].(type) {
+	case nil:
+	case string:
+		e.Properties = json.RawMessage(p)
+	case []byte:
+		e.Properties = json.RawMessage(append([]byte(nil), p...))
+	default: // a driver that decodes JSON columns (map[string]any)
+		b, jerr := json.Marshal(p)
+		if jerr != nil && err == nil {
+			err = fmt.Errorf("event: column properties: %w", jerr)
+		}
+		e.Properties = b
+	}
+	i++
 	if v[i] != nil {
 		w := &Weather{}
 		w.ObservedAt = ts()

@@ -41,6 +41,10 @@ type Config struct {
 	// 0: every request is its own message.
 	GroupPublishes int
 	GroupMaxBytes  int // largest message of grouped requests
+	// RequireLocation refuses an event without coordinates (400) instead of
+	// passing it on to be stored with status no_location. Set from the
+	// process's one --require-location flag, as the worker's is.
+	RequireLocation bool
 }
 
 // RegisterFlags adds ingest's flags to fs.
@@ -199,7 +203,7 @@ func (h *Handler) serveEvents(ctx context.Context, w http.ResponseWriter, r *htt
 		d := &decoded[i]
 		errs := d.Errors
 		if len(errs) == 0 {
-			errs = d.Event.Validate(i, now, h.cfg.MaxClockSkew)
+			errs = h.Validate(&d.Event, i, now)
 		}
 		if len(errs) > 0 {
 			inv.Invalid++
@@ -231,6 +235,46 @@ func (h *Handler) serveEvents(ctx context.Context, w http.ResponseWriter, r *htt
 	platform.WriteJSON(w, http.StatusAccepted, Accepted{Accepted: len(decoded), IngestedAt: now})
 	return OutcomeAccepted, len(decoded)
 }
+
+// Validate checks an event as POST /v1/events does: the schema, the clock
+// skew and, if required, a location.
+func (h *Handler) Validate(e *event.Event, index int, now time.Time) []event.FieldError {
+	errs := e.Validate(index, now, h.cfg.MaxClockSkew)
+	if h.cfg.RequireLocation {
+		if fe := e.RequireLocation(index); fe != nil {
+			errs = append(errs, *fe)
+		}
+	}
+	return errs
+}
+
+// PublishEvents publishes valid events (NDJSON body, one event a line, as
+// decoded) the way POST /v1/events does: through admission control and
+// group commit, returning once the broker has acknowledged them (nil) or
+// not. Other front doors of the ingest stage (the Segment-compatible
+// routes) publish through it.
+func (h *Handler) PublishEvents(ctx context.Context, body []byte, decoded []event.Decoded, ingestedAt time.Time) error {
+	req := &request{body: body, mediaType: event.ContentTypeNDJSON, decoded: decoded, ingestedAt: ingestedAt, size: ndjsonSize(decoded)}
+	if err := h.group.publish(ctx, req); err != nil {
+		return err
+	}
+	if h.Accepted != nil {
+		h.Accepted(len(decoded))
+	}
+	return nil
+}
+
+// Admission asks admission control whether a request may be taken now
+// (nil), or why not.
+func (h *Handler) Admission() error {
+	if h.Admit == nil {
+		return nil
+	}
+	return h.Admit()
+}
+
+// Now is the handler's clock.
+func (h *Handler) Now() time.Time { return h.now() }
 
 func (h *Handler) getSchema(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/schema+json")

@@ -124,6 +124,35 @@ func TestPostEventsAccepted(t *testing.T) {
 	}
 }
 
+// TestPropertiesAndNoLocation: properties are no longer dropped (they reach
+// the broker message as sent), and an event without coordinates is taken,
+// unless the location is required.
+func TestPropertiesAndNoLocation(t *testing.T) {
+	body := `{"event_id":"p","event_type":"Order Completed","occurred_at":"2026-11-26T11:59:00Z","user":{"id":"u"},` +
+		`"properties":{"amount":12.5,"items":["a","b"],"paid":true,"nested":{"k":null}}}`
+	rec := &recorder{}
+	srv := newServer(t, rec, nil)
+	if resp, eb := post(t, srv.URL, "application/json", body); resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("status %d %+v", resp.StatusCode, eb)
+	}
+	got, err := envelope.DecodeEvents(rec.msgs[0])
+	if err != nil || len(got.Events) != 1 || len(got.Events[0].Errors) > 0 ||
+		string(got.Events[0].Event.Properties) != `{"amount":12.5,"items":["a","b"],"paid":true,"nested":{"k":null}}` {
+		t.Fatalf("the broker has %+v (%v)", got, err)
+	}
+
+	h := New(Config{MaxEvents: 10, MaxBodyBytes: 1 << 20, MaxClockSkew: time.Minute, PublishTimeout: time.Second, MaxErrors: 10, RequireLocation: true},
+		&recorder{}, platform.Discard)
+	h.now = func() time.Time { return testNow }
+	mux := http.NewServeMux()
+	h.Register(mux)
+	rsrv := httptest.NewServer(mux)
+	defer rsrv.Close()
+	if resp, eb := post(t, rsrv.URL, "application/json", body); resp.StatusCode != http.StatusBadRequest || !strings.Contains(eb.Error.Message, "location") {
+		t.Errorf("location required: %d %+v", resp.StatusCode, eb)
+	}
+}
+
 func TestPostEventsRefused(t *testing.T) {
 	big := "[" + strings.Repeat(ev("x")+",", 1000) + ev("y") + "]"
 	tests := []struct {
@@ -138,6 +167,7 @@ func TestPostEventsRefused(t *testing.T) {
 		{"latin-1", "application/json; charset=iso-8859-1", ev("a"), 415, nil},
 		{"utf-16", "application/x-ndjson; charset=utf-16", ev("a"), 415, nil},
 		{"unknown field", "application/json", strings.Replace(ev("a"), `"event_id"`, `"colour":"red","event_id"`, 1), 400, []string{"0:colour"}},
+		{"unknown field in every event", "application/json", "[" + strings.Replace(ev("a"), `"event_id"`, `"colour":"red","event_id"`, 1) + "," + strings.Replace(ev("b"), `"event_id"`, `"size":1,"event_id"`, 1) + "]", 400, []string{"0:colour", "1:size"}},
 		{"name in upper case", "application/x-ndjson", ev("a") + "\n" + strings.Replace(ev("b"), `"event_id"`, `"EVENT_ID"`, 1), 400, []string{"1:EVENT_ID"}},
 		{"duplicate name", "application/json", strings.Replace(ev("a"), `"event_type"`, `"event_id":"b","event_type"`, 1), 400, []string{"0:event_id"}},
 		{"invalid UTF-8", "application/json", strings.Replace(ev("a"), "Ann Lee", "Ann \xffLee", 1), 400, []string{"0:user.name"}},
@@ -149,7 +179,8 @@ func TestPostEventsRefused(t *testing.T) {
 		{"bad latitude in batch", "application/json", "[" + ev("a") + "," + strings.Replace(ev("b"), "52.52", "152.52", 1) + "]", 400, []string{"1:location.latitude"}},
 		{"latitude as string", "application/x-ndjson", ev("a") + "\n" + strings.Replace(ev("b"), "52.52", `"52.52"`, 1), 400, []string{"1:location.latitude"}},
 		{"future event", "application/json", strings.Replace(ev("a"), "2026-11-26T11:59:00Z", "2026-11-26T13:00:00Z", 1), 400, []string{"0:occurred_at"}},
-		{"several errors", "application/json", `[{"event_id":"a"}]`, 400, []string{"0:event_type", "0:occurred_at", "0:user.id", "0:location.latitude", "0:location.longitude"}},
+		{"several errors", "application/json", `[{"event_id":"a"}]`, 400, []string{"0:event_type", "0:occurred_at", "0:user.id"}},
+		{"one coordinate", "application/json", `[{"event_id":"a","event_type":"x","occurred_at":"2026-01-01T00:00:00Z","user":{"id":"u"},"location":{"latitude":1}}]`, 400, []string{"0:location.longitude"}},
 		{"too many events", "application/json", big, 413, nil},
 	}
 	for _, tt := range tests {

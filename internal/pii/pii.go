@@ -48,6 +48,7 @@
 package pii
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -104,7 +105,12 @@ func (r Rule) String() string {
 }
 
 // FreeForm are the roots of free-form data in an event.
-var FreeForm = []string{"attributes"}
+// attributes are flat string labels; properties are typed, nested JSON
+// (a rule's path reaches into them: properties.a.b).
+var FreeForm = []string{"attributes", "properties"}
+
+// DefaultPropertyGrid is coarsen's grid for a number within properties.
+const DefaultPropertyGrid = 1.0
 
 // DefaultCoordinateGrid is coarsen's grid for coordinates, in degrees.
 const DefaultCoordinateGrid = 0.1
@@ -265,8 +271,17 @@ func check(r *Rule) error {
 			return fmt.Errorf("%s: want ROOT.KEY, ROOT.PREFIX.* or ROOT.*", r.Path)
 		case !utf8.ValidString(rest):
 			return fmt.Errorf("%q: not valid UTF-8", r.Path)
-		case r.Action == Coarsen:
+		case r.Action == Coarsen && !strings.HasPrefix(r.Path, "properties."):
 			return fmt.Errorf("%s: coarsen is not defined for free-form values (keep, hash or drop)", r.Path)
+		case r.Action == Coarsen:
+			// A number within properties is rounded to the grid; any other
+			// value there is dropped (nothing coarser to keep).
+			if r.Param < 0 || math.IsNaN(r.Param) || math.IsInf(r.Param, 0) {
+				return fmt.Errorf("%s: coarsen's grid must be a positive number", r.Path)
+			}
+			if r.Param == 0 {
+				r.Param = DefaultPropertyGrid
+			}
 		}
 		return nil
 	}
@@ -532,6 +547,30 @@ func (p *Policy) Apply(r *event.Record) {
 			r.Attributes = nil
 		}
 	}
+	if fr := p.free["properties"]; !fr.keeps && len(r.Properties) > 0 {
+		p.applyProperties(fr, r)
+	}
+}
+
+// applyProperties applies the rules of properties to the record's
+// properties: decoded, walked as ApplyTree does, and encoded again when a
+// rule changed something. Properties that do not decode (Validate refuses
+// them before a record is made) are dropped rather than kept unfiltered.
+func (p *Policy) applyProperties(fr *freeRules, r *event.Record) {
+	var m map[string]any
+	d := json.NewDecoder(bytes.NewReader(r.Properties))
+	d.UseNumber() // numbers no rule touches keep their text
+	if err := d.Decode(&m); err != nil || m == nil {
+		r.Properties = nil
+		return
+	}
+	p.walk(fr, "", m)
+	b, err := json.Marshal(m)
+	if err != nil {
+		r.Properties = nil
+		return
+	}
+	r.Properties = b
 }
 
 // ApplyTree applies the rules of a free-form root to nested JSON data (as
@@ -559,6 +598,19 @@ func (p *Policy) walk(fr *freeRules, prefix string, m map[string]any) {
 		switch rule.Action {
 		case Drop:
 			delete(m, k)
+		case Coarsen:
+			switch n := v.(type) {
+			case float64:
+				m[k] = grid(n, rule.Param)
+			case json.Number:
+				if f, err := n.Float64(); err == nil {
+					m[k] = grid(f, rule.Param)
+				} else {
+					delete(m, k)
+				}
+			default:
+				delete(m, k)
+			}
 		case Hash:
 			s, ok := v.(string)
 			if !ok {

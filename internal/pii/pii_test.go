@@ -1,7 +1,9 @@
 package pii
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -251,7 +253,6 @@ func TestSpecErrors(t *testing.T) {
 		"location.latitude=coarsen:100":   "(0, 90]",
 		"user.name=coarsen":               "coarsen is defined for",
 		"user.emial=hash":                 `unknown field "user.emial"`,
-		"properties.a=hash":               `unknown field "properties.a"`,
 		"user.email=scramble":             `action "scramble"`,
 		"user.email=hash:3":               "takes no parameter",
 		"location.postcode=coarsen:2.5":   "leading characters",
@@ -296,8 +297,6 @@ func TestSpecFromFile(t *testing.T) {
 }
 
 func TestApplyTree(t *testing.T) {
-	FreeForm = append(FreeForm, "properties")
-	defer func() { FreeForm = FreeForm[:len(FreeForm)-1] }()
 	p := mustPolicy(t, "keep,properties.contact.*=hash,properties.contact.kind=keep,properties.debug=drop,properties.secret=hash", testKey)
 	var m map[string]any
 	json.Unmarshal([]byte(`{"contact":{"kind":"home","email":"a@b.c","deep":{"phone":"123"}},"debug":{"x":1},"secret":{"n":2},"plain":"kept"}`), &m)
@@ -312,6 +311,51 @@ func TestApplyTree(t *testing.T) {
 	}
 	if s, _ := m["secret"].(string); !strings.HasPrefix(s, HashPrefix) || m["plain"] != "kept" {
 		t.Errorf("secret %v, plain %v", m["secret"], m["plain"])
+	}
+}
+
+// TestApplyProperties: the policy reaches into a record's properties:
+// hash, drop and coarsen at a path, a PREFIX.* rule, and the rest kept as
+// it was (numbers with their text).
+func TestApplyProperties(t *testing.T) {
+	p := mustPolicy(t, "keep,properties.customer.email=hash,properties.customer.*=drop,properties.customer.tier=keep,"+
+		"properties.amount=coarsen:10,properties.ip=drop,properties.zip=coarsen", testKey)
+	r := sample()
+	r.Properties = []byte(`{"amount":123.4,"big":9007199254740993,"ip":"10.0.0.1","zip":"12345","items":[{"sku":"a"}],` +
+		`"customer":{"email":"A@b.c","name":"Ann","tier":"gold"}}`)
+	p.Apply(&r)
+	var m map[string]any
+	d := json.NewDecoder(bytes.NewReader(r.Properties))
+	d.UseNumber()
+	if err := d.Decode(&m); err != nil {
+		t.Fatal(err)
+	}
+	c := m["customer"].(map[string]any)
+	if e, _ := c["email"].(string); !strings.HasPrefix(e, HashPrefix) || e != p.hash("A@b.c") {
+		t.Errorf("customer.email = %v, want its hash", c["email"])
+	}
+	if _, ok := c["name"]; ok || c["tier"] != "gold" {
+		t.Errorf("customer = %v, want name dropped by customer.* and tier kept", c)
+	}
+	if m["amount"] != json.Number("120") {
+		t.Errorf("amount = %v, want 120 (coarsened to 10)", m["amount"])
+	}
+	if _, ok := m["ip"]; ok {
+		t.Errorf("ip kept: %v", m)
+	}
+	if _, ok := m["zip"]; ok {
+		t.Errorf("zip (a string: nothing coarser to keep) kept: %v", m)
+	}
+	if m["big"] != json.Number("9007199254740993") || fmt.Sprint(m["items"]) != "[map[sku:a]]" {
+		t.Errorf("untouched values changed: big %v items %v", m["big"], m["items"])
+	}
+	for spec, want := range map[string]string{
+		"attributes.a=coarsen":    "coarsen is not defined",
+		"properties.a=coarsen:-1": "positive",
+	} {
+		if _, err := ParseSpec(spec); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", spec, err, want)
+		}
 	}
 }
 

@@ -160,6 +160,28 @@ func parseParams(values url.Values, known []string) (params, []ParamError) {
 	var since, until time.Time
 	for _, k := range keys {
 		vs := values[k]
+		if strings.HasPrefix(k, store.PropParamPrefix) && slices.Contains(known, paramUserID) {
+			// A property filter: prop.PATH=[OP:]VALUE (every endpoint
+			// that filters takes them).
+			// Given more than once, each is a filter: prop.amount=gte:10&prop.amount=lt:100.
+			for _, v := range vs {
+				if len(q.Props) == store.MaxPropFilters {
+					bad(printable(k), "at most %d property filters", store.MaxPropFilters)
+					break
+				}
+				if !utf8.ValidString(v) || len(v) > maxTextParam {
+					bad(printable(k), "must be valid UTF-8, at most %d bytes", maxTextParam)
+					continue
+				}
+				f, err := store.ParsePropFilter(k, v)
+				if err != nil {
+					bad(printable(k), "%v (syntax: prop.NAME[.NAME...]=VALUE, =gt:N, =gte:N, =lt:N, =lte:N or =exists:)", err)
+					continue
+				}
+				q.Props = append(q.Props, f)
+			}
+			continue
+		}
 		if !slices.Contains(known, k) {
 			// printable quotes what is not valid UTF-8.
 			bad(printable(k), "unknown parameter; known: %s", strings.Join(known, ", "))
@@ -377,6 +399,9 @@ func queryFingerprint(q *store.Query) string {
 	at(paramSince, q.Since)
 	at(paramUntil, q.Until)
 	add(paramOrder, strconv.FormatBool(q.Ascending))
+	for i := range q.Props { // in the order parsed: sorted by name, then as given
+		add(q.Props[i].Param())
+	}
 	sum := sha256.Sum256(b)
 	return base64.RawURLEncoding.EncodeToString(sum[:9])
 }

@@ -148,6 +148,9 @@ func describeScope(op map[string]any, r api.Route) {
 		return
 	}
 	sec := []any{map[string]any{"bearer": []any{}}}
+	if api.WriteKeyRoutes[r.Pattern] {
+		sec = append(sec, map[string]any{"writeKey": []any{}})
+	}
 	if r.Method() == http.MethodGet && (r.Scope == api.ScopeRead || r.Scope == api.ScopeStream) {
 		sec = append(sec, map[string]any{"session": []any{}})
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/skyjoin/skyjoin/internal/erase"
 	"github.com/skyjoin/skyjoin/internal/ingest"
 	"github.com/skyjoin/skyjoin/internal/platform"
+	"github.com/skyjoin/skyjoin/internal/segment"
 	"github.com/skyjoin/skyjoin/internal/serve"
 )
 
@@ -98,6 +99,7 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 		"GET /v1/deadletters", "POST /v1/deadletters/replay", "DELETE /v1/deadletters/{id}",
 		"POST /v1/keys", "GET /v1/keys", "POST /v1/keys/{id}/rotate", "DELETE /v1/keys/{id}", "POST /v1/session",
 		"DELETE /v1/users/{id}",
+		"POST /v1/batch", "POST /v1/track", "POST /v1/identify", "POST /v1/page", "POST /v1/screen", "POST /v1/group", "POST /v1/alias",
 	)
 	for _, r := range routes {
 		if !documented(doc, r) {
@@ -110,6 +112,7 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 	mux := http.NewServeMux()
 	serve.New(failingReader{}, serve.Options{Logger: platform.Discard}).Register(mux)
 	ingest.New(ingest.Config{}, nil, platform.Discard).Register(mux)
+	segment.New(segment.Config{}, nil, nil, platform.Discard).Register(mux)
 	deadletter.NewHandler(nil, platform.Discard).Register(mux)
 	(&auth.Handler{}).RegisterKeys(mux)
 	(&auth.Handler{}).RegisterSession(mux)

@@ -33,6 +33,10 @@ func variedRecords(n int) []event.Record {
 	for i := range recs {
 		r := &recs[i]
 		r.Location.City = cities[i%len(cities)]
+		r.Properties = json.RawMessage(fmt.Sprintf(`{"amount":%d.5,"plan":%q,"cart":{"items":%d}}`, i%30, []string{"free", "pro"}[i%2], i%5))
+		if i%7 == 0 {
+			r.Properties = nil
+		}
 		if i%4 == 0 {
 			r.EventType = "page.view"
 		}
@@ -97,6 +101,12 @@ func TestListNewFilters(t *testing.T) {
 		{"temp above every record", "min_temp=100", store.Query{MinTemp: ptr(100.0)}, true},
 		{"all new filters", "city=oslo&event_type=user.observed&condition=overcast&min_temp=-20&max_temp=30",
 			store.Query{City: "oslo", EventType: event.TypeUserObserved, Condition: "overcast", MinTemp: ptr(-20.0), MaxTemp: ptr(30.0)}, false},
+		{"property equal", "prop.plan=pro", store.Query{Props: storetest.PropFilters("prop.plan=pro")}, false},
+		{"property above", "prop.amount=gt:20", store.Query{Props: storetest.PropFilters("prop.amount=gt:20")}, false},
+		{"property range on one name", "prop.amount=gte:5&prop.amount=lt:10.5", store.Query{Props: storetest.PropFilters("prop.amount=gte:5", "prop.amount=lt:10.5")}, false},
+		{"nested property", "prop.cart.items=4&city=Oslo", store.Query{City: "Oslo", Props: storetest.PropFilters("prop.cart.items=4")}, false},
+		{"property exists", "prop.cart=exists:", store.Query{Props: storetest.PropFilters("prop.cart=exists:")}, false},
+		{"property missing", "prop.coupon=exists:", store.Query{Props: storetest.PropFilters("prop.coupon=exists:")}, true},
 		{"new and old filters asc", "country=Japan&city=Tokyo&since=2026-11-05T06:00:00Z&min_temp=0&order=asc",
 			store.Query{Country: "Japan", City: "Tokyo", Since: base.Add(6 * time.Hour), MinTemp: ptr(0.0), Ascending: true}, false},
 	}
@@ -168,6 +178,10 @@ func TestNewFiltersBadParameters(t *testing.T) {
 		{"empty event type", "event_type=", []string{"event_type"}, "event_type: must not be empty"},
 		{"long city", "city=" + strings.Repeat("x", 257), []string{"city"}, "city: must be at most 256 bytes"},
 		{"repeated condition", "condition=Fog&condition=Overcast", []string{"condition"}, "condition: must be given at most once"},
+		{"property not a number", "prop.amount=gt:ten", []string{"prop.amount"}, `prop.amount: gt compares numbers`},
+		{"property bad name", "prop.a%20b=1", []string{"prop.a b"}, "letters, digits and _"},
+		{"property empty", "prop.plan=", []string{"prop.plan"}, "must not be empty"},
+		{"property exists with a value", "prop.plan=exists:pro", []string{"prop.plan"}, "exists takes no value"},
 		{"stats parameter on list", "group_by=city", []string{"group_by"}, "group_by: unknown parameter"},
 		{"stream parameter on list", "after=3", []string{"after"}, "after: unknown parameter"},
 	}

@@ -110,6 +110,9 @@ type Query struct {
 	// MinTemp and MaxTemp bound weather.temperature_c, inclusive. Records
 	// without weather do not match when either is set.
 	MinTemp, MaxTemp *float64
+	// Props filter on values within the record's properties (at most
+	// MaxPropFilters), all of them.
+	Props []PropFilter
 	// AfterSeq, when positive, selects records with Seq > AfterSeq: the live
 	// stream's resume point (its event ids are seqs). It combines with
 	// Cursor and with either order.
@@ -136,6 +139,11 @@ func (q *Query) Match(r *event.Record) bool {
 		!q.Since.IsZero() && r.OccurredAt.Before(q.Since),
 		!q.Until.IsZero() && !r.OccurredAt.Before(q.Until):
 		return false
+	}
+	for i := range q.Props {
+		if !q.Props[i].Match(r.Properties) {
+			return false
+		}
 	}
 	if q.Condition == "" && q.MinTemp == nil && q.MaxTemp == nil {
 		return true

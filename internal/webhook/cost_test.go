@@ -24,6 +24,12 @@ var costFilters = []struct {
 	{`attributes.map(k, attributes[k]).exists(v, v.contains("x"))`, false},
 	{`attributes.all(k, attributes.all(j, k == j || attributes[k] != attributes[j]))`, true},
 	{`attributes.exists(k, attributes.exists(j, attributes.exists(l, k + j + l == "x")))`, true},
+	// Ordinary comprehensions over properties stay allowed (the property
+	// limits are the size hints); nested ones over them are refused.
+	{`properties.items.exists(i, i.qty > 2 && i.sku == "a")`, false},
+	{`properties.exists(k, k.startsWith("utm_"))`, false},
+	{`properties.amount > 10.0 && properties.items.size() >= 2`, false},
+	{`properties.items.exists(i, properties.items.exists(j, properties.items.exists(l, i.qty + j.qty + l.qty > 100)))`, true},
 	{`attributes.exists(k, attributes.filter(j, j.contains(k)).size() > 1)`, true},
 }
 
@@ -54,6 +60,16 @@ func fullRecord() *event.Record {
 		Weather: &event.Weather{TemperatureC: 31, Condition: "Clear sky"}}
 	for i := range 64 {
 		r.Attributes[fmt.Sprintf("key-%02d-%s", i, strings.Repeat("k", 56))] = fmt.Sprintf("%04d%s", i, strings.Repeat("v", 1020))
+	}
+	// And properties near their limits: 80 items of 3 entries each, 254
+	// entries in all.
+	items := make([]string, 80)
+	for i := range items {
+		items[i] = fmt.Sprintf(`{"sku":"sku-%02d","qty":%d}`, i, i%5)
+	}
+	r.Properties = []byte(`{"amount":12.5,"utm_source":"x","items":[` + strings.Join(items, ",") + `]}`)
+	if errs := r.Validate(0, time.Time{}, 0); len(errs) > 0 {
+		panic(fmt.Sprint(errs))
 	}
 	return r
 }

@@ -40,6 +40,9 @@ var celEnv = func() *cel.Env {
 		cel.Variable("user", obj),
 		cel.Variable("location", obj),
 		cel.Variable("attributes", cel.MapType(cel.StringType, cel.StringType)),
+		// Typed properties: JSON numbers are doubles, then strings,
+		// booleans, null, lists and maps, as in the JSON.
+		cel.Variable("properties", obj),
 		cel.Variable("weather", obj),
 		cel.Variable("enrichment", obj),
 		cel.Variable("ingested_at", cel.TimestampType),
@@ -123,6 +126,14 @@ var filterSizeOf = func() map[string]uint64 {
 		"attributes": 64, "attributes.@keys": 64, "attributes.@values": 1024,
 		"weather": 12, "weather.@keys": 32, "weather.@values": 64,
 		"enrichment": 2, "enrichment.@keys": 16, "enrichment.@values": 1024,
+		// properties: at most PropertiesMaxKeys entries in all (so in any
+		// map or list within them), names of at most 128 characters. A
+		// value within them is sized as a container of that bound: a string
+		// value may be longer (up to the 16 KiB of the whole), which the
+		// runtime cost limit bounds instead; so ordinary comprehensions over
+		// properties (properties.items.exists(i, i.qty > 2)) stay allowed.
+		"properties": uint64(event.PropertiesMaxKeys), "properties.@keys": 128,
+		"properties.@values": uint64(event.PropertiesMaxKeys),
 	}
 	// The fields of user and location, each its schema's maxLength; a
 	// number is of size 1.
@@ -231,6 +242,9 @@ func encodeRecord(r *event.Record) (encoded, error) {
 	}
 	if _, ok := vars["attributes"].(map[string]any); !ok {
 		vars["attributes"] = map[string]any{}
+	}
+	if _, ok := vars["properties"].(map[string]any); !ok {
+		vars["properties"] = map[string]any{}
 	}
 	return encoded{id: r.EventID, json: b, vars: vars}, nil
 }

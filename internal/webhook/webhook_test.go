@@ -255,6 +255,7 @@ func rec(id, country string, temp float64) event.Record {
 
 func TestFilterMatch(t *testing.T) {
 	hotSpain, coldSpain, hotFrance, noWeather := rec("a", "Spain", 34.5), rec("b", "Spain", 12), rec("c", "France", 35), rec("d", "Spain", -999)
+	hotSpain.Properties = []byte(`{"amount":12.5,"paid":true,"plan":"pro","items":[{"sku":"a","qty":1},{"sku":"b","qty":3}],"shipping":{"address":{"city":"Madrid"}}}`)
 	tests := []struct {
 		filter  string
 		rec     event.Record
@@ -275,6 +276,13 @@ func TestFilterMatch(t *testing.T) {
 		{`event_type.startsWith("user.") && user.id == "u-a"`, hotSpain, true, false},
 		{`location.latitude > 40.0 && location.longitude < 0`, hotSpain, true, false},
 		{``, noWeather, true, false},
+		// Typed properties: numbers, booleans, lists and nested maps.
+		{`properties.amount > 10 && properties.paid && properties.items.size() == 2`, hotSpain, true, false},
+		{`properties.items.exists(i, i.sku == "b" && i.qty >= 2)`, hotSpain, true, false},
+		{`properties.shipping.address.city == "Madrid" && properties.plan == "pro"`, hotSpain, true, false},
+		{`properties.amount > 100`, hotSpain, false, false},
+		{`has(properties.amount)`, coldSpain, false, false},
+		{`properties.amount > 10`, coldSpain, false, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.filter+"/"+tt.rec.EventID, func(t *testing.T) {
@@ -760,5 +768,19 @@ func TestVerify(t *testing.T) {
 				t.Fatalf("Verify = %v, want %v", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestDeliveredJSONHasProperties: the JSON a webhook receives carries the
+// record's properties as a JSON object, as they were sent.
+func TestDeliveredJSONHasProperties(t *testing.T) {
+	r := rec("p", "Spain", 20)
+	r.Properties = []byte(`{"amount":12.5,"items":["a","b"],"n":{"ok":true}}`)
+	enc, err := encodeRecord(&r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(enc.json), `"properties":{"amount":12.5,"items":["a","b"],"n":{"ok":true}}`) {
+		t.Errorf("delivered JSON lacks the properties object: %s", enc.json)
 	}
 }

@@ -12,7 +12,9 @@ import (
 	"cloud.google.com/go/bigquery/storage/apiv1/storagepb"
 	"google.golang.org/api/option"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protodesc"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -35,6 +37,17 @@ type fakeWrite struct {
 	// and may answer instead: a response (row errors) or an error that
 	// ends the connection with that status.
 	hook func(n int, rows []map[string]any) (*storagepb.AppendRowsResponse, error)
+	// table, if set, is the table's schema: GetWriteStream reports it (FULL
+	// view), a writer schema with a field it lacks is refused as BigQuery
+	// does, and a response reports it as updated_schema when it has a
+	// column the connection's writer schema lacks.
+	table *storagepb.TableSchema
+}
+
+func (f *fakeWrite) setTable(ts *storagepb.TableSchema) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.table = ts
 }
 
 // startFakeWrite serves f on a loopback port and returns client options
@@ -57,7 +70,13 @@ func startFakeWrite(t *testing.T, f *fakeWrite) []option.ClientOption {
 }
 
 func (f *fakeWrite) GetWriteStream(ctx context.Context, req *storagepb.GetWriteStreamRequest) (*storagepb.WriteStream, error) {
-	return &storagepb.WriteStream{Name: req.GetName(), Type: storagepb.WriteStream_COMMITTED, Location: "EU"}, nil
+	ws := &storagepb.WriteStream{Name: req.GetName(), Type: storagepb.WriteStream_COMMITTED, Location: "EU"}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if req.GetView() == storagepb.WriteStreamView_FULL && f.table != nil {
+		ws.TableSchema = proto.CloneOf(f.table)
+	}
+	return ws, nil
 }
 
 func (f *fakeWrite) AppendRows(stream storagepb.BigQueryWrite_AppendRowsServer) error {
@@ -77,7 +96,19 @@ func (f *fakeWrite) AppendRows(stream storagepb.BigQueryWrite_AppendRowsServer) 
 			}
 			f.mu.Lock()
 			f.schemas++
+			table := f.table
 			f.mu.Unlock()
+			if table != nil {
+				have := map[string]bool{}
+				for _, c := range table.GetFields() {
+					have[c.GetName()] = true
+				}
+				for i := range md.Fields().Len() {
+					if name := string(md.Fields().Get(i).Name()); !have[name] {
+						return status.Errorf(codes.InvalidArgument, "Input schema has more fields than BigQuery schema, extra fields: '%s'", name)
+					}
+				}
+			}
 		}
 		if md == nil {
 			return fmt.Errorf("fake: first AppendRows of a connection without a writer schema")
@@ -114,9 +145,15 @@ func (f *fakeWrite) AppendRows(stream storagepb.BigQueryWrite_AppendRowsServer) 
 		f.mu.Lock()
 		f.rows = append(f.rows, rows...)
 		f.mu.Unlock()
-		if err := stream.Send(&storagepb.AppendRowsResponse{
+		resp := &storagepb.AppendRowsResponse{
 			Response: &storagepb.AppendRowsResponse_AppendResult_{AppendResult: &storagepb.AppendRowsResponse_AppendResult{}},
-		}); err != nil {
+		}
+		f.mu.Lock()
+		if f.table != nil && len(f.table.GetFields()) > md.Fields().Len() {
+			resp.UpdatedSchema = proto.CloneOf(f.table)
+		}
+		f.mu.Unlock()
+		if err := stream.Send(resp); err != nil {
 			return err
 		}
 	}

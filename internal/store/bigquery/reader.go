@@ -188,7 +188,40 @@ func filterConds(q *store.Query, param func(name string, v any)) []string {
 	if q.MaxTemp != nil {
 		cond("weather_temperature_c <= @max_temp", "max_temp", *q.MaxTemp)
 	}
+	for i := range q.Props {
+		where = append(where, propCond(&q.Props[i], fmt.Sprintf("prop_%d", i), param))
+	}
 	return where
+}
+
+// propCond returns the condition of a property filter on the JSON column
+// (store.PropFilter's semantics), adding its parameters, named after name:
+// the JSON path, the JSON type names and the value are parameters, as
+// every value of a query is.
+func propCond(f *store.PropFilter, name string, param func(name string, v any)) string {
+	param(name+"_path", f.JSONPath())
+	p := "@" + name + "_path"
+	typ := "JSON_TYPE(JSON_QUERY(properties, " + p + "))"
+	num := "LAX_FLOAT64(JSON_QUERY(properties, " + p + "))"
+	switch f.Op {
+	case store.PropExists:
+		// A missing path gives NULL, which no comparison matches.
+		param(name, "null")
+		return typ + " <> @" + name
+	case store.PropGt, store.PropGte, store.PropLt, store.PropLte:
+		op := map[string]string{store.PropGt: ">", store.PropGte: ">=", store.PropLt: "<", store.PropLte: "<="}[f.Op]
+		param(name+"_tn", "number")
+		param(name, f.Num)
+		return "(" + typ + " = @" + name + "_tn AND " + num + " " + op + " @" + name + ")"
+	}
+	// eq: one value parameter, the value's text; a number property
+	// compares with it read as a number (NULL, no match, when it is not).
+	param(name+"_tn", "number")
+	param(name+"_ts", "string")
+	param(name+"_tb", "boolean")
+	param(name, f.Value)
+	return "(CASE WHEN " + typ + " IN (@" + name + "_ts, @" + name + "_tb) THEN JSON_VALUE(properties, " + p + ") = @" + name +
+		" WHEN " + typ + " = @" + name + "_tn THEN COALESCE(" + num + " = SAFE_CAST(@" + name + " AS FLOAT64), FALSE) ELSE FALSE END)"
 }
 
 func whereClause(conds []string) string {

@@ -69,6 +69,12 @@ func TestListQueries(t *testing.T) {
 			[]string{"processed_at > @after_time", "LOWER(location_city) = LOWER(@city)", "event_type = @event_type",
 				"LOWER(weather_condition) = LOWER(@condition)", "weather_temperature_c >= @min_temp", "weather_temperature_c <= @max_temp"},
 			map[string]string{"after_time": "2026-01-14 00:00:00", "city": "tromsø", "event_type": "page.view", "condition": "Fog", "min_temp": "-3.5", "max_temp": "30"}},
+		{"properties", store.Query{Props: storetest.PropFilters("prop.plan=pro", "prop.amount=gt:10", "prop.items=exists:", "prop.shipping.days=lte:2")},
+			[]string{"JSON_VALUE(properties, @prop_0_path) = @prop_0", "SAFE_CAST(@prop_0 AS FLOAT64)",
+				"JSON_TYPE(JSON_QUERY(properties, @prop_1_path)) = @prop_1_tn AND LAX_FLOAT64(JSON_QUERY(properties, @prop_1_path)) > @prop_1",
+				"JSON_TYPE(JSON_QUERY(properties, @prop_2_path)) <> @prop_2", "LAX_FLOAT64(JSON_QUERY(properties, @prop_3_path)) <= @prop_3"},
+			map[string]string{"prop_0": "pro", "prop_0_path": "$.plan", "prop_1": "10", "prop_1_path": "$.amount", "prop_1_tn": "number",
+				"prop_2": "null", "prop_3": "2", "prop_3_path": "$.shipping.days"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -38,14 +38,43 @@ var _ store.Writer = (*Writer)(nil)
 // of its records, which the caller then redelivers. The table can therefore
 // hold several copies of an event; the view Config.View keeps the latest
 // (by processed_at) and the Reader reads only the view.
+//
+// # Schema changes
+//
+// The writer encodes rows with the table's schema as it finds it (the
+// default stream's table schema, GetWriteStream with the FULL view), not
+// with this build's: a build that knows a column the table does not have
+// yet (properties, before `skyjoin migrate` adds it) keeps writing, and
+// picks the column up once it exists, without reopening:
+//
+//   - BigQuery reports a schema change in the response of an append
+//     (AppendRowsResponse.updated_schema); the writer adopts it and sends
+//     the new descriptor with its next append (UpdateSchemaDescriptor);
+//   - a record with a value for a column the writer's schema lacks makes it
+//     fetch the table's schema again (at most once per SchemaRefresh); if
+//     the column is there, the batch is encoded with the new schema; if not,
+//     Write fails as a whole, without writing, naming the column: the
+//     caller does not ack, and the records come back after migrate. A
+//     record is never written without its properties.
 type Writer struct {
 	cfg    Config
 	client *managedwriter.Client
 	stream *managedwriter.ManagedStream
-	enc    *encoder
 	log    *slog.Logger
 	sleep  func(ctx context.Context, d time.Duration) error // for tests
+
+	mu          sync.Mutex
+	enc         *encoder // the table's schema as last seen
+	lastRefresh time.Time
+	// schemaRefresh is the least time between two fetches of the table's
+	// schema for a record the writer's schema cannot hold.
+	schemaRefresh time.Duration
 }
+
+// SchemaRefresh is the least time between two fetches of the table's
+// schema when a record holds a value for a column the writer's schema
+// lacks (see Writer).
+const SchemaRefresh = 10 * time.Second
 
 // NewWriter connects to the table's default stream. The table must exist
 // (see Migrate). The writer keeps its connection until Close, independent of
@@ -54,27 +83,105 @@ func NewWriter(ctx context.Context, cfg Config, log *slog.Logger) (*Writer, erro
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	enc, err := newEncoder()
-	if err != nil {
-		return nil, fmt.Errorf("bigquery: writer: %w", err)
-	}
 	// The client and stream keep their context for their connections.
 	bg := context.WithoutCancel(ctx)
 	client, err := managedwriter.NewClient(bg, cfg.Project, cfg.WriteOptions...)
 	if err != nil {
 		return nil, fmt.Errorf("bigquery: writer: new client: %w", err)
 	}
+	w := &Writer{cfg: cfg, client: client, log: log, sleep: retry.Sleep, schemaRefresh: SchemaRefresh}
+	ts, err := w.tableSchema(ctx)
+	if err != nil {
+		client.Close()
+		return nil, fmt.Errorf("bigquery: writer: %w", err)
+	}
+	enc, err := newEncoderFor(ts)
+	if err != nil {
+		client.Close()
+		return nil, fmt.Errorf("bigquery: writer: %w", err)
+	}
+	w.enc, w.lastRefresh = enc, time.Now()
 	stream, err := client.NewManagedStream(bg,
 		managedwriter.WithDestinationTable(cfg.tablePath()),
 		managedwriter.WithType(managedwriter.DefaultStream),
-		managedwriter.WithSchemaDescriptor(enc.dp),
+		managedwriter.WithSchemaDescriptor(w.enc.dp),
 		managedwriter.EnableWriteRetries(true),
 	)
 	if err != nil {
 		client.Close()
 		return nil, fmt.Errorf("bigquery: writer: open the default stream of %s: %w", cfg.tablePath(), err)
 	}
-	return &Writer{cfg: cfg, client: client, stream: stream, enc: enc, log: log, sleep: retry.Sleep}, nil
+	w.stream = stream
+	return w, nil
+}
+
+// tableSchema fetches the table's schema, as the Storage Write API sees it.
+// A server that does not report it (an old emulator) gets this build's.
+func (w *Writer) tableSchema(ctx context.Context) (*storagepb.TableSchema, error) {
+	ws, err := w.client.GetWriteStream(ctx, &storagepb.GetWriteStreamRequest{
+		Name: w.cfg.tablePath() + "/streams/_default", View: storagepb.WriteStreamView_FULL,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("get the schema of %s: %w", w.cfg.tablePath(), err)
+	}
+	if ts := ws.GetTableSchema(); ts != nil && len(ts.GetFields()) > 0 {
+		return ts, nil
+	}
+	schema, err := tableSchema()
+	if err != nil {
+		return nil, err
+	}
+	return adapt.BQSchemaToStorageTableSchema(schema)
+}
+
+// encoder returns the current encoder.
+func (w *Writer) encoder() *encoder {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.enc
+}
+
+// adopt switches to the table schema ts if it differs from the current one
+// (an updated_schema in an append's response, or a fetch).
+func (w *Writer) adopt(ts *storagepb.TableSchema) {
+	enc, err := newEncoderFor(ts)
+	if err != nil {
+		if w.log != nil {
+			w.log.Warn("bigquery: cannot use the table's new schema", "error", err)
+		}
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if enc.key == w.enc.key {
+		return
+	}
+	if w.log != nil {
+		w.log.Info("bigquery: table schema changed; writing with it", "table", w.cfg.tablePath(), "columns", len(ts.GetFields()), "missing", enc.missing)
+	}
+	w.enc = enc
+}
+
+// refresh fetches the table's schema again, unless it did so within
+// schemaRefresh, and returns the current encoder.
+func (w *Writer) refresh(ctx context.Context) *encoder {
+	w.mu.Lock()
+	due := time.Since(w.lastRefresh) >= w.schemaRefresh
+	if due {
+		w.lastRefresh = time.Now()
+	}
+	w.mu.Unlock()
+	if due {
+		ts, err := w.tableSchema(ctx)
+		if err != nil {
+			if w.log != nil {
+				w.log.WarnContext(ctx, "bigquery: refresh the table schema", "error", err)
+			}
+		} else {
+			w.adopt(ts)
+		}
+	}
+	return w.encoder()
 }
 
 // Close closes the stream and the client.
@@ -159,6 +266,17 @@ func (w *Writer) Write(ctx context.Context, recs []event.Record) error {
 	if len(recs) == 0 {
 		return nil
 	}
+	enc := w.encoder()
+	// A record with a value for a column the table did not have when the
+	// writer last looked: look again (migrate may have added it).
+	for i := range recs {
+		if col := enc.lacks(&recs[i]); col != "" {
+			if enc = w.refresh(ctx); enc.lacks(&recs[i]) != "" {
+				return fmt.Errorf("bigquery: write %d records: record %d (%s) has %s, and table %s has no column %s: run skyjoin migrate; nothing was written",
+					len(recs), i, recs[i].EventID, col, w.cfg.tablePath(), col)
+			}
+		}
+	}
 	var rejected []RowError
 	type row struct {
 		index int
@@ -169,7 +287,7 @@ func (w *Writer) Write(ctx context.Context, recs []event.Record) error {
 	var cur []row
 	size := 0
 	for i := range recs {
-		b, err := w.enc.encode(&recs[i])
+		b, err := enc.encode(&recs[i])
 		if err != nil {
 			rejected = append(rejected, RowError{Index: i, EventID: recs[i].EventID, Code: "ENCODE", Message: err.Error()})
 			continue
@@ -203,7 +321,7 @@ func (w *Writer) Write(ctx context.Context, recs []event.Record) error {
 			for i, r := range batch {
 				idx[i], data[i] = r.index, r.data
 			}
-			rej, err := w.appendBatch(ctx, recs, idx, data)
+			rej, err := w.appendBatch(ctx, enc, recs, idx, data)
 			mu.Lock()
 			defer mu.Unlock()
 			rejected = append(rejected, rej...)
@@ -236,12 +354,15 @@ func (w *Writer) Write(ctx context.Context, recs []event.Record) error {
 
 // appendBatch appends one request's rows (idx are their record indexes),
 // taking out rows BigQuery rejects and retrying retryable failures.
-func (w *Writer) appendBatch(ctx context.Context, recs []event.Record, idx []int, data [][]byte) ([]RowError, error) {
+func (w *Writer) appendBatch(ctx context.Context, enc *encoder, recs []event.Record, idx []int, data [][]byte) ([]RowError, error) {
 	var rejected []RowError
 	attempt := 0
 	for len(idx) > 0 {
-		resp, err := w.append(ctx, data)
+		resp, err := w.append(ctx, enc, data)
 		if err == nil {
+			if us := resp.GetUpdatedSchema(); us != nil {
+				w.adopt(us)
+			}
 			return rejected, nil
 		}
 		if rowErrs := resp.GetRowErrors(); len(rowErrs) > 0 {
@@ -280,9 +401,11 @@ func (w *Writer) appendBatch(ctx context.Context, recs []event.Record, idx []int
 	return rejected, nil
 }
 
-// append sends one request and waits for its response.
-func (w *Writer) append(ctx context.Context, data [][]byte) (*storagepb.AppendRowsResponse, error) {
-	res, err := w.stream.AppendRows(ctx, data)
+// append sends one request, with the descriptor its rows were encoded
+// with (the stream sends it only when it changed), and waits for its
+// response.
+func (w *Writer) append(ctx context.Context, enc *encoder, data [][]byte) (*storagepb.AppendRowsResponse, error) {
+	res, err := w.stream.AppendRows(ctx, data, managedwriter.UpdateSchemaDescriptor(enc.dp))
 	if err != nil {
 		return nil, err
 	}
@@ -313,12 +436,16 @@ func retryable(err error) bool {
 var appendBackoff = retry.Backoff{Initial: 200 * time.Millisecond, Max: 10 * time.Second}
 
 // encoder turns a Record into the serialized proto2 message the Storage
-// Write API takes, with a descriptor built from the generated table schema:
-// so the rows always match deploy/bigquery/events.schema.json.
+// Write API takes, with a descriptor built from the table's schema (which
+// migrate makes deploy/bigquery/events.schema.json): a column of the
+// record the table lacks has no field, and a record with a value there
+// cannot be encoded (see lacks).
 type encoder struct {
-	md     protoreflect.MessageDescriptor
-	dp     *descriptorpb.DescriptorProto
-	fields []protoreflect.FieldDescriptor // in the order of event.Columns
+	md      protoreflect.MessageDescriptor
+	dp      *descriptorpb.DescriptorProto
+	fields  []protoreflect.FieldDescriptor // in the order of event.Columns; nil where the table lacks the column
+	missing []string                       // columns the table lacks
+	key     string                         // the table's column names: equal keys, equal encoders
 }
 
 // tableSchema is the table's schema as the bigquery client models it.
@@ -330,6 +457,7 @@ func tableSchema() (bigquery.Schema, error) {
 	return s, nil
 }
 
+// newEncoder returns the encoder of this build's schema.
 func newEncoder() (*encoder, error) {
 	schema, err := tableSchema()
 	if err != nil {
@@ -339,6 +467,11 @@ func newEncoder() (*encoder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("storage schema: %w", err)
 	}
+	return newEncoderFor(ts)
+}
+
+// newEncoderFor returns the encoder of a table's schema.
+func newEncoderFor(ts *storagepb.TableSchema) (*encoder, error) {
 	d, err := adapt.StorageSchemaToProto2Descriptor(ts, "skyjoin_event")
 	if err != nil {
 		return nil, fmt.Errorf("row descriptor: %w", err)
@@ -353,14 +486,37 @@ func newEncoder() (*encoder, error) {
 	}
 	cols := event.Columns()
 	e := &encoder{md: md, dp: dp, fields: make([]protoreflect.FieldDescriptor, len(cols))}
+	names := make([]string, 0, len(ts.GetFields()))
+	for _, f := range ts.GetFields() {
+		names = append(names, strings.ToLower(f.GetName()))
+	}
+	e.key = strings.Join(names, ",")
 	for i, c := range cols {
 		f := md.Fields().ByName(protoreflect.Name(c.Name))
 		if f == nil {
-			return nil, fmt.Errorf("row descriptor has no field %s", c.Name)
+			if c.Required {
+				return nil, fmt.Errorf("the table has no column %s, which every record has: run skyjoin migrate", c.Name)
+			}
+			e.missing = append(e.missing, c.Name)
+			continue
 		}
 		e.fields[i] = f
 	}
 	return e, nil
+}
+
+// lacks returns the name of a column r has a value for and the encoder's
+// table does not have, or "".
+func (e *encoder) lacks(r *event.Record) string {
+	if len(e.missing) == 0 {
+		return ""
+	}
+	for i, v := range r.Values() {
+		if v != nil && e.fields[i] == nil {
+			return event.Columns()[i].Name
+		}
+	}
+	return ""
 }
 
 // encode serializes a record. A missing required value (a record that
@@ -383,7 +539,10 @@ func (e *encoder) encode(r *event.Record) ([]byte, error) {
 		case time.Time:
 			pv = protoreflect.ValueOfInt64(x.UnixMicro()) // TIMESTAMP: microseconds since the epoch
 		default:
-			return nil, fmt.Errorf("column %s: unsupported value %T", e.fields[i].Name(), v)
+			return nil, fmt.Errorf("column %s: unsupported value %T", event.Columns()[i].Name, v)
+		}
+		if e.fields[i] == nil {
+			return nil, fmt.Errorf("column %s: the table has no such column", event.Columns()[i].Name)
 		}
 		m.Set(e.fields[i], pv)
 	}

@@ -16,7 +16,7 @@ func (s *Store) Unavailable(ctx context.Context, limit int, after int64) ([]even
 	if limit <= 0 {
 		return nil, 0, fmt.Errorf("duckdb: unavailable records: limit %d, want > 0", limit)
 	}
-	recs, err := s.query(ctx, "SELECT "+selectColumns+" FROM events WHERE enrichment_status = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+	recs, err := s.query(ctx, "SELECT "+readColumns+" FROM events WHERE enrichment_status = $1 AND seq > $2 ORDER BY seq LIMIT $3",
 		event.StatusUnavailable, after, limit)
 	if err != nil {
 		return nil, 0, fmt.Errorf("duckdb: unavailable records after %d: %w", after, err)

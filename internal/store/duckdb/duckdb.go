@@ -72,6 +72,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -85,8 +86,25 @@ import (
 )
 
 // SchemaVersion is the version of the table layout, recorded in
-// skyjoin_meta. Open refuses a file with another version.
-const SchemaVersion = 1
+// skyjoin_meta. Open migrates a file of an older version (see migrations)
+// and refuses one of a newer version.
+//
+//   - 1: the first layout.
+//   - 2: properties JSON (typed event properties), added as the last
+//     column (after seq): DuckDB adds columns at the end, and the store
+//     names its columns in every statement and in the Appender, so their
+//     order in the file does not matter.
+const SchemaVersion = 2
+
+// migrations[v] takes a file from schema version v to v+1, inside the
+// transaction of migrate. (Adding a column keeps the indexes; dropping and
+// re-creating the user_id index in the same transaction crashes DuckDB
+// 1.5, so it is left alone.)
+var migrations = map[int][]string{
+	1: {
+		`ALTER TABLE events ADD COLUMN IF NOT EXISTS properties JSON`,
+	},
+}
 
 // CheckpointThreshold is the WAL size at which DuckDB checkpoints
 // automatically (DuckDB setting checkpoint_threshold, default 16 MiB).
@@ -185,6 +203,9 @@ func open(ctx context.Context, path string, cfg Config, log *slog.Logger) (_ *St
 	if err := migrate(ctx, db); err != nil {
 		return nil, err
 	}
+	if err := relaxLocation(ctx, db); err != nil {
+		return nil, err
+	}
 	s := &Store{db: db, log: log, path: path, wsem: make(chan struct{}, 1)}
 	if s.lastSeq, err = loadLastSeq(ctx, db); err != nil {
 		return nil, fmt.Errorf("read last seq: %w", err)
@@ -214,6 +235,10 @@ var (
 	}()
 	recordColumns = strings.Join(columnNames, ", ")
 	selectColumns = recordColumns + ", seq"
+	// readColumns is selectColumns for a SELECT that decodes records: the
+	// JSON column as its text (the driver would decode it into Go maps,
+	// losing the order of names and the precision of large numbers).
+	readColumns = readColumnsOf("")
 
 	eventsDDL = "CREATE TABLE IF NOT EXISTS events (\n" + event.DuckDBColumns() + ",\n  seq BIGINT NOT NULL,\n  PRIMARY KEY (event_id)\n)"
 	// staging has the record columns and the seq each record gets if it is
@@ -237,8 +262,53 @@ var (
 	insertNewSQL = insertSQL + "\nON CONFLICT (event_id) DO NOTHING"
 )
 
+// readColumnsOf is readColumns with each column qualified by prefix ("e.").
+func readColumnsOf(prefix string) string {
+	cols := event.Columns()
+	out := make([]string, 0, len(cols)+1)
+	for _, c := range cols {
+		if c.Kind == event.KindObject {
+			out = append(out, "CAST("+prefix+c.Name+" AS VARCHAR) AS "+c.Name)
+		} else {
+			out = append(out, prefix+c.Name)
+		}
+	}
+	return strings.Join(append(out, prefix+"seq"), ", ")
+}
+
 // userIndexDDL creates the index of the per-user reads; benchmarks drop it.
 var userIndexDDL = `CREATE INDEX IF NOT EXISTS events_user_id_idx ON events (user_id)`
+
+// relaxLocation lets the coordinates be NULL (events without a location,
+// stored with enrichment status no_location) in a file whose table still
+// requires them (made before schema version 2). DuckDB refuses to alter a
+// table that an index depends on, and crashes when the index is dropped
+// and re-created in one transaction: so the index is dropped, the columns
+// altered and the index re-created, each on its own. It is idempotent and
+// costs one catalog query on a file that needs nothing.
+func relaxLocation(ctx context.Context, db *sql.DB) error {
+	var required int
+	err := db.QueryRowContext(ctx, `SELECT count(*) FROM duckdb_columns()
+		WHERE table_name = 'events' AND column_name IN ('location_latitude', 'location_longitude') AND NOT is_nullable`).Scan(&required)
+	if err != nil {
+		return fmt.Errorf("migrate: read the location columns: %w", err)
+	}
+	if required == 0 {
+		_, err := db.ExecContext(ctx, userIndexDDL) // re-created if a run stopped between the steps
+		return err
+	}
+	for _, stmt := range []string{
+		`DROP INDEX IF EXISTS events_user_id_idx`,
+		`ALTER TABLE events ALTER COLUMN location_latitude DROP NOT NULL`,
+		`ALTER TABLE events ALTER COLUMN location_longitude DROP NOT NULL`,
+		userIndexDDL,
+	} {
+		if _, err := db.ExecContext(ctx, stmt); err != nil {
+			return fmt.Errorf("migrate: let coordinates be missing: %s: %w", firstLine(stmt), err)
+		}
+	}
+	return nil
+}
 
 func migrate(ctx context.Context, db *sql.DB) error {
 	tx, err := db.BeginTx(ctx, nil)
@@ -246,31 +316,57 @@ func migrate(ctx context.Context, db *sql.DB) error {
 		return fmt.Errorf("migrate: %w", err)
 	}
 	defer tx.Rollback()
-	for _, stmt := range []string{
-		`CREATE TABLE IF NOT EXISTS skyjoin_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)`,
-		eventsDDL,
-		userIndexDDL,
-	} {
-		if _, err := tx.ExecContext(ctx, stmt); err != nil {
-			return fmt.Errorf("migrate: %s: %w", firstLine(stmt), err)
+	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS skyjoin_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)`); err != nil {
+		return fmt.Errorf("migrate: create skyjoin_meta: %w", err)
+	}
+	var (
+		version string
+		exists  bool
+	)
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) > 0 FROM duckdb_tables()
+		WHERE database_name = current_database() AND schema_name = 'main' AND table_name = 'events'`).Scan(&exists); err != nil {
+		return fmt.Errorf("migrate: look for table events: %w", err)
+	}
+	err = tx.QueryRowContext(ctx, `SELECT value FROM skyjoin_meta WHERE key = 'schema_version'`).Scan(&version)
+	switch {
+	case errors.Is(err, sql.ErrNoRows) && exists:
+		return fmt.Errorf("migrate: table events exists without a schema version in skyjoin_meta: not a file of this program")
+	case errors.Is(err, sql.ErrNoRows):
+		// A new file: the current layout.
+		for _, stmt := range []string{eventsDDL, userIndexDDL} {
+			if _, err := tx.ExecContext(ctx, stmt); err != nil {
+				return fmt.Errorf("migrate: %s: %w", firstLine(stmt), err)
+			}
 		}
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO skyjoin_meta VALUES ('schema_version', $1) ON CONFLICT DO NOTHING`,
-		fmt.Sprint(SchemaVersion)); err != nil {
-		return fmt.Errorf("migrate: record schema version: %w", err)
-	}
-	var version string
-	if err := tx.QueryRowContext(ctx, `SELECT value FROM skyjoin_meta WHERE key = 'schema_version'`).Scan(&version); err != nil {
+		version = fmt.Sprint(SchemaVersion)
+		if _, err := tx.ExecContext(ctx, `INSERT INTO skyjoin_meta VALUES ('schema_version', $1)`, version); err != nil {
+			return fmt.Errorf("migrate: record schema version: %w", err)
+		}
+	case err != nil:
 		return fmt.Errorf("migrate: read schema version: %w", err)
 	}
-	if version != fmt.Sprint(SchemaVersion) {
-		return fmt.Errorf("migrate: file has schema version %s, this build knows only %d", version, SchemaVersion)
+	v, err := strconv.Atoi(version)
+	if err != nil || v < 1 {
+		return fmt.Errorf("migrate: file has schema version %q, not a version of this program", version)
+	}
+	if v > SchemaVersion {
+		return fmt.Errorf("migrate: file has schema version %d, this build knows only up to %d", v, SchemaVersion)
+	}
+	for ; v < SchemaVersion; v++ {
+		for _, stmt := range migrations[v] {
+			if _, err := tx.ExecContext(ctx, stmt); err != nil {
+				return fmt.Errorf("migrate: schema version %d to %d: %s: %w", v, v+1, firstLine(stmt), err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE skyjoin_meta SET value = $1 WHERE key = 'schema_version'`, fmt.Sprint(v+1)); err != nil {
+			return fmt.Errorf("migrate: record schema version %d: %w", v+1, err)
+		}
 	}
 	// A table created by another build with other columns is not ours to
-	// guess about.
+	// guess about: the columns must be this version's, in any order.
 	rows, err := tx.QueryContext(ctx, `SELECT column_name FROM duckdb_columns()
 		WHERE database_name = current_database() AND schema_name = 'main' AND table_name = 'events'
-		ORDER BY column_index`)
+		ORDER BY column_name`)
 	if err != nil {
 		return fmt.Errorf("migrate: read columns: %w", err)
 	}
@@ -287,7 +383,9 @@ func migrate(ctx context.Context, db *sql.DB) error {
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("migrate: read columns: %w", err)
 	}
-	if want := append(append([]string(nil), columnNames...), "seq"); strings.Join(have, ",") != strings.Join(want, ",") {
+	want := append(append([]string(nil), columnNames...), "seq")
+	slices.Sort(want)
+	if !slices.Equal(have, want) {
 		return fmt.Errorf("migrate: table events has columns %v, schema version %d wants %v", have, SchemaVersion, want)
 	}
 	if err := tx.Commit(); err != nil {

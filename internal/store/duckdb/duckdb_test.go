@@ -123,8 +123,82 @@ func TestReopen(t *testing.T) {
 		}
 	}
 	var version string
-	if err := s.db.QueryRowContext(t.Context(), `SELECT value FROM skyjoin_meta WHERE key = 'schema_version'`).Scan(&version); err != nil || version != "1" {
+	if err := s.db.QueryRowContext(t.Context(), `SELECT value FROM skyjoin_meta WHERE key = 'schema_version'`).Scan(&version); err != nil || version != fmt.Sprint(SchemaVersion) {
 		t.Errorf("schema_version = %q, %v", version, err)
+	}
+}
+
+// TestMigrateFromVersion1: a file of schema version 1 (no properties
+// column) opens as version 2: its records read back without properties,
+// and new records keep theirs.
+func TestMigrateFromVersion1(t *testing.T) {
+	path := tempPath(t)
+	s := openPath(t, path)
+	old := storetest.Records(7, 3)
+	for i := range old {
+		old[i].Properties = nil
+	}
+	if err := s.Write(t.Context(), old); err != nil {
+		t.Fatal(err)
+	}
+	// Make it a version 1 file: the layout of version 1 is version 2's
+	// without the properties column.
+	for _, stmt := range []string{
+		`DROP INDEX events_user_id_idx`,
+		`ALTER TABLE events DROP COLUMN properties`,
+		`ALTER TABLE events ALTER COLUMN location_latitude SET NOT NULL`,
+		`ALTER TABLE events ALTER COLUMN location_longitude SET NOT NULL`,
+		userIndexDDL,
+		`UPDATE skyjoin_meta SET value = '1' WHERE key = 'schema_version'`,
+	} {
+		if _, err := s.db.ExecContext(t.Context(), stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(t.Context(), Config{Path: path}, nil)
+	if err != nil {
+		t.Fatalf("open a version 1 file: %v", err)
+	}
+	defer s.Close()
+	var version string
+	if err := s.db.QueryRowContext(t.Context(), `SELECT value FROM skyjoin_meta WHERE key = 'schema_version'`).Scan(&version); err != nil || version != "2" {
+		t.Errorf("schema_version = %q, %v; want 2", version, err)
+	}
+	for _, r := range old {
+		got, err := s.Get(t.Context(), r.EventID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := storetest.Diff(r, got); d != "" {
+			t.Error(d)
+		}
+	}
+	fresh := storetest.Records(8, 3)
+	fresh[0].Properties = []byte(`{"amount":12.5,"items":[{"sku":"a","qty":2}],"gift":false}`)
+	if err := s.Write(t.Context(), fresh); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Get(t.Context(), fresh[0].EventID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := storetest.Diff(fresh[0], got); d != "" {
+		t.Error(d)
+	}
+	// A redelivery of a stored event goes through the staging table.
+	if err := s.Write(t.Context(), []event.Record{fresh[0], storetest.Records(9, 1)[0]}); err != nil {
+		t.Fatal(err)
+	}
+	// Version 1 required coordinates; version 2 stores an event without.
+	nowhere := storetest.Records(10, 1)
+	nowhere[0].Location.Latitude, nowhere[0].Location.Longitude = nil, nil
+	nowhere[0].Weather = nil
+	nowhere[0].Enrichment = event.Enrichment{Status: event.StatusNoLocation}
+	if err := s.Write(t.Context(), nowhere); err != nil {
+		t.Fatalf("write an event without coordinates to a migrated file: %v", err)
 	}
 }
 

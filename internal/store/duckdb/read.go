@@ -96,7 +96,7 @@ func (s *Store) List(ctx context.Context, q store.Query) (store.Page, error) {
 	}
 	arg("seq >= ?", lo)
 	arg("seq <= ?", hi)
-	recs, err := s.query(ctx, "SELECT "+selectColumns+" FROM events"+whereClause(where)+order, args...)
+	recs, err := s.query(ctx, "SELECT "+readColumns+" FROM events"+whereClause(where)+order, args...)
 	if err != nil {
 		return store.Page{}, fmt.Errorf("duckdb: list: %w", err)
 	}
@@ -113,7 +113,7 @@ func (s *Store) List(ctx context.Context, q store.Query) (store.Page, error) {
 
 // Get returns the record with the event id, or store.ErrNotFound.
 func (s *Store) Get(ctx context.Context, eventID string) (event.Record, error) {
-	recs, err := s.query(ctx, "SELECT "+selectColumns+" FROM events WHERE event_id = $1", eventID)
+	recs, err := s.query(ctx, "SELECT "+readColumns+" FROM events WHERE event_id = $1", eventID)
 	if err != nil {
 		return event.Record{}, fmt.Errorf("duckdb: get %q: %w", eventID, err)
 	}
@@ -126,7 +126,7 @@ func (s *Store) Get(ctx context.Context, eventID string) (event.Record, error) {
 // LatestForUser returns the user's record with the latest occurred_at (the
 // last stored of those on a tie), or store.ErrNotFound.
 func (s *Store) LatestForUser(ctx context.Context, userID string) (event.Record, error) {
-	recs, err := s.query(ctx, "SELECT "+selectColumns+
+	recs, err := s.query(ctx, "SELECT "+readColumns+
 		" FROM events WHERE user_id = $1 ORDER BY occurred_at DESC, seq DESC LIMIT 1", userID)
 	if err != nil {
 		return event.Record{}, fmt.Errorf("duckdb: latest for user %q: %w", userID, err)
@@ -171,6 +171,33 @@ func filterConds(q *store.Query, arg func(cond string, v any)) {
 	}
 	if q.MaxTemp != nil {
 		arg("weather_temperature_c <= ?", *q.MaxTemp)
+	}
+	for i := range q.Props {
+		propCond(&q.Props[i], arg)
+	}
+}
+
+// jsonNumberTypes are the json_type answers for a JSON number.
+const jsonNumberTypes = "('BIGINT', 'UBIGINT', 'HUGEINT', 'DOUBLE')"
+
+// propCond adds a property filter (store.PropFilter's semantics). The path
+// is a literal: its names are letters, digits and _ (ParsePropFilter).
+func propCond(f *store.PropFilter, arg func(cond string, v any)) {
+	p := "'" + f.JSONPath() + "'"
+	typ := "json_type(properties, " + p + ")"
+	num := "TRY_CAST(json_extract_string(properties, " + p + ") AS DOUBLE)"
+	switch f.Op {
+	case store.PropExists:
+		// A missing path gives NULL, which no comparison matches.
+		arg(typ+" <> ?", "NULL")
+	case store.PropGt, store.PropGte, store.PropLt, store.PropLte:
+		op := map[string]string{store.PropGt: ">", store.PropGte: ">=", store.PropLt: "<", store.PropLte: "<="}[f.Op]
+		arg(typ+" IN "+jsonNumberTypes+" AND "+num+" "+op+" ?", f.Num)
+	case store.PropEq:
+		// One parameter, the value's text: a number property compares with
+		// it read as a number (NULL, no match, when it is not one).
+		arg("CASE WHEN "+typ+" IN ('VARCHAR', 'BOOLEAN') THEN json_extract_string(properties, "+p+") = ?"+
+			" WHEN "+typ+" IN "+jsonNumberTypes+" THEN coalesce("+num+" = TRY_CAST(? AS DOUBLE), false) ELSE false END", f.Value)
 	}
 }
 

@@ -3,9 +3,10 @@ package duckdb
 import (
 	"context"
 	"database/sql/driver"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
+	"slices"
 	"time"
 
 	duckdb "github.com/duckdb/duckdb-go/v2"
@@ -110,7 +111,7 @@ func (s *Store) write(ctx context.Context, recs []event.Record) error {
 // readBackSQL selects the stored records of the staged event ids that were
 // stored before the statement that moved the batch (a join: an IN list of
 // event ids is a scan with a filter per row, ten times slower).
-var readBackSQL = "SELECT e." + strings.Join(columnNames, ", e.") + ", e.seq" +
+var readBackSQL = "SELECT " + readColumnsOf("e.") +
 	" FROM events e JOIN staging s ON e.event_id = s.event_id WHERE e.seq <> s.ord"
 
 // readBack replaces, after a redelivery, each record of recs whose event_id
@@ -157,7 +158,12 @@ func (s *Store) appendTo(ctx context.Context, catalog, table string, recs []even
 		if !ok {
 			return fmt.Errorf("unexpected driver connection %T", dc)
 		}
-		a, err := duckdb.NewAppender(conn, catalog, "main", table)
+		// By name: a migrated file has its columns in another order.
+		cols := appendColumns
+		if table == "staging" {
+			cols = stagingColumns
+		}
+		a, err := duckdb.NewAppenderWithColumns(conn, catalog, "main", table, cols)
 		if err != nil {
 			return fmt.Errorf("appender: %w", err)
 		}
@@ -167,7 +173,12 @@ func (s *Store) appendTo(ctx context.Context, catalog, table string, recs []even
 				continue
 			}
 			row = row[:0]
-			for _, v := range recs[i].Values() {
+			for j, v := range recs[i].Values() {
+				if s, ok := v.(string); ok && j == propertiesIndex {
+					// The driver writes a JSON column's value as
+					// json.Marshal gives it: the text as it is.
+					v = json.RawMessage(s)
+				}
 				row = append(row, v)
 			}
 			row = append(row, seqs[i])
@@ -186,6 +197,14 @@ func (s *Store) appendTo(ctx context.Context, catalog, table string, recs []even
 	}
 	return nil
 }
+
+// appendColumns are the columns appendTo fills, in the order of a row.
+var (
+	appendColumns  = append(append([]string(nil), columnNames...), "seq")
+	stagingColumns = append(append([]string(nil), columnNames...), "ord")
+	// propertiesIndex is the index of the JSON column in a record's Values.
+	propertiesIndex = slices.IndexFunc(event.Columns(), func(c event.Column) bool { return c.Kind == event.KindObject })
+)
 
 // resyncSeq sets lastSeq from the table after a failed insert.
 func (s *Store) resyncSeq(ctx context.Context) {

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"cmp"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -149,6 +150,11 @@ func filterRecords(t *testing.T, s store.Store) []event.Record {
 	}
 	recs[12].Weather.Condition = "CLEAR SKY"
 	recs[12].Weather.TemperatureC = 30
+	// Properties at the edges of the filters' types.
+	recs[13].Properties = json.RawMessage(`{"amount":"12","plan":"PRO"}`)             // a number as a string; case
+	recs[14].Properties = json.RawMessage(`{"amount":null,"items":null,"plan":true}`) // nulls; a boolean
+	recs[15].Properties = json.RawMessage(`{"amount":10,"shipping":{"days":"2"},"big":9007199254740993}`)
+	recs[16].Properties = json.RawMessage(`{"amount":1e2,"items":[],"plan":"pro","shipping":[1]}`)
 	write(t, s, recs[:100])
 	write(t, s, recs[100:])
 	for i := range recs {
@@ -198,6 +204,22 @@ func testListFiltersMore(t *testing.T, s store.Store) {
 		{name: "after last seq", q: store.Query{AfterSeq: recs[299].Seq}, wantEmpty: true},
 		{name: "city and event type", q: store.Query{City: "berlin", EventType: event.TypeUserObserved}},
 		{name: "country, condition and temp", q: store.Query{Country: "germany", Condition: "overcast", MinTemp: ptr(lo)}},
+		{name: "prop eq string", q: store.Query{Props: PropFilters("prop.plan=pro")}},
+		{name: "prop eq is case-sensitive", q: store.Query{Props: PropFilters("prop.plan=PRO")}},
+		{name: "prop eq boolean", q: store.Query{Props: PropFilters("prop.plan=true")}},
+		{name: "prop eq number", q: store.Query{Props: PropFilters("prop.amount=10.0")}},
+		{name: "prop gt number", q: store.Query{Props: PropFilters("prop.amount=gt:50")}},
+		{name: "prop gt skips strings", q: store.Query{Props: PropFilters("prop.amount=gte:12", "prop.amount=lte:12")}, wantEmpty: true},
+		{name: "prop range", q: store.Query{Props: PropFilters("prop.amount=gte:20", "prop.amount=lt:100.5")}},
+		{name: "prop exponent", q: store.Query{Props: PropFilters("prop.amount=100")}},
+		{name: "prop nested", q: store.Query{Props: PropFilters("prop.shipping.days=lte:2")}},
+		{name: "prop nested boolean", q: store.Query{Props: PropFilters("prop.shipping.express=true", "prop.currency=EUR")}},
+		{name: "prop exists", q: store.Query{Props: PropFilters("prop.items=exists:")}},
+		{name: "prop exists not null", q: store.Query{Props: PropFilters("prop.amount=exists:", "prop.plan=exists:")}},
+		{name: "prop under a list is no match", q: store.Query{Props: PropFilters("prop.shipping.days=exists:", "prop.seats=exists:")}, wantEmpty: true},
+		{name: "prop big integer", q: store.Query{Props: PropFilters("prop.big=gt:9007199254740000")}},
+		{name: "prop missing", q: store.Query{Props: PropFilters("prop.nothing=exists:")}, wantEmpty: true},
+		{name: "prop with other filters", q: store.Query{Country: recs[40].Location.Country, Props: PropFilters("prop.seats=gt:10")}},
 		{name: "everything", q: store.Query{Country: recs[40].Location.Country, City: recs[40].Location.City,
 			EventType: event.TypeUserObserved, Since: recs[20].OccurredAt, Until: recs[280].OccurredAt,
 			MinTemp: ptr(-25), MaxTemp: ptr(35), AfterSeq: recs[5].Seq}},
@@ -228,6 +250,21 @@ func testListFiltersMore(t *testing.T, s store.Store) {
 			}
 		})
 	}
+}
+
+// PropFilters parses property filters written as query parameters
+// (prop.PATH=[OP:]VALUE), for tests; it panics on a bad one.
+func PropFilters(params ...string) []store.PropFilter {
+	var out []store.PropFilter
+	for _, p := range params {
+		name, value, _ := strings.Cut(p, "=")
+		f, err := store.ParsePropFilter(name, value)
+		if err != nil {
+			panic(err)
+		}
+		out = append(out, f)
+	}
+	return out
 }
 
 // ExpectedStats computes what Aggregator.Stats must return for q over

@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -38,6 +39,9 @@ var (
 // error), and about half have attributes.
 func Records(seed uint64, n int) []event.Record {
 	rng := rand.New(rand.NewPCG(seed, 0x5ca1ab1e))
+	// Properties draw from their own source, so that the other fields are
+	// what they were before records had properties.
+	prng := rand.New(rand.NewPCG(seed, 0x9e0be7))
 	users := max(1, n/4)
 	recs := make([]event.Record, n)
 	for i := range recs {
@@ -90,6 +94,7 @@ func Records(seed uint64, n int) []event.Record {
 				r.Attributes[fmt.Sprintf("attr_%d", k)] = attrValues[rng.IntN(len(attrValues))]
 			}
 		}
+		r.Properties = properties(prng)
 		switch p := rng.IntN(10); {
 		case p == 0:
 			r.Enrichment = event.Enrichment{Status: event.StatusUnavailable, Error: "open-meteo: 429 Too Many Requests: daily quota exceeded"}
@@ -119,6 +124,27 @@ func Records(seed uint64, n int) []event.Record {
 		recs[i] = r
 	}
 	return recs
+}
+
+// Plans are the values of the plan property Records draws from.
+var Plans = []string{"free", "pro", "team"}
+
+// properties returns typed properties for about two records in three: an
+// order (amount, items, nested shipping), or a plan and a flag.
+func properties(rng *rand.Rand) json.RawMessage {
+	switch rng.IntN(3) {
+	case 0:
+		return nil
+	case 1:
+		n := 1 + rng.IntN(3)
+		items := make([]string, n)
+		for i := range items {
+			items[i] = fmt.Sprintf(`{"sku":"sku-%d","qty":%d}`, rng.IntN(100), 1+rng.IntN(4))
+		}
+		return json.RawMessage(fmt.Sprintf(`{"amount":%g,"currency":"EUR","items":[%s],"shipping":{"express":%v,"days":%d}}`,
+			round(rng.Float64()*200, 2), strings.Join(items, ","), rng.IntN(2) == 0, 1+rng.IntN(5)))
+	}
+	return json.RawMessage(fmt.Sprintf(`{"plan":%q,"seats":%d,"trial":%v}`, Plans[rng.IntN(len(Plans))], 1+rng.IntN(50), rng.IntN(2) == 0))
 }
 
 func round(f float64, decimals int) float64 {

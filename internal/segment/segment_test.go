@@ -1,0 +1,260 @@
+package segment_test
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/skyjoin/skyjoin/internal/broker"
+	"github.com/skyjoin/skyjoin/internal/envelope"
+	"github.com/skyjoin/skyjoin/internal/event"
+	"github.com/skyjoin/skyjoin/internal/ingest"
+	"github.com/skyjoin/skyjoin/internal/platform"
+	"github.com/skyjoin/skyjoin/internal/segment"
+)
+
+// memBroker keeps what is published, by topic; fail makes it refuse.
+type memBroker struct {
+	mu   sync.Mutex
+	msgs map[string][]*broker.Message
+	fail bool
+}
+
+func (b *memBroker) Publish(ctx context.Context, topic string, msgs ...*broker.Message) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.fail {
+		return errors.New("broker down")
+	}
+	if b.msgs == nil {
+		b.msgs = map[string][]*broker.Message{}
+	}
+	b.msgs[topic] = append(b.msgs[topic], msgs...)
+	return nil
+}
+
+// events decodes every event published to the events topic as the worker
+// does (envelope.DecodeEvents, the strict decoder).
+func (b *memBroker) events(t *testing.T) []event.Event {
+	t.Helper()
+	var out []event.Event
+	for _, m := range b.msgs[broker.TopicEvents] {
+		in, err := envelope.DecodeEvents(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range in.Events {
+			if len(d.Errors) > 0 {
+				t.Fatalf("the worker could not decode %s: %v", d.Raw, d.Errors)
+			}
+			if errs := d.Event.Validate(0, time.Now(), time.Minute); len(errs) > 0 {
+				t.Fatalf("the worker would refuse %s: %v", d.Raw, errs)
+			}
+			out = append(out, d.Event)
+		}
+	}
+	return out
+}
+
+func newServer(t *testing.T, b *memBroker, cfg ingest.Config) *httptest.Server {
+	cfg.MaxEvents, cfg.MaxBodyBytes, cfg.PublishTimeout, cfg.MaxClockSkew = 100, 1<<20, time.Second, 5*time.Minute
+	ing := ingest.New(cfg, b, platform.Discard)
+	mux := http.NewServeMux()
+	segment.New(segment.Config{MaxEvents: 100, MaxBodyBytes: 1 << 20, PublishTimeout: time.Second}, ing, b, platform.Discard).Register(mux)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func post(t *testing.T, url, contentType, body string, gz bool) (int, map[string]any) {
+	t.Helper()
+	var rd bytes.Buffer
+	if gz {
+		zw := gzip.NewWriter(&rd)
+		zw.Write([]byte(body))
+		zw.Close()
+	} else {
+		rd.WriteString(body)
+	}
+	req, _ := http.NewRequest("POST", url, &rd)
+	req.Header.Set("Content-Type", contentType)
+	if gz {
+		req.Header.Set("Content-Encoding", "gzip")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out
+}
+
+const batch = `{
+  "batch": [
+    {"type": "track", "messageId": "m-1", "userId": "u-1", "anonymousId": "a-1", "event": "Order Completed",
+     "timestamp": "2026-11-26T11:59:00.123Z",
+     "properties": {"amount": 12.5, "items": ["a", "b"], "paid": true, "shipping": {"days": 2}},
+     "context": {"location": {"latitude": 48.85, "longitude": 2.35, "city": "Paris", "country": "France", "speed": 0},
+                 "ip": "203.0.113.9", "library": {"name": "analytics-node", "version": "2.1.0"},
+                 "traits": {"email": "ann@example.com"}},
+     "integrations": {"All": true}, "_metadata": {"nodeVersion": "22"}, "channel": "server"},
+    {"type": "identify", "messageId": "m-2", "anonymousId": "a-2", "originalTimestamp": "2026-11-26T11:00:00Z",
+     "traits": {"email": "bob@example.com", "firstName": "Bob", "plan": "pro", "logins": 3}},
+    {"type": "track", "messageId": "m-3", "userId": "u-3", "timestamp": "2026-11-26T11:59:00Z"},
+    {"type": "track", "messageId": "m-4", "userId": "u-4", "event": "Bad Place", "timestamp": "2026-11-26T11:59:00Z",
+     "context": {"location": {"latitude": 123, "longitude": 2}}},
+    {"type": "page", "messageId": "m-5", "userId": "u-5", "name": "Home", "timestamp": "2026-11-26T11:59:00Z",
+     "properties": {"path": "/"}}
+  ],
+  "sentAt": "2026-11-26T12:00:00Z",
+  "writeKey": "secret-write-key"
+}`
+
+// TestBatch: good messages are published as events, each bad one is a dead
+// letter with its reason, and the answer is 200 {"success": true}.
+func TestBatch(t *testing.T) {
+	b := &memBroker{}
+	srv := newServer(t, b, ingest.Config{})
+	for _, ct := range []string{"application/json", "text/plain"} {
+		for _, gz := range []bool{false, true} {
+			b.msgs = nil
+			code, ans := post(t, srv.URL+"/v1/batch", ct, batch, gz)
+			if code != 200 || ans["success"] != true || ans["dead_lettered"] != 2.0 {
+				t.Fatalf("%s gzip %v: %d %v", ct, gz, code, ans)
+			}
+			evs := b.events(t)
+			if len(evs) != 3 {
+				t.Fatalf("%d events", len(evs))
+			}
+			byID := map[string]event.Event{}
+			for _, e := range evs {
+				byID[e.EventID] = e
+			}
+			tr := byID["m-1"]
+			if tr.EventType != "Order Completed" || tr.User.ID != "u-1" || tr.User.Email != "ann@example.com" ||
+				*tr.Location.Latitude != 48.85 || tr.Location.City != "Paris" || !tr.OccurredAt.Equal(time.Date(2026, 11, 26, 11, 59, 0, 123e6, time.UTC)) {
+				t.Errorf("track: %+v", tr)
+			}
+			var props map[string]any
+			if err := json.Unmarshal(tr.Properties, &props); err != nil {
+				t.Fatal(err)
+			}
+			seg, _ := props["_segment"].(map[string]any)
+			if props["amount"] != 12.5 || props["paid"] != true || len(props["items"].([]any)) != 2 ||
+				seg["anonymousId"] != "a-1" || seg["channel"] != "server" || seg["context"].(map[string]any)["ip"] != "203.0.113.9" ||
+				seg["integrations"] == nil || seg["_metadata"] == nil || seg["sentAt"] != "2026-11-26T12:00:00Z" {
+				t.Errorf("track properties: %s", tr.Properties)
+			}
+			if strings.Contains(string(tr.Properties), "secret-write-key") {
+				t.Errorf("the writeKey is kept: %s", tr.Properties)
+			}
+			id := byID["m-2"]
+			// originalTimestamp corrected by sentAt against the receive time.
+			skew := time.Since(id.OccurredAt) - time.Hour
+			if id.EventType != "identify" || id.User.ID != "a-2" || id.User.FirstName != "Bob" || skew < 0 || skew > time.Minute ||
+				id.Location.HasCoordinates() || !strings.Contains(string(id.Properties), `"plan":"pro"`) {
+				t.Errorf("identify: %+v %s (skew %s)", id, id.Properties, skew)
+			}
+			if pg := byID["m-5"]; pg.EventType != "page" || !strings.Contains(string(pg.Properties), `"name":"Home"`) {
+				t.Errorf("page: %+v %s", pg, pg.Properties)
+			}
+			dl := b.msgs[broker.TopicDeadLetter]
+			if len(dl) != 2 {
+				t.Fatalf("%d dead letters", len(dl))
+			}
+			reasons := ""
+			for _, m := range dl {
+				d := envelope.ParseDeadLetter(m)
+				if d.Stage != segment.Stage || d.Reason == "" {
+					t.Errorf("dead letter %+v", d)
+				}
+				reasons += d.Reason + "|"
+			}
+			if !strings.Contains(reasons, "event: is required") || !strings.Contains(reasons, "location.latitude") {
+				t.Errorf("reasons %s", reasons)
+			}
+		}
+	}
+}
+
+// TestSingleCalls: each route maps its call; the type comes from the path.
+func TestSingleCalls(t *testing.T) {
+	b := &memBroker{}
+	srv := newServer(t, b, ingest.Config{})
+	for _, c := range segment.Calls {
+		b.msgs = nil
+		body := `{"userId": 42, "event": "Signed Up", "timestamp": "2026-11-26T11:59:00Z", "groupId": "g", "previousId": "p"}`
+		code, ans := post(t, srv.URL+"/v1/"+c, "application/json", body, false)
+		if code != 200 || ans["success"] != true {
+			t.Fatalf("%s: %d %v", c, code, ans)
+		}
+		evs := b.events(t)
+		want := c
+		if c == "track" {
+			want = "Signed Up"
+		}
+		if len(evs) != 1 || evs[0].EventType != want || evs[0].User.ID != "42" || !strings.HasPrefix(evs[0].EventID, "sj-") {
+			t.Errorf("%s: %+v", c, evs)
+		}
+	}
+}
+
+// TestRefusals: a body that can never be accepted is a 400 or 413; a broker
+// that does not take the events is a 503 with Retry-After; a location
+// required by the receiver makes a dead letter, not a refusal.
+func TestRefusals(t *testing.T) {
+	b := &memBroker{}
+	srv := newServer(t, b, ingest.Config{})
+	for _, c := range []struct{ path, body string }{
+		{"/v1/batch", `not json`},
+		{"/v1/batch", `{"messages": []}`},
+		{"/v1/batch", `{"batch": {}}`},
+		{"/v1/track", `[1]`},
+	} {
+		if code, ans := post(t, srv.URL+c.path, "application/json", c.body, false); code != 400 {
+			t.Errorf("%s %s: %d %v", c.path, c.body, code, ans)
+		}
+	}
+	many := `{"batch": [` + strings.Repeat(`{"type":"track"},`, 100) + `{"type":"track"}]}`
+	if code, _ := post(t, srv.URL+"/v1/batch", "application/json", many, false); code != 413 {
+		t.Errorf("101 messages: %d", code)
+	}
+	b.fail = true
+	if code, _ := post(t, srv.URL+"/v1/batch", "application/json", batch, false); code != 503 {
+		t.Errorf("broker down: %d", code)
+	}
+
+	rb := &memBroker{}
+	rsrv := newServer(t, rb, ingest.Config{RequireLocation: true})
+	code, ans := post(t, rsrv.URL+"/v1/batch", "application/json", batch, false)
+	if code != 200 || ans["dead_lettered"] != 4.0 || len(rb.events(t)) != 1 {
+		t.Errorf("location required: %d %v, %d events", code, ans, len(rb.events(t)))
+	}
+}
+
+// TestMapRefusesNothingOfSegment: every field of Segment's spec is kept or
+// deliberately dropped (writeKey), never refused.
+func TestMapRefusesNothingOfSegment(t *testing.T) {
+	raw := `{"type":"track","event":"X","userId":"u","anonymousId":"a","messageId":"m","timestamp":"2026-11-26T11:59:00Z",
+	"originalTimestamp":"2026-11-26T11:58:00Z","sentAt":"2026-11-26T11:59:30Z","receivedAt":"2026-11-26T11:59:31Z","version":2,
+	"channel":"browser","context":{"active":true,"app":{},"campaign":{},"device":{},"ip":"x","library":{},"locale":"en","network":{},
+	"os":{},"page":{},"referrer":{},"screen":{},"groupId":"g","timezone":"Europe/Paris","userAgent":"ua","userAgentData":{}},
+	"integrations":{"All":false},"_metadata":{"bundled":[]},"properties":{},"writeKey":"w","futureField":1}`
+	e, err := segment.Map([]byte(raw), "", nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Location.Timezone != "Europe/Paris" || !strings.Contains(string(e.Properties), `"futureField":1`) || strings.Contains(string(e.Properties), `"writeKey"`) {
+		t.Errorf("%+v %s", e, e.Properties)
+	}
+}
