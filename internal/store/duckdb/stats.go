@@ -64,7 +64,7 @@ func (s *Store) Stats(ctx context.Context, q store.StatsQuery) ([]store.StatsRow
 	}
 	limit := ""
 	if q.MaxGroups > 0 {
-		// The largest groups, in the answer's order (the ties too).
+		// The largest groups, ties broken by key, as the answer is ordered.
 		limit = "\n  ORDER BY n DESC, k1, k2 LIMIT " + strconv.Itoa(q.MaxGroups)
 	}
 	stmt := `WITH f AS (
