@@ -45,7 +45,7 @@ var filterParams = []string{paramCity, paramCondition, paramCountry, paramEventT
 // Parameters of each endpoint, sorted (they are listed in errors).
 var (
 	listParams   = sorted(filterParams, paramCursor, paramLimit, paramOrder)
-	statsParams  = sorted(filterParams, paramBucket, paramGroupBy)
+	statsParams  = sorted(filterParams, paramBucket, paramGroupBy, paramLimit)
 	streamParams = sorted(filterParams, paramAfter)
 )
 
@@ -124,7 +124,8 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 // params are the parsed query parameters of a request.
 type params struct {
 	q        store.Query // filters, and for GET /v1/events limit, cursor, order
-	groupBy  string
+	groupBy  string      // country, city, time or prop (store.GroupBy*)
+	prop     []string    // the property path of group_by=prop.PATH
 	bucket   time.Duration
 	after    int64 // resume point of GET /v1/stream
 	hasAfter bool
@@ -263,7 +264,17 @@ func parseParams(values url.Values, known []string) (params, []ParamError) {
 			case store.GroupByCountry, store.GroupByCity, store.GroupByTime:
 				p.groupBy = v
 			default:
-				bad(k, "must be country, city or time, got %s", quoteValue(v))
+				path, ok := strings.CutPrefix(v, store.PropParamPrefix)
+				if !ok {
+					bad(k, "must be country, city, time or prop.PATH (a property, e.g. prop.plan), got %s", quoteValue(v))
+					continue
+				}
+				names, err := store.ParsePropPath(path)
+				if err != nil {
+					bad(k, "%v (group_by=prop.NAME[.NAME...])", err)
+					continue
+				}
+				p.groupBy, p.prop = store.GroupByProp, names
 			}
 		case paramBucket:
 			d, ok := parseBucket(v)

@@ -224,6 +224,13 @@ func TestStats(t *testing.T) {
 		{"city by condition", "group_by=city&condition=fog", store.StatsQuery{GroupBy: store.GroupByCity, Query: store.Query{Condition: "fog"}}},
 		{"user", "group_by=country&user_id=u3", store.StatsQuery{GroupBy: store.GroupByCountry, Query: store.Query{UserID: "u3"}}},
 		{"nothing matches", "group_by=city&country=Atlantis", store.StatsQuery{GroupBy: store.GroupByCity, Query: store.Query{Country: "Atlantis"}}},
+		{"property", "group_by=prop.plan", store.StatsQuery{GroupBy: store.GroupByProp, Prop: []string{"plan"}}},
+		{"property number", "group_by=prop.amount&prop.plan=pro", store.StatsQuery{GroupBy: store.GroupByProp, Prop: []string{"amount"},
+			Query: store.Query{Props: storetest.PropFilters("prop.plan=pro")}}},
+		{"property nested", "group_by=prop.cart.items&country=Japan", store.StatsQuery{GroupBy: store.GroupByProp, Prop: []string{"cart", "items"},
+			Query: store.Query{Country: "Japan"}}},
+		{"property top 3", "group_by=prop.amount&limit=3", store.StatsQuery{GroupBy: store.GroupByProp, Prop: []string{"amount"}, MaxGroups: 3}},
+		{"city top 2", "group_by=city&limit=2", store.StatsQuery{GroupBy: store.GroupByCity, MaxGroups: 2}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -236,13 +243,23 @@ func TestStats(t *testing.T) {
 			if tt.name != "nothing matches" && len(want) < 2 {
 				t.Fatalf("test data: %d groups", len(want))
 			}
-			if got.GroupBy != tt.q.GroupBy || got.BucketSeconds != int64(tt.q.Bucket/time.Second) || got.Count != len(got.Groups) {
+			all := tt.q
+			all.MaxGroups = 0
+			truncated := tt.q.MaxGroups > 0 && len(storetest.ExpectedStats(env.recs, all)) > tt.q.MaxGroups
+			if got.Truncated != truncated || (tt.q.MaxGroups > 0 && !truncated) {
+				t.Errorf("truncated %v, want %v (test data must have more groups than the limit)", got.Truncated, truncated)
+			}
+			wantGroupBy := tt.q.GroupBy
+			if tt.q.GroupBy == store.GroupByProp {
+				wantGroupBy = "prop." + strings.Join(tt.q.Prop, ".")
+			}
+			if got.GroupBy != wantGroupBy || got.BucketSeconds != int64(tt.q.Bucket/time.Second) || got.Count != len(got.Groups) {
 				t.Errorf("group_by %q bucket_seconds %d count %d of %d groups", got.GroupBy, got.BucketSeconds, got.Count, len(got.Groups))
 			}
 			rows := make([]store.StatsRow, len(got.Groups))
 			var total int64
 			for i, g := range got.Groups {
-				rows[i] = store.StatsRow{Key: g.Key, Country: g.Country, Count: g.Count, WithWeather: g.WithWeather,
+				rows[i] = store.StatsRow{Key: g.Key, NoValue: g.NoValue, Country: g.Country, Count: g.Count, WithWeather: g.WithWeather,
 					AvgTemp: g.AvgTempC, MinTemp: g.MinTempC, MaxTemp: g.MaxTempC, Conditions: g.Conditions}
 				if g.Bucket != nil {
 					rows[i].Bucket = *g.Bucket
@@ -263,10 +280,22 @@ func TestStats(t *testing.T) {
 	t.Run("json shape", func(t *testing.T) {
 		a := do(t, env.h, http.MethodGet, "/v1/stats?group_by=time&bucket=1h&since=2026-11-05&until=2026-11-05T02:00:00Z")
 		for _, s := range []string{`"group_by":"time"`, `"bucket_seconds":3600`, `"key":"2026-11-05T01:00:00Z"`, `"bucket":"2026-11-05T01:00:00Z"`,
-			`"avg_temp_c":`, `"conditions":{"`, `"with_weather":`} {
+			`"avg_temp_c":`, `"conditions":{"`, `"with_weather":`, `"truncated":false`} {
 			if !strings.Contains(string(a.body), s) {
 				t.Errorf("answer %s lacks %s", a.body, s)
 			}
+		}
+		// By property: numbers as their text, the records without the
+		// property in the group marked no_value, with the empty key.
+		a = do(t, env.h, http.MethodGet, "/v1/stats?group_by=prop.amount&limit=1000")
+		for _, s := range []string{`"group_by":"prop.amount"`, `"key":"0.5"`, `"key":"","no_value":true`, `"truncated":false`} {
+			if !strings.Contains(string(a.body), s) {
+				t.Errorf("answer %s lacks %s", a.body, s)
+			}
+		}
+		a = do(t, env.h, http.MethodGet, "/v1/stats?group_by=prop.plan&limit=1")
+		if !strings.Contains(string(a.body), `"count":1,"total":`) || !strings.Contains(string(a.body), `"truncated":true`) {
+			t.Errorf("answer %s: want one group, truncated", a.body)
 		}
 	})
 }
@@ -279,8 +308,17 @@ func TestStatsBadParameters(t *testing.T) {
 		fields []string
 		msg    string
 	}{
-		{"no group_by", "", []string{"group_by"}, "group_by: is required: country, city or time"},
-		{"bad group_by", "group_by=weekday", []string{"group_by"}, `group_by: must be country, city or time, got "weekday"`},
+		{"no group_by", "", []string{"group_by"}, "group_by: is required: country, city, time or prop.PATH"},
+		{"bad group_by", "group_by=weekday", []string{"group_by"}, `group_by: must be country, city, time or prop.PATH (a property, e.g. prop.plan), got "weekday"`},
+		{"group_by prop without a path", "group_by=prop", []string{"group_by"}, `group_by: must be country, city, time or prop.PATH`},
+		{"group_by prop empty path", "group_by=prop.", []string{"group_by"}, `group_by: property names are letters, digits and _`},
+		{"group_by prop bad name", "group_by=prop.a%20b", []string{"group_by"}, `group_by: property names are letters, digits and _ (not first), at most 128; got "a b"`},
+		{"group_by prop too deep", "group_by=prop.a.b.c.d.e.f.g.h.i", []string{"group_by"}, "group_by: a property path has at most 8 names"},
+		{"limit zero", "group_by=prop.plan&limit=0", []string{"limit"}, "limit: must be an integer from 1 to 1000"},
+		{"limit too big", "group_by=country&limit=1001", []string{"limit"}, "limit: must be an integer from 1 to 1000"},
+		{"limit not a number", "group_by=city&limit=all", []string{"limit"}, "limit: must be an integer"},
+		{"limit with time", "group_by=time&bucket=1h&since=2026-11-05&limit=5", []string{"limit"}, "limit: is not for group_by=time"},
+		{"cursor on stats", "group_by=city&cursor=abc", []string{"cursor"}, "cursor: unknown parameter; known: bucket, city, condition"},
 		{"time without bucket", "group_by=time&since=2026-11-05", []string{"bucket"}, "bucket: is required with group_by=time"},
 		{"time without since", "group_by=time&bucket=1h", []string{"since"}, "since: is required with group_by=time"},
 		{"bucket with country", "group_by=country&bucket=1h", []string{"bucket"}, "bucket: is only for group_by=time"},
@@ -291,7 +329,6 @@ func TestStatsBadParameters(t *testing.T) {
 		{"bucket too long", "group_by=time&bucket=400d&since=2026-11-05", []string{"bucket"}, "bucket: must be"},
 		{"too many buckets", "group_by=time&bucket=1s&since=2026-11-05&until=2026-11-06", []string{"bucket"},
 			"bucket: makes 86401 buckets from since to until, more than 10000"},
-		{"list parameter on stats", "group_by=city&limit=5", []string{"limit"}, "limit: unknown parameter; known: bucket, city, condition"},
 		{"bad filter", "group_by=city&min_temp=hot", []string{"min_temp"}, "min_temp: must be a number"},
 		{"since after until", "group_by=city&since=2026-11-06&until=2026-11-05", []string{"since"}, "since: must be before until"},
 	}

@@ -17,6 +17,7 @@ const MaxStatsBuckets = 10_000
 
 // StatsResponse is the answer of GET /v1/stats.
 type StatsResponse struct {
+	// GroupBy is country, city, time or prop.PATH, as asked.
 	GroupBy string `json:"group_by"`
 	// Bucket is the bucket width in seconds, for group_by=time.
 	BucketSeconds int64        `json:"bucket_seconds,omitempty"`
@@ -24,12 +25,19 @@ type StatsResponse struct {
 	// Count is the number of groups; Total the number of records in them.
 	Count int   `json:"count"`
 	Total int64 `json:"total"`
+	// Truncated is true when there were more groups than limit: the
+	// answer holds the largest ones, and Total counts only their records.
+	Truncated bool `json:"truncated"`
 }
 
 // StatsGroup is one group of a StatsResponse (see store.StatsRow).
 type StatsGroup struct {
-	// Key is the country, the city, or the bucket start (RFC 3339).
+	// Key is the country, the city, the bucket start (RFC 3339), or the
+	// property's value as text (store.PropText).
 	Key string `json:"key"`
+	// NoValue marks the group of group_by=prop.PATH whose records do not
+	// have the property, or have null, an object or an array there.
+	NoValue bool `json:"no_value,omitempty"`
 	// Country of a city group.
 	Country string `json:"country,omitempty"`
 	// Bucket is the start of a time bucket.
@@ -55,13 +63,14 @@ func (h *Handler) stats(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p, perrs := parseParams(values, statsParams)
+	limit := p.q.Limit // the groups' bound; records are not limited
 	p.q.Limit = 0
 	bad := func(field, format string, args ...any) {
 		perrs = append(perrs, ParamError{Field: field, Message: fmt.Sprintf(format, args...)})
 	}
 	switch {
 	case p.groupBy == "" && !values.Has(paramGroupBy):
-		bad(paramGroupBy, "is required: country, city or time")
+		bad(paramGroupBy, "is required: country, city, time or prop.PATH")
 	case p.groupBy == store.GroupByTime:
 		switch {
 		case p.bucket == 0 && !values.Has(paramBucket):
@@ -80,6 +89,18 @@ func (h *Handler) stats(w http.ResponseWriter, r *http.Request) {
 		}
 	case p.groupBy != "" && values.Has(paramBucket):
 		bad(paramBucket, "is only for group_by=time")
+	}
+	// The groups of one answer are bounded: the largest limit of them.
+	maxGroups := store.MaxStatsGroups
+	if values.Has(paramLimit) {
+		switch {
+		case p.groupBy == store.GroupByTime:
+			bad(paramLimit, "is not for group_by=time: since, until and bucket bound its buckets")
+		case limit > store.MaxStatsGroups:
+			bad(paramLimit, "must be an integer from 1 to %d, got %d", store.MaxStatsGroups, limit)
+		default:
+			maxGroups = limit
+		}
 	}
 	// The cost of a read: its window is bounded (BigQuery scans a
 	// partition a day of it; DuckDB every row in it).
@@ -100,7 +121,11 @@ func (h *Handler) stats(w http.ResponseWriter, r *http.Request) {
 		writeParamErrors(w, perrs)
 		return
 	}
-	sq := store.StatsQuery{Query: p.q, GroupBy: p.groupBy, Bucket: p.bucket}
+	sq := store.StatsQuery{Query: p.q, GroupBy: p.groupBy, Prop: p.prop, Bucket: p.bucket}
+	if sq.GroupBy != store.GroupByTime {
+		// One more than the answer holds, to know whether groups were cut.
+		sq.MaxGroups = maxGroups + 1
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
 	defer cancel()
 	rows, err := h.agg.Stats(ctx, sq)
@@ -108,9 +133,13 @@ func (h *Handler) stats(w http.ResponseWriter, r *http.Request) {
 		h.readError(w, r, ctx, fmt.Errorf("stats by %s: %w", sq.GroupBy, err), "no statistics")
 		return
 	}
-	resp := StatsResponse{GroupBy: sq.GroupBy, BucketSeconds: int64(sq.Bucket / time.Second), Groups: make([]StatsGroup, len(rows)), Count: len(rows)}
+	resp := StatsResponse{GroupBy: values.Get(paramGroupBy), BucketSeconds: int64(sq.Bucket / time.Second), Groups: make([]StatsGroup, len(rows)), Count: len(rows)}
+	if sq.MaxGroups > 0 && len(rows) > maxGroups {
+		rows, resp.Truncated = rows[:maxGroups], true
+		resp.Groups, resp.Count = resp.Groups[:maxGroups], maxGroups
+	}
 	for i, row := range rows {
-		g := StatsGroup{Key: row.Key, Country: row.Country, Count: row.Count, WithWeather: row.WithWeather,
+		g := StatsGroup{Key: row.Key, NoValue: row.NoValue, Country: row.Country, Count: row.Count, WithWeather: row.WithWeather,
 			AvgTempC: row.AvgTemp, MinTempC: row.MinTemp, MaxTempC: row.MaxTemp, Conditions: row.Conditions}
 		if !row.Bucket.IsZero() {
 			g.Bucket = &row.Bucket

@@ -530,3 +530,61 @@ func TestStreamRepublishedAndOutOfOrder(t *testing.T) {
 		t.Errorf("sent %v\nwant %v", ids, want)
 	}
 }
+
+// TestStreamProperties: a record's properties arrive in the stream as a
+// JSON object with their types (numbers stay numbers, not strings; large
+// integers keep every digit), and property filters select the stream.
+func TestStreamProperties(t *testing.T) {
+	env := newStreamEnv(t, 0, serve.Options{})
+	c := connect(t, env.srv.URL+"/v1/stream?prop.amount=gt:10", nil).start()
+	waitFor(t, "a subscriber", func() bool { return env.hub.Len() == 1 })
+	props := `{"amount":12.5,"qty":3,"big":9007199254740993,"ok":true,"tags":["a",1],"ship":{"days":2,"express":false},"none":null,"note":"12"}`
+	stored := env.store(t, 3, func(i int, r *event.Record) {
+		r.Properties = json.RawMessage(props)
+		if i == 1 {
+			r.Properties = json.RawMessage(`{"amount":9.5}`) // filtered out
+		}
+	})
+	var got []sseEvent
+	timeout := time.After(wait)
+	for len(got) < 2 {
+		select {
+		case ev := <-c.events:
+			got = append(got, ev)
+		case <-timeout:
+			t.Fatalf("%d of 2 records arrived within %s", len(got), wait)
+		}
+	}
+	for k, ev := range got {
+		if want := strconv.FormatInt(stored[2*k].Seq, 10); ev.event != "record" || ev.id != want {
+			t.Fatalf("event %q id %s, want a record with seq %s", ev.event, ev.id, want)
+		}
+		var rec struct {
+			Properties map[string]any `json:"properties"`
+		}
+		d := json.NewDecoder(strings.NewReader(ev.data))
+		d.UseNumber()
+		if err := d.Decode(&rec); err != nil {
+			t.Fatalf("record %s: %v", ev.data, err)
+		}
+		p := rec.Properties
+		ship, _ := p["ship"].(map[string]any)
+		tags, _ := p["tags"].([]any)
+		switch {
+		case p == nil:
+			t.Fatalf("no properties object in %s", ev.data)
+		case p["amount"] != json.Number("12.5"), p["qty"] != json.Number("3"), p["big"] != json.Number("9007199254740993"):
+			t.Errorf("numbers: amount %#v qty %#v big %#v, want JSON numbers 12.5, 3, 9007199254740993", p["amount"], p["qty"], p["big"])
+		case p["ok"] != true, p["note"] != "12", p["none"] != nil:
+			t.Errorf("ok %#v note %#v none %#v, want true, the string \"12\", null", p["ok"], p["note"], p["none"])
+		case len(tags) != 2 || tags[0] != "a" || tags[1] != json.Number("1"):
+			t.Errorf("tags %#v, want [\"a\", 1]", p["tags"])
+		case ship == nil || ship["days"] != json.Number("2") || ship["express"] != false:
+			t.Errorf("ship %#v, want an object {days: 2, express: false}", p["ship"])
+		}
+		if _, ok := p["none"]; !ok {
+			t.Errorf("the null property is gone: %s", ev.data)
+		}
+	}
+	c.quiet(t)
+}

@@ -57,14 +57,9 @@ func ParsePropFilter(name, value string) (PropFilter, error) {
 	if !ok || path == "" {
 		return f, fmt.Errorf("a property filter is prop.NAME[.NAME...]")
 	}
-	f.Path = strings.Split(path, ".")
-	if len(f.Path) > 8 {
-		return f, fmt.Errorf("a property path has at most 8 names (the depth of properties)")
-	}
-	for _, p := range f.Path {
-		if !propName.MatchString(p) {
-			return f, fmt.Errorf("property names in a filter are letters, digits and _ (not first), at most 128; got %q", p)
-		}
+	var err error
+	if f.Path, err = ParsePropPath(path); err != nil {
+		return f, err
 	}
 	f.Op, f.Value = PropEq, value
 	if op, rest, ok := strings.Cut(value, ":"); ok {
@@ -95,9 +90,71 @@ func ParsePropFilter(name, value string) (PropFilter, error) {
 	return f, nil
 }
 
+// ParsePropPath splits a property path (a.b) into its names, checking
+// each: letters, digits and _ (not first), at most 128, at most 8 names.
+func ParsePropPath(path string) ([]string, error) {
+	names := strings.Split(path, ".")
+	if len(names) > 8 {
+		return nil, fmt.Errorf("a property path has at most 8 names (the depth of properties)")
+	}
+	for _, p := range names {
+		if !propName.MatchString(p) {
+			return nil, fmt.Errorf("property names are letters, digits and _ (not first), at most 128; got %q", p)
+		}
+	}
+	return names, nil
+}
+
+// PropJSONPath is a property path in JSONPath form ($.a.b), for SQL. Its
+// names need no quoting (see ParsePropPath).
+func PropJSONPath(path []string) string { return "$." + strings.Join(path, ".") }
+
+// PropText is the value at path within properties as the text a stats
+// group is keyed by (store.GroupByProp): a string as it is, a boolean as
+// true or false, a number as its JSON text (an integer as 12, a fraction
+// in its shortest form, 12.5). A number is keyed by its value, as the eq
+// filter compares it: a whole number below 10^15 in magnitude as an integer
+// (100 and 100.0 are both 100), any other in Go's shortest form (12.5,
+// 1e+21). ok is false when the path is missing or its
+// value is null, an object or an array: those records form the group
+// without a value.
+func PropText(properties json.RawMessage, path []string) (text string, ok bool) {
+	if len(properties) == 0 {
+		return "", false
+	}
+	d := json.NewDecoder(bytes.NewReader(properties))
+	d.UseNumber()
+	var cur any
+	if d.Decode(&cur) != nil {
+		return "", false
+	}
+	for _, name := range path {
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return "", false
+		}
+		if cur, ok = m[name]; !ok {
+			return "", false
+		}
+	}
+	switch v := cur.(type) {
+	case string:
+		return v, true
+	case bool:
+		return strconv.FormatBool(v), true
+	case json.Number:
+		n, err := v.Float64()
+		if err != nil {
+			return v.String(), true
+		}
+		return NumberText(n), true
+	}
+	return "", false
+}
+
 // JSONPath is the filter's path in JSONPath form ($.a.b), for SQL. Its
 // names need no quoting (see propName).
-func (f *PropFilter) JSONPath() string { return "$." + strings.Join(f.Path, ".") }
+func (f *PropFilter) JSONPath() string { return PropJSONPath(f.Path) }
 
 // Param is the filter as a query parameter (name and value), the inverse
 // of ParsePropFilter.
@@ -159,4 +216,17 @@ func (f *PropFilter) Match(properties json.RawMessage) bool {
 		return f.Op == PropExists
 	}
 	return false
+}
+
+// NumberText is a property number as a stats group's key (PropText): a
+// whole number below 10^15 in magnitude as an integer, any other in the
+// shortest form that reads back as the same float64. Stores agree with it
+// on whole numbers below 10^15 and on fractions; on whole numbers of 10^15
+// and more, each writes its own float form (DuckDB 1000000000000000.0 for
+// 1e+15): group such identifiers as strings.
+func NumberText(n float64) string {
+	if n == math.Trunc(n) && math.Abs(n) < 1e15 {
+		return strconv.FormatInt(int64(n), 10)
+	}
+	return strconv.FormatFloat(n, 'g', -1, 64)
 }

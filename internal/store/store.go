@@ -164,9 +164,13 @@ func (q *Query) Match(r *event.Record) bool {
 type Aggregator interface {
 	// Stats returns one row per group of the records matching q's filters
 	// that has at least one record (empty time buckets are left out):
-	// ordered by Count descending then Country, Key for GroupByCountry and
-	// GroupByCity; by Bucket ascending for GroupByTime. It returns an error
-	// wrapping ErrBadStatsQuery when q.Validate does.
+	// ordered by Count descending then Country, Key (then the group
+	// without a value after the group of the empty string) for
+	// GroupByCountry, GroupByCity and GroupByProp; by Bucket ascending for
+	// GroupByTime. With q.MaxGroups it returns only the first MaxGroups of
+	// those rows (a caller asks for one more to learn whether groups were
+	// cut). It returns an error wrapping ErrBadStatsQuery when q.Validate
+	// does.
 	Stats(ctx context.Context, q StatsQuery) ([]StatsRow, error)
 }
 
@@ -175,14 +179,31 @@ const (
 	GroupByCountry = "country" // location.country as stored (exact)
 	GroupByCity    = "city"    // location.country and location.city as stored
 	GroupByTime    = "time"    // occurred_at in buckets of StatsQuery.Bucket
+	// GroupByProp groups by the value at StatsQuery.Prop within the
+	// properties, as text (PropText); records where it is missing, null, an
+	// object or an array form one group without a value (StatsRow.NoValue).
+	GroupByProp = "prop"
 )
+
+// MaxStatsGroups bounds the groups of one GET /v1/stats answer (its limit
+// parameter); StatsQuery.MaxGroups is at most one more.
+const MaxStatsGroups = 1000
 
 // StatsQuery selects records, as Query does (its Limit, Cursor and
 // Ascending are ignored), and groups them.
 type StatsQuery struct {
 	Query
-	// GroupBy is GroupByCountry, GroupByCity or GroupByTime.
+	// GroupBy is GroupByCountry, GroupByCity, GroupByTime or GroupByProp.
 	GroupBy string
+	// Prop is the property path of GroupByProp (ParsePropPath's names).
+	Prop []string
+	// MaxGroups, when positive, keeps only the first MaxGroups groups in
+	// Stats' order (the largest), at most MaxStatsGroups; zero keeps every
+	// group. It may be MaxStatsGroups+1: a caller that answers with at
+	// most MaxStatsGroups asks for one more to learn whether groups were
+	// cut. Not for GroupByTime, whose groups the window and the bucket
+	// bound.
+	MaxGroups int
 	// Bucket is the width of a time bucket for GroupByTime: at least one
 	// second, a whole number of seconds. Buckets are aligned to the Unix
 	// epoch (UTC): a bucket of 1h starts on the hour.
@@ -192,29 +213,47 @@ type StatsQuery struct {
 // ErrBadStatsQuery is wrapped by StatsQuery.Validate's errors.
 var ErrBadStatsQuery = errors.New("bad stats query")
 
-// Validate checks GroupBy and Bucket.
+// Validate checks GroupBy, Prop, Bucket and MaxGroups.
 func (q *StatsQuery) Validate() error {
+	if q.MaxGroups < 0 || q.MaxGroups > MaxStatsGroups+1 {
+		return fmt.Errorf("%w: max groups %d is not from 0 to %d", ErrBadStatsQuery, q.MaxGroups, MaxStatsGroups+1)
+	}
+	if (len(q.Prop) > 0) != (q.GroupBy == GroupByProp) {
+		return fmt.Errorf("%w: a property path goes with group_by %q, and only with it", ErrBadStatsQuery, GroupByProp)
+	}
 	switch q.GroupBy {
-	case GroupByCountry, GroupByCity:
+	case GroupByCountry, GroupByCity, GroupByProp:
 		if q.Bucket != 0 {
 			return fmt.Errorf("%w: bucket is only for group_by %q", ErrBadStatsQuery, GroupByTime)
+		}
+		if q.GroupBy == GroupByProp {
+			if _, err := ParsePropPath(strings.Join(q.Prop, ".")); err != nil {
+				return fmt.Errorf("%w: %v", ErrBadStatsQuery, err)
+			}
 		}
 	case GroupByTime:
 		if q.Bucket < time.Second || q.Bucket%time.Second != 0 {
 			return fmt.Errorf("%w: bucket %v is not a whole number of seconds, at least 1s", ErrBadStatsQuery, q.Bucket)
 		}
+		if q.MaxGroups != 0 {
+			return fmt.Errorf("%w: max groups is not for group_by %q", ErrBadStatsQuery, GroupByTime)
+		}
 	default:
-		return fmt.Errorf("%w: group_by %q is not one of %q, %q, %q", ErrBadStatsQuery, q.GroupBy, GroupByCountry, GroupByCity, GroupByTime)
+		return fmt.Errorf("%w: group_by %q is not one of %q, %q, %q, %q", ErrBadStatsQuery, q.GroupBy, GroupByCountry, GroupByCity, GroupByTime, GroupByProp)
 	}
 	return nil
 }
 
 // StatsRow is one group.
 type StatsRow struct {
-	// Key is the group's country (GroupByCountry), city (GroupByCity), or
-	// the bucket's start in RFC 3339 (GroupByTime). Records without a
-	// country or city form the group with the empty key.
+	// Key is the group's country (GroupByCountry), city (GroupByCity), the
+	// bucket's start in RFC 3339 (GroupByTime), or the property's value as
+	// text (GroupByProp, PropText). Records without a country or city form
+	// the group with the empty key.
 	Key string
+	// NoValue marks the GroupByProp group of the records where the
+	// property is missing, null, an object or an array (Key is empty).
+	NoValue bool
 	// Country is the country of a GroupByCity group; empty otherwise.
 	Country string
 	// Bucket is the start of a GroupByTime bucket (UTC); zero otherwise.

@@ -15,7 +15,7 @@ import (
 var _ store.Aggregator = (*Reader)(nil)
 
 // Stats groups the records matching q's filters (from the deduplicating
-// view) by country, city or time bucket, in one parameterised query.
+// view) by country, city, property value or time bucket, in one parameterised query.
 func (r *Reader) Stats(ctx context.Context, q store.StatsQuery) ([]store.StatsRow, error) {
 	if err := q.Validate(); err != nil {
 		return nil, fmt.Errorf("bigquery: stats: %w", err)
@@ -31,6 +31,21 @@ func (r *Reader) Stats(ctx context.Context, q store.StatsQuery) ([]store.StatsRo
 		k1, k2, order = "location_country", "''", "g.n DESC, g.k1, g.k2"
 	case store.GroupByCity:
 		k1, k2, order = "location_country", "location_city", "g.n DESC, g.k1, g.k2"
+	case store.GroupByProp:
+		// The value as text (store.PropText): JSON_VALUE gives a string's
+		// or a boolean's text and NULL for null, objects and arrays; a
+		// number goes by its value (store.NumberText): whole numbers below
+		// 10^15 as integers, others as BigQuery writes a FLOAT64. k2 marks
+		// the group without a value, so that the groups join on equality.
+		// The path and the type name are parameters, as every value of a
+		// query is.
+		param("group_path", store.PropJSONPath(q.Prop))
+		param("group_tn", "number")
+		f := "LAX_FLOAT64(JSON_QUERY(properties, @group_path))"
+		v := "IF(JSON_TYPE(JSON_QUERY(properties, @group_path)) = @group_tn, IF(" + f + " = TRUNC(" + f + ") AND ABS(" + f + ") < 1e15, " +
+			"CAST(CAST(" + f + " AS INT64) AS STRING), CAST(" + f + " AS STRING)), JSON_VALUE(properties, @group_path))"
+		param("no_value", "-")
+		k1, k2, order = "COALESCE("+v+", '')", "IF("+v+" IS NULL, @no_value, '')", "g.n DESC, g.k1, g.k2"
 	case store.GroupByTime:
 		// The start of the epoch-aligned bucket in microseconds, exact in
 		// integers (also before 1970).
@@ -38,12 +53,18 @@ func (r *Reader) Stats(ctx context.Context, q store.StatsQuery) ([]store.StatsRo
 		k1 = "UNIX_MICROS(occurred_at) - MOD(MOD(UNIX_MICROS(occurred_at), @bucket_us) + @bucket_us, @bucket_us)"
 		k2, order = "''", "g.k1"
 	}
+	limit := ""
+	if q.MaxGroups > 0 {
+		// The largest groups, in the answer's order.
+		param("max_groups", int64(q.MaxGroups))
+		limit = "\n  ORDER BY n DESC, k1, k2 LIMIT @max_groups"
+	}
 	sql := `WITH f AS (
   SELECT ` + k1 + ` AS k1, ` + k2 + ` AS k2, weather_temperature_c AS t, weather_condition AS cond
  ` + r.from() + whereClause(where) + `
 ), g AS (
   SELECT k1, k2, COUNT(*) AS n, COUNT(t) AS nw, AVG(t) AS avg_t, MIN(t) AS min_t, MAX(t) AS max_t
-  FROM f GROUP BY k1, k2
+  FROM f GROUP BY k1, k2` + limit + `
 ), c AS (
   SELECT k1, k2, cond, COUNT(*) AS cn FROM f WHERE t IS NOT NULL GROUP BY k1, k2, cond
 )
@@ -85,6 +106,10 @@ ORDER BY ` + order + `, c.cn DESC, c.cond`
 			case store.GroupByCity:
 				row.Country = k1s
 				row.Key, _ = v[1].(string)
+			case store.GroupByProp:
+				row.Key = k1s
+				k2s, _ := v[1].(string)
+				row.NoValue = k2s != ""
 			case store.GroupByTime:
 				us, ok := v[0].(int64)
 				if !ok {

@@ -78,3 +78,57 @@ func TestStats(t *testing.T) {
 		t.Errorf("%d queries, want a bad stats query refused before sending", len(fq.queries))
 	}
 }
+
+// TestStatsByProperty: grouping by a property reads its value with
+// JSON_VALUE (a number by its value), the path and the bound on groups are
+// parameters, and the group without a value comes back marked.
+func TestStatsByProperty(t *testing.T) {
+	fq := &fakeQuery{schema: statsSchema("STRING"), answer: func(*bq.QueryRequest) [][]any {
+		return [][]any{
+			{"pro", "", int64(5), int64(4), 1.0, -2.0, 3.0, "Fog", int64(4)},
+			{"", "-", int64(3), int64(0), nil, nil, nil, nil, nil},
+			{"", "", int64(1), int64(0), nil, nil, nil, nil, nil},
+		}
+	}}
+	r := openReader(t, fq)
+	got, err := r.Stats(t.Context(), store.StatsQuery{GroupBy: store.GroupByProp, Prop: []string{"shipping", "days"}, MaxGroups: 3,
+		Query: store.Query{Props: []store.PropFilter{{Path: []string{"plan"}, Op: store.PropExists}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 || got[0].Key != "pro" || got[0].NoValue || got[0].Conditions["Fog"] != 1 ||
+		got[1].Key != "" || !got[1].NoValue || got[1].Count != 3 || got[2].NoValue {
+		t.Fatalf("Stats = %+v", got)
+	}
+	q := fq.queries[0]
+	if v, _ := param(q, "group_path"); v != "$.shipping.days" {
+		t.Errorf("group_path = %q", v)
+	}
+	if v, _ := param(q, "max_groups"); v != "3" {
+		t.Errorf("max_groups = %q", v)
+	}
+	for _, s := range []string{"JSON_VALUE(properties, @group_path)", "LAX_FLOAT64(JSON_QUERY(properties, @group_path))",
+		"GROUP BY k1, k2\n  ORDER BY n DESC, k1, k2 LIMIT @max_groups", "FROM `skyjoin-test.skyjoin_ds.events_latest`", "prop_0_path"} {
+		if !strings.Contains(q.Query, s) {
+			t.Errorf("query lacks %q:\n%s", s, q.Query)
+		}
+	}
+	if strings.Contains(q.Query, "shipping") {
+		t.Errorf("the path is in the SQL text, not only a parameter:\n%s", q.Query)
+	}
+
+	// Without MaxGroups, no LIMIT; a path that is not a property name is
+	// refused before any query.
+	if _, err := r.Stats(t.Context(), store.StatsQuery{GroupBy: store.GroupByProp, Prop: []string{"plan"}}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(fq.queries[1].Query, "LIMIT") {
+		t.Errorf("LIMIT without MaxGroups:\n%s", fq.queries[1].Query)
+	}
+	if _, err := r.Stats(t.Context(), store.StatsQuery{GroupBy: store.GroupByProp, Prop: []string{"plan'); DROP"}}); !errors.Is(err, store.ErrBadStatsQuery) {
+		t.Errorf("Stats(bad path): %v", err)
+	}
+	if len(fq.queries) != 2 {
+		t.Errorf("%d queries, want 2", len(fq.queries))
+	}
+}

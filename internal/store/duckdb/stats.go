@@ -13,8 +13,8 @@ import (
 
 var _ store.Aggregator = (*Store)(nil)
 
-// Stats aggregates the records matching q's filters by country, city or
-// time bucket (store.Aggregator). One statement computes the groups and
+// Stats aggregates the records matching q's filters by country, city,
+// property value or time bucket (store.Aggregator). One statement computes the groups and
 // the count of each condition within them, so both see the same rows: it
 // filters once (f), aggregates per group (g) and per group and condition
 // (c), and joins the two; the rows come back one per (group, condition).
@@ -39,6 +39,20 @@ func (s *Store) Stats(ctx context.Context, q store.StatsQuery) ([]store.StatsRow
 	case store.GroupByCity:
 		k1, k2 = "location_country", "location_city"
 		order = "g.n DESC, g.k1, g.k2"
+	case store.GroupByProp:
+		// The value as text (store.PropText); k2 marks the group without
+		// a value, so that the groups join on equality. The path is a
+		// literal: its names are letters, digits and _ (ParsePropPath).
+		p := "'" + store.PropJSONPath(q.Prop) + "'"
+		// A number by its value (store.NumberText): whole numbers below
+		// 10^15 as integers, others as DuckDB writes a DOUBLE.
+		d := "TRY_CAST(json_extract_string(properties, " + p + ") AS DOUBLE)"
+		v := "CASE WHEN json_type(properties, " + p + ") IN ('VARCHAR', 'BOOLEAN') THEN json_extract_string(properties, " + p + ")" +
+			" WHEN json_type(properties, " + p + ") IN " + jsonNumberTypes + " THEN CASE WHEN " + d + " = trunc(" + d + ") AND abs(" + d + ") < 1e15" +
+			" THEN CAST(CAST(" + d + " AS BIGINT) AS VARCHAR) ELSE CAST(" + d + " AS VARCHAR) END END"
+		k1 = "coalesce(" + v + ", '')"
+		k2 = "CASE WHEN " + v + " IS NULL THEN '-' ELSE '' END"
+		order = "g.n DESC, g.k1, g.k2"
 	case store.GroupByTime:
 		// The start of the epoch-aligned bucket in microseconds: a floor
 		// division that is exact in integers (also before 1970).
@@ -48,12 +62,17 @@ func (s *Store) Stats(ctx context.Context, q store.StatsQuery) ([]store.StatsRow
 		k2 = "''"
 		order = "g.k1"
 	}
+	limit := ""
+	if q.MaxGroups > 0 {
+		// The largest groups, ties broken by key, as the answer is ordered.
+		limit = "\n  ORDER BY n DESC, k1, k2 LIMIT " + strconv.Itoa(q.MaxGroups)
+	}
 	stmt := `WITH f AS (
   SELECT ` + k1 + ` AS k1, ` + k2 + ` AS k2, weather_temperature_c AS t, weather_condition AS cond
   FROM events` + whereClause(where) + `
 ), g AS (
   SELECT k1, k2, count(*) AS n, count(t) AS nw, avg(t) AS avg_t, min(t) AS min_t, max(t) AS max_t
-  FROM f GROUP BY k1, k2
+  FROM f GROUP BY k1, k2` + limit + `
 ), c AS (
   SELECT k1, k2, cond, count(*) AS cn FROM f WHERE t IS NOT NULL GROUP BY k1, k2, cond
 )
@@ -92,6 +111,9 @@ ORDER BY ` + order + `, c.cn DESC, c.cond`
 			case store.GroupByCity:
 				row.Country, _ = key1.(string)
 				row.Key = key2
+			case store.GroupByProp:
+				row.Key, _ = key1.(string)
+				row.NoValue = key2 != ""
 			case store.GroupByTime:
 				us, ok := key1.(int64)
 				if !ok {

@@ -273,6 +273,7 @@ func ExpectedStats(recs []event.Record, q store.StatsQuery) []store.StatsRow {
 	type key struct {
 		country, city string
 		bucket        int64
+		noValue       bool
 	}
 	type acc struct {
 		row   store.StatsRow
@@ -294,6 +295,10 @@ func ExpectedStats(recs []event.Record, q store.StatsQuery) []store.StatsRow {
 		case store.GroupByTime:
 			us, b := r.OccurredAt.UnixMicro(), q.Bucket.Microseconds()
 			k.bucket = us - ((us%b)+b)%b
+		case store.GroupByProp:
+			var ok bool
+			k.city, ok = store.PropText(r.Properties, q.Prop)
+			k.noValue = !ok
 		}
 		a := groups[k]
 		if a == nil {
@@ -306,6 +311,8 @@ func ExpectedStats(recs []event.Record, q store.StatsQuery) []store.StatsRow {
 			case store.GroupByTime:
 				a.row.Bucket = time.UnixMicro(k.bucket).UTC()
 				a.row.Key = a.row.Bucket.Format(time.RFC3339)
+			case store.GroupByProp:
+				a.row.Key, a.row.NoValue = k.city, k.noValue
 			}
 			groups[k] = a
 		}
@@ -337,9 +344,20 @@ func ExpectedStats(recs []event.Record, q store.StatsQuery) []store.StatsRow {
 		if q.GroupBy == store.GroupByTime {
 			return a.Bucket.Compare(b.Bucket)
 		}
-		return cmp.Or(cmp.Compare(b.Count, a.Count), strings.Compare(a.Country, b.Country), strings.Compare(a.Key, b.Key))
+		return cmp.Or(cmp.Compare(b.Count, a.Count), strings.Compare(a.Country, b.Country), strings.Compare(a.Key, b.Key),
+			cmp.Compare(b2i(a.NoValue), b2i(b.NoValue)))
 	})
+	if q.MaxGroups > 0 && len(out) > q.MaxGroups {
+		out = out[:q.MaxGroups]
+	}
 	return out
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // DiffStats describes how got differs from want (floats within 1e-9), or
@@ -363,9 +381,9 @@ func DiffStats(want, got []store.StatsRow) string {
 	}
 	for i := range min(len(got), len(want)) {
 		g, w := got[i], want[i]
-		if g.Key != w.Key || g.Country != w.Country || !g.Bucket.Equal(w.Bucket) || g.Count != w.Count || g.WithWeather != w.WithWeather {
-			problems = append(problems, fmt.Sprintf("row %d: key %q country %q bucket %v count %d with weather %d, want %q %q %v %d %d",
-				i, g.Key, g.Country, g.Bucket, g.Count, g.WithWeather, w.Key, w.Country, w.Bucket, w.Count, w.WithWeather))
+		if g.Key != w.Key || g.NoValue != w.NoValue || g.Country != w.Country || !g.Bucket.Equal(w.Bucket) || g.Count != w.Count || g.WithWeather != w.WithWeather {
+			problems = append(problems, fmt.Sprintf("row %d: key %q no value %v country %q bucket %v count %d with weather %d, want %q %v %q %v %d %d",
+				i, g.Key, g.NoValue, g.Country, g.Bucket, g.Count, g.WithWeather, w.Key, w.NoValue, w.Country, w.Bucket, w.Count, w.WithWeather))
 			continue
 		}
 		if !near(g.AvgTemp, w.AvgTemp) || !near(g.MinTemp, w.MinTemp) || !near(g.MaxTemp, w.MaxTemp) {
@@ -409,6 +427,22 @@ func testStats(t *testing.T, s store.Store) {
 			Query: store.Query{EventType: event.TypeUserObserved, MinTemp: ptr(0)}}},
 		{"city by condition", store.StatsQuery{GroupBy: store.GroupByCity, Query: store.Query{Condition: "clear sky"}}},
 		{"nothing matches", store.StatsQuery{GroupBy: store.GroupByCountry, Query: store.Query{Country: "Atlantis"}}},
+		// By property: strings, integers, fractions, booleans, a nested
+		// path; records without the path (or with an array there) in the
+		// group without a value.
+		{"prop string", store.StatsQuery{GroupBy: store.GroupByProp, Prop: []string{"plan"}}},
+		{"prop integer", store.StatsQuery{GroupBy: store.GroupByProp, Prop: []string{"seats"}}},
+		{"prop fraction", store.StatsQuery{GroupBy: store.GroupByProp, Prop: []string{"amount"}}},
+		{"prop boolean", store.StatsQuery{GroupBy: store.GroupByProp, Prop: []string{"trial"}}},
+		{"prop nested", store.StatsQuery{GroupBy: store.GroupByProp, Prop: []string{"shipping", "days"}}},
+		{"prop array", store.StatsQuery{GroupBy: store.GroupByProp, Prop: []string{"items"}}},
+		{"prop object", store.StatsQuery{GroupBy: store.GroupByProp, Prop: []string{"shipping"}}},
+		{"prop missing everywhere", store.StatsQuery{GroupBy: store.GroupByProp, Prop: []string{"nowhere"}}},
+		{"prop with filters", store.StatsQuery{GroupBy: store.GroupByProp, Prop: []string{"plan"},
+			Query: store.Query{Country: Countries[1], Props: PropFilters("prop.seats=gte:10")}}},
+		{"prop top 2", store.StatsQuery{GroupBy: store.GroupByProp, Prop: []string{"seats"}, MaxGroups: 2}},
+		{"city top 3", store.StatsQuery{GroupBy: store.GroupByCity, MaxGroups: 3}},
+		{"country top 1000", store.StatsQuery{GroupBy: store.GroupByCountry, MaxGroups: store.MaxStatsGroups}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -420,6 +454,12 @@ func testStats(t *testing.T, s store.Store) {
 			if tt.name != "nothing matches" && len(want) == 0 {
 				t.Fatalf("test data: %d groups", len(want))
 			}
+			if all := tt.q; all.MaxGroups > 0 && all.MaxGroups < store.MaxStatsGroups {
+				all.MaxGroups = 0
+				if n := len(ExpectedStats(recs, all)); n <= tt.q.MaxGroups {
+					t.Fatalf("test data: %d groups, not more than the %d kept", n, tt.q.MaxGroups)
+				}
+			}
 			if d := DiffStats(want, got); d != "" {
 				t.Errorf("Stats(%+v):\n%s", tt.q, d)
 			}
@@ -430,9 +470,73 @@ func testStats(t *testing.T, s store.Store) {
 		{GroupBy: store.GroupByTime},
 		{GroupBy: store.GroupByTime, Bucket: 1500 * time.Millisecond},
 		{GroupBy: store.GroupByCountry, Bucket: time.Minute},
+		{GroupBy: store.GroupByProp},
+		{GroupBy: store.GroupByProp, Prop: []string{"a b"}},
+		{GroupBy: store.GroupByCountry, Prop: []string{"plan"}},
+		{GroupBy: store.GroupByCountry, MaxGroups: -1},
+		{GroupBy: store.GroupByCountry, MaxGroups: store.MaxStatsGroups + 2},
+		{GroupBy: store.GroupByTime, Bucket: time.Minute, MaxGroups: 5},
 	} {
 		if _, err := agg.Stats(t.Context(), q); !errors.Is(err, store.ErrBadStatsQuery) {
 			t.Errorf("Stats(%+v) = %v, want ErrBadStatsQuery", q, err)
+		}
+	}
+}
+
+// testStatsEdges checks Stats on records without coordinates (enrichment
+// status no_location: counted in Count, not in WithWeather, in the group
+// of their country or city, which they may still have) and on property
+// numbers at the edges of their text form.
+func testStatsEdges(t *testing.T, s store.Store) {
+	agg, ok := s.(store.Aggregator)
+	if !ok {
+		t.Skipf("%T does not implement store.Aggregator", s)
+	}
+	recs := Records(22, 40)
+	// Whole numbers of 10^15 and more are left out: their text is each
+	// store's own float formatting (DuckDB writes 1e15 as
+	// 1000000000000000.0, Go and BigQuery as 1e+15); see store.NumberText.
+	numbers := []string{`0.1`, `-0.5`, `1e21`, `1e-7`, `123456789012345678`, `-0`, `2.50`, `1E2`, `999999999999999`, `"x"`, `false`}
+	for i := range recs {
+		r := &recs[i]
+		if i%3 == 0 {
+			// As ingest stores an event without coordinates.
+			r.Location.Latitude, r.Location.Longitude = nil, nil
+			r.Weather = nil
+			r.Enrichment = event.Enrichment{Status: event.StatusNoLocation}
+			if i%2 == 0 {
+				r.Location = event.Location{}
+			}
+		}
+		r.Properties = json.RawMessage(`{"n":` + numbers[i%len(numbers)] + `}`)
+	}
+	write(t, s, recs)
+	var noLocation int
+	for i := range recs {
+		if recs[i].Enrichment.Status == event.StatusNoLocation {
+			noLocation++
+		}
+	}
+	for _, q := range []store.StatsQuery{
+		{GroupBy: store.GroupByCountry},
+		{GroupBy: store.GroupByCity},
+		{GroupBy: store.GroupByTime, Bucket: time.Minute},
+		{GroupBy: store.GroupByProp, Prop: []string{"n"}},
+	} {
+		got, err := agg.Stats(t.Context(), q)
+		if err != nil {
+			t.Fatalf("Stats(%+v): %v", q, err)
+		}
+		if d := DiffStats(ExpectedStats(recs, q), got); d != "" {
+			t.Errorf("Stats(%+v):\n%s", q, d)
+		}
+		var n, nw int64
+		for _, row := range got {
+			n, nw = n+row.Count, nw+row.WithWeather
+		}
+		if n != int64(len(recs)) || nw > int64(len(recs)-noLocation) {
+			t.Errorf("Stats(%+v): count %d, with weather %d; want %d records, of which %d without location nor weather",
+				q, n, nw, len(recs), noLocation)
 		}
 	}
 }

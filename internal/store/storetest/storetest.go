@@ -23,7 +23,10 @@
 //     and AfterSeq, as store.Query.Match does.
 //   - Stats (store.Aggregator, skipped if the store does not implement
 //     it) by country, city and time bucket, with filters, against
-//     ExpectedStats.
+//     ExpectedStats; by property value (strings, numbers by value,
+//     booleans, nested paths, the group without a value) and the largest
+//     MaxGroups groups; records without coordinates (no_location) counted
+//     in count and not in with_weather.
 //   - DeleteUsers erases every record of the named users and no other
 //     (erasure); a later write of one is stored again with a new seq.
 //   - DeleteOccurredBefore (store.Expirer, skipped if not implemented)
@@ -81,6 +84,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"WriteReturnsStored", testWriteReturnsStored},
 		{"ListFiltersMore", testListFiltersMore},
 		{"Stats", testStats},
+		{"StatsEdges", testStatsEdges},
 		{"DeleteUsers", testDeleteUsers},
 		{"DeleteOccurredBefore", testDeleteOccurredBefore},
 	}
