@@ -52,23 +52,20 @@ func (q *memQueue) Publish(_ context.Context, _ string, msgs ...*broker.Message)
 
 var discard = slog.New(slog.DiscardHandler)
 
-// TestUnavailableThenBackfilled: the worker, over the real weather service
-// and a simulator that fails, stores every event as unavailable with the
-// reason; once the provider is back, backfill gives each its weather, for
-// the event's own time, in place.
-func TestUnavailableThenBackfilled(t *testing.T) {
-	now := time.Now().UTC()
-	var failing atomic.Bool
-	failing.Store(true)
-	sm := sim.New(sim.Options{Users: 40, Inject: func(api string, r *http.Request) sim.Fault {
+// newBackfillRig starts a weather simulator of users users that answers
+// 502 while failing is set, the real weather service over it (one retry,
+// no breaker), a DuckDB store and a worker writing to it through q; all
+// are closed at the end of the test.
+func newBackfillRig(t *testing.T, users int, failing *atomic.Bool) (*sim.Sim, *weather.Service, *duckdb.Store, *enrich.Worker, *memQueue) {
+	t.Helper()
+	sm := sim.New(sim.Options{Users: users, Inject: func(api string, r *http.Request) sim.Fault {
 		if failing.Load() {
 			return sim.Fault{Status: http.StatusBadGateway}
 		}
 		return sim.Fault{}
 	}})
 	srv := httptest.NewServer(sm.OpenMeteo())
-	defer srv.Close()
-
+	t.Cleanup(srv.Close)
 	var wcfg weatherConfig
 	fs := flag.NewFlagSet("t", flag.ContinueOnError)
 	wcfg.RegisterFlags(fs)
@@ -79,16 +76,27 @@ func TestUnavailableThenBackfilled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer wsvc.Close()
-
+	t.Cleanup(func() { wsvc.Close() })
 	st, err := duckdb.Open(t.Context(), duckdb.Config{Path: filepath.Join(t.TempDir(), "skyjoin.duckdb")}, discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	t.Cleanup(func() { st.Close() })
 	q := &memQueue{}
 	w := enrich.New(enrich.Config{Subscription: "enrich", MaxMessages: 10, FetchWait: time.Millisecond, AckWait: time.Minute,
 		MaxClockSkew: time.Minute}, q, q, wsvc, st, discard)
+	return sm, wsvc, st, w, q
+}
+
+// TestUnavailableThenBackfilled: the worker, over the real weather service
+// and a simulator that fails, stores every event as unavailable with the
+// reason; once the provider is back, backfill gives each its weather, for
+// the event's own time, in place.
+func TestUnavailableThenBackfilled(t *testing.T) {
+	now := time.Now().UTC()
+	var failing atomic.Bool
+	failing.Store(true)
+	sm, wsvc, st, w, q := newBackfillRig(t, 40, &failing)
 
 	// 40 users, each with an event now and one three days ago.
 	var lines []string
@@ -243,33 +251,7 @@ func TestBackfillSkipsNoLocation(t *testing.T) {
 	now := time.Now().UTC()
 	var failing atomic.Bool
 	failing.Store(true)
-	sm := sim.New(sim.Options{Users: 2, Inject: func(string, *http.Request) sim.Fault {
-		if failing.Load() {
-			return sim.Fault{Status: http.StatusBadGateway}
-		}
-		return sim.Fault{}
-	}})
-	srv := httptest.NewServer(sm.OpenMeteo())
-	defer srv.Close()
-	var wcfg weatherConfig
-	fs := flag.NewFlagSet("t", flag.ContinueOnError)
-	wcfg.RegisterFlags(fs)
-	if err := fs.Parse([]string{"--weather-retries=1", "--weather-backoff=1ms", "--weather-max-backoff=1ms", "--weather-breaker-failures=0"}); err != nil {
-		t.Fatal(err)
-	}
-	wsvc, err := newWeather(wcfg, srv.URL, "", discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer wsvc.Close()
-	st, err := duckdb.Open(t.Context(), duckdb.Config{Path: filepath.Join(t.TempDir(), "skyjoin.duckdb")}, discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	q := &memQueue{}
-	w := enrich.New(enrich.Config{Subscription: "enrich", MaxMessages: 10, FetchWait: time.Millisecond, AckWait: time.Minute,
-		MaxClockSkew: time.Minute}, q, q, wsvc, st, discard)
+	sm, wsvc, st, w, _ := newBackfillRig(t, 2, &failing)
 
 	at := now.Format(time.RFC3339Nano)
 	lines := []string{fmt.Sprintf(`{"event_id":"nl-0","event_type":"order.completed","occurred_at":%q,"user":{"id":"u"},"location":{"city":"Paris"}}`, at)}

@@ -17,18 +17,9 @@ import (
 // postQuery posts body to POST /v1/events with a query string.
 func postQuery(t *testing.T, url, query, body string) (int, platform.ErrorBody) {
 	t.Helper()
-	resp, err := http.Post(url+"/v1/events"+query, "application/json", strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	var eb platform.ErrorBody
-	if resp.StatusCode >= 400 {
-		if err := json.Unmarshal(b, &eb); err != nil {
-			t.Fatalf("error answer is not JSON: %s", b)
-		}
-	}
+	req, _ := http.NewRequest("POST", url+"/v1/events"+query, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	resp, eb := do(t, req)
 	return resp.StatusCode, eb
 }
 
