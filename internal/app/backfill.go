@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/skyjoin/skyjoin/internal/event"
@@ -30,11 +31,14 @@ type backfillStats struct {
 	Scanned  int64 // unavailable records looked at
 	Enriched int64 // records given weather
 	Left     int64 // records still unavailable (the provider still failing)
+	Skipped  int64 // records without coordinates (status no_location): no weather to look up, left as they are
 }
 
 // runBackfill: `skyjoin backfill` joins the weather to the records stored
 // with enrichment status "unavailable" (the provider failed past its
-// retries), in place, with the weather of each event's own time.
+// retries), in place, with the weather of each event's own time. Events
+// without coordinates (status no_location) have no weather to join: they
+// are skipped and left as they are.
 //
 // DuckDB allows one process per file: run it while `skyjoin up` is stopped
 // (it fails with the file's lock otherwise).
@@ -107,7 +111,8 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	defer wsvc.Close()
 	stats, err := backfill(ctx, bs, wsvc, *batch, *limit, time.Now, log)
-	fmt.Fprintf(stdout, "backfill: %d unavailable records, %d enriched, %d still unavailable\n", stats.Scanned, stats.Enriched, stats.Left)
+	fmt.Fprintf(stdout, "backfill: %d unavailable records, %d enriched, %d still unavailable, %d skipped (no coordinates)\n",
+		stats.Scanned, stats.Enriched, stats.Left, stats.Skipped)
 	ws := wsvc.Stats()
 	fmt.Fprintf(stdout, "weather: %d provider calls for %d locations, %d cache hits, %d retries, %d quota waits\n",
 		ws.Calls, ws.Points, ws.Hits, ws.Retries, ws.QuotaWaits)
@@ -136,11 +141,27 @@ func backfill(ctx context.Context, st backfillStore, j weather.Joiner, batch int
 		if len(recs) == 0 {
 			return stats, nil
 		}
+		page := len(recs)
+		// An event without coordinates has no weather to look up: skipped,
+		// never looked up at 0,0. The store lists only unavailable records,
+		// and the worker stores those without coordinates as no_location;
+		// this holds whatever a store lists.
+		skipped := int64(0)
+		recs = slices.DeleteFunc(recs, func(r event.Record) bool {
+			if r.Location.HasCoordinates() {
+				return false
+			}
+			skipped++
+			return true
+		})
 		reqs := make([]weather.Request, len(recs))
 		for i, r := range recs {
 			reqs[i] = weather.Request{Point: weather.Point{Lat: r.Location.Lat(), Lon: r.Location.Lon()}, At: r.OccurredAt}
 		}
-		results := j.Lookup(ctx, reqs)
+		var results []weather.Result
+		if len(reqs) > 0 {
+			results = j.Lookup(ctx, reqs)
+		}
 		var upd []event.Record
 		var wait time.Duration
 		for i, res := range results {
@@ -175,10 +196,12 @@ func backfill(ctx context.Context, st backfillStore, j weather.Joiner, batch int
 			}
 			continue
 		}
-		stats.Scanned += int64(len(recs))
+		// Counted once the page is done (a quota wait goes over it again).
+		stats.Scanned += int64(len(recs)) + skipped
+		stats.Skipped += skipped
 		stats.Enriched += int64(len(upd))
 		stats.Left += int64(len(recs) - len(upd))
-		log.Info("backfill: round", "records", len(recs), "enriched", len(upd), "total_enriched", stats.Enriched)
+		log.Info("backfill: round", "records", page, "enriched", len(upd), "skipped", skipped, "total_enriched", stats.Enriched)
 		if next == 0 {
 			return stats, nil
 		}

@@ -33,14 +33,14 @@ func TestStageCommandsTakeOnlyTheirFlags(t *testing.T) {
 		refuse []string
 	}{
 		{"ingest",
-			[]string{"broker", "ingest-max-events", "ingest-max-backlog", "ingest-group-publishes"},
+			[]string{"broker", "ingest-max-events", "ingest-max-backlog", "ingest-group-publishes", "ingest-unknown-fields"},
 			[]string{"duckdb-threads", "store", "enrich-batch", "weather-url", "weather-quota", "collect-url", "webhook-timeout", "query-timeout", "demo", "stats-every", "pii-policy", "pii-key", "retention"}},
 		{"collect",
 			[]string{"broker", "collect-url", "collect-interval", "demo", "sim-users", "collect"},
 			[]string{"duckdb-threads", "duckdb-memory-limit", "store", "enrich-batch", "weather-url", "ingest-max-events", "webhook-timeout", "query-timeout", "stats-every"}},
 		{"enrich",
 			[]string{"broker", "store", "duckdb-threads", "enrich-batch", "enrich-ack-wait", "weather-url", "weather-quota", "weather-api-key", "demo", "stats-every", "serve", "query-timeout", "pii-policy", "pii-key", "retention", "retention-interval", "registry"},
-			[]string{"collect-url", "collect-interval", "ingest-max-events", "ingest-max-backlog", "webhook-timeout"}},
+			[]string{"collect-url", "collect-interval", "ingest-max-events", "ingest-max-backlog", "ingest-unknown-fields", "webhook-timeout"}},
 		{"serve",
 			[]string{"store", "query-timeout", "ready-timeout", "pii-policy", "pii-key", "registry", "stats-max-range"},
 			[]string{"enrich-batch", "weather-url", "collect-url", "ingest-max-events", "webhook-timeout", "demo", "sim-users", "stats-every", "serve", "retention"}},

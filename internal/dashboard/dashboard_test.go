@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
@@ -24,6 +25,7 @@ func TestRoutes(t *testing.T) {
 		contains string
 	}{
 		{"/", 200, "text/html", `<canvas id="map"`},
+		{"/assets/props.js", 200, "text/javascript", "skyjoinPropSummary"},
 		{"/assets/app.js", 200, "text/javascript", "new EventSource(\"/v1/stream\")"},
 		{"/assets/app.css", 200, "text/css", "grid-template-areas"},
 		{"/assets/world.json", 200, "application/json", `"rings"`},
@@ -99,5 +101,63 @@ func TestWorldOutline(t *testing.T) {
 	}
 	if len(w.Rings) < 100 || points < 3000 {
 		t.Fatalf("%d rings, %d points: too coarse to be a world map", len(w.Rings), points)
+	}
+}
+
+// TestFeedProperties: the live feed shows a compact "key: value" summary of
+// a record's top-level properties, as text. The page loads props.js before
+// app.js, app.js puts the summary in the feed with textContent (el), and no
+// script writes HTML; the summary itself is checked by running props.js in
+// Node when it is installed (the browser test, test/browser, checks it on
+// the page).
+func TestFeedProperties(t *testing.T) {
+	html, _ := webFS.ReadFile("web/index.html")
+	if i, j := strings.Index(string(html), `src="/assets/props.js"`), strings.Index(string(html), `src="/assets/app.js"`); i < 0 || i > j {
+		t.Errorf("index.html must load props.js before app.js")
+	}
+	app, _ := webFS.ReadFile("web/assets/app.js")
+	if !strings.Contains(string(app), `el("span", "props", props)`) || !strings.Contains(string(app), "propSummary(r.properties)") {
+		t.Errorf("app.js does not put the properties' summary in the feed as text")
+	}
+	for _, name := range []string{"web/assets/app.js", "web/assets/props.js"} {
+		b, _ := webFS.ReadFile(name)
+		if regexp.MustCompile(`innerHTML|outerHTML|insertAdjacentHTML|document\.write`).Match(b) {
+			t.Errorf("%s writes HTML: user data must be set as text", name)
+		}
+	}
+
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node is not installed: the summary is checked by test/browser only")
+	}
+	props, _ := webFS.ReadFile("web/assets/props.js")
+	cases := []struct{ props, want string }{
+		{`{"amount":12.5,"currency":"EUR","paid":true,"coupon":null}`, "amount: 12.5 · currency: EUR · paid: true · coupon: null"},
+		{`{"items":["a","b"],"shipping":{"days":1},"skus":[1,2,3,4]}`, "items: [a, b] · shipping: {…} · skus: [4 items]"},
+		{`{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6}`, "a: 1 · b: 2 · c: 3 · d: 4 · +2 more"},
+		{`{"note":"<img src=x onerror=alert(1)>"}`, "note: <img src=x onerror=alert(1)>"},
+		{`{"long":"` + strings.Repeat("x", 40) + `"}`, "long: " + strings.Repeat("x", 31) + "…"},
+		{`{}`, ""},
+		{`null`, ""},
+		{`[1]`, ""},
+	}
+	var script strings.Builder
+	script.WriteString("const vm = require('vm'); const ctx = {}; vm.createContext(ctx); vm.runInContext(process.argv[1], ctx);\nconst out = [];\n")
+	for _, c := range cases {
+		script.WriteString("out.push(ctx.skyjoinPropSummary(" + c.props + "));\n")
+	}
+	script.WriteString("process.stdout.write(JSON.stringify(out));\n")
+	out, err := exec.Command(node, "-e", script.String(), string(props)).Output()
+	if err != nil {
+		t.Fatalf("node: %v", err)
+	}
+	var got []string
+	if err := json.Unmarshal(out, &got); err != nil || len(got) != len(cases) {
+		t.Fatalf("node printed %s (%v)", out, err)
+	}
+	for i, c := range cases {
+		if got[i] != c.want {
+			t.Errorf("summary of %s: %q, want %q", c.props, got[i], c.want)
+		}
 	}
 }

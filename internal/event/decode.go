@@ -45,8 +45,11 @@ var ErrTooManyEvents = errors.New("too many events")
 // dead-letter path keeps) and any problems found while decoding it.
 type Decoded struct {
 	Event  Event
-	Raw    []byte       // the event's JSON as sent; aliases the body
+	Raw    []byte       // the event's JSON as sent (aliases the body), or as rewritten when Moved is set
 	Errors []FieldError // decode errors; empty if it decoded
+	// Moved names the unknown top-level fields moved into properties
+	// (DecodeOptions.UnknownFields); Raw is then the rewritten event.
+	Moved []string
 }
 
 // Decode splits a body of the given media type into events and decodes each,
@@ -55,6 +58,14 @@ type Decoded struct {
 // than maxEvents events when maxEvents > 0). It does not validate the events:
 // call Event.Validate for that.
 func Decode(body []byte, mediaType string, maxEvents int) ([]Decoded, error) {
+	return DecodeWith(body, mediaType, DecodeOptions{MaxEvents: maxEvents})
+}
+
+// DecodeWith is Decode with options: with UnknownToProperties, the unknown
+// top-level fields of an event are moved into its properties (see
+// UnknownToProperties) and Raw is the event rewritten so.
+func DecodeWith(body []byte, mediaType string, opts DecodeOptions) ([]Decoded, error) {
+	maxEvents := opts.MaxEvents
 	var raws [][]byte
 	switch mediaType {
 	case ContentTypeNDJSON:
@@ -96,6 +107,15 @@ func Decode(body []byte, mediaType string, maxEvents int) ([]Decoded, error) {
 	out := make([]Decoded, len(raws))
 	for i, raw := range raws {
 		out[i].Raw = raw
+		if opts.UnknownFields == UnknownToProperties {
+			moved, names, err := moveUnknown(raw)
+			if err != nil {
+				out[i].Errors = []FieldError{{Index: i, Field: err.field, Message: err.msg}}
+				continue
+			}
+			out[i].Raw, out[i].Moved = moved, names
+			raw = moved
+		}
 		if err := decodeOne(raw, &out[i].Event); err != nil {
 			out[i].Errors = []FieldError{{Index: i, Field: err.field, Message: err.msg}}
 		}

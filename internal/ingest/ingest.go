@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/skyjoin/skyjoin/internal/broker"
@@ -45,7 +46,17 @@ type Config struct {
 	// passing it on to be stored with status no_location. Set from the
 	// process's one --require-location flag, as the worker's is.
 	RequireLocation bool
+	// UnknownFields is what becomes of a top-level field the event schema
+	// does not have when the request does not say (its query parameter
+	// unknown_fields): refused by name (the default), or moved into
+	// properties.
+	UnknownFields event.UnknownFields
 }
+
+// UnknownFieldsParam is the query parameter of POST /v1/events that says,
+// for one request, what becomes of unknown top-level fields: refuse or
+// properties.
+const UnknownFieldsParam = "unknown_fields"
 
 // RegisterFlags adds ingest's flags to fs.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
@@ -57,6 +68,16 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Int64Var(&c.MaxBacklog, "ingest-max-backlog", 20000, "broker messages waiting for the worker before ingest answers 503 with Retry-After (0: no limit)")
 	fs.IntVar(&c.GroupPublishes, "ingest-group-publishes", 2, "broker publishes in flight before further requests wait and are published together as one message (group commit; 0: one message per request)")
 	fs.IntVar(&c.GroupMaxBytes, "ingest-group-max-bytes", 1<<20, "largest broker message of grouped requests, in bytes")
+	c.UnknownFields = event.UnknownRefuse
+	fs.Func("ingest-unknown-fields", "what becomes of a top-level field of an event that the schema does not have, when the request does not say (?unknown_fields=): refuse (a 400 naming it) or properties (moved into properties under its own name; a name properties already has is a 400) (default refuse)",
+		func(s string) error {
+			u, err := event.ParseUnknownFields(s)
+			if err != nil {
+				return err
+			}
+			c.UnknownFields = u
+			return nil
+		})
 	fs.Int64Var(&c.MaxBacklogBytes, "ingest-max-backlog-bytes", 64<<20, "bytes of events waiting for the worker before ingest answers 503 with Retry-After, where the broker knows them (0: no limit); bounds the end-to-end latency")
 }
 
@@ -171,6 +192,10 @@ func (h *Handler) serveEvents(ctx context.Context, w http.ResponseWriter, r *htt
 		return OutcomeInvalid, 0
 	}
 	mt := event.MediaType(ct)
+	unknown, ok := h.unknownFields(w, r)
+	if !ok {
+		return OutcomeInvalid, 0
+	}
 	if h.Admit != nil {
 		if err := h.Admit(); err != nil {
 			platform.WriteUnavailable(w, retryAfter, err.Error())
@@ -184,7 +209,7 @@ func (h *Handler) serveEvents(ctx context.Context, w http.ResponseWriter, r *htt
 		return OutcomeInvalid, 0
 	}
 	now := h.now().UTC()
-	decoded, err := event.Decode(body, mt, h.cfg.MaxEvents)
+	decoded, err := event.DecodeWith(body, mt, event.DecodeOptions{MaxEvents: h.cfg.MaxEvents, UnknownFields: unknown})
 	if err != nil {
 		if errors.Is(err, event.ErrTooManyEvents) {
 			platform.WriteError(w, http.StatusRequestEntityTooLarge,
@@ -224,6 +249,12 @@ func (h *Handler) serveEvents(ctx context.Context, w http.ResponseWriter, r *htt
 	}
 
 	req := &request{body: body, mediaType: mt, decoded: decoded, ingestedAt: now, size: ndjsonSize(decoded)}
+	if slices.ContainsFunc(decoded, func(d event.Decoded) bool { return d.Moved != nil }) {
+		// Unknown fields were moved into properties: the message carries
+		// the events as rewritten, so that the worker's strict decoder
+		// reads them in properties.
+		req.body, req.mediaType = appendNDJSON(make([]byte, 0, req.size), decoded), event.ContentTypeNDJSON
+	}
 	if err := h.group.publish(ctx, req); err != nil {
 		h.log.WarnContext(ctx, "ingest: publish failed; answering 503", "error", err.Error(), "events", len(decoded))
 		platform.WriteUnavailable(w, retryAfter, "the broker did not take the events; nothing was accepted, retry later")
@@ -234,6 +265,39 @@ func (h *Handler) serveEvents(ctx context.Context, w http.ResponseWriter, r *htt
 	}
 	platform.WriteJSON(w, http.StatusAccepted, Accepted{Accepted: len(decoded), IngestedAt: now})
 	return OutcomeAccepted, len(decoded)
+}
+
+// ParamError names a bad query parameter in a 400 answer's details.
+type ParamError struct {
+	Field   string `json:"field"`
+	Message string `json:"message"`
+}
+
+// unknownFields is what becomes of unknown fields in r: its query
+// parameter unknown_fields if given (once), else the process's default. A
+// parameter POST /v1/events does not have is refused by name, as a field is.
+func (h *Handler) unknownFields(w http.ResponseWriter, r *http.Request) (event.UnknownFields, bool) {
+	mode := h.cfg.UnknownFields
+	var perr *ParamError
+	for name, vs := range r.URL.Query() {
+		switch {
+		case name != UnknownFieldsParam:
+			perr = &ParamError{Field: name, Message: "unknown parameter: POST /v1/events takes only " + UnknownFieldsParam}
+		case len(vs) != 1:
+			perr = &ParamError{Field: name, Message: "is given more than once"}
+		default:
+			u, err := event.ParseUnknownFields(vs[0])
+			if err != nil {
+				perr = &ParamError{Field: name, Message: err.Error()}
+			}
+			mode = u
+		}
+		if perr != nil {
+			platform.WriteError(w, http.StatusBadRequest, perr.Field+": "+perr.Message, []ParamError{*perr})
+			return 0, false
+		}
+	}
+	return mode, true
 }
 
 // Validate checks an event as POST /v1/events does: the schema, the clock

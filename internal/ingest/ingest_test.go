@@ -75,6 +75,12 @@ func post(t *testing.T, url, contentType, body string) (*http.Response, platform
 	if contentType != "-" {
 		req.Header.Set("Content-Type", contentType)
 	}
+	return do(t, req)
+}
+
+// do sends req and reads the answer's error body, if any.
+func do(t *testing.T, req *http.Request) (*http.Response, platform.ErrorBody) {
+	t.Helper()
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -134,6 +135,45 @@ func TestDashboard(t *testing.T) {
 	}
 	if v.Mode != "live" && v.Mode != "polling" {
 		t.Errorf("status %q (%s): want live (stream) or polling", v.Status, v.Mode)
+	}
+
+	// A record with properties shows their summary in its feed row, as
+	// text: a value that looks like HTML is not made an element.
+	const propsID = "browser-props-1"
+	ev := fmt.Sprintf(`{"event_id":%q,"event_type":"order.completed","occurred_at":%q,"user":{"id":"u-props"},`+
+		`"location":{"latitude":48.8566,"longitude":2.3522,"city":"Paris","country":"France"},`+
+		`"properties":{"amount":42.5,"currency":"EUR","items":["umbrella","raincoat"],"note":"<img id=injected src=x>"}}`,
+		propsID, time.Now().UTC().Format(time.RFC3339Nano))
+	resp, err := http.Post(base+"/v1/events", "application/json", strings.NewReader(ev))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("post an event with properties: %d", resp.StatusCode)
+	}
+	type propsRow struct {
+		Text     string `json:"text"`
+		Injected bool   `json:"injected"`
+	}
+	var row propsRow
+	for deadline := time.Now().Add(recordsWait); ; time.Sleep(100 * time.Millisecond) {
+		row, err = chromedp.Run(ctx, chromedp.Evaluate[propsRow](`({
+			text: (document.querySelector('#feed li[data-event-id="`+propsID+`"] .props') || {}).textContent || "",
+			injected: !!document.getElementById("injected"),
+		})`))
+		if err != nil {
+			t.Fatalf("read the feed: %v", err)
+		}
+		if row.Text != "" || time.Now().After(deadline) {
+			break
+		}
+	}
+	if want := "amount: 42.5 · currency: EUR · items: [umbrella, raincoat] · note: <img id=injected src=x>"; row.Text != want {
+		t.Errorf("properties in the feed: %q, want %q", row.Text, want)
+	}
+	if row.Injected {
+		t.Errorf("a property's value was rendered as HTML")
 	}
 
 	if updating {

@@ -27,6 +27,8 @@
   const groupOf = (r) => (r.weather ? byCode.get(r.weather.code) || GROUPS[1] : GROUPS[GROUPS.length - 1]);
 
   const $ = (id) => document.getElementById(id);
+  // From props.js, loaded first; without it the feed shows no properties.
+  const propSummary = globalThis.skyjoinPropSummary || (() => "");
   const el = (tag, cls, text) => {
     const e = document.createElement(tag);
     if (cls) e.className = cls;
@@ -271,6 +273,13 @@
       li.append(wx);
       const loc = r.location || {};
       li.append(el("span", "where", [loc.city, loc.country].filter(Boolean).join(", ") + ` · ${r.event_type || ""}`));
+      // The record's properties, as text: user data is never HTML.
+      const props = propSummary(r.properties);
+      if (props) {
+        const p = el("span", "props", props);
+        p.title = JSON.stringify(r.properties);
+        li.append(p);
+      }
       return li;
     });
     feed.replaceChildren(...items);
