@@ -140,6 +140,13 @@ var Default = []Rule{
 	{Path: "location.longitude", Action: Coarsen},
 	{Path: "weather.cell_latitude", Action: Coarsen},
 	{Path: "weather.cell_longitude", Action: Coarsen},
+	// What a Segment tracker's context says of the person (internal/segment
+	// keeps the message's own members under properties._segment): the IP
+	// address is hashed, the traits the mapping did not turn into user
+	// fields are dropped.
+	{Path: "properties._segment.context.ip", Action: Hash},
+	{Path: "properties._segment.context.traits", Action: Drop},
+	{Path: "properties._segment.traits", Action: Drop},
 }
 
 // Spec is a parsed policy without its key: a rule for every field it does

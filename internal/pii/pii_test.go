@@ -379,3 +379,21 @@ func jsonName(sf reflect.StructField) string {
 	name, _, _ := strings.Cut(sf.Tag.Get("json"), ",")
 	return name
 }
+
+// TestDefaultCoversTrackerContext: the default policy reaches what a
+// Segment tracker sends about the person beside the event's own fields.
+func TestDefaultCoversTrackerContext(t *testing.T) {
+	p := mustPolicy(t, "default", testKey)
+	r := sample()
+	r.Properties = []byte(`{"amount":12.5,"_segment":{"context":{"ip":"203.0.113.7","locale":"en-GB","traits":{"email":"a@b.c"}},"traits":{"address":"1 Main St"}}}`)
+	p.Apply(&r)
+	got := string(r.Properties)
+	for _, clear := range []string{"203.0.113.7", "a@b.c", "1 Main St"} {
+		if strings.Contains(got, clear) {
+			t.Errorf("%q in clear in %s", clear, got)
+		}
+	}
+	if !strings.Contains(got, p.hash("203.0.113.7")) || !strings.Contains(got, `"locale":"en-GB"`) || !strings.Contains(got, `"amount":12.5`) {
+		t.Errorf("properties after the default policy: %s", got)
+	}
+}

@@ -107,17 +107,12 @@ func TestAnalyticsNode(t *testing.T) {
 	if nl.EventType != "Page Scrolled" || nl.User.ID != "anon-1" || nl.Enrichment.Status != event.StatusNoLocation || nl.Weather != nil {
 		t.Errorf("no location: %+v", nl)
 	}
-	// Properties: this tree's stores do not keep them yet (typed
-	// properties, issue 12, come with their storage); when they do, they
-	// must come back as sent.
-	if p := byID[run+"-track-1"].Properties; len(p) > 0 {
-		var props map[string]any
-		if err := json.Unmarshal(p, &props); err != nil || props["amount"] != 13.5 || props["paid"] != false ||
-			!strings.Contains(string(p), `"shipping":{"days":2,"express":false}`) {
-			t.Errorf("properties: %s", p)
-		}
-	} else {
-		t.Log("the store does not keep properties yet: checked in the broker message by internal/segment's tests")
+	// Properties come back as sent, typed and nested.
+	p := byID[run+"-track-1"].Properties
+	var props map[string]any
+	if err := json.Unmarshal(p, &props); err != nil || props["amount"] != 13.5 || props["paid"] != false ||
+		!strings.Contains(string(p), `"shipping":{"days":2,"express":false}`) {
+		t.Errorf("properties of a stored track call: %s", p)
 	}
 	if strings.Contains(os.Getenv("SKYJOIN_SEGMENT_DEBUG"), "1") {
 		t.Logf("records: %+v", recs)
