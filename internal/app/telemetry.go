@@ -19,16 +19,20 @@ import (
 	"github.com/skyjoin/skyjoin/internal/weather"
 )
 
-// setupTelemetry starts metrics and traces as cfg says. The providers also
-// become OpenTelemetry's globals, so that libraries instrumented with them
-// (the Google Cloud clients) report to the same place. shutdown flushes.
+// setupTelemetry starts metrics and traces as cfg says. shutdown flushes.
+//
+// The providers are given to skyjoin's own stages, and deliberately not
+// made OpenTelemetry's globals: the Google Cloud clients (pubsub/v2,
+// bigquery, managedwriter, firestore, through their gRPC and HTTP
+// transports) record their spans and per-RPC metrics on the global
+// providers, which stay no-ops, so that their instrumentation costs
+// nothing and floods neither Cloud Trace nor Cloud Monitoring (nor
+// /metrics). The propagator is global: trace context still flows.
 func setupTelemetry(ctx context.Context, cfg telemetry.Config, log *slog.Logger) (_ *telemetry.Provider, shutdown func(context.Context) error, _ error) {
 	p, err := telemetry.New(ctx, cfg)
 	if err != nil {
 		return nil, nil, err
 	}
-	otel.SetTracerProvider(p.TracerProvider())
-	otel.SetMeterProvider(p.MeterProvider())
 	otel.SetTextMapPropagator(telemetry.Propagator)
 	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
 		log.Warn("telemetry: export failed", "error", err.Error())

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel"
+
 	"github.com/skyjoin/skyjoin/internal/ingest"
 	"github.com/skyjoin/skyjoin/internal/platform"
 	"github.com/skyjoin/skyjoin/internal/platform/telemetry"
@@ -104,4 +106,37 @@ func TestWeatherAPIKeyFlagIsASecret(t *testing.T) {
 func newFlagSetWith(cfg *config) *flag.FlagSet {
 	fs, _, _ := stageFlagSet(findStageCommand("up"), cfg, io.Discard)
 	return fs
+}
+
+// TestLibraryTelemetryIsOff: the Google Cloud clients instrument
+// themselves through OpenTelemetry's global providers; setupTelemetry
+// leaves those as no-ops, so a library's spans are not recorded and its
+// metrics do not reach the process's exporter, while skyjoin's own
+// instruments do.
+func TestLibraryTelemetryIsOff(t *testing.T) {
+	ctx := context.Background()
+	p, shutdown, err := setupTelemetry(ctx, telemetry.Config{Exporter: telemetry.ExporterPrometheus, SampleRatio: 1}, platform.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shutdown(ctx)
+	// What otelgrpc and the clients' own tracing do.
+	_, span := otel.Tracer("cloud.google.com/go/bigquery").Start(ctx, "bigquery.jobs.query")
+	if span.IsRecording() {
+		t.Error("a library's span is recorded")
+	}
+	span.End()
+	lib, _ := otel.Meter("go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc").Int64Counter("rpc.client.library_calls")
+	lib.Add(ctx, 1)
+	own, _ := p.Meter("skyjoin").Int64Counter("skyjoin.own.calls")
+	own.Add(ctx, 1)
+	rec := httptest.NewRecorder()
+	p.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if body := rec.Body.String(); strings.Contains(body, "library_calls") || !strings.Contains(body, "skyjoin_own_calls") {
+		t.Errorf("/metrics: want skyjoin's metric and not the library's:\n%s", body)
+	}
+	// Trace context still propagates across processes.
+	if otel.GetTextMapPropagator() == nil || len(otel.GetTextMapPropagator().Fields()) == 0 {
+		t.Error("no global propagator")
+	}
 }

@@ -1,6 +1,6 @@
 // Package telemetry sets up OpenTelemetry for a skyjoin process: a
 // MeterProvider and a TracerProvider chosen by configuration (Prometheus
-// /metrics locally, Google Cloud Monitoring and Cloud Trace on Google Cloud,
+// /metrics locally, OTLP to Google Cloud's Telemetry API on Google Cloud,
 // or nothing), and a slog handler that correlates logs with traces the way
 // Cloud Logging reads them.
 //
@@ -24,12 +24,12 @@ import (
 	"strings"
 	"time"
 
-	mexporter "github.com/GoogleCloudPlatform/opentelemetry-operations-go/exporter/metric"
-	texporter "github.com/GoogleCloudPlatform/opentelemetry-operations-go/exporter/trace"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/metric"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
@@ -41,6 +41,12 @@ import (
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"cloud.google.com/go/compute/metadata"
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/google"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials/oauth"
 
 	"github.com/skyjoin/skyjoin/internal/platform"
 )
@@ -48,12 +54,20 @@ import (
 // Exporters, the values of --telemetry.
 const (
 	ExporterPrometheus = "prometheus" // metrics on /metrics; no trace export
-	ExporterGCP        = "gcp"        // Cloud Monitoring and Cloud Trace
+	ExporterGCP        = "gcp"        // OTLP to Google Cloud's Telemetry API: Cloud Monitoring and Cloud Trace
 	ExporterNone       = "none"       // nothing recorded
 )
 
 // ServiceName is the service.name resource attribute of every skyjoin process.
 const ServiceName = "skyjoin"
+
+// DefaultOTLPEndpoint is Google Cloud's Telemetry API (OTLP over gRPC),
+// which takes traces into Cloud Trace and metrics into Cloud Monitoring.
+const DefaultOTLPEndpoint = "telemetry.googleapis.com:443"
+
+// otlpScope is the OAuth scope of the Telemetry API's calls: it covers
+// trace.append and monitoring.write.
+const otlpScope = "https://www.googleapis.com/auth/cloud-platform"
 
 // Config configures telemetry.
 type Config struct {
@@ -61,11 +75,13 @@ type Config struct {
 	Project        string        // Google Cloud project of the GCP exporters and of log/trace correlation
 	SampleRatio    float64       // fraction of new traces sampled (a sampled parent is always followed)
 	ExportInterval time.Duration // how often metrics are pushed (gcp)
+	OTLPEndpoint   string        // host:port of the OTLP gRPC endpoint (gcp); default DefaultOTLPEndpoint
 }
 
 // RegisterFlags adds the telemetry flags to fs.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	fs.StringVar(&c.Exporter, "telemetry", ExporterPrometheus, "metrics and traces: prometheus (GET /metrics, no trace export), gcp (Cloud Monitoring and Cloud Trace) or none")
+	fs.StringVar(&c.Exporter, "telemetry", ExporterPrometheus, "metrics and traces: prometheus (GET /metrics, no trace export), gcp (OTLP to Google Cloud's Telemetry API: Cloud Monitoring and Cloud Trace) or none")
+	fs.StringVar(&c.OTLPEndpoint, "telemetry-otlp-endpoint", DefaultOTLPEndpoint, "host:port of the OTLP gRPC endpoint of --telemetry=gcp (TLS, Google credentials)")
 	fs.StringVar(&c.Project, "telemetry-project", "", "Google Cloud project for --telemetry=gcp and for log/trace correlation (default with gcp: the metadata server's project)")
 	fs.Float64Var(&c.SampleRatio, "trace-sample-ratio", 0.1, "fraction of new traces sampled and exported with --telemetry=gcp (0 to 1; a sampled parent is always followed)")
 	fs.DurationVar(&c.ExportInterval, "telemetry-export-interval", time.Minute, "how often metrics are pushed to Cloud Monitoring with --telemetry=gcp (at least 10s)")
@@ -82,6 +98,11 @@ func (c Config) Validate() error {
 	if c.SampleRatio < 0 || c.SampleRatio > 1 {
 		p.Addf("trace-sample-ratio must be between 0 and 1, got %g", c.SampleRatio)
 	}
+	if c.Exporter == ExporterGCP && c.OTLPEndpoint != "" {
+		if _, port, ok := strings.Cut(c.OTLPEndpoint, ":"); !ok || port == "" || strings.Contains(c.OTLPEndpoint, "/") {
+			p.Addf("telemetry-otlp-endpoint must be host:port, got %q", c.OTLPEndpoint)
+		}
+	}
 	if c.Exporter == ExporterGCP && c.ExportInterval < 10*time.Second {
 		p.Addf("telemetry-export-interval must be at least 10s (Cloud Monitoring's limit), got %s", c.ExportInterval)
 	}
@@ -96,6 +117,9 @@ type options struct {
 	readers        []sdkmetric.Reader
 	onGCE          func(context.Context) bool
 	metadataProj   func(context.Context) (string, error)
+	// otlpInsecure dials the OTLP endpoint without TLS nor credentials:
+	// tests' in-process receivers.
+	otlpInsecure bool
 }
 
 // WithSpanProcessor adds a span processor (tracetest.NewSpanRecorder() in
@@ -146,7 +170,13 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Provider, error) {
 		}
 	}()
 
+	if p.project != "" {
+		// The Telemetry API routes data by this resource attribute.
+		res = resource.NewSchemaless(append(res.Attributes(), attribute.String("gcp.project_id", p.project))...)
+	}
+
 	// Metrics.
+	var traceExporter sdktrace.SpanExporter
 	readers := o.readers
 	switch cfg.Exporter {
 	case ExporterPrometheus:
@@ -159,11 +189,22 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Provider, error) {
 		readers = append(readers, exp)
 		p.metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: errLogger{}})
 	case ExporterGCP:
-		exp, err := mexporter.New(mexporter.WithProjectID(p.project))
+		conn, err := otlpConn(ctx, cfg, p.project, o)
 		if err != nil {
-			return nil, fmt.Errorf("telemetry: create cloud monitoring exporter for project %s: %w", p.project, err)
+			return nil, err
+		}
+		// The exporters below share conn and do not close it.
+		p.shutdowns = append(p.shutdowns, func(context.Context) error { return conn.Close() })
+		exp, err := otlpmetricgrpc.New(ctx, otlpmetricgrpc.WithGRPCConn(conn))
+		if err != nil {
+			return nil, fmt.Errorf("telemetry: create the OTLP metric exporter: %w", err)
 		}
 		readers = append(readers, sdkmetric.NewPeriodicReader(exp, sdkmetric.WithInterval(cfg.ExportInterval)))
+		texp, err := otlptracegrpc.New(ctx, otlptracegrpc.WithGRPCConn(conn))
+		if err != nil {
+			return nil, fmt.Errorf("telemetry: create the OTLP trace exporter: %w", err)
+		}
+		traceExporter = texp
 	}
 	if len(readers) == 0 {
 		p.mp = metricnoop.NewMeterProvider()
@@ -180,12 +221,8 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Provider, error) {
 	// Traces.
 	var tps []sdktrace.TracerProviderOption
 	sampler := sdktrace.ParentBased(sdktrace.TraceIDRatioBased(cfg.SampleRatio))
-	if cfg.Exporter == ExporterGCP {
-		exp, err := texporter.New(texporter.WithProjectID(p.project))
-		if err != nil {
-			return nil, fmt.Errorf("telemetry: create cloud trace exporter for project %s: %w", p.project, err)
-		}
-		tps = append(tps, sdktrace.WithBatcher(exp))
+	if traceExporter != nil {
+		tps = append(tps, sdktrace.WithBatcher(traceExporter))
 	} else if len(o.spanProcessors) > 0 {
 		sampler = sdktrace.AlwaysSample()
 	}
@@ -202,6 +239,50 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Provider, error) {
 	}
 	ok = true
 	return p, nil
+}
+
+// otlpConn dials the OTLP endpoint of cfg: TLS with Google credentials
+// (Application Default Credentials: the service account on Cloud Run), the
+// project as the quota and billing project.
+func otlpConn(ctx context.Context, cfg Config, project string, o options) (*grpc.ClientConn, error) {
+	endpoint := cfg.OTLPEndpoint
+	if endpoint == "" {
+		endpoint = DefaultOTLPEndpoint
+	}
+	var opts []grpc.DialOption
+	if o.otlpInsecure {
+		opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	} else {
+		ts, err := google.DefaultTokenSource(ctx, otlpScope)
+		if err != nil {
+			return nil, fmt.Errorf("telemetry: Google credentials for %s: %w", endpoint, err)
+		}
+		opts = append(opts,
+			grpc.WithTransportCredentials(credentials.NewClientTLSFromCert(nil, "")),
+			grpc.WithPerRPCCredentials(quotaProject{oauth.TokenSource{TokenSource: oauth2.ReuseTokenSource(nil, ts)}, project}))
+	}
+	conn, err := grpc.NewClient(endpoint, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: OTLP endpoint %s: %w", endpoint, err)
+	}
+	return conn, nil
+}
+
+// quotaProject adds the x-goog-user-project header to Google credentials.
+type quotaProject struct {
+	oauth.TokenSource
+	project string
+}
+
+func (q quotaProject) GetRequestMetadata(ctx context.Context, uri ...string) (map[string]string, error) {
+	md, err := q.TokenSource.GetRequestMetadata(ctx, uri...)
+	if err != nil {
+		return nil, err
+	}
+	if q.project != "" {
+		md["x-goog-user-project"] = q.project
+	}
+	return md, nil
 }
 
 func detectProject(ctx context.Context, o options) (string, error) {

@@ -28,6 +28,13 @@ type Config struct {
 	// data forever.
 	Retention time.Duration
 
+	// MaxBytesBilled caps the bytes each query of the Reader (List, Get,
+	// LatestForUser, Stats) may bill: a query that would read more fails
+	// before it runs, and costs nothing. Zero means
+	// DefaultMaxBytesBilled; NoMaxBytesBilled (-1) sets no cap (the
+	// project's custom quota, if any, still applies).
+	MaxBytesBilled int64
+
 	// MaxRequestBytes bounds the serialized rows of one AppendRows request;
 	// default DefaultMaxRequestBytes (the API's limit is 10 MB per request).
 	MaxRequestBytes int
@@ -51,6 +58,16 @@ const (
 	// first request.
 	DefaultMaxRequestBytes = 9 << 20
 	DefaultMaxAttempts     = 5
+	// DefaultMaxBytesBilled is 10 GiB: a day of about 15 million events
+	// at 700 bytes a row. A query the API makes reads the partitions of its
+	// time range, or a user's or a country's clusters, so far less.
+	DefaultMaxBytesBilled int64 = 10 << 30
+	// NoMaxBytesBilled in Config.MaxBytesBilled (max_bytes_billed=none)
+	// sets no cap.
+	NoMaxBytesBilled int64 = -1
+	// minBytesBilled is what BigQuery bills at least for a query that
+	// reads a table: a smaller cap would refuse every query.
+	minBytesBilled int64 = 10 << 20
 )
 
 // ViewSuffix names the deduplicating view: the table name plus this suffix
@@ -72,6 +89,18 @@ func (c Config) maxRequestBytes() int {
 		return DefaultMaxRequestBytes
 	}
 	return c.MaxRequestBytes
+}
+
+// maxBytesBilled is the value of the query jobs' MaxBytesBilled: 0 (the
+// client sends none) for no cap.
+func (c Config) maxBytesBilled() int64 {
+	switch c.MaxBytesBilled {
+	case 0:
+		return DefaultMaxBytesBilled
+	case NoMaxBytesBilled:
+		return 0
+	}
+	return c.MaxBytesBilled
 }
 
 func (c Config) maxAttempts() int {
@@ -113,6 +142,9 @@ func (c Config) Validate() error {
 	} else if c.Retention > 0 && c.Retention < 24*time.Hour {
 		errs = append(errs, fmt.Errorf("bigquery: retention must be at least 1d (partitions are days), got %s", c.Retention))
 	}
+	if c.MaxBytesBilled != 0 && c.MaxBytesBilled != NoMaxBytesBilled && c.MaxBytesBilled < minBytesBilled {
+		errs = append(errs, fmt.Errorf("bigquery: max bytes billed %d is under 10MiB, the least BigQuery bills a query: every query would fail", c.MaxBytesBilled))
+	}
 	if c.MaxRequestBytes > 10_000_000 {
 		errs = append(errs, fmt.Errorf("bigquery: max request bytes %d is over the API's 10 MB limit", c.MaxRequestBytes))
 	}
@@ -121,10 +153,12 @@ func (c Config) Validate() error {
 
 // ParseURL parses a store URL:
 //
-//	bigquery://PROJECT/DATASET[?table=events&location=EU&retention=400d]
+//	bigquery://PROJECT/DATASET[?table=events&location=EU&retention=400d&max_bytes_billed=10GiB]
 //
 // retention is a number of days (400d) or a Go duration (9600h); 0 keeps
-// data forever. Unknown parameters are an error. The result is validated.
+// data forever. max_bytes_billed caps each read query (ParseBytes; none:
+// no cap; default 10GiB). Unknown parameters are an error. The result is
+// validated.
 func ParseURL(raw string) (Config, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -139,7 +173,7 @@ func ParseURL(raw string) (Config, error) {
 		return Config{}, fmt.Errorf("bigquery: store URL %q: scheme must be bigquery", raw)
 	}
 	if u.User != nil || u.Fragment != "" || u.Port() != "" {
-		return Config{}, fmt.Errorf("bigquery: store URL %q: want bigquery://PROJECT/DATASET[?table=...&location=...&retention=...]", raw)
+		return Config{}, fmt.Errorf("bigquery: store URL %q: want bigquery://PROJECT/DATASET[?table=...&location=...&retention=...&max_bytes_billed=...]", raw)
 	}
 	cfg := Config{Project: u.Hostname(), Dataset: strings.TrimPrefix(u.Path, "/")}
 	var errs []error
@@ -153,6 +187,16 @@ func ParseURL(raw string) (Config, error) {
 			cfg.Table = v
 		case "location":
 			cfg.Location = v
+		case "max_bytes_billed":
+			if v == "none" {
+				cfg.MaxBytesBilled = NoMaxBytesBilled
+				break
+			}
+			n, err := ParseBytes(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("bigquery: store URL %q: max_bytes_billed: %w", raw, err))
+			}
+			cfg.MaxBytesBilled = n
 		case "retention":
 			d, err := ParseRetention(v)
 			if err != nil {
@@ -160,7 +204,7 @@ func ParseURL(raw string) (Config, error) {
 			}
 			cfg.Retention = d
 		default:
-			errs = append(errs, fmt.Errorf("bigquery: store URL %q: unknown parameter %q (known: table, location, retention)", raw, k))
+			errs = append(errs, fmt.Errorf("bigquery: store URL %q: unknown parameter %q (known: table, location, retention, max_bytes_billed)", raw, k))
 		}
 	}
 	if err := cfg.Validate(); err != nil {
@@ -190,6 +234,31 @@ func ParseRetention(s string) (time.Duration, error) {
 		return 0, fmt.Errorf("retention %q: want days (400d) or a duration (9600h)", s)
 	}
 	return d, nil
+}
+
+// ParseBytes parses a number of bytes: digits with an optional unit, B,
+// KB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024),
+// such as 10GiB or 500MB.
+func ParseBytes(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{
+		{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+		{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1},
+	}
+	num, mult := s, int64(1)
+	for _, u := range units {
+		if n, ok := strings.CutSuffix(s, u.suffix); ok {
+			num, mult = n, u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n <= 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("%q: want a positive number of bytes such as 10GiB or 500MB", s)
+	}
+	return n * mult, nil
 }
 
 // tablePath is "projects/P/datasets/D/tables/T", the Storage Write API's name.

@@ -43,6 +43,13 @@ func TestLookerStudioDocViewSQL(t *testing.T) {
 		t.Fatalf("docs/looker-studio.md has no custom query block starting %q", custom)
 	}
 	query, _, _ := strings.Cut(rest, "\n```")
+	// It filters the table on the report's dates, then dedups as the view:
+	// the filter prunes partitions whatever the optimizer does.
+	for _, frag := range []string{"FROM `PROJECT.DATASET.events`\nWHERE occurred_at >= ", "\nQUALIFY " + dedup} {
+		if !strings.Contains(query, frag) {
+			t.Errorf("the custom query lacks %q:\n%s", frag, query)
+		}
+	}
 	for _, c := range []string{"properties", "occurred_at", "location_country", "weather_temperature_c"} {
 		if !strings.Contains(query, c) {
 			t.Errorf("the custom query does not read %s:\n%s", c, query)

@@ -27,11 +27,22 @@ type MigrateOptions struct {
 	CreateDataset bool
 }
 
+// dedup is the condition that keeps one stored copy of each event: the
+// one processed last. Its window is partitioned by event_id and by the
+// columns every copy of an event shares (they come from the event itself,
+// which a redelivery or a replay carries unchanged): occurred_at (the
+// table's partitioning column) and the clustering columns. A filter on a
+// column of a window's PARTITION BY keeps or drops whole window partitions,
+// so a query engine may apply it below the window, before the dedup, where
+// it prunes partitions and clusters; the Reader does not rely on that and
+// puts its filters on the table itself (see Reader.from).
+const dedup = "ROW_NUMBER() OVER (PARTITION BY event_id, " + partitionColumn + ", location_country, user_id ORDER BY processed_at DESC) = 1"
+
 // ViewSQL is the query of the deduplicating view: every column of the
 // table, one row per event_id, the copy with the latest processed_at.
 func ViewSQL(cfg Config) string {
 	return "SELECT " + selectColumns + "\nFROM " + cfg.tableSQLName() +
-		"\nWHERE TRUE\nQUALIFY ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY processed_at DESC) = 1"
+		"\nWHERE TRUE\nQUALIFY " + dedup
 }
 
 // Migrate brings the dataset to the schema of this build, and reports what

@@ -46,7 +46,7 @@ func TestMigrate(t *testing.T) {
 	}
 	for _, frag := range []string{
 		"FROM `skyjoin-test.skyjoin_ds.events`",
-		"QUALIFY ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY processed_at DESC) = 1",
+		"QUALIFY ROW_NUMBER() OVER (PARTITION BY event_id, occurred_at, location_country, user_id ORDER BY processed_at DESC) = 1",
 	} {
 		if !strings.Contains(view.View.Query, frag) {
 			t.Errorf("view query lacks %q:\n%s", frag, view.View.Query)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"cloud.google.com/go/bigquery"
+	"google.golang.org/api/googleapi"
 	"google.golang.org/api/iterator"
 
 	"github.com/skyjoin/skyjoin/internal/event"
@@ -18,10 +19,21 @@ import (
 
 var _ store.Reader = (*Reader)(nil)
 
-// Reader reads records from the deduplicating view with parameterised
-// queries: the SQL text holds only column names and the view's name (both
-// fixed by the schema and by a validated Config); every value (ids,
-// country, times, cursor, limit) travels as a query parameter.
+// Reader reads deduplicated records with parameterised queries: the SQL
+// text holds only column names and the table's name (both fixed by the
+// schema and by a validated Config); every value (ids, country, times,
+// cursor, limit) travels as a query parameter.
+//
+// # Pruning and cost
+//
+// Queries read the table, not the view: the filters on what every copy of
+// an event shares (occurred_at, user_id, country, city, event type,
+// properties, event_id) are applied to the table, where they prune its day
+// partitions (occurred_at) and clusters (location_country, user_id), and
+// the dedup (the view's QUALIFY) runs on what is left; the filters on what
+// differs between copies (processed_at, the weather) apply after it, as
+// they would on the view. Each query job carries Config.MaxBytesBilled:
+// one that would read more fails instead of running.
 //
 // # Order, cursors and Seq
 //
@@ -75,39 +87,28 @@ var selectColumns = func() string {
 	return strings.Join(names, ", ")
 }()
 
-func (r *Reader) from() string { return " FROM " + r.cfg.viewSQLName() }
+// from returns the FROM clause of a read: the table's rows matching pre
+// (conditions on columns every copy of an event shares), one per event as
+// the view keeps them. With pre on the table itself, BigQuery prunes
+// partitions and clusters before the window function runs.
+func (r *Reader) from(pre []string) string { return from(r.cfg, pre) }
+
+func from(cfg Config, pre []string) string {
+	where := "TRUE"
+	if len(pre) > 0 {
+		where = strings.Join(pre, " AND ")
+	}
+	return " FROM (SELECT " + selectColumns + " FROM " + cfg.tableSQLName() + " WHERE " + where + " QUALIFY " + dedup + ")"
+}
 
 // List returns one page of records matching q, by (processed_at, event_id):
 // newest first, or oldest first when q.Ascending.
 func (r *Reader) List(ctx context.Context, q store.Query) (store.Page, error) {
 	limit := store.EffectiveLimit(q.Limit)
-	var (
-		where  []string
-		params []bigquery.QueryParameter
-	)
-	param := func(name string, v any) {
-		params = append(params, bigquery.QueryParameter{Name: name, Value: v})
+	sql, params, err := listSQL(r.cfg, q, limit)
+	if err != nil {
+		return store.Page{}, fmt.Errorf("bigquery: list: %w", err)
 	}
-	if q.Cursor != "" {
-		c, err := decodeCursor(q.Cursor)
-		if err != nil || c.asc != q.Ascending {
-			return store.Page{}, fmt.Errorf("bigquery: list: %w", store.ErrBadCursor)
-		}
-		op := "<"
-		if c.asc {
-			op = ">"
-		}
-		where = append(where, "(processed_at "+op+" @cursor_time OR (processed_at = @cursor_time AND event_id "+op+" @cursor_id))")
-		param("cursor_time", c.processedAt)
-		param("cursor_id", c.eventID)
-	}
-	where = append(where, filterConds(&q, param)...)
-	order := " ORDER BY processed_at DESC, event_id DESC"
-	if q.Ascending {
-		order = " ORDER BY processed_at, event_id"
-	}
-	param("limit", int64(limit+1))
-	sql := "SELECT " + selectColumns + r.from() + whereClause(where) + order + " LIMIT @limit"
 	recs, err := r.query(ctx, sql, params)
 	if err != nil {
 		return store.Page{}, fmt.Errorf("bigquery: list: %w", err)
@@ -121,9 +122,38 @@ func (r *Reader) List(ctx context.Context, q store.Query) (store.Page, error) {
 	return page, nil
 }
 
+// listSQL is List's query of q, with its parameters: up to limit+1 rows,
+// the last telling whether there is a next page.
+func listSQL(cfg Config, q store.Query, limit int) (string, []bigquery.QueryParameter, error) {
+	var params []bigquery.QueryParameter
+	param := func(name string, v any) {
+		params = append(params, bigquery.QueryParameter{Name: name, Value: v})
+	}
+	pre, where := filterConds(&q, param)
+	if q.Cursor != "" {
+		c, err := decodeCursor(q.Cursor)
+		if err != nil || c.asc != q.Ascending {
+			return "", nil, store.ErrBadCursor
+		}
+		op := "<"
+		if c.asc {
+			op = ">"
+		}
+		where = append([]string{"(processed_at " + op + " @cursor_time OR (processed_at = @cursor_time AND event_id " + op + " @cursor_id))"}, where...)
+		param("cursor_time", c.processedAt)
+		param("cursor_id", c.eventID)
+	}
+	order := " ORDER BY processed_at DESC, event_id DESC"
+	if q.Ascending {
+		order = " ORDER BY processed_at, event_id"
+	}
+	param("limit", int64(limit+1))
+	return "SELECT " + selectColumns + from(cfg, pre) + whereClause(where) + order + " LIMIT @limit", params, nil
+}
+
 // Get returns the record with the event id, or store.ErrNotFound.
 func (r *Reader) Get(ctx context.Context, eventID string) (event.Record, error) {
-	recs, err := r.query(ctx, "SELECT "+selectColumns+r.from()+" WHERE event_id = @event_id LIMIT 1",
+	recs, err := r.query(ctx, "SELECT "+selectColumns+r.from([]string{"event_id = @event_id"})+" LIMIT 1",
 		[]bigquery.QueryParameter{{Name: "event_id", Value: eventID}})
 	if err != nil {
 		return event.Record{}, fmt.Errorf("bigquery: get %q: %w", eventID, err)
@@ -137,8 +167,8 @@ func (r *Reader) Get(ctx context.Context, eventID string) (event.Record, error) 
 // LatestForUser returns the user's record with the latest occurred_at (the
 // latest processed on a tie), or store.ErrNotFound.
 func (r *Reader) LatestForUser(ctx context.Context, userID string) (event.Record, error) {
-	recs, err := r.query(ctx, "SELECT "+selectColumns+r.from()+
-		" WHERE user_id = @user_id ORDER BY occurred_at DESC, processed_at DESC, event_id DESC LIMIT 1",
+	recs, err := r.query(ctx, "SELECT "+selectColumns+r.from([]string{"user_id = @user_id"})+
+		" ORDER BY occurred_at DESC, processed_at DESC, event_id DESC LIMIT 1",
 		[]bigquery.QueryParameter{{Name: "user_id", Value: userID}})
 	if err != nil {
 		return event.Record{}, fmt.Errorf("bigquery: latest for user %q: %w", userID, err)
@@ -150,48 +180,75 @@ func (r *Reader) LatestForUser(ctx context.Context, userID string) (event.Record
 }
 
 // filterConds returns the conditions of q's filters, adding their values
-// with param. The semantics are store.Query.Match's.
-func filterConds(q *store.Query, param func(name string, v any)) []string {
-	var where []string
-	cond := func(c, name string, v any) {
-		where = append(where, c)
+// with param. The semantics are store.Query.Match's. pre holds those on
+// what every copy of an event shares (the event's own fields): they go on
+// the table, before the dedup, where they prune (Reader.from). post holds
+// those on what a copy's processing set (processed_at, the weather): they
+// apply to the deduplicated rows, as on the view.
+func filterConds(q *store.Query, param func(name string, v any)) (pre, post []string) {
+	cond := func(to *[]string, c, name string, v any) {
+		*to = append(*to, c)
 		param(name, v)
 	}
-	if q.AfterSeq > 0 { // Seq is processed_at in µs
-		cond("processed_at > @after_time", "after_time", time.UnixMicro(q.AfterSeq).UTC())
-	}
-	if q.UserID != "" {
-		cond("user_id = @user_id", "user_id", q.UserID)
-	}
-	if q.Country != "" {
-		cond("LOWER(location_country) = LOWER(@country)", "country", q.Country)
-	}
-	if q.City != "" {
-		cond("LOWER(location_city) = LOWER(@city)", "city", q.City)
-	}
-	if q.EventType != "" {
-		cond("event_type = @event_type", "event_type", q.EventType)
-	}
 	if !q.Since.IsZero() {
-		cond("occurred_at >= @since", "since", q.Since.UTC())
+		cond(&pre, "occurred_at >= @since", "since", q.Since.UTC())
 	}
 	if !q.Until.IsZero() {
-		cond("occurred_at < @until", "until", q.Until.UTC())
+		cond(&pre, "occurred_at < @until", "until", q.Until.UTC())
+	}
+	if q.UserID != "" {
+		cond(&pre, "user_id = @user_id", "user_id", q.UserID)
+	}
+	if q.Country != "" {
+		// A function of a clustering column does not prune its blocks: a
+		// range on the column itself does. For ASCII text, every casing of
+		// a name lies between its upper- and lower-case forms (upper-case
+		// letters sort first); the LOWER equality keeps the exact
+		// semantics. (A name that is not ASCII has no such cheap bound:
+		// it is filtered, unpruned, by the equality alone.)
+		if lo, hi, ok := caseRange(q.Country); ok {
+			pre = append(pre, "location_country BETWEEN @country_lo AND @country_hi")
+			param("country_lo", lo)
+			param("country_hi", hi)
+		}
+		cond(&pre, "LOWER(location_country) = LOWER(@country)", "country", q.Country)
+	}
+	if q.City != "" {
+		cond(&pre, "LOWER(location_city) = LOWER(@city)", "city", q.City)
+	}
+	if q.EventType != "" {
+		cond(&pre, "event_type = @event_type", "event_type", q.EventType)
+	}
+	for i := range q.Props {
+		pre = append(pre, propCond(&q.Props[i], fmt.Sprintf("prop_%d", i), param))
+	}
+	if q.AfterSeq > 0 { // Seq is processed_at in µs
+		cond(&post, "processed_at > @after_time", "after_time", time.UnixMicro(q.AfterSeq).UTC())
 	}
 	if q.Condition != "" {
-		cond("LOWER(weather_condition) = LOWER(@condition)", "condition", q.Condition)
+		cond(&post, "LOWER(weather_condition) = LOWER(@condition)", "condition", q.Condition)
 	}
 	// A record without weather has NULL here, which no comparison matches.
 	if q.MinTemp != nil {
-		cond("weather_temperature_c >= @min_temp", "min_temp", *q.MinTemp)
+		cond(&post, "weather_temperature_c >= @min_temp", "min_temp", *q.MinTemp)
 	}
 	if q.MaxTemp != nil {
-		cond("weather_temperature_c <= @max_temp", "max_temp", *q.MaxTemp)
+		cond(&post, "weather_temperature_c <= @max_temp", "max_temp", *q.MaxTemp)
 	}
-	for i := range q.Props {
-		where = append(where, propCond(&q.Props[i], fmt.Sprintf("prop_%d", i), param))
+	return pre, post
+}
+
+// caseRange returns the bounds, in BigQuery's string order, of every
+// casing of s when s is ASCII: its upper- and its lower-case form. (The
+// Kelvin sign, which lowers to k, is the one non-ASCII character whose
+// lower case is ASCII: a country spelt with it is not found.)
+func caseRange(s string) (lo, hi string, ok bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return "", "", false
+		}
 	}
-	return where
+	return strings.ToUpper(s), strings.ToLower(s), true
 }
 
 // propCond returns the condition of a property filter on the JSON column
@@ -233,12 +290,9 @@ func whereClause(conds []string) string {
 
 // query runs a SELECT of selectColumns and decodes the rows.
 func (r *Reader) query(ctx context.Context, sql string, params []bigquery.QueryParameter) ([]event.Record, error) {
-	q := r.client.Query(sql)
-	q.Parameters = params
-	q.Location = r.cfg.Location
-	it, err := q.Read(ctx)
+	it, err := r.read(ctx, sql, params)
 	if err != nil {
-		return nil, fmt.Errorf("query: %w", err)
+		return nil, err
 	}
 	var recs []event.Record
 	for {
@@ -261,6 +315,42 @@ func (r *Reader) query(ctx context.Context, sql string, params []bigquery.QueryP
 		rec.Seq = max(rec.ProcessedAt.UnixMicro(), 0)
 		recs = append(recs, rec)
 	}
+}
+
+// read runs a reader query: its parameters, the dataset's location and the
+// cap on the bytes it may bill.
+func (r *Reader) read(ctx context.Context, sql string, params []bigquery.QueryParameter) (*bigquery.RowIterator, error) {
+	it, err := r.readQuery(sql, params).Read(ctx)
+	if err != nil {
+		if reason(err) == "bytesBilledLimitExceeded" {
+			return nil, fmt.Errorf("query: it would bill more than max_bytes_billed=%d bytes (narrow it by time, user or country, or raise the store URL's max_bytes_billed): %w", r.cfg.maxBytesBilled(), err)
+		}
+		return nil, fmt.Errorf("query: %w", err)
+	}
+	return it, nil
+}
+
+// readQuery is a reader query job with its parameters, the dataset's
+// location and the cap on the bytes it may bill.
+func (r *Reader) readQuery(sql string, params []bigquery.QueryParameter) *bigquery.Query {
+	q := r.client.Query(sql)
+	q.Parameters = params
+	q.Location = r.cfg.Location
+	q.MaxBytesBilled = r.cfg.maxBytesBilled()
+	return q
+}
+
+// reason is the first reason of a BigQuery API error, or "".
+func reason(err error) string {
+	var e *googleapi.Error
+	if errors.As(err, &e) {
+		for _, it := range e.Errors {
+			if it.Reason != "" {
+				return it.Reason
+			}
+		}
+	}
+	return ""
 }
 
 type cursor struct {

@@ -54,7 +54,7 @@ func TestListQueries(t *testing.T) {
 		wantSQL    []string          // fragments of the SQL text
 		wantParams map[string]string // name -> value
 	}{
-		{"all", store.Query{}, []string{"FROM `skyjoin-test.skyjoin_ds.events_latest`", "ORDER BY processed_at DESC, event_id DESC LIMIT @limit"},
+		{"all", store.Query{}, []string{"FROM `skyjoin-test.skyjoin_ds.events` WHERE TRUE QUALIFY", "ORDER BY processed_at DESC, event_id DESC LIMIT @limit"},
 			map[string]string{"limit": "101"}},
 		{"ascending", store.Query{Ascending: true, Limit: 5}, []string{"ORDER BY processed_at, event_id LIMIT @limit"},
 			map[string]string{"limit": "6"}},
@@ -202,10 +202,143 @@ func TestLatestForUser(t *testing.T) {
 	if d := storetest.Diff(recs[1], got); d != "" {
 		t.Error(d)
 	}
-	if !strings.Contains(fq.queries[0].Query, "WHERE user_id = @user_id ORDER BY occurred_at DESC, processed_at DESC") {
+	if !strings.Contains(fq.queries[0].Query, "`skyjoin-test.skyjoin_ds.events` WHERE user_id = @user_id QUALIFY ") ||
+		!strings.Contains(fq.queries[0].Query, ") ORDER BY occurred_at DESC, processed_at DESC") {
 		t.Errorf("SQL: %s", fq.queries[0].Query)
 	}
 	if _, err := r.LatestForUser(t.Context(), "nobody"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("LatestForUser(nobody): %v, want ErrNotFound", err)
+	}
+}
+
+// splitDedup splits a reader query at its dedup: the conditions applied
+// to the table itself, before QUALIFY (where BigQuery prunes partitions
+// and clusters), and the rest of the query after the deduplicated rows.
+func splitDedup(t *testing.T, sql string) (inner, outer string) {
+	t.Helper()
+	const table = " FROM `skyjoin-test.skyjoin_ds.events` WHERE "
+	_, rest, ok := strings.Cut(sql, table)
+	if !ok {
+		t.Fatalf("the query does not read the table %s:\n%s", table, sql)
+	}
+	inner, outer, ok = strings.Cut(rest, " QUALIFY "+dedup+")")
+	if !ok {
+		t.Fatalf("the query does not dedup the table's rows with %s:\n%s", dedup, sql)
+	}
+	if strings.Contains(sql, ViewSuffix+"`") {
+		t.Errorf("the query reads the view, which does not prune:\n%s", sql)
+	}
+	return inner, outer
+}
+
+// TestReadsPrune: every reader query filters the table on the event's own
+// fields (occurred_at, user_id, country, ...) before the dedup, so that
+// BigQuery prunes partitions and clusters, keeps the filters on what
+// differs between copies after it, and caps the bytes it may bill.
+func TestReadsPrune(t *testing.T) {
+	since := time.Date(2026, 1, 14, 0, 0, 0, 0, time.UTC)
+	minT := 2.0
+	cursorQ := store.Query{Cursor: encodeCursor(cursor{processedAt: since, eventID: "ev-1"}), Since: since}
+	tests := []struct {
+		name      string
+		max       int64 // Config.MaxBytesBilled
+		wantMax   int64 // maximumBytesBilled sent
+		read      func(*Reader) error
+		inner     []string // conditions on the table, before the dedup
+		outer     []string // after it
+		notInner  []string
+		wantParam map[string]string
+	}{
+		{"list by time, user and country", 0, DefaultMaxBytesBilled,
+			func(r *Reader) error {
+				_, err := r.List(t.Context(), store.Query{Since: since, Until: since.Add(time.Hour), UserID: "u-1", Country: "New Zealand",
+					Condition: "Fog", MinTemp: &minT, AfterSeq: since.UnixMicro()})
+				return err
+			},
+			[]string{"occurred_at >= @since", "occurred_at < @until", "user_id = @user_id",
+				"location_country BETWEEN @country_lo AND @country_hi", "LOWER(location_country) = LOWER(@country)"},
+			[]string{"processed_at > @after_time", "LOWER(weather_condition) = LOWER(@condition)", "weather_temperature_c >= @min_temp"},
+			[]string{"processed_at", "weather_"},
+			map[string]string{"country_lo": "NEW ZEALAND", "country_hi": "new zealand"}},
+		{"list with a cursor", 20 << 30, 20 << 30,
+			func(r *Reader) error { _, err := r.List(t.Context(), cursorQ); return err },
+			[]string{"occurred_at >= @since"}, []string{"@cursor_time", "@cursor_id"}, []string{"cursor"}, nil},
+		{"a country that is not ASCII is not bounded", NoMaxBytesBilled, 0,
+			func(r *Reader) error { _, err := r.List(t.Context(), store.Query{Country: "Türkiye"}); return err },
+			[]string{"LOWER(location_country) = LOWER(@country)"}, nil, []string{"BETWEEN"}, nil},
+		{"get", 0, DefaultMaxBytesBilled,
+			func(r *Reader) error { _, err := r.Get(t.Context(), "ev-1"); return err },
+			[]string{"event_id = @event_id"}, nil, nil, nil},
+		{"latest for user", 0, DefaultMaxBytesBilled,
+			func(r *Reader) error { _, err := r.LatestForUser(t.Context(), "u-1"); return err },
+			[]string{"user_id = @user_id"}, nil, nil, nil},
+		{"stats", 0, DefaultMaxBytesBilled,
+			func(r *Reader) error {
+				_, err := r.Stats(t.Context(), store.StatsQuery{GroupBy: store.GroupByCountry, Query: store.Query{Since: since, UserID: "u-1", MaxTemp: &minT}})
+				return err
+			},
+			[]string{"occurred_at >= @since", "user_id = @user_id"}, []string{"weather_temperature_c <= @max_temp"}, []string{"weather_"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fq := &fakeQuery{answer: func(*bq.QueryRequest) [][]any { return nil }}
+			cfg := Config{Project: testProject, Dataset: testDataset, Location: "EU", MaxBytesBilled: tt.max, QueryOptions: startFakeQuery(t, fq)}
+			r, err := NewReader(t.Context(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			if err := tt.read(r); err != nil && !errors.Is(err, store.ErrNotFound) {
+				t.Fatal(err)
+			}
+			q := fq.queries[0]
+			inner, outer := splitDedup(t, q.Query)
+			for _, c := range tt.inner {
+				if !strings.Contains(inner, c) {
+					t.Errorf("%q is not on the table before the dedup: WHERE %s", c, inner)
+				}
+			}
+			for _, c := range tt.outer {
+				if !strings.Contains(outer, c) {
+					t.Errorf("%q is not after the dedup: %s", c, outer)
+				}
+			}
+			for _, c := range tt.notInner {
+				if strings.Contains(inner, c) {
+					t.Errorf("%q filters the copies before the dedup: WHERE %s", c, inner)
+				}
+			}
+			for name, want := range tt.wantParam {
+				if got, _ := param(q, name); got != want {
+					t.Errorf("parameter %s = %q, want %q", name, got, want)
+				}
+			}
+			if q.MaximumBytesBilled != tt.wantMax {
+				t.Errorf("maximumBytesBilled = %d, want %d", q.MaximumBytesBilled, tt.wantMax)
+			}
+		})
+	}
+}
+
+// TestCaseRange: every casing of an ASCII name lies within its bounds, so
+// the range on the clustering column never drops a row the LOWER equality
+// keeps.
+func TestCaseRange(t *testing.T) {
+	for _, name := range []string{"New Zealand", "united states", "CÔTE"} {
+		lo, hi, ok := caseRange(name)
+		if name == "CÔTE" {
+			if ok {
+				t.Errorf("caseRange(%q) bounded a name that is not ASCII", name)
+			}
+			continue
+		}
+		for _, v := range []string{name, strings.ToUpper(name), strings.ToLower(name), "nEW zEALAND", "New zealand", "United States"} {
+			if !strings.EqualFold(v, name) {
+				continue
+			}
+			if v < lo || v > hi {
+				t.Errorf("%q is outside [%q, %q]", v, lo, hi)
+			}
+		}
 	}
 }

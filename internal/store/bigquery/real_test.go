@@ -1,15 +1,11 @@
 package bigquery
 
 import (
-	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"testing"
 	"time"
-
-	"cloud.google.com/go/bigquery"
 
 	"github.com/skyjoin/skyjoin/internal/event"
 	"github.com/skyjoin/skyjoin/internal/store"
@@ -23,37 +19,7 @@ import (
 // choose where. It creates a table and view of its own and deletes them.
 // See docs/gcp.md.
 func TestRealProject(t *testing.T) {
-	project := os.Getenv("SKYJOIN_GCP_PROJECT")
-	if project == "" {
-		t.Skip("SKYJOIN_GCP_PROJECT is not set")
-	}
-	cfg := Config{
-		Project:   project,
-		Dataset:   envOr("SKYJOIN_BQ_DATASET", "skyjoin_test"),
-		Location:  envOr("SKYJOIN_BQ_LOCATION", "EU"),
-		Table:     fmt.Sprintf("events_test_%d", time.Now().UnixNano()),
-		Retention: 400 * 24 * time.Hour,
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
-	defer cancel()
-	changes, err := Migrate(ctx, cfg, MigrateOptions{CreateDataset: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("migrate: %q", changes)
-	t.Cleanup(func() {
-		c, err := bigquery.NewClient(context.Background(), cfg.Project)
-		if err != nil {
-			t.Log(err)
-			return
-		}
-		defer c.Close()
-		for _, name := range []string{cfg.View(), cfg.table()} {
-			if err := c.Dataset(cfg.Dataset).Table(name).Delete(context.Background()); err != nil {
-				t.Logf("delete %s: %v", name, err)
-			}
-		}
-	})
+	cfg, ctx := realTable(t, "events_test", 400*24*time.Hour)
 	if changes, err := Migrate(ctx, cfg, MigrateOptions{}); err != nil || len(changes) != 0 {
 		t.Fatalf("second migrate: %q, %v; want no changes", changes, err)
 	}

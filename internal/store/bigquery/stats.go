@@ -14,8 +14,8 @@ import (
 
 var _ store.Aggregator = (*Reader)(nil)
 
-// Stats groups the records matching q's filters (from the deduplicating
-// view) by country, city, property value or time bucket, in one parameterised query.
+// Stats groups the records matching q's filters (deduplicated as the view
+// is, the filters applied as Reader.from says) by country, city, property value or time bucket, in one parameterised query.
 func (r *Reader) Stats(ctx context.Context, q store.StatsQuery) ([]store.StatsRow, error) {
 	if err := q.Validate(); err != nil {
 		return nil, fmt.Errorf("bigquery: stats: %w", err)
@@ -24,7 +24,7 @@ func (r *Reader) Stats(ctx context.Context, q store.StatsQuery) ([]store.StatsRo
 	param := func(name string, v any) {
 		params = append(params, bigquery.QueryParameter{Name: name, Value: v})
 	}
-	where := filterConds(&q.Query, param)
+	pre, where := filterConds(&q.Query, param)
 	var k1, k2, order string
 	switch q.GroupBy {
 	case store.GroupByCountry:
@@ -61,7 +61,7 @@ func (r *Reader) Stats(ctx context.Context, q store.StatsQuery) ([]store.StatsRo
 	}
 	sql := `WITH f AS (
   SELECT ` + k1 + ` AS k1, ` + k2 + ` AS k2, weather_temperature_c AS t, weather_condition AS cond
- ` + r.from() + whereClause(where) + `
+ ` + r.from(pre) + whereClause(where) + `
 ), g AS (
   SELECT k1, k2, COUNT(*) AS n, COUNT(t) AS nw, AVG(t) AS avg_t, MIN(t) AS min_t, MAX(t) AS max_t
   FROM f GROUP BY k1, k2` + limit + `
@@ -71,12 +71,9 @@ func (r *Reader) Stats(ctx context.Context, q store.StatsQuery) ([]store.StatsRo
 SELECT g.k1, g.k2, g.n, g.nw, g.avg_t, g.min_t, g.max_t, c.cond, c.cn
 FROM g LEFT JOIN c ON g.k1 = c.k1 AND g.k2 = c.k2
 ORDER BY ` + order + `, c.cn DESC, c.cond`
-	bq := r.client.Query(sql)
-	bq.Parameters = params
-	bq.Location = r.cfg.Location
-	it, err := bq.Read(ctx)
+	it, err := r.read(ctx, sql, params)
 	if err != nil {
-		return nil, fmt.Errorf("bigquery: stats by %s: query: %w", q.GroupBy, err)
+		return nil, fmt.Errorf("bigquery: stats by %s: %w", q.GroupBy, err)
 	}
 	var (
 		out            []store.StatsRow

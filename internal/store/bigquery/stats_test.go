@@ -50,8 +50,21 @@ func TestStats(t *testing.T) {
 			t.Errorf("no parameter %s in %s", name, q.Query)
 		}
 	}
-	if !strings.Contains(q.Query, "FROM `skyjoin-test.skyjoin_ds.events_latest`") {
-		t.Errorf("stats do not read the view: %s", q.Query)
+	// The event's own fields filter the table before the dedup (they
+	// prune); the weather filters apply after it.
+	inner, outer := splitDedup(t, q.Query)
+	for _, c := range []string{"location_country BETWEEN @country_lo AND @country_hi", "LOWER(location_city) = LOWER(@city)", "event_type = @event_type"} {
+		if !strings.Contains(inner, c) {
+			t.Errorf("%q is not on the table: %s", c, inner)
+		}
+	}
+	for _, c := range []string{"LOWER(weather_condition) = LOWER(@condition)", "weather_temperature_c >= @min_temp"} {
+		if !strings.Contains(outer, c) || strings.Contains(inner, c) {
+			t.Errorf("%q is not after the dedup: %s", c, q.Query)
+		}
+	}
+	if q.MaximumBytesBilled != DefaultMaxBytesBilled {
+		t.Errorf("maximumBytesBilled = %d, want %d", q.MaximumBytesBilled, DefaultMaxBytesBilled)
 	}
 
 	// By time: the bucket is a parameter, the key the bucket's start.
@@ -108,7 +121,7 @@ func TestStatsByProperty(t *testing.T) {
 		t.Errorf("max_groups = %q", v)
 	}
 	for _, s := range []string{"JSON_VALUE(properties, @group_path)", "LAX_FLOAT64(JSON_QUERY(properties, @group_path))",
-		"GROUP BY k1, k2\n  ORDER BY n DESC, k1, k2 LIMIT @max_groups", "FROM `skyjoin-test.skyjoin_ds.events_latest`", "prop_0_path"} {
+		"GROUP BY k1, k2\n  ORDER BY n DESC, k1, k2 LIMIT @max_groups", "FROM `skyjoin-test.skyjoin_ds.events` WHERE JSON_TYPE(JSON_QUERY(properties, @prop_0_path))"} {
 		if !strings.Contains(q.Query, s) {
 			t.Errorf("query lacks %q:\n%s", s, q.Query)
 		}
