@@ -201,7 +201,7 @@ func (c *config) startEnrich(ctx context.Context, p *process, r platform.Router)
 	ec.RequireLocation = c.RequireLocation
 	w := enrich.New(ec, sub, b, ws, st, p.log)
 	w.PII = policy
-	if c.Demo {
+	if c.Demo && printsBanner() {
 		// Now and then a stored record on the terminal.
 		w.OnStored = sampler(p.stdout, 3*time.Second)
 	}
