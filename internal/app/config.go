@@ -57,6 +57,7 @@ type config struct {
 	Collect         collect.Config
 	DemoCollect     bool
 	Enrich          enrich.Config
+	EnrichPull      bool // run the pull loop (false: push only)
 	StatsEvery      time.Duration
 	Retention       time.Duration
 	RetentionEvery  time.Duration
