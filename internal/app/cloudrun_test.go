@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -59,18 +58,7 @@ func TestCloudRunDefaults(t *testing.T) {
 // service's URL (from a fake metadata server) and takes one, and exits
 // cleanly on cancel within its shutdown timeout.
 func TestCloudRunProcess(t *testing.T) {
-	meta := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case "/computeMetadata/v1/project/numeric-project-id":
-			io.WriteString(w, "123456")
-		case "/computeMetadata/v1/instance/region":
-			io.WriteString(w, "projects/123456/regions/europe-west1")
-		default:
-			http.NotFound(w, r)
-		}
-	}))
-	defer meta.Close()
-	t.Setenv("GCE_METADATA_HOST", strings.TrimPrefix(meta.URL, "http://"))
+	authtest.Metadata(t, "123456", "europe-west1")
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
