@@ -15,6 +15,7 @@ const (
 	Any           = ""
 	AdminListener = "admin-listener"
 	Ingest        = "ingest"
+	Enrich        = "enrich"
 	Serve         = "serve"
 	Deliver       = "deliver"
 )
@@ -27,11 +28,12 @@ const (
 	ScopeRead     = "read"     // read records, stats, the schema and the API description
 	ScopeStream   = "stream"   // the live stream (and the dashboard, which reads it)
 	ScopeWebhooks = "webhooks" // manage webhooks and their failures
+	ScopePush     = "push"     // hand the worker broker messages (a Pub/Sub push subscription's service account)
 	ScopeAdmin    = "admin"    // keys, dead letters, erasure, metrics, debug
 )
 
 // Scopes are the scopes a key can be given, in order.
-var Scopes = []string{ScopeIngest, ScopeRead, ScopeStream, ScopeWebhooks, ScopeAdmin}
+var Scopes = []string{ScopeIngest, ScopeRead, ScopeStream, ScopeWebhooks, ScopePush, ScopeAdmin}
 
 // Route is one route: a Go ServeMux pattern ("METHOD /path") and what it is.
 type Route struct {
@@ -72,6 +74,8 @@ var Routes = []Route{
 	{Ingest, "GET /v1/deadletters", "list the events the worker could not process", true, false, ScopeAdmin},
 	{Ingest, "POST /v1/deadletters/replay", "publish dead letters to the pipeline again", true, false, ScopeAdmin},
 	{Ingest, "DELETE /v1/deadletters/{id}", "discard a dead letter", true, false, ScopeAdmin},
+
+	{Enrich, "POST /v1/push/events", "Pub/Sub push of the events subscription: one message, processed by the worker; 204 once stored, 503 to be delivered again", true, false, ScopePush},
 
 	{Serve, "GET /v1/events", "list stored records (filters, order, cursor)", true, true, ScopeRead},
 	{Serve, "GET /v1/events/{event_id...}", "one stored record by event id", true, true, ScopeRead},

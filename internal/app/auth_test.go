@@ -84,7 +84,7 @@ func TestAuthMatrix(t *testing.T) {
 	dir := t.TempDir()
 	admin := keysCmd(t, "create", "--scope", "admin", "--name", "first admin", "--data-dir", dir)
 	byScope := map[string]string{api.ScopeAdmin: admin.Token}
-	for _, sc := range []string{api.ScopeIngest, api.ScopeRead, api.ScopeStream, api.ScopeWebhooks} {
+	for _, sc := range []string{api.ScopeIngest, api.ScopeRead, api.ScopeStream, api.ScopeWebhooks, api.ScopePush} {
 		byScope[sc] = keysCmd(t, "create", "--scope", sc, "--data-dir", dir).Token
 	}
 	dashboard := keysCmd(t, "create", "--scope", "read,stream", "--name", "wall screen", "--data-dir", dir)

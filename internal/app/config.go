@@ -57,6 +57,7 @@ type config struct {
 	Collect         collect.Config
 	DemoCollect     bool
 	Enrich          enrich.Config
+	EnrichPull      bool // run the pull loop (false: push only)
 	StatsEvery      time.Duration
 	Retention       time.Duration
 	RetentionEvery  time.Duration
@@ -99,11 +100,11 @@ func (c *config) processPart() *part {
 	return &part{
 		name: "process",
 		flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&c.Addr, "addr", "127.0.0.1:8080", "HTTP address of this process's API and probes; port 0 picks a free port (beyond loopback, auth is on: see --auth)")
+			fs.StringVar(&c.Addr, "addr", defaultAddr(), "HTTP address of this process's API and probes; port 0 picks a free port (beyond loopback, auth is on: see --auth); on Cloud Run (K_SERVICE set) the default is 0.0.0.0:$PORT")
 			fs.StringVar(&c.AdminAddr, "admin-addr", "127.0.0.1:0", "HTTP address of the admin listener: /metrics, /debug/pipeline, /debug/pprof/ (never on the public port); off: none. Beyond loopback, auth is on and they need the admin scope")
 			c.Auth.RegisterFlags(fs)
 			fs.StringVar(&c.DataDir, "data-dir", "data", "directory for the process's files (the embedded broker's and the DuckDB store's)")
-			fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful shutdown may take")
+			fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", defaultShutdownTimeout(), "how long a graceful shutdown may take (on Cloud Run the default is 8s: it kills the container 10 s after SIGTERM)")
 			fs.StringVar(&c.ReadyFile, "ready-file", "", "once ready, write a JSON file here with the bound addresses and URLs (for scripts and tests); removed on exit")
 			c.HTTP.RegisterFlags(fs)
 			c.Log.RegisterFlags(fs)

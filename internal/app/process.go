@@ -320,9 +320,11 @@ func (p *process) ready() error {
 	if err := writeReadyFile(p.cfg.ReadyFile, info); err != nil {
 		return err
 	}
-	p.printBanner(info)
+	if printsBanner() {
+		p.printBanner(info)
+	}
 	p.log.Info("skyjoin is up", "command", p.cfg.command, "stages", strings.Join(p.stages, ","), "addr", p.addr,
-		"data_dir", p.dataDir, "broker", info.Broker, "store", info.Store, "demo", p.cfg.Demo)
+		"auth", p.authSummary(), "data_dir", p.dataDir, "broker", info.Broker, "store", info.Store, "demo", p.cfg.Demo)
 	if p.cfg.hooks.info != nil {
 		p.cfg.hooks.info(info)
 	}

@@ -173,7 +173,7 @@ func runStageCommand(ctx context.Context, name string, args []string, stdout, st
 	if err := validateStages(cfg, stages); err != nil {
 		return err
 	}
-	log, err := platform.NewLogger(stderr, cfg.Log)
+	log, err := platform.NewLogger(logOutput(stdout, stderr), cfg.Log)
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sync"
 	"time"
 
@@ -60,6 +61,7 @@ func (c *config) stages() map[string]*stage {
 			uses: []*part{pt[ptBroker], pt[ptStore], pt[ptWeather], pt[ptDemo], pt[ptPII], pt[ptEvents]},
 			flags: func(fs *flag.FlagSet) {
 				c.Enrich.RegisterFlags(fs)
+				fs.BoolVar(&c.EnrichPull, "enrich-pull", true, "pull the events subscription (false: take events only as Pub/Sub push requests on POST /v1/push/events, which is always served; on Cloud Run pull needs instance-based billing and min instances)")
 				fs.DurationVar(&c.StatsEvery, "stats-every", 10*time.Second, "how often to log pipeline counters (0: never)")
 				c.retentionFlags(fs)
 			},
@@ -185,36 +187,58 @@ func (c *config) startEnrich(ctx context.Context, p *process, r platform.Router)
 	if err != nil {
 		return nil, err
 	}
-	sub, err := b.Subscribe(ctx, broker.TopicEvents, c.Enrich.Subscription, broker.SubscribeOptions{
-		AckWait:        c.Enrich.AckWait,
-		MaxOutstanding: c.Enrich.MaxMessages * 4,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("subscribe to %s: %w", broker.TopicEvents, err)
+	var sub broker.Subscription
+	if c.EnrichPull {
+		if auth.OnCloudRun() {
+			p.log.Warn("enrich: pulling on Cloud Run: give the service instance-based billing (--no-cpu-throttling) and min instances, or push (--enrich-pull=false and a push subscription to POST /v1/push/events); with request-based billing the CPU is throttled between requests and the pull stalls")
+		}
+		sub, err = b.Subscribe(ctx, broker.TopicEvents, c.Enrich.Subscription, broker.SubscribeOptions{
+			AckWait:        c.Enrich.AckWait,
+			MaxOutstanding: c.Enrich.MaxMessages * 4,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("subscribe to %s: %w", broker.TopicEvents, err)
+		}
+	}
+	closeSub := func() error {
+		if sub == nil {
+			return nil
+		}
+		return sub.Close()
 	}
 	policy, err := p.pii()
 	if err != nil {
-		sub.Close()
+		closeSub()
 		return nil, err
 	}
 	ec := c.Enrich
 	ec.RequireLocation = c.RequireLocation
 	w := enrich.New(ec, sub, b, ws, st, p.log)
 	w.PII = policy
-	if c.Demo {
+	if c.Demo && printsBanner() {
 		// Now and then a stored record on the terminal.
 		w.OnStored = sampler(p.stdout, 3*time.Second)
 	}
 	p.worker = w
+	// Pub/Sub push: the same worker, one message a request. Built on the
+	// first request, once the process has set the worker's Observer.
+	pushHandler := sync.OnceValue(w.PushHandler)
+	r.Handle("POST /v1/push/events", http.HandlerFunc(func(rw http.ResponseWriter, req *http.Request) {
+		pushHandler().ServeHTTP(rw, req)
+	}))
 	return &running{
 		run: func(ctx, hard context.Context) error {
 			if c.StatsEvery > 0 {
 				go logStats(ctx, p.log, c.StatsEvery, w, ws)
 			}
 			go runRetention(ctx, st, c.Retention, c.RetentionEvery, p.log)
+			if sub == nil {
+				<-ctx.Done() // push only: requests are the work
+				return nil
+			}
 			return w.Run(ctx, hard)
 		},
-		stop: func(context.Context) error { return sub.Close() },
+		stop: func(context.Context) error { return closeSub() },
 	}, nil
 }
 

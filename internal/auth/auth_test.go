@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -365,23 +364,7 @@ func TestDecide(t *testing.T) {
 // TestCloudRunAudience: on Cloud Run the audience is the service's URL,
 // from K_SERVICE and the metadata server (here a local one).
 func TestCloudRunAudience(t *testing.T) {
-	md := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Metadata-Flavor") != "Google" {
-			http.Error(w, "no flavor", http.StatusForbidden)
-			return
-		}
-		w.Header().Set("Metadata-Flavor", "Google")
-		switch r.URL.Path {
-		case "/computeMetadata/v1/project/numeric-project-id":
-			io.WriteString(w, "123456789")
-		case "/computeMetadata/v1/instance/region":
-			io.WriteString(w, "projects/123456789/regions/europe-west1")
-		default:
-			http.NotFound(w, r)
-		}
-	}))
-	defer md.Close()
-	t.Setenv("GCE_METADATA_HOST", strings.TrimPrefix(md.URL, "http://"))
+	authtest.Metadata(t, "123456789", "europe-west1")
 	t.Setenv("K_SERVICE", "skyjoin-ingest")
 	aud, err := CloudRunAudience(t.Context())
 	if err != nil || aud != "https://skyjoin-ingest-123456789.europe-west1.run.app" {

@@ -52,7 +52,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.InsecureNoAuth, "insecure-no-auth", false, "serve every route without credentials even beyond loopback (anyone who reaches the port can read and change everything)")
 	fs.DurationVar(&c.SessionTTL, "auth-session-ttl", time.Hour, "life of a browser session (POST /v1/session), renewed while it is used")
 	c.IDToken.Issuer, c.IDToken.JWKSURL = GoogleIssuer, GoogleJWKSURL
-	c.IDToken.Scopes = []string{api.ScopeIngest}
+	c.IDToken.Scopes = []string{api.ScopeIngest, api.ScopePush}
 	fs.Var((*listFlag)(&c.IDToken.Audiences), "auth-idtoken-audience", "accept Google-signed ID tokens for these audiences, comma-separated (on Cloud Run the default is the service's URL)")
 	fs.StringVar(&c.IDToken.Issuer, "auth-idtoken-issuer", GoogleIssuer, "the issuer (iss) of accepted ID tokens")
 	fs.StringVar(&c.IDToken.JWKSURL, "auth-idtoken-jwks-url", GoogleJWKSURL, "where the issuer's public keys are (JWKS)")

@@ -131,7 +131,10 @@ type Worker struct {
 	store  Writer
 	log    *slog.Logger
 	now    func() time.Time
-	stats  struct{ messages, stored, dead, unavailable, stale, held, failed atomic.Int64 }
+	stats  *counters // shared with the worker's push handler
+	// push: the worker handles Pub/Sub push requests (PushHandler), one
+	// message each.
+	push bool
 	// OnStored, if set, is called with each batch of records once stored.
 	OnStored func([]event.Record)
 	// Observer, if set, is told about every batch (metrics and traces; see
@@ -146,7 +149,13 @@ type Worker struct {
 
 // New returns a worker reading sub, publishing dead letters with pub.
 func New(cfg Config, sub broker.Subscription, pub broker.Publisher, j weather.Joiner, w Writer, log *slog.Logger) *Worker {
-	return &Worker{cfg: cfg, sub: sub, pub: pub, joiner: j, store: w, log: log, now: time.Now}
+	return &Worker{cfg: cfg, sub: sub, pub: pub, joiner: j, store: w, log: log, now: time.Now, stats: &counters{}}
+}
+
+// counters are the worker's counters, and when it last stored a batch.
+type counters struct {
+	messages, stored, dead, unavailable, stale, held, failed atomic.Int64
+	lastOK                                                   atomic.Int64 // unix nanoseconds
 }
 
 // Stats returns the worker's counters.
@@ -228,6 +237,7 @@ func (w *Worker) handle(ctx context.Context, msgs []*broker.Message) (pause time
 func (w *Worker) handleBatch(ctx context.Context, msgs []*broker.Message) (pause time.Duration, _ error) {
 	err := w.process(ctx, msgs)
 	if err == nil {
+		w.stats.lastOK.Store(w.now().UnixNano())
 		return 0, nil
 	}
 	w.stats.failed.Add(1)
@@ -277,7 +287,7 @@ func (w *Worker) handleBatch(ctx context.Context, msgs []*broker.Message) (pause
 	for _, f := range failed {
 		// A panic is the message's fault whatever the others did.
 		_, panicked := errors.AsType[*panicError](f.err)
-		poison := panicked || succeeded > 0
+		poison := panicked || succeeded > 0 || w.othersSucceed()
 		if poison && f.m.Deliveries >= w.cfg.MaxAttempts {
 			stage := "store"
 			if panicked {

@@ -7,8 +7,10 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -106,4 +108,30 @@ func SignWith(t testing.TB, key *rsa.PrivateKey, kid string, claims map[string]a
 func Claims(aud, email string, now time.Time) map[string]any {
 	return map[string]any{"iss": "https://accounts.google.com", "aud": aud, "sub": "1234567890", "email": email,
 		"email_verified": true, "iat": now.Unix(), "exp": now.Add(time.Hour).Unix()}
+}
+
+// Metadata starts a fake of the Google Cloud metadata server that answers
+// the project number and the region of a Cloud Run instance
+// (projects/NUMBER/regions/REGION), and points GCE_METADATA_HOST at it for
+// the rest of the test. It refuses a request without Metadata-Flavor:
+// Google, as the real one does.
+func Metadata(t testing.TB, projectNumber, region string) {
+	t.Helper()
+	md := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Metadata-Flavor") != "Google" {
+			http.Error(w, "no flavor", http.StatusForbidden)
+			return
+		}
+		w.Header().Set("Metadata-Flavor", "Google")
+		switch r.URL.Path {
+		case "/computeMetadata/v1/project/numeric-project-id":
+			io.WriteString(w, projectNumber)
+		case "/computeMetadata/v1/instance/region":
+			io.WriteString(w, "projects/"+projectNumber+"/regions/"+region)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(md.Close)
+	t.Setenv("GCE_METADATA_HOST", strings.TrimPrefix(md.URL, "http://"))
 }
