@@ -95,15 +95,34 @@ func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
+// version and revision name the build when the linker sets them (the image
+// build: go build -ldflags "-X github.com/skyjoin/skyjoin/internal/app.version=..."),
+// in place of the module's build information.
+var version, revision string
+
 func runVersion(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	v := "devel"
+	v, rev, tags := "devel", revision, ""
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		v = bi.Main.Version
 		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" {
-				v += " " + s.Value
+			switch s.Key {
+			case "vcs.revision":
+				if rev == "" {
+					rev = s.Value
+				}
+			case "-tags":
+				tags = s.Value
 			}
 		}
+	}
+	if version != "" {
+		v = version
+	}
+	if rev != "" {
+		v += " " + rev
+	}
+	if tags != "" {
+		v += " (tags " + tags + ")"
 	}
 	fmt.Fprintln(stdout, "skyjoin", v)
 	return nil

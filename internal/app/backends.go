@@ -113,7 +113,7 @@ func openStore(ctx context.Context, raw, dataDir string, dcfg duckdb.Config, log
 			return nil, "", fmt.Errorf("store URL %q: no file path", raw)
 		}
 		dcfg.Path = rest
-		s, err := duckdb.Open(ctx, dcfg, log)
+		s, err := openDuckDB(ctx, dcfg, log)
 		if err != nil {
 			return nil, "", err
 		}

@@ -8,7 +8,6 @@ import (
 
 	"github.com/skyjoin/skyjoin/internal/platform"
 	"github.com/skyjoin/skyjoin/internal/store/bigquery"
-	"github.com/skyjoin/skyjoin/internal/store/duckdb"
 )
 
 // runMigrate creates or updates the store's tables: for BigQuery the
@@ -36,14 +35,11 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if path == "" || strings.ContainsAny(path, "?#") {
 			return fmt.Errorf("%w: migrate: store URL %q: want duckdb://PATH, no parameters", errUsage, *storeURL)
 		}
-		s, err := duckdb.Open(ctx, duckdb.Config{Path: path}, nil)
+		version, err := migrateDuckDB(ctx, path)
 		if err != nil {
 			return fmt.Errorf("migrate: %w", err)
 		}
-		if err := s.Close(); err != nil {
-			return fmt.Errorf("migrate: %w", err)
-		}
-		fmt.Fprintf(stdout, "%s is at schema version %d\n", path, duckdb.SchemaVersion)
+		fmt.Fprintf(stdout, "%s is at schema version %d\n", path, version)
 		return nil
 	case !strings.HasPrefix(*storeURL, "bigquery://"):
 		return fmt.Errorf("%w: migrate: store URL %q: unknown scheme (known: bigquery, duckdb)", errUsage, *storeURL)

@@ -19,7 +19,6 @@ import (
 	"github.com/skyjoin/skyjoin/internal/platform/secret"
 	"github.com/skyjoin/skyjoin/internal/store"
 	"github.com/skyjoin/skyjoin/internal/store/bigquery"
-	"github.com/skyjoin/skyjoin/internal/store/duckdb"
 )
 
 // devPIIKey is the PII policy's hash key of a process that listens on
@@ -225,9 +224,9 @@ func runCompact(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		path = rest
 	}
-	before, after, err := duckdb.Compact(ctx, path)
+	before, after, err := compactDuckDB(ctx, path)
 	if err != nil {
-		return fmt.Errorf("%w (is skyjoin running on it? stop it first)", err)
+		return err
 	}
 	fmt.Fprintf(stdout, "compacted %s: %d -> %d bytes\n", path, before, after)
 	return nil

@@ -1,5 +1,11 @@
+//go:build !noduckdb
+
 // Package duckdb is the embedded store: one DuckDB file under the data
 // directory, written through DuckDB's Appender and read with SQL.
+//
+// DuckDB is cgo. A build with -tags noduckdb (the static binary of the
+// container image, docs/image.md) leaves the store out: only Config (its
+// flags) remains, and the app answers a duckdb:// store URL with an error.
 //
 // # Layout
 //
