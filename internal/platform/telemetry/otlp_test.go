@@ -2,7 +2,6 @@ package telemetry
 
 import (
 	"context"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +16,8 @@ import (
 	tracev1 "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonv1 "go.opentelemetry.io/proto/otlp/common/v1"
 	"google.golang.org/grpc"
+
+	"github.com/skyjoin/skyjoin/internal/auth/authtest"
 )
 
 // otlpReceiver is an in-process OTLP/gRPC receiver: the trace and metric
@@ -84,19 +85,9 @@ func attr(kvs []*commonv1.KeyValue, key string) string {
 // production; here an in-process receiver), with the project as a resource
 // attribute, and Shutdown flushes them.
 func TestGCPExportsOTLP(t *testing.T) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rcv := &otlpReceiver{}
-	srv := grpc.NewServer()
-	tracev1.RegisterTraceServiceServer(srv, rcv)
-	metricsv1.RegisterMetricsServiceServer(srv, metricsServer{r: rcv})
-	go srv.Serve(lis)
-	t.Cleanup(srv.Stop)
-
+	rcv, addr := startReceiver(t)
 	ctx := context.Background()
-	cfg := Config{Exporter: ExporterGCP, Project: "my-project", SampleRatio: 1, ExportInterval: time.Minute, OTLPEndpoint: lis.Addr().String()}
+	cfg := Config{Exporter: ExporterGCP, Project: "my-project", SampleRatio: 1, ExportInterval: time.Minute, OTLPEndpoint: addr}
 	p, err := New(ctx, cfg, func(o *options) { o.otlpInsecure = true })
 	if err != nil {
 		t.Fatal(err)
@@ -180,41 +171,12 @@ func exportOneMetric(t *testing.T, rcv *otlpReceiver, addr string, cfg Config) [
 	return rcv.resources
 }
 
-// fakeMetadata is a Cloud Run metadata server: it answers the project id,
-// the instance id and the region (projects/NUMBER/regions/REGION), only
-// with Metadata-Flavor: Google, and GCE_METADATA_HOST points at it for the
-// rest of the test (as cloud.google.com/go/compute/metadata reads it).
-func fakeMetadata(t *testing.T, project, number, region, instance string) {
-	t.Helper()
-	md := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Metadata-Flavor") != "Google" {
-			http.Error(w, "no flavor", http.StatusForbidden)
-			return
-		}
-		w.Header().Set("Metadata-Flavor", "Google")
-		switch r.URL.Path {
-		case "/computeMetadata/v1/project/project-id":
-			io.WriteString(w, project)
-		case "/computeMetadata/v1/project/numeric-project-id":
-			io.WriteString(w, number)
-		case "/computeMetadata/v1/instance/id":
-			io.WriteString(w, instance)
-		case "/computeMetadata/v1/instance/region":
-			io.WriteString(w, "projects/"+number+"/regions/"+region)
-		default:
-			http.NotFound(w, r)
-		}
-	}))
-	t.Cleanup(md.Close)
-	t.Setenv("GCE_METADATA_HOST", strings.TrimPrefix(md.URL, "http://"))
-}
-
 // TestGCPResourceOnCloudRun: on Cloud Run the resource of exported metrics
 // carries the instance's region (Cloud Monitoring's required location),
 // project and instance id from the metadata server, and the Cloud Run
 // attributes from the environment.
 func TestGCPResourceOnCloudRun(t *testing.T) {
-	fakeMetadata(t, "my-project", "123456", "europe-west1", "inst-0042")
+	authtest.CloudRunMetadata(t, "my-project", "123456", "europe-west1", "inst-0042")
 	t.Setenv("K_SERVICE", "skyjoin-ingest")
 	t.Setenv("K_REVISION", "skyjoin-ingest-00007-abc")
 	t.Setenv("K_CONFIGURATION", "skyjoin-ingest")
