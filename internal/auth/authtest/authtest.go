@@ -117,17 +117,28 @@ func Claims(aud, email string, now time.Time) map[string]any {
 // Google, as the real one does.
 func Metadata(t testing.TB, projectNumber, region string) {
 	t.Helper()
+	CloudRunMetadata(t, "", projectNumber, region, "")
+}
+
+// CloudRunMetadata is Metadata that also answers the project id and the
+// instance id, unless they are "".
+func CloudRunMetadata(t testing.TB, projectID, projectNumber, region, instanceID string) {
+	t.Helper()
 	md := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Metadata-Flavor") != "Google" {
 			http.Error(w, "no flavor", http.StatusForbidden)
 			return
 		}
 		w.Header().Set("Metadata-Flavor", "Google")
-		switch r.URL.Path {
-		case "/computeMetadata/v1/project/numeric-project-id":
+		switch p := r.URL.Path; {
+		case p == "/computeMetadata/v1/project/numeric-project-id":
 			io.WriteString(w, projectNumber)
-		case "/computeMetadata/v1/instance/region":
+		case p == "/computeMetadata/v1/instance/region":
 			io.WriteString(w, "projects/"+projectNumber+"/regions/"+region)
+		case p == "/computeMetadata/v1/project/project-id" && projectID != "":
+			io.WriteString(w, projectID)
+		case p == "/computeMetadata/v1/instance/id" && instanceID != "":
+			io.WriteString(w, instanceID)
 		default:
 			http.NotFound(w, r)
 		}

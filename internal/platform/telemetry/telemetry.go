@@ -48,6 +48,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/credentials/oauth"
 
+	gcpdetector "go.opentelemetry.io/contrib/detectors/gcp"
+
 	"github.com/skyjoin/skyjoin/internal/platform"
 )
 
@@ -76,7 +78,14 @@ type Config struct {
 	SampleRatio    float64       // fraction of new traces sampled (a sampled parent is always followed)
 	ExportInterval time.Duration // how often metrics are pushed (gcp)
 	OTLPEndpoint   string        // host:port of the OTLP gRPC endpoint (gcp); default DefaultOTLPEndpoint
+	// Location is the cloud.region resource attribute off Cloud Run (gcp):
+	// Cloud Monitoring's location label of every time series. On Cloud
+	// Run the metadata server's region wins.
+	Location string
 }
+
+// DefaultLocation is the default of --telemetry-location.
+const DefaultLocation = "global"
 
 // RegisterFlags adds the telemetry flags to fs.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
@@ -84,6 +93,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.OTLPEndpoint, "telemetry-otlp-endpoint", DefaultOTLPEndpoint, "host:port of the OTLP gRPC endpoint of --telemetry=gcp (TLS, Google credentials)")
 	fs.StringVar(&c.Project, "telemetry-project", "", "Google Cloud project for --telemetry=gcp and for log/trace correlation (default with gcp: the metadata server's project)")
 	fs.Float64Var(&c.SampleRatio, "trace-sample-ratio", 0.1, "fraction of new traces sampled and exported with --telemetry=gcp (0 to 1; a sampled parent is always followed)")
+	fs.StringVar(&c.Location, "telemetry-location", DefaultLocation, "cloud.region of the metrics and traces of --telemetry=gcp off Cloud Run (Cloud Monitoring's location label); on Cloud Run the instance's region")
 	fs.DurationVar(&c.ExportInterval, "telemetry-export-interval", time.Minute, "how often metrics are pushed to Cloud Monitoring with --telemetry=gcp (at least 10s)")
 }
 
@@ -117,6 +127,9 @@ type options struct {
 	readers        []sdkmetric.Reader
 	onGCE          func(context.Context) bool
 	metadataProj   func(context.Context) (string, error)
+	// detector finds the Cloud Run attributes (region, project, instance)
+	// from the metadata server; the OpenTelemetry GCP detector by default.
+	detector resource.Detector
 	// otlpInsecure dials the OTLP endpoint without TLS nor credentials:
 	// tests' in-process receivers.
 	otlpInsecure bool
@@ -150,7 +163,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Provider, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	o := options{onGCE: metadata.OnGCEWithContext, metadataProj: metadata.ProjectIDWithContext}
+	o := options{onGCE: metadata.OnGCEWithContext, metadataProj: metadata.ProjectIDWithContext, detector: gcpdetector.NewDetector()}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -162,7 +175,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Provider, error) {
 		}
 		p.project = proj
 	}
-	res := newResource()
+	res := newResource(ctx, cfg, o)
 	ok := false
 	defer func() {
 		if !ok {
@@ -303,7 +316,20 @@ func detectProject(ctx context.Context, o options) (string, error) {
 	return proj, nil
 }
 
-func newResource() *resource.Resource {
+// metadataTimeout bounds the metadata server lookups of the resource: a
+// slow metadata server delays the start by at most this much.
+const metadataTimeout = 3 * time.Second
+
+// newResource describes this process for Cloud Monitoring and Cloud Trace.
+// The Telemetry API stores metrics under a monitored resource whose
+// location label is required and read from cloud.region, so with the gcp
+// exporter cloud.region is always set: on Cloud Run (K_SERVICE set) from
+// the metadata server (through the OpenTelemetry GCP resource detector,
+// which honours GCE_METADATA_HOST), with the Cloud Run attributes
+// (cloud.provider, cloud.platform, cloud.account.id, faas.*) and
+// service.name=K_SERVICE, service.version=K_REVISION,
+// service.instance.id=the instance id; elsewhere from cfg.Location.
+func newResource(ctx context.Context, cfg Config, o options) *resource.Resource {
 	version := "devel"
 	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
 		version = bi.Main.Version
@@ -315,17 +341,77 @@ func newResource() *resource.Resource {
 	if host != "" && host != "localhost" {
 		instance = host + "-" + instance
 	}
-	attrs := []attribute.KeyValue{
-		attribute.String("service.name", ServiceName),
-		attribute.String("service.namespace", ServiceName),
-		attribute.String("service.version", version),
+	attrs := map[attribute.Key]attribute.Value{
+		"service.name":      attribute.StringValue(ServiceName),
+		"service.namespace": attribute.StringValue(ServiceName),
+		"service.version":   attribute.StringValue(version),
 		// Unique per process, so that instances never write the same time series.
-		attribute.String("service.instance.id", instance),
+		"service.instance.id": attribute.StringValue(instance),
 	}
-	if rev := os.Getenv("K_REVISION"); rev != "" { // Cloud Run
-		attrs = append(attrs, attribute.String("faas.version", rev))
+	service, rev := os.Getenv("K_SERVICE"), os.Getenv("K_REVISION")
+	if service != "" { // Cloud Run
+		attrs["service.name"] = attribute.StringValue(service)
+		attrs["faas.name"] = attribute.StringValue(service)
+		if rev != "" {
+			attrs["service.version"] = attribute.StringValue(rev)
+			attrs["faas.version"] = attribute.StringValue(rev)
+		}
 	}
-	return resource.NewSchemaless(attrs...)
+	if cfg.Exporter == ExporterGCP {
+		if service != "" && o.detector != nil {
+			for _, kv := range detect(ctx, o.detector) {
+				attrs[kv.Key] = kv.Value
+			}
+			if v, ok := attrs["faas.instance"]; ok && v.AsString() != "" {
+				attrs["service.instance.id"] = v
+			}
+			// The detector's faas.name and faas.version are K_SERVICE and
+			// K_REVISION too; service.* stay as set above.
+		}
+		if v, ok := attrs["cloud.region"]; !ok || v.AsString() == "" {
+			loc := cfg.Location
+			if loc == "" {
+				loc = DefaultLocation
+			}
+			attrs["cloud.region"] = attribute.StringValue(loc)
+		}
+	}
+	kvs := make([]attribute.KeyValue, 0, len(attrs))
+	for k, v := range attrs {
+		kvs = append(kvs, attribute.KeyValue{Key: k, Value: v})
+	}
+	return resource.NewSchemaless(kvs...)
+}
+
+// detect runs d for at most metadataTimeout (the GCP detector does not
+// take the context's deadline) and returns what it found; a partial
+// result is kept and the failure logged, so that the exporters still run
+// (cloud.region then falls back to --telemetry-location).
+func detect(ctx context.Context, d resource.Detector) []attribute.KeyValue {
+	ctx, cancel := context.WithTimeout(ctx, metadataTimeout)
+	defer cancel()
+	type result struct {
+		res *resource.Resource
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		r, err := d.Detect(ctx)
+		done <- result{r, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			slog.Warn("telemetry: detect the Cloud Run resource from the metadata server", "error", r.err)
+		}
+		if r.res == nil {
+			return nil
+		}
+		return r.res.Attributes()
+	case <-ctx.Done():
+		slog.Warn("telemetry: detect the Cloud Run resource from the metadata server", "error", ctx.Err())
+		return nil
+	}
 }
 
 // MeterProvider is the provider stages take their Meter from.
