@@ -16,6 +16,7 @@ import (
 	"github.com/skyjoin/skyjoin/internal/api"
 	"github.com/skyjoin/skyjoin/internal/auth"
 	"github.com/skyjoin/skyjoin/internal/broker"
+	"github.com/skyjoin/skyjoin/internal/broker/pubsub"
 	"github.com/skyjoin/skyjoin/internal/enrich"
 	"github.com/skyjoin/skyjoin/internal/ingest"
 	"github.com/skyjoin/skyjoin/internal/pii"
@@ -109,6 +110,22 @@ func (p *process) broker() (broker.Broker, error) {
 	}
 	p.closers.push("broker", b.Close)
 	p.b = b
+	return b, nil
+}
+
+// requireBroker opens the broker and, when it is Pub/Sub without
+// create=true, checks at the start of a stage that what the stage uses
+// exists and may be used (see pubsub.Broker.Check).
+func (p *process) requireBroker(needs pubsub.Needs) (broker.Broker, error) {
+	b, err := p.broker()
+	if err != nil {
+		return nil, err
+	}
+	if pb, ok := b.(*pubsub.Broker); ok {
+		if err := pb.Check(p.ctx, needs); err != nil {
+			return nil, err
+		}
+	}
 	return b, nil
 }
 

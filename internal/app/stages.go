@@ -13,6 +13,7 @@ import (
 
 	"github.com/skyjoin/skyjoin/internal/auth"
 	"github.com/skyjoin/skyjoin/internal/broker"
+	"github.com/skyjoin/skyjoin/internal/broker/pubsub"
 	"github.com/skyjoin/skyjoin/internal/collect"
 	"github.com/skyjoin/skyjoin/internal/dashboard"
 	"github.com/skyjoin/skyjoin/internal/deadletter"
@@ -100,7 +101,7 @@ func (c *config) stages() map[string]*stage {
 func (c *config) eventsSubscription() string { return cmp.Or(c.Enrich.Subscription, "enrich") }
 
 func (c *config) startIngest(ctx context.Context, p *process, r platform.Router) (*running, error) {
-	b, err := p.broker()
+	b, err := p.requireBroker(pubsub.Needs{Publish: []string{broker.TopicEvents}})
 	if err != nil {
 		return nil, err
 	}
@@ -157,7 +158,7 @@ func (c *config) startCollect(ctx context.Context, p *process, r platform.Router
 	if err := cc.Validate(); err != nil {
 		return nil, err
 	}
-	b, err := p.broker()
+	b, err := p.requireBroker(pubsub.Needs{Publish: []string{broker.TopicEvents}})
 	if err != nil {
 		return nil, err
 	}
@@ -174,8 +175,18 @@ func (c *config) startCollect(ctx context.Context, p *process, r platform.Router
 	}}, nil
 }
 
+// enrichNeeds is what the worker uses of the broker: it publishes records
+// and dead letters and, unless push only, pulls the events subscription.
+func (c *config) enrichNeeds() pubsub.Needs {
+	n := pubsub.Needs{Publish: []string{broker.TopicRecords, broker.TopicDeadLetter}}
+	if c.EnrichPull {
+		n.Subscribe = []pubsub.Sub{{Topic: broker.TopicEvents, Name: c.eventsSubscription()}}
+	}
+	return n
+}
+
 func (c *config) startEnrich(ctx context.Context, p *process, r platform.Router) (*running, error) {
-	b, err := p.broker()
+	b, err := p.requireBroker(c.enrichNeeds())
 	if err != nil {
 		return nil, err
 	}
@@ -247,7 +258,7 @@ func (c *config) startServe(ctx context.Context, p *process, r platform.Router) 
 	if err != nil {
 		return nil, err
 	}
-	b, err := p.broker()
+	b, err := p.requireBroker(pubsub.Needs{Ephemeral: []string{broker.TopicRecords}, DeadLetters: true})
 	if err != nil {
 		return nil, err
 	}
@@ -368,7 +379,7 @@ func consumeRecords(ctx context.Context, sub func() broker.Subscription, log *sl
 const deliverSubscription = "deliver"
 
 func (c *config) startDeliver(ctx context.Context, p *process, r platform.Router) (*running, error) {
-	b, err := p.broker()
+	b, err := p.requireBroker(pubsub.Needs{Subscribe: []pubsub.Sub{{Topic: broker.TopicRecords, Name: deliverSubscription}}})
 	if err != nil {
 		return nil, err
 	}

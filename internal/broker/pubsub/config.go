@@ -30,22 +30,25 @@ const (
 // Limits of the Pub/Sub service.
 const (
 	// MaxMessageSize bounds a message: data plus attribute names and values.
-	MaxMessageSize       = 10_000_000
-	maxPublishCount      = 1000       // messages per Publish request
-	maxPublishBytes      = 10_000_000 // bytes per Publish request
-	maxAttributes        = 100
-	maxAttrKeyBytes      = 256
-	maxAttrValueBytes    = 1024
-	minAckDeadline       = 10 * time.Second
-	maxAckDeadline       = 600 * time.Second
-	maxBackoff           = 600 * time.Second
-	minRetention         = 10 * time.Minute
-	maxRetention         = 7 * 24 * time.Hour
-	minDeliveryAttempts  = 5
-	maxDeliveryAttempts  = 100
-	maxStreams           = 100
-	minMaxExtension      = 10 * time.Second
-	maxResourceNameBytes = 255
+	MaxMessageSize    = 10_000_000
+	maxPublishCount   = 1000       // messages per Publish request
+	maxPublishBytes   = 10_000_000 // bytes per Publish request
+	maxAttributes     = 100
+	maxAttrKeyBytes   = 256
+	maxAttrValueBytes = 1024
+	minAckDeadline    = 10 * time.Second
+	// minAckDeadlineExactlyOnce is the shortest lease the client library
+	// keeps on a message of an exactly-once subscription.
+	minAckDeadlineExactlyOnce = 60 * time.Second
+	maxAckDeadline            = 600 * time.Second
+	maxBackoff                = 600 * time.Second
+	minRetention              = 10 * time.Minute
+	maxRetention              = 7 * 24 * time.Hour
+	minDeliveryAttempts       = 5
+	maxDeliveryAttempts       = 100
+	maxStreams                = 100
+	minMaxExtension           = 10 * time.Second
+	maxResourceNameBytes      = 255
 )
 
 // Config configures the Pub/Sub backend. Zero values take the defaults

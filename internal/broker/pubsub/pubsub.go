@@ -355,7 +355,7 @@ func (b *Broker) newSubscriptionProto(topic, id string, ackWait time.Duration) *
 	return &pb.Subscription{
 		Name:                      b.subscriptionPathOf(id),
 		Topic:                     b.topicPath(topic),
-		AckDeadlineSeconds:        int32(serviceAckDeadline(ackWait) / time.Second),
+		AckDeadlineSeconds:        int32(serviceAckDeadline(ackWait, b.cfg.ExactlyOnce) / time.Second),
 		EnableExactlyOnceDelivery: b.cfg.ExactlyOnce,
 		Labels:                    map[string]string{"app": "skyjoin"},
 	}
@@ -547,9 +547,17 @@ func (b *Broker) forget(s *Subscription) {
 }
 
 // serviceAckDeadline is AckWait within the ack deadlines Pub/Sub accepts,
-// in whole seconds.
-func serviceAckDeadline(ackWait time.Duration) time.Duration {
-	return min(max(ackWait, minAckDeadline), maxAckDeadline).Truncate(time.Second)
+// in whole seconds. With exactly-once delivery the floor is 60 s, not 10 s:
+// the client library never extends a lease of an exactly-once subscription
+// by less than a minute (minDurationPerLeaseExtensionExactlyOnce in
+// cloud.google.com/go/pubsub/v2), so a shorter subscription deadline
+// would only be overridden on the stream and hold after a crash.
+func serviceAckDeadline(ackWait time.Duration, exactlyOnce bool) time.Duration {
+	floor := minAckDeadline
+	if exactlyOnce {
+		floor = minAckDeadlineExactlyOnce
+	}
+	return min(max(ackWait, floor), maxAckDeadline).Truncate(time.Second)
 }
 
 // orDefault returns v, or def when v is zero.

@@ -73,7 +73,7 @@ func newSubscription(b *Broker, topic, name, id string, ephemeral bool, ackWait 
 	// client's default, 60 s, would make messages held by a process that
 	// died, or in flight on a stream being closed, come back only after a
 	// minute whatever AckWait says.
-	rs.MaxDurationPerAckExtension = serviceAckDeadline(ackWait)
+	rs.MaxDurationPerAckExtension = serviceAckDeadline(ackWait, b.cfg.ExactlyOnce)
 	rs.MaxOutstandingMessages = ceilDiv(maxOut, n)
 	rs.MaxOutstandingBytes = ceilDiv(b.cfg.MaxOutstandingBytes, n)
 	// Per-stream flow control keeps the service from sending a stream more
