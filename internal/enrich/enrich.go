@@ -208,7 +208,7 @@ func (w *Worker) Run(ctx, hard context.Context) error {
 		bctx, cancel := context.WithTimeout(hard, w.cfg.AckWait)
 		outage := w.handle(bctx, msgs)
 		cancel()
-		if outage > 0 && !sleep(ctx, outage) {
+		if outage > 0 && retry.Sleep(ctx, outage) != nil {
 			return nil
 		}
 	}
@@ -375,17 +375,6 @@ func (w *Worker) process(ctx context.Context, msgs []*broker.Message) (err error
 		}
 	}()
 	return w.Process(ctx, msgs)
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 // deadLetter is one event (or one undecodable message) to dead-letter.

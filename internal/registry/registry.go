@@ -30,6 +30,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/skyjoin/skyjoin/internal/platform"
+	"github.com/skyjoin/skyjoin/internal/retry"
 )
 
 // Registry is a shared store of JSON documents in named collections. It is
@@ -249,12 +250,8 @@ func Follow(ctx context.Context, reg Registry, coll string, changes <-chan Chang
 			apply(c)
 		}
 		for {
-			t := time.NewTimer(delay(attempt))
-			select {
-			case <-ctx.Done():
-				t.Stop()
+			if retry.Sleep(ctx, delay(attempt)) != nil {
 				return
-			case <-t.C:
 			}
 			attempt++
 			docs, ch, err := reg.Watch(ctx, coll)

@@ -869,12 +869,7 @@ func (d *Dispatcher) storeFailure(f *Failure) error {
 		}
 		d.log.Warn("webhook: storing a failure failed; trying again", "webhook_id", f.WebhookID,
 			"delivery_id", f.ID, "attempt", attempt, "error", err.Error())
-		t := time.NewTimer(d.backoffPolicy().Delay(attempt))
-		select {
-		case <-t.C:
-		case <-d.hard.Done():
-			t.Stop()
-		}
+		retry.Sleep(d.hard, d.backoffPolicy().Delay(attempt)) // d.hard done: the next round returns
 	}
 }
 
