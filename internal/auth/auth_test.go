@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,8 +35,6 @@ func TestParseToken(t *testing.T) {
 	}
 }
 
-// TestKeysLifecycle: create, verify, list (no secret), rotate with and
-// without grace, revoke, expiry; the registry holds only a hash.
 // keysAndVerifier is a registry on an embedded NATS server, its Keys and a
 // Verifier watching them (closed at the end of the test).
 func keysAndVerifier(t *testing.T) (registry.Registry, Keys, *Verifier) {
@@ -49,6 +48,9 @@ func keysAndVerifier(t *testing.T) (registry.Registry, Keys, *Verifier) {
 	return reg, Keys{Reg: reg}, v
 }
 
+// TestKeysLifecycle: create, verify, list (no secret), rotate with and
+// without grace, revoke, expiry; the registry holds only a hash. A new or
+// rotated token works on its first use, before the watch brings it.
 func TestKeysLifecycle(t *testing.T) {
 	ctx := t.Context()
 	reg, ks, v := keysAndVerifier(t)
@@ -69,26 +71,18 @@ func TestKeysLifecycle(t *testing.T) {
 	if strings.Contains(string(doc.Data), secret) || !strings.Contains(string(doc.Data), hashSecret(secret)) {
 		t.Fatalf("the registry document holds the secret, or not its hash: %s", doc.Data)
 	}
-	verified := func(tok string) (Principal, error) {
-		t.Helper()
-		var p Principal
-		var err error
-		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-			if p, err = v.Verify(tok); err == nil {
-				break
-			}
-		}
-		return p, err
-	}
+	// The first call, with no wait: a key the watch has not brought yet is
+	// read from the registry.
+	verified := func(tok string) (Principal, error) { return v.Verify(ctx, tok) }
 	p, err := verified(tok)
 	if err != nil || p.ID != k.ID || p.Kind != KindKey || !p.Has(api.ScopeRead) || p.Has(api.ScopeIngest) {
 		t.Fatalf("verify: %+v %v", p, err)
 	}
 	// A wrong secret for a known id, and an unknown id.
-	if _, err := v.Verify(token(k.ID, newSecret(secretChars))); !errors.Is(err, ErrInvalid) {
+	if _, err := v.Verify(ctx, token(k.ID, newSecret(secretChars))); !errors.Is(err, ErrInvalid) {
 		t.Errorf("wrong secret: %v", err)
 	}
-	if _, err := v.Verify(token(idPrefix+newSecret(idChars), secret)); !errors.Is(err, ErrInvalid) {
+	if _, err := v.Verify(ctx, token(idPrefix+newSecret(idChars), secret)); !errors.Is(err, ErrInvalid) {
 		t.Errorf("unknown id: %v", err)
 	}
 
@@ -109,7 +103,7 @@ func TestKeysLifecycle(t *testing.T) {
 	if _, err := verified(tok2); err != nil {
 		t.Fatalf("new token after rotation: %v", err)
 	}
-	if _, err := v.Verify(tok); err != nil {
+	if _, err := v.Verify(ctx, tok); err != nil {
 		t.Fatalf("old token within the grace: %v", err)
 	}
 	_, tok3, err := ks.Rotate(ctx, k.ID, 0)
@@ -120,7 +114,7 @@ func TestKeysLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, old := range []string{tok, tok2} {
-		if _, err := v.Verify(old); !errors.Is(err, ErrInvalid) {
+		if _, err := v.Verify(ctx, old); !errors.Is(err, ErrInvalid) {
 			t.Errorf("an old token after a rotation without grace: %v", err)
 		}
 	}
@@ -130,7 +124,7 @@ func TestKeysLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if _, err = v.Verify(tok3); errors.Is(err, ErrRevoked) {
+		if _, err = v.Verify(ctx, tok3); errors.Is(err, ErrRevoked) {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -154,11 +148,46 @@ func TestKeysLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	v.now = func() time.Time { return exp.Add(time.Second) }
-	if _, err := v.Verify(etok); !errors.Is(err, ErrExpired) {
+	if _, err := v.Verify(ctx, etok); !errors.Is(err, ErrExpired) {
 		t.Errorf("expired key: %v", err)
 	}
 	if n := v.Active(); n != 0 {
 		t.Errorf("active keys: %d, want 0", n)
+	}
+}
+
+// countGets counts the registry's Get calls.
+type countGets struct {
+	registry.Registry
+	gets atomic.Int64
+}
+
+func (c *countGets) Get(ctx context.Context, coll, id string) (registry.Doc, error) {
+	c.gets.Add(1)
+	return c.Registry.Get(ctx, coll, id)
+}
+
+// TestUnknownKeysBoundRegistryReads: tokens of unknown ids are refused,
+// and the registry reads they cause are bounded by the miss limit, not one
+// per request.
+func TestUnknownKeysBoundRegistryReads(t *testing.T) {
+	ctx := t.Context()
+	reg := &countGets{Registry: natskvtest.Start(t, t.TempDir()).Registry(t)}
+	v, err := NewVerifier(ctx, reg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	const n = 500
+	start := time.Now()
+	for range n {
+		if _, err := v.Verify(ctx, token(idPrefix+newSecret(idChars), newSecret(secretChars))); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("unknown key: %v", err)
+		}
+	}
+	bound := missReads + int64(time.Since(start).Seconds()*missReads) + 1
+	if got := reg.gets.Load(); got > bound || got == 0 {
+		t.Errorf("%d unknown tokens read the registry %d times, want 1..%d", n, got, bound)
 	}
 }
 
@@ -185,7 +214,7 @@ func TestRevocationReachesAnotherProcess(t *testing.T) {
 	}
 	for _, v := range []*Verifier{a, b} {
 		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-			if _, err := v.Verify(tok); err == nil {
+			if _, err := v.Verify(ctx, tok); err == nil {
 				break
 			}
 			if time.Now().After(deadline) {
@@ -199,7 +228,7 @@ func TestRevocationReachesAnotherProcess(t *testing.T) {
 	}
 	for i, v := range []*Verifier{a, b} {
 		for {
-			if _, err := v.Verify(tok); errors.Is(err, ErrRevoked) {
+			if _, err := v.Verify(ctx, tok); errors.Is(err, ErrRevoked) {
 				t.Logf("verifier %d refuses the key %s after the revocation", i, time.Since(revoked).Round(time.Millisecond))
 				break
 			}

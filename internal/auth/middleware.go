@@ -95,7 +95,7 @@ func (a *Authenticator) authenticate(w http.ResponseWriter, r *http.Request) (Pr
 		}
 		switch {
 		case IsKeyToken(tok) && a.Keys != nil:
-			return a.Keys.Verify(tok)
+			return a.Keys.Verify(r.Context(), tok)
 		case LooksLikeJWT(tok) && a.IDTokens != nil:
 			return a.IDTokens.Verify(r.Context(), tok)
 		}

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/skyjoin/skyjoin/internal/registry"
 	"github.com/skyjoin/skyjoin/internal/retry"
 )
@@ -26,13 +28,21 @@ var (
 // created, rotated or revoked through any process takes effect in this one
 // as soon as the registry reports it (about a second on JetStream and
 // Firestore), without a registry read per request.
+//
+// A key the watch has not brought yet (just created, or just rotated, by
+// this process or another) is read from the registry once, so that a
+// token works the moment it is printed. Those reads are rate-limited
+// (missReads per second), so unknown tokens cannot turn into a flood of
+// registry reads; past the limit they are refused as before.
 type Verifier struct {
 	reg registry.Registry
 	log *slog.Logger
 	now func() time.Time
 
 	mu   sync.RWMutex
-	keys map[string]keyDoc
+	keys map[string]cachedKey
+
+	misses *rate.Limiter
 
 	stop context.CancelFunc
 	done chan struct{}
@@ -44,7 +54,8 @@ func NewVerifier(ctx context.Context, reg registry.Registry, log *slog.Logger) (
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	v := &Verifier{reg: reg, log: log, now: time.Now, keys: map[string]keyDoc{}, done: make(chan struct{})}
+	v := &Verifier{reg: reg, log: log, now: time.Now, keys: map[string]cachedKey{}, done: make(chan struct{}),
+		misses: rate.NewLimiter(missReads, missReads)}
 	wctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	unbind := context.AfterFunc(ctx, stop)
 	docs, changes, err := reg.Watch(wctx, CollKeys)
@@ -75,16 +86,27 @@ func (v *Verifier) watch(ctx context.Context, changes <-chan registry.Change) {
 		func(err error) { v.log.Error("auth: watch the keys", "error", err.Error()) })
 }
 
+// missReads bounds the registry reads of keys this process does not know
+// yet, per second.
+const missReads = 20
+
+// cachedKey is a key and when the registry last wrote it: a change older
+// than what the cache holds (a watch that lags a read) is not applied.
+type cachedKey struct {
+	keyDoc
+	at time.Time
+}
+
 // sync makes the keys those of docs.
 func (v *Verifier) sync(docs []registry.Doc) {
-	keys := make(map[string]keyDoc, len(docs))
+	keys := make(map[string]cachedKey, len(docs))
 	for _, doc := range docs {
 		d, err := decodeKey(doc)
 		if err != nil {
 			v.log.Error("auth: a key is unreadable; it is refused", "key_id", doc.ID, "error", err.Error())
 			continue
 		}
-		keys[d.ID] = d
+		keys[d.ID] = cachedKey{d, doc.UpdatedAt}
 	}
 	v.mu.Lock()
 	v.keys = keys
@@ -98,19 +120,54 @@ func (v *Verifier) apply(c registry.Change) {
 		delete(v.keys, c.ID)
 		return
 	}
+	if old, ok := v.keys[c.ID]; ok && old.at.After(c.UpdatedAt) {
+		return // the cache already holds a later version, read on a miss
+	}
 	d, err := decodeKey(c.Doc)
 	if err != nil {
 		delete(v.keys, c.ID)
 		v.log.Error("auth: a key is unreadable; it is refused", "key_id", c.ID, "error", err.Error())
 		return
 	}
-	v.keys[d.ID] = d
+	v.keys[d.ID] = cachedKey{d, c.UpdatedAt}
+}
+
+// refresh reads key id from the registry, when the cache does not know it
+// or does not match its secret, and caches what it reads unless the watch
+// brought a later version meanwhile. It returns the latest version of the
+// two, and false if it has none (unknown id, registry error, over the
+// limit).
+func (v *Verifier) refresh(ctx context.Context, id string) (cachedKey, bool) {
+	if !v.misses.Allow() {
+		return cachedKey{}, false
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	doc, err := v.reg.Get(ctx, CollKeys, id)
+	if err != nil {
+		if !errors.Is(err, registry.ErrNotFound) {
+			v.log.Warn("auth: read a key the watch has not brought", "key_id", id, "error", err.Error())
+		}
+		return cachedKey{}, false
+	}
+	d, err := decodeKey(doc)
+	if err != nil {
+		return cachedKey{}, false
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if old, ok := v.keys[id]; ok && !doc.UpdatedAt.After(old.at) {
+		return old, true
+	}
+	k := cachedKey{d, doc.UpdatedAt}
+	v.keys[id] = k
+	return k, true
 }
 
 // Verify returns the principal of an API key, or an error: ErrInvalid
 // (not a key, unknown, wrong secret), ErrExpired or ErrRevoked (only to
 // the holder of the right secret).
-func (v *Verifier) Verify(tok string) (Principal, error) {
+func (v *Verifier) Verify(ctx context.Context, tok string) (Principal, error) {
 	id, secret, ok := ParseToken(tok)
 	if !ok {
 		return Principal{}, ErrInvalid
@@ -120,13 +177,18 @@ func (v *Verifier) Verify(tok string) (Principal, error) {
 	v.mu.RUnlock()
 	now := v.now()
 	if !found {
-		// Spend the time of a comparison all the same.
-		hashMatches(secret, "0000000000000000000000000000000000000000000000000000000000000000")
-		return Principal{}, ErrInvalid
+		if d, found = v.refresh(ctx, id); !found {
+			// Spend the time of a comparison all the same.
+			hashMatches(secret, "0000000000000000000000000000000000000000000000000000000000000000")
+			return Principal{}, ErrInvalid
+		}
 	}
-	match := hashMatches(secret, d.Hash)
-	if !match && d.PreviousUntil != nil && now.Before(*d.PreviousUntil) {
-		match = hashMatches(secret, d.PreviousHash)
+	match := d.matches(secret, now)
+	if !match {
+		// A rotation the watch has not brought yet.
+		if fresh, ok := v.refresh(ctx, id); ok {
+			d, match = fresh, fresh.matches(secret, now)
+		}
 	}
 	switch {
 	case !match:
@@ -137,6 +199,13 @@ func (v *Verifier) Verify(tok string) (Principal, error) {
 		return Principal{}, ErrExpired
 	}
 	return Principal{ID: d.ID, Kind: KindKey, Scopes: slices.Clone(d.Scopes)}, nil
+}
+
+func (d keyDoc) matches(secret string, now time.Time) bool {
+	if hashMatches(secret, d.Hash) {
+		return true
+	}
+	return d.PreviousUntil != nil && now.Before(*d.PreviousUntil) && hashMatches(secret, d.PreviousHash)
 }
 
 // Lookup returns a key that is active now, for a session of it.
