@@ -42,6 +42,8 @@ type Write struct {
 	// ends the connection with that status.
 	Hook  func(n int, rows []map[string]any) (*storagepb.AppendRowsResponse, error)
 	table *storagepb.TableSchema
+	// Addr is the server's host:port once Start has run.
+	Addr string
 }
 
 // SetTable sets the table's schema: GetWriteStream reports it (FULL
@@ -64,6 +66,7 @@ func (f *Write) Start(t testing.TB) []option.ClientOption {
 	}
 	srv := grpc.NewServer()
 	storagepb.RegisterBigQueryWriteServer(srv, f)
+	f.Addr = lis.Addr().String()
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
 	return []option.ClientOption{
