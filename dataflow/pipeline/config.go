@@ -96,7 +96,7 @@ func (c Config) Validate(local bool) error {
 		}
 	}
 	if _, err := c.bigquery(); err != nil {
-		p.Addf("bq_table: %v", err)
+		p.Addf("bq_table must be PROJECT.DATASET.TABLE: %v", err)
 	}
 	switch c.WeatherProvider {
 	case ProviderOpenMeteo:
@@ -135,7 +135,7 @@ func (c Config) Validate(local bool) error {
 func (c Config) bigquery() (bigquery.Config, error) {
 	parts := strings.Split(c.BQTable, ".")
 	if len(parts) != 3 {
-		return bigquery.Config{}, fmt.Errorf("want PROJECT.DATASET.TABLE, got %q", c.BQTable)
+		return bigquery.Config{}, fmt.Errorf("got %q", c.BQTable)
 	}
 	cfg := bigquery.Config{Project: parts[0], Dataset: parts[1], Table: parts[2]}
 	return cfg, cfg.Validate()
