@@ -38,6 +38,8 @@ type Config struct {
 	Subscription    string // projects/P/subscriptions/S
 	DeadLetterTopic string // projects/P/topics/T
 	BQTable         string // PROJECT.DATASET.TABLE
+	// RecordsTopic, if set, gets the stored records (projects/P/topics/T).
+	RecordsTopic    string
 	WeatherProvider string
 	WeatherURL      string
 	WeatherAPIKey   string // a secret reference: sm://..., env://VAR or the key itself
@@ -62,6 +64,7 @@ type Config struct {
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Subscription, "subscription", "", "Pub/Sub subscription of the events topic, projects/PROJECT/subscriptions/NAME")
 	fs.StringVar(&c.DeadLetterTopic, "deadletter_topic", "", "Pub/Sub dead-letter topic the Go worker uses, projects/PROJECT/topics/NAME")
+	fs.StringVar(&c.RecordsTopic, "records_topic", "", "Pub/Sub records topic, projects/PROJECT/topics/NAME: the stored records go there for skyjoin serve's live streams and skyjoin deliver's webhooks (default: none)")
 	fs.StringVar(&c.BQTable, "bq_table", "", "BigQuery table of the records, PROJECT.DATASET.TABLE (made by skyjoin migrate)")
 	fs.StringVar(&c.WeatherProvider, "weather_provider", ProviderOpenMeteo, "weather provider: open-meteo or openweathermap")
 	fs.StringVar(&c.WeatherURL, "weather_url", "", "base URL of the weather provider's API (default: the provider's public API)")
@@ -94,6 +97,9 @@ func (c Config) Validate(local bool) error {
 		if !topicRE.MatchString(c.DeadLetterTopic) {
 			p.Addf("deadletter_topic must be projects/PROJECT/topics/NAME, got %q", c.DeadLetterTopic)
 		}
+	}
+	if c.RecordsTopic != "" && !topicRE.MatchString(c.RecordsTopic) {
+		p.Addf("records_topic must be projects/PROJECT/topics/NAME, got %q", c.RecordsTopic)
 	}
 	if _, err := c.bigquery(); err != nil {
 		p.Addf("bq_table must be PROJECT.DATASET.TABLE: %v", err)

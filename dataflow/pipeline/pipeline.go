@@ -22,7 +22,7 @@ import (
 
 func init() {
 	register.DoFn4x1[context.Context, *pb.PubsubMessage, func(Stored), func(*pb.PubsubMessage), error](&enrichFn{})
-	register.DoFn3x1[context.Context, Stored, func(*pb.PubsubMessage), error](&writeFn{})
+	register.DoFn4x1[context.Context, Stored, func(*pb.PubsubMessage), func(*pb.PubsubMessage), error](&writeFn{})
 	register.Emitter1[Stored]()
 	register.Emitter1[*pb.PubsubMessage]()
 }
@@ -48,13 +48,15 @@ const maxBuffer = 500
 
 // Build adds the pipeline to s: msgs (Pub/Sub messages with their
 // attributes, as pubsubio.Read gives them) are enriched and the records
-// written to BigQuery; it returns the dead letters (decode, validate and
-// store), as Pub/Sub messages for the dead-letter topic.
-func Build(s beam.Scope, msgs beam.PCollection, cfg Config) beam.PCollection {
+// written to BigQuery. It returns the dead letters (decode, validate and
+// store) as Pub/Sub messages for the dead-letter topic, and the stored
+// records as records messages (the envelope's) for the records topic, which
+// skyjoin's live streams and webhook delivery read.
+func Build(s beam.Scope, msgs beam.PCollection, cfg Config) (dead, records beam.PCollection) {
 	s = s.Scope("skyjoin")
-	recs, dead := beam.ParDo2(s, &enrichFn{Cfg: cfg}, msgs)
-	refused := beam.ParDo(s, &writeFn{Cfg: cfg}, recs)
-	return beam.Flatten(s, dead, refused)
+	recs, bad := beam.ParDo2(s, &enrichFn{Cfg: cfg}, msgs)
+	refused, stored := beam.ParDo2(s, &writeFn{Cfg: cfg}, recs)
+	return beam.Flatten(s, bad, refused), stored
 }
 
 // subscription is what dead letters name as the subscription that gave
@@ -140,6 +142,12 @@ func (fn *enrichFn) Setup(ctx context.Context) error {
 	return nil
 }
 
+// StartBundle drops what a failed bundle may have left: Beam processes
+// that bundle again.
+func (fn *enrichFn) StartBundle(_ context.Context, _ func(Stored), _ func(*pb.PubsubMessage)) {
+	fn.buf = nil
+}
+
 func (fn *enrichFn) ProcessElement(ctx context.Context, m *pb.PubsubMessage, emit func(Stored), dead func(*pb.PubsubMessage)) error {
 	fn.buf = append(fn.buf, toBroker(m))
 	if len(fn.buf) >= maxBuffer {
@@ -200,7 +208,8 @@ func emitDead(ctx context.Context, ds []enrich.DeadLetter, subscription string, 
 // bundle, the last in FinishBundle: a bundle is done only once BigQuery has
 // acknowledged its records. Records BigQuery refuses one by one are
 // dead-lettered (stage store); any other failure fails the bundle, which
-// Beam retries (at least once: the view dedups by event_id).
+// Beam retries (at least once: the view dedups by event_id). Once written,
+// the records go to the second output as records messages.
 type writeFn struct {
 	Cfg Config
 
@@ -215,7 +224,12 @@ func (fn *writeFn) Setup(ctx context.Context) error {
 	return err
 }
 
-func (fn *writeFn) ProcessElement(ctx context.Context, s Stored, dead func(*pb.PubsubMessage)) error {
+// StartBundle drops what a failed bundle may have left.
+func (fn *writeFn) StartBundle(_ context.Context, _, _ func(*pb.PubsubMessage)) {
+	fn.recs, fn.from = nil, nil
+}
+
+func (fn *writeFn) ProcessElement(ctx context.Context, s Stored, dead, stored func(*pb.PubsubMessage)) error {
 	var r event.Record
 	if err := event.Unmarshal(s.Record, &r); err != nil {
 		return fmt.Errorf("skyjoin: decode record: %w", err)
@@ -223,16 +237,16 @@ func (fn *writeFn) ProcessElement(ctx context.Context, s Stored, dead func(*pb.P
 	fn.recs = append(fn.recs, r)
 	fn.from = append(fn.from, s)
 	if len(fn.recs) >= maxBuffer {
-		return fn.flush(ctx, dead)
+		return fn.flush(ctx, dead, stored)
 	}
 	return nil
 }
 
-func (fn *writeFn) FinishBundle(ctx context.Context, dead func(*pb.PubsubMessage)) error {
-	return fn.flush(ctx, dead)
+func (fn *writeFn) FinishBundle(ctx context.Context, dead, stored func(*pb.PubsubMessage)) error {
+	return fn.flush(ctx, dead, stored)
 }
 
-func (fn *writeFn) flush(ctx context.Context, dead func(*pb.PubsubMessage)) error {
+func (fn *writeFn) flush(ctx context.Context, dead, stored func(*pb.PubsubMessage)) error {
 	if len(fn.recs) == 0 {
 		return nil
 	}
@@ -241,23 +255,38 @@ func (fn *writeFn) flush(ctx context.Context, dead func(*pb.PubsubMessage)) erro
 	start := time.Now()
 	err := fn.w.Write(ctx, recs)
 	mWriteMillis.Update(ctx, time.Since(start).Milliseconds())
-	written := len(recs)
+	kept := recs
 	if rejected, ok := errors.AsType[store.RejectedRows](err); ok {
 		reasons := rejected.Reasons()
 		var ds []enrich.DeadLetter
-		for i, reason := range reasons {
+		kept = make([]event.Record, 0, len(recs))
+		for i := range recs {
+			reason, bad := reasons[i]
+			if !bad {
+				kept = append(kept, recs[i])
+				continue
+			}
 			s := from[i]
 			orig := &broker.Message{ID: s.MsgID, Attributes: s.Attrs, Deliveries: 1}
 			ds = append(ds, enrich.DeadLetter{Msg: orig, Index: s.Index, Data: s.Raw, Stage: "store", Reason: reason})
 		}
 		emitDead(ctx, ds, fn.Cfg.subscription(), time.Now().UTC(), dead)
-		written -= len(ds)
 		err = nil
 	}
 	if err != nil {
 		return fmt.Errorf("skyjoin: write %d records to BigQuery: %w", len(recs), err)
 	}
-	mWritten.Inc(ctx, int64(written))
+	mWritten.Inc(ctx, int64(len(kept)))
+	if len(kept) == 0 {
+		return nil
+	}
+	msgs, err := envelope.NewRecordsMessages(kept, 0)
+	if err != nil {
+		return fmt.Errorf("skyjoin: records messages: %w", err)
+	}
+	for _, m := range msgs {
+		stored(toPubSub(m))
+	}
 	return nil
 }
 

@@ -38,9 +38,13 @@ func Run(ctx context.Context, cfg Config) error {
 	msgs := pubsubio.Read(s, subProject, pubsubio.ReadOptions{
 		Subscription: sub, IDAttribute: envelope.AttrMessageID, WithAttributes: true,
 	})
-	dead := Build(s, msgs, cfg)
+	dead, records := Build(s, msgs, cfg)
 	dlProject, dlTopic := split(cfg.DeadLetterTopic, "topics")
 	pubsubio.Write(s, dlProject, dlTopic, dead)
+	if cfg.RecordsTopic != "" {
+		rProject, rTopic := split(cfg.RecordsTopic, "topics")
+		pubsubio.Write(s, rProject, rTopic, records)
+	}
 	if err := beamx.Run(ctx, p); err != nil {
 		return fmt.Errorf("skyjoin-dataflow: %w", err)
 	}

@@ -24,8 +24,9 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	binary = filepath.Join(dir, "skyjoin-dataflow")
+	// The Flex Template image builds it with CGO_ENABLED=0 (TestDockerfile);
+	// here it shares the build cache of go build ./... instead.
 	build := exec.Command("go", "build", "-o", binary, ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0") // as the Flex Template image builds it
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	code := 1
 	if err := build.Run(); err == nil {
@@ -45,6 +46,7 @@ var placeholders = []string{
 	"--subscription=projects/placeholder-project/subscriptions/skyjoin-events-dataflow",
 	"--deadletter_topic=projects/placeholder-project/topics/skyjoin-deadletter",
 	"--bq_table=placeholder-project.skyjoin.events",
+	"--records_topic=projects/placeholder-project/topics/skyjoin-records",
 	"--weather_api_key=sm://projects/placeholder-project/secrets/weather-key/versions/latest",
 	"--pii_key=sm://projects/placeholder-project/secrets/pii-key/versions/latest",
 }
@@ -77,6 +79,7 @@ func TestDryRunTranslatesForDataflow(t *testing.T) {
 		`\nmessage_id`, // PubSubReadPayload.id_attribute
 		`beam:transform:pubsub_write:v1`,
 		`projects/placeholder-project/topics/skyjoin-deadletter`,
+		`projects/placeholder-project/topics/skyjoin-records`,
 		`skyjoin/pipeline.enrichFn`, `skyjoin/pipeline.writeFn`,
 		`JOB_TYPE_STREAMING`, `enable_streaming_engine`,
 		`\"maxNumWorkers\": 4`,
