@@ -82,10 +82,10 @@ type input struct {
 }
 
 // makeInput builds n events in envelope messages as ingest makes them:
-// single JSON objects, JSON arrays of 5 and NDJSON batches of 10. One event
-// in 20 is invalid (occurred_at in the future, or a field the schema does
-// not know); one in 50 is sent again in another message; every 97th message
-// is a body that is no JSON at all.
+// single JSON objects, JSON arrays of 5 and NDJSON batches of 10. Two
+// events in 20 are invalid (one with occurred_at in the future, one with a
+// field the schema does not know); one in 50 is sent again, at the end, in
+// another message; every 97th message is a body that is no JSON at all.
 func makeInput(t *testing.T, n int, now time.Time) input {
 	t.Helper()
 	in := input{valid: map[string]event.Event{}, copies: map[string]int{}, invalid: map[string]string{}, undecoded: map[string]bool{}}
