@@ -20,6 +20,7 @@ import (
 	"github.com/skyjoin/skyjoin/internal/broker"
 	"github.com/skyjoin/skyjoin/internal/envelope"
 	"github.com/skyjoin/skyjoin/internal/event"
+	"github.com/skyjoin/skyjoin/internal/pii"
 	"github.com/skyjoin/skyjoin/internal/sim"
 	"github.com/skyjoin/skyjoin/internal/store/bigquery"
 	"github.com/skyjoin/skyjoin/internal/store/bigquery/bqtest"
@@ -352,5 +353,53 @@ func checkRow(t *testing.T, sent event.Event, r map[string]any) {
 	}
 	if sw := sim.Conditions(w.CellLatitude, w.CellLongitude, w.ObservedAt); !sim.SameValues(w, sw) {
 		t.Fatalf("row %s: weather %+v, the simulator says %+v", id, w, sw)
+	}
+}
+
+// TestPipelineAppliesPIIPolicy: with the default PII policy (the worker's
+// default), the records the table receives have the user's email hashed and
+// the name dropped, with the key of the pii_key secret reference.
+func TestPipelineAppliesPIIPolicy(t *testing.T) {
+	weatherSrv := httptest.NewServer(sim.New(sim.Options{}).OpenMeteo())
+	t.Cleanup(weatherSrv.Close)
+	t.Setenv("SKYJOIN_TEST_PII_KEY", "test-pii-key")
+	fw := &bqtest.Write{}
+	fw.Start(t)
+	in := makeInput(t, 40, time.Now().UTC())
+	cfg := Config{BQTable: "test-project.skyjoin.events", BQEndpoint: fw.Addr, WeatherProvider: ProviderOpenMeteo,
+		WeatherURL: weatherSrv.URL, WeatherQuota: "none", PIIPolicy: "default", PIIKey: "env://SKYJOIN_TEST_PII_KEY",
+		MaxClockSkew: 5 * time.Minute}
+	if err := cfg.Validate(true); err != nil {
+		t.Fatal(err)
+	}
+	p, root := beam.NewPipelineWithRoot()
+	dead, _ := Build(root, beam.CreateList(root, in.msgs), cfg)
+	beam.ParDo0(root, &collectFn{Key: t.Name()}, dead)
+	if _, err := ptest.RunWithMetrics(p); err != nil {
+		t.Fatal(err)
+	}
+	rows := fw.Rows()
+	if len(rows) == 0 {
+		t.Fatal("nothing stored")
+	}
+	spec, err := pii.ParseSpec("default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy, err := pii.New(spec, []byte("test-pii-key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rows {
+		sent := in.valid[r["event_id"].(string)]
+		want := event.Record{Event: sent}
+		policy.Apply(&want)
+		email, _ := r["user_email"].(string)
+		if !strings.HasPrefix(email, pii.HashPrefix) || email != want.User.Email {
+			t.Fatalf("row %v: user_email %q, want %q (hashed with the pii_key)", r["event_id"], email, want.User.Email)
+		}
+		if name, _ := r["user_name"].(string); name != "" {
+			t.Fatalf("row %v: user_name %q kept, the policy drops it", r["event_id"], name)
+		}
 	}
 }
