@@ -65,7 +65,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Subscription, "subscription", "", "Pub/Sub subscription of the events topic, projects/PROJECT/subscriptions/NAME")
 	fs.StringVar(&c.DeadLetterTopic, "deadletter_topic", "", "Pub/Sub dead-letter topic the Go worker uses, projects/PROJECT/topics/NAME")
 	fs.StringVar(&c.RecordsTopic, "records_topic", "", "Pub/Sub records topic, projects/PROJECT/topics/NAME: the stored records go there for skyjoin serve's live streams and skyjoin deliver's webhooks (default: none)")
-	fs.StringVar(&c.BQTable, "bq_table", "", "BigQuery table of the records, PROJECT.DATASET.TABLE (made by skyjoin migrate)")
+	fs.StringVar(&c.BQTable, "bq_table", "", "BigQuery table of the records, PROJECT.DATASET.TABLE or PROJECT:DATASET.TABLE (made by skyjoin migrate)")
 	fs.StringVar(&c.WeatherProvider, "weather_provider", ProviderOpenMeteo, "weather provider: open-meteo or openweathermap")
 	fs.StringVar(&c.WeatherURL, "weather_url", "", "base URL of the weather provider's API (default: the provider's public API)")
 	fs.StringVar(&c.WeatherAPIKey, "weather_api_key", "", "the provider's API key as a SECRET reference: sm://projects/P/secrets/S/versions/V, env://VAR or the key itself (never logged); required for openweathermap")
@@ -102,7 +102,7 @@ func (c Config) Validate(local bool) error {
 		p.Addf("records_topic must be projects/PROJECT/topics/NAME, got %q", c.RecordsTopic)
 	}
 	if _, err := c.bigquery(); err != nil {
-		p.Addf("bq_table must be PROJECT.DATASET.TABLE: %v", err)
+		p.Addf("bq_table must be PROJECT.DATASET.TABLE or PROJECT:DATASET.TABLE: %v", err)
 	}
 	switch c.WeatherProvider {
 	case ProviderOpenMeteo:
@@ -138,8 +138,17 @@ func (c Config) Validate(local bool) error {
 }
 
 // bigquery is the store configuration of bq_table.
+// Both of BigQuery's notations are read: PROJECT.DATASET.TABLE (standard
+// SQL) and PROJECT:DATASET.TABLE (legacy SQL, as Google's Dataflow templates
+// and Terraform's outputs write it).
 func (c Config) bigquery() (bigquery.Config, error) {
-	parts := strings.Split(c.BQTable, ".")
+	project, rest, colon := strings.Cut(c.BQTable, ":")
+	var parts []string
+	if colon {
+		parts = append([]string{project}, strings.Split(rest, ".")...)
+	} else {
+		parts = strings.Split(c.BQTable, ".")
+	}
 	if len(parts) != 3 {
 		return bigquery.Config{}, fmt.Errorf("got %q", c.BQTable)
 	}

@@ -94,6 +94,18 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 			t.Errorf("the error does not name %s:\n%v", name, err)
 		}
 	}
+	legacy := testConfig()
+	legacy.BQTable = "test-project:skyjoin.events"
+	if bc, err := legacy.bigquery(); err != nil || bc.Project != "test-project" || bc.Dataset != "skyjoin" || bc.Table != "events" {
+		t.Errorf("bq_table in legacy notation: %+v, %v", bc, err)
+	}
+	for _, bad := range []string{"skyjoin.events", "p:d:t.x", "test-project:skyjoin", "a.b.c.d"} {
+		c := testConfig()
+		c.BQTable = bad
+		if err := c.Validate(true); err == nil || !strings.Contains(err.Error(), "bq_table") {
+			t.Errorf("bq_table %q: %v", bad, err)
+		}
+	}
 	if err := testConfig().Validate(true); err != nil {
 		t.Errorf("a local configuration without Pub/Sub: %v", err)
 	}

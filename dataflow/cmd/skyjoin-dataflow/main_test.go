@@ -100,7 +100,7 @@ func TestBadFlagsAreRefused(t *testing.T) {
 	args := slices.DeleteFunc(slices.Clone(placeholders), func(a string) bool {
 		return strings.HasPrefix(a, "--subscription=") || strings.HasPrefix(a, "--bq_table=")
 	})
-	args = append(args, "--bq_table=placeholder-project:skyjoin.events", "--weather_quota=lots")
+	args = append(args, "--bq_table=skyjoin.events", "--weather_quota=lots")
 	_, stderr, err := run(t, args...)
 	if err == nil {
 		t.Fatalf("the job ran with bad options:\n%s", stderr)
