@@ -23,7 +23,7 @@ func TestFiller(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const n = 2 * FillUsers
+	const n = FillUsers + 10
 	f, err := NewFiller(n, now, policy)
 	if err != nil {
 		t.Fatal(err)
