@@ -328,7 +328,7 @@ func runProcess(ctx context.Context, cfg *config, stages []*stage, stdout io.Wri
 	if err := rec.check(p.stages); err != nil {
 		return fmt.Errorf("routes: %w", err)
 	}
-	hs, err := cfg.HTTP.Listen(cfg.Addr, guardHTTP(cfg.HTTP, mux, audit.Middleware(p.log, p.auditOptions(), audit.Capture(serve.JSONErrors(mux)))), p.log)
+	hs, err := cfg.HTTP.Listen(cfg.Addr, guardHTTP(cfg.HTTP, mux, audit.Middleware(p.log, p.auditOptions(), serve.JSONErrors(mux))), p.log)
 	if err != nil {
 		return err
 	}

@@ -323,7 +323,8 @@ func (r *Reader) read(ctx context.Context, sql string, params []bigquery.QueryPa
 	it, err := r.readQuery(sql, params).Read(ctx)
 	if err != nil {
 		if reason(err) == "bytesBilledLimitExceeded" {
-			return nil, fmt.Errorf("query: it would bill more than max_bytes_billed=%d bytes (narrow it by time, user or country, or raise the store URL's max_bytes_billed): %w", r.cfg.maxBytesBilled(), err)
+			return nil, fmt.Errorf("%w: it would bill more than max_bytes_billed=%d bytes (narrow it by time, user or country, or raise the store URL's max_bytes_billed): %w",
+				store.ErrTooCostly, r.cfg.maxBytesBilled(), err)
 		}
 		return nil, fmt.Errorf("query: %w", err)
 	}

@@ -342,3 +342,23 @@ func TestCaseRange(t *testing.T) {
 		}
 	}
 }
+
+// TestReadOverTheCap: a query BigQuery refuses for its bytes billed is
+// store.ErrTooCostly (the API answers 400), with the cap in its text.
+func TestReadOverTheCap(t *testing.T) {
+	fq := &fakeQuery{answer: func(*bq.QueryRequest) [][]any { return nil }, failReason: "bytesBilledLimitExceeded"}
+	cfg := Config{Project: testProject, Dataset: testDataset, Location: "EU", MaxBytesBilled: 20 << 20, QueryOptions: startFakeQuery(t, fq)}
+	r, err := NewReader(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	_, err = r.List(t.Context(), store.Query{})
+	if !errors.Is(err, store.ErrTooCostly) || !strings.Contains(err.Error(), "max_bytes_billed=20971520") {
+		t.Fatalf("List over the cap: %v, want store.ErrTooCostly naming the cap", err)
+	}
+	fq.failReason = "invalidQuery"
+	if _, err = r.List(t.Context(), store.Query{}); err == nil || errors.Is(err, store.ErrTooCostly) {
+		t.Fatalf("another failure: %v, want an error that is not ErrTooCostly", err)
+	}
+}
