@@ -14,6 +14,7 @@ import (
 	"google.golang.org/api/iterator"
 
 	"github.com/skyjoin/skyjoin/internal/event"
+	"github.com/skyjoin/skyjoin/internal/platform/iam"
 	"github.com/skyjoin/skyjoin/internal/store"
 )
 
@@ -103,6 +104,14 @@ func from(cfg Config, pre []string) string {
 
 // List returns one page of records matching q, by (processed_at, event_id):
 // newest first, or oldest first when q.Ascending.
+// ReaderGrants are the IAM grants of a process that reads: every read is
+// a query job (roles/bigquery.jobUser on the project) over the table and
+// the view (roles/bigquery.dataViewer on the dataset).
+var ReaderGrants = []iam.Grant{
+	{Role: "roles/bigquery.dataViewer", On: iam.Dataset},
+	{Role: "roles/bigquery.jobUser", On: iam.Project},
+}
+
 func (r *Reader) List(ctx context.Context, q store.Query) (store.Page, error) {
 	limit := store.EffectiveLimit(q.Limit)
 	sql, params, err := listSQL(r.cfg, q, limit)
