@@ -97,12 +97,12 @@ resource "google_monitoring_alert_policy" "error_ratio" {
   conditions {
     display_name = "5xx / all requests > ${var.error_ratio}"
     condition_threshold {
-      filter                    = "resource.type = \"cloud_run_revision\" AND (${local.services}) AND metric.type = \"run.googleapis.com/request_count\" AND metric.label.response_code_class = \"5xx\""
-      denominator_filter        = "resource.type = \"cloud_run_revision\" AND (${local.services}) AND metric.type = \"run.googleapis.com/request_count\""
-      comparison                = "COMPARISON_GT"
-      threshold_value           = var.error_ratio
-      duration                  = "300s"
-      evaluation_missing_data   = "EVALUATION_MISSING_DATA_INACTIVE"
+      filter                  = "resource.type = \"cloud_run_revision\" AND (${local.services}) AND metric.type = \"run.googleapis.com/request_count\" AND metric.label.response_code_class = \"5xx\""
+      denominator_filter      = "resource.type = \"cloud_run_revision\" AND (${local.services}) AND metric.type = \"run.googleapis.com/request_count\""
+      comparison              = "COMPARISON_GT"
+      threshold_value         = var.error_ratio
+      duration                = "300s"
+      evaluation_missing_data = "EVALUATION_MISSING_DATA_INACTIVE"
       aggregations {
         alignment_period     = "60s"
         per_series_aligner   = "ALIGN_RATE"
