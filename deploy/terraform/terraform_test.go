@@ -173,7 +173,9 @@ func TestServiceAccountsHoldExactlyWhatTheCodeNeeds(t *testing.T) {
 	for name, r := range custom.AsValueMap() {
 		gotCustom[name] = strs(t, r.GetAttr("permissions"))
 	}
-	if !maps.EqualFunc(gotCustom, wantCustom, func(a, b []string) bool { return slices.Equal(slices.Sorted(slices.Values(a)), slices.Sorted(slices.Values(b))) }) {
+	if !maps.EqualFunc(gotCustom, wantCustom, func(a, b []string) bool {
+		return slices.Equal(slices.Sorted(slices.Values(a)), slices.Sorted(slices.Values(b)))
+	}) {
 		t.Errorf("custom_roles = %v, want %v (pubsub.EphemeralRole, pubsub.EphemeralPermissions)", gotCustom, wantCustom)
 	}
 
