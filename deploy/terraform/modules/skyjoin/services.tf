@@ -17,7 +17,7 @@ locals {
     enrich  = { instance_billing = var.worker_mode == "pull", min_instances = var.worker_mode == "pull" ? 1 : 0, max_instances = 10, concurrency = 80, timeout = "120s", memory = "1Gi" }
     serve   = { instance_billing = true, min_instances = 1, max_instances = 10, concurrency = 200, timeout = "3600s", memory = "512Mi" }
     deliver = { instance_billing = true, min_instances = 1, max_instances = 5, concurrency = 80, timeout = "60s", memory = "512Mi" }
-    collect = { instance_billing = true, min_instances = 1, max_instances = 1, concurrency = 10, timeout = "60s", memory = "256Mi" }
+    collect = { instance_billing = true, min_instances = 1, max_instances = 1, concurrency = 10, timeout = "60s", memory = "512Mi" }
   }
 
   stage_env = {
