@@ -27,6 +27,7 @@ import (
 	"github.com/skyjoin/skyjoin/internal/broker/pubsub"
 	"github.com/skyjoin/skyjoin/internal/platform"
 	"github.com/skyjoin/skyjoin/internal/platform/iam"
+	"github.com/skyjoin/skyjoin/internal/store/bigquery"
 )
 
 // module is the parsed .tf files of one directory.
@@ -115,6 +116,9 @@ func strMap(t *testing.T, v cty.Value) map[string]string {
 	return out
 }
 
+// testProject is the project the tests deploy to, on paper.
+const testProject = "skyjoin-dev"
+
 // skyjoinModule is the module that grants each Cloud Run service account
 // its roles (iam.tf).
 const skyjoinModule = "modules/skyjoin"
@@ -145,7 +149,7 @@ func TestServiceAccountsHoldExactlyWhatTheCodeNeeds(t *testing.T) {
 			senv := maps.Clone(env)
 			var tf []iam.Grant
 			for flag, id := range strMap(t, secrets.GetAttr(row)) {
-				senv[platform.EnvName(flag)] = "sm://projects/p/secrets/" + id + "/versions/latest"
+				senv[platform.EnvName(flag)] = "sm://projects/" + testProject + "/secrets/" + id + "/versions/latest"
 				tf = append(tf, iam.Grant{Role: "roles/secretmanager.secretAccessor", On: iam.Secret(id)})
 			}
 			for it := grants.GetAttr(row).ElementIterator(); it.Next(); {
@@ -258,19 +262,68 @@ func refersTo(expr hcl.Expression, root, attr string) bool {
 	return false
 }
 
-// evalContext has what common_env refers to: the module's variables and
-// its modules' outputs, as a deployment would have them.
+// evalContext has what common_env refers to: the module's variables, and
+// its modules' outputs as the modules compute them (see moduleOutput).
 func evalContext(t *testing.T) *hcl.EvalContext {
-	return &hcl.EvalContext{Variables: map[string]cty.Value{
+	t.Helper()
+	vars := map[string]cty.Value{"project": cty.StringVal(testProject), "prefix": cty.StringVal("skyjoin")}
+	storeURL := moduleOutput(t, "modules/bigquery", "store_url", map[string]cty.Value{
 		"var": cty.ObjectVal(map[string]cty.Value{
-			"project": cty.StringVal("p"),
-			"prefix":  cty.StringVal("skyjoin"),
+			"project": vars["project"], "location": cty.StringVal("EU"), "retention_days": cty.NumberIntVal(400),
 		}),
+		"google_bigquery_dataset": cty.ObjectVal(map[string]cty.Value{"this": cty.ObjectVal(map[string]cty.Value{"dataset_id": cty.StringVal("skyjoin")})}),
+		"google_bigquery_table":   cty.ObjectVal(map[string]cty.Value{"events": cty.ObjectVal(map[string]cty.Value{"table_id": cty.StringVal("events")})}),
+	})
+	registryURL := moduleOutput(t, "modules/firestore", "registry_url", map[string]cty.Value{
+		"var": cty.ObjectVal(map[string]cty.Value{"project": vars["project"], "database": cty.StringVal("(default)")}),
+	})
+	return &hcl.EvalContext{Variables: map[string]cty.Value{
+		"var": cty.ObjectVal(vars),
 		"module": cty.ObjectVal(map[string]cty.Value{
-			"bigquery":  cty.ObjectVal(map[string]cty.Value{"store_url": cty.StringVal("bigquery://p/skyjoin?table=events&location=EU&retention=400d")}),
-			"firestore": cty.ObjectVal(map[string]cty.Value{"registry_url": cty.StringVal("firestore://p")}),
+			"bigquery":  cty.ObjectVal(map[string]cty.Value{"store_url": storeURL}),
+			"firestore": cty.ObjectVal(map[string]cty.Value{"registry_url": registryURL}),
 		}),
 	}}
+}
+
+// moduleOutput evaluates output name of the module in dir with vars.
+func moduleOutput(t *testing.T, dir, name string, vars map[string]cty.Value) cty.Value {
+	t.Helper()
+	m := parseModule(t, dir)
+	for _, body := range m.files {
+		for _, b := range body.Blocks {
+			if b.Type != "output" || len(b.Labels) != 1 || b.Labels[0] != name {
+				continue
+			}
+			v, diags := b.Body.Attributes["value"].Expr.Value(&hcl.EvalContext{Variables: vars})
+			if diags.HasErrors() {
+				t.Fatalf("%s: output %s: %s", dir, name, diags.Error())
+			}
+			return v
+		}
+	}
+	t.Fatalf("%s has no output %s", dir, name)
+	return cty.NilVal
+}
+
+// TestServiceURLsParse checks that the URLs the Terraform gives the
+// services are ones the code takes.
+func TestServiceURLsParse(t *testing.T) {
+	env := strMap(t, parseModule(t, skyjoinModule).local(t, "common_env", evalContext(t)))
+	if _, err := bigquery.ParseURL(env["SKYJOIN_STORE"]); err != nil {
+		t.Errorf("SKYJOIN_STORE: %v", err)
+	}
+	if _, err := pubsub.ParseURL(env["SKYJOIN_BROKER"]); err != nil {
+		t.Errorf("SKYJOIN_BROKER: %v", err)
+	}
+	if env["SKYJOIN_REGISTRY"] != "firestore://"+testProject {
+		t.Errorf("SKYJOIN_REGISTRY = %q, want firestore://%s", env["SKYJOIN_REGISTRY"], testProject)
+	}
+	for k := range env {
+		if !strings.HasPrefix(k, "SKYJOIN_") {
+			t.Errorf("common_env has %s: skyjoin reads only SKYJOIN_* variables", k)
+		}
+	}
 }
 
 // googleMetrics are the Google Cloud metrics the monitoring may use besides
