@@ -20,16 +20,22 @@ locals {
     collect = { instance_billing = true, min_instances = 1, max_instances = 1, concurrency = 10, timeout = "60s", memory = "512Mi" }
   }
 
+  # On Cloud Run skyjoin takes Google ID tokens for the service's URL. A
+  # public service would take anyone's: accept those of the deployer (the
+  # delivery pipeline's smoke test) and of idtoken_callers only; the push
+  # worker, only the push subscription's.
+  idtoken_emails = join(",", concat([module.wif.deployer_email], var.idtoken_callers))
+
   stage_env = {
-    ingest = {}
-    enrich = merge(
-      { SKYJOIN_WEATHER_URL = var.weather_url, SKYJOIN_WEATHER_QUOTA = var.weather_quota },
-      # The push subscription's tokens are the only callers it takes.
-      var.worker_mode == "push" ? { SKYJOIN_AUTH_IDTOKEN_EMAILS = google_service_account.push[0].email } : {},
-    )
-    serve   = {}
-    deliver = {}
-    collect = { SKYJOIN_COLLECT_URL = var.collect_url }
+    ingest = { SKYJOIN_AUTH_IDTOKEN_EMAILS = local.idtoken_emails }
+    enrich = {
+      SKYJOIN_WEATHER_URL         = var.weather_url
+      SKYJOIN_WEATHER_QUOTA       = var.weather_quota
+      SKYJOIN_AUTH_IDTOKEN_EMAILS = var.worker_mode == "push" ? google_service_account.push[0].email : local.idtoken_emails
+    }
+    serve   = { SKYJOIN_AUTH_IDTOKEN_EMAILS = local.idtoken_emails }
+    deliver = { SKYJOIN_AUTH_IDTOKEN_EMAILS = local.idtoken_emails }
+    collect = { SKYJOIN_AUTH_IDTOKEN_EMAILS = local.idtoken_emails, SKYJOIN_COLLECT_URL = var.collect_url }
   }
 }
 

@@ -72,6 +72,12 @@ variable "public_services" {
   default     = ["ingest", "serve", "deliver"]
 }
 
+variable "idtoken_callers" {
+  description = "Service accounts (emails) whose Google ID tokens the services accept, besides the deployer's: skyjoin otherwise takes a token of any Google account for a public service's URL."
+  type        = list(string)
+  default     = []
+}
+
 variable "weather_url" {
   description = "Base URL of the Open-Meteo API."
   type        = string
