@@ -22,6 +22,11 @@ output "events_subscription" {
   value       = google_pubsub_subscription.events.id
 }
 
+output "events_subscription_name" {
+  description = "The id of the worker's events subscription (PREFIX-events-enrich or PREFIX-events-push)."
+  value       = google_pubsub_subscription.events.name
+}
+
 output "service_agent" {
   description = "The project's Pub/Sub service agent (IAM member)."
   value       = local.service_agent

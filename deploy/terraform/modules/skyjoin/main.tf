@@ -66,7 +66,7 @@ module "monitoring" {
 
   project                 = var.project
   env                     = var.env
-  events_subscription     = split("/", module.pubsub.events_subscription)[3]
+  events_subscription     = module.pubsub.events_subscription_name
   deadletter_subscription = module.pubsub.subscription_names["deadletter-browse"]
   services                = [for stage in keys(local.deployed) : "skyjoin-${stage}"]
   notification_channels   = var.notification_channels
