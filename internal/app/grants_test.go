@@ -26,7 +26,9 @@ func TestCloudGrants(t *testing.T) {
 		args []string
 		want []iam.Grant
 	}{
-		{"ingest", []string{"ingest"}, []iam.Grant{g("roles/pubsub.publisher", "topic/events")}},
+		{"ingest", []string{"ingest"}, []iam.Grant{g("roles/pubsub.publisher", "topic/events"),
+			g("roles/pubsub.subscriber", "subscription/deadletter-browse")}},
+		{"collect", []string{"collect"}, []iam.Grant{g("roles/pubsub.publisher", "topic/events")}},
 		{"enrich push", []string{"enrich", "--serve=false", "--enrich-pull=false"}, []iam.Grant{
 			g("roles/pubsub.publisher", "topic/records"), g("roles/pubsub.publisher", "topic/deadletter"),
 			g("roles/bigquery.dataEditor", "dataset"),

@@ -41,7 +41,7 @@ func (c *config) stages() map[string]*stage {
 			flags:    c.Ingest.RegisterFlags,
 			validate: func() error { return c.Ingest.Validate() },
 			start:    c.startIngest,
-			broker:   publishEvents,
+			broker:   ingestNeeds,
 		},
 		stCollect: {
 			name: stCollect,
@@ -108,7 +108,7 @@ func (c *config) stages() map[string]*stage {
 func (c *config) eventsSubscription() string { return cmp.Or(c.Enrich.Subscription, "enrich") }
 
 func (c *config) startIngest(ctx context.Context, p *process, r platform.Router) (*running, error) {
-	b, err := p.requireBroker(publishEvents())
+	b, err := p.requireBroker(ingestNeeds())
 	if err != nil {
 		return nil, err
 	}
@@ -182,9 +182,15 @@ func (c *config) startCollect(ctx context.Context, p *process, r platform.Router
 	}}, nil
 }
 
-// publishEvents is what ingest and collect use of the broker: they publish
-// events.
+// publishEvents is what collect uses of the broker: it publishes events.
 func publishEvents() pubsub.Needs { return pubsub.Needs{Publish: []string{broker.TopicEvents}} }
+
+// ingestNeeds is what ingest uses of the broker: it publishes events, and
+// its dead-letter routes browse, replay (publish to events) and delete
+// dead letters.
+func ingestNeeds() pubsub.Needs {
+	return pubsub.Needs{Publish: []string{broker.TopicEvents}, DeadLetters: true}
+}
 
 // serveNeeds is what the read API uses of the broker: an ephemeral
 // subscription of the records (the live stream), and the dead letters

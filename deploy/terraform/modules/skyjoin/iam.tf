@@ -39,6 +39,7 @@ locals {
     ingest = [
       { role = "roles/datastore.user", on = "project" },
       { role = "roles/pubsub.publisher", on = "topic/events" },
+      { role = "roles/pubsub.subscriber", on = "subscription/deadletter-browse" },
       { role = "roles/telemetry.metricsWriter", on = "project" },
       { role = "roles/telemetry.tracesWriter", on = "project" },
     ]

@@ -68,8 +68,8 @@ run "push" {
     error_message = "push: want the push account and no Dataflow job"
   }
   assert {
-    condition     = length(google_pubsub_subscription_iam_member.service) == 2
-    error_message = "push: only serve (deadletter-browse) and deliver (records-deliver) hold a subscription"
+    condition     = length(google_pubsub_subscription_iam_member.service) == 3
+    error_message = "push: only ingest and serve (deadletter-browse) and deliver (records-deliver) hold a subscription"
   }
   assert {
     condition     = toset(output.secrets) == toset(["skyjoin-pii-key", "skyjoin-webhook-secret-key"])
@@ -94,7 +94,7 @@ run "pull" {
     error_message = "pull: no push account"
   }
   assert {
-    condition     = length(google_pubsub_subscription_iam_member.service) == 3
+    condition     = length(google_pubsub_subscription_iam_member.service) == 4
     error_message = "pull: enrich also holds events-enrich"
   }
   assert {
