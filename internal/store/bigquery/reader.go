@@ -102,8 +102,6 @@ func from(cfg Config, pre []string) string {
 	return " FROM (SELECT " + selectColumns + " FROM " + cfg.tableSQLName() + " WHERE " + where + " QUALIFY " + dedup + ")"
 }
 
-// List returns one page of records matching q, by (processed_at, event_id):
-// newest first, or oldest first when q.Ascending.
 // ReaderGrants are the IAM grants of a process that reads: every read is
 // a query job (roles/bigquery.jobUser on the project) over the table and
 // the view (roles/bigquery.dataViewer on the dataset).
@@ -112,6 +110,18 @@ var ReaderGrants = []iam.Grant{
 	{Role: "roles/bigquery.jobUser", On: iam.Project},
 }
 
+// Ping reads the table's metadata: the readiness check of a process with
+// this store. It runs no query, so it bills nothing, and needs only
+// bigquery.tables.get, which WriterGrants and ReaderGrants both hold.
+func (r *Reader) Ping(ctx context.Context) error {
+	if _, err := r.client.Dataset(r.cfg.Dataset).Table(r.cfg.table()).Metadata(ctx); err != nil {
+		return fmt.Errorf("bigquery: table %s.%s: %w", r.cfg.Dataset, r.cfg.table(), err)
+	}
+	return nil
+}
+
+// List returns one page of records matching q, by (processed_at, event_id):
+// newest first, or oldest first when q.Ascending.
 func (r *Reader) List(ctx context.Context, q store.Query) (store.Page, error) {
 	limit := store.EffectiveLimit(q.Limit)
 	sql, params, err := listSQL(r.cfg, q, limit)
