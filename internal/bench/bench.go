@@ -144,7 +144,7 @@ func watch(ctx context.Context, c *Client) *watcher {
 	go func() {
 		defer close(w.done)
 		var (
-			lastStored int64 = -1
+			lastStored int64     = -1
 			since      time.Time // the backlog has been waiting and nothing was stored since then
 			inStall    bool
 		)
