@@ -1,6 +1,7 @@
 package delivery
 
 import (
+	"archive/tar"
 	"bytes"
 	"encoding/json"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/skyjoin/skyjoin/test/testbin"
 )
@@ -241,4 +243,119 @@ func TestDeploy(t *testing.T) {
 	if got := calls(t, dir); strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("deploy calls:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
+}
+
+// TestPushImage pushes an OCI layout to a registry on loopback (crane's
+// own, in memory) with scripts/push-image: the pushed digest is the
+// layout's; promoting that reference copies it to another repository with
+// the digest unchanged; a layout of two manifests is refused.
+func TestPushImage(t *testing.T) {
+	crane, stderr, err := script(t, nil, "crane")
+	if err != nil {
+		t.Fatalf("scripts/crane: %v\n%s", err, stderr)
+	}
+	crane = strings.TrimSpace(crane)
+	addr := testbin.FreeAddr(t)
+	reg := exec.Command(crane, "registry", "serve", "--address", addr)
+	if err := reg.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reg.Process.Kill(); reg.Wait() })
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if resp, err := http.Get("http://" + addr + "/v2/"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("crane registry serve on %s did not answer within 30 s", addr)
+		}
+	}
+
+	// A small image, pulled back as an OCI layout like scripts/image's.
+	dir := t.TempDir()
+	layer := filepath.Join(dir, "layer.tar")
+	if err := os.WriteFile(layer, tarOf(t, "hello.txt", "hello from TestPushImage\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(crane, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("crane %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	run("append", "--oci-empty-base", "-f", layer, "-t", addr+"/base:1")
+	layout := filepath.Join(dir, "layout")
+	run("pull", "--format", "oci", addr+"/base:1", layout)
+	want := run("digest", addr+"/base:1")
+
+	env := []string{
+		"SKYJOIN_IMAGE_LAYOUT=" + layout,
+		"CLOUDSDK_CONFIG=" + t.TempDir(), // no gcloud account
+		"GCE_METADATA_HOST=127.0.0.1:1",  // no metadata server
+	}
+	stdout, stderr, err := script(t, env, "push-image", addr+"/skyjoin/skyjoin", "abc123")
+	if err != nil {
+		t.Fatalf("push-image: %v\n%s", err, stderr)
+	}
+	ref := lastLine(stdout)
+	if ref != addr+"/skyjoin/skyjoin@"+want {
+		t.Fatalf("push-image printed %q, want the layout's digest %s", ref, want)
+	}
+	if got := run("digest", addr+"/skyjoin/skyjoin:abc123"); got != want {
+		t.Errorf("the registry's abc123 is %s, want %s", got, want)
+	}
+
+	stdout, stderr, err = script(t, append(env, "SKYJOIN_IMAGE_FROM="+ref), "push-image", addr+"/staging/skyjoin", "abc123")
+	if err != nil {
+		t.Fatalf("push-image promoting %s: %v\n%s", ref, err, stderr)
+	}
+	if got := lastLine(stdout); got != addr+"/staging/skyjoin@"+want {
+		t.Errorf("promoted to %q, want the same digest %s", got, want)
+	}
+	_, stderr, err = script(t, append(env, "SKYJOIN_IMAGE_FROM="+addr+"/skyjoin/skyjoin:abc123"), "push-image", addr+"/staging/skyjoin", "x")
+	if err == nil || !strings.Contains(stderr, "is not an image by digest") {
+		t.Errorf("promoting a tag: %v\n%s", err, stderr)
+	}
+
+	index, err := os.ReadFile(filepath.Join(layout, "index.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var idx map[string]any
+	if err := json.Unmarshal(index, &idx); err != nil {
+		t.Fatal(err)
+	}
+	m := idx["manifests"].([]any)
+	idx["manifests"] = append(m, m[0])
+	writeJSON(t, filepath.Join(layout, "index.json"), idx)
+	_, stderr, err = script(t, env, "push-image", addr+"/skyjoin/skyjoin", "two")
+	if err == nil || !strings.Contains(stderr, "does not hold exactly one manifest") {
+		t.Errorf("push-image of a layout of two manifests: %v\n%s", err, stderr)
+	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
+
+// tarOf is a tar archive of one regular file.
+func tarOf(t *testing.T, name, content string) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(content)), Typeflag: tar.TypeReg}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tw.Write([]byte(content)); err != nil {
+		t.Fatal(err)
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
 }
