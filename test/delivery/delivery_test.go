@@ -122,7 +122,7 @@ func TestReferencedFilesExist(t *testing.T) {
 			continue
 		}
 		other := slices.ContainsFunc(fromOtherBranches, func(dir string) bool {
-			if !strings.HasPrefix(r.path, dir) {
+			if !strings.HasPrefix(r.path, dir) && r.path != strings.TrimSuffix(dir, "/") {
 				return false
 			}
 			_, err := os.Stat(filepath.Join(root, dir))
