@@ -157,14 +157,11 @@ func (r *Result) Errors() string {
 // init failed; a configuration that does not validate is a Result with
 // Valid false and its diagnostics (file names relative to the root).
 func (t *Tofu) Validate(ctx context.Context, tree string, roots ...string) ([]*Result, error) {
-	scratch, err := os.MkdirTemp("", "tofu-validate-")
+	scratch, err := scratchCopy(tree)
 	if err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(scratch)
-	if err := copyTree(tree, scratch); err != nil {
-		return nil, fmt.Errorf("copy %s: %w", tree, err)
-	}
 	var results []*Result
 	for _, root := range roots {
 		dir := filepath.Join(scratch, root)
@@ -188,6 +185,45 @@ func (t *Tofu) Validate(ctx context.Context, tree string, roots ...string) ([]*R
 		results = append(results, &Result{Root: root, Valid: v.Valid, Diagnostics: v.Diagnostics})
 	}
 	return results, nil
+}
+
+// scratchCopy copies tree into a new temporary directory (see copyTree),
+// which the caller removes.
+func scratchCopy(tree string) (string, error) {
+	scratch, err := os.MkdirTemp("", "tofu-check-")
+	if err != nil {
+		return "", err
+	}
+	if err := copyTree(tree, scratch); err != nil {
+		os.RemoveAll(scratch)
+		return "", fmt.Errorf("copy %s: %w", tree, err)
+	}
+	return scratch, nil
+}
+
+// Test runs `tofu init -backend=false` and `tofu test` in each dir (a
+// module of tree with tests/*.tftest.hcl whose providers are mocked:
+// mock_provider blocks), in a scratch copy of tree. The schema provider
+// gives the mocks their schema, reads state back as written and reports
+// no drift; a test that needs the real provider fails saying so.
+func (t *Tofu) Test(ctx context.Context, tree string, dirs ...string) error {
+	scratch, err := scratchCopy(tree)
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(scratch)
+	var problems []error
+	for _, d := range dirs {
+		dir := filepath.Join(scratch, d)
+		if _, errb, err := t.run(ctx, dir, "init", "-backend=false", "-input=false", "-no-color"); err != nil {
+			return fmt.Errorf("tofu init -backend=false in %s: %w\n%s", d, err, errb)
+		}
+		out, errb, err := t.run(ctx, dir, "test", "-no-color")
+		if err != nil {
+			problems = append(problems, fmt.Errorf("tofu test %s: %w\n%s%s", d, err, out, errb))
+		}
+	}
+	return errors.Join(problems...)
 }
 
 // skipDir are directories not copied into the scratch tree: version

@@ -2,9 +2,12 @@
 // committed schema (package schema) and nothing else: enough for `tofu
 // init` and `tofu validate`, which check a configuration against the
 // provider's schema (argument names, types, required arguments, block
-// nesting) without configuring the provider. Every call that would need
-// the real provider (configure, plan, apply, read, import, functions) is
-// answered with an error diagnostic that says so.
+// nesting) without configuring the provider, and for `tofu test` with
+// mocked providers, which needs the schema and reads its own state back
+// (UpgradeResourceState passes state of this schema version on, and
+// ReadResource reports no drift). Every call that would need the real
+// provider (configure, plan, apply, import, functions) is answered with an
+// error diagnostic that says so.
 package provider
 
 import (
@@ -13,6 +16,7 @@ import (
 	"slices"
 
 	"github.com/hashicorp/terraform-plugin-go/tfprotov5"
+	"github.com/hashicorp/terraform-plugin-go/tftypes"
 
 	"github.com/skyjoin/skyjoin/deploy/tofu/schema"
 )
@@ -113,12 +117,33 @@ func (s *Server) ConfigureProvider(context.Context, *tfprotov5.ConfigureProvider
 	return &tfprotov5.ConfigureProviderResponse{Diagnostics: s.refuse("configuring the provider")}, nil
 }
 
-func (s *Server) UpgradeResourceState(context.Context, *tfprotov5.UpgradeResourceStateRequest) (*tfprotov5.UpgradeResourceStateResponse, error) {
-	return &tfprotov5.UpgradeResourceStateResponse{Diagnostics: s.refuse("reading state")}, nil
+// UpgradeResourceState decodes state written at this very schema (as
+// `tofu test` with mock providers writes it between its runs) and passes
+// it on unchanged; state of another schema version needs the real
+// provider's upgraders.
+func (s *Server) UpgradeResourceState(_ context.Context, req *tfprotov5.UpgradeResourceStateRequest) (*tfprotov5.UpgradeResourceStateResponse, error) {
+	rs, ok := s.schema.ResourceSchemas[req.TypeName]
+	if !ok || req.RawState == nil || req.Version != rs.Version {
+		return &tfprotov5.UpgradeResourceStateResponse{Diagnostics: s.refuse("upgrading state of another schema version")}, nil
+	}
+	typ := rs.ValueType()
+	v, err := req.RawState.UnmarshalWithOpts(typ, tfprotov5.UnmarshalOpts{ValueFromJSONOpts: tftypes.ValueFromJSONOpts{IgnoreUndefinedAttributes: false}})
+	if err != nil {
+		return &tfprotov5.UpgradeResourceStateResponse{Diagnostics: []*tfprotov5.Diagnostic{{
+			Severity: tfprotov5.DiagnosticSeverityError, Summary: "Schema-only provider: state does not match the schema", Detail: err.Error()}}}, nil
+	}
+	dv, err := tfprotov5.NewDynamicValue(typ, v)
+	if err != nil {
+		return nil, err
+	}
+	return &tfprotov5.UpgradeResourceStateResponse{UpgradedState: &dv}, nil
 }
 
-func (s *Server) ReadResource(context.Context, *tfprotov5.ReadResourceRequest) (*tfprotov5.ReadResourceResponse, error) {
-	return &tfprotov5.ReadResourceResponse{Diagnostics: s.refuse("reading a resource")}, nil
+// ReadResource reports the resource as its state says: the schema-only
+// provider sees no remote, so it sees no drift (`tofu test` with mock
+// providers refreshes between runs). Plan and apply still refuse.
+func (s *Server) ReadResource(_ context.Context, req *tfprotov5.ReadResourceRequest) (*tfprotov5.ReadResourceResponse, error) {
+	return &tfprotov5.ReadResourceResponse{NewState: req.CurrentState, Private: req.Private}, nil
 }
 
 func (s *Server) PlanResourceChange(context.Context, *tfprotov5.PlanResourceChangeRequest) (*tfprotov5.PlanResourceChangeResponse, error) {

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/hashicorp/terraform-plugin-go/tfprotov5"
+	"github.com/hashicorp/terraform-plugin-go/tftypes"
 
 	"github.com/skyjoin/skyjoin/deploy/tofu/schema"
 )
@@ -68,6 +69,57 @@ func TestServesTheCommittedSchema(t *testing.T) {
 		call, err := srv.CallFunction(ctx, &tfprotov5.CallFunctionRequest{Name: "region_from_zone"})
 		if err != nil || call.Error == nil || !strings.Contains(call.Error.Text, "provider::region_from_zone") {
 			t.Errorf("%s: CallFunction: %v %+v", name, err, call)
+		}
+	}
+}
+
+// TestStateReadBack: state written at the committed schema (as `tofu test`
+// with mocked providers writes it between runs) is read back unchanged,
+// with no drift; state of another schema version, or that does not match
+// the schema, is refused.
+func TestStateReadBack(t *testing.T) {
+	ctx := context.Background()
+	f, err := schema.Load("google")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const typ = "google_pubsub_topic"
+	rs := srv.schema.ResourceSchemas[typ]
+	if rs == nil {
+		t.Fatalf("no %s in the committed schema", typ)
+	}
+	raw := &tfprotov5.RawState{JSON: []byte(`{"id":"projects/p/topics/events","name":"events","project":"p"}`)}
+	up, err := srv.UpgradeResourceState(ctx, &tfprotov5.UpgradeResourceStateRequest{TypeName: typ, Version: rs.Version, RawState: raw})
+	if err != nil || len(up.Diagnostics) > 0 || up.UpgradedState == nil {
+		t.Fatalf("UpgradeResourceState: %v %v", err, up.Diagnostics)
+	}
+	v, err := up.UpgradedState.Unmarshal(rs.ValueType())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var attrs map[string]tftypes.Value
+	if err := v.As(&attrs); err != nil {
+		t.Fatal(err)
+	}
+	var name string
+	if err := attrs["name"].As(&name); err != nil || name != "events" {
+		t.Errorf("name read back as %q (%v)", name, err)
+	}
+	read, err := srv.ReadResource(ctx, &tfprotov5.ReadResourceRequest{TypeName: typ, CurrentState: up.UpgradedState})
+	if err != nil || len(read.Diagnostics) > 0 || read.NewState != up.UpgradedState {
+		t.Errorf("ReadResource: %v %v, want the state unchanged", err, read.Diagnostics)
+	}
+	for _, bad := range []*tfprotov5.UpgradeResourceStateRequest{
+		{TypeName: typ, Version: rs.Version + 1, RawState: raw},
+		{TypeName: typ, Version: rs.Version, RawState: &tfprotov5.RawState{JSON: []byte(`{"name":["not","a","string"]}`)}},
+		{TypeName: "google_no_such_thing", RawState: raw},
+	} {
+		if r, err := srv.UpgradeResourceState(ctx, bad); err != nil || len(r.Diagnostics) == 0 {
+			t.Errorf("UpgradeResourceState(%s v%d %s) accepted", bad.TypeName, bad.Version, bad.RawState.JSON)
 		}
 	}
 }

@@ -1,11 +1,12 @@
 // Command tofucheck runs the offline checks of skyjoin's Terraform and
 // regenerates the committed provider schemas they use.
 //
-//	tofucheck validate -tofu TOFU -plugin PLUGIN [-tree DIR] [-fmt DIR]... ROOT...
+//	tofucheck validate -tofu TOFU -plugin PLUGIN [-tree DIR] [-fmt DIR]... [-test DIR]... ROOT...
 //	    tofu fmt -check of each -fmt directory, then tofu init -backend=false
 //	    and tofu validate of each ROOT (a directory of the tree, or a glob such
 //	    as deploy/terraform/envs/*) against the committed schemas, served by
-//	    PLUGIN (cmd/terraform-provider-schema) from a scratch mirror.
+//	    PLUGIN (cmd/terraform-provider-schema) from a scratch mirror, then
+//	    tofu test of each -test module (its providers mocked).
 //
 //	tofucheck schema -full FULL.json -versions VERSION.json [-source NAME=TEXT]... -out DIR SCAN_DIR...
 //	    prunes `tofu providers schema -json` (FULL.json) of the real providers
@@ -67,8 +68,9 @@ func validate(ctx context.Context, args []string) error {
 	tofu := fs.String("tofu", "", "the OpenTofu binary")
 	plugin := fs.String("plugin", "", "the schema provider binary (cmd/terraform-provider-schema)")
 	tree := fs.String("tree", ".", "the repository checkout the roots are in")
-	var fmtDirs multi
+	var fmtDirs, testDirs multi
 	fs.Var(&fmtDirs, "fmt", "a directory of the tree for tofu fmt -check -recursive (repeatable)")
+	fs.Var(&testDirs, "test", "a module of the tree for tofu test, with mocked providers (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -124,6 +126,13 @@ func validate(ctx context.Context, args []string) error {
 		fmt.Printf("tofu validate %s: ok (%d warnings)\n", r.Root, len(r.Diagnostics))
 		for _, d := range r.Diagnostics {
 			fmt.Printf("  %s\n", d)
+		}
+	}
+	if len(testDirs) > 0 {
+		if err := t.Test(ctx, *tree, testDirs...); err != nil {
+			problems = append(problems, err)
+		} else {
+			fmt.Printf("tofu test %s: ok\n", strings.Join(testDirs, " "))
 		}
 	}
 	return errors.Join(problems...)
