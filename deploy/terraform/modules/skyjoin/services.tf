@@ -33,7 +33,9 @@ locals {
       SKYJOIN_WEATHER_QUOTA       = var.weather_quota
       SKYJOIN_AUTH_IDTOKEN_EMAILS = var.worker_mode == "push" ? google_service_account.push[0].email : local.idtoken_emails
     }
-    serve   = { SKYJOIN_AUTH_IDTOKEN_EMAILS = local.idtoken_emails }
+    # ID tokens on serve read (the smoke test reads its event back); the
+    # default scopes (ingest, push) are the ingest and push routes'.
+    serve   = { SKYJOIN_AUTH_IDTOKEN_EMAILS = local.idtoken_emails, SKYJOIN_AUTH_IDTOKEN_SCOPES = "read,stream" }
     deliver = { SKYJOIN_AUTH_IDTOKEN_EMAILS = local.idtoken_emails }
     collect = { SKYJOIN_AUTH_IDTOKEN_EMAILS = local.idtoken_emails, SKYJOIN_COLLECT_URL = var.collect_url }
   }
