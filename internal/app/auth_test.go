@@ -217,6 +217,21 @@ func TestAuthMatrix(t *testing.T) {
 			t.Errorf("GET %s shows a hash: %s", u, body)
 		}
 	}
+	// The audit trail names the caller that authentication found inside
+	// the mux: the admin key's id for its GET /v1/keys, not "anonymous".
+	var named bool
+	for line := range strings.Lines(logs.String()) {
+		var e map[string]any
+		if json.Unmarshal([]byte(line), &e) == nil && e["audit"] == true && e["route"] == "GET /v1/keys" && e["status"] == float64(200) {
+			named = true
+			if e["principal"] != admin.ID || e["principal_kind"] != auth.KindKey {
+				t.Errorf("audit entry of the admin key's GET /v1/keys: principal %v (%v), want %s (key)", e["principal"], e["principal_kind"], admin.ID)
+			}
+		}
+	}
+	if !named {
+		t.Errorf("no audit entry for the admin key's GET /v1/keys")
+	}
 	// No secret anywhere: the logs, the banner, the answers.
 	everything := logs.String() + banner.String() + answers.String()
 	for _, tok := range tokens {

@@ -2,17 +2,23 @@ package app
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/rand"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
 	"time"
 
 	json "github.com/goccy/go-json"
+
+	"github.com/skyjoin/skyjoin/internal/pii"
+	"github.com/skyjoin/skyjoin/internal/platform/secret"
 
 	"github.com/skyjoin/skyjoin/internal/bench"
 	"github.com/skyjoin/skyjoin/internal/platform"
@@ -32,10 +38,18 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	phases := fs.String("phases", "ingest,pipeline,latency", "phases to run, comma-separated: ingest (batches of 1, 100, 1000), pipeline (saturated), latency (fixed rate)")
 	jsonOut := fs.String("json", "", "write the result as JSON to this file")
 	mdOut := fs.String("markdown", "", "write the result as Markdown tables to this file")
+	authMode := fs.String("auth", "on", "the self-started skyjoin's auth: on (a key with the ingest, read and admin scopes is made in its registry and sent as Authorization: Bearer, as a deployment runs) or off")
+	var key secret.Value
+	fs.Var(&key, "key", "with --target: the API key to send (scopes ingest, read and admin), as a `SECRET`: env://VAR, sm://..., or the key itself (prefer SKYJOIN_KEY; a flag shows in ps)")
+	dataDir := fs.String("data-dir", "", "data dir of the self-started skyjoin, kept after the run (empty: a temporary dir, removed after)")
+	fill := fs.Int64("fill", 0, "before the phases, bring the self-started skyjoin's store to this many records through the store's write path: 100,000 users over the 7 days before now (a fill stopped half-way resumes; 0: none)")
 	var upArgs stringList
 	fs.Var(&upArgs, "up-flag", "a flag for the self-started skyjoin up, e.g. --up-flag=--enrich-batch=128 (repeatable)")
 	if err := platform.ParseFlags(fs, args); err != nil {
 		return err
+	}
+	if *authMode != "on" && *authMode != "off" {
+		return fmt.Errorf("%w: bench: --auth %q: want on or off", errUsage, *authMode)
 	}
 	cfg := bench.Config{PhaseDuration: *phase, PipelineDuration: *pipeline, LatencyDuration: *latency, LatencyRate: *rate,
 		MaxEvents: *maxEvents, Concurrency: *conc}
@@ -51,14 +65,46 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *quick {
 		cfg.PhaseDuration, cfg.PipelineDuration, cfg.LatencyDuration = 3*time.Second, 5*time.Second, 5*time.Second
 	}
-	base, admin := *target, *adminURL
+	base, admin, token := *target, *adminURL, ""
 	switch {
 	case base == "" && admin != "":
 		return fmt.Errorf("%w: bench: --admin goes with --target", errUsage)
 	case base != "" && admin == "":
 		return fmt.Errorf("%w: bench: --target needs --admin, its admin listener's URL (admin_url in its ready file)", errUsage)
-	case base == "":
-		child, addr, adminAddr, err := startChild(ctx, stderr, upArgs)
+	case base != "" && (*fill != 0 || *dataDir != ""):
+		return fmt.Errorf("%w: bench: --fill and --data-dir are for the self-started skyjoin, not --target", errUsage)
+	case base != "":
+		if err := resolveSecrets(ctx, key); err != nil {
+			return err
+		}
+		token = key.Reveal()
+	default:
+		dir, keep := *dataDir, *dataDir != ""
+		if !keep {
+			d, err := os.MkdirTemp("", "skyjoin-bench")
+			if err != nil {
+				return err
+			}
+			dir = d
+			defer os.RemoveAll(dir)
+		} else if err := os.MkdirAll(dir, 0o700); err != nil {
+			return err
+		}
+		if *fill > 0 {
+			if err := fillStore(ctx, dir, *fill, stderr); err != nil {
+				return err
+			}
+		}
+		extra := upArgs
+		if *authMode == "on" {
+			t, err := benchKey(ctx, dir)
+			if err != nil {
+				return err
+			}
+			token = t
+			extra = append([]string{"--auth", "on"}, extra...)
+		}
+		child, addr, adminAddr, err := startChild(ctx, stderr, dir, extra)
 		if err != nil {
 			return err
 		}
@@ -66,7 +112,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		base, admin = addr, adminAddr
 	}
 	c := bench.NewClient(base, cfg.Concurrency)
-	c.Admin = admin
+	c.Admin, c.Key = admin, token
+	cfg.Setup = benchSetup(*target == "", token != "", *fill, upArgs)
 	res, err := bench.Run(ctx, c, cfg, stderr)
 	if err != nil {
 		return err
@@ -87,9 +134,67 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
+// benchSetup describes how the measured skyjoin runs.
+func benchSetup(self, auth bool, fill int64, upArgs []string) string {
+	var parts []string
+	if self {
+		parts = append(parts, "self-started `skyjoin up --demo --collect=false` (default PII policy)")
+	} else {
+		parts = append(parts, "a running skyjoin (--target)")
+	}
+	if auth {
+		parts = append(parts, "auth on (an API key as Authorization: Bearer)")
+	} else {
+		parts = append(parts, "auth off")
+	}
+	parts = append(parts, "typed properties in every event")
+	if fill > 0 {
+		parts = append(parts, fmt.Sprintf("store filled to %d records first", fill))
+	}
+	if len(upArgs) > 0 {
+		parts = append(parts, "up flags "+strings.Join(upArgs, " "))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// benchKey makes the key the bench sends, in the registry of the data dir
+// (the embedded broker's key-value bucket, as `skyjoin keys create` does
+// before `up` runs), and returns its token.
+func benchKey(ctx context.Context, dir string) (string, error) {
+	var out, errOut bytes.Buffer
+	if err := runKeys(ctx, []string{"create", "--data-dir", dir, "--scope", "ingest,read,admin", "--name", "bench", "--json"}, &out, &errOut); err != nil {
+		return "", fmt.Errorf("bench: make a key: %w\n%s", err, errOut.String())
+	}
+	var k keyOut
+	if err := json.Unmarshal(out.Bytes(), &k); err != nil || k.Token == "" {
+		return "", fmt.Errorf("bench: make a key: unexpected output %q", out.String())
+	}
+	return k.Token, nil
+}
+
+// fillStore brings the DuckDB store of the data dir to n records (see
+// bench.Filler), with the default PII policy applied, as the worker
+// stores them.
+func fillStore(ctx context.Context, dir string, n int64, progress io.Writer) error {
+	spec, err := pii.ParseSpec("default")
+	if err != nil {
+		return err
+	}
+	pkey := make([]byte, 32)
+	rand.Read(pkey)
+	policy, err := pii.New(spec, pkey)
+	if err != nil {
+		return err
+	}
+	f, err := bench.NewFiller(n, time.Now(), policy)
+	if err != nil {
+		return err
+	}
+	return fillDuckDB(ctx, filepath.Join(dir, "skyjoin.duckdb"), f, n, progress)
+}
+
 type childProc struct {
 	cmd  *exec.Cmd
-	dir  string
 	done chan struct{}
 }
 
@@ -101,7 +206,6 @@ func (c *childProc) stop() {
 		c.cmd.Process.Kill()
 		<-c.done
 	}
-	os.RemoveAll(c.dir)
 }
 
 var (
@@ -110,14 +214,10 @@ var (
 )
 
 // startChild starts this binary's `up --demo --collect=false` on a free
-// loopback port and a temporary data dir, and returns its API and admin
+// loopback port and the data dir dir, and returns its API and admin
 // listener base URLs.
-func startChild(ctx context.Context, stderr io.Writer, extra []string) (*childProc, string, string, error) {
+func startChild(ctx context.Context, stderr io.Writer, dir string, extra []string) (*childProc, string, string, error) {
 	exe, err := os.Executable()
-	if err != nil {
-		return nil, "", "", err
-	}
-	dir, err := os.MkdirTemp("", "skyjoin-bench")
 	if err != nil {
 		return nil, "", "", err
 	}
@@ -133,7 +233,7 @@ func startChild(ctx context.Context, stderr io.Writer, extra []string) (*childPr
 	if err := cmd.Start(); err != nil {
 		return nil, "", "", fmt.Errorf("start skyjoin up: %w", err)
 	}
-	c := &childProc{cmd: cmd, dir: dir, done: make(chan struct{})}
+	c := &childProc{cmd: cmd, done: make(chan struct{})}
 	go func() { cmd.Wait(); close(c.done) }()
 	type urls struct{ api, admin string }
 	up := make(chan urls, 1)
@@ -157,7 +257,6 @@ func startChild(ctx context.Context, stderr io.Writer, extra []string) (*childPr
 	case u := <-up:
 		return c, u.api, u.admin, nil
 	case <-c.done:
-		os.RemoveAll(dir)
 		return nil, "", "", fmt.Errorf("skyjoin up exited before it was up")
 	case <-time.After(60 * time.Second):
 		c.stop()

@@ -33,6 +33,13 @@ func TestRequireBrokerPubSub(t *testing.T) {
 			t.Errorf("error lacks %s:\n%v", want, err)
 		}
 	}
+	// Ingest serves the dead-letter routes: it needs the browse subscription.
+	_, err = newP().requireBroker(ingestNeeds())
+	for _, want := range []string{"projects/local/topics/sj-events", "projects/local/subscriptions/sj-deadletter-browse"} {
+		if err == nil || !strings.Contains(err.Error(), want+" does not exist") {
+			t.Errorf("ingest: error lacks %s:\n%v", want, err)
+		}
+	}
 	ctx := context.Background()
 	for _, id := range []string{"sj-events", "sj-records", "sj-deadletter"} {
 		if _, err := srv.GServer.CreateTopic(ctx, &pb.Topic{Name: "projects/local/topics/" + id}); err != nil {
@@ -47,5 +54,8 @@ func TestRequireBrokerPubSub(t *testing.T) {
 	}
 	if _, err := newP().requireBroker(cfg.enrichNeeds()); err != nil {
 		t.Errorf("requireBroker with everything created: %v", err)
+	}
+	if _, err := newP().requireBroker(ingestNeeds()); err != nil {
+		t.Errorf("ingest: requireBroker with everything created: %v", err)
 	}
 }

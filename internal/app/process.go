@@ -151,11 +151,21 @@ func (p *process) store() (storeBackend, error) {
 		st = wrap(st)
 	}
 	p.st, p.storeURL = st, u
-	p.checks = append(p.checks, serve.Check{Name: "store", Check: func(ctx context.Context) error {
+	check := func(ctx context.Context) error {
 		_, err := st.List(ctx, storeProbe)
 		return err
-	}})
+	}
+	if pg, ok := st.(pinger); ok {
+		// A store whose every read is billed (BigQuery) checks cheaply.
+		check = pg.Ping
+	}
+	p.checks = append(p.checks, serve.Check{Name: "store", Check: check})
 	return st, nil
+}
+
+// pinger is a store with a cheaper readiness check than a List.
+type pinger interface {
+	Ping(ctx context.Context) error
 }
 
 // registry opens the shared registry on first use: --registry, or the

@@ -17,6 +17,7 @@ import (
 
 	"github.com/skyjoin/skyjoin/internal/api"
 	"github.com/skyjoin/skyjoin/internal/audit"
+	"github.com/skyjoin/skyjoin/internal/broker/pubsub"
 	"github.com/skyjoin/skyjoin/internal/platform"
 	"github.com/skyjoin/skyjoin/internal/platform/secret"
 	"github.com/skyjoin/skyjoin/internal/serve"
@@ -41,7 +42,22 @@ type stage struct {
 	// start builds the stage in process p: it mounts the stage's routes
 	// on r and returns how it runs. It must not block.
 	start func(ctx context.Context, p *process, r platform.Router) (*running, error)
+	// broker, if set, is what the stage uses of the broker: start checks
+	// it (process.requireBroker), and CloudGrants derives the stage's
+	// Pub/Sub roles from it.
+	broker func() pubsub.Needs
+	// store is what the stage does with the store, for CloudGrants.
+	store storeUse
 }
+
+// storeUse is what a stage does with the store.
+type storeUse uint8
+
+const (
+	storeWrites storeUse = 1 << iota // Write (the worker)
+	storeReads                       // List, Get, Stats (the read API)
+	storeErases                      // DeleteUsers (erasure)
+)
 
 // part is a shared part of a process: its flags and their validation. The
 // process opens it (process.broker, process.store, ...).
@@ -328,7 +344,7 @@ func runProcess(ctx context.Context, cfg *config, stages []*stage, stdout io.Wri
 	if err := rec.check(p.stages); err != nil {
 		return fmt.Errorf("routes: %w", err)
 	}
-	hs, err := cfg.HTTP.Listen(cfg.Addr, guardHTTP(cfg.HTTP, mux, audit.Middleware(p.log, p.auditOptions(), audit.Capture(serve.JSONErrors(mux)))), p.log)
+	hs, err := cfg.HTTP.Listen(cfg.Addr, guardHTTP(cfg.HTTP, mux, audit.Middleware(p.log, p.auditOptions(), serve.JSONErrors(mux))), p.log)
 	if err != nil {
 		return err
 	}

@@ -41,6 +41,7 @@ func (c *config) stages() map[string]*stage {
 			flags:    c.Ingest.RegisterFlags,
 			validate: func() error { return c.Ingest.Validate() },
 			start:    c.startIngest,
+			broker:   ingestNeeds,
 		},
 		stCollect: {
 			name: stCollect,
@@ -55,7 +56,8 @@ func (c *config) stages() map[string]*stage {
 				}
 				return c.Collect.Validate()
 			},
-			start: c.startCollect,
+			start:  c.startCollect,
+			broker: publishEvents,
 		},
 		stEnrich: {
 			name: stEnrich,
@@ -68,6 +70,8 @@ func (c *config) stages() map[string]*stage {
 			},
 			validate: func() error { return errors.Join(c.Enrich.Validate(), c.validateRetention()) },
 			start:    c.startEnrich,
+			broker:   c.enrichNeeds,
+			store:    storeWrites,
 		},
 		stServe: {
 			name:     stServe,
@@ -75,6 +79,8 @@ func (c *config) stages() map[string]*stage {
 			flags:    c.Serve.RegisterFlags,
 			validate: func() error { return c.Serve.Validate() },
 			start:    c.startServe,
+			broker:   serveNeeds,
+			store:    storeReads | storeErases,
 		},
 		stDeliver: {
 			name: stDeliver,
@@ -90,7 +96,8 @@ func (c *config) stages() map[string]*stage {
 				}
 				return err
 			},
-			start: c.startDeliver,
+			start:  c.startDeliver,
+			broker: deliverNeeds,
 		},
 	}
 	return c.all
@@ -101,7 +108,7 @@ func (c *config) stages() map[string]*stage {
 func (c *config) eventsSubscription() string { return cmp.Or(c.Enrich.Subscription, "enrich") }
 
 func (c *config) startIngest(ctx context.Context, p *process, r platform.Router) (*running, error) {
-	b, err := p.requireBroker(pubsub.Needs{Publish: []string{broker.TopicEvents}})
+	b, err := p.requireBroker(ingestNeeds())
 	if err != nil {
 		return nil, err
 	}
@@ -158,7 +165,7 @@ func (c *config) startCollect(ctx context.Context, p *process, r platform.Router
 	if err := cc.Validate(); err != nil {
 		return nil, err
 	}
-	b, err := p.requireBroker(pubsub.Needs{Publish: []string{broker.TopicEvents}})
+	b, err := p.requireBroker(publishEvents())
 	if err != nil {
 		return nil, err
 	}
@@ -173,6 +180,29 @@ func (c *config) startCollect(ctx context.Context, p *process, r platform.Router
 		}
 		return nil
 	}}, nil
+}
+
+// publishEvents is what collect uses of the broker: it publishes events.
+func publishEvents() pubsub.Needs { return pubsub.Needs{Publish: []string{broker.TopicEvents}} }
+
+// ingestNeeds is what ingest uses of the broker: it publishes events, and
+// its dead-letter routes browse, replay (publish to events) and delete
+// dead letters.
+func ingestNeeds() pubsub.Needs {
+	return pubsub.Needs{Publish: []string{broker.TopicEvents}, DeadLetters: true}
+}
+
+// serveNeeds is what the read API uses of the broker: an ephemeral
+// subscription of the records (the live stream), and the dead letters
+// (erasure deletes a user's).
+func serveNeeds() pubsub.Needs {
+	return pubsub.Needs{Ephemeral: []string{broker.TopicRecords}, DeadLetters: true}
+}
+
+// deliverNeeds is what webhook delivery uses of the broker: the records
+// subscription every deliver instance shares.
+func deliverNeeds() pubsub.Needs {
+	return pubsub.Needs{Subscribe: []pubsub.Sub{{Topic: broker.TopicRecords, Name: deliverSubscription}}}
 }
 
 // enrichNeeds is what the worker uses of the broker: it publishes records
@@ -258,7 +288,7 @@ func (c *config) startServe(ctx context.Context, p *process, r platform.Router) 
 	if err != nil {
 		return nil, err
 	}
-	b, err := p.requireBroker(pubsub.Needs{Ephemeral: []string{broker.TopicRecords}, DeadLetters: true})
+	b, err := p.requireBroker(serveNeeds())
 	if err != nil {
 		return nil, err
 	}
@@ -379,7 +409,7 @@ func consumeRecords(ctx context.Context, sub func() broker.Subscription, log *sl
 const deliverSubscription = "deliver"
 
 func (c *config) startDeliver(ctx context.Context, p *process, r platform.Router) (*running, error) {
-	b, err := p.requireBroker(pubsub.Needs{Subscribe: []pubsub.Sub{{Topic: broker.TopicRecords, Name: deliverSubscription}}})
+	b, err := p.requireBroker(deliverNeeds())
 	if err != nil {
 		return nil, err
 	}

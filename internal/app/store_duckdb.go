@@ -5,8 +5,12 @@ package app
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
+	"time"
 
+	"github.com/skyjoin/skyjoin/internal/bench"
+	"github.com/skyjoin/skyjoin/internal/event"
 	"github.com/skyjoin/skyjoin/internal/store/duckdb"
 )
 
@@ -42,4 +46,40 @@ func compactDuckDB(ctx context.Context, path string) (before, after int64, err e
 		return 0, 0, fmt.Errorf("%w (is skyjoin running on it? stop it first)", err)
 	}
 	return before, after, nil
+}
+
+// fillDuckDB brings the DuckDB store at path to n records of f, through the
+// store's write path (Store.Write: the staging table, then one INSERT into
+// events, checked by its primary key and indexed by user_id) in batches of
+// 20,000, and closes it (a checkpoint). It resumes from the records the
+// store holds.
+func fillDuckDB(ctx context.Context, path string, f *bench.Filler, n int64, progress io.Writer) error {
+	s, err := duckdb.Open(ctx, duckdb.Config{Path: path}, nil)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	have, err := s.Count(ctx)
+	if err != nil {
+		return err
+	}
+	const batch = 20_000
+	start, from := time.Now(), have
+	recs := make([]event.Record, 0, batch)
+	for i := have; i < n; i += batch {
+		recs = f.Records(recs[:0], i, i+batch)
+		if err := s.Write(ctx, recs); err != nil {
+			return fmt.Errorf("bench: fill at record %d: %w", i, err)
+		}
+		done := i + int64(len(recs))
+		fmt.Fprintf(progress, "\r\033[Kfill: %d of %d records (%.0f/s)", done, n, float64(done-from)/time.Since(start).Seconds())
+	}
+	if err := s.Close(); err != nil {
+		return err
+	}
+	if n > have {
+		fmt.Fprintf(progress, "\r\033[Kfill: %d records written in %s (%.0f/s), the store holds %d\n",
+			n-have, time.Since(start).Round(time.Second), float64(n-have)/time.Since(start).Seconds(), n)
+	}
+	return nil
 }

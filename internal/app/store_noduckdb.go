@@ -5,8 +5,10 @@ package app
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 
+	"github.com/skyjoin/skyjoin/internal/bench"
 	"github.com/skyjoin/skyjoin/internal/store/duckdb"
 )
 
@@ -26,3 +28,5 @@ func migrateDuckDB(context.Context, string) (int, error) { return 0, errNoDuckDB
 func compactDuckDB(context.Context, string) (before, after int64, err error) {
 	return 0, 0, errNoDuckDB
 }
+
+func fillDuckDB(context.Context, string, *bench.Filler, int64, io.Writer) error { return errNoDuckDB }

@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/skyjoin/skyjoin/internal/broker"
 	"github.com/skyjoin/skyjoin/internal/enrich"
@@ -215,4 +216,20 @@ func resolveSecrets(ctx context.Context, vals ...secret.Value) error {
 		}
 	}
 	return nil
+}
+
+// Instruments registers on mp every metric instrument a skyjoin process
+// may export, as the stages do: ingest's, the worker's and the pipeline's
+// observable ones. go test ./deploy/terraform reads their names to check
+// that the alert policies and the dashboard use only metrics that exist.
+func Instruments(mp metric.MeterProvider) error {
+	tp := tracenoop.NewTracerProvider()
+	if _, err := ingest.NewTelemetry(mp, tp); err != nil {
+		return err
+	}
+	if _, err := enrich.NewTelemetry(mp, tp); err != nil {
+		return err
+	}
+	zero := func() int64 { return 0 }
+	return registerPipelineGauges(mp, func() weather.Stats { return weather.Stats{} }, zero, zero, "enrich")
 }

@@ -9,11 +9,11 @@
 // (logging.googleapis.com/labels), so that a log sink or a query selects
 // them: labels.audit="true". They are written whatever the log level.
 //
-// Wire it around the whole handler, with Capture inside any middleware
-// that authenticates: Middleware(log, opts, auth(Capture(mux))). Middleware
-// sees a request refused before the mux (401, 403) too; the principal is
-// read from the request's context (auth.FromContext) where Middleware
-// runs, or, when authentication runs inside it, where Capture runs.
+// Wire it around the whole handler: Middleware(log, opts, mux). It sees a
+// request refused before the mux too; the principal is read from the
+// request's context (auth.FromContext) where Middleware runs or, when
+// authentication runs inside it (each route of the mux authenticates), from
+// an auth.Witness it puts in the request's context.
 package audit
 
 import (
@@ -56,14 +56,6 @@ type route struct {
 	wild []string // path segments of the pattern; "{name}" or "{name...}" for wildcards
 }
 
-type holderKey struct{}
-
-// holder carries the principal from Capture out to Middleware.
-type holder struct {
-	principal auth.Principal
-	ok        bool
-}
-
 // Middleware returns h with the audit trail written to log.
 func Middleware(log *slog.Logger, opts Options, h http.Handler) http.Handler {
 	routes := map[string]route{}
@@ -89,12 +81,12 @@ func Middleware(log *slog.Logger, opts Options, h http.Handler) http.Handler {
 			return
 		}
 		start := time.Now()
-		hd := &holder{}
+		ctx, witness := auth.WithWitness(r.Context())
 		rw := &recorder{ResponseWriter: w}
-		h.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), holderKey{}, hd)))
+		h.ServeHTTP(rw, r.WithContext(ctx))
 		who, ok := auth.FromContext(r.Context())
-		if !ok && hd.ok {
-			who, ok = hd.principal, true
+		if !ok {
+			who, ok = witness.Principal()
 		}
 		if !ok || who.ID == "" {
 			who = auth.Principal{ID: Anonymous, Kind: "none"}
@@ -118,17 +110,6 @@ func Middleware(log *slog.Logger, opts Options, h http.Handler) http.Handler {
 			slog.Int64("duration_ms", time.Since(start).Milliseconds()),
 			slog.String("remote_ip", remoteIP(r)),
 		)
-	})
-}
-
-// Capture records the request's principal for Middleware: wrap the mux
-// with it, inside the middleware that authenticates.
-func Capture(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if hd, ok := r.Context().Value(holderKey{}).(*holder); ok {
-			hd.principal, hd.ok = auth.FromContext(r.Context())
-		}
-		h.ServeHTTP(w, r)
 	})
 }
 

@@ -92,9 +92,9 @@ func TestTrail(t *testing.T) {
 			}}
 			var h http.Handler
 			if order == "auth outside" {
-				h = fakeAuth(Middleware(log, opts, Capture(app())))
+				h = fakeAuth(Middleware(log, opts, app()))
 			} else {
-				h = Middleware(log, opts, fakeAuth(Capture(app())))
+				h = Middleware(log, opts, fakeAuth(app()))
 			}
 			srv := httptest.NewServer(h)
 			defer srv.Close()

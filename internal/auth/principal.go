@@ -41,10 +41,34 @@ var Anonymous = Principal{ID: "anonymous", Kind: KindNone, Scopes: []string{api.
 
 type ctxKey struct{}
 
-// WithPrincipal returns ctx carrying p.
+// WithPrincipal returns ctx carrying p, and tells a Witness of ctx.
 func WithPrincipal(ctx context.Context, p Principal) context.Context {
+	if w, ok := ctx.Value(witnessKey{}).(*Witness); ok {
+		w.p, w.ok = p, true
+	}
 	return context.WithValue(ctx, ctxKey{}, p)
 }
+
+type witnessKey struct{}
+
+// Witness learns the principal that authentication finds for a request
+// further in (WithPrincipal on a context derived from the Witness's), for
+// a middleware that wraps the handlers that authenticate, such as the
+// audit trail around a mux whose routes authenticate each.
+type Witness struct {
+	p  Principal
+	ok bool
+}
+
+// WithWitness returns ctx with a new Witness.
+func WithWitness(ctx context.Context) (context.Context, *Witness) {
+	w := &Witness{}
+	return context.WithValue(ctx, witnessKey{}, w), w
+}
+
+// Principal returns the principal authentication found, if it ran. Read
+// it after the handler returns.
+func (w *Witness) Principal() (Principal, bool) { return w.p, w.ok }
 
 // FromContext returns the caller of a request, if the request was
 // authenticated (or the process runs without auth).

@@ -22,6 +22,8 @@ type Config struct {
 	// Phases selects the phases to run, by name (ingest, pipeline,
 	// latency); empty: all of them.
 	Phases []string
+	// Setup says how the target runs, for the result.
+	Setup string
 }
 
 // Phase names of Config.Phases.
@@ -40,6 +42,7 @@ type Result struct {
 	Machine   string         `json:"machine"`
 	StartedAt time.Time      `json:"started_at"`
 	Target    string         `json:"target"`
+	Setup     string         `json:"setup"` // how the target ran: auth, PII policy, load, store size
 	Ingest    []IngestResult `json:"ingest"`
 	Pipeline  PipelineResult `json:"pipeline"`
 	Latency   []LatencyStats `json:"latency"`
@@ -89,6 +92,7 @@ type LatencyStats struct {
 	P99ms        float64  `json:"p99_ms"`
 	Maxms        float64  `json:"max_ms"`
 	RSS          PhaseRSS `json:"rss"`
+	Stalls       Stalls   `json:"writer_stalls"`
 }
 
 // WeatherResult is the weather join's cost.
@@ -110,6 +114,80 @@ type ServerResult struct {
 	BenchCPUSeconds float64 `json:"bench_cpu_seconds"`
 }
 
+// StallLimit is the writer stall the figures count: an interval longer
+// than this in which the backlog was not empty and no record was stored.
+const StallLimit = 500 * time.Millisecond
+
+// watchEvery is how often a phase's watcher reads /debug/pipeline: the
+// resolution of the stall figures.
+const watchEvery = 50 * time.Millisecond
+
+// Stalls are a phase's writer stalls, seen from outside: intervals in
+// which the backlog was not empty and the stored count did not move.
+type Stalls struct {
+	LongestMS float64 `json:"longest_ms"`
+	OverLimit int     `json:"over_500ms"` // stalls longer than StallLimit
+}
+
+// watcher reads the server's counters every watchEvery during a phase:
+// the largest backlog and the writer's stalls.
+type watcher struct {
+	maxBacklog int64
+	stalls     Stalls
+	stop       context.CancelFunc
+	done       chan struct{}
+}
+
+func watch(ctx context.Context, c *Client) *watcher {
+	ctx, stop := context.WithCancel(ctx)
+	w := &watcher{stop: stop, done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		var (
+			lastStored int64     = -1
+			since      time.Time // the backlog has been waiting and nothing was stored since then
+			inStall    bool
+		)
+		t := time.NewTicker(watchEvery)
+		defer t.Stop()
+		for {
+			d, err := c.Debug(ctx)
+			now := time.Now()
+			if err == nil {
+				w.maxBacklog = max(w.maxBacklog, d.Backlog)
+				switch {
+				case d.Stored != lastStored || d.Backlog == 0:
+					if inStall {
+						w.stalls.OverLimit++
+					}
+					inStall = false
+					since = now
+				default:
+					stall := now.Sub(since)
+					w.stalls.LongestMS = max(w.stalls.LongestMS, float64(stall.Milliseconds()))
+					inStall = inStall || stall > StallLimit
+				}
+				lastStored = d.Stored
+			}
+			select {
+			case <-ctx.Done():
+				if inStall {
+					w.stalls.OverLimit++
+				}
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return w
+}
+
+func (w *watcher) end() (maxBacklog int64, s Stalls) {
+	w.stop()
+	<-w.done
+	return w.maxBacklog, w.stalls
+}
+
 func latencyStats(name string, offered float64, r LoadResult) LatencyStats {
 	s := LatencyStats{Name: name, OfferedRate: offered, AchievedRate: r.EventsPerSecond(), Probes: r.Probes, Lost: r.Lost}
 	if len(r.Latencies) == 0 {
@@ -128,7 +206,8 @@ func latencyStats(name string, offered float64, r LoadResult) LatencyStats {
 // Run measures the stack at c.Base. progress receives a status line now and
 // then (for a terminal: it ends with \r).
 func Run(ctx context.Context, c *Client, cfg Config, progress io.Writer) (Result, error) {
-	res := Result{Machine: fmt.Sprintf("%s/%s, %d CPUs", runtime.GOOS, runtime.GOARCH, runtime.NumCPU()), StartedAt: time.Now().UTC(), Target: c.Base}
+	res := Result{Machine: fmt.Sprintf("%s/%s, %d CPUs", runtime.GOOS, runtime.GOARCH, runtime.NumCPU()), StartedAt: time.Now().UTC(), Target: c.Base,
+		Setup: cfg.Setup}
 	if err := CheckLoopback(c.Base); err != nil {
 		return res, err
 	}
@@ -220,27 +299,18 @@ func Run(ctx context.Context, c *Client, cfg Config, progress io.Writer) (Result
 		}
 		rss := startPhase()
 		dStart, _ := c.Debug(ctx)
-		var maxBacklog int64
-		watch, stopWatch := context.WithCancel(ctx)
-		go func() {
-			for watch.Err() == nil {
-				if d, err := c.Debug(watch); err == nil && d.Backlog > maxBacklog {
-					maxBacklog = d.Backlog
-				}
-				time.Sleep(250 * time.Millisecond)
-			}
-		}()
+		w := watch(ctx, c)
 		l := &Load{Client: c, Events: events, BatchSize: 100, Concurrency: cfg.Concurrency, MaxEvents: cfg.MaxEvents,
 			Duration: cfg.PipelineDuration, ProbeEvery: 200, Progress: progressOf("pipeline (saturated)")}
 		r := l.Run(ctx)
 		dEnd, _ := c.Debug(ctx)
-		stopWatch()
+		maxBacklog, stalls := w.end()
 		rss = endPhase(rss)
 		res.Pipeline = PipelineResult{Stored: dEnd.Stored - dStart.Stored, Seconds: r.Elapsed.Seconds(),
 			StoredPerSec: float64(dEnd.Stored-dStart.Stored) / r.Elapsed.Seconds(), OfferedPerSec: r.EventsPerSecond(), MaxBacklog: maxBacklog,
 			RSS: rss}
 		sat := latencyStats("saturation", 0, r)
-		sat.RSS = rss
+		sat.RSS, sat.Stalls = rss, stalls
 		res.Latency = append(res.Latency, sat)
 	}
 
@@ -251,11 +321,13 @@ func Run(ctx context.Context, c *Client, cfg Config, progress io.Writer) (Result
 		}
 		batch := 100
 		rss := startPhase()
+		w := watch(ctx, c)
 		l := &Load{Client: c, Events: events, BatchSize: batch, Concurrency: cfg.Concurrency, Rate: cfg.LatencyRate,
 			MaxEvents: cfg.MaxEvents, Duration: cfg.LatencyDuration, ProbeEvery: 5, Progress: progressOf(fmt.Sprintf("latency @%.0f/s", cfg.LatencyRate))}
 		r := l.Run(ctx)
+		_, stalls := w.end()
 		fixed := latencyStats(fmt.Sprintf("fixed %.0f events/s", cfg.LatencyRate), cfg.LatencyRate, r)
-		fixed.RSS = endPhase(rss)
+		fixed.RSS, fixed.Stalls = endPhase(rss), stalls
 		res.Latency = append(res.Latency, fixed)
 		if err := drain(); err != nil {
 			return res, err
@@ -298,6 +370,9 @@ func mb(bytes int64) float64 { return float64(bytes) / (1 << 20) }
 func (r Result) Markdown() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Machine: %s. Target: %s. Started %s.\n\n", r.Machine, r.Target, r.StartedAt.Format(time.RFC3339))
+	if r.Setup != "" {
+		fmt.Fprintf(&b, "Setup: %s.\n\n", r.Setup)
+	}
 	if len(r.Ingest) > 0 {
 		b.WriteString("| ingest | events/s | requests/s | accepted | 503s | errors | RSS at start MB | peak RSS MB |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, i := range r.Ingest {
@@ -309,9 +384,10 @@ func (r Result) Markdown() string {
 		fmt.Fprintf(&b, "\n| pipeline (broker → store), saturated | |\n|---|---:|\n| stored events/s | %.0f |\n| over | %.0f s |\n| offered (accepted) events/s | %.0f |\n| peak backlog (messages) | %d |\n| RSS at start / peak | %.0f / %.0f MB |\n",
 			r.Pipeline.StoredPerSec, r.Pipeline.Seconds, r.Pipeline.OfferedPerSec, r.Pipeline.MaxBacklog, r.Pipeline.RSS.StartMB, r.Pipeline.RSS.PeakMB)
 	}
-	b.WriteString("\n| end-to-end latency, 202 → queryable | achieved events/s | probes | p50 ms | p95 ms | p99 ms | max ms | lost | peak RSS MB |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("\n| end-to-end latency, 202 → queryable | achieved events/s | probes | p50 ms | p95 ms | p99 ms | max ms | lost | peak RSS MB | longest writer stall ms | stalls > 500 ms |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, l := range r.Latency {
-		fmt.Fprintf(&b, "| %s | %.0f | %d | %.1f | %.1f | %.1f | %.1f | %d | %.0f |\n", l.Name, l.AchievedRate, l.Probes, l.P50ms, l.P95ms, l.P99ms, l.Maxms, l.Lost, l.RSS.PeakMB)
+		fmt.Fprintf(&b, "| %s | %.0f | %d | %.1f | %.1f | %.1f | %.1f | %d | %.0f | %.0f | %d |\n", l.Name, l.AchievedRate, l.Probes, l.P50ms, l.P95ms, l.P99ms, l.Maxms, l.Lost, l.RSS.PeakMB,
+			l.Stalls.LongestMS, l.Stalls.OverLimit)
 	}
 	fmt.Fprintf(&b, "\n| weather | |\n|---|---:|\n| lookups | %d |\n| provider calls | %d (%d locations) |\n| calls per 1,000 events | %.2f |\n| cache hit ratio | %.4f |\n",
 		r.Weather.Requests, r.Weather.Calls, r.Weather.Points, r.Weather.CallsPer1000, r.Weather.HitRatio)

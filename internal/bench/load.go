@@ -52,8 +52,13 @@ type Events struct {
 	next      atomic.Int64
 }
 
+// benchProperties are the typed properties of every load event: an order
+// as a product team sends one (numbers, a boolean, a nested object and an
+// array), so that the properties column is written and read as in use.
+const benchProperties = `{"order_id":"ord-20481","amount":42.5,"currency":"EUR","items":[{"sku":"sku-1","qty":2,"price":12.5},{"sku":"sku-7","qty":1,"price":17.5}],"coupon":null,"first_order":false,"channel":{"name":"app","version":"5.2.1"}}`
+
 // NewEvents builds templates from the simulator's users. runID makes the
-// event ids of this run unique.
+// event ids of this run unique. Each event carries typed properties.
 func NewEvents(runID string, users int) (*Events, error) {
 	s := sim.New(sim.Options{Users: users})
 	rec := httptest.NewRecorder()
@@ -70,6 +75,7 @@ func NewEvents(runID string, users int) (*Events, error) {
 		ev := evs[i]
 		ev.EventID = "\x00"
 		ev.EventType = "bench.event"
+		ev.Properties = json.RawMessage(benchProperties)
 		b, err := json.Marshal(&ev)
 		if err != nil {
 			return nil, err
@@ -127,7 +133,18 @@ type Client struct {
 	// Admin is the base URL of the target's admin listener, where
 	// /debug/pipeline is (its ready file's admin_url); "" means Base.
 	Admin string
-	HC    *http.Client
+	// Key, if set, is sent as Authorization: Bearer on every request (the
+	// target has auth on, as a deployment does).
+	Key string
+	HC  *http.Client
+}
+
+// do sends req with the client's credential.
+func (c *Client) do(req *http.Request) (*http.Response, error) {
+	if c.Key != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Key)
+	}
+	return c.HC.Do(req)
 }
 
 // NewClient returns a client with enough idle connections for conc workers.
@@ -138,18 +155,7 @@ func NewClient(base string, conc int) *Client {
 
 // Post sends a body and returns the status (0 on a transport error).
 func (c *Client) Post(ctx context.Context, body []byte) int {
-	req, err := http.NewRequestWithContext(ctx, "POST", c.Base+"/v1/events", bytes.NewReader(body))
-	if err != nil {
-		return 0
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.HC.Do(req)
-	if err != nil {
-		return 0
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode
+	return c.PostAnswer(ctx, body).Status
 }
 
 // Exists says whether an event is queryable.
@@ -158,7 +164,7 @@ func (c *Client) Exists(ctx context.Context, id string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	resp, err := c.HC.Do(req)
+	resp, err := c.do(req)
 	if err != nil {
 		return false, err
 	}
@@ -221,7 +227,7 @@ func (c *Client) debug(ctx context.Context, query string) (Debug, error) {
 	if err != nil {
 		return d, err
 	}
-	resp, err := c.HC.Do(req)
+	resp, err := c.do(req)
 	if err != nil {
 		return d, fmt.Errorf("GET /debug/pipeline: %w", err)
 	}

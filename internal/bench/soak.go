@@ -69,7 +69,7 @@ func (c *Client) PostAnswer(ctx context.Context, body []byte) Answer {
 		return Answer{Err: fmt.Errorf("POST /v1/events: %w", err)}
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.HC.Do(req)
+	resp, err := c.do(req)
 	if err != nil {
 		return Answer{Err: fmt.Errorf("POST /v1/events: %w", err), Elapsed: time.Since(start)}
 	}

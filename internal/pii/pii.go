@@ -449,6 +449,27 @@ type freeRules struct {
 	exact map[string]Rule // "a.b": the value at a.b
 	wild  []wildRule      // "a.*": everything under a; longest prefix first
 	keeps bool            // every rule keeps
+	// tops are the quoted top-level names the rules that do not keep start
+	// with (`"a"` for a.b and a.*); nil when one of them (*) reaches every
+	// name. JSON data in which none of them appears, and with no escape
+	// that could spell one, has nothing a rule applies to.
+	tops [][]byte
+	all  bool // a rule that does not keep applies to every name
+}
+
+// untouched reports whether no rule of f can apply to the JSON object raw:
+// no top-level name of a rule appears in it as a quoted string, and it has
+// no backslash (an escape could spell a name: "\u005fsegment").
+func (f *freeRules) untouched(raw []byte) bool {
+	if f.all || bytes.IndexByte(raw, '\\') >= 0 {
+		return false
+	}
+	for _, t := range f.tops {
+		if bytes.Contains(raw, t) {
+			return false
+		}
+	}
+	return true
 }
 
 type wildRule struct {
@@ -503,6 +524,14 @@ func New(spec Spec, key []byte) (*Policy, error) {
 		root, key, _ := strings.Cut(path, ".")
 		fr := p.free[root]
 		fr.keeps = fr.keeps && r.Action == Keep
+		if r.Action != Keep {
+			top, _, _ := strings.Cut(key, ".")
+			if top == "*" {
+				fr.all = true
+			} else {
+				fr.tops = append(fr.tops, []byte(`"`+top+`"`))
+			}
+		}
 		if prefix, ok := strings.CutSuffix(key, "*"); ok && (prefix == "" || strings.HasSuffix(prefix, ".")) {
 			fr.wild = append(fr.wild, wildRule{prefix: prefix, rule: r})
 		} else {
@@ -554,15 +583,17 @@ func (p *Policy) Apply(r *event.Record) {
 			r.Attributes = nil
 		}
 	}
-	if fr := p.free["properties"]; !fr.keeps && len(r.Properties) > 0 {
+	if fr := p.free["properties"]; !fr.keeps && len(r.Properties) > 0 && !fr.untouched(r.Properties) {
 		p.applyProperties(fr, r)
 	}
 }
 
 // applyProperties applies the rules of properties to the record's
-// properties: decoded, walked as ApplyTree does, and encoded again when a
-// rule changed something. Properties that do not decode (Validate refuses
-// them before a record is made) are dropped rather than kept unfiltered.
+// properties: decoded, walked as ApplyTree does, and encoded again. Apply
+// calls it only when a rule may apply (freeRules.untouched): properties no
+// rule reaches are kept as sent, byte for byte. Properties that do not
+// decode (Validate refuses them before a record is made) are dropped rather
+// than kept unfiltered.
 func (p *Policy) applyProperties(fr *freeRules, r *event.Record) {
 	var m map[string]any
 	d := json.NewDecoder(bytes.NewReader(r.Properties))

@@ -397,3 +397,58 @@ func TestDefaultCoversTrackerContext(t *testing.T) {
 		t.Errorf("properties after the default policy: %s", got)
 	}
 }
+
+// TestPropertiesNoRuleReaches: properties that no rule can reach are kept
+// as sent, byte for byte (order of names, spacing, number text), without
+// a decode; a name spelled with an escape, or a rule for every name, still
+// takes the rules.
+func TestPropertiesNoRuleReaches(t *testing.T) {
+	p := mustPolicy(t, "default", testKey)
+	const sent = `{"zeta": 1.50, "amount":12.5,"items":[{"sku":"a"}],"segment":"b2b"}`
+	r := sample()
+	r.Properties = []byte(sent)
+	p.Apply(&r)
+	if string(r.Properties) != sent {
+		t.Errorf("untouched properties changed:\n got %s\nwant %s", r.Properties, sent)
+	}
+	// "_segment" as a value, not a name: decoded and walked (the check is
+	// on bytes), and nothing is lost.
+	r = sample()
+	r.Properties = []byte(`{"note":"_segment","n":1}`)
+	p.Apply(&r)
+	if string(r.Properties) != `{"n":1,"note":"_segment"}` {
+		t.Errorf("properties with \"_segment\" as a value: %s", r.Properties)
+	}
+	// As a name spelled with an escape: the rules apply.
+	r = sample()
+	r.Properties = []byte(`{"\u005fsegment":{"context":{"ip":"203.0.113.7"}}}`)
+	p.Apply(&r)
+	if strings.Contains(string(r.Properties), "203.0.113.7") || !strings.Contains(string(r.Properties), p.hash("203.0.113.7")) {
+		t.Errorf("an escaped name escaped the rules: %s", r.Properties)
+	}
+	all := mustPolicy(t, "keep,properties.*=drop", testKey)
+	r = sample()
+	r.Properties = []byte(sent)
+	all.Apply(&r)
+	if string(r.Properties) != "{}" {
+		t.Errorf("properties.*=drop left %s", r.Properties)
+	}
+}
+
+// BenchmarkApplyProperties: the default policy on a record with typed
+// properties that no rule reaches (an order event), as most records are.
+func BenchmarkApplyProperties(b *testing.B) {
+	p := mustPolicy(b, "default", testKey)
+	const props = `{"order_id":"ord-20481","amount":42.5,"currency":"EUR","items":[{"sku":"sku-1","qty":2,"price":12.5},{"sku":"sku-7","qty":1,"price":17.5}],"coupon":null,"first_order":false,"channel":{"name":"app","version":"5.2.1"}}`
+	recs := make([]event.Record, 1024)
+	for i := range recs {
+		recs[i] = sample()
+		recs[i].Properties = []byte(props)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		r := recs[i%len(recs)]
+		p.Apply(&r)
+	}
+}

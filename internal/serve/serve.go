@@ -312,15 +312,17 @@ func (h *Handler) latest(w http.ResponseWriter, r *http.Request) {
 }
 
 // readError answers a failed store read: 404 for store.ErrNotFound with
-// notFound as the message, 400 for a bad cursor, 504 when the read timed
-// out, nothing useful when the client went away, and 500 (logged) for the
-// rest.
+// notFound as the message, 400 for a bad cursor or a read the store
+// refuses for its cost (store.ErrTooCostly), 504 when the read timed out,
+// nothing useful when the client went away, and 500 (logged) for the rest.
 func (h *Handler) readError(w http.ResponseWriter, r *http.Request, ctx context.Context, err error, notFound string) {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		platform.WriteError(w, http.StatusNotFound, notFound, nil)
 	case errors.Is(err, store.ErrBadCursor):
 		platform.WriteError(w, http.StatusBadRequest, "cursor: must be a next_cursor returned by this API for the same query", nil)
+	case errors.Is(err, store.ErrTooCostly):
+		platform.WriteError(w, http.StatusBadRequest, "the query would scan more than this deployment allows: narrow it with since/until, user_id or country", nil)
 	case r.Context().Err() != nil:
 		// The client is gone; nobody reads the answer.
 		h.log.LogAttrs(r.Context(), slog.LevelDebug, "read abandoned by client", slog.String("path", r.URL.Path), slog.Any("error", err))

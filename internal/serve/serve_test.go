@@ -601,6 +601,7 @@ func TestStoreErrors(t *testing.T) {
 		{"store failure", errors.New("duckdb: disk on fire"), 0, http.StatusInternalServerError, "ERROR"},
 		{"wrapped not found", fmt.Errorf("get: %w", store.ErrNotFound), 0, http.StatusNotFound, ""},
 		{"timeout", nil, time.Millisecond, http.StatusGatewayTimeout, "WARN"},
+		{"over the cost cap", fmt.Errorf("query: %w: it would bill more than max_bytes_billed=10", store.ErrTooCostly), 0, http.StatusBadRequest, ""},
 	}
 	for _, tt := range tests {
 		for _, path := range paths {

@@ -291,6 +291,11 @@ var ErrNotFound = errors.New("not found")
 // ErrBadCursor is returned by List for a cursor it did not issue.
 var ErrBadCursor = errors.New("bad cursor")
 
+// ErrTooCostly is returned by a read the store refuses for what it would
+// cost (BigQuery: more bytes billed than the store's cap). The caller can
+// narrow it (by time, user, country); the error's text says how.
+var ErrTooCostly = errors.New("the read would cost more than the store allows")
+
 // EffectiveLimit applies DefaultLimit and MaxLimit to a requested limit.
 func EffectiveLimit(n int) int {
 	switch {

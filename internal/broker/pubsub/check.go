@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/skyjoin/skyjoin/internal/broker"
+	"github.com/skyjoin/skyjoin/internal/platform/iam"
 )
 
 // Needs is what one process uses of the broker, for Check.
@@ -34,6 +35,48 @@ type Needs struct {
 
 // Sub names a durable subscription: Name on Topic.
 type Sub struct{ Topic, Name string }
+
+// EphemeralRole is the custom role a process that makes ephemeral
+// subscriptions holds on the project: their ids are not known in advance,
+// so it creates, pulls and deletes subscriptions project-wide
+// (roles/pubsub.editor would also let it delete topics).
+const EphemeralRole = iam.CustomPrefix + "skyjoinEphemeralSubscriptions"
+
+// EphemeralPermissions are the permissions of EphemeralRole: Subscribe
+// with Ephemeral creates the subscription, StreamingPull consumes it, and
+// Close deletes it. Attaching it to the topic needs
+// pubsub.topics.attachSubscription on the topic (roles/pubsub.subscriber).
+var EphemeralPermissions = []string{
+	"pubsub.subscriptions.consume",
+	"pubsub.subscriptions.create",
+	"pubsub.subscriptions.delete",
+}
+
+// Grants are the IAM grants a process needs for what n names, with
+// Config.Create off (with Create it needs roles/pubsub.editor on the
+// project): roles/pubsub.publisher on each topic it publishes to,
+// roles/pubsub.subscriber on each subscription it pulls, and for ephemeral
+// subscriptions EphemeralRole on the project and roles/pubsub.subscriber
+// on the topic; browsing and deleting dead letters pulls and acks the
+// browse subscription. Check needs nothing more: TestIamPermissions needs
+// no permission, and the reads it falls back to are optional.
+func (n Needs) Grants() []iam.Grant {
+	var gs []iam.Grant
+	for _, t := range n.Publish {
+		gs = append(gs, iam.Grant{Role: "roles/pubsub.publisher", On: iam.Topic(t)})
+	}
+	for _, s := range n.Subscribe {
+		gs = append(gs, iam.Grant{Role: "roles/pubsub.subscriber", On: iam.Subscription(s.Topic + "-" + s.Name)})
+	}
+	for _, t := range n.Ephemeral {
+		gs = append(gs, iam.Grant{Role: "roles/pubsub.subscriber", On: iam.Topic(t)},
+			iam.Grant{Role: EphemeralRole, On: iam.Project})
+	}
+	if n.DeadLetters {
+		gs = append(gs, iam.Grant{Role: "roles/pubsub.subscriber", On: iam.Subscription(broker.TopicDeadLetter + "-" + browseSubscription)})
+	}
+	return iam.Union(gs)
+}
 
 // Check verifies, when Config.Create is off, that what n names exists and
 // that this process may use it, and returns every problem in one error,

@@ -26,6 +26,8 @@ import (
 	secretmanager "cloud.google.com/go/secretmanager/apiv1"
 	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
 	"google.golang.org/api/option"
+
+	"github.com/skyjoin/skyjoin/internal/platform/iam"
 )
 
 // Schemes of references.
@@ -121,6 +123,18 @@ func versionName(s string) (string, error) {
 		}
 	}
 	return strings.Join(parts, "/"), nil
+}
+
+// Grants are the IAM grants resolving r needs: an sm:// reference reads a
+// version of its secret (roles/secretmanager.secretAccessor on the
+// secret); the others need none.
+func (r Ref) Grants() []iam.Grant {
+	if r.kind != KindSecretManager {
+		return nil
+	}
+	// name is projects/P/secrets/S/versions/V (ParseRef checked it).
+	parts := strings.Split(r.name, "/")
+	return []iam.Grant{{Role: "roles/secretmanager.secretAccessor", On: iam.Secret(parts[3])}}
 }
 
 // Kind is the form of the reference.

@@ -51,6 +51,7 @@ import (
 	gcpdetector "go.opentelemetry.io/contrib/detectors/gcp"
 
 	"github.com/skyjoin/skyjoin/internal/platform"
+	"github.com/skyjoin/skyjoin/internal/platform/iam"
 )
 
 // Exporters, the values of --telemetry.
@@ -156,6 +157,19 @@ type Provider struct {
 	tp        trace.TracerProvider
 	metrics   http.Handler
 	shutdowns []func(context.Context) error
+}
+
+// Grants are the IAM grants of a process that exports (Exporter gcp): it
+// writes metrics and spans to the Telemetry API (telemetry.metrics.write,
+// telemetry.traces.write). The other exporters need none.
+func (c Config) Grants() []iam.Grant {
+	if c.Exporter != ExporterGCP {
+		return nil
+	}
+	return []iam.Grant{
+		{Role: "roles/telemetry.metricsWriter", On: iam.Project},
+		{Role: "roles/telemetry.tracesWriter", On: iam.Project},
+	}
 }
 
 // New sets up telemetry from cfg. Call Shutdown to flush and stop it.

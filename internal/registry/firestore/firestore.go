@@ -31,6 +31,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/skyjoin/skyjoin/internal/platform/iam"
 	"github.com/skyjoin/skyjoin/internal/registry"
 )
 
@@ -106,6 +107,11 @@ type Registry struct {
 }
 
 // Open connects to the database of cfg; opts are for tests.
+// Grants are the IAM grants of a process with a Firestore registry: it
+// reads, writes, and listens to documents (roles/datastore.user; Firestore
+// grants it on the project, not per database).
+var Grants = []iam.Grant{{Role: "roles/datastore.user", On: iam.Project}}
+
 func Open(ctx context.Context, cfg Config, opts ...option.ClientOption) (*Registry, error) {
 	if !prefixRE.MatchString(cfg.Prefix) {
 		return nil, fmt.Errorf("registry: firestore: %w: prefix %q: want up to 64 of [A-Za-z0-9_-]", registry.ErrInvalid, cfg.Prefix)

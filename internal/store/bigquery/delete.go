@@ -7,12 +7,22 @@ import (
 
 	"cloud.google.com/go/bigquery"
 	"google.golang.org/api/iterator"
+
+	"github.com/skyjoin/skyjoin/internal/platform/iam"
 )
 
 // deleteUsersSQL erases users' records from the table itself (not the
 // view): every stored copy of them. The ids travel as an array parameter.
 func (c Config) deleteUsersSQL() string {
 	return "DELETE FROM " + c.tableSQLName() + " WHERE user_id IN UNNEST(@user_ids)"
+}
+
+// EraserGrants are the IAM grants of a process that erases users: a DML
+// DELETE is a query job (roles/bigquery.jobUser on the project) that
+// changes the table (roles/bigquery.dataEditor on the dataset).
+var EraserGrants = []iam.Grant{
+	{Role: "roles/bigquery.dataEditor", On: iam.Dataset},
+	{Role: "roles/bigquery.jobUser", On: iam.Project},
 }
 
 // DeleteUsers deletes every copy of the users' records from the table by

@@ -29,6 +29,9 @@ type fakeQuery struct {
 	// dml, if set, is the number of rows a DML statement (a query that does
 	// not start with SELECT) changed, reported by jobs.get.
 	dml func(q *bq.QueryRequest) int64
+	// failReason, if set, fails every query with a 400 of that reason, as
+	// BigQuery fails a job (bytesBilledLimitExceeded, ...).
+	failReason string
 
 	mu       sync.Mutex
 	queries  []*bq.QueryRequest
@@ -81,6 +84,12 @@ func (f *fakeQuery) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		f.checkParameters(&q)
 		f.queries = append(f.queries, &q)
+		if f.failReason != "" {
+			w.WriteHeader(400)
+			reply(map[string]any{"error": map[string]any{"code": 400, "message": "Query exceeded limit for bytes billed",
+				"errors": []map[string]any{{"reason": f.failReason, "message": "Query exceeded limit for bytes billed"}}}})
+			return
+		}
 		rows := f.answer(&q)
 		job := fmt.Sprintf("job-%d", len(f.queries))
 		f.jobs[job] = rows

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/api/iterator"
 
 	"github.com/skyjoin/skyjoin/internal/event"
+	"github.com/skyjoin/skyjoin/internal/platform/iam"
 	"github.com/skyjoin/skyjoin/internal/store"
 )
 
@@ -99,6 +100,24 @@ func from(cfg Config, pre []string) string {
 		where = strings.Join(pre, " AND ")
 	}
 	return " FROM (SELECT " + selectColumns + " FROM " + cfg.tableSQLName() + " WHERE " + where + " QUALIFY " + dedup + ")"
+}
+
+// ReaderGrants are the IAM grants of a process that reads: every read is
+// a query job (roles/bigquery.jobUser on the project) over the table and
+// the view (roles/bigquery.dataViewer on the dataset).
+var ReaderGrants = []iam.Grant{
+	{Role: "roles/bigquery.dataViewer", On: iam.Dataset},
+	{Role: "roles/bigquery.jobUser", On: iam.Project},
+}
+
+// Ping reads the table's metadata: the readiness check of a process with
+// this store. It runs no query, so it bills nothing, and needs only
+// bigquery.tables.get, which WriterGrants and ReaderGrants both hold.
+func (r *Reader) Ping(ctx context.Context) error {
+	if _, err := r.client.Dataset(r.cfg.Dataset).Table(r.cfg.table()).Metadata(ctx); err != nil {
+		return fmt.Errorf("bigquery: table %s.%s: %w", r.cfg.Dataset, r.cfg.table(), err)
+	}
+	return nil
 }
 
 // List returns one page of records matching q, by (processed_at, event_id):
@@ -323,7 +342,8 @@ func (r *Reader) read(ctx context.Context, sql string, params []bigquery.QueryPa
 	it, err := r.readQuery(sql, params).Read(ctx)
 	if err != nil {
 		if reason(err) == "bytesBilledLimitExceeded" {
-			return nil, fmt.Errorf("query: it would bill more than max_bytes_billed=%d bytes (narrow it by time, user or country, or raise the store URL's max_bytes_billed): %w", r.cfg.maxBytesBilled(), err)
+			return nil, fmt.Errorf("%w: it would bill more than max_bytes_billed=%d bytes (narrow it by time, user or country, or raise the store URL's max_bytes_billed): %w",
+				store.ErrTooCostly, r.cfg.maxBytesBilled(), err)
 		}
 		return nil, fmt.Errorf("query: %w", err)
 	}

@@ -342,3 +342,50 @@ func TestCaseRange(t *testing.T) {
 		}
 	}
 }
+
+// TestReadOverTheCap: a query BigQuery refuses for its bytes billed is
+// store.ErrTooCostly (the API answers 400), with the cap in its text.
+func TestReadOverTheCap(t *testing.T) {
+	fq := &fakeQuery{answer: func(*bq.QueryRequest) [][]any { return nil }, failReason: "bytesBilledLimitExceeded"}
+	cfg := Config{Project: testProject, Dataset: testDataset, Location: "EU", MaxBytesBilled: 20 << 20, QueryOptions: startFakeQuery(t, fq)}
+	r, err := NewReader(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	_, err = r.List(t.Context(), store.Query{})
+	if !errors.Is(err, store.ErrTooCostly) || !strings.Contains(err.Error(), "max_bytes_billed=20971520") {
+		t.Fatalf("List over the cap: %v, want store.ErrTooCostly naming the cap", err)
+	}
+	fq.failReason = "invalidQuery"
+	if _, err = r.List(t.Context(), store.Query{}); err == nil || errors.Is(err, store.ErrTooCostly) {
+		t.Fatalf("another failure: %v, want an error that is not ErrTooCostly", err)
+	}
+}
+
+// TestPing: the readiness check reads the table's metadata and runs no
+// query (a query is billed, at least 10 MiB); a missing table fails it.
+func TestPing(t *testing.T) {
+	fq := &fakeQuery{answer: func(*bq.QueryRequest) [][]any {
+		t.Error("Ping ran a query")
+		return nil
+	}}
+	opts := startFakeQuery(t, fq)
+	r, err := NewReader(t.Context(), Config{Project: testProject, Dataset: testDataset, Location: "EU", QueryOptions: opts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if err := r.Ping(t.Context()); err == nil || !strings.Contains(err.Error(), testDataset+".events") {
+		t.Errorf("Ping without the table = %v, want an error naming it", err)
+	}
+	fq.mu.Lock()
+	fq.tables[testDataset+".events"] = &bq.Table{TableReference: &bq.TableReference{ProjectId: testProject, DatasetId: testDataset, TableId: "events"}, Schema: restSchema()}
+	fq.mu.Unlock()
+	if err := r.Ping(t.Context()); err != nil {
+		t.Errorf("Ping = %v", err)
+	}
+	if len(fq.queries) != 0 {
+		t.Errorf("%d queries", len(fq.queries))
+	}
+}

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/dynamicpb"
 
 	"github.com/skyjoin/skyjoin/internal/event"
+	"github.com/skyjoin/skyjoin/internal/platform/iam"
 	"github.com/skyjoin/skyjoin/internal/retry"
 	"github.com/skyjoin/skyjoin/internal/store"
 )
@@ -262,6 +263,12 @@ func (e *RowErrors) Reasons() map[int]string {
 // processed_at, so the copy just written is the one readers see, and the
 // caller passes that one on. (Two copies with the same processed_at, such
 // as repeats within one call, leave the view's choice between them open.)
+// WriterGrants are the IAM grants of a process that writes: appends to
+// the table's default stream (bigquery.tables.updateData) and reads its
+// schema (bigquery.tables.get), both in roles/bigquery.dataEditor on the
+// dataset.
+var WriterGrants = []iam.Grant{{Role: "roles/bigquery.dataEditor", On: iam.Dataset}}
+
 func (w *Writer) Write(ctx context.Context, recs []event.Record) error {
 	if len(recs) == 0 {
 		return nil
