@@ -4,7 +4,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"strings"
 	"time"
 
@@ -133,23 +132,7 @@ func (c weatherConfig) Validate() error {
 }
 
 // parseQuota reads LIMIT/PERIOD,... ("none" or "": no quota).
-func parseQuota(s string) ([]weather.Window, error) {
-	s = strings.TrimSpace(s)
-	if s == "" || s == "none" {
-		return nil, nil
-	}
-	var out []weather.Window
-	for part := range strings.SplitSeq(s, ",") {
-		n, per, ok := strings.Cut(strings.TrimSpace(part), "/")
-		limit, err1 := strconv.Atoi(n)
-		d, err2 := time.ParseDuration(per)
-		if !ok || err1 != nil || err2 != nil || limit < 1 || d <= 0 {
-			return nil, fmt.Errorf("%q: want LIMIT/PERIOD such as 600/1m", part)
-		}
-		out = append(out, weather.Window{Per: d, Limit: limit})
-	}
-	return out, nil
-}
+func parseQuota(s string) ([]weather.Window, error) { return weather.ParseQuota(s) }
 
 func (c weatherConfig) serviceConfig(log *slog.Logger) weather.ServiceConfig {
 	quota, _ := parseQuota(c.Quota)

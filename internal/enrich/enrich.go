@@ -293,8 +293,8 @@ func (w *Worker) handleBatch(ctx context.Context, msgs []*broker.Message) (pause
 			if panicked {
 				stage = "enrich"
 			}
-			derr := w.publishDead(ctx, []deadLetter{{msg: f.m, index: -1, data: f.m.Data, stage: stage,
-				reason: f.err.Error()}}, w.now().UTC())
+			derr := w.publishDead(ctx, []DeadLetter{{Msg: f.m, Index: -1, Data: f.m.Data, Stage: stage,
+				Reason: f.err.Error()}}, w.now().UTC())
 			if derr == nil {
 				derr = w.sub.Ack(ctx, f.m)
 			}
@@ -354,14 +354,6 @@ func (w *Worker) phaseDone(ctx context.Context, p Phase, start time.Time, n int,
 	}
 }
 
-// eventOrigin is where an event came from: its message, its index there and its
-// JSON as sent.
-type eventOrigin struct {
-	msg   *broker.Message
-	index int
-	raw   []byte
-}
-
 // panicError is a panic while processing a message, turned into an error.
 type panicError struct{ v any }
 
@@ -377,125 +369,37 @@ func (w *Worker) process(ctx context.Context, msgs []*broker.Message) (err error
 	return w.Process(ctx, msgs)
 }
 
-// deadLetter is one event (or one undecodable message) to dead-letter.
-type deadLetter struct {
-	msg    *broker.Message
-	index  int    // -1 for the whole message
-	data   []byte // the event's JSON, or the whole message
-	stage  string
-	reason string
+// core is the worker's enrichment Core, as configured now.
+func (w *Worker) core() *Core {
+	return &Core{Joiner: w.joiner, MaxClockSkew: w.cfg.MaxClockSkew, RequireLocation: w.cfg.RequireLocation,
+		OnWeatherFailure: w.cfg.OnWeatherFailure, PII: w.PII, Now: w.now}
 }
 
-// Process handles one batch: decode, validate, enrich, store, dead-letter,
-// ack. It returns an error, without acking, if the batch must be retried.
+// Process handles one batch: decode, validate, enrich (the Core), store,
+// dead-letter, ack. It returns an error, without acking, if the batch must
+// be retried.
 func (w *Worker) Process(ctx context.Context, msgs []*broker.Message) error {
-	now := w.now().UTC()
-	var (
-		events  []event.Event
-		ingAt   []time.Time
-		origins []eventOrigin // where each event came from, for dead letters
-		dead    []deadLetter
-	)
+	core := w.core()
 	pctx, start := w.phaseStart(ctx, PhaseDecode)
-	for _, m := range msgs {
-		in, err := envelope.DecodeEvents(m)
-		if err != nil {
-			dead = append(dead, deadLetter{msg: m, index: -1, data: m.Data, stage: "decode", reason: err.Error()})
-			continue
-		}
-		ingestedAt := in.IngestedAt
-		if ingestedAt.IsZero() {
-			ingestedAt = now
-		}
-		for i := range in.Events {
-			d := &in.Events[i]
-			errs := d.Errors
-			stage := "decode"
-			if len(errs) == 0 {
-				errs = d.Event.Validate(i, now, w.cfg.MaxClockSkew)
-				if fe := d.Event.RequireLocation(i); w.cfg.RequireLocation && fe != nil {
-					errs = append(errs, *fe)
-				}
-				stage = "validate"
-			}
-			if len(errs) > 0 {
-				dead = append(dead, deadLetter{msg: m, index: i, data: d.Raw, stage: stage, reason: event.JoinErrors(errs)})
-				continue
-			}
-			events = append(events, d.Event)
-			ingAt = append(ingAt, ingestedAt.UTC())
-			origins = append(origins, eventOrigin{m, i, d.Raw})
-		}
-	}
+	b := core.Decode(msgs)
 	w.phaseDone(pctx, PhaseDecode, start, len(msgs), nil)
-
-	recs := make([]event.Record, len(events))
-	if len(events) > 0 {
-		// Events without coordinates have no weather to look up: status
-		// no_location. at[i] is event i's request, -1 for none.
-		reqs := make([]weather.Request, 0, len(events))
-		at := make([]int, len(events))
-		for i := range events {
-			if !events[i].Location.HasCoordinates() {
-				at[i] = -1
-				continue
-			}
-			at[i] = len(reqs)
-			reqs = append(reqs, weather.Request{Point: weather.Point{Lat: events[i].Location.Lat(), Lon: events[i].Location.Lon()}, At: events[i].OccurredAt})
-		}
+	now, dead, recs := b.Now, b.Dead, b.Records
+	if len(recs) > 0 {
 		pctx, start := w.phaseStart(ctx, PhaseWeather)
-		results := w.joiner.Lookup(pctx, reqs)
-		if len(results) != len(reqs) {
-			err := fmt.Errorf("enrich: weather lookup answered %d of %d requests", len(results), len(reqs))
-			w.phaseDone(pctx, PhaseWeather, start, len(reqs), err)
-			return err
-		}
-		w.phaseDone(pctx, PhaseWeather, start, len(reqs), nil)
-		processedAt := w.now().UTC()
-		var unavailable, stale int64
-		var hold error
-		for i := range events {
-			r := &recs[i]
-			r.Event = events[i]
-			r.IngestedAt = ingAt[i]
-			r.ProcessedAt = processedAt
-			if at[i] < 0 {
-				r.Enrichment.Status = event.StatusNoLocation
-				continue
-			}
-			res := results[at[i]]
-			switch {
-			case res.Err != nil:
-				r.Enrichment = event.Enrichment{Status: event.StatusUnavailable, Error: res.Err.Error()}
-				unavailable++
-				if hold == nil && (w.cfg.OnWeatherFailure == WeatherFailureRetry || errors.Is(res.Err, weather.ErrQuotaExhausted)) {
-					hold = res.Err
-				}
-			default:
-				r.Weather = res.Weather
-				r.Enrichment.Status = res.Status
-				if r.Enrichment.Status == "" {
-					r.Enrichment.Status = event.StatusEnriched
-				}
-				if r.Enrichment.Status == event.StatusStale {
-					r.Enrichment.Error = res.Reason
-					stale++
-				}
-			}
-		}
-		if hold != nil {
+		err := core.Join(pctx, &b)
+		held := errors.Is(err, ErrWeatherHeld)
+		if held {
+			w.phaseDone(pctx, PhaseWeather, start, b.Lookups, nil)
 			// Nothing of the batch is stored or acked: it comes back.
 			w.stats.held.Add(1)
-			return fmt.Errorf("enrich: weather unavailable for %d of %d events: %w: %w",
-				unavailable, len(recs), ErrWeatherHeld, hold)
+			return err
 		}
-		if w.PII != nil {
-			for i := range recs {
-				w.PII.Apply(&recs[i])
-			}
+		w.phaseDone(pctx, PhaseWeather, start, b.Lookups, err)
+		if err != nil {
+			return err
 		}
 		pctx, start = w.phaseStart(ctx, PhaseStore)
-		err := w.store.Write(pctx, recs)
+		err = w.store.Write(pctx, recs)
 		w.phaseDone(pctx, PhaseStore, start, len(recs), err)
 		if rejected, ok := errors.AsType[store.RejectedRows](err); ok {
 			// The store refused some records for what they hold and stored
@@ -508,8 +412,8 @@ func (w *Worker) Process(ctx context.Context, msgs []*broker.Message) error {
 					kept = append(kept, recs[i])
 					continue
 				}
-				o := origins[i]
-				dead = append(dead, deadLetter{msg: o.msg, index: o.index, data: o.raw, stage: "store", reason: reason})
+				o := b.Origins[i]
+				dead = append(dead, DeadLetter{Msg: o.Msg, Index: o.Index, Data: o.Raw, Stage: "store", Reason: reason})
 			}
 			recs, err = kept, nil
 		}
@@ -523,8 +427,8 @@ func (w *Worker) Process(ctx context.Context, msgs []*broker.Message) error {
 			return err
 		}
 		w.stats.stored.Add(int64(len(recs)))
-		w.stats.unavailable.Add(unavailable)
-		w.stats.stale.Add(stale)
+		w.stats.unavailable.Add(int64(b.Unavailable))
+		w.stats.stale.Add(int64(b.Stale))
 	}
 	if len(dead) > 0 {
 		if err := w.publishDead(ctx, dead, now); err != nil {
@@ -583,12 +487,12 @@ func (w *Worker) publishRecords(ctx context.Context, recs []event.Record) error 
 	return nil
 }
 
-func (w *Worker) publishDead(ctx context.Context, dead []deadLetter, now time.Time) error {
+func (w *Worker) publishDead(ctx context.Context, dead []DeadLetter, now time.Time) error {
 	out := make([]*broker.Message, len(dead))
 	for i, d := range dead {
-		out[i] = envelope.NewDeadLetter(d.msg, d.index, d.data, d.stage, d.reason, w.cfg.Subscription, now)
-		w.log.WarnContext(ctx, "enrich: dead-lettered", "stage", d.stage, "reason", d.reason,
-			"message_id", d.msg.ID, "index", d.index)
+		out[i] = d.Message(w.cfg.Subscription, now)
+		w.log.WarnContext(ctx, "enrich: dead-lettered", "stage", d.Stage, "reason", d.Reason,
+			"message_id", d.Msg.ID, "index", d.Index)
 	}
 	pctx, start := w.phaseStart(ctx, PhaseDeadLetter)
 	err := w.pub.Publish(pctx, broker.TopicDeadLetter, out...)
@@ -598,7 +502,7 @@ func (w *Worker) publishDead(ctx context.Context, dead []deadLetter, now time.Ti
 	}
 	if w.Observer != nil {
 		for _, d := range dead {
-			w.Observer.DeadLettered(ctx, d.stage, 1)
+			w.Observer.DeadLettered(ctx, d.Stage, 1)
 		}
 	}
 	w.stats.dead.Add(int64(len(out)))

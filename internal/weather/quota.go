@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -186,4 +188,24 @@ func (q *Quota) Stats() QuotaStats {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return QuotaStats{Waits: q.waits, Waited: q.waited, Exhausted: q.exhausted}
+}
+
+// ParseQuota reads a quota as LIMIT/PERIOD,... such as
+// 600/1m,5000/1h,10000/24h ("none" or "": no quota).
+func ParseQuota(s string) ([]Window, error) {
+	s = strings.TrimSpace(s)
+	if s == "" || s == "none" {
+		return nil, nil
+	}
+	var out []Window
+	for part := range strings.SplitSeq(s, ",") {
+		n, per, ok := strings.Cut(strings.TrimSpace(part), "/")
+		limit, err1 := strconv.Atoi(n)
+		d, err2 := time.ParseDuration(per)
+		if !ok || err1 != nil || err2 != nil || limit < 1 || d <= 0 {
+			return nil, fmt.Errorf("%q: want LIMIT/PERIOD such as 600/1m", part)
+		}
+		out = append(out, Window{Per: d, Limit: limit})
+	}
+	return out, nil
 }

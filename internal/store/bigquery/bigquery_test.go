@@ -18,6 +18,7 @@ import (
 
 	"github.com/skyjoin/skyjoin/internal/event"
 	"github.com/skyjoin/skyjoin/internal/store"
+	"github.com/skyjoin/skyjoin/internal/store/bigquery/bqtest"
 	"github.com/skyjoin/skyjoin/internal/store/storetest"
 )
 
@@ -27,10 +28,10 @@ const (
 )
 
 // openFake opens a Store on the two fakes.
-func openFake(t *testing.T, fw *fakeWrite, fq *fakeQuery, mod func(*Config)) *Store {
+func openFake(t *testing.T, fw *bqtest.Write, fq *fakeQuery, mod func(*Config)) *Store {
 	t.Helper()
 	cfg := Config{Project: testProject, Dataset: testDataset, Location: "EU", MaxAttempts: 3}
-	cfg.WriteOptions = startFakeWrite(t, fw)
+	cfg.WriteOptions = fw.Start(t)
 	if fq == nil {
 		fq = &fakeQuery{answer: func(*bq.QueryRequest) [][]any { return nil }}
 	}
@@ -51,9 +52,9 @@ func openFake(t *testing.T, fw *fakeWrite, fq *fakeQuery, mod func(*Config)) *St
 	return s
 }
 
-func storedIDs(fw *fakeWrite) []string {
+func storedIDs(fw *bqtest.Write) []string {
 	var out []string
-	for _, r := range fw.stored() {
+	for _, r := range fw.Rows() {
 		out = append(out, r["event_id"].(string))
 	}
 	return out
@@ -75,14 +76,14 @@ func roundTripRecords() []event.Record {
 // TestRoundTrip writes through the Storage Write API fake, serves what it
 // stored from the REST fake, and reads every record back with Get.
 func TestRoundTrip(t *testing.T) {
-	fw := &fakeWrite{}
+	fw := &bqtest.Write{}
 	fq := &fakeQuery{}
 	fq.answer = func(q *bq.QueryRequest) [][]any {
 		id, ok := param(q, "event_id")
 		if !ok {
 			t.Errorf("Get without an event_id parameter: %s", q.Query)
 		}
-		for _, r := range fw.stored() {
+		for _, r := range fw.Rows() {
 			if r["event_id"] == id {
 				return [][]any{rowValues(r)}
 			}
@@ -115,7 +116,7 @@ func TestRoundTrip(t *testing.T) {
 		}
 	}
 	// TIMESTAMP travels as int64 microseconds.
-	for _, r := range fw.stored() {
+	for _, r := range fw.Rows() {
 		if r["event_id"] == "rt-zones" {
 			if got, want := r["occurred_at"], time.Date(2026, 1, 14, 21, 0, 0, 123456000, time.UTC).UnixMicro(); got != want {
 				t.Errorf("occurred_at sent as %v, want %d", got, want)
@@ -131,18 +132,18 @@ func TestRoundTrip(t *testing.T) {
 }
 
 func TestWriteEmpty(t *testing.T) {
-	fw := &fakeWrite{}
+	fw := &bqtest.Write{}
 	s := openFake(t, fw, nil, nil)
 	if err := s.Write(t.Context(), nil); err != nil {
 		t.Fatal(err)
 	}
-	if fw.appends != 0 {
-		t.Errorf("%d appends for no records", fw.appends)
+	if fw.Appends() != 0 {
+		t.Errorf("%d appends for no records", fw.Appends())
 	}
 }
 
 func TestWriteBatches(t *testing.T) {
-	fw := &fakeWrite{}
+	fw := &bqtest.Write{}
 	s := openFake(t, fw, nil, func(c *Config) { c.MaxRequestBytes = 16 << 10 })
 	recs := storetest.Records(2, 300)
 	if err := s.Write(t.Context(), recs); err != nil {
@@ -158,8 +159,8 @@ func TestWriteBatches(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("stored %d rows, want the %d records once each", len(got), len(want))
 	}
-	if fw.appends < 5 {
-		t.Errorf("%d appends for about 150 kB in 16 kB requests", fw.appends)
+	if fw.Appends() < 5 {
+		t.Errorf("%d appends for about 150 kB in 16 kB requests", fw.Appends())
 	}
 }
 
@@ -185,11 +186,11 @@ func rejectIDs(ids ...string) func(int, []map[string]any) (*storagepb.AppendRows
 }
 
 func TestWriteRowErrors(t *testing.T) {
-	fw := &fakeWrite{}
+	fw := &bqtest.Write{}
 	s := openFake(t, fw, nil, func(c *Config) { c.MaxRequestBytes = 8 << 10 })
 	recs := storetest.Records(3, 60)
 	bad := []int{3, 4, 41}
-	fw.hook = rejectIDs(recs[3].EventID, recs[4].EventID, recs[41].EventID)
+	fw.Hook = rejectIDs(recs[3].EventID, recs[4].EventID, recs[41].EventID)
 	err := s.Write(t.Context(), recs)
 	var rowErrs *RowErrors
 	if !errors.As(err, &rowErrs) {
@@ -247,8 +248,8 @@ func TestWriteTransientFailures(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			fw := &fakeWrite{}
-			fw.hook = func(n int, _ []map[string]any) (*storagepb.AppendRowsResponse, error) {
+			fw := &bqtest.Write{}
+			fw.Hook = func(n int, _ []map[string]any) (*storagepb.AppendRowsResponse, error) {
 				if n <= 2 {
 					return tt.fail()
 				}
@@ -262,16 +263,16 @@ func TestWriteTransientFailures(t *testing.T) {
 			if got := storedIDs(fw); len(got) != len(recs) {
 				t.Errorf("stored %d rows, want %d", len(got), len(recs))
 			}
-			if fw.appends < 3 {
-				t.Errorf("%d appends, want the failures retried", fw.appends)
+			if fw.Appends() < 3 {
+				t.Errorf("%d appends, want the failures retried", fw.Appends())
 			}
 		})
 	}
 }
 
 func TestWritePermanentFailure(t *testing.T) {
-	fw := &fakeWrite{}
-	fw.hook = func(int, []map[string]any) (*storagepb.AppendRowsResponse, error) {
+	fw := &bqtest.Write{}
+	fw.Hook = func(int, []map[string]any) (*storagepb.AppendRowsResponse, error) {
 		return nil, grpcstatus.Error(codes.PermissionDenied, "bigquery.tables.updateData denied")
 	}
 	s := openFake(t, fw, nil, nil)
@@ -280,14 +281,14 @@ func TestWritePermanentFailure(t *testing.T) {
 	if errors.As(err, &rowErrs) || grpcstatus.Code(err) != codes.PermissionDenied {
 		t.Fatalf("Write: %v, want the PermissionDenied error", err)
 	}
-	if fw.appends != 1 {
-		t.Errorf("%d appends of a request denied for good, want 1", fw.appends)
+	if fw.Appends() != 1 {
+		t.Errorf("%d appends of a request denied for good, want 1", fw.Appends())
 	}
 }
 
 func TestWriteRetriesGiveUp(t *testing.T) {
-	fw := &fakeWrite{}
-	fw.hook = func(int, []map[string]any) (*storagepb.AppendRowsResponse, error) {
+	fw := &bqtest.Write{}
+	fw.Hook = func(int, []map[string]any) (*storagepb.AppendRowsResponse, error) {
 		return &storagepb.AppendRowsResponse{Response: &storagepb.AppendRowsResponse_Error{
 			Error: &status.Status{Code: int32(codes.Unavailable), Message: "down"}}}, nil
 	}
@@ -296,7 +297,7 @@ func TestWriteRetriesGiveUp(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "attempt 2") {
 		t.Fatalf("Write: %v, want a failure after 2 attempts", err)
 	}
-	if len(fw.stored()) != 0 {
+	if len(fw.Rows()) != 0 {
 		t.Error("rows stored")
 	}
 }

@@ -40,9 +40,14 @@ const dedup = "ROW_NUMBER() OVER (PARTITION BY event_id, " + partitionColumn + "
 
 // ViewSQL is the query of the deduplicating view: every column of the
 // table, one row per event_id, the copy with the latest processed_at.
-func ViewSQL(cfg Config) string {
-	return "SELECT " + selectColumns + "\nFROM " + cfg.tableSQLName() +
-		"\nWHERE TRUE\nQUALIFY " + dedup
+func ViewSQL(cfg Config) string { return DedupSQL(cfg.tableSQLName()) }
+
+// DedupSQL is the view's query on the rows of the table named from (a
+// quoted SQL name): every column, one row per event_id, the copy with the
+// latest processed_at. Tests run it on the rows an in-process fake received
+// (in DuckDB, which reads the same SQL), to check what readers see.
+func DedupSQL(from string) string {
+	return "SELECT " + selectColumns + "\nFROM " + from + "\nWHERE TRUE\nQUALIFY " + dedup
 }
 
 // Migrate brings the dataset to the schema of this build, and reports what

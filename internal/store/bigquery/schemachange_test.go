@@ -11,6 +11,7 @@ import (
 	"cloud.google.com/go/bigquery/storage/managedwriter/adapt"
 
 	"github.com/skyjoin/skyjoin/internal/event"
+	"github.com/skyjoin/skyjoin/internal/store/bigquery/bqtest"
 	"github.com/skyjoin/skyjoin/internal/store/storetest"
 )
 
@@ -40,8 +41,8 @@ func storageSchema(t *testing.T, without ...string) *storagepb.TableSchema {
 func TestWriterPicksUpAddedColumn(t *testing.T) {
 	for _, how := range []string{"refetch", "updated_schema"} {
 		t.Run(how, func(t *testing.T) {
-			fw := &fakeWrite{}
-			fw.setTable(storageSchema(t, "properties"))
+			fw := &bqtest.Write{}
+			fw.SetTable(storageSchema(t, "properties"))
 			s := openFake(t, fw, nil, nil)
 			s.Writer.schemaRefresh = 0
 
@@ -60,12 +61,12 @@ func TestWriterPicksUpAddedColumn(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), "no column properties") || !strings.Contains(err.Error(), "migrate") {
 				t.Fatalf("write records with properties before migrate: %v, want an error naming the column", err)
 			}
-			if n := len(fw.stored()); n != len(plain) {
+			if n := len(fw.Rows()); n != len(plain) {
 				t.Fatalf("%d rows stored, want %d: a failed Write stored something", n, len(plain))
 			}
 
 			// migrate adds the column.
-			fw.setTable(storageSchema(t))
+			fw.SetTable(storageSchema(t))
 			if how == "updated_schema" {
 				// The writer does not look again on its own for records
 				// without properties; the response of this append reports
@@ -86,7 +87,7 @@ func TestWriterPicksUpAddedColumn(t *testing.T) {
 			if err := s.Write(t.Context(), typed); err != nil {
 				t.Fatalf("write records with properties after migrate: %v", err)
 			}
-			rows := fw.stored()
+			rows := fw.Rows()
 			if len(rows) != len(plain)+len(typed) {
 				t.Fatalf("%d rows stored, want %d", len(rows), len(plain)+len(typed))
 			}

@@ -41,14 +41,14 @@ variable "deadletter_topic" {
 }
 
 variable "bq_table" {
-  description = "The events table, PROJECT:DATASET.TABLE."
+  description = "The events table, PROJECT:DATASET.TABLE (or PROJECT.DATASET.TABLE)."
   type        = string
 }
 
 variable "weather_provider" {
-  description = "Weather provider of the pipeline (openmeteo)."
+  description = "Weather provider of the pipeline: open-meteo or openweathermap (skyjoin's --weather-provider names)."
   type        = string
-  default     = "openmeteo"
+  default     = "open-meteo"
 }
 
 variable "weather_url" {
@@ -64,9 +64,20 @@ variable "weather_api_key" {
 }
 
 variable "weather_quota" {
-  description = "Weather calls allowed, e.g. 600/m (as skyjoin's --weather-quota)."
+  description = "The provider's quota for the whole job, LIMIT/PERIOD,... as skyjoin's --weather-quota (each worker takes LIMIT / max_workers)."
   type        = string
-  default     = "600/m"
+  default     = "600/1m,5000/1h,10000/24h"
+}
+
+variable "records_topic" {
+  description = "The records topic (projects/P/topics/T) the stored records go to, for live streams and webhooks; empty for none."
+  type        = string
+  default     = ""
+}
+
+variable "pii_key" {
+  description = "The PII policy's hash key as a reference (sm://projects/P/secrets/S/versions/V): the worker's, so that hashes join. Required by the default PII policy."
+  type        = string
 }
 
 variable "max_workers" {
@@ -112,6 +123,8 @@ resource "google_dataflow_flex_template_job" "this" {
     weather_url      = var.weather_url
     weather_api_key  = var.weather_api_key
     weather_quota    = var.weather_quota
+    records_topic    = var.records_topic
+    pii_key          = var.pii_key
   }
 }
 

@@ -85,6 +85,26 @@ resource "google_pubsub_topic_iam_member" "dataflow" {
   member  = google_service_account.dataflow[0].member
 }
 
+resource "google_pubsub_topic_iam_member" "dataflow_records" {
+  count = local.dataflow ? 1 : 0
+
+  project = var.project
+  topic   = module.pubsub.topic_names["records"]
+  role    = "roles/pubsub.publisher"
+  member  = google_service_account.dataflow[0].member
+}
+
+# The PII policy's key, the one serve and the worker use (the default policy
+# hashes, and the hashes must join).
+resource "google_secret_manager_secret_iam_member" "dataflow_pii" {
+  count = local.dataflow ? 1 : 0
+
+  project   = var.project
+  secret_id = google_secret_manager_secret.this["skyjoin-pii-key"].secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = google_service_account.dataflow[0].member
+}
+
 resource "google_secret_manager_secret_iam_member" "dataflow" {
   count = local.dataflow && var.weather_api_key ? 1 : 0
 
@@ -119,6 +139,8 @@ module "dataflow" {
   bq_table              = module.bigquery.table_id
   weather_url           = var.weather_url
   weather_quota         = var.weather_quota
+  records_topic         = module.pubsub.topic_ids["records"]
+  pii_key               = "sm://projects/${var.project}/secrets/skyjoin-pii-key/versions/latest"
   weather_api_key       = var.weather_api_key ? "sm://projects/${var.project}/secrets/skyjoin-weather-api-key/versions/latest" : ""
   max_workers           = var.dataflow_max_workers
   labels                = local.labels
@@ -128,6 +150,8 @@ module "dataflow" {
     google_bigquery_dataset_iam_member.dataflow,
     google_pubsub_subscription_iam_member.dataflow,
     google_pubsub_topic_iam_member.dataflow,
+    google_pubsub_topic_iam_member.dataflow_records,
+    google_secret_manager_secret_iam_member.dataflow_pii,
     google_storage_bucket_iam_member.dataflow,
   ]
 }

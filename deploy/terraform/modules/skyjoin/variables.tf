@@ -85,9 +85,9 @@ variable "weather_url" {
 }
 
 variable "weather_quota" {
-  description = "Weather calls allowed (--weather-quota), e.g. 600/m."
+  description = "The weather provider's quota (--weather-quota), LIMIT/PERIOD,...; default Open-Meteo's free tier, skyjoin's default."
   type        = string
-  default     = "600/m"
+  default     = "600/1m,5000/1h,10000/24h"
 }
 
 variable "weather_api_key" {

@@ -1,4 +1,8 @@
-package bigquery
+// Package bqtest is test support for the BigQuery store: an in-process
+// BigQueryWrite (Storage Write API) server that the store's writer, the
+// enrich worker's tests and the Beam pipeline's tests (module dataflow)
+// write to, and that keeps the rows it acknowledged.
+package bqtest
 
 import (
 	"context"
@@ -22,37 +26,39 @@ import (
 	"google.golang.org/protobuf/types/dynamicpb"
 )
 
-// fakeWrite is an in-process BigQueryWrite server: it keeps the rows of
+// Write is an in-process BigQueryWrite server: it keeps the rows of
 // every acknowledged append, decoded with the writer schema that arrives on
 // each connection's first AppendRows, as maps of column name to value
 // (TIMESTAMP columns as int64 microseconds).
-type fakeWrite struct {
+type Write struct {
 	storagepb.UnimplementedBigQueryWriteServer
 
 	mu      sync.Mutex
 	rows    []map[string]any
 	appends int // AppendRows requests received
 	schemas int // writer schemas received (one per connection)
-	// hook, if set, sees each request's decoded rows before they are kept,
+	// Hook, if set, sees each request's decoded rows before they are kept,
 	// and may answer instead: a response (row errors) or an error that
 	// ends the connection with that status.
-	hook func(n int, rows []map[string]any) (*storagepb.AppendRowsResponse, error)
-	// table, if set, is the table's schema: GetWriteStream reports it (FULL
-	// view), a writer schema with a field it lacks is refused as BigQuery
-	// does, and a response reports it as updated_schema when it has a
-	// column the connection's writer schema lacks.
+	Hook  func(n int, rows []map[string]any) (*storagepb.AppendRowsResponse, error)
 	table *storagepb.TableSchema
+	// Addr is the server's host:port once Start has run.
+	Addr string
 }
 
-func (f *fakeWrite) setTable(ts *storagepb.TableSchema) {
+// SetTable sets the table's schema: GetWriteStream reports it (FULL
+// view), a writer schema with a field it lacks is refused as BigQuery does,
+// and a response reports it as updated_schema when it has a column the
+// connection's writer schema lacks.
+func (f *Write) SetTable(ts *storagepb.TableSchema) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.table = ts
 }
 
-// startFakeWrite serves f on a loopback port and returns client options
-// that reach it.
-func startFakeWrite(t *testing.T, f *fakeWrite) []option.ClientOption {
+// Start serves f on a loopback port until the test ends and returns client
+// options that reach it.
+func (f *Write) Start(t testing.TB) []option.ClientOption {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -60,6 +66,7 @@ func startFakeWrite(t *testing.T, f *fakeWrite) []option.ClientOption {
 	}
 	srv := grpc.NewServer()
 	storagepb.RegisterBigQueryWriteServer(srv, f)
+	f.Addr = lis.Addr().String()
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
 	return []option.ClientOption{
@@ -69,7 +76,7 @@ func startFakeWrite(t *testing.T, f *fakeWrite) []option.ClientOption {
 	}
 }
 
-func (f *fakeWrite) GetWriteStream(ctx context.Context, req *storagepb.GetWriteStreamRequest) (*storagepb.WriteStream, error) {
+func (f *Write) GetWriteStream(ctx context.Context, req *storagepb.GetWriteStreamRequest) (*storagepb.WriteStream, error) {
 	ws := &storagepb.WriteStream{Name: req.GetName(), Type: storagepb.WriteStream_COMMITTED, Location: "EU"}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -79,7 +86,7 @@ func (f *fakeWrite) GetWriteStream(ctx context.Context, req *storagepb.GetWriteS
 	return ws, nil
 }
 
-func (f *fakeWrite) AppendRows(stream storagepb.BigQueryWrite_AppendRowsServer) error {
+func (f *Write) AppendRows(stream storagepb.BigQueryWrite_AppendRowsServer) error {
 	var md protoreflect.MessageDescriptor
 	for {
 		req, err := stream.Recv()
@@ -128,7 +135,7 @@ func (f *fakeWrite) AppendRows(stream storagepb.BigQueryWrite_AppendRowsServer) 
 		}
 		f.mu.Lock()
 		f.appends++
-		n, hook := f.appends, f.hook
+		n, hook := f.appends, f.Hook
 		f.mu.Unlock()
 		if hook != nil {
 			resp, err := hook(n, rows)
@@ -172,8 +179,16 @@ func messageDescriptor(dp *descriptorpb.DescriptorProto) (protoreflect.MessageDe
 	return fd.Messages().Get(0), nil
 }
 
-func (f *fakeWrite) stored() []map[string]any {
+// Rows returns the rows of every acknowledged append, in order.
+func (f *Write) Rows() []map[string]any {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append([]map[string]any(nil), f.rows...)
+}
+
+// Appends returns the number of AppendRows requests received.
+func (f *Write) Appends() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.appends
 }
