@@ -48,6 +48,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := platform.ParseFlags(fs, args); err != nil {
 		return err
 	}
+	if *fill < 0 {
+		return fmt.Errorf("%w: bench: --fill %d: want a number of records, 0 for none", errUsage, *fill)
+	}
 	if *authMode != "on" && *authMode != "off" {
 		return fmt.Errorf("%w: bench: --auth %q: want on or off", errUsage, *authMode)
 	}
@@ -59,7 +62,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			cfg.Phases = append(cfg.Phases, p)
 		case "":
 		default:
-			return fmt.Errorf("bench: unknown phase %q in --phases (known: ingest, pipeline, latency)", p)
+			return fmt.Errorf("%w: bench: unknown phase %q in --phases (known: ingest, pipeline, latency)", errUsage, p)
 		}
 	}
 	if *quick {
