@@ -18,7 +18,9 @@ func (s *Store) Unavailable(ctx context.Context, limit int, after int64) ([]even
 	if limit <= 0 {
 		return nil, 0, fmt.Errorf("duckdb: unavailable records: limit %d, want > 0", limit)
 	}
-	recs, err := s.query(ctx, "SELECT "+readColumns+" FROM events WHERE enrichment_status = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+	from, release := s.view()
+	defer release()
+	recs, err := s.query(ctx, "SELECT "+readColumns+" FROM "+from+" WHERE enrichment_status = $1 AND seq > $2 ORDER BY seq LIMIT $3",
 		event.StatusUnavailable, after, limit)
 	if err != nil {
 		return nil, 0, fmt.Errorf("duckdb: unavailable records after %d: %w", after, err)
@@ -42,13 +44,14 @@ var weatherColumns = func() []string {
 	return cols
 }()
 
+// updateWeatherSQL updates a table of records (%s) from the staged ones.
 var updateWeatherSQL = func() string {
 	set := make([]string, len(weatherColumns))
 	for i, c := range weatherColumns {
 		set[i] = c + " = staging." + c
 	}
-	return "UPDATE events SET " + strings.Join(set, ", ") +
-		" FROM staging WHERE events.event_id = staging.event_id AND events.enrichment_status = '" + event.StatusUnavailable + "'"
+	return "UPDATE %s AS t SET " + strings.Join(set, ", ") +
+		" FROM staging WHERE t.event_id = staging.event_id AND t.enrichment_status = '" + event.StatusUnavailable + "'"
 }()
 
 // UpdateWeather sets the weather, enrichment and processed_at of stored
@@ -76,13 +79,26 @@ func (s *Store) UpdateWeather(ctx context.Context, recs []event.Record) (int64, 
 	if err := s.stage(ctx, recs, ords); err != nil {
 		return 0, fmt.Errorf("duckdb: update weather of %d records: %w", len(recs), err)
 	}
-	res, err := s.wconn.ExecContext(ctx, updateWeatherSQL)
-	if err != nil {
-		return 0, fmt.Errorf("duckdb: update weather of %d records: %w", len(recs), err)
+	// The main file and each hot segment, in a transaction of its own
+	// (DuckDB writes one database per transaction); a move copies none
+	// of them meanwhile.
+	s.moveMu.Lock()
+	defer s.moveMu.Unlock()
+	var total int64
+	tables := []string{"main.events"}
+	for _, seg := range s.segments() {
+		tables = append(tables, seg.alias+".events")
 	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return 0, fmt.Errorf("duckdb: update weather of %d records: %w", len(recs), err)
+	for _, table := range tables {
+		res, err := s.wconn.ExecContext(ctx, fmt.Sprintf(updateWeatherSQL, table))
+		if err != nil {
+			return total, fmt.Errorf("duckdb: update weather of %d records: %w", len(recs), err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return total, fmt.Errorf("duckdb: update weather of %d records: %w", len(recs), err)
+		}
+		total += n
 	}
-	return n, nil
+	return total, nil
 }

@@ -28,9 +28,10 @@ var _ store.Expirer = (*Store)(nil)
 const metaLastSeq = "last_seq"
 
 // DeleteUsers deletes the records of the users (store.Eraser). They are
-// gone from every read at once, and from the WAL at the checkpoint that
-// follows; their bytes leave the database file when it is compacted (see
-// Compact and docs/data.md).
+// gone from every read at once, and from the WALs at the checkpoint that
+// follows (the main file's) or when their hot segment is moved and deleted
+// (started at once); their bytes leave the database file when it is
+// compacted (see Compact and docs/data.md).
 func (s *Store) DeleteUsers(ctx context.Context, userIDs []string) (int64, error) {
 	if len(userIDs) == 0 {
 		return 0, nil
@@ -41,7 +42,8 @@ func (s *Store) DeleteUsers(ctx context.Context, userIDs []string) (int64, error
 		marks[i] = "$" + strconv.Itoa(i+1)
 		args[i] = id
 	}
-	n, err := s.delete(ctx, "DELETE FROM events WHERE user_id IN ("+strings.Join(marks, ", ")+")", args...)
+	cond := "user_id IN (" + strings.Join(marks, ", ") + ")"
+	n, err := s.delete(ctx, cond, cond, args...)
 	if err != nil {
 		return n, fmt.Errorf("duckdb: delete the records of %d user ids: %w", len(userIDs), err)
 	}
@@ -51,17 +53,23 @@ func (s *Store) DeleteUsers(ctx context.Context, userIDs []string) (int64, error
 // DeleteOccurredBefore deletes the records whose occurred_at is before t
 // (store.Expirer): retention.
 func (s *Store) DeleteOccurredBefore(ctx context.Context, t time.Time) (int64, error) {
-	n, err := s.delete(ctx, "DELETE FROM events WHERE occurred_at < $1", t.UTC())
+	// A user whose latest record occurred before t has no record left.
+	n, err := s.delete(ctx, "occurred_at < $1", "occurred_at < $1", t.UTC())
 	if err != nil {
 		return n, fmt.Errorf("duckdb: delete the records that occurred before %s: %w", t.UTC().Format(time.RFC3339), err)
 	}
 	return n, nil
 }
 
-// delete runs a DELETE on the writer's connection, in one transaction with
-// the record of the last seq, then checkpoints if it deleted anything, so
-// that the WAL does not keep the deleted rows' data.
-func (s *Store) delete(ctx context.Context, stmt string, args ...any) (int64, error) {
+// delete deletes the records matching cond (a condition on events with
+// args) from the hot segments and the main file, and the users_latest rows
+// matching latestCond, each file in its own transaction (DuckDB writes one
+// database per transaction), the main file's with the record of the last
+// seq. Then, if it deleted anything, it checkpoints the main file, so that
+// its WAL does not keep the deleted rows' data, and starts a new segment,
+// so that the segments that held deleted rows are moved and their files
+// deleted.
+func (s *Store) delete(ctx context.Context, cond, latestCond string, args ...any) (int64, error) {
 	select {
 	case s.wsem <- struct{}{}:
 	case <-ctx.Done():
@@ -71,32 +79,81 @@ func (s *Store) delete(ctx context.Context, stmt string, args ...any) (int64, er
 	if s.closed {
 		return 0, errClosed
 	}
-	tx, err := s.wconn.BeginTx(ctx, nil)
-	if err != nil {
-		return 0, err
+	s.moveMu.Lock()
+	defer s.moveMu.Unlock()
+	var (
+		total   int64
+		deleted []string
+	)
+	for _, seg := range s.segments() {
+		ids, err := s.deleteIn(ctx, seg.alias+".events", cond, args, nil)
+		if err != nil {
+			return total, err
+		}
+		total += int64(len(ids))
+		deleted = append(deleted, ids...)
 	}
-	defer tx.Rollback()
-	res, err := tx.ExecContext(ctx, stmt, args...)
+	ids, err := s.deleteIn(ctx, "main.events", cond, args, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, "DELETE FROM main.users_latest WHERE "+latestCond, args...); err != nil {
+			return fmt.Errorf("delete from users_latest: %w", err)
+		}
+		return saveLastSeq(ctx, tx, s.lastSeq)
+	})
 	if err != nil {
-		return 0, err
+		return total, err
 	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return 0, err
-	}
-	if n == 0 {
+	total += int64(len(ids))
+	deleted = append(deleted, ids...)
+	s.ids.remove(deleted)
+	if total == 0 {
 		return 0, nil
-	}
-	if err := saveLastSeq(ctx, tx, s.lastSeq); err != nil {
-		return 0, err
-	}
-	if err := tx.Commit(); err != nil {
-		return 0, fmt.Errorf("commit: %w", err)
 	}
 	if _, err := s.wconn.ExecContext(ctx, `CHECKPOINT`); err != nil {
 		s.log.WarnContext(ctx, "duckdb: checkpoint after a delete failed; the next one folds the WAL in", "error", err.Error())
 	}
-	return n, nil
+	if err := s.rotate(ctx); err != nil {
+		s.log.WarnContext(ctx, "duckdb: start a new hot segment after a delete failed", "error", err.Error())
+	}
+	return total, nil
+}
+
+// deleteIn deletes the records matching cond from table in one
+// transaction, running also (if not nil) before the commit, and returns
+// their event ids.
+func (s *Store) deleteIn(ctx context.Context, table, cond string, args []any, also func(*sql.Tx) error) ([]string, error) {
+	tx, err := s.wconn.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	rows, err := tx.QueryContext(ctx, "DELETE FROM "+table+" WHERE "+cond+" RETURNING event_id", args...)
+	if err != nil {
+		return nil, fmt.Errorf("delete from %s: %w", table, err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("delete from %s: %w", table, err)
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("delete from %s: %w", table, err)
+	}
+	if also != nil {
+		if err := also(tx); err != nil {
+			return nil, err
+		}
+	} else if len(ids) == 0 {
+		return nil, nil
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("commit the delete from %s: %w", table, err)
+	}
+	return ids, nil
 }
 
 func saveLastSeq(ctx context.Context, tx *sql.Tx, seq int64) error {
@@ -108,12 +165,14 @@ func saveLastSeq(ctx context.Context, tx *sql.Tx, seq int64) error {
 	return nil
 }
 
-// loadLastSeq returns the highest seq handed out: that of the table, or
+// loadLastSeq returns the highest seq handed out: that of the records, or
 // the one recorded by a delete if higher.
-func loadLastSeq(ctx context.Context, db *sql.DB) (int64, error) {
+func (s *Store) loadLastSeq(ctx context.Context) (int64, error) {
 	var last int64
 	var saved sql.NullString
-	err := db.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0), (SELECT value FROM skyjoin_meta WHERE key = $1) FROM events`, metaLastSeq).
+	from, release := s.view()
+	defer release()
+	err := s.wconn.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0), (SELECT value FROM main.skyjoin_meta WHERE key = $1) FROM `+from, metaLastSeq).
 		Scan(&last, &saved)
 	if err != nil {
 		return 0, err
@@ -159,6 +218,9 @@ func Compact(ctx context.Context, path string) (before, after int64, err error) 
 	if open {
 		return fail(errors.New("the store is open in this process"))
 	}
+	if ns, err := segmentNumbers(abs); err != nil || len(ns) > 0 {
+		return fail(fmt.Errorf("hot segments %s* hold records not yet in the file (the process was stopped uncleanly): open and close the store once first (%v)", abs+segmentSuffix, err))
+	}
 	st, err := os.Stat(abs)
 	if err != nil {
 		return fail(err)
@@ -177,7 +239,6 @@ func Compact(ctx context.Context, path string) (before, after int64, err error) 
 	db := sql.OpenDB(connector)
 	defer db.Close()
 	db.SetMaxOpenConns(1)
-	quote := func(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 	for _, stmt := range []string{
 		"ATTACH " + quote(abs) + " AS src",
 		"ATTACH " + quote(tmp) + " AS dst",

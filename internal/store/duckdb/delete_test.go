@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/skyjoin/skyjoin/internal/event"
@@ -60,6 +61,11 @@ func TestErasedValuesNeedCompact(t *testing.T) {
 	if err := s.Write(t.Context(), recs); err != nil {
 		t.Fatal(err)
 	}
+	// Close moves the records from their hot segment into the file.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openPath(t, path)
 	n, err := s.DeleteUsers(t.Context(), []string{victim})
 	if err != nil || n != int64(len(planted)) {
 		t.Fatalf("DeleteUsers = %d, %v; want %d", n, err, len(planted))
@@ -68,7 +74,11 @@ func TestErasedValuesNeedCompact(t *testing.T) {
 		t.Fatal("the erased record is still readable")
 	}
 	grep := func(what string) bool {
-		for _, p := range []string{path, path + ".wal"} {
+		segs, err := filepath.Glob(path + segmentSuffix + "*")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range append([]string{path, path + ".wal"}, segs...) {
 			b, err := os.ReadFile(p)
 			if err != nil && !os.IsNotExist(err) {
 				t.Fatal(err)

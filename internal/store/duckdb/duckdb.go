@@ -9,63 +9,88 @@
 //
 // # Layout
 //
-// Table events has one column per event.Columns() (types from
-// event.DuckDBColumns) plus seq BIGINT, the store's insertion sequence, used
-// as the pagination cursor and as the live-stream resume id. event_id is the
-// primary key (redeliveries are dropped by ON CONFLICT DO NOTHING); user_id
-// has an ART index for the per-user reads. List relies on DuckDB's per row
-// group min/max statistics (zone maps) rather than an index: seq grows with
-// the physical order of the table, so "seq < cursor" skips whole row groups.
-// Table skyjoin_meta records the schema version.
+// The main file's table events has one column per event.Columns() (types
+// from event.DuckDBColumns) plus seq BIGINT, the store's insertion
+// sequence, used as the pagination cursor and as the live-stream resume
+// id. It has no index: List, Get and the other reads rely on DuckDB's per
+// row group min/max statistics (zone maps), and seq grows with the
+// physical order of the table, so "seq = x" or "seq < cursor" skips whole
+// row groups. Table users_latest holds the seq of each user's latest
+// record (by occurred_at, then seq), the access path of LatestForUser.
+// Table skyjoin_meta records the schema version, the last seq handed out
+// by a delete, and cold_max, the highest seq in the main file's events.
+//
+// # Hot segments
+//
+// The writer does not append to the main file. It appends to a hot
+// segment: a DuckDB file of its own next to it (Path + ".hot-000001", ...),
+// attached to the same DuckDB instance as hot_<n>, with the same table
+// events. Once a segment's WAL reaches SegmentBytes (16 MiB, about 30,000
+// records), the writer starts a new one, and a background mover copies
+// the full one into the main file's events, with users_latest and
+// cold_max, in one transaction, then detaches the segment and deletes its
+// files. Every read runs over the union of the main file's events and the
+// segments' (view), each segment's rows counted only above cold_max as of
+// the same statement, so that a record is seen once whether or not its
+// segment has been moved yet; a segment is detached only when no read is
+// using it.
+//
+// Why: DuckDB checkpoints a database (folds its WAL into the file)
+// synchronously, and a checkpoint that writes a table holds that table's
+// lock, so that every commit into it waits, for a time that grows with the
+// table: measured with BenchmarkWrite (1,000-record batches, no index),
+// 0.3-3.7 s every 17k-137k records, whatever the checkpoint threshold,
+// and the primary key's ART index made it no better. Commits into another
+// attached database do not wait (a writer into one went on at a 28 ms
+// worst case while the other took 300k-record bulk inserts and
+// checkpoints). So the main file's checkpoints, run by the mover's
+// commits, stall only the mover; a segment never reaches the checkpoint
+// threshold, and is deleted rather than checkpointed.
+//
+// # Idempotency
+//
+// event_id is the primary key, kept by the store in the process rather
+// than as an ART index (which costs about 27 bytes per record in DuckDB's
+// memory and writes itself at every checkpoint): idIndex maps a 64-bit
+// hash of each stored event_id (seeded at random per process) to its seq,
+// about 20 bytes per record, built at Open from the stored records. Write
+// looks each event_id up; a hit is confirmed by reading the record at that
+// seq (a hash shared by two ids falls back to a scan of the event_id
+// column), and a record whose event_id is stored is not stored again:
+// Write returns the stored record in its place (store.Writer). Get reads
+// by the seq the index gives.
 //
 // # Writes
 //
 // Writers are serialised inside the Store (DuckDB allows one process per
 // file, so this Store is the only writer). Write numbers the first
-// occurrence of each event_id of the batch from the store's sequence, in
-// batch order (repeats within the batch are dropped in Go), and appends
-// those records straight to events through one Appender, whose flush is
-// one transaction; it fails as a whole if an event_id is already stored
-// (the primary key). Then, and on any other failure of that path, Write
-// appends the batch into a per-connection TEMP staging table (in memory,
-// not WAL-logged) and runs INSERT INTO events SELECT ... FROM staging, one
-// transaction; if that fails on the primary key too (the batch redelivers a
-// stored event_id), it runs the same statement with ON CONFLICT (event_id)
-// DO NOTHING, which is correct but scans the event_id column (see
-// insertNewSQL), and then reads back the stored records of the event_ids it
-// dropped, which Write returns in their place (store.Writer). seq is
-// strictly increasing in insertion order; it has gaps where a record was
-// dropped as a duplicate of a stored one.
+// occurrence of each event_id of the batch not stored before from the
+// store's sequence, in batch order (repeats within the batch are dropped
+// in Go), and appends those records to the active segment through one
+// Appender, whose flush is one transaction. seq is strictly increasing in
+// insertion order; it has gaps only where records were deleted or a
+// failed append was skipped over. Deletes and weather updates run on the
+// main file and every segment, each in a transaction of its own, under a
+// lock that keeps the mover out meanwhile.
 //
 // # Durability
 //
-// DuckDB appends a transaction's changes to the write-ahead log (Path +
-// ".wal") and fsyncs it before COMMIT returns (checked with strace: one
-// fsync of the .wal per Write), so a Write that returned nil survives a crash
-// of the process (TestCrash kills a writer with SIGKILL) and, on a disk that
-// honours fsync, of the machine. On the next open DuckDB replays the WAL.
-// Very large commits (auto_checkpoint_skip_wal_threshold) skip the WAL and
-// checkpoint before COMMIT returns, which is equally durable.
+// DuckDB appends a transaction's changes to the write-ahead log of the
+// database it writes (the segment's, Path + ".hot-N.wal") and fsyncs it
+// before COMMIT returns, so a Write that returned nil survives a crash of
+// the process (TestCrash kills a writer with SIGKILL, with segments small
+// enough that the kill finds some being written, waiting or being moved)
+// and, on a disk that honours fsync, of the machine. On the next open
+// DuckDB replays the WALs; Open attaches the segments left behind, deletes
+// those already moved (all their seq at or below cold_max) and hands the
+// others to the mover. Close moves every segment and runs a final
+// CHECKPOINT, so a clean restart replays nothing and leaves one file.
 //
 // # Checkpoints
 //
-// DuckDB checkpoints (folds the WAL into the file) automatically when the WAL
-// passes checkpoint_threshold, synchronously in the commit that crossed it,
-// and commits from other connections wait for a running checkpoint too: a
-// Write stalls for the length of the checkpoint whichever connection runs
-// it (a background CHECKPOINT was tried and did not avoid the stall). The
-// checkpoint's cost grows with the WAL it folds in, and apparently with the
-// table (the stalls at 16 MiB were not shorter than at 64 MiB). Measured on the 2-core dev machine with
-// storetest records (about 420 bytes of WAL each): 20 MB of WAL took 0.25 s
-// to checkpoint, 61 MB 0.7 s; opening a file with 61 MB of WAL to replay took
-// 1.25 s. With the default 16 MiB, 300k records written in 1,000-record
-// batches ran at 17-19k rows/s with stalls up to 0.9 s; with 64 MiB at
-// 24-25k rows/s with stalls up to 0.75 s, about every 150k records; with
-// 256 MiB no checkpoint happened in that run, but each would stall for
-// seconds and a crash would leave seconds of replay. CheckpointThreshold
-// is therefore 64 MiB. Reads go on during a checkpoint (a List and a Get
-// took at most 0.1 s during a 1 s checkpoint). Close runs a
-// final CHECKPOINT, so a clean restart replays nothing.
+// The main file checkpoints automatically when its WAL passes
+// CheckpointThreshold, in the mover's commit that crossed it; reads go on
+// meanwhile (a List and a Get took at most 0.1 s during a 1 s checkpoint).
 package duckdb
 
 import (
@@ -100,7 +125,11 @@ import (
 //     column (after seq): DuckDB adds columns at the end, and the store
 //     names its columns in every statement and in the Appender, so their
 //     order in the file does not matter.
-const SchemaVersion = 2
+//   - 3: no index on events (no primary key, no user_id index): the
+//     event id index lives in the process (idIndex) and the per-user reads
+//     use users_latest; skyjoin_meta records cold_max. The migration
+//     rebuilds the table (DuckDB cannot drop a primary key).
+const SchemaVersion = 3
 
 // migrations[v] takes a file from schema version v to v+1, inside the
 // transaction of migrate. (Adding a column keeps the indexes; dropping and
@@ -110,7 +139,26 @@ var migrations = map[int][]string{
 	1: {
 		`ALTER TABLE events ADD COLUMN IF NOT EXISTS properties JSON`,
 	},
+	2: {
+		// The new table also lets the coordinates be NULL, which files
+		// made before version 2 required.
+		strings.Replace(eventsDDL, "TABLE IF NOT EXISTS events ", "TABLE events_v3 ", 1),
+		"INSERT INTO events_v3 (" + selectColumns + ") SELECT " + selectColumns + " FROM events ORDER BY seq",
+		`DROP TABLE events`,
+		`ALTER TABLE events_v3 RENAME TO events`,
+		usersLatestDDL,
+		fmt.Sprintf(upsertLatestSQL, "events"),
+		coldMaxInit,
+	},
 }
+
+// usersLatestDDL is the table of each user's latest record (by occurred_at,
+// then seq) in the main file's events: the access path of LatestForUser.
+// 100,000 users take a few MB; its primary key is an index of that size.
+const usersLatestDDL = `CREATE TABLE IF NOT EXISTS users_latest (user_id VARCHAR PRIMARY KEY, occurred_at TIMESTAMP NOT NULL, seq BIGINT NOT NULL)`
+
+// coldMaxInit records cold_max, the highest seq in the main file's events.
+const coldMaxInit = `INSERT INTO skyjoin_meta SELECT 'cold_max', CAST(coalesce(max(seq), 0) AS VARCHAR) FROM events`
 
 // CheckpointThreshold is the WAL size at which DuckDB checkpoints
 // automatically (DuckDB setting checkpoint_threshold, default 16 MiB).
@@ -144,6 +192,24 @@ type Store struct {
 
 	// maxSeq is lastSeq for readers: List's newest-first pages start from it.
 	maxSeq atomic.Int64
+
+	// ids maps stored event ids to their seq (the primary key).
+	ids *idIndex
+
+	// mu guards segs and from. Reads hold it shared for the length of a
+	// statement over from (view); a change of the segments holds it.
+	mu   sync.RWMutex
+	segs []*segment // oldest first; the last takes the writer's appends
+	from string     // FROM expression over the main file and segs
+
+	// moveMu serialises moves of segments with deletes and updates, and
+	// guards coldMax, the highest seq in the main file's events.
+	moveMu  sync.Mutex
+	coldMax int64
+
+	kick      chan struct{}
+	stopMover context.CancelFunc
+	moverDone chan struct{}
 }
 
 // A process must not open one file twice: the driver would share the DuckDB
@@ -206,27 +272,123 @@ func open(ctx context.Context, path string, cfg Config, log *slog.Logger) (_ *St
 	db.SetMaxOpenConns(maxConns)
 	db.SetMaxIdleConns(maxConns)
 
+	// A hot segment is deleted once moved: its detach must not write its
+	// records into its file first (a third of the writer's CPU). Close
+	// checkpoints the main file itself.
+	if _, err := db.ExecContext(ctx, `PRAGMA disable_checkpoint_on_shutdown`); err != nil {
+		return nil, err
+	}
 	if err := migrate(ctx, db); err != nil {
 		return nil, err
 	}
-	if err := relaxLocation(ctx, db); err != nil {
-		return nil, err
+	s := &Store{db: db, log: log, path: path, wsem: make(chan struct{}, 1), kick: make(chan struct{}, 1), moverDone: make(chan struct{})}
+	if err := db.QueryRowContext(ctx, `SELECT CAST(value AS BIGINT) FROM skyjoin_meta WHERE key = 'cold_max'`).Scan(&s.coldMax); err != nil {
+		return nil, fmt.Errorf("read cold_max: %w", err)
 	}
-	s := &Store{db: db, log: log, path: path, wsem: make(chan struct{}, 1)}
-	if s.lastSeq, err = loadLastSeq(ctx, db); err != nil {
-		return nil, fmt.Errorf("read last seq: %w", err)
-	}
-	s.maxSeq.Store(s.lastSeq)
 	s.wconn, err = db.Conn(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("writer connection: %w", err)
 	}
+	defer func() {
+		if err != nil {
+			s.wconn.Close()
+		}
+	}()
 	if _, err := s.wconn.ExecContext(ctx, stagingDDL); err != nil {
-		s.wconn.Close()
 		return nil, fmt.Errorf("create staging table: %w", err)
 	}
-	log.InfoContext(ctx, "duckdb store open", "path", path, "memory_limit", cfg.MemoryLimit, "threads", cfg.Threads, "schema_version", SchemaVersion, "last_seq", s.lastSeq)
+	// The segments a stopped process left: those already moved into the
+	// main file are deleted, the others wait for the mover. The writer
+	// starts a new one.
+	ns, err := segmentNumbers(path)
+	if err != nil {
+		return nil, fmt.Errorf("find hot segments: %w", err)
+	}
+	var segs []*segment
+	for _, n := range ns {
+		seg, err := s.attach(ctx, s.wconn, n)
+		if err != nil {
+			return nil, err
+		}
+		var hi sql.NullInt64
+		if err := s.wconn.QueryRowContext(ctx, "SELECT max(seq) FROM "+seg.alias+".events").Scan(&hi); err != nil {
+			return nil, fmt.Errorf("read segment %s: %w", seg.path, err)
+		}
+		if !hi.Valid || hi.Int64 <= s.coldMax {
+			if err := s.detach(ctx, s.wconn, seg); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		segs = append(segs, seg)
+	}
+	next := 1
+	if len(ns) > 0 {
+		next = ns[len(ns)-1] + 1
+	}
+	active, err := s.attach(ctx, s.wconn, next)
+	if err != nil {
+		return nil, err
+	}
+	s.updateSegments(func([]*segment) []*segment { return append(segs, active) })
+	if s.lastSeq, err = s.loadLastSeq(ctx); err != nil {
+		return nil, fmt.Errorf("read last seq: %w", err)
+	}
+	s.maxSeq.Store(s.lastSeq)
+	if err := s.loadIDs(ctx); err != nil {
+		return nil, err
+	}
+	moverCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	s.stopMover = stop
+	go s.runMover(moverCtx)
+	if len(segs) > 0 {
+		s.kickMover()
+	}
+	log.InfoContext(ctx, "duckdb store open", "path", path, "memory_limit", cfg.MemoryLimit, "threads", cfg.Threads,
+		"schema_version", SchemaVersion, "last_seq", s.lastSeq, "records", s.ids.len(), "hot_segments_left", len(segs))
 	return s, nil
+}
+
+// loadIDs builds the event id index from every stored record.
+func (s *Store) loadIDs(ctx context.Context) error {
+	start := time.Now()
+	from, release := s.view()
+	defer release()
+	var n int64
+	if err := s.wconn.QueryRowContext(ctx, "SELECT count(*) FROM "+from).Scan(&n); err != nil {
+		return fmt.Errorf("count the records: %w", err)
+	}
+	s.ids = newIDIndex(int(n))
+	rows, err := s.wconn.QueryContext(ctx, "SELECT event_id, seq FROM "+from)
+	if err != nil {
+		return fmt.Errorf("read the event ids: %w", err)
+	}
+	defer rows.Close()
+	const chunk = 4096
+	ids := make([]string, 0, chunk)
+	seqs := make([]int64, 0, chunk)
+	for rows.Next() {
+		var (
+			id  sql.RawBytes
+			seq int64
+		)
+		if err := rows.Scan(&id, &seq); err != nil {
+			return fmt.Errorf("read the event ids: %w", err)
+		}
+		ids, seqs = append(ids, string(id)), append(seqs, seq)
+		if len(ids) == chunk {
+			s.ids.add(ids, seqs)
+			ids, seqs = ids[:0], seqs[:0]
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read the event ids: %w", err)
+	}
+	s.ids.add(ids, seqs)
+	if d := time.Since(start); d > time.Second {
+		s.log.InfoContext(ctx, "duckdb: event id index built", "records", n, "duration_ms", d.Milliseconds())
+	}
+	return nil
 }
 
 // Column lists, derived from the event schema.
@@ -246,7 +408,7 @@ var (
 	// losing the order of names and the precision of large numbers).
 	readColumns = readColumnsOf("")
 
-	eventsDDL = "CREATE TABLE IF NOT EXISTS events (\n" + event.DuckDBColumns() + ",\n  seq BIGINT NOT NULL,\n  PRIMARY KEY (event_id)\n)"
+	eventsDDL = "CREATE TABLE IF NOT EXISTS events (\n" + event.DuckDBColumns() + ",\n  seq BIGINT NOT NULL\n)"
 	// staging has the record columns and the seq each record gets if it is
 	// stored (ord). It is a TEMP table: per connection, in memory, not in the
 	// WAL. Write stages only the first occurrence of each event_id of a
@@ -254,18 +416,6 @@ var (
 	// or sort (measured on 5,000-record batches: the windowed INSERT took
 	// about 86 ms of a 133 ms Write).
 	stagingDDL = "CREATE TEMP TABLE IF NOT EXISTS staging (\n" + event.DuckDBColumns() + ",\n  ord BIGINT NOT NULL\n)"
-
-	// insertSQL moves the staged batch into events. It fails with a
-	// constraint error if an event_id is already stored.
-	insertSQL = "INSERT INTO events (" + selectColumns + ")\n" +
-		"SELECT " + recordColumns + ", ord FROM staging"
-	// insertNewSQL is insertSQL dropping the event_ids already stored.
-	// DuckDB runs ON CONFLICT as a join against a scan of events.event_id,
-	// which costs time in proportion to the table (29 ms per 1,000-record
-	// batch at 20k rows, 73 ms at 320k), while the plain INSERT checks the
-	// primary key's ART index per row. So Write tries insertSQL first and
-	// falls back to this one only when the batch holds a redelivery.
-	insertNewSQL = insertSQL + "\nON CONFLICT (event_id) DO NOTHING"
 )
 
 // readColumnsOf is readColumns with each column qualified by prefix ("e.").
@@ -280,40 +430,6 @@ func readColumnsOf(prefix string) string {
 		}
 	}
 	return strings.Join(append(out, prefix+"seq"), ", ")
-}
-
-// userIndexDDL creates the index of the per-user reads; benchmarks drop it.
-var userIndexDDL = `CREATE INDEX IF NOT EXISTS events_user_id_idx ON events (user_id)`
-
-// relaxLocation lets the coordinates be NULL (events without a location,
-// stored with enrichment status no_location) in a file whose table still
-// requires them (made before schema version 2). DuckDB refuses to alter a
-// table that an index depends on, and crashes when the index is dropped
-// and re-created in one transaction: so the index is dropped, the columns
-// altered and the index re-created, each on its own. It is idempotent and
-// costs one catalog query on a file that needs nothing.
-func relaxLocation(ctx context.Context, db *sql.DB) error {
-	var required int
-	err := db.QueryRowContext(ctx, `SELECT count(*) FROM duckdb_columns()
-		WHERE table_name = 'events' AND column_name IN ('location_latitude', 'location_longitude') AND NOT is_nullable`).Scan(&required)
-	if err != nil {
-		return fmt.Errorf("migrate: read the location columns: %w", err)
-	}
-	if required == 0 {
-		_, err := db.ExecContext(ctx, userIndexDDL) // re-created if a run stopped between the steps
-		return err
-	}
-	for _, stmt := range []string{
-		`DROP INDEX IF EXISTS events_user_id_idx`,
-		`ALTER TABLE events ALTER COLUMN location_latitude DROP NOT NULL`,
-		`ALTER TABLE events ALTER COLUMN location_longitude DROP NOT NULL`,
-		userIndexDDL,
-	} {
-		if _, err := db.ExecContext(ctx, stmt); err != nil {
-			return fmt.Errorf("migrate: let coordinates be missing: %s: %w", firstLine(stmt), err)
-		}
-	}
-	return nil
 }
 
 func migrate(ctx context.Context, db *sql.DB) error {
@@ -339,7 +455,7 @@ func migrate(ctx context.Context, db *sql.DB) error {
 		return fmt.Errorf("migrate: table events exists without a schema version in skyjoin_meta: not a file of this program")
 	case errors.Is(err, sql.ErrNoRows):
 		// A new file: the current layout.
-		for _, stmt := range []string{eventsDDL, userIndexDDL} {
+		for _, stmt := range []string{eventsDDL, usersLatestDDL, coldMaxInit} {
 			if _, err := tx.ExecContext(ctx, stmt); err != nil {
 				return fmt.Errorf("migrate: %s: %w", firstLine(stmt), err)
 			}
@@ -407,8 +523,9 @@ func firstLine(s string) string {
 
 var errClosed = errors.New("store closed")
 
-// Close checkpoints the database (folds the WAL into the file) and closes
-// it. It waits for a running Write. Close is idempotent.
+// Close moves the hot segments into the main file, checkpoints it (folds
+// the WAL into the file) and closes it. It waits for a running Write. Close
+// is idempotent.
 func (s *Store) Close() error {
 	s.wsem <- struct{}{}
 	defer func() { <-s.wsem }()
@@ -423,6 +540,16 @@ func (s *Store) Close() error {
 	}()
 	start := time.Now()
 	var errs []error
+	s.stopMover()
+	<-s.moverDone
+	// What is not moved now stays in its segment file, durable, and is
+	// moved after the next open.
+	for _, seg := range s.segments() {
+		if err := s.move(context.Background(), seg); err != nil {
+			errs = append(errs, fmt.Errorf("move hot segment: %w", err))
+			break
+		}
+	}
 	if _, err := s.wconn.ExecContext(context.Background(), `CHECKPOINT`); err != nil {
 		errs = append(errs, fmt.Errorf("checkpoint: %w", err))
 	}
@@ -442,8 +569,10 @@ func (s *Store) Close() error {
 
 // Count returns the number of stored records.
 func (s *Store) Count(ctx context.Context) (int64, error) {
+	from, release := s.view()
+	defer release()
 	var n int64
-	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM events`).Scan(&n); err != nil {
+	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM `+from).Scan(&n); err != nil {
 		return 0, fmt.Errorf("duckdb: count: %w", err)
 	}
 	return n, nil

@@ -57,11 +57,13 @@ func (s *Store) List(ctx context.Context, q store.Query) (store.Page, error) {
 	// records), so the first step looks at a window of seq values below the
 	// start and widens it until the page is full or the window reaches the
 	// first record. Unfiltered, seq is dense and the first window suffices.
+	from, release := s.view()
+	defer release()
 	seqQuery := func(extra []string, extraArgs []any) ([]int64, error) {
 		conds := append(slices.Clone(where), extra...)
 		a := append(slices.Clone(args), extraArgs...)
 		a = append(a, limit+1)
-		return s.seqs(ctx, "SELECT seq FROM events"+whereClause(conds)+order+" LIMIT $"+strconv.Itoa(len(a)), a...)
+		return s.seqs(ctx, "SELECT seq FROM "+from+whereClause(conds)+order+" LIMIT $"+strconv.Itoa(len(a)), a...)
 	}
 	var (
 		seqs []int64
@@ -98,7 +100,7 @@ func (s *Store) List(ctx context.Context, q store.Query) (store.Page, error) {
 	}
 	arg("seq >= ?", lo)
 	arg("seq <= ?", hi)
-	recs, err := s.query(ctx, "SELECT "+readColumns+" FROM events"+whereClause(where)+order, args...)
+	recs, err := s.query(ctx, "SELECT "+readColumns+" FROM "+from+whereClause(where)+order, args...)
 	if err != nil {
 		return store.Page{}, fmt.Errorf("duckdb: list: %w", err)
 	}
@@ -113,9 +115,25 @@ func (s *Store) List(ctx context.Context, q store.Query) (store.Page, error) {
 	return page, nil
 }
 
-// Get returns the record with the event id, or store.ErrNotFound.
+// Get returns the record with the event id, or store.ErrNotFound. The
+// event id index gives its seq, which the row groups' min/max statistics
+// find; an id whose hash two stored ids share is looked for by a scan.
 func (s *Store) Get(ctx context.Context, eventID string) (event.Record, error) {
-	recs, err := s.query(ctx, "SELECT "+readColumns+" FROM events WHERE event_id = $1", eventID)
+	l := s.ids.lookup(eventID)
+	if l.seq == 0 && !l.scan {
+		return event.Record{}, fmt.Errorf("duckdb: get %q: %w", eventID, store.ErrNotFound)
+	}
+	from, release := s.view()
+	defer release()
+	var (
+		recs []event.Record
+		err  error
+	)
+	if l.scan {
+		recs, err = s.query(ctx, "SELECT "+readColumns+" FROM "+from+" WHERE event_id = $1", eventID)
+	} else {
+		recs, err = s.query(ctx, "SELECT "+readColumns+" FROM "+from+" WHERE seq = $1 AND event_id = $2", l.seq, eventID)
+	}
 	if err != nil {
 		return event.Record{}, fmt.Errorf("duckdb: get %q: %w", eventID, err)
 	}
@@ -126,15 +144,45 @@ func (s *Store) Get(ctx context.Context, eventID string) (event.Record, error) {
 }
 
 // LatestForUser returns the user's record with the latest occurred_at (the
-// last stored of those on a tie), or store.ErrNotFound.
+// last stored of those on a tie), or store.ErrNotFound. users_latest gives
+// the seq of the user's latest record in the main file, read by seq; the
+// hot segments, a few seconds of records, are scanned. Both statements run
+// in one transaction, so they see the main file as of one moment.
 func (s *Store) LatestForUser(ctx context.Context, userID string) (event.Record, error) {
-	recs, err := s.query(ctx, "SELECT "+readColumns+
-		" FROM events WHERE user_id = $1 ORDER BY occurred_at DESC, seq DESC LIMIT 1", userID)
-	if err != nil {
+	fail := func(err error) (event.Record, error) {
 		return event.Record{}, fmt.Errorf("duckdb: latest for user %q: %w", userID, err)
 	}
+	_, release := s.view()
+	defer release()
+	segs := s.segs
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	defer conn.Close()
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return fail(err)
+	}
+	defer tx.Rollback()
+	var (
+		latest  sql.NullInt64
+		coldMax int64
+	)
+	if err := tx.QueryRowContext(ctx, "SELECT (SELECT seq FROM main.users_latest WHERE user_id = $1), "+coldMaxSQL, userID).Scan(&latest, &coldMax); err != nil {
+		return fail(err)
+	}
+	parts := []string{"SELECT " + readColumns + " FROM main.events WHERE seq = $2 AND user_id = $1"}
+	for _, seg := range segs {
+		parts = append(parts, "SELECT "+readColumns+" FROM "+seg.alias+".events WHERE seq > $3 AND user_id = $1")
+	}
+	recs, err := queryRecords(ctx, tx, "SELECT * FROM ("+strings.Join(parts, " UNION ALL ")+") ORDER BY occurred_at DESC, seq DESC LIMIT 1",
+		userID, latest.Int64, coldMax)
+	if err != nil {
+		return fail(err)
+	}
 	if len(recs) == 0 {
-		return event.Record{}, fmt.Errorf("duckdb: latest for user %q: %w", userID, store.ErrNotFound)
+		return fail(store.ErrNotFound)
 	}
 	return recs[0], nil
 }

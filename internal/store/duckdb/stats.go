@@ -69,9 +69,11 @@ func (s *Store) Stats(ctx context.Context, q store.StatsQuery) ([]store.StatsRow
 		// The largest groups, ties broken by key, as the answer is ordered.
 		limit = "\n  ORDER BY n DESC, k1, k2 LIMIT " + strconv.Itoa(q.MaxGroups)
 	}
+	from, release := s.view()
+	defer release()
 	stmt := `WITH f AS (
   SELECT ` + k1 + ` AS k1, ` + k2 + ` AS k2, weather_temperature_c AS t, weather_condition AS cond
-  FROM events` + whereClause(where) + `
+  FROM ` + from + whereClause(where) + `
 ), g AS (
   SELECT k1, k2, count(*) AS n, count(t) AS nw, avg(t) AS avg_t, min(t) AS min_t, max(t) AS max_t
   FROM f GROUP BY k1, k2` + limit + `

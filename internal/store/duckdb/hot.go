@@ -1,0 +1,263 @@
+//go:build !noduckdb
+
+package duckdb
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/skyjoin/skyjoin/internal/event"
+)
+
+// segment is a hot segment: a DuckDB file of its own, attached to the
+// store's database as hot_<n>, whose table events takes the writer's
+// appends (the newest segment) or waits to be moved into the main file
+// (the others). See the package documentation, "Hot segments".
+type segment struct {
+	n     int
+	alias string
+	path  string
+}
+
+// SegmentBytes is the size of a hot segment's write-ahead log at which the
+// writer starts a new segment. It stays well below the checkpoint
+// threshold, so that no checkpoint ever runs in a segment: its WAL is
+// replayed if the process dies, and deleted with it once moved.
+const SegmentBytes = 16 << 20
+
+// segmentBytes is SegmentBytes; tests vary it.
+var segmentBytes int64 = SegmentBytes
+
+// moveRetry is how long the mover waits after a failed move.
+const moveRetry = 5 * time.Second
+
+const segmentSuffix = ".hot-"
+
+func segmentPath(base string, n int) string { return fmt.Sprintf("%s%s%06d", base, segmentSuffix, n) }
+
+// segmentNumbers returns the numbers of the segment files (or their WALs)
+// next to the database file at base, in increasing order.
+func segmentNumbers(base string) ([]int, error) {
+	names, err := filepath.Glob(base + segmentSuffix + "*")
+	if err != nil {
+		return nil, err
+	}
+	var ns []int
+	for _, name := range names {
+		rest := strings.TrimSuffix(strings.TrimPrefix(name, base+segmentSuffix), ".wal")
+		n, err := strconv.Atoi(rest)
+		if err != nil || n <= 0 || segmentPath(base, n) != base+segmentSuffix+rest {
+			continue // not ours
+		}
+		if !slices.Contains(ns, n) {
+			ns = append(ns, n)
+		}
+	}
+	slices.Sort(ns)
+	return ns, nil
+}
+
+var segmentDDL = "CREATE TABLE IF NOT EXISTS %s.events (\n" + event.DuckDBColumns() + ",\n  seq BIGINT NOT NULL\n)"
+
+// coldMaxSQL is the highest seq moved into the main file, as of the
+// statement's snapshot of it: rows of a segment at or below it are read
+// from the main file, not from the segment, which may not be detached yet.
+const coldMaxSQL = `(SELECT CAST(value AS BIGINT) FROM main.skyjoin_meta WHERE key = 'cold_max')`
+
+// attach attaches segment n (creating its file and table if needed) on
+// conn.
+func (s *Store) attach(ctx context.Context, conn *sql.Conn, n int) (*segment, error) {
+	seg := &segment{n: n, alias: "hot_" + strconv.Itoa(n), path: segmentPath(s.path, n)}
+	if _, err := conn.ExecContext(ctx, "ATTACH "+quote(seg.path)+" AS "+seg.alias); err != nil {
+		return nil, fmt.Errorf("attach segment %s: %w", seg.path, err)
+	}
+	if _, err := conn.ExecContext(ctx, fmt.Sprintf(segmentDDL, seg.alias)); err != nil {
+		return nil, errors.Join(fmt.Errorf("create the table of segment %s: %w", seg.path, err), s.detach(ctx, conn, seg))
+	}
+	return seg, nil
+}
+
+// detach detaches seg and deletes its files.
+func (s *Store) detach(ctx context.Context, conn *sql.Conn, seg *segment) error {
+	if _, err := conn.ExecContext(ctx, "DETACH "+seg.alias); err != nil {
+		return fmt.Errorf("detach segment %s: %w", seg.path, err)
+	}
+	var errs []error
+	for _, p := range []string{seg.path, seg.path + ".wal"} {
+		if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// updateSegments replaces the segment list by what change makes of it,
+// and rebuilds the FROM expression of reads. It takes mu: it waits for the
+// reads in flight.
+func (s *Store) updateSegments(change func([]*segment) []*segment) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.segs = change(slices.Clone(s.segs))
+	parts := []string{"SELECT " + selectColumns + " FROM main.events"}
+	for _, seg := range s.segs {
+		parts = append(parts, "SELECT "+selectColumns+" FROM "+seg.alias+".events WHERE seq > "+coldMaxSQL)
+	}
+	s.from = "(" + strings.Join(parts, " UNION ALL ") + ") AS events"
+}
+
+// view returns the FROM expression over every stored record, the main
+// file's and the segments', and holds mu's read lock until release is
+// called: no segment is detached meanwhile. One statement over it sees
+// each record once (coldMaxSQL).
+func (s *Store) view() (from string, release func()) {
+	s.mu.RLock()
+	return s.from, s.mu.RUnlock
+}
+
+// segments returns a copy of the segment list, oldest first.
+func (s *Store) segments() []*segment {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return slices.Clone(s.segs)
+}
+
+// active returns the segment that takes the writer's appends.
+func (s *Store) active() *segment {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.segs[len(s.segs)-1]
+}
+
+// rotate starts a new segment for the writer's appends and hands the
+// previous one to the mover. It runs under wsem.
+func (s *Store) rotate(ctx context.Context) error {
+	seg, err := s.attach(ctx, s.wconn, s.active().n+1)
+	if err != nil {
+		return err
+	}
+	s.updateSegments(func(segs []*segment) []*segment { return append(segs, seg) })
+	s.kickMover()
+	return nil
+}
+
+// rotateIfFull rotates when the active segment's WAL has reached
+// segmentBytes. It runs under wsem.
+func (s *Store) rotateIfFull(ctx context.Context) error {
+	st, err := os.Stat(s.active().path + ".wal")
+	if err != nil || st.Size() < segmentBytes {
+		return nil
+	}
+	return s.rotate(ctx)
+}
+
+func (s *Store) kickMover() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// runMover moves the segments the writer is done with into the main file,
+// oldest first, until ctx is done.
+func (s *Store) runMover(ctx context.Context) {
+	defer close(s.moverDone)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.kick:
+		}
+		for {
+			segs := s.segments()
+			if len(segs) < 2 {
+				break
+			}
+			if err := s.move(ctx, segs[0]); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				s.log.ErrorContext(ctx, "duckdb: move a hot segment into the main file failed; retrying", "segment", segs[0].path, "error", err.Error())
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(moveRetry):
+				}
+			}
+		}
+	}
+}
+
+// move copies seg's records into the main file, with the per-user latest
+// seq, in one transaction that also raises cold_max; then detaches seg and
+// deletes its files. The writer must not be appending to seg: it is not the
+// active segment, or wsem is held.
+func (s *Store) move(ctx context.Context, seg *segment) error {
+	s.moveMu.Lock()
+	defer s.moveMu.Unlock()
+	start := time.Now()
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	var hi sql.NullInt64
+	if err := conn.QueryRowContext(ctx, "SELECT max(seq) FROM "+seg.alias+".events").Scan(&hi); err != nil {
+		return fmt.Errorf("read the segment's last seq: %w", err)
+	}
+	var n int64
+	if hi.Valid && hi.Int64 > s.coldMax {
+		tx, err := conn.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback()
+		res, err := tx.ExecContext(ctx, "INSERT INTO main.events ("+selectColumns+") SELECT "+selectColumns+
+			" FROM "+seg.alias+".events WHERE seq > $1 ORDER BY seq", s.coldMax)
+		if err != nil {
+			return fmt.Errorf("copy the records: %w", err)
+		}
+		n, _ = res.RowsAffected()
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf(upsertLatestSQL, seg.alias+".events WHERE seq > $1"), s.coldMax); err != nil {
+			return fmt.Errorf("update the users' latest records: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE main.skyjoin_meta SET value = $1 WHERE key = 'cold_max'`, strconv.FormatInt(hi.Int64, 10)); err != nil {
+			return fmt.Errorf("record cold_max: %w", err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("commit: %w", err)
+		}
+		s.coldMax = hi.Int64
+	}
+	copied := time.Since(start)
+	s.updateSegments(func(segs []*segment) []*segment {
+		return slices.DeleteFunc(segs, func(x *segment) bool { return x == seg })
+	})
+	if err := s.detach(ctx, conn, seg); err != nil {
+		// Its records are in the main file and no read looks at it any
+		// more; a file left behind is deleted at the next open.
+		s.log.WarnContext(ctx, "duckdb: a moved hot segment was not deleted", "segment", seg.path, "error", err.Error())
+	}
+	s.log.DebugContext(ctx, "duckdb: hot segment moved", "segment", seg.path, "records", n,
+		"copy_ms", copied.Milliseconds(), "total_ms", time.Since(start).Milliseconds())
+	return nil
+}
+
+// upsertLatestSQL keeps users_latest, the seq of each user's record with
+// the latest occurred_at (the last stored of those on a tie), up to date
+// with the records of a FROM clause (%s).
+const upsertLatestSQL = `INSERT INTO main.users_latest (user_id, occurred_at, seq)
+SELECT user_id, occurred_at, seq FROM %s
+QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY occurred_at DESC, seq DESC) = 1
+ON CONFLICT (user_id) DO UPDATE SET occurred_at = excluded.occurred_at, seq = excluded.seq
+WHERE excluded.occurred_at > users_latest.occurred_at
+   OR (excluded.occurred_at = users_latest.occurred_at AND excluded.seq > users_latest.seq)`

@@ -1,0 +1,88 @@
+//go:build !noduckdb
+
+package duckdb
+
+import (
+	"hash/maphash"
+	"sync"
+)
+
+// idIndex maps each stored event_id to its seq, through a 64-bit hash of
+// the id: it is the store's primary key, kept in Go rather than as a
+// DuckDB ART index (see the package documentation, "Idempotency"). It costs
+// about 20 bytes per stored record (a map slot of 16 bytes at Go's load
+// factor), half of what one ART index over event_id takes, and no
+// checkpoint ever writes it.
+//
+// The hash is seeded at random per process, so ids cannot be chosen to
+// collide. Two ids with one hash are told apart by reading the record at
+// the seq the index holds: the index is a hint that is always confirmed,
+// never trusted alone. A hash that two stored ids share is marked
+// collided, and lookups of it fall back to a scan of the event_id column.
+//
+// Writes change it under the Store's wsem; Get reads it concurrently.
+type idIndex struct {
+	mu       sync.RWMutex
+	seed     maphash.Seed
+	seqs     map[uint64]int64
+	collided map[uint64]struct{}
+}
+
+func newIDIndex(capacity int) *idIndex {
+	return &idIndex{seed: maphash.MakeSeed(), seqs: make(map[uint64]int64, capacity), collided: map[uint64]struct{}{}}
+}
+
+func (x *idIndex) hash(id string) uint64 { return maphash.String(x.seed, id) }
+
+// lookup is what the index knows of id.
+type lookup struct {
+	// seq is the seq of the record stored under the id's hash, 0 if none.
+	seq int64
+	// scan: the hash is shared by two stored ids; only a scan of the
+	// event_id column tells whether id is stored.
+	scan bool
+}
+
+func (x *idIndex) lookup(id string) lookup {
+	h := x.hash(id)
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	if _, ok := x.collided[h]; ok {
+		return lookup{scan: true}
+	}
+	return lookup{seq: x.seqs[h]}
+}
+
+// add records that ids[i] is stored at seqs[i] (for seqs[i] != 0). The
+// store holds each id once, so a hash already held is another id's: it
+// becomes collided (the first id keeps the slot, which stays a valid hint).
+func (x *idIndex) add(ids []string, seqs []int64) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for i, id := range ids {
+		if seqs[i] == 0 {
+			continue
+		}
+		h := x.hash(id)
+		if _, ok := x.seqs[h]; ok {
+			x.collided[h] = struct{}{}
+			continue
+		}
+		x.seqs[h] = seqs[i]
+	}
+}
+
+// remove forgets deleted ids. A collided hash stays collided.
+func (x *idIndex) remove(ids []string) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for _, id := range ids {
+		delete(x.seqs, x.hash(id))
+	}
+}
+
+func (x *idIndex) len() int {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return len(x.seqs)
+}
