@@ -93,7 +93,13 @@ type LatencyStats struct {
 	Maxms        float64  `json:"max_ms"`
 	RSS          PhaseRSS `json:"rss"`
 	Stalls       Stalls   `json:"writer_stalls"`
+	// Reads are the downstream reads made during the phase (the
+	// fixed-rate phase only).
+	Reads []ReadStats `json:"reads,omitempty"`
 }
+
+// readEvery is how often the fixed-rate phase makes a downstream read.
+const readEvery = 100 * time.Millisecond
 
 // WeatherResult is the weather join's cost.
 type WeatherResult struct {
@@ -324,10 +330,15 @@ func Run(ctx context.Context, c *Client, cfg Config, progress io.Writer) (Result
 		w := watch(ctx, c)
 		l := &Load{Client: c, Events: events, BatchSize: batch, Concurrency: cfg.Concurrency, Rate: cfg.LatencyRate,
 			MaxEvents: cfg.MaxEvents, Duration: cfg.LatencyDuration, ProbeEvery: 5, Progress: progressOf(fmt.Sprintf("latency @%.0f/s", cfg.LatencyRate))}
+		readCtx, stopReads := context.WithCancel(ctx)
+		readsDone := make(chan []ReadStats, 1)
+		go func() { readsDone <- probeReads(readCtx, c, events.Users(), readEvery) }()
 		r := l.Run(ctx)
+		stopReads()
+		reads := <-readsDone
 		_, stalls := w.end()
 		fixed := latencyStats(fmt.Sprintf("fixed %.0f events/s", cfg.LatencyRate), cfg.LatencyRate, r)
-		fixed.RSS, fixed.Stalls = endPhase(rss), stalls
+		fixed.RSS, fixed.Stalls, fixed.Reads = endPhase(rss), stalls, reads
 		res.Latency = append(res.Latency, fixed)
 		if err := drain(); err != nil {
 			return res, err
@@ -388,6 +399,15 @@ func (r Result) Markdown() string {
 	for _, l := range r.Latency {
 		fmt.Fprintf(&b, "| %s | %.0f | %d | %.1f | %.1f | %.1f | %.1f | %d | %.0f | %.0f | %d |\n", l.Name, l.AchievedRate, l.Probes, l.P50ms, l.P95ms, l.P99ms, l.Maxms, l.Lost, l.RSS.PeakMB,
 			l.Stalls.LongestMS, l.Stalls.OverLimit)
+	}
+	for _, l := range r.Latency {
+		if len(l.Reads) == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "\n| reads during %s | reads | p50 ms | p99 ms | max ms | errors |\n|---|---:|---:|---:|---:|---:|\n", l.Name)
+		for _, rd := range l.Reads {
+			fmt.Fprintf(&b, "| %s | %d | %.1f | %.1f | %.1f | %d |\n", rd.Name, rd.Count, rd.P50ms, rd.P99ms, rd.Maxms, rd.Errors)
+		}
 	}
 	fmt.Fprintf(&b, "\n| weather | |\n|---|---:|\n| lookups | %d |\n| provider calls | %d (%d locations) |\n| calls per 1,000 events | %.2f |\n| cache hit ratio | %.4f |\n",
 		r.Weather.Requests, r.Weather.Calls, r.Weather.Points, r.Weather.CallsPer1000, r.Weather.HitRatio)

@@ -49,6 +49,7 @@ func CheckLoopback(base string) error {
 type Events struct {
 	prefix    string
 	templates [][2][]byte // JSON before and after the event id
+	users     []string    // the user id of each template
 	next      atomic.Int64
 }
 
@@ -73,6 +74,7 @@ func NewEvents(runID string, users int) (*Events, error) {
 	e := &Events{prefix: "bench-" + runID + "-"}
 	for i := range evs {
 		ev := evs[i]
+		e.users = append(e.users, ev.User.ID)
 		ev.EventID = "\x00"
 		ev.EventType = "bench.event"
 		ev.Properties = json.RawMessage(benchProperties)
@@ -88,6 +90,9 @@ func NewEvents(runID string, users int) (*Events, error) {
 	}
 	return e, nil
 }
+
+// Users are the user ids of the events.
+func (e *Events) Users() []string { return e.users }
 
 // ID is the event id of the n-th event of this run.
 func (e *Events) ID(n int64) string { return e.prefix + strconv.FormatInt(n, 10) }

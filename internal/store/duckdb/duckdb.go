@@ -173,7 +173,7 @@ const maxConns = 8
 
 // slowWrite is how long a Write may take before it is logged as slow (for
 // instance when it ran a checkpoint).
-const slowWrite = time.Second
+const slowWrite = 250 * time.Millisecond
 
 var _ store.Store = (*Store)(nil)
 
