@@ -103,6 +103,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -359,14 +360,38 @@ func (s *Store) loadIDs(ctx context.Context) error {
 		return fmt.Errorf("count the records: %w", err)
 	}
 	s.ids = newIDIndex(int(n))
-	rows, err := s.wconn.QueryContext(ctx, "SELECT event_id, seq FROM "+from)
+	// The driver makes a string of each id, garbage once hashed: collect
+	// it often rather than let the heap grow to twice the index.
+	defer debug.SetGCPercent(debug.SetGCPercent(20))
+	// By ranges of seq, which the row groups' statistics narrow: the
+	// driver takes a query's whole result into memory (all of it at
+	// once took 2 GB at 20 M records).
+	for lo := int64(0); lo < s.lastSeq; lo += loadChunk {
+		if err := s.loadIDRange(ctx, from, lo, lo+loadChunk); err != nil {
+			return err
+		}
+	}
+	// The driver's strings were garbage as soon as hashed: give the
+	// memory back now rather than at the next GC cycles.
+	debug.FreeOSMemory()
+	if d := time.Since(start); d > time.Second {
+		s.log.InfoContext(ctx, "duckdb: event id index built", "records", n, "duration_ms", d.Milliseconds())
+	}
+	return nil
+}
+
+// loadChunk is the range of seq that loadIDs reads at once.
+const loadChunk = 1 << 20
+
+// loadIDRange adds the ids of the records with lo < seq <= hi to the
+// index. No lock: the index is not shared yet. The ids are hashed as read,
+// not kept.
+func (s *Store) loadIDRange(ctx context.Context, from string, lo, hi int64) error {
+	rows, err := s.wconn.QueryContext(ctx, "SELECT event_id, seq FROM "+from+" WHERE seq > $1 AND seq <= $2", lo, hi)
 	if err != nil {
 		return fmt.Errorf("read the event ids: %w", err)
 	}
 	defer rows.Close()
-	const chunk = 4096
-	ids := make([]string, 0, chunk)
-	seqs := make([]int64, 0, chunk)
 	for rows.Next() {
 		var (
 			id  sql.RawBytes
@@ -375,18 +400,10 @@ func (s *Store) loadIDs(ctx context.Context) error {
 		if err := rows.Scan(&id, &seq); err != nil {
 			return fmt.Errorf("read the event ids: %w", err)
 		}
-		ids, seqs = append(ids, string(id)), append(seqs, seq)
-		if len(ids) == chunk {
-			s.ids.add(ids, seqs)
-			ids, seqs = ids[:0], seqs[:0]
-		}
+		s.ids.addRaw(id, seq)
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("read the event ids: %w", err)
-	}
-	s.ids.add(ids, seqs)
-	if d := time.Since(start); d > time.Second {
-		s.log.InfoContext(ctx, "duckdb: event id index built", "records", n, "duration_ms", d.Milliseconds())
 	}
 	return nil
 }

@@ -32,8 +32,12 @@ func newIDIndex(capacity int) *idIndex {
 	return &idIndex{seed: maphash.MakeSeed(), seqs: make(map[uint64]int64, capacity), collided: map[uint64]struct{}{}}
 }
 
-// idHash is the hash of the index; tests make it collide.
-var idHash = maphash.String
+// idHash is the hash of the index, and idHashBytes the same of bytes;
+// tests make them collide.
+var (
+	idHash      = maphash.String
+	idHashBytes = maphash.Bytes
+)
 
 func (x *idIndex) hash(id string) uint64 { return idHash(x.seed, id) }
 
@@ -73,6 +77,16 @@ func (x *idIndex) add(ids []string, seqs []int64) {
 		}
 		x.seqs[h] = seqs[i]
 	}
+}
+
+// addRaw is add for one id given as bytes (not kept), at load.
+func (x *idIndex) addRaw(id []byte, seq int64) {
+	h := idHashBytes(x.seed, id)
+	if _, ok := x.seqs[h]; ok {
+		x.collided[h] = struct{}{}
+		return
+	}
+	x.seqs[h] = seq
 }
 
 // remove forgets deleted ids. A collided hash stays collided.
