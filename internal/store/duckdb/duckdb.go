@@ -197,11 +197,10 @@ type Store struct {
 	// ids maps stored event ids to their seq (the primary key).
 	ids *idIndex
 
-	// mu guards segs and from. Reads hold it shared for the length of a
-	// statement over from (view); a change of the segments holds it.
-	mu   sync.RWMutex
-	segs []*segment // oldest first; the last takes the writer's appends
-	from string     // FROM expression over the main file and segs
+	// snap is the current segment list and the FROM expression of reads
+	// over it; segMu serialises its changes (a new segment, a moved one).
+	snap  atomic.Pointer[snapshot]
+	segMu sync.Mutex
 
 	// moveMu serialises moves of segments with deletes and updates, and
 	// guards coldMax, the highest seq in the main file's events.

@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/skyjoin/skyjoin/internal/event"
@@ -25,6 +27,19 @@ type segment struct {
 	n     int
 	alias string
 	path  string
+	// mu is held shared by every read that may look at the segment, and
+	// exclusively, for good, by the mover once it has taken the segment
+	// out of the snapshot: it detaches the segment after the last such
+	// read, and no read starts on it after that.
+	mu sync.RWMutex
+}
+
+// snapshot is a segment list, oldest first (the last takes the writer's
+// appends), and the FROM expression of reads over the main file and them.
+// It does not change once published.
+type snapshot struct {
+	segs []*segment
+	from string
 }
 
 // SegmentBytes is the size of a hot segment's write-ahead log at which the
@@ -101,41 +116,66 @@ func (s *Store) detach(ctx context.Context, conn *sql.Conn, seg *segment) error 
 
 func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
-// updateSegments replaces the segment list by what change makes of it,
-// and rebuilds the FROM expression of reads. It takes mu: it waits for the
-// reads in flight.
+// updateSegments publishes a snapshot of the segment list change makes
+// of the current one. It waits for nothing but another change.
 func (s *Store) updateSegments(change func([]*segment) []*segment) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.segs = change(slices.Clone(s.segs))
+	s.segMu.Lock()
+	defer s.segMu.Unlock()
+	var segs []*segment
+	if cur := s.snap.Load(); cur != nil {
+		segs = slices.Clone(cur.segs)
+	}
+	segs = change(segs)
 	parts := []string{"SELECT " + selectColumns + " FROM main.events"}
-	for _, seg := range s.segs {
+	for _, seg := range segs {
 		parts = append(parts, "SELECT "+selectColumns+" FROM "+seg.alias+".events WHERE seq > "+coldMaxSQL)
 	}
-	s.from = "(" + strings.Join(parts, " UNION ALL ") + ") AS events"
+	s.snap.Store(&snapshot{segs: segs, from: "(" + strings.Join(parts, " UNION ALL ") + ") AS events"})
 }
 
-// view returns the FROM expression over every stored record, the main
-// file's and the segments', and holds mu's read lock until release is
-// called: no segment is detached meanwhile. One statement over it sees
-// each record once (coldMaxSQL).
+// acquire returns the current snapshot with a read hold on each of its
+// segments, which release gives back: none of them is detached until
+// then. A segment the mover is retiring is no longer in the current
+// snapshot, so acquire loads it again rather than wait. One statement
+// over the snapshot's from sees each record once (coldMaxSQL).
+func (s *Store) acquire() (_ *snapshot, release func()) {
+	for {
+		sn := s.snap.Load()
+		held := 0
+		for _, seg := range sn.segs {
+			if !seg.mu.TryRLock() {
+				break
+			}
+			held++
+		}
+		if held == len(sn.segs) {
+			return sn, func() {
+				for _, seg := range sn.segs {
+					seg.mu.RUnlock()
+				}
+			}
+		}
+		for _, seg := range sn.segs[:held] {
+			seg.mu.RUnlock()
+		}
+		runtime.Gosched()
+	}
+}
+
+// view is acquire for the FROM expression alone.
 func (s *Store) view() (from string, release func()) {
-	s.mu.RLock()
-	return s.from, s.mu.RUnlock
+	sn, release := s.acquire()
+	return sn.from, release
 }
 
-// segments returns a copy of the segment list, oldest first.
-func (s *Store) segments() []*segment {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return slices.Clone(s.segs)
-}
+// segments returns the current segment list, oldest first. The caller
+// must not change it.
+func (s *Store) segments() []*segment { return s.snap.Load().segs }
 
 // active returns the segment that takes the writer's appends.
 func (s *Store) active() *segment {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.segs[len(s.segs)-1]
+	segs := s.segments()
+	return segs[len(segs)-1]
 }
 
 // rotate starts a new segment for the writer's appends and hands the
@@ -242,7 +282,11 @@ func (s *Store) move(ctx context.Context, seg *segment) error {
 	s.updateSegments(func(segs []*segment) []*segment {
 		return slices.DeleteFunc(segs, func(x *segment) bool { return x == seg })
 	})
-	if err := s.detach(ctx, conn, seg); err != nil {
+	// The reads that still hold the segment end; no new one takes it.
+	seg.mu.Lock()
+	// Not cancelled with ctx: the records are in the main file, the files
+	// only wait to be deleted (Close stops the mover, maybe here).
+	if err := s.detach(context.WithoutCancel(ctx), conn, seg); err != nil {
 		// Its records are in the main file and no read looks at it any
 		// more; a file left behind is deleted at the next open.
 		s.log.WarnContext(ctx, "duckdb: a moved hot segment was not deleted", "segment", seg.path, "error", err.Error())

@@ -152,9 +152,9 @@ func (s *Store) LatestForUser(ctx context.Context, userID string) (event.Record,
 	fail := func(err error) (event.Record, error) {
 		return event.Record{}, fmt.Errorf("duckdb: latest for user %q: %w", userID, err)
 	}
-	_, release := s.view()
+	sn, release := s.acquire()
 	defer release()
-	segs := s.segs
+	segs := sn.segs
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
 		return fail(err)
