@@ -82,29 +82,28 @@ func (s *Store) delete(ctx context.Context, cond, latestCond string, args ...any
 	s.moveMu.Lock()
 	defer s.moveMu.Unlock()
 	var (
-		total   int64
-		deleted []string
+		total int64
+		gone  deleted
 	)
 	for _, seg := range s.segments() {
-		ids, err := s.deleteIn(ctx, seg.alias+".events", cond, args, nil)
+		n, err := s.deleteIn(ctx, seg.alias+".events", cond, args, nil, &gone)
 		if err != nil {
 			return total, err
 		}
-		total += int64(len(ids))
-		deleted = append(deleted, ids...)
+		total += n
 	}
-	ids, err := s.deleteIn(ctx, "main.events", cond, args, func(tx *sql.Tx) error {
+	n, err := s.deleteIn(ctx, "main.events", cond, args, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, "DELETE FROM main.users_latest WHERE "+latestCond, args...); err != nil {
 			return fmt.Errorf("delete from users_latest: %w", err)
 		}
 		return saveLastSeq(ctx, tx, s.lastSeq)
-	})
+	}, &gone)
 	if err != nil {
 		return total, err
 	}
-	total += int64(len(ids))
-	deleted = append(deleted, ids...)
-	s.ids.remove(deleted)
+	total += n
+	s.ids.remove(gone.ids)
+	s.users.remove(gone.users, gone.seqs)
 	if total == 0 {
 		return 0, nil
 	}
@@ -117,43 +116,55 @@ func (s *Store) delete(ctx context.Context, cond, latestCond string, args ...any
 	return total, nil
 }
 
+// deleted are the event ids, user ids and seqs of deleted records.
+type deleted struct {
+	ids, users []string
+	seqs       []int64
+}
+
 // deleteIn deletes the records matching cond from table in one
-// transaction, running also (if not nil) before the commit, and returns
-// their event ids.
-func (s *Store) deleteIn(ctx context.Context, table, cond string, args []any, also func(*sql.Tx) error) ([]string, error) {
+// transaction, running also (if not nil) before the commit, adds them to
+// gone once committed, and returns how many.
+func (s *Store) deleteIn(ctx context.Context, table, cond string, args []any, also func(*sql.Tx) error, gone *deleted) (int64, error) {
 	tx, err := s.wconn.BeginTx(ctx, nil)
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
 	defer tx.Rollback()
-	rows, err := tx.QueryContext(ctx, "DELETE FROM "+table+" WHERE "+cond+" RETURNING event_id", args...)
+	rows, err := tx.QueryContext(ctx, "DELETE FROM "+table+" WHERE "+cond+" RETURNING event_id, user_id, seq", args...)
 	if err != nil {
-		return nil, fmt.Errorf("delete from %s: %w", table, err)
+		return 0, fmt.Errorf("delete from %s: %w", table, err)
 	}
-	var ids []string
+	var these deleted
 	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
+		var (
+			id, user string
+			seq      int64
+		)
+		if err := rows.Scan(&id, &user, &seq); err != nil {
 			rows.Close()
-			return nil, fmt.Errorf("delete from %s: %w", table, err)
+			return 0, fmt.Errorf("delete from %s: %w", table, err)
 		}
-		ids = append(ids, id)
+		these.ids, these.users, these.seqs = append(these.ids, id), append(these.users, user), append(these.seqs, seq)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("delete from %s: %w", table, err)
+		return 0, fmt.Errorf("delete from %s: %w", table, err)
 	}
 	if also != nil {
 		if err := also(tx); err != nil {
-			return nil, err
+			return 0, err
 		}
-	} else if len(ids) == 0 {
-		return nil, nil
+	} else if len(these.ids) == 0 {
+		return 0, nil
 	}
 	if err := tx.Commit(); err != nil {
-		return nil, fmt.Errorf("commit the delete from %s: %w", table, err)
+		return 0, fmt.Errorf("commit the delete from %s: %w", table, err)
 	}
-	return ids, nil
+	gone.ids = append(gone.ids, these.ids...)
+	gone.users = append(gone.users, these.users...)
+	gone.seqs = append(gone.seqs, these.seqs...)
+	return int64(len(these.ids)), nil
 }
 
 func saveLastSeq(ctx context.Context, tx *sql.Tx, seq int64) error {

@@ -194,8 +194,10 @@ type Store struct {
 	// maxSeq is lastSeq for readers: List's newest-first pages start from it.
 	maxSeq atomic.Int64
 
-	// ids maps stored event ids to their seq (the primary key).
-	ids *idIndex
+	// ids maps stored event ids to their seq (the primary key); users
+	// each user id to its records' seqs.
+	ids   *idIndex
+	users *userIndex
 
 	// snap is the current segment list and the FROM expression of reads
 	// over it; segMu serialises its changes (a new segment, a moved one).
@@ -358,7 +360,7 @@ func (s *Store) loadIDs(ctx context.Context) error {
 	if err := s.wconn.QueryRowContext(ctx, "SELECT count(*) FROM "+from).Scan(&n); err != nil {
 		return fmt.Errorf("count the records: %w", err)
 	}
-	s.ids = newIDIndex(int(n))
+	s.ids, s.users = newIDIndex(int(n)), newUserIndex()
 	// The driver makes a string of each id, garbage once hashed: collect
 	// it often rather than let the heap grow to twice the index.
 	defer debug.SetGCPercent(debug.SetGCPercent(20))
@@ -370,6 +372,7 @@ func (s *Store) loadIDs(ctx context.Context) error {
 			return err
 		}
 	}
+	s.users.sortAll()
 	// The driver's strings were garbage as soon as hashed: give the
 	// memory back now rather than at the next GC cycles.
 	debug.FreeOSMemory()
@@ -386,20 +389,21 @@ const loadChunk = 1 << 20
 // index. No lock: the index is not shared yet. The ids are hashed as read,
 // not kept.
 func (s *Store) loadIDRange(ctx context.Context, from string, lo, hi int64) error {
-	rows, err := s.wconn.QueryContext(ctx, "SELECT event_id, seq FROM "+from+" WHERE seq > $1 AND seq <= $2", lo, hi)
+	rows, err := s.wconn.QueryContext(ctx, "SELECT event_id, user_id, seq FROM "+from+" WHERE seq > $1 AND seq <= $2", lo, hi)
 	if err != nil {
 		return fmt.Errorf("read the event ids: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var (
-			id  sql.RawBytes
-			seq int64
+			id, user sql.RawBytes
+			seq      int64
 		)
-		if err := rows.Scan(&id, &seq); err != nil {
+		if err := rows.Scan(&id, &user, &seq); err != nil {
 			return fmt.Errorf("read the event ids: %w", err)
 		}
 		s.ids.addRaw(id, seq)
+		s.users.addUnordered(user, seq)
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("read the event ids: %w", err)

@@ -49,7 +49,9 @@ func TestConformance(t *testing.T) {
 // value): every hit is told apart from a stored id by reading the record,
 // and a shared hash by a scan.
 func TestConformanceHashCollisions(t *testing.T) {
-	defer func(h func(maphash.Seed, string) uint64, b func(maphash.Seed, []byte) uint64) { idHash, idHashBytes = h, b }(idHash, idHashBytes)
+	defer func(h func(maphash.Seed, string) uint64, b func(maphash.Seed, []byte) uint64) {
+		idHash, idHashBytes = h, b
+	}(idHash, idHashBytes)
 	idHash = func(_ maphash.Seed, id string) uint64 { return uint64(len(id) % 3) }
 	idHashBytes = func(_ maphash.Seed, id []byte) uint64 { return uint64(len(id) % 3) }
 	storetest.Run(t, func(t *testing.T) store.Store { return openPath(t, tempPath(t)) })

@@ -3,6 +3,7 @@
 package duckdb
 
 import (
+	"cmp"
 	"context"
 	"database/sql/driver"
 	"encoding/json"
@@ -85,8 +86,10 @@ func (s *Store) write(ctx context.Context, recs []event.Record) error {
 	}
 	n := int64(0)
 	ids := make([]string, 0, len(recs))
+	users := make([]string, 0, len(recs))
 	for i := range recs {
 		ids = append(ids, recs[i].EventID)
+		users = append(users, recs[i].User.ID)
 		if fresh[i] == -1 {
 			n++
 			fresh[i] = s.lastSeq + n
@@ -104,6 +107,7 @@ func (s *Store) write(ctx context.Context, recs []event.Record) error {
 		s.lastSeq += n
 		s.maxSeq.Store(s.lastSeq)
 		s.ids.add(ids, fresh)
+		s.users.add(users, fresh)
 	}
 	for i := range recs {
 		recs[i].Seq = seqs[i]
@@ -256,11 +260,14 @@ func (s *Store) resync(ctx context.Context) {
 		return
 	}
 	ids := make([]string, len(recs))
+	users := make([]string, len(recs))
 	seqs := make([]int64, len(recs))
+	slices.SortFunc(recs, func(a, b event.Record) int { return cmp.Compare(a.Seq, b.Seq) })
 	for i, r := range recs {
-		ids[i], seqs[i] = r.EventID, r.Seq
+		ids[i], users[i], seqs[i] = r.EventID, r.User.ID, r.Seq
 		s.lastSeq = max(s.lastSeq, r.Seq)
 	}
 	s.ids.add(ids, seqs)
+	s.users.add(users, seqs)
 	s.maxSeq.Store(s.lastSeq)
 }
