@@ -16,8 +16,8 @@ import (
 const (
 	// DefaultMemoryLimit bounds DuckDB's buffer manager (its own default is
 	// 80% of the machine's RAM, which it fills with cached pages of the
-	// table). The ART indexes (event_id, user_id) count against it and must
-	// fit in memory; see docs/benchmarks.md for what they take per row.
+	// table). The store keeps no DuckDB index on its records (the event id
+	// and user indexes live in the Go heap, see the package documentation).
 	DefaultMemoryLimit = "256MB"
 	// DefaultThreads is DuckDB's worker threads (its default: one per core).
 	// The store's statements are small; more threads cost memory, not speed.
@@ -38,7 +38,7 @@ type Config struct {
 
 // RegisterFlags adds the DuckDB store's flags to fs.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	fs.StringVar(&c.MemoryLimit, "duckdb-memory-limit", DefaultMemoryLimit, "memory limit of the embedded DuckDB store (its buffer manager and indexes), e.g. 256MB, 1GB")
+	fs.StringVar(&c.MemoryLimit, "duckdb-memory-limit", DefaultMemoryLimit, "memory limit of the embedded DuckDB store (its buffer manager), e.g. 256MB, 1GB")
 	fs.IntVar(&c.Threads, "duckdb-threads", DefaultThreads, "worker threads of the embedded DuckDB store")
 }
 

@@ -598,3 +598,69 @@ func TestWritesAndReadsDoNotWaitForAHeldRead(t *testing.T) {
 		t.Errorf("segments left after Close: %v %v", left, err)
 	}
 }
+
+// BenchmarkReadsOnStore measures the downstream reads on an existing store
+// (a copy of one `skyjoin bench --fill N --data-dir DIR` made), idle:
+//
+//	SKYJOIN_BENCH_STORE=DIR/skyjoin.duckdb go test -run '^$' -bench ReadsOnStore -benchtime 20x ./internal/store/duckdb/
+//
+// "spread" users are the fill's (their records spread over the whole
+// table), "recent" ones the latest written (the bench's load users).
+func BenchmarkReadsOnStore(b *testing.B) {
+	path := os.Getenv("SKYJOIN_BENCH_STORE")
+	if path == "" {
+		b.Skip("SKYJOIN_BENCH_STORE is not set")
+	}
+	start := time.Now()
+	s := openPath(b, path)
+	b.Logf("open: %v, %d records", time.Since(start), s.ids.len())
+	pick := func(q string) []string {
+		rows, err := s.db.QueryContext(context.Background(), q)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer rows.Close()
+		var users []string
+		for rows.Next() {
+			var u string
+			if err := rows.Scan(&u); err != nil {
+				b.Fatal(err)
+			}
+			users = append(users, u)
+		}
+		return users
+	}
+	groups := map[string][]string{
+		"spread": pick("SELECT user_id FROM users_latest ORDER BY occurred_at LIMIT 20"),
+		"recent": pick("SELECT user_id FROM users_latest ORDER BY occurred_at DESC LIMIT 20"),
+	}
+	ctx := context.Background()
+	for _, g := range []string{"spread", "recent"} {
+		users := groups[g]
+		for _, byIndex := range []bool{true, false} {
+			b.Run(fmt.Sprintf("list_user_%s_index_%v", g, byIndex), func(b *testing.B) {
+				defer func(old bool) { listByUserIndex = old }(listByUserIndex)
+				listByUserIndex = byIndex
+				for i := 0; b.Loop(); i++ {
+					if p, err := s.List(ctx, store.Query{UserID: users[i%len(users)], Limit: 100}); err != nil || len(p.Records) == 0 {
+						b.Fatal(len(p.Records), err)
+					}
+				}
+			})
+		}
+		b.Run("latest_"+g, func(b *testing.B) {
+			for i := 0; b.Loop(); i++ {
+				if _, err := s.LatestForUser(ctx, users[i%len(users)]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+	b.Run("stats_country_last_hour", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := s.Stats(ctx, store.StatsQuery{GroupBy: store.GroupByCountry, Query: store.Query{Since: time.Now().Add(-time.Hour)}}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

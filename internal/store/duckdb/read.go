@@ -46,7 +46,7 @@ func (s *Store) List(ctx context.Context, q store.Query) (store.Page, error) {
 	if q.Ascending {
 		order = " ORDER BY seq ASC"
 	}
-	if q.UserID != "" {
+	if q.UserID != "" && listByUserIndex {
 		return s.listByUser(ctx, q, limit, cursor, where, args, order)
 	}
 	// Two steps, because DuckDB's top-N over all 42 columns reads far more
@@ -118,9 +118,12 @@ func (s *Store) List(ctx context.Context, q store.Query) (store.Page, error) {
 	return page, nil
 }
 
+// listByUserIndex: List reads a user's records through the user index.
+var listByUserIndex = true
+
 // listByUser is List for a user's records, through the user index: the
 // user's seqs beyond the cursor are the candidates, taken in the page's
-// order in chunks (4 pages' worth, then 4 times more each time), each read
+// order in chunks (a page's worth, then 4 times more each time), each read
 // by seq with the other filters, until the page is full.
 func (s *Store) listByUser(ctx context.Context, q store.Query, limit int, cursor int64, where []string, args []any, order string) (store.Page, error) {
 	cands := slices.DeleteFunc(s.users.list(q.UserID), func(seq int64) bool {
@@ -132,7 +135,7 @@ func (s *Store) listByUser(ctx context.Context, q store.Query, limit int, cursor
 	from, release := s.view()
 	defer release()
 	var recs []event.Record
-	for chunk := 4 * (limit + 1); len(cands) > 0 && len(recs) <= limit; chunk *= 4 {
+	for chunk := limit + 1; len(cands) > 0 && len(recs) <= limit; chunk *= 4 {
 		part := cands[:min(chunk, len(cands))]
 		cands = cands[len(part):]
 		list := make([]string, len(part))
