@@ -61,34 +61,31 @@ func (x *idIndex) lookup(id string) lookup {
 	return lookup{seq: x.seqs[h]}
 }
 
-// add records that ids[i] is stored at seqs[i] (for seqs[i] != 0). The
-// store holds each id once, so a hash already held is another id's: it
-// becomes collided (the first id keeps the slot, which stays a valid hint).
+// add records that ids[i] is stored at seqs[i] (for seqs[i] != 0).
 func (x *idIndex) add(ids []string, seqs []int64) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	for i, id := range ids {
-		if seqs[i] == 0 {
-			continue
+		if seqs[i] != 0 {
+			x.insert(x.hash(id), seqs[i])
 		}
-		h := x.hash(id)
-		if _, ok := x.seqs[h]; ok {
-			x.collided[h] = struct{}{}
-			continue
-		}
-		x.seqs[h] = seqs[i]
 	}
 }
 
-// addRaw is add for one id given as bytes (not kept), at load.
-func (x *idIndex) addRaw(id []byte, seq int64) {
-	h := idHashBytes(x.seed, id)
+// insert records that the id of hash h is stored at seq. The store holds
+// each id once, so a hash already held is another id's: it becomes
+// collided (the first id keeps the slot, which stays a valid hint). The
+// caller holds mu, or the index is not shared yet.
+func (x *idIndex) insert(h uint64, seq int64) {
 	if _, ok := x.seqs[h]; ok {
 		x.collided[h] = struct{}{}
 		return
 	}
 	x.seqs[h] = seq
 }
+
+// addRaw is add for one id given as bytes (not kept), at load.
+func (x *idIndex) addRaw(id []byte, seq int64) { x.insert(idHashBytes(x.seed, id), seq) }
 
 // remove forgets deleted ids. A collided hash stays collided.
 func (x *idIndex) remove(ids []string) {

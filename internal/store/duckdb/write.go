@@ -59,7 +59,7 @@ func (s *Store) write(ctx context.Context, recs []event.Record) error {
 	seqs := make([]int64, len(recs))
 	fresh := make([]int64, len(recs))
 	first := make(map[string]struct{}, len(recs))
-	var probe []int // records whose id the index may hold
+	probe := map[int]lookup{} // records whose id the index may hold
 	for i := range recs {
 		if _, dup := first[recs[i].EventID]; dup {
 			continue
@@ -67,7 +67,7 @@ func (s *Store) write(ctx context.Context, recs []event.Record) error {
 		first[recs[i].EventID] = struct{}{}
 		fresh[i] = -1
 		if l := s.ids.lookup(recs[i].EventID); l.seq != 0 || l.scan {
-			probe = append(probe, i)
+			probe[i] = l
 		}
 	}
 	// A redelivery: the stored record takes the place of the one sent, so
@@ -78,7 +78,7 @@ func (s *Store) write(ctx context.Context, recs []event.Record) error {
 		if err != nil {
 			return fmt.Errorf("look for stored event ids: %w", err)
 		}
-		for _, i := range probe {
+		for i := range probe {
 			if r, ok := stored[recs[i].EventID]; ok {
 				recs[i], seqs[i], fresh[i] = r, r.Seq, 0
 			}
@@ -120,19 +120,17 @@ func (s *Store) write(ctx context.Context, recs []event.Record) error {
 }
 
 // findStored returns the stored records, by event id, of the records of
-// recs at the indexes probe, whose ids the index may hold. Those whose
-// index entry is a seq are read by seq (the row groups' min/max statistics
-// find it), and kept if their event id is the one sent; the others (a
-// hash two ids share) by a scan of the event_id column.
-func (s *Store) findStored(ctx context.Context, recs []event.Record, probe []int) (map[string]event.Record, error) {
-	want := make(map[string]bool, len(probe))
+// recs at the indexes of probe, whose ids the index may hold (probe has
+// what it said). Those whose index entry is a seq are read by seq (the row
+// groups' min/max statistics find it), and kept if their event id is the
+// one sent; the others, and those whose seq holds another id (a hash two
+// ids share), by a scan of the event_id column.
+func (s *Store) findStored(ctx context.Context, recs []event.Record, probe map[int]lookup) (map[string]event.Record, error) {
 	var bySeq []string
 	var scan []any
-	for _, i := range probe {
-		id := recs[i].EventID
-		want[id] = true
-		if l := s.ids.lookup(id); l.scan {
-			scan = append(scan, id)
+	for i, l := range probe {
+		if l.scan {
+			scan = append(scan, recs[i].EventID)
 		} else {
 			bySeq = append(bySeq, strconv.FormatInt(l.seq, 10))
 		}
@@ -145,16 +143,18 @@ func (s *Store) findStored(ctx context.Context, recs []event.Record, probe []int
 		if err != nil {
 			return nil, err
 		}
+		bySeqOf := make(map[int64]event.Record, len(got))
 		for _, r := range got {
-			if want[r.EventID] {
-				found[r.EventID] = r
-			}
+			bySeqOf[r.Seq] = r
 		}
-		for _, i := range probe {
-			id := recs[i].EventID
-			if _, ok := found[id]; !ok && !slices.Contains(scan, any(id)) && s.ids.lookup(id).seq != 0 {
-				// Another id holds the hash: only a scan tells.
-				scan = append(scan, id)
+		for i, l := range probe {
+			if l.scan {
+				continue
+			}
+			if r, ok := bySeqOf[l.seq]; ok && r.EventID == recs[i].EventID {
+				found[r.EventID] = r
+			} else {
+				scan = append(scan, recs[i].EventID) // another id holds the hash: only a scan tells
 			}
 		}
 	}
