@@ -40,6 +40,7 @@ func unavailable(err error) bool {
 		nats.ErrConnectionClosed,
 		nats.ErrConnectionDraining,
 		nats.ErrConnectionReconnecting,
+		nats.ErrReconnectBufExceeded,
 		nats.ErrDisconnected,
 		nats.ErrNoServers,
 		nats.ErrSlowConsumer,

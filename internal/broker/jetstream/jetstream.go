@@ -366,6 +366,12 @@ func (b *Broker) Publish(ctx context.Context, topic string, msgs ...*broker.Mess
 	if len(msgs) == 0 {
 		return nil
 	}
+	// A connection that is down answers at once: the client would only
+	// buffer the messages until it is back, and the caller (ingest) is
+	// better told now, so that it can answer 503 and its client retry.
+	if !b.nc.IsConnected() {
+		return b.fail(op, fmt.Errorf("not connected to the broker (%v): %w", b.nc.Status(), nats.ErrConnectionReconnecting))
+	}
 	if _, err := b.stream(ctx, topic); err != nil {
 		return b.fail(op, err)
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/skyjoin/skyjoin/internal/broker"
@@ -169,6 +170,16 @@ func TestListenExternal(t *testing.T) {
 	err = ext.Publish(pctx, broker.TopicEvents, &broker.Message{Data: []byte("lost")})
 	if !errors.Is(err, broker.ErrUnavailable) {
 		t.Fatalf("Publish with the server down: %v, want ErrUnavailable", err)
+	}
+
+	// Once the client knows the connection is down, a publish fails at
+	// once rather than buffering until the deadline (which would let a
+	// reconnect within the deadline hide the outage from ingest's clients).
+	for deadline := time.Now().Add(10 * time.Second); ext.nc.IsConnected() && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+	}
+	err = ext.Publish(ctx, broker.TopicEvents, &broker.Message{Data: []byte("lost")})
+	if !errors.Is(err, broker.ErrUnavailable) || !errors.Is(err, nats.ErrConnectionReconnecting) {
+		t.Fatalf("Publish while reconnecting: %v, want ErrUnavailable for the connection down", err)
 	}
 }
 
