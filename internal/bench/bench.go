@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -24,6 +25,10 @@ type Config struct {
 	Phases []string
 	// Setup says how the target runs, for the result.
 	Setup string
+	// ProfileDir, if set, receives the server's CPU profile of each phase
+	// (<phase>.pprof, from its admin listener's /debug/pprof/profile),
+	// taken over the phase's run but its first and last seconds.
+	ProfileDir string
 }
 
 // Phase names of Config.Phases.
@@ -275,6 +280,29 @@ func Run(ctx context.Context, c *Client, cfg Config, progress io.Writer) (Result
 		return p
 	}
 
+	// profile records the server's CPU profile over most of a phase of
+	// length d; the returned func waits for it.
+	profile := func(name string, d time.Duration) func() {
+		secs := int((d - 2*time.Second).Seconds())
+		if cfg.ProfileDir == "" || secs < 1 {
+			return func() {}
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			path := filepath.Join(cfg.ProfileDir, name+".pprof")
+			if err := c.CPUProfile(ctx, secs, path); err != nil {
+				say("CPU profile of %s: %v\n", name, err)
+			}
+		}()
+		return func() { <-done }
+	}
+
 	// 1. Ingest throughput at three batch sizes.
 	for _, batch := range []int{1, 100, 1000} {
 		if !cfg.runs(PhaseIngest) {
@@ -287,7 +315,9 @@ func Run(ctx context.Context, c *Client, cfg Config, progress io.Writer) (Result
 		rss := startPhase()
 		l := &Load{Client: c, Events: events, BatchSize: batch, Concurrency: cfg.Concurrency, MaxEvents: cfg.MaxEvents,
 			Duration: cfg.PhaseDuration, Progress: progressOf(name)}
+		profiled := profile(fmt.Sprintf("ingest-%d", batch), cfg.PhaseDuration)
 		r := l.Run(ctx)
+		profiled()
 		res.Ingest = append(res.Ingest, IngestResult{BatchSize: batch, EventsPerSec: r.EventsPerSecond(),
 			RequestsPerSec: r.RequestsPerSecond(batch), Accepted: r.Accepted, Refused503: r.Refused503,
 			Errors: r.OtherErrors, Seconds: r.Elapsed.Seconds(), RSS: endPhase(rss)})
@@ -308,7 +338,9 @@ func Run(ctx context.Context, c *Client, cfg Config, progress io.Writer) (Result
 		w := watch(ctx, c)
 		l := &Load{Client: c, Events: events, BatchSize: 100, Concurrency: cfg.Concurrency, MaxEvents: cfg.MaxEvents,
 			Duration: cfg.PipelineDuration, ProbeEvery: 200, Progress: progressOf("pipeline (saturated)")}
+		profiled := profile("pipeline", cfg.PipelineDuration)
 		r := l.Run(ctx)
+		profiled()
 		dEnd, _ := c.Debug(ctx)
 		maxBacklog, stalls := w.end()
 		rss = endPhase(rss)
@@ -333,7 +365,9 @@ func Run(ctx context.Context, c *Client, cfg Config, progress io.Writer) (Result
 		readCtx, stopReads := context.WithCancel(ctx)
 		readsDone := make(chan []ReadStats, 1)
 		go func() { readsDone <- probeReads(readCtx, c, events.Users(), readEvery) }()
+		profiled := profile("latency", cfg.LatencyDuration)
 		r := l.Run(ctx)
+		profiled()
 		stopReads()
 		reads := <-readsDone
 		_, stalls := w.end()

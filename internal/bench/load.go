@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -220,6 +221,41 @@ func (c *Client) ResetPeak(ctx context.Context) (Debug, error) {
 		err = fmt.Errorf("GET /debug/pipeline?reset_peak=1: the server did not reset its peak RSS")
 	}
 	return d, err
+}
+
+// CPUProfile writes the server's CPU profile over the next secs seconds
+// (its admin listener's /debug/pprof/profile) to path.
+func (c *Client) CPUProfile(ctx context.Context, secs int, path string) error {
+	base := c.Admin
+	if base == "" {
+		base = c.Base
+	}
+	req, err := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, secs), nil)
+	if err != nil {
+		return err
+	}
+	if c.Key != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Key)
+	}
+	// Not c.HC: its timeout is shorter than a phase's profile.
+	resp, err := (&http.Client{Transport: c.HC.Transport}).Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("GET /debug/pprof/profile: %s: %s", resp.Status, bytes.TrimSpace(b))
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func (c *Client) debug(ctx context.Context, query string) (Debug, error) {

@@ -357,13 +357,14 @@ func checkProperties(raw []byte, t *schemaTag) (field, msg string) {
 		isName := k == '{' && n%2 == 1 && kind == '"' && parent == d.StackDepth()
 		if isName || k == '[' {
 			keys++
-			p := d.StackPointer()
+			// The pointer (the field an error names) is built only for an
+			// error: building it for every entry was most of the walk's cost.
 			if keys > t.maxKeys {
-				return at(p), fmt.Sprintf("is one entry too many: properties may hold at most %d entries (names and array elements) in all, at every level", t.maxKeys)
+				return at(d.StackPointer()), fmt.Sprintf("is one entry too many: properties may hold at most %d entries (names and array elements) in all, at every level", t.maxKeys)
 			}
 			if isName {
-				if l := utf8.RuneCountInString(p.LastToken()); l == 0 || l > t.keyMaxLength {
-					return at(p), fmt.Sprintf("names in properties must be 1 to %d characters, got %d", t.keyMaxLength, l)
+				if l := utf8.RuneCountInString(tok.String()); l == 0 || l > t.keyMaxLength {
+					return at(d.StackPointer()), fmt.Sprintf("names in properties must be 1 to %d characters, got %d", t.keyMaxLength, l)
 				}
 			}
 		}
