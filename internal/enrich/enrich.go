@@ -13,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -30,6 +31,12 @@ import (
 type Config struct {
 	Subscription string        // durable subscription name
 	MaxMessages  int           // messages per fetch
+	// MaxEvents bounds the events of a batch, as the messages' count
+	// attributes say: the worker fetches fewer messages when they are
+	// large (a batch of 64 messages of 1,000 events held 64k events, and
+	// their JSON, decoded events and records, in memory at once). 0: no
+	// bound but MaxMessages.
+	MaxEvents int
 	FetchWait    time.Duration // longest wait for the first message of a batch
 	AckWait      time.Duration // redelivery after a crash
 	RetryDelay   time.Duration // first delay before a failed message is delivered again; doubles per attempt
@@ -64,6 +71,7 @@ var ErrWeatherHeld = errors.New("batch held for weather")
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Subscription, "enrich-subscription", "enrich", "durable broker subscription of the enrich worker")
 	fs.IntVar(&c.MaxMessages, "enrich-batch", 64, "broker messages per worker batch (each may hold up to ingest-max-events events)")
+	fs.IntVar(&c.MaxEvents, "enrich-batch-events", 8192, "events per worker batch, as far as whole messages allow (at least one message a batch; 0: enrich-batch alone)")
 	fs.DurationVar(&c.FetchWait, "enrich-fetch-wait", 250*time.Millisecond, "longest wait for the first message of a batch")
 	fs.DurationVar(&c.AckWait, "enrich-ack-wait", 30*time.Second, "how long a fetched message stays invisible before the broker delivers it again")
 	fs.DurationVar(&c.RetryDelay, "enrich-retry-delay", time.Second, "first delay before a message that failed is delivered again (doubles with each attempt)")
@@ -82,6 +90,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxMessages < 1 {
 		p.Addf("enrich-batch must be at least 1, got %d", c.MaxMessages)
+	}
+	if c.MaxEvents < 0 {
+		p.Addf("enrich-batch-events must not be negative, got %d", c.MaxEvents)
 	}
 	if c.FetchWait <= 0 {
 		p.Addf("enrich-fetch-wait must be positive, got %s", c.FetchWait)
@@ -184,13 +195,18 @@ func (w *Worker) Run(ctx, hard context.Context) error {
 			w.log.Warn("enrich: fetch failed; retrying", "error", err.Error(), "backoff", wait.String())
 		},
 	}
+	// The first fetch takes one message, to learn how large they are.
+	fetch := w.cfg.MaxMessages
+	if w.cfg.MaxEvents > 0 {
+		fetch = 1
+	}
 	for {
 		if ctx.Err() != nil {
 			return nil
 		}
 		var msgs []*broker.Message
 		err := retry.Call(ctx, fetchRetry, func(ctx context.Context) (err error) {
-			msgs, err = w.sub.Fetch(ctx, w.cfg.MaxMessages, w.cfg.FetchWait)
+			msgs, err = w.sub.Fetch(ctx, fetch, w.cfg.FetchWait)
 			return err
 		})
 		if err != nil {
@@ -202,6 +218,7 @@ func (w *Worker) Run(ctx, hard context.Context) error {
 		if len(msgs) == 0 {
 			continue
 		}
+		fetch = w.nextFetch(msgs)
 		// The batch in hand is finished even if ctx is cancelled meanwhile,
 		// within the ack wait (after which the broker delivers it again
 		// anyway) and until hard is done.
@@ -212,6 +229,21 @@ func (w *Worker) Run(ctx, hard context.Context) error {
 			return nil
 		}
 	}
+}
+
+// nextFetch is how many messages the next fetch asks for: as many of the
+// largest message of msgs as MaxEvents holds, from 1 to MaxMessages.
+func (w *Worker) nextFetch(msgs []*broker.Message) int {
+	if w.cfg.MaxEvents <= 0 {
+		return w.cfg.MaxMessages
+	}
+	largest := 1
+	for _, m := range msgs {
+		if n, err := strconv.Atoi(m.Attributes[envelope.AttrCount]); err == nil && n > largest {
+			largest = n
+		}
+	}
+	return min(max(w.cfg.MaxEvents/largest, 1), w.cfg.MaxMessages)
 }
 
 // handle processes a batch. When the batch fails, it retries each message

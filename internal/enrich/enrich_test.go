@@ -611,3 +611,64 @@ func TestNoLocation(t *testing.T) {
 		t.Fatalf("required: stored %d, dead %d", len(s.recs), len(q.dead))
 	}
 }
+
+// sizedFetch is a queue that records the max of every Fetch and closes
+// the subscription once it is empty.
+type sizedFetch struct {
+	*queue
+	asked []int
+}
+
+func (f *sizedFetch) Fetch(ctx context.Context, max int, wait time.Duration) ([]*broker.Message, error) {
+	f.mu.Lock()
+	empty := len(f.pending) == 0
+	f.mu.Unlock()
+	if empty {
+		return nil, broker.ErrClosed
+	}
+	f.asked = append(f.asked, max)
+	return f.queue.Fetch(ctx, max, wait)
+}
+
+// TestRunBoundsBatchEvents: with MaxEvents, the worker first takes one
+// message, then as many messages of the largest count it saw as the bound
+// holds (at least one, at most MaxMessages), and every event is stored.
+func TestRunBoundsBatchEvents(t *testing.T) {
+	var msgs []*broker.Message
+	id := 0
+	add := func(n int) {
+		parts := make([]string, n)
+		for i := range parts {
+			parts[i] = ev(fmt.Sprint(id), 10)
+			id++
+		}
+		m := msg(fmt.Sprint("m", len(msgs)), event.ContentTypeNDJSON, strings.Join(parts, "\n"))
+		m.Attributes[envelope.AttrCount] = fmt.Sprint(n)
+		msgs = append(msgs, m)
+	}
+	for range 6 {
+		add(30) // 100/30: 3 a batch
+	}
+	for range 3 {
+		add(200) // more than the bound: 1 a batch
+	}
+	for range 12 {
+		add(2) // 100/2 = 50, but MaxMessages is 10
+	}
+	add(2)
+	sub := &sizedFetch{queue: &queue{pending: msgs}}
+	st := &memStore{}
+	w := newWorker(sub.queue, &joiner{}, st)
+	w.sub = sub
+	w.cfg.MaxEvents = 100
+	if err := w.Run(t.Context(), t.Context()); !errors.Is(err, broker.ErrClosed) {
+		t.Fatalf("Run = %v", err)
+	}
+	want := []int{1, 3, 3, 1, 1, 1, 10, 10}
+	if !slices.Equal(sub.asked, want) {
+		t.Errorf("fetches asked for %v messages, want %v", sub.asked, want)
+	}
+	if len(st.recs) != id {
+		t.Errorf("%d records stored, want %d", len(st.recs), id)
+	}
+}
