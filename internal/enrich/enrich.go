@@ -29,14 +29,14 @@ import (
 
 // Config configures the worker.
 type Config struct {
-	Subscription string        // durable subscription name
-	MaxMessages  int           // messages per fetch
+	Subscription string // durable subscription name
+	MaxMessages  int    // messages per fetch
 	// MaxEvents bounds the events of a batch, as the messages' count
 	// attributes say: the worker fetches fewer messages when they are
 	// large (a batch of 64 messages of 1,000 events held 64k events, and
 	// their JSON, decoded events and records, in memory at once). 0: no
 	// bound but MaxMessages.
-	MaxEvents int
+	MaxEvents    int
 	FetchWait    time.Duration // longest wait for the first message of a batch
 	AckWait      time.Duration // redelivery after a crash
 	RetryDelay   time.Duration // first delay before a failed message is delivered again; doubles per attempt
