@@ -61,7 +61,9 @@ type Message struct {
 type Publisher interface {
 	// Publish stores msgs on topic and returns nil once the broker has durably
 	// taken every one of them. On error some may have been stored: callers
-	// retry, and downstream stages are idempotent.
+	// retry, and downstream stages are idempotent. Once it has returned
+	// nil, it holds no reference to the messages' Data (ingest reuses the
+	// buffer); after an error it may still be sending them.
 	Publish(ctx context.Context, topic string, msgs ...*Message) error
 }
 

@@ -1,6 +1,7 @@
 package envelope
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"reflect"
@@ -8,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/klauspost/compress/s2"
 
 	"github.com/skyjoin/skyjoin/internal/broker"
 	"github.com/skyjoin/skyjoin/internal/event"
@@ -432,5 +435,41 @@ func TestRecordsMessagesSplit(t *testing.T) {
 	}
 	if msgs[0].ID == msgs[1].ID || msgs[0].ID == "" {
 		t.Errorf("message ids %q %q", msgs[0].ID, msgs[1].ID)
+	}
+}
+
+// TestRecordsBodyIsMarshal: a records body is each record as event.Marshal
+// writes it (HTML escaped, U+2028 escaped) and a newline, and the buffers
+// NewRecordsMessages reuses never reach a message: messages built before
+// still decode to their own records after later calls.
+func TestRecordsBodyIsMarshal(t *testing.T) {
+	recs := []event.Record{record(1), record(2)}
+	recs[0].Properties = []byte(`{"html":"<b>&amp;</b>","sep":"a` + "\u2028" + `b"}`)
+	recs[1].User.ID = "<script>"
+	first, err := NewRecordsMessages(recs, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []byte
+	for i := range recs {
+		b, err := event.Marshal(&recs[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(append(want, b...), '\n')
+	}
+	body, err := s2.Decode(nil, first[0].Data)
+	if err != nil || !bytes.Equal(body, want) {
+		t.Fatalf("body\n got %s\nwant %s (%v)", body, want, err)
+	}
+	for i := range 20 {
+		other := []event.Record{record(int64(100 + i))}
+		if _, err := NewRecordsMessages(other, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := DecodeRecords(first[0])
+	if err != nil || len(got) != 2 || got[0].EventID != recs[0].EventID || got[1].User.ID != "<script>" {
+		t.Fatalf("the first message after later ones: %v, %+v", err, got)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"sync"
 
 	"github.com/klauspost/compress/s2"
 
@@ -52,35 +53,46 @@ func NewRecordsMessages(recs []event.Record, maxBytes int) ([]*broker.Message, e
 	if maxBytes <= 0 {
 		maxBytes = MaxRecordsBytes
 	}
+	// The NDJSON body is only compressed, so its buffer (and the
+	// encoder's) serve the next batch.
+	w := recordsWriters.Get().(*recordsWriter)
+	defer recordsWriters.Put(w)
 	var (
 		out   []*broker.Message
-		buf   []byte
+		buf   = w.buf[:0]
 		count int
 	)
 	flush := func() {
 		if count > 0 {
 			out = append(out, recordsMessage(buf, count))
-			buf, count = nil, 0
+			buf, count = buf[:0], 0
 		}
 	}
 	for i := range recs {
-		b, err := event.Marshal(&recs[i])
+		b, err := w.enc.Encode(&recs[i])
 		if err != nil {
 			return nil, fmt.Errorf("envelope: encode record %q: %w", recs[i].EventID, err)
 		}
-		if count > 0 && len(buf)+len(b)+1 > maxBytes {
+		if count > 0 && len(buf)+len(b) > maxBytes {
 			flush()
 		}
-		if buf == nil {
-			buf = make([]byte, 0, min(maxBytes, (len(b)+1)*(len(recs)-i)*5/4))
-		}
 		buf = append(buf, b...)
-		buf = append(buf, '\n')
 		count++
 	}
 	flush()
+	if cap(buf) <= MaxRecordsBytes*2 {
+		w.buf = buf[:0]
+	}
 	return out, nil
 }
+
+// recordsWriter is NewRecordsMessages' reusable buffers.
+type recordsWriter struct {
+	enc *event.LineEncoder
+	buf []byte
+}
+
+var recordsWriters = sync.Pool{New: func() any { return &recordsWriter{enc: event.NewLineEncoder()} }}
 
 // DecodeRecords decodes a records message. It refuses a message of another
 // kind, of an unknown version, or whose body is not exactly count records.

@@ -281,13 +281,37 @@ func Unmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
 
 // AppendNDJSON appends events to buf as NDJSON.
 func AppendNDJSON(buf []byte, events ...Event) ([]byte, error) {
+	le := NewLineEncoder()
 	for i := range events {
-		b, err := json.Marshal(&events[i])
+		b, err := le.Encode(&events[i])
 		if err != nil {
 			return buf, fmt.Errorf("encode event %q: %w", events[i].EventID, err)
 		}
 		buf = append(buf, b...)
-		buf = append(buf, '\n')
 	}
 	return buf, nil
+}
+
+// LineEncoder encodes values one after another as Marshal does, each
+// followed by a newline (a line of NDJSON), into a buffer of its own that it
+// reuses: no allocation per value once the buffer has grown.
+type LineEncoder struct {
+	buf bytes.Buffer
+	enc *json.Encoder
+}
+
+// NewLineEncoder returns a LineEncoder.
+func NewLineEncoder() *LineEncoder {
+	le := &LineEncoder{}
+	le.enc = json.NewEncoder(&le.buf)
+	return le
+}
+
+// Encode returns v's JSON and a newline, valid until the next call.
+func (le *LineEncoder) Encode(v any) ([]byte, error) {
+	le.buf.Reset()
+	if err := le.enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return le.buf.Bytes(), nil
 }

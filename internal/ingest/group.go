@@ -37,6 +37,8 @@ type grouper struct {
 
 	mu    sync.Mutex
 	queue []*group // waiting for a publish slot, oldest first
+
+	bufs sync.Pool // *[]byte: bodies of groups published, for new groups
 }
 
 // group is the events of the requests that wait together.
@@ -92,7 +94,7 @@ func (g *grouper) publish(ctx context.Context, r *request) error {
 		}
 	}
 	if grp == nil {
-		grp = &group{buf: make([]byte, 0, min(g.maxBytes, 64<<10)), ingestedAt: r.ingestedAt, done: make(chan struct{})}
+		grp = &group{buf: g.newBuf(), ingestedAt: r.ingestedAt, done: make(chan struct{})}
 		if trace.SpanContextFromContext(ctx).IsValid() {
 			grp.attrs = map[string]string{}
 			traceContext.Inject(ctx, propagation.MapCarrier(grp.attrs))
@@ -136,8 +138,24 @@ func (g *grouper) drain() {
 		g.queue = g.queue[1:]
 		g.mu.Unlock()
 		grp.err = g.publishGroup(grp)
+		buf := grp.buf
+		grp.buf = nil
 		close(grp.done)
+		if grp.err == nil {
+			// The broker has the message: its body is free. Not after an
+			// error, when a client library may still be sending it.
+			g.bufs.Put(&buf)
+		}
 	}
+}
+
+// newBuf returns an empty buffer for a group's body, one that served an
+// earlier group if there is one.
+func (g *grouper) newBuf() []byte {
+	if b, ok := g.bufs.Get().(*[]byte); ok && cap(*b) <= 2*g.maxBytes {
+		return (*b)[:0]
+	}
+	return make([]byte, 0, min(g.maxBytes, 64<<10))
 }
 
 func (g *grouper) publishGroup(grp *group) error {
