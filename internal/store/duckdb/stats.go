@@ -17,9 +17,8 @@ var _ store.Aggregator = (*Store)(nil)
 
 // Stats aggregates the records matching q's filters by country, city,
 // property value or time bucket (store.Aggregator). One statement computes the groups and
-// the count of each condition within them, so both see the same rows: it
-// filters once (f), aggregates per group (g) and per group and condition
-// (c), and joins the two; the rows come back one per (group, condition).
+// the count of each condition within them, so both see the same rows;
+// the rows come back one per (group, condition).
 func (s *Store) Stats(ctx context.Context, q store.StatsQuery) ([]store.StatsRow, error) {
 	if err := q.Validate(); err != nil {
 		return nil, fmt.Errorf("duckdb: stats: %w", err)
@@ -71,18 +70,23 @@ func (s *Store) Stats(ctx context.Context, q store.StatsQuery) ([]store.StatsRow
 	}
 	from, release := s.view()
 	defer release()
-	stmt := `WITH f AS (
-  SELECT ` + k1 + ` AS k1, ` + k2 + ` AS k2, weather_temperature_c AS t, weather_condition AS cond
+	// One pass over the records, grouped by group and condition (a), is
+	// rolled up per group (g): a's rows with weather are the conditions'
+	// counts. a is materialized, so that the records are read once (two
+	// aggregations of a CTE of the records read them twice: 190 ms against
+	// 70 ms for the last hour of a 23 M-record store, 3.1 M records).
+	stmt := `WITH a AS MATERIALIZED (
+  SELECT ` + k1 + ` AS k1, ` + k2 + ` AS k2, weather_condition AS cond, count(*) AS n, count(weather_temperature_c) AS nw,
+    sum(weather_temperature_c) AS s, min(weather_temperature_c) AS mn, max(weather_temperature_c) AS mx
   FROM ` + from + whereClause(where) + `
+  GROUP BY ALL
 ), g AS (
-  SELECT k1, k2, count(*) AS n, count(t) AS nw, avg(t) AS avg_t, min(t) AS min_t, max(t) AS max_t
-  FROM f GROUP BY k1, k2` + limit + `
-), c AS (
-  SELECT k1, k2, cond, count(*) AS cn FROM f WHERE t IS NOT NULL GROUP BY k1, k2, cond
+  SELECT k1, k2, CAST(sum(n) AS BIGINT) AS n, CAST(sum(nw) AS BIGINT) AS nw, sum(s) / nullif(sum(nw), 0) AS avg_t, min(mn) AS min_t, max(mx) AS max_t
+  FROM a GROUP BY k1, k2` + limit + `
 )
-SELECT g.k1, g.k2, g.n, g.nw, g.avg_t, g.min_t, g.max_t, c.cond, c.cn
-FROM g LEFT JOIN c ON g.k1 = c.k1 AND g.k2 = c.k2
-ORDER BY ` + order + `, c.cn DESC, c.cond`
+SELECT g.k1, g.k2, g.n, g.nw, g.avg_t, g.min_t, g.max_t, a.cond, a.nw
+FROM g LEFT JOIN a ON g.k1 = a.k1 AND g.k2 = a.k2 AND a.nw > 0
+ORDER BY ` + order + `, a.nw DESC, a.cond`
 	rows, err := s.db.QueryContext(ctx, stmt, args...)
 	if err != nil {
 		return nil, fmt.Errorf("duckdb: stats by %s: %w", q.GroupBy, err)
