@@ -261,8 +261,11 @@ func (s *Store) move(ctx context.Context, seg *segment) error {
 			return err
 		}
 		defer tx.Rollback()
+		// In seq order without an ORDER BY (which sorts every column): the
+		// segment was written in seq order, and DuckDB keeps a scan's
+		// order in an insert (preserve_insertion_order, on by default).
 		res, err := tx.ExecContext(ctx, "INSERT INTO main.events ("+selectColumns+") SELECT "+selectColumns+
-			" FROM "+seg.alias+".events WHERE seq > $1 ORDER BY seq", s.coldMax)
+			" FROM "+seg.alias+".events WHERE seq > $1", s.coldMax)
 		if err != nil {
 			return fmt.Errorf("copy the records: %w", err)
 		}
