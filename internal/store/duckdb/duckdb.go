@@ -358,6 +358,9 @@ func open(ctx context.Context, path string, cfg Config, log *slog.Logger) (_ *St
 	}
 	s.maxSeq.Store(s.lastSeq)
 	if err := s.loadIDs(ctx); err != nil {
+		if s.ids != nil {
+			s.ids.free() // off the heap: not collected
+		}
 		return nil, err
 	}
 	moverCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
@@ -380,7 +383,8 @@ func (s *Store) loadIDs(ctx context.Context) error {
 	if err := s.wconn.QueryRowContext(ctx, "SELECT count(*) FROM "+from).Scan(&n); err != nil {
 		return fmt.Errorf("count the records: %w", err)
 	}
-	s.ids, s.users = newIDIndex(int(n)), newUserIndex()
+	s.ids, s.users = newIDIndex(), newUserIndex()
+	ids := s.ids.loader(int(n))
 	// The driver makes a string of each id, garbage once hashed: collect
 	// it often rather than let the heap grow to twice the index.
 	defer debug.SetGCPercent(debug.SetGCPercent(20))
@@ -388,10 +392,11 @@ func (s *Store) loadIDs(ctx context.Context) error {
 	// driver takes a query's whole result into memory (all of it at
 	// once took 2 GB at 20 M records).
 	for lo := int64(0); lo < s.lastSeq; lo += loadChunk {
-		if err := s.loadIDRange(ctx, from, lo, lo+loadChunk); err != nil {
+		if err := s.loadIDRange(ctx, from, ids, lo, lo+loadChunk); err != nil {
 			return err
 		}
 	}
+	ids.finish()
 	s.users.sortAll()
 	// The driver's strings were garbage as soon as hashed: give the
 	// memory back now rather than at the next GC cycles.
@@ -408,7 +413,7 @@ const loadChunk = 1 << 20
 // loadIDRange adds the ids of the records with lo < seq <= hi to the
 // index. No lock: the index is not shared yet. The ids are hashed as read,
 // not kept.
-func (s *Store) loadIDRange(ctx context.Context, from string, lo, hi int64) error {
+func (s *Store) loadIDRange(ctx context.Context, from string, ids *idLoader, lo, hi int64) error {
 	rows, err := s.wconn.QueryContext(ctx, "SELECT event_id, user_id, seq FROM "+from+" WHERE seq > $1 AND seq <= $2", lo, hi)
 	if err != nil {
 		return fmt.Errorf("read the event ids: %w", err)
@@ -422,7 +427,7 @@ func (s *Store) loadIDRange(ctx context.Context, from string, lo, hi int64) erro
 		if err := rows.Scan(&id, &user, &seq); err != nil {
 			return fmt.Errorf("read the event ids: %w", err)
 		}
-		s.ids.addRaw(id, seq)
+		ids.add(id, seq)
 		s.users.addUnordered(user, seq)
 	}
 	if err := rows.Err(); err != nil {
@@ -600,6 +605,7 @@ func (s *Store) Close() error {
 	if err := s.db.Close(); err != nil {
 		errs = append(errs, err)
 	}
+	s.ids.free() // off the heap: not collected
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("duckdb: close %s: %w", s.path, err)
 	}

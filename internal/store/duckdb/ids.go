@@ -10,10 +10,9 @@ import (
 
 // idIndex maps each stored event_id to its seq, through a 64-bit hash of
 // the id: it is the store's primary key, kept in Go rather than as a
-// DuckDB ART index (see the package documentation, "Idempotency"). It costs
-// about 20 bytes per stored record (a map slot of 16 bytes at Go's load
-// factor), half of what one ART index over event_id takes, and no
-// checkpoint ever writes it.
+// DuckDB ART index (see the package documentation, "Idempotency"). Its
+// entries take 16 bytes a stored record, outside Go's heap (seqTable), and
+// no checkpoint ever writes it.
 //
 // The hash is seeded at random per process, so ids cannot be chosen to
 // collide. Two ids with one hash are told apart by reading the record at
@@ -25,12 +24,12 @@ import (
 type idIndex struct {
 	mu       sync.RWMutex
 	seed     maphash.Seed
-	seqs     map[uint64]int64
+	seqs     seqTable
 	collided map[uint64]struct{}
 }
 
-func newIDIndex(capacity int) *idIndex {
-	return &idIndex{seed: maphash.MakeSeed(), seqs: make(map[uint64]int64, capacity), collided: map[uint64]struct{}{}}
+func newIDIndex() *idIndex {
+	return &idIndex{seed: maphash.MakeSeed(), collided: map[uint64]struct{}{}}
 }
 
 // idHash is the hash of the index, and idHashBytes the same of bytes;
@@ -58,7 +57,7 @@ func (x *idIndex) lookup(id string) lookup {
 	if _, ok := x.collided[h]; ok {
 		return lookup{scan: true}
 	}
-	return lookup{seq: x.seqs[h]}
+	return lookup{seq: x.seqs.get(h)}
 }
 
 // add records that ids[i] is stored at seqs[i] (for seqs[i] != 0).
@@ -75,31 +74,54 @@ func (x *idIndex) add(ids []string, seqs []int64) {
 // insert records that the id of hash h is stored at seq. The store holds
 // each id once, so a hash already held is another id's: it becomes
 // collided (the first id keeps the slot, which stays a valid hint). The
-// caller holds mu, or the index is not shared yet.
+// caller holds mu.
 func (x *idIndex) insert(h uint64, seq int64) {
-	if _, ok := x.seqs[h]; ok {
+	if x.seqs.get(h) != 0 {
 		x.collided[h] = struct{}{}
 		return
 	}
-	x.seqs[h] = seq
+	x.seqs.put(h, seq)
 }
 
-// addRaw is add for one id given as bytes (not kept), at load.
-func (x *idIndex) addRaw(id []byte, seq int64) { x.insert(idHashBytes(x.seed, id), seq) }
+// idLoader fills an empty index in bulk, at open, before it is shared.
+type idLoader struct {
+	x  *idIndex
+	ld *seqLoader
+}
+
+// loader starts loading about n records.
+func (x *idIndex) loader(n int) *idLoader { return &idLoader{x: x, ld: newSeqLoader(&x.seqs, n)} }
+
+// add records that id (given as bytes, not kept) is stored at seq.
+func (l *idLoader) add(id []byte, seq int64) { l.ld.add(idHashBytes(l.x.seed, id), seq) }
+
+// finish ends the load: a hash given for two ids is collided.
+func (l *idLoader) finish() {
+	for _, h := range l.ld.finish() {
+		l.x.collided[h] = struct{}{}
+	}
+}
 
 // remove forgets deleted ids. A collided hash stays collided.
 func (x *idIndex) remove(ids []string) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	for _, id := range ids {
-		delete(x.seqs, x.hash(id))
+		x.seqs.del(x.hash(id))
 	}
 }
 
 func (x *idIndex) len() int {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	return len(x.seqs)
+	return x.seqs.n
+}
+
+// free gives back the index's memory (at Close); it is empty after.
+func (x *idIndex) free() {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.seqs.free()
 }
 
 // userIndex maps each user id to the seq of each of its stored records,
