@@ -672,3 +672,64 @@ func TestRunBoundsBatchEvents(t *testing.T) {
 		t.Errorf("%d records stored, want %d", len(st.recs), id)
 	}
 }
+
+// countingStore is a memStore that counts its writes.
+type countingStore struct {
+	memStore
+	writes int
+}
+
+func (s *countingStore) Write(ctx context.Context, recs []event.Record) error {
+	s.writes++
+	return s.memStore.Write(ctx, recs)
+}
+
+// TestRunLingers: after a fetch of less than half a batch, the worker
+// waits Linger and takes what came meanwhile into the same batch: one
+// store write for the messages of the second and third fetches. Without
+// Linger, each fetch is its own batch.
+func TestRunLingers(t *testing.T) {
+	for _, linger := range []time.Duration{time.Millisecond, 0} {
+		var msgs []*broker.Message
+		for i := range 3 {
+			m := msg(fmt.Sprint("m", i), event.ContentTypeJSON, ev(fmt.Sprint(i), 10))
+			m.Attributes[envelope.AttrCount] = "1"
+			msgs = append(msgs, m)
+		}
+		// The first fetch takes one message (to learn their size); the
+		// second finds one, and one more arrives after it.
+		sub := &stagedFetch{queue: &queue{}, stages: [][]*broker.Message{msgs[:1], msgs[1:2], msgs[2:]}}
+		st := &countingStore{}
+		w := newWorker(sub.queue, &joiner{}, st)
+		w.sub = sub
+		w.cfg.MaxEvents, w.cfg.Linger = 100, linger
+		if err := w.Run(t.Context(), t.Context()); !errors.Is(err, broker.ErrClosed) {
+			t.Fatalf("Run = %v", err)
+		}
+		want := 2
+		if linger == 0 {
+			want = 3
+		}
+		if len(st.recs) != 3 || st.writes != want {
+			t.Errorf("linger %v: %d records in %d writes, want 3 in %d", linger, len(st.recs), st.writes, want)
+		}
+	}
+}
+
+// stagedFetch is a queue whose fetches find, in turn, the messages of each
+// stage (one stage a fetch), then ErrClosed.
+type stagedFetch struct {
+	*queue
+	stages [][]*broker.Message
+}
+
+func (f *stagedFetch) Fetch(ctx context.Context, max int, wait time.Duration) ([]*broker.Message, error) {
+	if len(f.stages) == 0 {
+		return nil, broker.ErrClosed
+	}
+	f.mu.Lock()
+	f.pending = append(f.pending, f.stages[0]...)
+	f.mu.Unlock()
+	f.stages = f.stages[1:]
+	return f.queue.Fetch(ctx, max, wait)
+}
