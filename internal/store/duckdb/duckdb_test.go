@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -613,7 +614,18 @@ func BenchmarkReadsOnStore(b *testing.B) {
 	}
 	start := time.Now()
 	s := openPath(b, path)
-	b.Logf("open: %v, %d records", time.Since(start), s.ids.len())
+	opened := time.Since(start)
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	status, _ := os.ReadFile("/proc/self/status")
+	rss := ""
+	for line := range strings.Lines(string(status)) {
+		if strings.HasPrefix(line, "VmRSS:") || strings.HasPrefix(line, "VmHWM:") {
+			rss += strings.Join(strings.Fields(line), " ") + " "
+		}
+	}
+	b.Logf("open: %v, %d records; Go heap in use after a GC %d MB; %s", opened, s.ids.len(), ms.HeapAlloc>>20, rss)
 	pick := func(q string) []string {
 		rows, err := s.db.QueryContext(context.Background(), q)
 		if err != nil {
