@@ -53,7 +53,8 @@
 // than as an ART index (which costs about 27 bytes per record in DuckDB's
 // memory and writes itself at every checkpoint): idIndex maps a 64-bit
 // hash of each stored event_id (seeded at random per process) to its seq,
-// about 20 bytes per record, built at Open from the stored records. Write
+// 16 bytes per record outside Go's heap (seqTable), built at Open from the
+// stored records. Write
 // looks each event_id up; a hit is confirmed by reading the record at that
 // seq (a hash shared by two ids falls back to a scan of the event_id
 // column), and a record whose event_id is stored is not stored again:
@@ -75,10 +76,11 @@
 //
 // At Open the store reads every record's event_id, user_id and seq to
 // build both indexes (by ranges of seq, collecting the garbage as it
-// goes): 20 M records took about 50 s and leave about 29 bytes a record in
-// the id index and 8 in the user index. DuckDB's own memory (its buffer
-// pool of table blocks, and the hot segments' rows) is bounded by
-// Config.MemoryLimit.
+// goes): 26 M records took about 38 s and leave 16 bytes a record in the
+// id index, mapped outside Go's heap so that the collector neither scans
+// it nor lets that much garbage pile up beside it, and 8 in the user index
+// (a Go map of slices). DuckDB's own memory (its buffer pool of table
+// blocks, and the hot segments' rows) is bounded by Config.MemoryLimit.
 //
 // # Writes
 //
@@ -228,6 +230,13 @@ type Store struct {
 	// guards coldMax, the highest seq in the main file's events.
 	moveMu  sync.Mutex
 	coldMax int64
+	// coldSeen is coldMax for the reads, set once the main file has the
+	// records up to it: a record of seq <= coldSeen is read from the main
+	// file alone, one above it from the segments of the read's snapshot.
+	coldSeen atomic.Int64
+	// getMain reads a record of the main file by seq and event_id,
+	// prepared once (planning a read costs as much as running it).
+	getMain *sql.Stmt
 
 	kick      chan struct{}
 	stopMover context.CancelFunc
@@ -306,6 +315,10 @@ func open(ctx context.Context, path string, cfg Config, log *slog.Logger) (_ *St
 	s := &Store{db: db, log: log, path: path, wsem: make(chan struct{}, 1), kick: make(chan struct{}, 1), moverDone: make(chan struct{})}
 	if err := db.QueryRowContext(ctx, `SELECT CAST(value AS BIGINT) FROM skyjoin_meta WHERE key = 'cold_max'`).Scan(&s.coldMax); err != nil {
 		return nil, fmt.Errorf("read cold_max: %w", err)
+	}
+	s.coldSeen.Store(s.coldMax)
+	if s.getMain, err = db.PrepareContext(ctx, "SELECT "+readColumns+" FROM main.events WHERE seq = $1 AND event_id = $2"); err != nil {
+		return nil, fmt.Errorf("prepare the read by seq: %w", err)
 	}
 	s.wconn, err = db.Conn(ctx)
 	if err != nil {
@@ -600,6 +613,9 @@ func (s *Store) Close() error {
 	}
 	if err := s.wconn.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close writer connection: %w", err))
+	}
+	if err := s.getMain.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close a prepared statement: %w", err))
 	}
 
 	if err := s.db.Close(); err != nil {

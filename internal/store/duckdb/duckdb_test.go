@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -709,4 +710,49 @@ FROM (SELECT seq - lag(seq) OVER (ORDER BY rowid) AS d FROM events)`).Scan(&n, &
 	if err != nil || n != int64(len(recs)) || disordered != 0 {
 		t.Fatalf("%d rows in the main file, %d of them out of seq order (%v); want %d, 0", n, disordered, err, len(recs))
 	}
+}
+
+// TestGetDuringMoves: Get reads a record from the main file alone once it
+// is moved and from the segments before; while every write starts a new
+// segment and the mover moves them, a record written is always found.
+func TestGetDuringMoves(t *testing.T) {
+	defer func(old int64) { segmentBytes = old }(segmentBytes)
+	segmentBytes = 1
+	s := openPath(t, tempPath(t))
+	recs := storetest.Records(3, 2000)
+	var written atomic.Int64
+	done := make(chan error, 1)
+	go func() {
+		for i := 0; i < len(recs); i += 10 {
+			if err := s.Write(context.Background(), slices.Clone(recs[i:i+10])); err != nil {
+				done <- err
+				return
+			}
+			written.Store(int64(i + 10))
+		}
+		done <- nil
+	}()
+	gets := 0
+	for finished := false; !finished; {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			finished = true
+		default:
+		}
+		n := written.Load()
+		if n == 0 {
+			continue
+		}
+		for _, i := range []int64{n - 1, n / 2, int64(gets) % n} {
+			got, err := s.Get(t.Context(), recs[i].EventID)
+			if err != nil || got.EventID != recs[i].EventID {
+				t.Fatalf("Get(%s) after %d written: %v", recs[i].EventID, n, err)
+			}
+			gets++
+		}
+	}
+	t.Logf("%d gets while %d records were written and moved", gets, len(recs))
 }

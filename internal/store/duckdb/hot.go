@@ -280,6 +280,7 @@ func (s *Store) move(ctx context.Context, seg *segment) error {
 			return fmt.Errorf("commit: %w", err)
 		}
 		s.coldMax = hi.Int64
+		s.coldSeen.Store(hi.Int64)
 	}
 	copied := time.Since(start)
 	s.updateSegments(func(segs []*segment) []*segment {

@@ -166,16 +166,28 @@ func (s *Store) Get(ctx context.Context, eventID string) (event.Record, error) {
 	if l.seq == 0 && !l.scan {
 		return event.Record{}, fmt.Errorf("duckdb: get %q: %w", eventID, store.ErrNotFound)
 	}
-	from, release := s.view()
+	// The snapshot is taken after the lookup: it holds the segment the
+	// record was written to, unless the record is in the main file by now.
+	sn, release := s.acquire()
 	defer release()
 	var (
 		recs []event.Record
 		err  error
 	)
-	if l.scan {
-		recs, err = s.query(ctx, "SELECT "+readColumns+" FROM "+from+" WHERE event_id = $1", eventID)
-	} else {
-		recs, err = s.query(ctx, "SELECT "+readColumns+" FROM "+from+" WHERE seq = $1 AND event_id = $2", l.seq, eventID)
+	switch {
+	case l.scan:
+		recs, err = s.query(ctx, "SELECT "+readColumns+" FROM "+sn.from+" WHERE event_id = $1", eventID)
+	case l.seq <= s.coldSeen.Load():
+		// Moved: in the main file alone, by the prepared statement.
+		recs, err = queryRecords(ctx, preparedQueryer{s.getMain}, "", l.seq, eventID)
+	default:
+		// Not moved when the snapshot was taken: in one of its segments
+		// (which stay attached until release), read without the main file.
+		parts := make([]string, len(sn.segs))
+		for i, seg := range sn.segs {
+			parts[i] = "SELECT " + selectColumns + " FROM " + seg.alias + ".events"
+		}
+		recs, err = s.query(ctx, "SELECT "+readColumns+" FROM ("+strings.Join(parts, " UNION ALL ")+") AS events WHERE seq = $1 AND event_id = $2", l.seq, eventID)
 	}
 	if err != nil {
 		return event.Record{}, fmt.Errorf("duckdb: get %q: %w", eventID, err)
@@ -327,6 +339,14 @@ func (s *Store) query(ctx context.Context, query string, args ...any) ([]event.R
 // queryer is a *sql.DB or a *sql.Conn.
 type queryer interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// preparedQueryer is a prepared statement as a queryer: it ignores the
+// query string.
+type preparedQueryer struct{ stmt *sql.Stmt }
+
+func (p preparedQueryer) QueryContext(ctx context.Context, _ string, args ...any) (*sql.Rows, error) {
+	return p.stmt.QueryContext(ctx, args...)
 }
 
 // queryRecords runs a SELECT of selectColumns on db and decodes the rows.
