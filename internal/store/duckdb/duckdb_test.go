@@ -712,23 +712,24 @@ FROM (SELECT seq - lag(seq) OVER (ORDER BY rowid) AS d FROM events)`).Scan(&n, &
 	}
 }
 
-// TestGetDuringMoves: Get reads a record from the main file alone once it
-// is moved and from the segments before; while every write starts a new
-// segment and the mover moves them, a record written is always found.
+// TestGetDuringMoves: Get and LatestForUser read a record from the main
+// file alone once it is moved and from the segments before; while every
+// write starts a new segment and the mover moves them, a record written is
+// always found, and a user's latest is never older than the latest written.
 func TestGetDuringMoves(t *testing.T) {
 	defer func(old int64) { segmentBytes = old }(segmentBytes)
 	segmentBytes = 1
 	s := openPath(t, tempPath(t))
-	recs := storetest.Records(3, 2000)
+	recs := storetest.Records(3, 3000) // 30 segments: each holds DuckDB memory until moved
 	var written atomic.Int64
 	done := make(chan error, 1)
 	go func() {
-		for i := 0; i < len(recs); i += 10 {
-			if err := s.Write(context.Background(), slices.Clone(recs[i:i+10])); err != nil {
+		for i := 0; i < len(recs); i += 100 {
+			if err := s.Write(context.Background(), slices.Clone(recs[i:i+100])); err != nil {
 				done <- err
 				return
 			}
-			written.Store(int64(i + 10))
+			written.Store(int64(i + 100))
 		}
 		done <- nil
 	}()
@@ -750,6 +751,22 @@ func TestGetDuringMoves(t *testing.T) {
 			got, err := s.Get(t.Context(), recs[i].EventID)
 			if err != nil || got.EventID != recs[i].EventID {
 				t.Fatalf("Get(%s) after %d written: %v", recs[i].EventID, n, err)
+			}
+			// The user's latest of the records written by then (at
+			// least n; later writes may add one of theirs).
+			user := recs[i].User.ID
+			want := -1
+			for k := range recs[:n] {
+				if recs[k].User.ID == user && (want < 0 || !recs[k].OccurredAt.Before(recs[want].OccurredAt)) {
+					want = k
+				}
+			}
+			latest, err := s.LatestForUser(t.Context(), user)
+			if err != nil {
+				t.Fatalf("LatestForUser(%s) after %d written: %v", user, n, err)
+			}
+			if w := recs[want]; latest.OccurredAt.Before(w.OccurredAt) || latest.OccurredAt.Equal(w.OccurredAt) && latest.Seq < int64(want+1) {
+				t.Fatalf("LatestForUser(%s) = %s (%v), want %s (%v) or later", user, latest.EventID, latest.OccurredAt, w.EventID, w.OccurredAt)
 			}
 			gets++
 		}
