@@ -147,10 +147,15 @@ type Client struct {
 
 // do sends req with the client's credential.
 func (c *Client) do(req *http.Request) (*http.Response, error) {
+	return c.doWith(c.HC, req)
+}
+
+// doWith is do through hc.
+func (c *Client) doWith(hc *http.Client, req *http.Request) (*http.Response, error) {
 	if c.Key != "" {
 		req.Header.Set("Authorization", "Bearer "+c.Key)
 	}
-	return c.HC.Do(req)
+	return hc.Do(req)
 }
 
 // NewClient returns a client with enough idle connections for conc workers.
@@ -234,11 +239,8 @@ func (c *Client) CPUProfile(ctx context.Context, secs int, path string) error {
 	if err != nil {
 		return err
 	}
-	if c.Key != "" {
-		req.Header.Set("Authorization", "Bearer "+c.Key)
-	}
 	// Not c.HC: its timeout is shorter than a phase's profile.
-	resp, err := (&http.Client{Transport: c.HC.Transport}).Do(req)
+	resp, err := c.doWith(&http.Client{Transport: c.HC.Transport}, req)
 	if err != nil {
 		return err
 	}

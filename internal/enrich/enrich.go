@@ -220,7 +220,7 @@ func (w *Worker) Run(ctx, hard context.Context) error {
 		if len(msgs) == 0 {
 			continue
 		}
-		if w.cfg.Linger > 0 && len(msgs) < fetch && w.events(msgs) < w.cfg.MaxEvents/2 {
+		if sum, _ := counts(msgs); w.cfg.Linger > 0 && len(msgs) < fetch && sum < w.cfg.MaxEvents/2 {
 			// A small batch: wait a little for more, so that the store
 			// write and the records publish serve more events.
 			if retry.Sleep(ctx, w.cfg.Linger) == nil {
@@ -243,15 +243,16 @@ func (w *Worker) Run(ctx, hard context.Context) error {
 	}
 }
 
-// events is the events of msgs, as their count attributes say.
-func (w *Worker) events(msgs []*broker.Message) int {
-	n := 0
+// counts reads the count attribute of each message (0 where it is
+// missing or not a number), and returns their sum and the largest.
+func counts(msgs []*broker.Message) (sum, largest int) {
 	for _, m := range msgs {
-		if c, err := strconv.Atoi(m.Attributes[envelope.AttrCount]); err == nil {
-			n += c
+		if n, err := strconv.Atoi(m.Attributes[envelope.AttrCount]); err == nil && n > 0 {
+			sum += n
+			largest = max(largest, n)
 		}
 	}
-	return n
+	return sum, largest
 }
 
 // nextFetch is how many messages the next fetch asks for: as many of the
@@ -260,13 +261,8 @@ func (w *Worker) nextFetch(msgs []*broker.Message) int {
 	if w.cfg.MaxEvents <= 0 {
 		return w.cfg.MaxMessages
 	}
-	largest := 1
-	for _, m := range msgs {
-		if n, err := strconv.Atoi(m.Attributes[envelope.AttrCount]); err == nil && n > largest {
-			largest = n
-		}
-	}
-	return min(max(w.cfg.MaxEvents/largest, 1), w.cfg.MaxMessages)
+	_, largest := counts(msgs)
+	return min(max(w.cfg.MaxEvents/max(largest, 1), 1), w.cfg.MaxMessages)
 }
 
 // handle processes a batch. When the batch fails, it retries each message
