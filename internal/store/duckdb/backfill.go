@@ -84,13 +84,12 @@ func (s *Store) UpdateWeather(ctx context.Context, recs []event.Record) (int64, 
 	// of them meanwhile.
 	s.moveMu.Lock()
 	defer s.moveMu.Unlock()
-	var total int64
-	tables := []string{"main.events"}
-	for _, seg := range s.segments() {
-		tables = append(tables, seg.alias+".events")
+	total, err := s.updateMainWeather(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("duckdb: update weather of %d records: %w", len(recs), err)
 	}
-	for _, table := range tables {
-		res, err := s.wconn.ExecContext(ctx, fmt.Sprintf(updateWeatherSQL, table))
+	for _, seg := range s.segments() {
+		res, err := s.wconn.ExecContext(ctx, fmt.Sprintf(updateWeatherSQL, seg.alias+".events"))
 		if err != nil {
 			return total, fmt.Errorf("duckdb: update weather of %d records: %w", len(recs), err)
 		}
@@ -101,4 +100,41 @@ func (s *Store) UpdateWeather(ctx context.Context, recs []event.Record) (int64, 
 		total += n
 	}
 	return total, nil
+}
+
+// updateMainWeather updates the main file's records from the staged ones
+// and recomputes the stats rollup of their minutes, in one transaction.
+func (s *Store) updateMainWeather(ctx context.Context) (int64, error) {
+	tx, err := s.wconn.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback()
+	rows, err := tx.QueryContext(ctx, fmt.Sprintf(updateWeatherSQL, "main.events")+" RETURNING "+minuteOf)
+	if err != nil {
+		return 0, err
+	}
+	var minutes []int64
+	for rows.Next() {
+		var m int64
+		if err := rows.Scan(&m); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		minutes = append(minutes, m)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	if len(minutes) == 0 {
+		return 0, nil
+	}
+	if err := refreshMinutes(ctx, tx, minutes); err != nil {
+		return 0, err
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, err
+	}
+	return int64(len(minutes)), nil
 }

@@ -92,9 +92,12 @@ func (s *Store) delete(ctx context.Context, cond, latestCond string, args ...any
 		}
 		total += n
 	}
-	n, err := s.deleteIn(ctx, "main.events", cond, args, func(tx *sql.Tx) error {
+	n, err := s.deleteIn(ctx, "main.events", cond, args, func(tx *sql.Tx, these *deleted) error {
 		if _, err := tx.ExecContext(ctx, "DELETE FROM main.users_latest WHERE "+latestCond, args...); err != nil {
 			return fmt.Errorf("delete from users_latest: %w", err)
+		}
+		if err := refreshMinutes(ctx, tx, these.minutes); err != nil {
+			return err
 		}
 		return saveLastSeq(ctx, tx, s.lastSeq)
 	}, &gone)
@@ -116,43 +119,45 @@ func (s *Store) delete(ctx context.Context, cond, latestCond string, args ...any
 	return total, nil
 }
 
-// deleted are the event ids, user ids and seqs of deleted records.
+// deleted are the event ids, user ids, seqs and minutes of occurred_at
+// (epoch microseconds) of deleted records.
 type deleted struct {
-	ids, users []string
-	seqs       []int64
+	ids, users    []string
+	seqs, minutes []int64
 }
 
 // deleteIn deletes the records matching cond from table in one
-// transaction, running also (if not nil) before the commit, adds them to
-// gone once committed, and returns how many.
-func (s *Store) deleteIn(ctx context.Context, table, cond string, args []any, also func(*sql.Tx) error, gone *deleted) (int64, error) {
+// transaction, running also (if not nil) with them before the commit, adds
+// them to gone once committed, and returns how many.
+func (s *Store) deleteIn(ctx context.Context, table, cond string, args []any, also func(*sql.Tx, *deleted) error, gone *deleted) (int64, error) {
 	tx, err := s.wconn.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, err
 	}
 	defer tx.Rollback()
-	rows, err := tx.QueryContext(ctx, "DELETE FROM "+table+" WHERE "+cond+" RETURNING event_id, user_id, seq", args...)
+	rows, err := tx.QueryContext(ctx, "DELETE FROM "+table+" WHERE "+cond+" RETURNING event_id, user_id, seq, "+minuteOf, args...)
 	if err != nil {
 		return 0, fmt.Errorf("delete from %s: %w", table, err)
 	}
 	var these deleted
 	for rows.Next() {
 		var (
-			id, user string
-			seq      int64
+			id, user    string
+			seq, minute int64
 		)
-		if err := rows.Scan(&id, &user, &seq); err != nil {
+		if err := rows.Scan(&id, &user, &seq, &minute); err != nil {
 			rows.Close()
 			return 0, fmt.Errorf("delete from %s: %w", table, err)
 		}
 		these.ids, these.users, these.seqs = append(these.ids, id), append(these.users, user), append(these.seqs, seq)
+		these.minutes = append(these.minutes, minute)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
 		return 0, fmt.Errorf("delete from %s: %w", table, err)
 	}
 	if also != nil {
-		if err := also(tx); err != nil {
+		if err := also(tx, &these); err != nil {
 			return 0, err
 		}
 	} else if len(these.ids) == 0 {

@@ -17,7 +17,8 @@
 // physical order of the table, so "seq = x" or "seq < cursor" skips whole
 // row groups. Table users_latest holds the seq of each user's latest
 // record (by occurred_at, then seq), the access path of LatestForUser.
-// Table skyjoin_meta records the schema version, the last seq handed out
+// Table stats_minute is the stats rollup (rollup.go), kept with the
+// records. Table skyjoin_meta records the schema version, the last seq handed out
 // by a delete, and cold_max, the highest seq in the main file's events.
 //
 // # Hot segments
@@ -152,7 +153,9 @@ import (
 //     event id index lives in the process (idIndex) and the per-user reads
 //     use users_latest; skyjoin_meta records cold_max. The migration
 //     rebuilds the table (DuckDB cannot drop a primary key).
-const SchemaVersion = 3
+//   - 4: stats_minute, the stats rollup (rollup.go), built from the
+//     records by the migration.
+const SchemaVersion = 4
 
 // migrations[v] takes a file from schema version v to v+1, inside the
 // transaction of migrate. (Adding a column keeps the indexes; dropping and
@@ -172,6 +175,11 @@ var migrations = map[int][]string{
 		usersLatestDDL,
 		fmt.Sprintf(upsertLatestSQL, "events"),
 		coldMaxInit,
+	},
+	3: {
+		statsMinuteDDL,
+		`DELETE FROM stats_minute`,
+		rollupSQL("events"),
 	},
 }
 
@@ -513,7 +521,7 @@ func migrate(ctx context.Context, db *sql.DB) error {
 		return fmt.Errorf("migrate: table events exists without a schema version in skyjoin_meta: not a file of this program")
 	case errors.Is(err, sql.ErrNoRows):
 		// A new file: the current layout.
-		for _, stmt := range []string{eventsDDL, usersLatestDDL, coldMaxInit} {
+		for _, stmt := range []string{eventsDDL, usersLatestDDL, statsMinuteDDL, coldMaxInit} {
 			if _, err := tx.ExecContext(ctx, stmt); err != nil {
 				return fmt.Errorf("migrate: %s: %w", firstLine(stmt), err)
 			}

@@ -39,7 +39,9 @@ type segment struct {
 // It does not change once published.
 type snapshot struct {
 	segs []*segment
-	from string
+	// from is every record: the main file's and the segments'. hot is the
+	// segments' alone (records not yet moved), with the same rule.
+	from, hot string
 }
 
 // SegmentBytes is the size of a hot segment's write-ahead log at which the
@@ -126,11 +128,16 @@ func (s *Store) updateSegments(change func([]*segment) []*segment) {
 		segs = slices.Clone(cur.segs)
 	}
 	segs = change(segs)
-	parts := []string{"SELECT " + selectColumns + " FROM main.events"}
+	var parts []string
 	for _, seg := range segs {
 		parts = append(parts, "SELECT "+selectColumns+" FROM "+seg.alias+".events WHERE seq > "+coldMaxSQL)
 	}
-	s.snap.Store(&snapshot{segs: segs, from: "(" + strings.Join(parts, " UNION ALL ") + ") AS events"})
+	sn := &snapshot{segs: segs, hot: "(SELECT " + selectColumns + " FROM main.events WHERE false) AS events"}
+	if len(parts) > 0 {
+		sn.hot = "(" + strings.Join(parts, " UNION ALL ") + ") AS events"
+	}
+	sn.from = "(" + strings.Join(append([]string{"SELECT " + selectColumns + " FROM main.events"}, parts...), " UNION ALL ") + ") AS events"
+	s.snap.Store(sn)
 }
 
 // acquire returns the current snapshot with a read hold on each of its
@@ -270,6 +277,9 @@ func (s *Store) move(ctx context.Context, seg *segment) error {
 			return fmt.Errorf("copy the records: %w", err)
 		}
 		n, _ = res.RowsAffected()
+		if _, err := tx.ExecContext(ctx, rollupSQL(seg.alias+".events WHERE seq > $1"), s.coldMax); err != nil {
+			return fmt.Errorf("add the records to the stats rollup: %w", err)
+		}
 		if _, err := tx.ExecContext(ctx, fmt.Sprintf(upsertLatestSQL, seg.alias+".events WHERE seq > $1"), s.coldMax); err != nil {
 			return fmt.Errorf("update the users' latest records: %w", err)
 		}

@@ -1,0 +1,143 @@
+//go:build !noduckdb
+
+package duckdb
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/skyjoin/skyjoin/internal/store"
+)
+
+// The stats rollup: table stats_minute holds, for the main file's records,
+// their count and temperature aggregates per minute of occurred_at,
+// country, event type and weather condition. Stats answers a query that
+// filters and groups only by those (by country, or by time in whole
+// minutes) from it for the query's whole minutes, and from the records
+// for the rest: the part of a minute at each end of the window, and the
+// records of the hot segments (not yet moved). The last hour's stats then
+// read about 60 minutes of rollup rows and at most two minutes of records,
+// whatever the rate, rather than every record of the hour.
+//
+// It is exact, not an estimate: the mover adds a segment's aggregates in
+// the transaction that moves its records (so that a statement sees both or
+// neither), and whatever changes records already in the main file (a
+// delete, a weather backfill) recomputes the minutes it touched from the
+// records, in its own transaction. Rows are only appended by the mover, one
+// per (minute, country, type, condition) per move, so a key may have
+// several rows; readers sum them.
+//
+// Its size: at most one row per key per move. A move carries about 30,000
+// records (SegmentBytes), seconds of a busy stream, so the rollup holds a
+// few rows per thousand records when keys are few, and at worst one row per record
+// when every record has a key of its own.
+
+// minuteOf is the start of occurred_at's minute in epoch microseconds (a
+// floor division, exact also before 1970).
+const minuteOf = "(epoch_us(occurred_at) - ((epoch_us(occurred_at) % 60000000) + 60000000) % 60000000)"
+
+const minuteUS = int64(time.Minute / time.Microsecond)
+
+const statsMinuteDDL = `CREATE TABLE IF NOT EXISTS stats_minute (
+  minute_us BIGINT NOT NULL,
+  location_country VARCHAR,
+  event_type VARCHAR,
+  weather_condition VARCHAR,
+  n BIGINT NOT NULL,
+  nw BIGINT NOT NULL,
+  s DOUBLE,
+  mn DOUBLE,
+  mx DOUBLE
+)`
+
+// rollupSQL adds the aggregates of the records of from (a FROM clause
+// with its WHERE) to stats_minute.
+func rollupSQL(from string) string {
+	return `INSERT INTO main.stats_minute
+SELECT ` + minuteOf + `, location_country, event_type, weather_condition, count(*), count(weather_temperature_c),
+  sum(weather_temperature_c), min(weather_temperature_c), max(weather_temperature_c)
+FROM ` + from + ` GROUP BY ALL`
+}
+
+// refreshMinutes recomputes, in tx, the rollup of the given minutes (epoch
+// microseconds) from the main file's records.
+func refreshMinutes(ctx context.Context, tx *sql.Tx, minutes []int64) error {
+	if len(minutes) == 0 {
+		return nil
+	}
+	minutes = slices.Clone(minutes)
+	slices.Sort(minutes)
+	minutes = slices.Compact(minutes)
+	var b strings.Builder
+	b.WriteString("(SELECT unnest([")
+	for i, m := range minutes {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.FormatInt(m, 10))
+	}
+	b.WriteString("]::BIGINT[]))")
+	list := b.String()
+	if _, err := tx.ExecContext(ctx, "DELETE FROM main.stats_minute WHERE minute_us IN "+list); err != nil {
+		return fmt.Errorf("stats rollup: clear %d minutes: %w", len(minutes), err)
+	}
+	// The range first, so that the zone maps skip the rest of the table.
+	lo, hi := time.UnixMicro(minutes[0]).UTC(), time.UnixMicro(minutes[len(minutes)-1]+minuteUS).UTC()
+	if _, err := tx.ExecContext(ctx, rollupSQL(
+		"main.events WHERE occurred_at >= $1 AND occurred_at < $2 AND "+minuteOf+" IN "+list), lo, hi); err != nil {
+		return fmt.Errorf("stats rollup: recompute %d minutes: %w", len(minutes), err)
+	}
+	return nil
+}
+
+// rollupWindow reports whether q can be answered from stats_minute for
+// its whole minutes: it groups by country or by time in whole minutes,
+// filters on nothing but country, event type, condition and the window, and
+// its window holds at least one whole minute. The whole minutes are those
+// from lo (if hasLo, else from the first) to hi (if hasHi, else to the
+// last), in epoch microseconds; the records before lo and from hi on are
+// read from the records.
+func rollupWindow(q *store.StatsQuery) (lo, hi int64, hasLo, hasHi, ok bool) {
+	switch {
+	case q.GroupBy == store.GroupByCountry:
+	case q.GroupBy == store.GroupByTime && q.Bucket > 0 && q.Bucket%time.Minute == 0:
+	default:
+		return 0, 0, false, false, false
+	}
+	if q.UserID != "" || q.City != "" || q.MinTemp != nil || q.MaxTemp != nil || len(q.Props) > 0 || q.AfterSeq > 0 {
+		return 0, 0, false, false, false
+	}
+	if !q.Since.IsZero() {
+		// The first minute that starts at or after Since (in whole
+		// nanoseconds: at or after Since as DuckDB reads it too).
+		lo, hasLo = ceilMinute(q.Since), true
+	}
+	if !q.Until.IsZero() {
+		hi, hasHi = floorMinute(q.Until), true
+	}
+	if hasLo && hasHi && lo >= hi {
+		return 0, 0, false, false, false
+	}
+	return lo, hi, hasLo, hasHi, true
+}
+
+// floorMinute is the start of t's minute in epoch microseconds.
+func floorMinute(t time.Time) int64 {
+	us := t.UnixMicro() // a floor: nanoseconds within a second are never negative
+	return us - ((us%minuteUS)+minuteUS)%minuteUS
+}
+
+// ceilMinute is the start of the first minute at or after t, in epoch
+// microseconds.
+func ceilMinute(t time.Time) int64 {
+	m := floorMinute(t)
+	if time.UnixMicro(m).Before(t) {
+		m += minuteUS
+	}
+	return m
+}

@@ -1,0 +1,203 @@
+//go:build !noduckdb
+
+package duckdb
+
+import (
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/skyjoin/skyjoin/internal/event"
+	"github.com/skyjoin/skyjoin/internal/store"
+	"github.com/skyjoin/skyjoin/internal/store/storetest"
+)
+
+// checkRollup checks that stats_minute holds what the main file's records
+// aggregate to, per minute, country, event type and condition (rows of the
+// same key summed), in one statement.
+func checkRollup(t *testing.T, s *Store) (records int64) {
+	t.Helper()
+	const q = `WITH r AS (
+  SELECT minute_us, location_country, event_type, weather_condition, sum(n) AS n, sum(nw) AS nw, sum(s) AS s, min(mn) AS mn, max(mx) AS mx
+  FROM main.stats_minute GROUP BY ALL
+), e AS (
+  SELECT ` + minuteOf + ` AS minute_us, location_country, event_type, weather_condition, count(*) AS n, count(weather_temperature_c) AS nw,
+    sum(weather_temperature_c) AS s, min(weather_temperature_c) AS mn, max(weather_temperature_c) AS mx
+  FROM main.events GROUP BY ALL
+)
+SELECT count(*) FILTER (WHERE r.n IS DISTINCT FROM e.n OR r.nw IS DISTINCT FROM e.nw OR (r.s IS NULL) <> (e.s IS NULL)
+    OR abs(r.s - e.s) > 1e-6 OR r.mn IS DISTINCT FROM e.mn OR r.mx IS DISTINCT FROM e.mx),
+  CAST(coalesce(sum(e.n), 0) AS BIGINT), count(*)
+FROM r FULL JOIN e ON r.minute_us = e.minute_us AND r.location_country = e.location_country AND r.event_type = e.event_type
+  AND r.weather_condition IS NOT DISTINCT FROM e.weather_condition`
+	var bad, keys int64
+	if err := s.db.QueryRowContext(t.Context(), q).Scan(&bad, &records, &keys); err != nil {
+		t.Fatal(err)
+	}
+	if bad != 0 {
+		t.Errorf("stats_minute differs from the main file's records in %d of %d keys", bad, keys)
+	}
+	return records
+}
+
+// TestStatsRollup: the stats the rollup answers (by country, by time in
+// whole minutes, filtered by country, type, condition and window) equal
+// the reference over every record written, whatever the window's ends,
+// while records sit in hot segments and in the main file, after a weather
+// backfill, deletes of users and of old records, a reopen, and a
+// migration that builds the rollup from the records; and the rollup keeps
+// equal to the main file's records throughout.
+func TestStatsRollup(t *testing.T) {
+	defer func(old int64) { segmentBytes = old }(segmentBytes)
+	segmentBytes = 64 << 10
+	ctx := t.Context()
+	path := tempPath(t)
+	s := openPath(t, path)
+	live := storetest.Records(11, 3000) // about 100 minutes
+	if err := s.Write(ctx, live); err != nil {
+		t.Fatal(err)
+	}
+	// Every segment but the active one moved: records on both sides.
+	for len(s.segments()) > 1 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	var types, conds []string
+	for _, r := range live {
+		if !slices.Contains(types, r.EventType) {
+			types = append(types, r.EventType)
+		}
+		if r.Weather != nil && !slices.Contains(conds, r.Weather.Condition) {
+			conds = append(conds, r.Weather.Condition)
+		}
+	}
+	rng := rand.New(rand.NewPCG(16, 4))
+	// at is a time within the records' span or a little outside it, at a
+	// random microsecond.
+	at := func() time.Time {
+		return storetest.Base.Add(time.Duration(rng.Int64N(int64(110*time.Minute))) - 5*time.Minute)
+	}
+	check := func(stage string) {
+		t.Helper()
+		if n := checkRollup(t, s); n == 0 {
+			t.Fatalf("%s: no record in the main file: the rollup is not exercised", stage)
+		}
+		for i := range 60 {
+			q := store.StatsQuery{GroupBy: store.GroupByCountry}
+			switch i % 4 {
+			case 1:
+				q.GroupBy, q.Bucket = store.GroupByTime, time.Minute
+			case 2:
+				q.GroupBy, q.Bucket = store.GroupByTime, []time.Duration{5 * time.Minute, time.Hour, 7 * time.Second}[rng.IntN(3)]
+			}
+			if rng.IntN(4) > 0 {
+				q.Since = at()
+			}
+			if rng.IntN(3) > 0 {
+				q.Until = at()
+				if rng.IntN(2) == 0 {
+					q.Until = q.Until.Truncate(time.Minute) // the end on a minute
+				}
+			}
+			switch rng.IntN(6) {
+			case 0:
+				q.Country = strings.ToUpper(storetest.Countries[rng.IntN(len(storetest.Countries))])
+			case 1:
+				q.EventType = types[rng.IntN(len(types))]
+			case 2:
+				q.Condition = strings.ToLower(conds[rng.IntN(len(conds))])
+			case 3:
+				q.City = live[rng.IntN(len(live))].Location.City // not in the rollup
+			}
+			if q.GroupBy == store.GroupByCountry && i%8 == 4 {
+				q.MaxGroups = 3
+			}
+			got, err := s.Stats(ctx, q)
+			if err != nil {
+				t.Fatalf("%s: %+v: %v", stage, q, err)
+			}
+			if d := storetest.DiffStats(storetest.ExpectedStats(live, q), got); d != "" {
+				t.Errorf("%s: %+v:\n%s", stage, q, d)
+			}
+		}
+	}
+	check("written")
+
+	// A backfill of the records without weather.
+	var fill []event.Record
+	for i := range live {
+		if live[i].Enrichment.Status == event.StatusUnavailable && i%2 == 0 {
+			r := &live[i]
+			r.Weather = &event.Weather{ObservedAt: r.OccurredAt.Truncate(15 * time.Minute), TemperatureC: float64(i%40) - 10,
+				WeatherCode: 61, Condition: "Slight rain", Provider: "open-meteo"}
+			r.Enrichment = event.Enrichment{Status: event.StatusEnriched}
+			r.ProcessedAt = r.ProcessedAt.Add(time.Hour)
+			fill = append(fill, *r)
+		}
+	}
+	if n, err := s.UpdateWeather(ctx, fill); err != nil || n != int64(len(fill)) {
+		t.Fatalf("UpdateWeather = %d, %v; want %d", n, err, len(fill))
+	}
+	check("backfilled")
+
+	// Users deleted, then the records before a time within a minute.
+	var users []string
+	for i := 0; i < len(live); i += 97 {
+		users = append(users, live[i].User.ID)
+	}
+	if _, err := s.DeleteUsers(ctx, users); err != nil {
+		t.Fatal(err)
+	}
+	live = slices.DeleteFunc(live, func(r event.Record) bool { return slices.Contains(users, r.User.ID) })
+	check("users deleted")
+	cut := storetest.Base.Add(17*time.Minute + 13500*time.Millisecond)
+	if _, err := s.DeleteOccurredBefore(ctx, cut); err != nil {
+		t.Fatal(err)
+	}
+	live = slices.DeleteFunc(live, func(r event.Record) bool { return r.OccurredAt.Before(cut) })
+	check("old records deleted")
+
+	// Reopened; then made a version 3 file, which the migration gives a
+	// rollup built from its records.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openPath(t, path)
+	check("reopened")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rawExec(t, path, `DROP TABLE stats_minute`, `UPDATE skyjoin_meta SET value = '3' WHERE key = 'schema_version'`)
+	s = openPath(t, path)
+	check("migrated from version 3")
+
+	// The rollup is what answers: a row added to it alone shows.
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO stats_minute VALUES ($1, 'Atlantis', 'x', NULL, 5, 0, NULL, NULL, NULL)`,
+		floorMinute(storetest.Base.Add(50*time.Minute))); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := s.Stats(ctx, store.StatsQuery{GroupBy: store.GroupByCountry, Query: store.Query{Country: "atlantis"}})
+	if err != nil || len(rows) != 1 || rows[0].Count != 5 {
+		t.Errorf("stats of a country only the rollup has = %+v, %v; want one group of 5", rows, err)
+	}
+}
+
+func TestMinutes(t *testing.T) {
+	for _, c := range []struct {
+		t           time.Time
+		floor, ceil int64
+	}{
+		{time.Unix(120, 0), 120e6, 120e6},
+		{time.Unix(120, 1000), 120e6, 180e6},
+		{time.Unix(179, 999_999_999), 120e6, 180e6},
+		{time.Unix(-1, 0), -60e6, 0},
+		{time.Unix(-60, 0), -60e6, -60e6},
+		{time.Unix(-61, 500), -120e6, -60e6},
+		{time.Unix(0, 1), 0, 60e6}, // a nanosecond past: the next minute is the first whole one
+	} {
+		if f, c2 := floorMinute(c.t), ceilMinute(c.t); f != c.floor || c2 != c.ceil {
+			t.Errorf("%v: floor %d ceil %d, want %d %d", c.t, f, c2, c.floor, c.ceil)
+		}
+	}
+}
