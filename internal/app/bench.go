@@ -43,7 +43,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Var(&key, "key", "with --target: the API key to send (scopes ingest, read and admin), as a `SECRET`: env://VAR, sm://..., or the key itself (prefer SKYJOIN_KEY; a flag shows in ps)")
 	dataDir := fs.String("data-dir", "", "data dir of the self-started skyjoin, kept after the run (empty: a temporary dir, removed after)")
 	fill := fs.Int64("fill", 0, "before the phases, bring the self-started skyjoin's store to this many records through the store's write path: 100,000 users over the 7 days before now (a fill stopped half-way resumes; 0: none)")
-	profileDir := fs.String("profile", "", "write the server's CPU profile of each phase to this directory (<phase>.pprof, for go tool pprof)")
+	profileDir := fs.String("profile", "", "write the server's CPU and heap profiles of each phase to this directory (<phase>.pprof, <phase>.heap.pprof, for go tool pprof)")
 	var upArgs stringList
 	fs.Var(&upArgs, "up-flag", "a flag for the self-started skyjoin up, e.g. --up-flag=--enrich-batch=128 (repeatable)")
 	if err := platform.ParseFlags(fs, args); err != nil {

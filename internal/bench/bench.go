@@ -27,7 +27,8 @@ type Config struct {
 	Setup string
 	// ProfileDir, if set, receives the server's CPU profile of each phase
 	// (<phase>.pprof, from its admin listener's /debug/pprof/profile),
-	// taken over the phase's run but its first and last seconds.
+	// taken over the phase's run but its first and last seconds, and its
+	// heap profile after that (<phase>.heap.pprof, /debug/pprof/heap).
 	ProfileDir string
 }
 
@@ -281,7 +282,8 @@ func Run(ctx context.Context, c *Client, cfg Config, progress io.Writer) (Result
 	}
 
 	// profile records the server's CPU profile over most of a phase of
-	// length d; the returned func waits for it.
+	// length d, then its heap profile (still under the phase's load);
+	// the returned func waits for them.
 	profile := func(name string, d time.Duration) func() {
 		secs := int((d - 2*time.Second).Seconds())
 		if cfg.ProfileDir == "" || secs < 1 {
@@ -298,6 +300,9 @@ func Run(ctx context.Context, c *Client, cfg Config, progress io.Writer) (Result
 			path := filepath.Join(cfg.ProfileDir, name+".pprof")
 			if err := c.CPUProfile(ctx, secs, path); err != nil {
 				say("CPU profile of %s: %v\n", name, err)
+			}
+			if err := c.HeapProfile(ctx, filepath.Join(cfg.ProfileDir, name+".heap.pprof")); err != nil {
+				say("heap profile of %s: %v\n", name, err)
 			}
 		}()
 		return func() { <-done }

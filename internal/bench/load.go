@@ -231,11 +231,23 @@ func (c *Client) ResetPeak(ctx context.Context) (Debug, error) {
 // CPUProfile writes the server's CPU profile over the next secs seconds
 // (its admin listener's /debug/pprof/profile) to path.
 func (c *Client) CPUProfile(ctx context.Context, secs int, path string) error {
+	return c.pprof(ctx, "profile", fmt.Sprintf("?seconds=%d", secs), path)
+}
+
+// HeapProfile writes the server's heap profile (its admin listener's
+// /debug/pprof/heap: the memory in use as of its last GC, and what
+// allocated it) to path.
+func (c *Client) HeapProfile(ctx context.Context, path string) error {
+	return c.pprof(ctx, "heap", "", path)
+}
+
+// pprof writes the server's /debug/pprof/<name><query> to path.
+func (c *Client) pprof(ctx context.Context, name, query, path string) error {
 	base := c.Admin
 	if base == "" {
 		base = c.Base
 	}
-	req, err := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, secs), nil)
+	req, err := http.NewRequestWithContext(ctx, "GET", base+"/debug/pprof/"+name+query, nil)
 	if err != nil {
 		return err
 	}
@@ -247,7 +259,7 @@ func (c *Client) CPUProfile(ctx context.Context, secs int, path string) error {
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("GET /debug/pprof/profile: %s: %s", resp.Status, bytes.TrimSpace(b))
+		return fmt.Errorf("GET /debug/pprof/%s: %s: %s", name, resp.Status, bytes.TrimSpace(b))
 	}
 	f, err := os.Create(path)
 	if err != nil {

@@ -37,6 +37,17 @@ func TestCPUProfile(t *testing.T) {
 		t.Fatalf("file: %q, %v", b, err)
 	}
 
+	heap := filepath.Join(dir, "pipeline.heap.pprof")
+	if err := c.HeapProfile(t.Context(), heap); err != nil {
+		t.Fatal(err)
+	}
+	if got != "/debug/pprof/heap" {
+		t.Errorf("asked for %s", got)
+	}
+	if b, err := os.ReadFile(heap); err != nil || string(b) != "profile bytes" {
+		t.Fatalf("file: %q, %v", b, err)
+	}
+
 	c.Key = "wrong"
 	other := filepath.Join(dir, "other.pprof")
 	err := c.CPUProfile(t.Context(), 7, other)
