@@ -110,21 +110,8 @@ func (s *Store) updateMainWeather(ctx context.Context) (int64, error) {
 		return 0, err
 	}
 	defer tx.Rollback()
-	rows, err := tx.QueryContext(ctx, fmt.Sprintf(updateWeatherSQL, "main.events")+" RETURNING "+minuteOf)
+	minutes, err := int64s(ctx, tx, fmt.Sprintf(updateWeatherSQL, "main.events")+" RETURNING "+minuteOf)
 	if err != nil {
-		return 0, err
-	}
-	var minutes []int64
-	for rows.Next() {
-		var m int64
-		if err := rows.Scan(&m); err != nil {
-			rows.Close()
-			return 0, err
-		}
-		minutes = append(minutes, m)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return 0, err
 	}
 	if len(minutes) == 0 {

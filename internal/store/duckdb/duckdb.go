@@ -238,6 +238,10 @@ type Store struct {
 	// guards coldMax, the highest seq in the main file's events.
 	moveMu  sync.Mutex
 	coldMax int64
+	// rollupTouched are the minutes the last move added stats_minute rows
+	// to, with how many moves in a row did (compactRollup); moveMu
+	// guards it.
+	rollupTouched map[int64]int
 	// coldSeen is coldMax for the reads, set once the main file has the
 	// records up to it: a record of seq <= coldSeen is read from the main
 	// file alone, one above it from the segments of the read's snapshot.

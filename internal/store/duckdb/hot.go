@@ -280,6 +280,10 @@ func (s *Store) move(ctx context.Context, seg *segment) error {
 		if _, err := tx.ExecContext(ctx, rollupSQL(seg.alias+".events WHERE seq > $1"), s.coldMax); err != nil {
 			return fmt.Errorf("add the records to the stats rollup: %w", err)
 		}
+		touched, err := int64s(ctx, tx, "SELECT DISTINCT "+minuteOf+" FROM "+seg.alias+".events WHERE seq > $1", s.coldMax)
+		if err != nil {
+			return fmt.Errorf("read the segment's minutes: %w", err)
+		}
 		if _, err := tx.ExecContext(ctx, fmt.Sprintf(upsertLatestSQL, seg.alias+".events WHERE seq > $1"), s.coldMax); err != nil {
 			return fmt.Errorf("update the users' latest records: %w", err)
 		}
@@ -291,6 +295,10 @@ func (s *Store) move(ctx context.Context, seg *segment) error {
 		}
 		s.coldMax = hi.Int64
 		s.coldSeen.Store(hi.Int64)
+		if err := s.compactRollup(ctx, conn, touched); err != nil {
+			// The rollup stays exact, only larger than it needs to be.
+			s.log.WarnContext(ctx, "duckdb: compact the stats rollup failed", "error", err.Error())
+		}
 	}
 	copied := time.Since(start)
 	s.updateSegments(func(segs []*segment) []*segment {

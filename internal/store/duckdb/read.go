@@ -315,18 +315,23 @@ func whereClause(conds []string) string {
 
 // seqs runs a SELECT of one BIGINT column.
 func (s *Store) seqs(ctx context.Context, query string, args ...any) ([]int64, error) {
-	rows, err := s.db.QueryContext(ctx, query, args...)
+	return int64s(ctx, s.db, query, args...)
+}
+
+// int64s runs a query of one BIGINT column on q.
+func int64s(ctx context.Context, q queryer, query string, args ...any) ([]int64, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
 	var out []int64
 	for rows.Next() {
-		var seq int64
-		if err := rows.Scan(&seq); err != nil {
+		var v int64
+		if err := rows.Scan(&v); err != nil {
 			return nil, fmt.Errorf("scan: %w", err)
 		}
-		out = append(out, seq)
+		out = append(out, v)
 	}
 	return out, rows.Err()
 }

@@ -3,6 +3,7 @@
 package duckdb
 
 import (
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -200,4 +201,49 @@ func TestMinutes(t *testing.T) {
 			t.Errorf("%v: floor %d ceil %d, want %d %d", c.t, f, c2, c.floor, c.ceil)
 		}
 	}
+}
+
+// TestStatsRollupCompacts: a minute that several moves added rollup rows to
+// ends with one row per key once the moves have gone past it; only the
+// last move's minutes may hold more.
+func TestStatsRollupCompacts(t *testing.T) {
+	defer func(old int64) { segmentBytes = old }(segmentBytes)
+	segmentBytes = 64 << 10
+	ctx := t.Context()
+	s := openPath(t, tempPath(t))
+	// One key (or two: with and without weather), so that every minute
+	// two moves share has a key added to by both.
+	recs := storetest.Records(12, 3000)
+	for i := range recs {
+		recs[i].EventType, recs[i].Location.Country = "page.view", "Norway"
+		if recs[i].Weather != nil {
+			recs[i].Weather.Condition = "Clear sky"
+		}
+	}
+	for i := 0; i < len(recs); i += 100 {
+		if err := s.Write(ctx, recs[i:i+100]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for len(s.segments()) > 1 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	s.moveMu.Lock()
+	last := slices.Collect(maps.Keys(s.rollupTouched))
+	s.moveMu.Unlock()
+	checkRollup(t, s)
+	var minutes, rows int64
+	if err := s.db.QueryRowContext(ctx, `SELECT count(DISTINCT minute_us), count(*) FROM stats_minute`).Scan(&minutes, &rows); err != nil {
+		t.Fatal(err)
+	}
+	dups, err := s.seqs(ctx, `SELECT DISTINCT minute_us FROM stats_minute GROUP BY minute_us, location_country, event_type, weather_condition HAVING count(*) > 1`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range dups {
+		if !slices.Contains(last, m) {
+			t.Errorf("minute %v has several rows for a key, and the last move did not touch it", time.UnixMicro(m).UTC())
+		}
+	}
+	t.Logf("%d rollup rows over %d minutes; minutes of the last move: %d", rows, minutes, len(last))
 }
