@@ -49,7 +49,7 @@ func CheckLoopback(base string) error {
 // with a unique id. It is safe for concurrent use.
 type Events struct {
 	prefix    string
-	templates [][2][]byte // JSON before and after the event id
+	templates [][3][]byte // JSON before the event id, between it and occurred_at's value, after that
 	users     []string    // the user id of each template
 	next      atomic.Int64
 }
@@ -78,13 +78,18 @@ func NewEvents(runID string, users int) (*Events, error) {
 		e.users = append(e.users, ev.User.ID)
 		ev.EventID = "\x00"
 		ev.EventType = "bench.event"
+		ev.OccurredAt = occurredSentinel
 		ev.Properties = json.RawMessage(benchProperties)
 		b, err := json.Marshal(&ev)
 		if err != nil {
 			return nil, err
 		}
-		before, after, _ := bytes.Cut(b, []byte(`"\u0000"`))
-		e.templates = append(e.templates, [2][]byte{append([]byte(nil), before...), append([]byte(nil), after...)})
+		before, rest, ok1 := bytes.Cut(b, []byte(`"\u0000"`))
+		between, after, ok2 := bytes.Cut(rest, []byte(`"`+occurredSentinel.Format(time.RFC3339)+`"`))
+		if !ok1 || !ok2 {
+			return nil, fmt.Errorf("bench: an event's JSON has no event_id or occurred_at to fill in: %s", b)
+		}
+		e.templates = append(e.templates, [3][]byte{bytes.Clone(before), bytes.Clone(between), bytes.Clone(after)})
 	}
 	if len(e.templates) == 0 {
 		return nil, fmt.Errorf("bench: no simulated users")
@@ -98,18 +103,14 @@ func (e *Events) Users() []string { return e.users }
 // ID is the event id of the n-th event of this run.
 func (e *Events) ID(n int64) string { return e.prefix + strconv.FormatInt(n, 10) }
 
-// Append appends one event to buf and returns its sequence number. The
-// event's occurred_at is its template's (the time NewEvents ran), which keeps
-// it in the past and, for a run of up to a few hours, recent.
+// occurredSentinel is the occurred_at of the templates, replaced by the
+// time each event is made.
+var occurredSentinel = time.Date(2001, 2, 3, 4, 5, 6, 0, time.UTC)
+
+// Append appends one event to buf and returns its sequence number.
 func (e *Events) Append(buf []byte) ([]byte, int64) {
 	n := e.next.Add(1)
-	t := e.templates[n%int64(len(e.templates))]
-	buf = append(buf, t[0]...)
-	buf = append(buf, '"')
-	buf = append(buf, e.prefix...)
-	buf = strconv.AppendInt(buf, n, 10)
-	buf = append(buf, '"')
-	return append(buf, t[1]...), n
+	return e.appendSeq(buf, n), n
 }
 
 // Body builds one request body of n events: a single JSON object for n == 1,

@@ -27,7 +27,10 @@ func (e *Events) Batch(buf []byte, n int) ([]byte, int64) {
 	return append(buf, ']'), first
 }
 
-// appendSeq appends the event of sequence number n.
+// appendSeq appends the event of sequence number n. Its occurred_at is
+// the time it is made (to the microsecond, as the store keeps it), as in a
+// live stream: the last hour's stats, the weather's hours and the stats
+// rollup's minutes move on during a run.
 func (e *Events) appendSeq(buf []byte, n int64) []byte {
 	t := e.templates[n%int64(len(e.templates))]
 	buf = append(buf, t[0]...)
@@ -35,7 +38,11 @@ func (e *Events) appendSeq(buf []byte, n int64) []byte {
 	buf = append(buf, e.prefix...)
 	buf = strconv.AppendInt(buf, n, 10)
 	buf = append(buf, '"')
-	return append(buf, t[1]...)
+	buf = append(buf, t[1]...)
+	buf = append(buf, '"')
+	buf = time.Now().UTC().AppendFormat(buf, "2006-01-02T15:04:05.000000Z07:00")
+	buf = append(buf, '"')
+	return append(buf, t[2]...)
 }
 
 // Seq is the sequence number of an event id of this run, or -1 if the id is
