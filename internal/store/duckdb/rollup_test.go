@@ -3,9 +3,11 @@
 package duckdb
 
 import (
+	"context"
 	"maps"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -246,4 +248,43 @@ func TestStatsRollupCompacts(t *testing.T) {
 		}
 	}
 	t.Logf("%d rollup rows over %d minutes; minutes of the last move: %d", rows, minutes, len(last))
+}
+
+// BenchmarkCompactRollup measures the compaction of one minute of 1,000
+// rows (100 keys, 10 moves) at the end of a rollup of 3 M rows, as the
+// mover runs it on a week-old store:
+//
+//	go test -run '^$' -bench CompactRollup -benchtime 20x ./internal/store/duckdb/
+func BenchmarkCompactRollup(b *testing.B) {
+	ctx := context.Background()
+	s := openPath(b, tempPath(b))
+	const old = 3_000_000
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO stats_minute
+SELECT (i // 300) * 60000000, 'c' || (i % 20), 't' || (i % 5), 'w' || (i % 3), 1, 1, 1, 1, 1 FROM range(`+strconv.Itoa(old)+`) AS r(i)`); err != nil {
+		b.Fatal(err)
+	}
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	s.moveMu.Lock()
+	defer s.moveMu.Unlock()
+	for i := 0; b.Loop(); i++ {
+		b.StopTimer()
+		minute := int64(old/300+i) * minuteUS
+		if _, err := s.db.ExecContext(ctx, `INSERT INTO stats_minute
+SELECT $1, 'c' || (i % 100), 't', 'w', 1, 1, 1, 1, 1 FROM range(1000) AS r(i)`, minute); err != nil {
+			b.Fatal(err)
+		}
+		s.rollupTouched = map[int64]int{minute: 10}
+		b.StartTimer()
+		if err := s.compactRollup(ctx, conn, []int64{minute + minuteUS}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var rows int64
+	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM stats_minute WHERE minute_us >= $1`, int64(old/300)*minuteUS).Scan(&rows); err != nil || rows != int64(b.N)*100 {
+		b.Fatalf("%d rows in the compacted minutes, want %d (%v)", rows, b.N*100, err)
+	}
 }
