@@ -277,12 +277,10 @@ func (s *Store) move(ctx context.Context, seg *segment) error {
 			return fmt.Errorf("copy the records: %w", err)
 		}
 		n, _ = res.RowsAffected()
-		if _, err := tx.ExecContext(ctx, rollupSQL(seg.alias+".events WHERE seq > $1"), s.coldMax); err != nil {
-			return fmt.Errorf("add the records to the stats rollup: %w", err)
-		}
-		touched, err := int64s(ctx, tx, "SELECT DISTINCT "+minuteOf+" FROM "+seg.alias+".events WHERE seq > $1", s.coldMax)
+		// The minutes it added rows to, one per row added.
+		touched, err := int64s(ctx, tx, rollupSQL(seg.alias+".events WHERE seq > $1")+" RETURNING minute_us", s.coldMax)
 		if err != nil {
-			return fmt.Errorf("read the segment's minutes: %w", err)
+			return fmt.Errorf("add the records to the stats rollup: %w", err)
 		}
 		if _, err := tx.ExecContext(ctx, fmt.Sprintf(upsertLatestSQL, seg.alias+".events WHERE seq > $1"), s.coldMax); err != nil {
 			return fmt.Errorf("update the users' latest records: %w", err)

@@ -140,7 +140,7 @@ func ceilMinute(t time.Time) int64 {
 }
 
 // compactRollup is called by the mover after a move that added rollup rows
-// for the minutes touched. A minute of the previous moves that this one did
+// for the minutes touched (a minute once per row added). A minute of the previous moves that this one did
 // not touch, and that two moves or more in a row added to, is compacted:
 // its rows are replaced by one per key, in one transaction. The others are
 // forgotten (a minute added to once has one row per key). It runs under

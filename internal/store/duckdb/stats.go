@@ -6,6 +6,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -27,7 +28,7 @@ func (s *Store) Stats(ctx context.Context, q store.StatsQuery) ([]store.StatsRow
 	// conds turns a query's filters into conditions, numbering their
 	// arguments in args (each call adds its own).
 	conds := func(q *store.Query, more ...string) string {
-		where := more
+		where := slices.Clone(more)
 		filterConds(q, func(cond string, v any) {
 			args = append(args, v)
 			where = append(where, strings.ReplaceAll(cond, "?", "$"+strconv.Itoa(len(args))))
