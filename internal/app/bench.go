@@ -100,9 +100,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		if *fill > 0 {
-			if err := fillStore(ctx, dir, *fill, stderr); err != nil {
+			users, err := fillStore(ctx, dir, *fill, stderr)
+			if err != nil {
 				return err
 			}
+			cfg.HistoryUsers = users
 		}
 		extra := upArgs
 		if *authMode == "on" {
@@ -183,23 +185,26 @@ func benchKey(ctx context.Context, dir string) (string, error) {
 
 // fillStore brings the DuckDB store of the data dir to n records (see
 // bench.Filler), with the default PII policy applied, as the worker
-// stores them.
-func fillStore(ctx context.Context, dir string, n int64, progress io.Writer) error {
+// stores them, and returns 1,000 of the fill's users.
+func fillStore(ctx context.Context, dir string, n int64, progress io.Writer) ([]string, error) {
 	spec, err := pii.ParseSpec("default")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	pkey := make([]byte, 32)
 	rand.Read(pkey)
 	policy, err := pii.New(spec, pkey)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	f, err := bench.NewFiller(n, time.Now(), policy)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return fillDuckDB(ctx, filepath.Join(dir, "skyjoin.duckdb"), f, n, progress)
+	if err := fillDuckDB(ctx, filepath.Join(dir, "skyjoin.duckdb"), f, n, progress); err != nil {
+		return nil, err
+	}
+	return f.Users(1000), nil
 }
 
 type childProc struct {

@@ -26,11 +26,18 @@ func openDuckDB(ctx context.Context, cfg duckdb.Config, log *slog.Logger) (store
 	return s, nil
 }
 
-// migrateDuckDB opens the DuckDB file at path, which migrates it, closes it
-// and returns the schema version it is now at.
+// migrateDuckDB opens the DuckDB file at path, which migrates it, lets it
+// settle (duckdb.Store.Settle), closes it and returns the schema version
+// it is now at.
 func migrateDuckDB(ctx context.Context, path string) (int, error) {
 	s, err := duckdb.Open(ctx, duckdb.Config{Path: path}, nil)
 	if err != nil {
+		return 0, err
+	}
+	// The work the new version leaves to the mover (the user runs of an
+	// upgraded file) is done here, offline, rather than by the next up.
+	if err := s.Settle(ctx); err != nil {
+		s.Close()
 		return 0, err
 	}
 	if err := s.Close(); err != nil {
@@ -51,8 +58,8 @@ func compactDuckDB(ctx context.Context, path string) (before, after int64, err e
 // fillDuckDB brings the DuckDB store at path to n records of f, through the
 // store's write path (Store.Write: the staging table, then one INSERT into
 // events, checked by its primary key and indexed by user_id) in batches of
-// 20,000, and closes it (a checkpoint). It resumes from the records the
-// store holds.
+// 20,000, waits for the store to settle (Store.Settle) and closes it (a
+// checkpoint). It resumes from the records the store holds.
 func fillDuckDB(ctx context.Context, path string, f *bench.Filler, n int64, progress io.Writer) error {
 	s, err := duckdb.Open(ctx, duckdb.Config{Path: path}, nil)
 	if err != nil {
@@ -74,6 +81,15 @@ func fillDuckDB(ctx context.Context, path string, f *bench.Filler, n int64, prog
 		done := i + int64(len(recs))
 		fmt.Fprintf(progress, "\r\033[Kfill: %d of %d records (%.0f/s)", done, n, float64(done-from)/time.Since(start).Seconds())
 	}
+	// The segments moved and the user runs cut, as a store that has kept
+	// up with its writes has them (a store made by an older version gets
+	// its runs here).
+	settle := time.Now()
+	fmt.Fprintf(progress, "\r\033[Kfill: settling the store (user runs)")
+	if err := s.Settle(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintf(progress, "\r\033[Kfill: store settled in %s\n", time.Since(settle).Round(time.Second))
 	if err := s.Close(); err != nil {
 		return err
 	}

@@ -30,6 +30,9 @@ type Config struct {
 	// taken over the phase's run but its first and last seconds, and its
 	// heap profile after that (<phase>.heap.pprof, /debug/pprof/heap).
 	ProfileDir string
+	// HistoryUsers are users whose records spread over a long past (a
+	// fill's), read besides the load's during the latency phase.
+	HistoryUsers []string
 }
 
 // Phase names of Config.Phases.
@@ -369,7 +372,7 @@ func Run(ctx context.Context, c *Client, cfg Config, progress io.Writer) (Result
 			MaxEvents: cfg.MaxEvents, Duration: cfg.LatencyDuration, ProbeEvery: 5, Progress: progressOf(fmt.Sprintf("latency @%.0f/s", cfg.LatencyRate))}
 		readCtx, stopReads := context.WithCancel(ctx)
 		readsDone := make(chan []ReadStats, 1)
-		go func() { readsDone <- probeReads(readCtx, c, events.Users(), readEvery) }()
+		go func() { readsDone <- probeReads(readCtx, c, events.Users(), cfg.HistoryUsers, readEvery) }()
 		profiled := profile("latency", cfg.LatencyDuration)
 		r := l.Run(ctx)
 		profiled()

@@ -111,6 +111,18 @@ func (f *Filler) Record(i int64) event.Record {
 	return r
 }
 
+// Users returns k of the fill's users (fewer if it has fewer), spread
+// over them.
+func (f *Filler) Users(k int) []string {
+	n := min(f.n, FillUsers)
+	k = int(min(int64(k), n))
+	users := make([]string, k)
+	for i := range users {
+		users[i] = f.Record(int64(i) * n / int64(k)).User.ID
+	}
+	return users
+}
+
 // Records appends records [from, to) of the fill to recs.
 func (f *Filler) Records(recs []event.Record, from, to int64) []event.Record {
 	for i := from; i < min(to, f.n); i++ {

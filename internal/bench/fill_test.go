@@ -55,6 +55,23 @@ func TestFiller(t *testing.T) {
 	if len(users) != FillUsers || len(ids) != n {
 		t.Errorf("%d users and %d event ids, want %d and %d", len(users), len(ids), FillUsers, n)
 	}
+	// Users(k): k distinct users of the records, also of a filler made
+	// with another key (the bench's is random).
+	other, err := NewFiller(n, now.Add(time.Hour), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	some, remade := f.Users(1000), other.Users(1000)
+	seen := map[string]bool{}
+	for i, u := range some {
+		if !users[u] || seen[u] || remade[i] != u {
+			t.Fatalf("Users: %q (made again %q) is not a new user of the records", u, remade[i])
+		}
+		seen[u] = true
+	}
+	if len(some) != 1000 {
+		t.Errorf("Users(1000): %d users", len(some))
+	}
 	if first.Before(now.Add(-FillSpan)) || !last.Before(now) || last.Sub(first) < FillSpan-time.Minute {
 		t.Errorf("occurred_at from %s to %s, want the %s before %s", first, last, FillSpan, now)
 	}

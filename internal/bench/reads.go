@@ -15,14 +15,18 @@ import (
 // The reads a downstream application makes while the pipeline writes,
 // measured during the fixed-rate latency phase: a user's latest record, a
 // user's records (a page of 100, newest first), and the last hour's
-// counts by country.
+// counts by country. The users are the load's, whose newest records are
+// the last seconds' writes; with a fill, also the fill's, whose records
+// spread over its week (ReadUserHistory).
 const (
-	ReadLatest    = "GET /v1/users/{id}/latest"
-	ReadUserList  = "GET /v1/events?user_id="
-	ReadStatsHour = "GET /v1/stats (by country, last hour)"
+	ReadLatest      = "GET /v1/users/{id}/latest"
+	ReadUserList    = "GET /v1/events?user_id="
+	ReadStatsHour   = "GET /v1/stats (by country, last hour)"
+	ReadUserHistory = "GET /v1/events?user_id= (a week of history)"
 )
 
-// readKinds are the reads, in the order the prober takes them.
+// readKinds are the reads, in the order the prober takes them; it adds
+// ReadUserHistory when it has users with a history.
 var readKinds = []string{ReadLatest, ReadUserList, ReadStatsHour}
 
 // ReadStats is the latency of one kind of read during a phase.
@@ -40,7 +44,7 @@ func readPath(kind, user string, now time.Time) string {
 	switch kind {
 	case ReadLatest:
 		return "/v1/users/" + url.PathEscape(user) + "/latest"
-	case ReadUserList:
+	case ReadUserList, ReadUserHistory:
 		return "/v1/events?limit=100&user_id=" + url.QueryEscape(user)
 	default:
 		return "/v1/stats?group_by=country&since=" + url.QueryEscape(now.Add(-time.Hour).UTC().Format(time.RFC3339))
@@ -48,12 +52,17 @@ func readPath(kind, user string, now time.Time) string {
 }
 
 // probeReads makes one read every `every`, taking the kinds in turn and a
-// random user of users, until ctx is done; then it returns each kind's
-// latencies. The reads run one at a time, so that they measure the
-// server, not a queue of their own.
-func probeReads(ctx context.Context, c *Client, users []string, every time.Duration) []ReadStats {
-	lat := make(map[string][]time.Duration, len(readKinds))
-	errs := make(map[string]int64, len(readKinds))
+// random user of users (of history, for ReadUserHistory: none, no such
+// reads), until ctx is done; then it returns each kind's latencies. The
+// reads run one at a time, so that they measure the server, not a queue
+// of their own.
+func probeReads(ctx context.Context, c *Client, users, history []string, every time.Duration) []ReadStats {
+	kinds := readKinds
+	if len(history) > 0 {
+		kinds = append(slices.Clone(kinds), ReadUserHistory)
+	}
+	lat := make(map[string][]time.Duration, len(kinds))
+	errs := make(map[string]int64, len(kinds))
 	var mu sync.Mutex
 	tick := time.NewTicker(every)
 	defer tick.Stop()
@@ -62,15 +71,18 @@ func probeReads(ctx context.Context, c *Client, users []string, every time.Durat
 		case <-ctx.Done():
 			mu.Lock()
 			defer mu.Unlock()
-			out := make([]ReadStats, 0, len(readKinds))
-			for _, k := range readKinds {
+			out := make([]ReadStats, 0, len(kinds))
+			for _, k := range kinds {
 				out = append(out, readStats(k, lat[k], errs[k]))
 			}
 			return out
 		case <-tick.C:
 		}
-		kind := readKinds[i%len(readKinds)]
+		kind := kinds[i%len(kinds)]
 		user := users[rand.IntN(len(users))]
+		if kind == ReadUserHistory {
+			user = history[rand.IntN(len(history))]
+		}
 		start := time.Now()
 		status, err := c.get(ctx, readPath(kind, user, start))
 		d := time.Since(start)

@@ -10,8 +10,8 @@ import (
 	"time"
 )
 
-// TestProbeReads: the prober takes the three reads in turn, with the
-// users given and the key, counts a 404 of a user's latest record as an
+// TestProbeReads: the prober takes the four reads in turn, with the
+// users given (the users with a history for the fourth) and the key, counts a 404 of a user's latest record as an
 // answer and any other failure as an error, and stops with its context.
 func TestProbeReads(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
@@ -37,21 +37,21 @@ func TestProbeReads(t *testing.T) {
 		default:
 			w.Write([]byte(`{}`))
 		}
-		if n == 9 {
+		if n == 12 {
 			cancel()
 		}
 	}))
 	defer srv.Close()
 	c := NewClient(srv.URL, 1)
 	c.Key = "k"
-	got := probeReads(ctx, c, []string{"u 1"}, time.Millisecond)
-	if len(got) != 3 {
-		t.Fatalf("%d kinds of reads, want 3", len(got))
+	got := probeReads(ctx, c, []string{"u 1"}, []string{"h 1"}, time.Millisecond)
+	if len(got) != 4 {
+		t.Fatalf("%d kinds of reads, want 4", len(got))
 	}
-	want := map[string][2]int64{ReadLatest: {3, 0}, ReadUserList: {3, 0}, ReadStatsHour: {2, 1}} // answered, errors
+	want := map[string][2]int64{ReadLatest: {3, 0}, ReadUserList: {3, 0}, ReadStatsHour: {2, 1}, ReadUserHistory: {3, 0}} // answered, errors
 	for _, rs := range got {
 		w := want[rs.Name]
-		// The ninth read may be cut short by the cancel it caused.
+		// The twelfth read may be cut short by the cancel it caused.
 		if rs.Count+rs.Errors < w[0]+w[1]-1 || rs.Errors != w[1] {
 			t.Errorf("%s: %d answered, %d errors; want %d and %d", rs.Name, rs.Count, rs.Errors, w[0], w[1])
 		}
@@ -61,8 +61,8 @@ func TestProbeReads(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	for i, p := range paths[:6] {
-		wantPrefix := []string{"/v1/users/u%201/latest", "/v1/events?limit=100&user_id=u+1", "/v1/stats?group_by=country&since="}[i%3]
+	for i, p := range paths[:8] {
+		wantPrefix := []string{"/v1/users/u%201/latest", "/v1/events?limit=100&user_id=u+1", "/v1/stats?group_by=country&since=", "/v1/events?limit=100&user_id=h+1"}[i%4]
 		if !strings.HasPrefix(p, wantPrefix) {
 			t.Errorf("read %d: %s, want %s...", i, p, wantPrefix)
 		}

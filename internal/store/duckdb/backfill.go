@@ -84,6 +84,8 @@ func (s *Store) UpdateWeather(ctx context.Context, recs []event.Record) (int64, 
 	// of them meanwhile.
 	s.moveMu.Lock()
 	defer s.moveMu.Unlock()
+	s.runsMu.Lock()
+	defer s.runsMu.Unlock()
 	total, err := s.updateMainWeather(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("duckdb: update weather of %d records: %w", len(recs), err)
@@ -102,8 +104,9 @@ func (s *Store) UpdateWeather(ctx context.Context, recs []event.Record) (int64, 
 	return total, nil
 }
 
-// updateMainWeather updates the main file's records from the staged ones
-// and recomputes the stats rollup of their minutes, in one transaction.
+// updateMainWeather updates the main file's records from the staged ones,
+// recomputes the stats rollup of their minutes and updates the user runs'
+// copies of the records, in one transaction.
 func (s *Store) updateMainWeather(ctx context.Context) (int64, error) {
 	tx, err := s.wconn.BeginTx(ctx, nil)
 	if err != nil {
@@ -119,6 +122,15 @@ func (s *Store) updateMainWeather(ctx context.Context) (int64, error) {
 	}
 	if err := refreshMinutes(ctx, tx, minutes); err != nil {
 		return 0, err
+	}
+	runs, err := runTables(ctx, tx)
+	if err != nil {
+		return 0, err
+	}
+	for _, table := range runs {
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf(updateWeatherSQL, table)); err != nil {
+			return 0, fmt.Errorf("update %s: %w", table, err)
+		}
 	}
 	if err := tx.Commit(); err != nil {
 		return 0, err

@@ -81,6 +81,8 @@ func (s *Store) delete(ctx context.Context, cond, latestCond string, args ...any
 	}
 	s.moveMu.Lock()
 	defer s.moveMu.Unlock()
+	s.runsMu.Lock()
+	defer s.runsMu.Unlock()
 	var (
 		total int64
 		gone  deleted
@@ -95,6 +97,15 @@ func (s *Store) delete(ctx context.Context, cond, latestCond string, args ...any
 	n, err := s.deleteIn(ctx, "main.events", cond, args, func(tx *sql.Tx, these *deleted) error {
 		if _, err := tx.ExecContext(ctx, "DELETE FROM main.users_latest WHERE "+latestCond, args...); err != nil {
 			return fmt.Errorf("delete from users_latest: %w", err)
+		}
+		runs, err := runTables(ctx, tx)
+		if err != nil {
+			return err
+		}
+		for _, table := range runs {
+			if _, err := tx.ExecContext(ctx, "DELETE FROM "+table+" WHERE "+cond, args...); err != nil {
+				return fmt.Errorf("delete from %s: %w", table, err)
+			}
 		}
 		if err := refreshMinutes(ctx, tx, these.minutes); err != nil {
 			return err

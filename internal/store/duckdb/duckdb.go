@@ -18,8 +18,10 @@
 // row groups. Table users_latest holds the seq of each user's latest
 // record (by occurred_at, then seq), the access path of LatestForUser.
 // Table stats_minute is the stats rollup (rollup.go), kept with the
-// records. Table skyjoin_meta records the schema version, the last seq handed out
-// by a delete, and cold_max, the highest seq in the main file's events.
+// records; tables user_run_<n>, listed in user_runs, the user runs
+// (runs.go), copies of the records clustered by user. Table skyjoin_meta
+// records the schema version, the last seq handed out by a delete, and
+// cold_max, the highest seq in the main file's events.
 //
 // # Hot segments
 //
@@ -68,10 +70,12 @@
 // key) and then the record by seq, plus the user's rows in the hot
 // segments. List for a user takes the user's seqs from userIndex, an
 // in-process map of each user id to the seqs of its records (8 bytes a
-// record), and reads them by seq a page at a time. A scan of user_id
-// would read every record's; but reading rows scattered over the table
-// still costs DuckDB a few ms each (it decompresses the vector of every
-// column around each row): see docs/benchmarks.md.
+// record), and reads them a page at a time: those the user runs cover
+// from the runs that hold them, the others by seq. A run (runs.go) is a
+// copy of a range of the main file's records sorted by user, where a
+// user's records sit together; read by seq from the main file, each
+// record scattered over it costs DuckDB about 2.5 ms (it decompresses the
+// vector of every column around the row): see docs/benchmarks.md.
 //
 // # Memory
 //
@@ -155,7 +159,9 @@ import (
 //     rebuilds the table (DuckDB cannot drop a primary key).
 //   - 4: stats_minute, the stats rollup (rollup.go), built from the
 //     records by the migration.
-const SchemaVersion = 4
+//   - 5: user_runs, the records clustered by user (runs.go), cut by the
+//     mover after the migration.
+const SchemaVersion = 5
 
 // migrations[v] takes a file from schema version v to v+1, inside the
 // transaction of migrate. (Adding a column keeps the indexes; dropping and
@@ -181,6 +187,9 @@ var migrations = map[int][]string{
 		`DELETE FROM stats_minute`,
 		rollupSQL("events"),
 	},
+	// The mover cuts the runs in the background (a store of 23 M records
+	// in about two minutes); Settle waits for it.
+	4: {userRunsDDL},
 }
 
 // usersLatestDDL is the table of each user's latest record (by occurred_at,
@@ -242,6 +251,9 @@ type Store struct {
 	// to, with how many moves in a row did (compactRollup); moveMu
 	// guards it.
 	rollupTouched map[int64]int
+	// runsMu serialises cutting and merging the user runs (runs.go) with
+	// the deletes and updates that change them; it is taken after moveMu.
+	runsMu sync.Mutex
 	// coldSeen is coldMax for the reads, set once the main file has the
 	// records up to it: a record of seq <= coldSeen is read from the main
 	// file alone, one above it from the segments of the read's snapshot.
@@ -391,9 +403,9 @@ func open(ctx context.Context, path string, cfg Config, log *slog.Logger) (_ *St
 	moverCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	s.stopMover = stop
 	go s.runMover(moverCtx)
-	if len(segs) > 0 {
-		s.kickMover()
-	}
+	// The segments left, and user runs due (after an upgrade, or a stop
+	// in the middle of cutting one).
+	s.kickMover()
 	log.InfoContext(ctx, "duckdb store open", "path", path, "memory_limit", cfg.MemoryLimit, "threads", cfg.Threads,
 		"schema_version", SchemaVersion, "last_seq", s.lastSeq, "records", s.ids.len(), "hot_segments_left", len(segs))
 	return s, nil
@@ -525,7 +537,7 @@ func migrate(ctx context.Context, db *sql.DB) error {
 		return fmt.Errorf("migrate: table events exists without a schema version in skyjoin_meta: not a file of this program")
 	case errors.Is(err, sql.ErrNoRows):
 		// A new file: the current layout.
-		for _, stmt := range []string{eventsDDL, usersLatestDDL, statsMinuteDDL, coldMaxInit} {
+		for _, stmt := range []string{eventsDDL, usersLatestDDL, statsMinuteDDL, userRunsDDL, coldMaxInit} {
 			if _, err := tx.ExecContext(ctx, stmt); err != nil {
 				return fmt.Errorf("migrate: %s: %w", firstLine(stmt), err)
 			}

@@ -632,6 +632,16 @@ func BenchmarkReadsOnStore(b *testing.B) {
 		}
 	}
 	b.Logf("open: %v, %d records; Go heap in use after a GC %d MB; %s", opened, s.ids.len(), ms.HeapAlloc>>20, rss)
+	// The user runs of a store made by an older version are cut here.
+	start = time.Now()
+	if err := s.Settle(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	runs, err := loadRuns(context.Background(), s.db)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("settled in %v: %d user runs up to seq %d of %d", time.Since(start), len(runs), runsHi(runs), s.coldMax)
 	pick := func(q string) []string {
 		rows, err := s.db.QueryContext(context.Background(), q)
 		if err != nil {
@@ -655,10 +665,10 @@ func BenchmarkReadsOnStore(b *testing.B) {
 	ctx := context.Background()
 	for _, g := range []string{"spread", "recent"} {
 		users := groups[g]
-		for _, byIndex := range []bool{true, false} {
-			b.Run(fmt.Sprintf("list_user_%s_index_%v", g, byIndex), func(b *testing.B) {
-				defer func(old bool) { listByUserIndex = old }(listByUserIndex)
-				listByUserIndex = byIndex
+		for _, byRuns := range []bool{true, false} {
+			b.Run(fmt.Sprintf("list_user_%s_runs_%v", g, byRuns), func(b *testing.B) {
+				defer func(old bool) { listByUserRuns = old }(listByUserRuns)
+				listByUserRuns = byRuns
 				for i := 0; b.Loop(); i++ {
 					if p, err := s.List(ctx, store.Query{UserID: users[i%len(users)], Limit: 100}); err != nil || len(p.Records) == 0 {
 						b.Fatal(len(p.Records), err)

@@ -224,16 +224,24 @@ func (s *Store) runMover(ctx context.Context) {
 			return
 		case <-s.kick:
 		}
+		// The segments first, then one step of the user runs at a time
+		// (runs.go), so that a long merge delays the next move only once.
 		for {
 			segs := s.segments()
-			if len(segs) < 2 {
-				break
+			var err error
+			if len(segs) >= 2 {
+				err = s.move(ctx, segs[0])
+			} else {
+				var did bool
+				if did, err = s.clusterStep(ctx); err == nil && !did {
+					break
+				}
 			}
-			if err := s.move(ctx, segs[0]); err != nil {
+			if err != nil {
 				if ctx.Err() != nil {
 					return
 				}
-				s.log.ErrorContext(ctx, "duckdb: move a hot segment into the main file failed; retrying", "segment", segs[0].path, "error", err.Error())
+				s.log.ErrorContext(ctx, "duckdb: move a hot segment into the main file, or cut or merge user runs, failed; retrying", "error", err.Error())
 				select {
 				case <-ctx.Done():
 					return
@@ -251,6 +259,9 @@ func (s *Store) runMover(ctx context.Context) {
 func (s *Store) move(ctx context.Context, seg *segment) error {
 	s.moveMu.Lock()
 	defer s.moveMu.Unlock()
+	if !slices.Contains(s.segments(), seg) {
+		return nil // moved by another caller (the mover, or Settle)
+	}
 	start := time.Now()
 	conn, err := s.db.Conn(ctx)
 	if err != nil {

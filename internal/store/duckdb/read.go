@@ -124,29 +124,85 @@ var listByUserIndex = true
 // listByUser is List for a user's records, through the user index: the
 // user's seqs beyond the cursor are the candidates, taken in the page's
 // order in chunks (a page's worth, then 4 times more each time), each read
-// by seq with the other filters, until the page is full.
+// with the other filters until the page is full: those the user runs
+// cover from the runs that hold them (runs.go), the others by seq. The
+// runs are listed in the transaction that reads them, so that a merge that
+// commits meanwhile (and drops the runs it merged) changes nothing.
 func (s *Store) listByUser(ctx context.Context, q store.Query, limit int, cursor int64, where []string, args []any, order string) (store.Page, error) {
+	fail := func(err error) (store.Page, error) { return store.Page{}, fmt.Errorf("duckdb: list: %w", err) }
 	cands := slices.DeleteFunc(s.users.list(q.UserID), func(seq int64) bool {
 		return seq <= q.AfterSeq || cursor >= 0 && (q.Ascending && seq <= cursor || !q.Ascending && seq >= cursor)
 	})
+	if len(cands) == 0 {
+		return store.Page{}, nil
+	}
 	if !q.Ascending {
 		slices.Reverse(cands)
 	}
 	from, release := s.view()
 	defer release()
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	defer conn.Close()
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return fail(err)
+	}
+	defer tx.Rollback()
+	var runs []run
+	if listByUserRuns {
+		if runs, err = loadRuns(ctx, tx); err != nil {
+			return fail(err)
+		}
+	}
+	hi := runsHi(runs)
 	var recs []event.Record
 	for chunk := limit + 1; len(cands) > 0 && len(recs) <= limit; chunk *= 4 {
 		part := cands[:min(chunk, len(cands))]
 		cands = cands[len(part):]
-		list := make([]string, len(part))
-		for i, seq := range part {
-			list[i] = strconv.FormatInt(seq, 10)
+		// The seqs of each run (by index in runs), and of none (-1).
+		type source struct {
+			seqs   []string
+			lo, hi int64
+		}
+		bySource := map[int]*source{}
+		for _, seq := range part {
+			src := -1
+			if seq <= hi {
+				src, _ = slices.BinarySearchFunc(runs, seq, func(r run, seq int64) int {
+					switch {
+					case seq <= r.lo:
+						return 1
+					case seq > r.hi:
+						return -1
+					}
+					return 0
+				})
+			}
+			x := bySource[src]
+			if x == nil {
+				x = &source{lo: seq, hi: seq}
+				bySource[src] = x
+			}
+			x.seqs = append(x.seqs, strconv.FormatInt(seq, 10))
+			x.lo, x.hi = min(x.lo, seq), max(x.hi, seq)
+		}
+		var parts []string
+		for src, x := range bySource {
+			table := from
+			if src >= 0 {
+				table = runs[src].table()
+			}
+			// The bounds let the row groups' min/max of seq skip the others.
+			parts = append(parts, "SELECT "+readColumns+" FROM "+table+whereClause(append(slices.Clone(where),
+				fmt.Sprintf("seq BETWEEN %d AND %d", x.lo, x.hi), "seq IN ("+strings.Join(x.seqs, ", ")+")")))
 		}
 		a := append(slices.Clone(args), limit+1-len(recs))
-		got, err := s.query(ctx, "SELECT "+readColumns+" FROM "+from+
-			whereClause(append(slices.Clone(where), "seq IN ("+strings.Join(list, ", ")+")"))+order+" LIMIT $"+strconv.Itoa(len(a)), a...)
+		got, err := queryRecords(ctx, tx, "SELECT * FROM ("+strings.Join(parts, " UNION ALL ")+")"+order+" LIMIT $"+strconv.Itoa(len(a)), a...)
 		if err != nil {
-			return store.Page{}, fmt.Errorf("duckdb: list: %w", err)
+			return fail(err)
 		}
 		recs = append(recs, got...)
 	}
@@ -157,6 +213,10 @@ func (s *Store) listByUser(ctx context.Context, q store.Query, limit int, cursor
 	}
 	return page, nil
 }
+
+// listByUserRuns: listByUser reads the records the user runs cover from
+// them (benchmarks compare).
+var listByUserRuns = true
 
 // Get returns the record with the event id, or store.ErrNotFound. The
 // event id index gives its seq, which the row groups' min/max statistics

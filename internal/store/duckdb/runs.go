@@ -1,0 +1,292 @@
+//go:build !noduckdb
+
+package duckdb
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// User runs: the main file's records again, clustered by user, for the
+// reads of one user's records.
+//
+// The main file's events are in seq order, and a user's records are spread
+// over all of it: at 100,000 users, one in 100,000 rows. Reading one
+// costs DuckDB a scan of its row group's seq column and the vector of
+// every column around it, 2.5 ms (0.6 ms for seq alone, about 40 us a
+// column more), so a page of 100 took 250-750 ms on a 23 M-record store.
+// A run is a copy of a range of seq of the main file's events, sorted by
+// user_id then seq: there, a user's records are next to each other, and
+// the row groups' min/max of user_id leave one to read. A page reads the
+// runs that hold its records (3-4 ms each, measured on 4 M-record runs)
+// and the few records above the last run by seq.
+//
+// The runs cover the main file's seq from 0 to the last run's hi without
+// gaps, each (lo, hi], listed in table user_runs. The mover, after
+// moving the segments waiting for it, cuts a run off the records above
+// the last run once there are runRows of seq, and merges the newest
+// runFanIn runs of a level into one of the level above, up to
+// runMaxLevel: a tiered merge, so that each record is sorted about
+// runMaxLevel+1 times and a store holds a few runs of each level and
+// many of the top one. A delete and a weather backfill change the runs in
+// the transaction that changes the main file's records, under runsMu, as
+// cutting and merging run: every run equals the main file's records in
+// its range, which TestUserRuns checks after each kind of change. Moves
+// go on while a run is cut or merged (they only add records above
+// cold_max, which no run covers yet).
+//
+// The cost: the runs take as much disk as the main file's events, and
+// sorting takes CPU (a 4 M-record merge took 21 s on this machine's two
+// cores); see docs/benchmarks.md.
+
+// userRunsDDL lists the runs: run id's table is user_run_<id>.
+const userRunsDDL = `CREATE TABLE IF NOT EXISTS user_runs (id BIGINT NOT NULL, lo BIGINT NOT NULL, hi BIGINT NOT NULL, level INTEGER NOT NULL)`
+
+var (
+	// runRows is the seq span of a run of level 0: the mover cuts one once
+	// the main file has that many seq above the last run.
+	runRows int64 = 1 << 18
+	// runFanIn runs of a level merge into one of the next.
+	runFanIn = 4
+	// runMaxLevel is the highest level: runs of it are not merged. A
+	// store whose main file has more records than a run of this level
+	// above the last run (opened after an upgrade) gets runs of it cut
+	// directly.
+	runMaxLevel = 2
+)
+
+// run is one user run: the main file's records of seq in (lo, hi].
+type run struct {
+	id, lo, hi int64
+	level      int
+}
+
+func (r run) table() string { return "main.user_run_" + strconv.FormatInt(r.id, 10) }
+
+// loadRuns returns the runs, by seq.
+func loadRuns(ctx context.Context, q queryer) ([]run, error) {
+	rows, err := q.QueryContext(ctx, `SELECT id, lo, hi, level FROM main.user_runs ORDER BY lo`)
+	if err != nil {
+		return nil, fmt.Errorf("read user_runs: %w", err)
+	}
+	defer rows.Close()
+	var runs []run
+	for rows.Next() {
+		var r run
+		if err := rows.Scan(&r.id, &r.lo, &r.hi, &r.level); err != nil {
+			return nil, fmt.Errorf("read user_runs: %w", err)
+		}
+		runs = append(runs, r)
+	}
+	return runs, rows.Err()
+}
+
+// runsHi is the highest seq the runs cover.
+func runsHi(runs []run) int64 {
+	if len(runs) == 0 {
+		return 0
+	}
+	return runs[len(runs)-1].hi
+}
+
+// levelRows is the seq span of a run of level.
+func levelRows(level int) int64 {
+	n := runRows
+	for range level {
+		n *= int64(runFanIn)
+	}
+	return n
+}
+
+// clusterStep cuts or merges one run, if one is due, and reports whether
+// it did.
+func (s *Store) clusterStep(ctx context.Context) (bool, error) {
+	s.moveMu.Lock()
+	coldMax := s.coldMax
+	s.moveMu.Unlock()
+	s.runsMu.Lock()
+	defer s.runsMu.Unlock()
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close()
+	runs, err := loadRuns(ctx, conn)
+	if err != nil {
+		return false, err
+	}
+	start := time.Now()
+	// Merge the newest runFanIn runs if they share a level below the top.
+	if k := len(runs) - runFanIn; k >= 0 && runs[k].level < runMaxLevel {
+		level, same := runs[k].level, true
+		for _, r := range runs[k:] {
+			same = same && r.level == level
+		}
+		if same {
+			if err := s.mergeRuns(ctx, conn, runs, runs[k:]); err != nil {
+				return false, fmt.Errorf("merge %d user runs of level %d: %w", runFanIn, level, err)
+			}
+			s.log.DebugContext(ctx, "duckdb: user runs merged", "level", level+1, "ms", time.Since(start).Milliseconds())
+			return true, nil
+		}
+	}
+	lo := runsHi(runs)
+	lag := coldMax - lo
+	if lag < runRows {
+		return false, nil
+	}
+	// Above level 0 only to catch up (after an upgrade), and no larger
+	// than one sort.
+	level := 0
+	for level < runMaxLevel && levelRows(level+1) <= lag && levelRows(level+1) <= runSortRows {
+		level++
+	}
+	// Runs of a lower level than the newest's only ever follow it.
+	if len(runs) > 0 && level > runs[len(runs)-1].level {
+		level = runs[len(runs)-1].level
+	}
+	r := run{id: nextRunID(runs), lo: lo, hi: lo + levelRows(level), level: level}
+	if err := s.writeRun(ctx, conn, r, "SELECT "+selectColumns+" FROM main.events WHERE seq > "+strconv.FormatInt(r.lo, 10)+
+		" AND seq <= "+strconv.FormatInt(r.hi, 10), r.hi-r.lo, nil); err != nil {
+		return false, fmt.Errorf("cut a user run of level %d: %w", level, err)
+	}
+	s.log.DebugContext(ctx, "duckdb: user run cut", "level", level, "lo", r.lo, "hi", r.hi, "ms", time.Since(start).Milliseconds())
+	return true, nil
+}
+
+func nextRunID(runs []run) int64 {
+	var id int64
+	for _, r := range runs {
+		id = max(id, r.id)
+	}
+	return id + 1
+}
+
+// mergeRuns replaces the runs of merge (the newest of runs) by one run of
+// the next level.
+func (s *Store) mergeRuns(ctx context.Context, conn *sql.Conn, runs, merge []run) error {
+	parts := make([]string, len(merge))
+	for i, r := range merge {
+		parts[i] = "SELECT " + selectColumns + " FROM " + r.table()
+	}
+	r := run{id: nextRunID(runs), lo: merge[0].lo, hi: merge[len(merge)-1].hi, level: merge[0].level + 1}
+	return s.writeRun(ctx, conn, r, strings.Join(parts, " UNION ALL "), r.hi-r.lo, merge)
+}
+
+// runSortRows is the most records one statement sorts. DuckDB's sort of
+// 4 M records (of 43 columns) ran out of the default 256 MB memory limit
+// alone; of 1 M it did not (7.8 s), but did while a store under load
+// held its hot segments and reads in the same memory, and the reads
+// failed for it. A sort of 64 Ki records takes 0.7 s. A larger run is
+// written in ranges of user_id of about that many records each, in order.
+var runSortRows int64 = 1 << 16
+
+// writeRun creates run r from the records of query (about rows of them),
+// sorted by user_id then seq, and drops the runs of replace, in one
+// transaction. Above runSortRows records it sorts one range of user_id
+// at a time, the ranges' bounds drawn from a sample of the user ids; a
+// range reads only its row groups of a source that is a run.
+func (s *Store) writeRun(ctx context.Context, conn *sql.Conn, r run, query string, rows int64, replace []run) error {
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	var bounds []string
+	if k := (rows + runSortRows - 1) / runSortRows; k > 1 {
+		sample, err := tx.QueryContext(ctx, "SELECT user_id FROM ("+query+") USING SAMPLE reservoir(4096 ROWS) REPEATABLE (7) ORDER BY user_id")
+		if err != nil {
+			return fmt.Errorf("sample the user ids: %w", err)
+		}
+		var users []string
+		for sample.Next() {
+			var u string
+			if err := sample.Scan(&u); err != nil {
+				sample.Close()
+				return fmt.Errorf("sample the user ids: %w", err)
+			}
+			users = append(users, u)
+		}
+		sample.Close()
+		if err := sample.Err(); err != nil {
+			return fmt.Errorf("sample the user ids: %w", err)
+		}
+		for i := int64(1); i < k && len(users) > 0; i++ {
+			b := users[int64(len(users))*i/k]
+			if len(bounds) == 0 || bounds[len(bounds)-1] < b {
+				bounds = append(bounds, b)
+			}
+		}
+	}
+	for i := 0; i <= len(bounds); i++ {
+		var conds []string
+		if i > 0 {
+			conds = append(conds, "user_id >= "+quote(bounds[i-1]))
+		}
+		if i < len(bounds) {
+			conds = append(conds, "(user_id < "+quote(bounds[i])+" OR user_id IS NULL)")
+		}
+		part := "SELECT * FROM (" + query + ")" + whereClause(conds) + " ORDER BY user_id, seq"
+		stmt := "INSERT INTO " + r.table() + " " + part
+		if i == 0 {
+			stmt = "CREATE TABLE " + r.table() + " AS " + part
+		}
+		if _, err := tx.ExecContext(ctx, stmt); err != nil {
+			return err
+		}
+	}
+	for _, old := range replace {
+		if _, err := tx.ExecContext(ctx, "DROP TABLE "+old.table()); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, "DELETE FROM main.user_runs WHERE id = $1", old.id); err != nil {
+			return err
+		}
+	}
+	if _, err := tx.ExecContext(ctx, "INSERT INTO main.user_runs VALUES ($1, $2, $3, $4)", r.id, r.lo, r.hi, r.level); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// runTables returns the tables of the runs, read in tx.
+func runTables(ctx context.Context, tx queryer) ([]string, error) {
+	runs, err := loadRuns(ctx, tx)
+	if err != nil {
+		return nil, err
+	}
+	tables := make([]string, len(runs))
+	for i, r := range runs {
+		tables[i] = r.table()
+	}
+	return tables, nil
+}
+
+// Settle moves the hot segments the writer is done with into the main file
+// and cuts and merges the user runs that are due, as the mover does in the
+// background, and returns once nothing is left to do: a store filled in
+// bulk (skyjoin bench --fill) is then measured as a store that has kept up.
+func (s *Store) Settle(ctx context.Context) error {
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if segs := s.segments(); len(segs) >= 2 {
+			if err := s.move(ctx, segs[0]); err != nil {
+				return fmt.Errorf("duckdb: settle: %w", err)
+			}
+			continue
+		}
+		did, err := s.clusterStep(ctx)
+		if err != nil {
+			return fmt.Errorf("duckdb: settle: %w", err)
+		}
+		if !did {
+			return nil
+		}
+	}
+}

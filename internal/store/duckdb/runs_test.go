@@ -1,0 +1,232 @@
+//go:build !noduckdb
+
+package duckdb
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/skyjoin/skyjoin/internal/event"
+	"github.com/skyjoin/skyjoin/internal/store"
+	"github.com/skyjoin/skyjoin/internal/store/storetest"
+)
+
+// smallRuns makes the user runs small for the test: level 0 of 100 seq,
+// 400 and 1,600 above it, the runs above level 0 sorted in ranges of
+// about 300 records.
+func smallRuns(t *testing.T) {
+	oldRows, oldSort := runRows, runSortRows
+	runRows, runSortRows = 100, 300
+	t.Cleanup(func() { runRows, runSortRows = oldRows, oldSort })
+}
+
+// checkRuns checks that the user runs cover the main file's seq from 0
+// without gap or overlap, in levels that do not grow with seq, and that
+// each holds the main file's records of its range, column by column,
+// sorted by user then seq; it returns the runs and how many records they
+// hold.
+func checkRuns(t *testing.T, s *Store) ([]run, int64) {
+	t.Helper()
+	ctx := t.Context()
+	runs, err := loadRuns(ctx, s.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		prev  run
+		total int64
+	)
+	for i, r := range runs {
+		if r.lo != prev.hi || r.hi <= r.lo || i > 0 && r.level > prev.level {
+			t.Errorf("run %+v after %+v", r, prev)
+		}
+		prev = r
+		var diff, n, unsorted int64
+		rangeOf := fmt.Sprintf("main.events WHERE seq > %d AND seq <= %d", r.lo, r.hi)
+		q := fmt.Sprintf(`SELECT
+  (SELECT count(*) FROM (SELECT %[1]s FROM %[2]s EXCEPT ALL SELECT %[1]s FROM %[3]s)) +
+  (SELECT count(*) FROM (SELECT %[1]s FROM %[3]s EXCEPT ALL SELECT %[1]s FROM %[2]s)),
+  (SELECT count(*) FROM %[2]s),
+  (SELECT count(*) FROM (SELECT user_id, seq, lag(user_id) OVER w AS pu, lag(seq) OVER w AS ps FROM %[2]s WINDOW w AS (ORDER BY rowid))
+   WHERE pu > user_id OR pu = user_id AND ps >= seq)`, selectColumns, r.table(), rangeOf)
+		if err := s.db.QueryRowContext(ctx, q).Scan(&diff, &n, &unsorted); err != nil {
+			t.Fatal(err)
+		}
+		if diff != 0 || unsorted != 0 {
+			t.Errorf("run %+v: %d rows differ from the main file's, %d out of order (of %d)", r, diff, unsorted, n)
+		}
+		total += n
+	}
+	if hi := runsHi(runs); hi > s.coldMax {
+		t.Errorf("the runs reach seq %d, beyond the main file's %d", hi, s.coldMax)
+	}
+	return runs, total
+}
+
+// TestUserRuns: a user's records, listed by page in either order and with
+// a filter, are the records written for the user, in seq order, and
+// equal to those the scan of the records reads, while the user runs are
+// cut and merged, after a weather backfill, deletes of users and of old
+// records, a reopen, and an upgrade from schema version 4; the runs stay
+// equal to the main file's records throughout, and are what answers.
+func TestUserRuns(t *testing.T) {
+	defer func(old int64) { segmentBytes = old }(segmentBytes)
+	segmentBytes = 64 << 10
+	smallRuns(t)
+	ctx := t.Context()
+	path := tempPath(t)
+	s := openPath(t, path)
+	live := storetest.Records(21, 4000)
+	// A few users with many records, spread over every run.
+	for i := range live {
+		if i%4 == 0 {
+			live[i].User.ID = fmt.Sprintf("heavy-%d", i%20/4)
+		}
+	}
+	for b := 0; b < len(live); b += 250 {
+		if err := s.Write(ctx, live[b:b+250]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rng := rand.New(rand.NewPCG(21, 5))
+	check := func(stage string) {
+		t.Helper()
+		if err := s.Settle(ctx); err != nil {
+			t.Fatal(err)
+		}
+		runs, n := checkRuns(t, s)
+		if n == 0 {
+			t.Fatalf("%s: no record in a user run: they are not exercised", stage)
+		}
+		if hi := runsHi(runs); s.coldMax-hi >= runRows {
+			t.Errorf("%s: settled with %d seq of the main file above the runs", stage, s.coldMax-hi)
+		}
+		for _, u := range []string{"heavy-0", "heavy-3", live[rng.IntN(len(live))].User.ID, live[rng.IntN(len(live))].User.ID} {
+			for _, asc := range []bool{false, true} {
+				q := store.Query{UserID: u, Ascending: asc, Limit: 10 + rng.IntN(40)}
+				if rng.IntN(3) == 0 {
+					q.EventType = live[rng.IntN(len(live))].EventType
+				}
+				var want []string
+				for _, r := range live {
+					if r.User.ID == u && (q.EventType == "" || r.EventType == q.EventType) {
+						want = append(want, r.EventID)
+					}
+				}
+				if !asc {
+					slices.Reverse(want)
+				}
+				got := walk(t, s, q)
+				listByUserRuns = false
+				scanned := walk(t, s, q)
+				listByUserRuns = true
+				if !slices.Equal(eventIDs(got), want) {
+					t.Errorf("%s: %+v: %d records %v, want %d %v", stage, q, len(got), eventIDs(got), len(want), want)
+					continue
+				}
+				for i := range got {
+					if d := storetest.Diff(scanned[i], got[i]); d != "" {
+						t.Errorf("%s: %+v: record %s from the runs differs from the main file's: %s", stage, q, got[i].EventID, d)
+					}
+				}
+			}
+		}
+	}
+	check("written")
+	runs, _ := checkRuns(t, s)
+	var levels []int
+	for _, r := range runs {
+		levels = append(levels, r.level)
+	}
+	if !slices.Contains(levels, 2) || !slices.Contains(levels, 1) {
+		t.Errorf("run levels %v: want runs merged twice (level 2) and once (level 1)", levels)
+	}
+
+	// A backfill of the records without weather.
+	var fill []event.Record
+	for i := range live {
+		if live[i].Enrichment.Status == event.StatusUnavailable && i%2 == 0 {
+			r := &live[i]
+			r.Weather = &event.Weather{ObservedAt: r.OccurredAt.Truncate(15 * time.Minute), TemperatureC: float64(i%40) - 10,
+				WeatherCode: 61, Condition: "Slight rain", Provider: "open-meteo"}
+			r.Enrichment = event.Enrichment{Status: event.StatusEnriched}
+			fill = append(fill, *r)
+		}
+	}
+	if n, err := s.UpdateWeather(ctx, fill); err != nil || n != int64(len(fill)) {
+		t.Fatalf("UpdateWeather = %d, %v; want %d", n, err, len(fill))
+	}
+	check("backfilled")
+
+	gone := []string{"heavy-1", live[7].User.ID, live[2001].User.ID}
+	if _, err := s.DeleteUsers(ctx, gone); err != nil {
+		t.Fatal(err)
+	}
+	live = slices.DeleteFunc(live, func(r event.Record) bool { return slices.Contains(gone, r.User.ID) })
+	check("users deleted")
+	cut := live[900].OccurredAt
+	if _, err := s.DeleteOccurredBefore(ctx, cut); err != nil {
+		t.Fatal(err)
+	}
+	live = slices.DeleteFunc(live, func(r event.Record) bool { return r.OccurredAt.Before(cut) })
+	check("old records deleted")
+
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openPath(t, path)
+	check("reopened")
+	// A version 4 file: the runs are cut after the upgrade.
+	var drops []string
+	for _, r := range runs {
+		drops = append(drops, "DROP TABLE IF EXISTS "+r.table())
+	}
+	runs, _ = checkRuns(t, s)
+	for _, r := range runs {
+		drops = append(drops, "DROP TABLE IF EXISTS "+r.table())
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rawExec(t, path, append(drops, `DROP TABLE user_runs`, `UPDATE skyjoin_meta SET value = '4' WHERE key = 'schema_version'`)...)
+	s = openPath(t, path)
+	check("upgraded from version 4")
+
+	// The runs are what answers: a change made to a run alone shows.
+	runs, _ = checkRuns(t, s)
+	if _, err := s.db.ExecContext(ctx, "UPDATE "+runs[0].table()+" SET event_type = 'only-in-the-run' WHERE user_id = 'heavy-0'"); err != nil {
+		t.Fatal(err)
+	}
+	p, err := s.List(ctx, store.Query{UserID: "heavy-0", EventType: "only-in-the-run", Limit: 1000})
+	if err != nil || len(p.Records) == 0 {
+		t.Errorf("records of a type only the run has = %d, %v; want some", len(p.Records), err)
+	}
+}
+
+func eventIDs(recs []event.Record) []string {
+	ids := make([]string, len(recs))
+	for i, r := range recs {
+		ids[i] = r.EventID
+	}
+	return ids
+}
+
+// walk lists every page of q.
+func walk(t *testing.T, s *Store, q store.Query) []event.Record {
+	t.Helper()
+	var all []event.Record
+	for {
+		p, err := s.List(t.Context(), q)
+		if err != nil {
+			t.Fatalf("%+v: %v", q, err)
+		}
+		all = append(all, p.Records...)
+		if p.NextCursor == "" {
+			return all
+		}
+		q.Cursor = p.NextCursor
+	}
+}
