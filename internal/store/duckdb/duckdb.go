@@ -265,6 +265,10 @@ type Store struct {
 	kick      chan struct{}
 	stopMover context.CancelFunc
 	moverDone chan struct{}
+	// clusterKick wakes runClusterer; clustererDone closes when it ends
+	// (stopMover stops it too).
+	clusterKick   chan struct{}
+	clustererDone chan struct{}
 }
 
 // A process must not open one file twice: the driver would share the DuckDB
@@ -336,7 +340,8 @@ func open(ctx context.Context, path string, cfg Config, log *slog.Logger) (_ *St
 	if err := migrate(ctx, db); err != nil {
 		return nil, err
 	}
-	s := &Store{db: db, log: log, path: path, wsem: make(chan struct{}, 1), kick: make(chan struct{}, 1), moverDone: make(chan struct{})}
+	s := &Store{db: db, log: log, path: path, wsem: make(chan struct{}, 1), kick: make(chan struct{}, 1), moverDone: make(chan struct{}),
+		clusterKick: make(chan struct{}, 1), clustererDone: make(chan struct{})}
 	if err := db.QueryRowContext(ctx, `SELECT CAST(value AS BIGINT) FROM skyjoin_meta WHERE key = 'cold_max'`).Scan(&s.coldMax); err != nil {
 		return nil, fmt.Errorf("read cold_max: %w", err)
 	}
@@ -403,9 +408,13 @@ func open(ctx context.Context, path string, cfg Config, log *slog.Logger) (_ *St
 	moverCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	s.stopMover = stop
 	go s.runMover(moverCtx)
-	// The segments left, and user runs due (after an upgrade, or a stop
-	// in the middle of cutting one).
-	s.kickMover()
+	go s.runClusterer(moverCtx)
+	if len(segs) > 0 {
+		s.kickMover()
+	}
+	// User runs may be due (after an upgrade, or a stop in the middle of
+	// cutting one).
+	s.kickClusterer()
 	log.InfoContext(ctx, "duckdb store open", "path", path, "memory_limit", cfg.MemoryLimit, "threads", cfg.Threads,
 		"schema_version", SchemaVersion, "last_seq", s.lastSeq, "records", s.ids.len(), "hot_segments_left", len(segs))
 	return s, nil
@@ -624,6 +633,7 @@ func (s *Store) Close() error {
 	var errs []error
 	s.stopMover()
 	<-s.moverDone
+	<-s.clustererDone
 	// What is not moved now stays in its segment file, durable, and is
 	// moved after the next open.
 	for _, seg := range s.segments() {

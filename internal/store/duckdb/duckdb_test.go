@@ -299,6 +299,8 @@ const (
 	crashEnv       = "SKYJOIN_DUCKDB_CRASH_CHILD"
 	crashBatch     = 250
 	crashReportsAt = 30 // batches the parent waits for before the kill
+
+	crashRunRows, crashRunSortRows = 500, 300
 )
 
 // crashBatchRecords is batch b of the child: new records plus a redelivery
@@ -319,6 +321,8 @@ func TestCrashChild(t *testing.T) {
 	// Small hot segments: the kill finds segments being written, waiting
 	// to be moved, being moved, and moved but not yet deleted.
 	segmentBytes = 200 << 10
+	// Small user runs: the kill also finds runs being cut or merged.
+	runRows, runSortRows = crashRunRows, crashRunSortRows
 	s, err := Open(context.Background(), Config{Path: path}, nil)
 	if err != nil {
 		fmt.Println("open:", err)
@@ -392,10 +396,15 @@ func TestCrash(t *testing.T) {
 	}
 	t.Logf("the child left %d hot segments: %v", len(left), left)
 
+	defer func(rows, sort int64) { runRows, runSortRows = rows, sort }(runRows, runSortRows)
+	runRows, runSortRows = crashRunRows, crashRunSortRows
 	s := openPath(t, path)
-	// The stats rollup matches the main file's records, whatever move or
-	// compaction the kill interrupted.
+	// The stats rollup and the user runs match the main file's records,
+	// whatever move, compaction, cut or merge the kill interrupted.
 	checkRollup(t, s)
+	if _, n := checkRuns(t, s); n == 0 {
+		t.Error("no record in a user run: the kill did not meet them")
+	}
 	all := walkAll(t, s)
 	byID := map[string]event.Record{}
 	for _, r := range all {

@@ -224,24 +224,58 @@ func (s *Store) runMover(ctx context.Context) {
 			return
 		case <-s.kick:
 		}
-		// The segments first, then one step of the user runs at a time
-		// (runs.go), so that a long merge delays the next move only once.
 		for {
 			segs := s.segments()
-			var err error
-			if len(segs) >= 2 {
-				err = s.move(ctx, segs[0])
-			} else {
-				var did bool
-				if did, err = s.clusterStep(ctx); err == nil && !did {
-					break
+			if len(segs) < 2 {
+				break
+			}
+			if err := s.move(ctx, segs[0]); err != nil {
+				if ctx.Err() != nil {
+					return
 				}
+				s.log.ErrorContext(ctx, "duckdb: move a hot segment into the main file failed; retrying", "segment", segs[0].path, "error", err.Error())
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(moveRetry):
+				}
+				continue
+			}
+			s.kickClusterer()
+		}
+	}
+}
+
+func (s *Store) kickClusterer() {
+	select {
+	case s.clusterKick <- struct{}{}:
+	default:
+	}
+}
+
+// runClusterer cuts and merges the user runs that are due (runs.go), one
+// step at a time, whenever the mover has moved a segment, until ctx is
+// done. It runs beside the mover: a merge takes seconds to minutes, and
+// the hot segments the mover would leave waiting meanwhile hold their
+// records in DuckDB's memory, which the merge's sorts and the reads need.
+func (s *Store) runClusterer(ctx context.Context) {
+	defer close(s.clustererDone)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.clusterKick:
+		}
+		for {
+			did, err := s.clusterStep(ctx, runSortRows)
+			if err == nil && !did {
+				break
 			}
 			if err != nil {
 				if ctx.Err() != nil {
 					return
 				}
-				s.log.ErrorContext(ctx, "duckdb: move a hot segment into the main file, or cut or merge user runs, failed; retrying", "error", err.Error())
+				s.log.ErrorContext(ctx, "duckdb: cut or merge user runs failed; retrying", "error", err.Error())
 				select {
 				case <-ctx.Done():
 					return

@@ -26,9 +26,10 @@ import (
 // and the few records above the last run by seq.
 //
 // The runs cover the main file's seq from 0 to the last run's hi without
-// gaps, each (lo, hi], listed in table user_runs. The mover, after
-// moving the segments waiting for it, cuts a run off the records above
-// the last run once there are runRows of seq, and merges the newest
+// gaps, each (lo, hi], listed in table user_runs. The clusterer, a
+// goroutine beside the mover that each move wakes (runClusterer), cuts a
+// run off the records above the last run once there are runRows of seq
+// in the main file, and merges the newest
 // runFanIn runs of a level into one of the level above, up to
 // runMaxLevel: a tiered merge, so that each record is sorted about
 // runMaxLevel+1 times and a store holds a few runs of each level and
@@ -37,7 +38,9 @@ import (
 // cutting and merging run: every run equals the main file's records in
 // its range, which TestUserRuns checks after each kind of change. Moves
 // go on while a run is cut or merged (they only add records above
-// cold_max, which no run covers yet).
+// cold_max, which no run covers yet): the records of segments left
+// waiting would sit in DuckDB's memory, which the sorts and the reads
+// need.
 //
 // The cost: the runs take as much disk as the main file's events, and
 // sorting takes CPU (a 4 M-record merge took 21 s on this machine's two
@@ -102,9 +105,9 @@ func levelRows(level int) int64 {
 	return n
 }
 
-// clusterStep cuts or merges one run, if one is due, and reports whether
-// it did.
-func (s *Store) clusterStep(ctx context.Context) (bool, error) {
+// clusterStep cuts or merges one run, if one is due, sorting at most
+// sortRows records in a statement, and reports whether it did.
+func (s *Store) clusterStep(ctx context.Context, sortRows int64) (bool, error) {
 	s.moveMu.Lock()
 	coldMax := s.coldMax
 	s.moveMu.Unlock()
@@ -127,7 +130,7 @@ func (s *Store) clusterStep(ctx context.Context) (bool, error) {
 			same = same && r.level == level
 		}
 		if same {
-			if err := s.mergeRuns(ctx, conn, runs, runs[k:]); err != nil {
+			if err := s.mergeRuns(ctx, conn, runs, runs[k:], sortRows); err != nil {
 				return false, fmt.Errorf("merge %d user runs of level %d: %w", runFanIn, level, err)
 			}
 			s.log.DebugContext(ctx, "duckdb: user runs merged", "level", level+1, "ms", time.Since(start).Milliseconds())
@@ -142,7 +145,7 @@ func (s *Store) clusterStep(ctx context.Context) (bool, error) {
 	// Above level 0 only to catch up (after an upgrade), and no larger
 	// than one sort.
 	level := 0
-	for level < runMaxLevel && levelRows(level+1) <= lag && levelRows(level+1) <= runSortRows {
+	for level < runMaxLevel && levelRows(level+1) <= lag && levelRows(level+1) <= sortRows {
 		level++
 	}
 	// Runs of a lower level than the newest's only ever follow it.
@@ -151,7 +154,7 @@ func (s *Store) clusterStep(ctx context.Context) (bool, error) {
 	}
 	r := run{id: nextRunID(runs), lo: lo, hi: lo + levelRows(level), level: level}
 	if err := s.writeRun(ctx, conn, r, "SELECT "+selectColumns+" FROM main.events WHERE seq > "+strconv.FormatInt(r.lo, 10)+
-		" AND seq <= "+strconv.FormatInt(r.hi, 10), r.hi-r.lo, nil); err != nil {
+		" AND seq <= "+strconv.FormatInt(r.hi, 10), r.hi-r.lo, sortRows, nil); err != nil {
 		return false, fmt.Errorf("cut a user run of level %d: %w", level, err)
 	}
 	s.log.DebugContext(ctx, "duckdb: user run cut", "level", level, "lo", r.lo, "hi", r.hi, "ms", time.Since(start).Milliseconds())
@@ -168,60 +171,54 @@ func nextRunID(runs []run) int64 {
 
 // mergeRuns replaces the runs of merge (the newest of runs) by one run of
 // the next level.
-func (s *Store) mergeRuns(ctx context.Context, conn *sql.Conn, runs, merge []run) error {
+func (s *Store) mergeRuns(ctx context.Context, conn *sql.Conn, runs, merge []run, sortRows int64) error {
 	parts := make([]string, len(merge))
 	for i, r := range merge {
 		parts[i] = "SELECT " + selectColumns + " FROM " + r.table()
 	}
 	r := run{id: nextRunID(runs), lo: merge[0].lo, hi: merge[len(merge)-1].hi, level: merge[0].level + 1}
-	return s.writeRun(ctx, conn, r, strings.Join(parts, " UNION ALL "), r.hi-r.lo, merge)
+	return s.writeRun(ctx, conn, r, strings.Join(parts, " UNION ALL "), r.hi-r.lo, sortRows, merge)
 }
 
-// runSortRows is the most records one statement sorts. DuckDB's sort of
-// 4 M records (of 43 columns) ran out of the default 256 MB memory limit
-// alone; of 1 M it did not (7.8 s), but did while a store under load
-// held its hot segments and reads in the same memory, and the reads
-// failed for it. A sort of 64 Ki records takes 0.7 s. A larger run is
-// written in ranges of user_id of about that many records each, in order.
-var runSortRows int64 = 1 << 16
+// runSortRows is the most records one statement of the mover sorts.
+// DuckDB's sort of 4 M records (of 43 columns) ran out of the default 256
+// MB memory limit alone; of 1 M it did not (7.8 s), but did while a store
+// under load held its hot segments and reads in the same memory, and the
+// reads failed for it. A sort of 64 Ki records takes 0.7 s. A larger run
+// is written in ranges of user_id of about that many records each, in
+// order. Settle, which runs with nothing else (skyjoin migrate, the bench's
+// fill), sorts up to settleSortRows at once.
+var (
+	runSortRows    int64 = 1 << 16
+	settleSortRows int64 = 1 << 20
+)
 
 // writeRun creates run r from the records of query (about rows of them),
-// sorted by user_id then seq, and drops the runs of replace, in one
-// transaction. Above runSortRows records it sorts one range of user_id
-// at a time, the ranges' bounds drawn from a sample of the user ids; a
-// range reads only its row groups of a source that is a run.
-func (s *Store) writeRun(ctx context.Context, conn *sql.Conn, r run, query string, rows int64, replace []run) error {
-	tx, err := conn.BeginTx(ctx, nil)
-	if err != nil {
+// sorted by user_id then seq, and then, in one transaction, lists it and
+// drops the runs of replace. Above sortRows records it sorts one range of
+// user_id at a time, the ranges' bounds drawn from a sample of the user
+// ids; a range reads only its row groups of a source that is a run. Each
+// range commits on its own: a transaction holding a 4 M-record run ran
+// DuckDB out of its memory limit, and the reads that needed memory then
+// failed. Until it is listed, no read or change looks at the new table
+// (runsMu keeps the deletes and updates out meanwhile); one left by a
+// crash or a failure is replaced by the next attempt, which gets the same
+// id.
+func (s *Store) writeRun(ctx context.Context, conn *sql.Conn, r run, query string, rows, sortRows int64, replace []run) (err error) {
+	var bounds []string
+	if k := (rows + sortRows - 1) / sortRows; k > 1 {
+		if bounds, err = sampleBounds(ctx, conn, query, k); err != nil {
+			return err
+		}
+	}
+	if _, err := conn.ExecContext(ctx, "CREATE OR REPLACE TABLE "+r.table()+" AS SELECT * FROM ("+query+") LIMIT 0"); err != nil {
 		return err
 	}
-	defer tx.Rollback()
-	var bounds []string
-	if k := (rows + runSortRows - 1) / runSortRows; k > 1 {
-		sample, err := tx.QueryContext(ctx, "SELECT user_id FROM ("+query+") USING SAMPLE reservoir(4096 ROWS) REPEATABLE (7) ORDER BY user_id")
+	defer func() {
 		if err != nil {
-			return fmt.Errorf("sample the user ids: %w", err)
+			conn.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS "+r.table())
 		}
-		var users []string
-		for sample.Next() {
-			var u string
-			if err := sample.Scan(&u); err != nil {
-				sample.Close()
-				return fmt.Errorf("sample the user ids: %w", err)
-			}
-			users = append(users, u)
-		}
-		sample.Close()
-		if err := sample.Err(); err != nil {
-			return fmt.Errorf("sample the user ids: %w", err)
-		}
-		for i := int64(1); i < k && len(users) > 0; i++ {
-			b := users[int64(len(users))*i/k]
-			if len(bounds) == 0 || bounds[len(bounds)-1] < b {
-				bounds = append(bounds, b)
-			}
-		}
-	}
+	}()
 	for i := 0; i <= len(bounds); i++ {
 		var conds []string
 		if i > 0 {
@@ -230,15 +227,15 @@ func (s *Store) writeRun(ctx context.Context, conn *sql.Conn, r run, query strin
 		if i < len(bounds) {
 			conds = append(conds, "(user_id < "+quote(bounds[i])+" OR user_id IS NULL)")
 		}
-		part := "SELECT * FROM (" + query + ")" + whereClause(conds) + " ORDER BY user_id, seq"
-		stmt := "INSERT INTO " + r.table() + " " + part
-		if i == 0 {
-			stmt = "CREATE TABLE " + r.table() + " AS " + part
-		}
-		if _, err := tx.ExecContext(ctx, stmt); err != nil {
+		if _, err := conn.ExecContext(ctx, "INSERT INTO "+r.table()+" SELECT * FROM ("+query+")"+whereClause(conds)+" ORDER BY user_id, seq"); err != nil {
 			return err
 		}
 	}
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
 	for _, old := range replace {
 		if _, err := tx.ExecContext(ctx, "DROP TABLE "+old.table()); err != nil {
 			return err
@@ -251,6 +248,37 @@ func (s *Store) writeRun(ctx context.Context, conn *sql.Conn, r run, query strin
 		return err
 	}
 	return tx.Commit()
+}
+
+// sampleBounds returns up to k-1 user ids that cut the records of query
+// into k ranges of about the same size, from a sample of 4,096.
+func sampleBounds(ctx context.Context, conn *sql.Conn, query string, k int64) ([]string, error) {
+	rows, err := conn.QueryContext(ctx, "SELECT user_id FROM ("+query+") USING SAMPLE reservoir(4096 ROWS) REPEATABLE (7) ORDER BY user_id")
+	if err != nil {
+		return nil, fmt.Errorf("sample the user ids: %w", err)
+	}
+	defer rows.Close()
+	var users []string
+	for rows.Next() {
+		var u sql.NullString
+		if err := rows.Scan(&u); err != nil {
+			return nil, fmt.Errorf("sample the user ids: %w", err)
+		}
+		if u.Valid {
+			users = append(users, u.String)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sample the user ids: %w", err)
+	}
+	var bounds []string
+	for i := int64(1); i < k && len(users) > 0; i++ {
+		b := users[int64(len(users))*i/k]
+		if len(bounds) == 0 || bounds[len(bounds)-1] < b {
+			bounds = append(bounds, b)
+		}
+	}
+	return bounds, nil
 }
 
 // runTables returns the tables of the runs, read in tx.
@@ -268,8 +296,10 @@ func runTables(ctx context.Context, tx queryer) ([]string, error) {
 
 // Settle moves the hot segments the writer is done with into the main file
 // and cuts and merges the user runs that are due, as the mover does in the
-// background, and returns once nothing is left to do: a store filled in
-// bulk (skyjoin bench --fill) is then measured as a store that has kept up.
+// background (with larger sorts: it is meant to run alone), and returns
+// once nothing is left to do: a store filled in bulk (skyjoin bench
+// --fill) is then measured as a store that has kept up, and an upgraded
+// one (skyjoin migrate) starts with its runs.
 func (s *Store) Settle(ctx context.Context) error {
 	for {
 		if err := ctx.Err(); err != nil {
@@ -281,7 +311,7 @@ func (s *Store) Settle(ctx context.Context) error {
 			}
 			continue
 		}
-		did, err := s.clusterStep(ctx)
+		did, err := s.clusterStep(ctx, settleSortRows)
 		if err != nil {
 			return fmt.Errorf("duckdb: settle: %w", err)
 		}

@@ -18,9 +18,9 @@ import (
 // 400 and 1,600 above it, the runs above level 0 sorted in ranges of
 // about 300 records.
 func smallRuns(t *testing.T) {
-	oldRows, oldSort := runRows, runSortRows
-	runRows, runSortRows = 100, 300
-	t.Cleanup(func() { runRows, runSortRows = oldRows, oldSort })
+	oldRows, oldSort, oldSettle := runRows, runSortRows, settleSortRows
+	runRows, runSortRows, settleSortRows = 100, 300, 300
+	t.Cleanup(func() { runRows, runSortRows, settleSortRows = oldRows, oldSort, oldSettle })
 }
 
 // checkRuns checks that the user runs cover the main file's seq from 0
@@ -31,8 +31,23 @@ func smallRuns(t *testing.T) {
 func checkRuns(t *testing.T, s *Store) ([]run, int64) {
 	t.Helper()
 	ctx := t.Context()
-	runs, err := loadRuns(ctx, s.db)
+	// In one transaction: the clusterer may merge runs meanwhile.
+	conn, err := s.db.Conn(ctx)
 	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	runs, err := loadRuns(ctx, tx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var coldMax int64
+	if err := tx.QueryRowContext(ctx, coldMaxSQL).Scan(&coldMax); err != nil {
 		t.Fatal(err)
 	}
 	var (
@@ -52,7 +67,7 @@ func checkRuns(t *testing.T, s *Store) ([]run, int64) {
   (SELECT count(*) FROM %[2]s),
   (SELECT count(*) FROM (SELECT user_id, seq, lag(user_id) OVER w AS pu, lag(seq) OVER w AS ps FROM %[2]s WINDOW w AS (ORDER BY rowid))
    WHERE pu > user_id OR pu = user_id AND ps >= seq)`, selectColumns, r.table(), rangeOf)
-		if err := s.db.QueryRowContext(ctx, q).Scan(&diff, &n, &unsorted); err != nil {
+		if err := tx.QueryRowContext(ctx, q).Scan(&diff, &n, &unsorted); err != nil {
 			t.Fatal(err)
 		}
 		if diff != 0 || unsorted != 0 {
@@ -60,8 +75,8 @@ func checkRuns(t *testing.T, s *Store) ([]run, int64) {
 		}
 		total += n
 	}
-	if hi := runsHi(runs); hi > s.coldMax {
-		t.Errorf("the runs reach seq %d, beyond the main file's %d", hi, s.coldMax)
+	if hi := runsHi(runs); hi > coldMax {
+		t.Errorf("the runs reach seq %d, beyond the main file's %d", hi, coldMax)
 	}
 	return runs, total
 }
@@ -101,8 +116,11 @@ func TestUserRuns(t *testing.T) {
 		if n == 0 {
 			t.Fatalf("%s: no record in a user run: they are not exercised", stage)
 		}
-		if hi := runsHi(runs); s.coldMax-hi >= runRows {
-			t.Errorf("%s: settled with %d seq of the main file above the runs", stage, s.coldMax-hi)
+		s.moveMu.Lock()
+		coldMax := s.coldMax
+		s.moveMu.Unlock()
+		if hi := runsHi(runs); coldMax-hi >= runRows {
+			t.Errorf("%s: settled with %d seq of the main file above the runs", stage, coldMax-hi)
 		}
 		for _, u := range []string{"heavy-0", "heavy-3", live[rng.IntN(len(live))].User.ID, live[rng.IntN(len(live))].User.ID} {
 			for _, asc := range []bool{false, true} {
