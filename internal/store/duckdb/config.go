@@ -34,24 +34,35 @@ type Config struct {
 	MemoryLimit string
 	// Threads is DuckDB's threads setting; 0: DefaultThreads.
 	Threads int
+	// UserRuns keeps copies of the records sorted by user (runs.go), for
+	// the reads of one user's records: on 23 M records, a page of a user
+	// whose records spread over the file went from 369 to 23 ms idle, for
+	// twice the disk and the CPU of sorting each record twice. Its sorts
+	// need more of DuckDB's memory than DefaultMemoryLimit leaves under
+	// load: run it with a MemoryLimit of 1GB (docs/benchmarks.md).
+	UserRuns bool
 }
 
 // RegisterFlags adds the DuckDB store's flags to fs.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.MemoryLimit, "duckdb-memory-limit", DefaultMemoryLimit, "memory limit of the embedded DuckDB store (its buffer manager), e.g. 256MB, 1GB")
 	fs.IntVar(&c.Threads, "duckdb-threads", DefaultThreads, "worker threads of the embedded DuckDB store")
+	fs.BoolVar(&c.UserRuns, "duckdb-user-runs", false, "keep the records also sorted by user, for fast reads of a user's records (twice the disk, more CPU; give it --duckdb-memory-limit 1GB)")
 }
 
 // withDefaults returns c with zero fields set from the environment
 // (SKYJOIN_DUCKDB_MEMORY_LIMIT, SKYJOIN_DUCKDB_THREADS: the variables of the
 // flags, for the commands that open the store without registering them) or
-// else to their defaults.
+// else to their defaults; UserRuns from SKYJOIN_DUCKDB_USER_RUNS if false.
 func (c Config) withDefaults() Config {
 	if c.MemoryLimit == "" {
 		c.MemoryLimit = DefaultMemoryLimit
 		if v := os.Getenv(platform.EnvName("duckdb-memory-limit")); v != "" {
 			c.MemoryLimit = v
 		}
+	}
+	if !c.UserRuns {
+		c.UserRuns, _ = strconv.ParseBool(os.Getenv(platform.EnvName("duckdb-user-runs")))
 	}
 	if c.Threads == 0 {
 		c.Threads = DefaultThreads

@@ -159,8 +159,8 @@ import (
 //     rebuilds the table (DuckDB cannot drop a primary key).
 //   - 4: stats_minute, the stats rollup (rollup.go), built from the
 //     records by the migration.
-//   - 5: user_runs, the records clustered by user (runs.go), cut by the
-//     mover after the migration.
+//   - 5: user_runs, the records clustered by user (runs.go), cut after
+//     the migration if Config.UserRuns is on.
 const SchemaVersion = 5
 
 // migrations[v] takes a file from schema version v to v+1, inside the
@@ -187,8 +187,8 @@ var migrations = map[int][]string{
 		`DELETE FROM stats_minute`,
 		rollupSQL("events"),
 	},
-	// The mover cuts the runs in the background (a store of 23 M records
-	// in about two minutes); Settle waits for it.
+	// With Config.UserRuns, the clusterer cuts the runs in the background,
+	// or Settle (skyjoin migrate) does: 23 M records in 5 min 37 s.
 	4: {userRunsDDL},
 }
 
@@ -265,8 +265,10 @@ type Store struct {
 	kick      chan struct{}
 	stopMover context.CancelFunc
 	moverDone chan struct{}
-	// clusterKick wakes runClusterer; clustererDone closes when it ends
-	// (stopMover stops it too).
+	// userRuns: Config.UserRuns. clusterKick wakes runClusterer;
+	// clustererDone closes when it ends (stopMover stops it too), or at
+	// once without user runs.
+	userRuns      bool
 	clusterKick   chan struct{}
 	clustererDone chan struct{}
 }
@@ -341,7 +343,7 @@ func open(ctx context.Context, path string, cfg Config, log *slog.Logger) (_ *St
 		return nil, err
 	}
 	s := &Store{db: db, log: log, path: path, wsem: make(chan struct{}, 1), kick: make(chan struct{}, 1), moverDone: make(chan struct{}),
-		clusterKick: make(chan struct{}, 1), clustererDone: make(chan struct{})}
+		clusterKick: make(chan struct{}, 1), clustererDone: make(chan struct{}), userRuns: cfg.UserRuns}
 	if err := db.QueryRowContext(ctx, `SELECT CAST(value AS BIGINT) FROM skyjoin_meta WHERE key = 'cold_max'`).Scan(&s.coldMax); err != nil {
 		return nil, fmt.Errorf("read cold_max: %w", err)
 	}
@@ -408,14 +410,18 @@ func open(ctx context.Context, path string, cfg Config, log *slog.Logger) (_ *St
 	moverCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	s.stopMover = stop
 	go s.runMover(moverCtx)
-	go s.runClusterer(moverCtx)
+	if s.userRuns {
+		go s.runClusterer(moverCtx)
+	} else {
+		close(s.clustererDone)
+	}
 	if len(segs) > 0 {
 		s.kickMover()
 	}
 	// User runs may be due (after an upgrade, or a stop in the middle of
 	// cutting one).
 	s.kickClusterer()
-	log.InfoContext(ctx, "duckdb store open", "path", path, "memory_limit", cfg.MemoryLimit, "threads", cfg.Threads,
+	log.InfoContext(ctx, "duckdb store open", "path", path, "memory_limit", cfg.MemoryLimit, "threads", cfg.Threads, "user_runs", cfg.UserRuns,
 		"schema_version", SchemaVersion, "last_seq", s.lastSeq, "records", s.ids.len(), "hot_segments_left", len(segs))
 	return s, nil
 }

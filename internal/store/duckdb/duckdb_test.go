@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/skyjoin/skyjoin/internal/event"
+	"github.com/skyjoin/skyjoin/internal/platform"
 	"github.com/skyjoin/skyjoin/internal/store"
 	"github.com/skyjoin/skyjoin/internal/store/storetest"
 )
@@ -323,7 +324,7 @@ func TestCrashChild(t *testing.T) {
 	segmentBytes = 200 << 10
 	// Small user runs: the kill also finds runs being cut or merged.
 	runRows, runSortRows = crashRunRows, crashRunSortRows
-	s, err := Open(context.Background(), Config{Path: path}, nil)
+	s, err := Open(context.Background(), Config{Path: path, UserRuns: true}, nil)
 	if err != nil {
 		fmt.Println("open:", err)
 		os.Exit(2)
@@ -398,6 +399,7 @@ func TestCrash(t *testing.T) {
 
 	defer func(rows, sort int64) { runRows, runSortRows = rows, sort }(runRows, runSortRows)
 	runRows, runSortRows = crashRunRows, crashRunSortRows
+	t.Setenv(platform.EnvName("duckdb-user-runs"), "true")
 	s := openPath(t, path)
 	// The stats rollup and the user runs match the main file's records,
 	// whatever move, compaction, cut or merge the kill interrupted.

@@ -11,8 +11,8 @@ import (
 	"time"
 )
 
-// User runs: the main file's records again, clustered by user, for the
-// reads of one user's records.
+// User runs (Config.UserRuns; off by default): the main file's records
+// again, clustered by user, for the reads of one user's records.
 //
 // The main file's events are in seq order, and a user's records are spread
 // over all of it: at 100,000 users, one in 100,000 rows. Reading one
@@ -26,7 +26,10 @@ import (
 // and the few records above the last run by seq.
 //
 // The runs cover the main file's seq from 0 to the last run's hi without
-// gaps, each (lo, hi], listed in table user_runs. The clusterer, a
+// gaps, each (lo, hi], listed in table user_runs. The reads use the runs
+// listed whether or not UserRuns is on (a store that had it on keeps its
+// runs up to date through deletes and backfills, and no new ones are
+// cut). The clusterer, a
 // goroutine beside the mover that each move wakes (runClusterer), cuts a
 // run off the records above the last run once there are runRows of seq
 // in the main file, and merges the newest
@@ -43,8 +46,8 @@ import (
 // need.
 //
 // The cost: the runs take as much disk as the main file's events, and
-// sorting takes CPU (a 4 M-record merge took 21 s on this machine's two
-// cores); see docs/benchmarks.md.
+// sorting takes CPU: each record is sorted twice (cut, then merged), about
+// 17 us of CPU a record on this machine; see docs/benchmarks.md.
 
 // userRunsDDL lists the runs: run id's table is user_run_<id>.
 const userRunsDDL = `CREATE TABLE IF NOT EXISTS user_runs (id BIGINT NOT NULL, lo BIGINT NOT NULL, hi BIGINT NOT NULL, level INTEGER NOT NULL)`
@@ -58,8 +61,10 @@ var (
 	// runMaxLevel is the highest level: runs of it are not merged. A
 	// store whose main file has more records than a run of this level
 	// above the last run (opened after an upgrade) gets runs of it cut
-	// directly.
-	runMaxLevel = 2
+	// directly, if one sort may take that many. Level 1 (1 Mi records):
+	// a level 2 cost the store 57 us of CPU a record written, against
+	// about 17 for levels 0 and 1 (docs/benchmarks.md).
+	runMaxLevel = 1
 )
 
 // run is one user run: the main file's records of seq in (lo, hi].
@@ -180,16 +185,20 @@ func (s *Store) mergeRuns(ctx context.Context, conn *sql.Conn, runs, merge []run
 	return s.writeRun(ctx, conn, r, strings.Join(parts, " UNION ALL "), r.hi-r.lo, sortRows, merge)
 }
 
-// runSortRows is the most records one statement of the mover sorts.
+// runSortRows is the most records one statement of the clusterer sorts.
 // DuckDB's sort of 4 M records (of 43 columns) ran out of the default 256
 // MB memory limit alone; of 1 M it did not (7.8 s), but did while a store
 // under load held its hot segments and reads in the same memory, and the
-// reads failed for it. A sort of 64 Ki records takes 0.7 s. A larger run
-// is written in ranges of user_id of about that many records each, in
-// order. Settle, which runs with nothing else (skyjoin migrate, the bench's
-// fill), sorts up to settleSortRows at once.
+// reads failed for it. A sort of 256 Ki records takes about 2 s. A larger
+// run is written in ranges of user_id of about that many records each,
+// in order; a range reads the row groups (122,880 rows) of the sources
+// that hold any of its users, so ranges much smaller than the sources'
+// row groups read the sources many times over (1 M records from four
+// runs took 9.2 s in 4 ranges, 24.5 s in 16). Settle, which runs with
+// nothing else (skyjoin migrate, the bench's fill), sorts up to
+// settleSortRows at once.
 var (
-	runSortRows    int64 = 1 << 16
+	runSortRows    int64 = 1 << 18
 	settleSortRows int64 = 1 << 20
 )
 
@@ -310,6 +319,9 @@ func (s *Store) Settle(ctx context.Context) error {
 				return fmt.Errorf("duckdb: settle: %w", err)
 			}
 			continue
+		}
+		if !s.userRuns {
+			return nil
 		}
 		did, err := s.clusterStep(ctx, settleSortRows)
 		if err != nil {

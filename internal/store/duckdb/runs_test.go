@@ -10,17 +10,20 @@ import (
 	"time"
 
 	"github.com/skyjoin/skyjoin/internal/event"
+	"github.com/skyjoin/skyjoin/internal/platform"
 	"github.com/skyjoin/skyjoin/internal/store"
 	"github.com/skyjoin/skyjoin/internal/store/storetest"
 )
 
-// smallRuns makes the user runs small for the test: level 0 of 100 seq,
+// smallRuns turns the user runs on (Config.UserRuns, through its
+// environment variable) and makes them small for the test: level 0 of 100 seq,
 // 400 and 1,600 above it, the runs above level 0 sorted in ranges of
 // about 300 records.
 func smallRuns(t *testing.T) {
-	oldRows, oldSort, oldSettle := runRows, runSortRows, settleSortRows
-	runRows, runSortRows, settleSortRows = 100, 300, 300
-	t.Cleanup(func() { runRows, runSortRows, settleSortRows = oldRows, oldSort, oldSettle })
+	t.Setenv(platform.EnvName("duckdb-user-runs"), "true")
+	oldRows, oldSort, oldSettle, oldLevel := runRows, runSortRows, settleSortRows, runMaxLevel
+	runRows, runSortRows, settleSortRows, runMaxLevel = 100, 300, 300, 2
+	t.Cleanup(func() { runRows, runSortRows, settleSortRows, runMaxLevel = oldRows, oldSort, oldSettle, oldLevel })
 }
 
 // checkRuns checks that the user runs cover the main file's seq from 0
@@ -246,5 +249,37 @@ func walk(t *testing.T, s *Store, q store.Query) []event.Record {
 			return all
 		}
 		q.Cursor = p.NextCursor
+	}
+}
+
+// TestUserRunsOff: without Config.UserRuns (the default), no run is cut,
+// and a user's records are read by seq.
+func TestUserRunsOff(t *testing.T) {
+	defer func(old int64) { segmentBytes = old }(segmentBytes)
+	segmentBytes = 64 << 10
+	oldRows := runRows
+	runRows = 100
+	defer func() { runRows = oldRows }()
+	ctx := t.Context()
+	s := openPath(t, tempPath(t))
+	live := storetest.Records(22, 1500)
+	if err := s.Write(ctx, live); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Settle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if runs, _ := checkRuns(t, s); len(runs) != 0 || s.coldMax < 3*runRows {
+		t.Errorf("%d runs cut with %d records in the main file, want none", len(runs), s.coldMax)
+	}
+	u := live[0].User.ID
+	var want []string
+	for _, r := range live {
+		if r.User.ID == u {
+			want = append(want, r.EventID)
+		}
+	}
+	if got := eventIDs(walk(t, s, store.Query{UserID: u, Ascending: true, Limit: 2})); !slices.Equal(got, want) {
+		t.Errorf("user %s: %v, want %v", u, got, want)
 	}
 }
