@@ -207,9 +207,15 @@ func (s *Store) rotateIfFull(ctx context.Context) error {
 	return s.rotate(ctx)
 }
 
-func (s *Store) kickMover() {
+func (s *Store) kickMover() { poke(s.kick) }
+
+func (s *Store) kickClusterer() { poke(s.clusterKick) }
+
+// poke wakes the goroutine waiting on ch (a channel of capacity 1), or
+// leaves it the wake-up it has not taken yet.
+func poke(ch chan<- struct{}) {
 	select {
-	case s.kick <- struct{}{}:
+	case ch <- struct{}{}:
 	default:
 	}
 }
@@ -243,13 +249,6 @@ func (s *Store) runMover(ctx context.Context) {
 			}
 			s.kickClusterer()
 		}
-	}
-}
-
-func (s *Store) kickClusterer() {
-	select {
-	case s.clusterKick <- struct{}{}:
-	default:
 	}
 }
 

@@ -141,16 +141,11 @@ func (s *Store) listByUser(ctx context.Context, q store.Query, limit int, cursor
 	}
 	from, release := s.view()
 	defer release()
-	conn, err := s.db.Conn(ctx)
+	tx, done, err := s.readTx(ctx)
 	if err != nil {
 		return fail(err)
 	}
-	defer conn.Close()
-	tx, err := conn.BeginTx(ctx, nil)
-	if err != nil {
-		return fail(err)
-	}
-	defer tx.Rollback()
+	defer done()
 	var runs []run
 	if listByUserRuns {
 		if runs, err = loadRuns(ctx, tx); err != nil {
@@ -270,16 +265,11 @@ func (s *Store) LatestForUser(ctx context.Context, userID string) (event.Record,
 	sn, release := s.acquire()
 	defer release()
 	segs := sn.segs
-	conn, err := s.db.Conn(ctx)
+	tx, done, err := s.readTx(ctx)
 	if err != nil {
 		return fail(err)
 	}
-	defer conn.Close()
-	tx, err := conn.BeginTx(ctx, nil)
-	if err != nil {
-		return fail(err)
-	}
-	defer tx.Rollback()
+	defer done()
 	var (
 		latest  sql.NullInt64
 		coldMax int64
@@ -300,6 +290,20 @@ func (s *Store) LatestForUser(ctx context.Context, userID string) (event.Record,
 		return fail(store.ErrNotFound)
 	}
 	return recs[0], nil
+}
+
+// readTx begins a transaction on a connection of its own, for reads whose
+// statements must see the main file as of one moment; done ends both.
+func (s *Store) readTx(ctx context.Context) (tx *sql.Tx, done func(), err error) {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if tx, err = conn.BeginTx(ctx, nil); err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	return tx, func() { tx.Rollback(); conn.Close() }, nil
 }
 
 // filterConds adds q's filters (all but Limit, Cursor and Ascending) as

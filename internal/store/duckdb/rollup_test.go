@@ -128,20 +128,7 @@ func TestStatsRollup(t *testing.T) {
 	check("written")
 
 	// A backfill of the records without weather.
-	var fill []event.Record
-	for i := range live {
-		if live[i].Enrichment.Status == event.StatusUnavailable && i%2 == 0 {
-			r := &live[i]
-			r.Weather = &event.Weather{ObservedAt: r.OccurredAt.Truncate(15 * time.Minute), TemperatureC: float64(i%40) - 10,
-				WeatherCode: 61, Condition: "Slight rain", Provider: "open-meteo"}
-			r.Enrichment = event.Enrichment{Status: event.StatusEnriched}
-			r.ProcessedAt = r.ProcessedAt.Add(time.Hour)
-			fill = append(fill, *r)
-		}
-	}
-	if n, err := s.UpdateWeather(ctx, fill); err != nil || n != int64(len(fill)) {
-		t.Fatalf("UpdateWeather = %d, %v; want %d", n, err, len(fill))
-	}
+	backfillHalf(t, s, live)
 	check("backfilled")
 
 	// Users deleted, then the records before a time within a minute.
@@ -183,6 +170,26 @@ func TestStatsRollup(t *testing.T) {
 	rows, err := s.Stats(ctx, store.StatsQuery{GroupBy: store.GroupByCountry, Query: store.Query{Country: "atlantis"}})
 	if err != nil || len(rows) != 1 || rows[0].Count != 5 {
 		t.Errorf("stats of a country only the rollup has = %+v, %v; want one group of 5", rows, err)
+	}
+}
+
+// backfillHalf gives every other record of live still without weather
+// (by index) the weather, through UpdateWeather, in live too.
+func backfillHalf(t *testing.T, s *Store, live []event.Record) {
+	t.Helper()
+	var fill []event.Record
+	for i := range live {
+		if live[i].Enrichment.Status == event.StatusUnavailable && i%2 == 0 {
+			r := &live[i]
+			r.Weather = &event.Weather{ObservedAt: r.OccurredAt.Truncate(15 * time.Minute), TemperatureC: float64(i%40) - 10,
+				WeatherCode: 61, Condition: "Slight rain", Provider: "open-meteo"}
+			r.Enrichment = event.Enrichment{Status: event.StatusEnriched}
+			r.ProcessedAt = r.ProcessedAt.Add(time.Hour)
+			fill = append(fill, *r)
+		}
+	}
+	if n, err := s.UpdateWeather(t.Context(), fill); err != nil || n != int64(len(fill)) {
+		t.Fatalf("UpdateWeather = %d, %v; want %d", n, err, len(fill))
 	}
 }
 

@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/skyjoin/skyjoin/internal/event"
 	"github.com/skyjoin/skyjoin/internal/platform"
@@ -167,19 +166,7 @@ func TestUserRuns(t *testing.T) {
 	}
 
 	// A backfill of the records without weather.
-	var fill []event.Record
-	for i := range live {
-		if live[i].Enrichment.Status == event.StatusUnavailable && i%2 == 0 {
-			r := &live[i]
-			r.Weather = &event.Weather{ObservedAt: r.OccurredAt.Truncate(15 * time.Minute), TemperatureC: float64(i%40) - 10,
-				WeatherCode: 61, Condition: "Slight rain", Provider: "open-meteo"}
-			r.Enrichment = event.Enrichment{Status: event.StatusEnriched}
-			fill = append(fill, *r)
-		}
-	}
-	if n, err := s.UpdateWeather(ctx, fill); err != nil || n != int64(len(fill)) {
-		t.Fatalf("UpdateWeather = %d, %v; want %d", n, err, len(fill))
-	}
+	backfillHalf(t, s, live)
 	check("backfilled")
 
 	gone := []string{"heavy-1", live[7].User.ID, live[2001].User.ID}
