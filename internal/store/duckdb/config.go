@@ -54,23 +54,33 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 // (SKYJOIN_DUCKDB_MEMORY_LIMIT, SKYJOIN_DUCKDB_THREADS: the variables of the
 // flags, for the commands that open the store without registering them) or
 // else to their defaults; UserRuns from SKYJOIN_DUCKDB_USER_RUNS if false.
-func (c Config) withDefaults() Config {
+// A variable that does not parse is an error naming it.
+func (c Config) withDefaults() (Config, error) {
+	var errs []error
 	if c.MemoryLimit == "" {
 		c.MemoryLimit = DefaultMemoryLimit
 		if v := os.Getenv(platform.EnvName("duckdb-memory-limit")); v != "" {
 			c.MemoryLimit = v
 		}
 	}
-	if !c.UserRuns {
-		c.UserRuns, _ = strconv.ParseBool(os.Getenv(platform.EnvName("duckdb-user-runs")))
-	}
-	if c.Threads == 0 {
-		c.Threads = DefaultThreads
-		if n, err := strconv.Atoi(os.Getenv(platform.EnvName("duckdb-threads"))); err == nil && n > 0 {
-			c.Threads = n
+	if name := platform.EnvName("duckdb-user-runs"); !c.UserRuns && os.Getenv(name) != "" {
+		var err error
+		if c.UserRuns, err = strconv.ParseBool(os.Getenv(name)); err != nil {
+			errs = append(errs, fmt.Errorf("duckdb: %s=%q: want true or false", name, os.Getenv(name)))
 		}
 	}
-	return c
+	if name := platform.EnvName("duckdb-threads"); c.Threads == 0 {
+		c.Threads = DefaultThreads
+		if v := os.Getenv(name); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n <= 0 {
+				errs = append(errs, fmt.Errorf("duckdb: %s=%q: want a positive number", name, v))
+			} else {
+				c.Threads = n
+			}
+		}
+	}
+	return c, errors.Join(errs...)
 }
 
 var memoryLimitRE = regexp.MustCompile(`^(?i)\s*[0-9]+(\.[0-9]+)?\s*(b|kb|mb|gb|tb|kib|mib|gib|tib)\s*$`)

@@ -35,8 +35,17 @@
 // files. Every read runs over the union of the main file's events and the
 // segments' (view), each segment's rows counted only above cold_max as of
 // the same statement, so that a record is seen once whether or not its
-// segment has been moved yet; a segment is detached only when no read is
-// using it.
+// segment has been moved yet; a moved segment is detached once no read is
+// using it, in a goroutine of its own, so that neither the mover nor the
+// writer waits for a read.
+//
+// A segment's records stay in DuckDB's memory until it is moved (38 MB
+// for a segment of 34,000 of the conformance suite's records), so the hot
+// segments are at most MaxSegments (3): a Write that fills the active one
+// while the others wait for the mover waits for a move before it starts a
+// new one. When the writer outruns the mover (a saturated pipeline, a long
+// checkpoint of a large main file), the backlog stays in the broker, on
+// disk, where admission control sees it, not in DuckDB's memory.
 //
 // Why: DuckDB checkpoints a database (folds its WAL into the file)
 // synchronously, and a checkpoint that writes a table holds that table's
@@ -115,9 +124,23 @@
 //
 // # Checkpoints
 //
-// The main file checkpoints automatically when its WAL passes
-// CheckpointThreshold, in the mover's commit that crossed it; reads go on
-// meanwhile (a List and a Get took at most 0.1 s during a 1 s checkpoint).
+// The main file's WAL is folded into the file by the mover: after each
+// move, once the WAL has passed MainCheckpointBytes (64 MiB), it runs
+// CHECKPOINT. DuckDB's own checkpoint, in the commit that crosses
+// CheckpointThreshold (64 MiB, a setting of every attached database, which
+// a segment's WAL never reaches), is not enough: the mover's commits update
+// rows (users_latest, the rollup, cold_max), and DuckDB does not checkpoint
+// a transaction's updates while another transaction is open on the file,
+// which under a steady stream of reads is nearly always. The WAL then grew
+// without bound (0.9 GB six minutes into a run on 23 M records), and with it
+// the records DuckDB kept in memory and spilled to its temporary files. A
+// CHECKPOINT statement runs beside reads (a concurrent checkpoint), but not
+// beside one that began before the last commit into the file, so the mover
+// tries again for a few seconds, committing nothing meanwhile, until such
+// reads have ended. Reads go on during a checkpoint (a List and a Get took
+// at most 0.1 s during a 1 s checkpoint), and the writer, in its segment,
+// takes no lock the checkpoint holds, but shares the machine with it: on
+// 2 cores under load its slowest writes grow (docs/benchmarks.md).
 package duckdb
 
 import (
@@ -200,12 +223,24 @@ const usersLatestDDL = `CREATE TABLE IF NOT EXISTS users_latest (user_id VARCHAR
 // coldMaxInit records cold_max, the highest seq in the main file's events.
 const coldMaxInit = `INSERT INTO skyjoin_meta SELECT 'cold_max', CAST(coalesce(max(seq), 0) AS VARCHAR) FROM events`
 
-// CheckpointThreshold is the WAL size at which DuckDB checkpoints
-// automatically (DuckDB setting checkpoint_threshold, default 16 MiB).
-const CheckpointThreshold = "64MiB"
+// CheckpointThreshold is the WAL size, in bytes, at which DuckDB
+// checkpoints a database in the commit that crossed it (DuckDB setting
+// checkpoint_threshold, default 16 MiB). It applies to the hot segments
+// too, whose WAL must never reach it (SegmentBytes).
+const CheckpointThreshold = 64 << 20
 
 // checkpointThreshold is CheckpointThreshold; benchmarks vary it.
-var checkpointThreshold = CheckpointThreshold
+var checkpointThreshold int64 = CheckpointThreshold
+
+// MainCheckpointBytes is the size of the main file's WAL past which the
+// mover checkpoints it (checkpointIfDue). Each checkpoint of a large file
+// costs the writer (docs/benchmarks.md: on 23 M records, one after every
+// move, at 16 MiB, doubled the writer's stalls over 64 MiB), so it is not
+// smaller than CheckpointThreshold.
+const MainCheckpointBytes = CheckpointThreshold
+
+// mainCheckpointBytes is MainCheckpointBytes; tests vary it.
+var mainCheckpointBytes int64 = MainCheckpointBytes
 
 // maxConns bounds the connections of the pool: one is the writer's, the rest
 // serve reads concurrently with it.
@@ -242,6 +277,9 @@ type Store struct {
 	// over it; segMu serialises its changes (a new segment, a moved one).
 	snap  atomic.Pointer[snapshot]
 	segMu sync.Mutex
+	// retiring counts the moved segments waiting for their reads to end
+	// before they are detached (retire).
+	retiring sync.WaitGroup
 
 	// moveMu serialises moves of segments with deletes and updates, and
 	// guards coldMax, the highest seq in the main file's events.
@@ -282,8 +320,11 @@ var (
 
 // Open opens or creates the store at cfg.Path.
 func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
-	cfg = cfg.withDefaults()
-	if err := cfg.Validate(); err != nil {
+	cfg, err := cfg.withDefaults()
+	if err == nil {
+		err = cfg.Validate()
+	}
+	if err != nil {
 		return nil, fmt.Errorf("duckdb: open: %w", err)
 	}
 	if log == nil {
@@ -316,7 +357,7 @@ func open(ctx context.Context, path string, cfg Config, log *slog.Logger) (_ *St
 		return nil, fmt.Errorf("create directory: %w", err)
 	}
 	settings := url.Values{
-		"checkpoint_threshold": {checkpointThreshold},
+		"checkpoint_threshold": {strconv.FormatInt(checkpointThreshold>>10, 10) + "KiB"},
 		"memory_limit":         {cfg.MemoryLimit},
 		"threads":              {strconv.Itoa(cfg.Threads)},
 	}
@@ -648,6 +689,7 @@ func (s *Store) Close() error {
 			break
 		}
 	}
+	s.retiring.Wait() // the moved segments' detaches
 	if _, err := s.wconn.ExecContext(context.Background(), `CHECKPOINT`); err != nil {
 		errs = append(errs, fmt.Errorf("checkpoint: %w", err))
 	}

@@ -93,6 +93,35 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
+// TestConfigEnv: a variable that sets a field the caller left zero must
+// parse, or Open names it.
+func TestConfigEnv(t *testing.T) {
+	for _, tt := range []struct{ flag, value string }{
+		{"duckdb-user-runs", "yes please"},
+		{"duckdb-threads", "two"},
+		{"duckdb-threads", "-1"},
+	} {
+		t.Run(tt.flag+"="+tt.value, func(t *testing.T) {
+			name := platform.EnvName(tt.flag)
+			t.Setenv(name, tt.value)
+			s, err := Open(t.Context(), Config{Path: tempPath(t)}, nil)
+			if err == nil {
+				s.Close()
+				t.Fatalf("Open with %s=%q succeeded", name, tt.value)
+			}
+			if !strings.Contains(err.Error(), name) {
+				t.Errorf("Open with %s=%q: %v, want the error to name %s", name, tt.value, err, name)
+			}
+		})
+	}
+	t.Setenv(platform.EnvName("duckdb-user-runs"), "true")
+	t.Setenv(platform.EnvName("duckdb-threads"), "1")
+	cfg, err := Config{Path: "x.duckdb"}.withDefaults()
+	if err != nil || !cfg.UserRuns || cfg.Threads != 1 || cfg.MemoryLimit != DefaultMemoryLimit {
+		t.Errorf("withDefaults from the environment = %+v, %v; want user runs, 1 thread, %s", cfg, err, DefaultMemoryLimit)
+	}
+}
+
 func TestReopen(t *testing.T) {
 	path := tempPath(t)
 	s := openPath(t, path)
@@ -482,7 +511,7 @@ func walkAll(t *testing.T, s *Store) []event.Record {
 //
 // rows/s is the throughput; max_ms the slowest Write; Writes over 250 ms
 // are logged.
-// SKYJOIN_BENCH_CHECKPOINT_THRESHOLD overrides CheckpointThreshold.
+// SKYJOIN_BENCH_CHECKPOINT_THRESHOLD (bytes) overrides CheckpointThreshold.
 
 func BenchmarkWrite(b *testing.B) {
 	batch := 1000
@@ -490,8 +519,12 @@ func BenchmarkWrite(b *testing.B) {
 		batch, _ = strconv.Atoi(v)
 	}
 	if v := os.Getenv("SKYJOIN_BENCH_CHECKPOINT_THRESHOLD"); v != "" {
-		defer func(old string) { checkpointThreshold = old }(checkpointThreshold)
-		checkpointThreshold = v
+		defer func(old int64) { checkpointThreshold = old }(checkpointThreshold)
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 1<<10 {
+			b.Fatalf("SKYJOIN_BENCH_CHECKPOINT_THRESHOLD=%q: want bytes, at least 1024", v)
+		}
+		checkpointThreshold = n
 	}
 	s := openPath(b, tempPath(b))
 	ctx := context.Background()
@@ -804,4 +837,121 @@ func TestGetDuringMoves(t *testing.T) {
 		}
 	}
 	t.Logf("%d gets while %d records were written and moved", gets, len(recs))
+}
+
+// TestWriterWaitsForTheMover: while the mover cannot move, a writer whose
+// every batch fills a segment stops at maxSegments hot segments, and goes
+// on, losing nothing, once the mover moves again.
+func TestWriterWaitsForTheMover(t *testing.T) {
+	defer func(old int64) { segmentBytes = old }(segmentBytes)
+	segmentBytes = 1
+	waiting := make(chan int, 1)
+	moverWaitHook = func(n int) {
+		select {
+		case waiting <- n:
+		default:
+		}
+	}
+	defer func() { moverWaitHook = nil }()
+	s := openPath(t, tempPath(t))
+	s.moveMu.Lock() // the mover waits for it before each move
+	const batches = 10
+	var recs []event.Record
+	done := make(chan error, 1)
+	go func() {
+		for b := range batches {
+			batch := storetest.Records(uint64(100+b), 10)
+			if err := s.Write(t.Context(), batch); err != nil {
+				done <- err
+				return
+			}
+			recs = append(recs, batch...)
+		}
+		done <- nil
+	}()
+	select {
+	case n := <-waiting:
+		if n != maxSegments || len(s.segments()) != maxSegments {
+			t.Errorf("the writer waits at %d hot segments (%d now), want %d", n, len(s.segments()), maxSegments)
+		}
+	case err := <-done:
+		s.moveMu.Unlock()
+		t.Fatalf("%d writes, each filling a segment, went through with the mover stopped (%v): %d hot segments, want the writer to wait at %d",
+			batches, err, len(s.segments()), maxSegments)
+	}
+	s.moveMu.Unlock()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := len(s.segments()); n > maxSegments {
+		t.Errorf("%d hot segments, want at most %d", n, maxSegments)
+	}
+	for _, r := range recs {
+		got, err := s.Get(t.Context(), r.EventID)
+		if err != nil || got.EventID != r.EventID {
+			t.Fatalf("Get(%s) = %v, %v", r.EventID, got.EventID, err)
+		}
+	}
+}
+
+// TestCheckpointBesideReads: the main file's WAL is folded into the file
+// once it passes mainCheckpointBytes although a read is open on the main
+// file at each move's commit (DuckDB's own checkpoint in a commit gives way
+// to any open transaction when the commit updated rows, as the mover's
+// do): the mover's CHECKPOINT, tried again once the read has ended.
+func TestCheckpointBesideReads(t *testing.T) {
+	defer func(seg, cp int64) { segmentBytes, mainCheckpointBytes = seg, cp }(segmentBytes, mainCheckpointBytes)
+	segmentBytes, mainCheckpointBytes = 64<<10, 256<<10
+	path := tempPath(t)
+	s := openPath(t, path)
+	ctx := t.Context()
+	var (
+		tx      *sql.Tx
+		done    func()
+		retries int
+	)
+	closeRead := func() {
+		if done != nil {
+			done()
+			tx, done = nil, nil
+		}
+	}
+	defer closeRead()
+	// A CHECKPOINT beside the read fails; the read then ends, as reads do.
+	checkpointBusyHook = func() { retries++; closeRead() }
+	defer func() { checkpointBusyHook = nil }()
+	want := 0
+	var walMax int64
+	for b := range 40 {
+		if tx == nil {
+			var err error
+			if tx, done, err = s.readTx(ctx); err != nil {
+				t.Fatal(err)
+			}
+			var n int
+			if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM main.events").Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.Write(ctx, storetest.Records(uint64(1000+b), 200)); err != nil {
+			t.Fatal(err)
+		}
+		want += 200
+		if err := s.Settle(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if st, err := os.Stat(path + ".wal"); err == nil { // none once checkpointed
+			walMax = max(walMax, st.Size())
+		} else if !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+	}
+	if walMax >= mainCheckpointBytes || retries == 0 {
+		t.Errorf("the main file's WAL reached %d bytes after a move, with %d checkpoints tried again beside a read; want it checkpointed below %d",
+			walMax, retries, mainCheckpointBytes)
+	}
+	closeRead()
+	if n := len(walkAll(t, s)); n != want {
+		t.Errorf("%d records, want %d", n, want)
+	}
 }

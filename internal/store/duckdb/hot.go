@@ -42,6 +42,8 @@ type snapshot struct {
 	// from is every record: the main file's and the segments'. hot is the
 	// segments' alone (records not yet moved), with the same rule.
 	from, hot string
+	// changed is closed when a newer snapshot replaces this one.
+	changed chan struct{}
 }
 
 // SegmentBytes is the size of a hot segment's write-ahead log at which the
@@ -52,6 +54,50 @@ const SegmentBytes = 16 << 20
 
 // segmentBytes is SegmentBytes; tests vary it.
 var segmentBytes int64 = SegmentBytes
+
+// MaxSegments bounds the hot segments: the one the writer appends to and
+// those waiting for the mover. A segment's records stay in DuckDB's memory
+// until it is moved, so when the writer outruns the mover (a checkpoint of
+// a large main file, or a saturated pipeline) a Write waits for a move
+// rather than let DuckDB's memory grow; the backlog then stays in the
+// broker, on disk, where admission control sees it. A delete starts a new
+// segment without waiting, so one may pass the bound by one meanwhile.
+const MaxSegments = 3
+
+// maxSegments is MaxSegments; tests vary it.
+var maxSegments = MaxSegments
+
+// moverWaitHook, if set (by tests), is called with the number of hot
+// segments when the writer starts waiting for the mover.
+var moverWaitHook func(segments int)
+
+// waitForMover returns once the hot segments are fewer than maxSegments,
+// or ctx is done, and how long it waited. It runs under wsem, so that no
+// other writer adds a segment meanwhile.
+func (s *Store) waitForMover(ctx context.Context) (time.Duration, error) {
+	var start time.Time
+	for {
+		sn := s.snap.Load()
+		if len(sn.segs) < maxSegments {
+			if start.IsZero() {
+				return 0, nil
+			}
+			return time.Since(start), nil
+		}
+		if start.IsZero() {
+			start = time.Now()
+			s.kickMover()
+			if moverWaitHook != nil {
+				moverWaitHook(len(sn.segs))
+			}
+		}
+		select {
+		case <-sn.changed:
+		case <-ctx.Done():
+			return time.Since(start), fmt.Errorf("wait for the mover (%d hot segments): %w", len(sn.segs), ctx.Err())
+		}
+	}
+}
 
 // moveRetry is how long the mover waits after a failed move.
 const moveRetry = 5 * time.Second
@@ -124,15 +170,17 @@ func (s *Store) updateSegments(change func([]*segment) []*segment) {
 	s.segMu.Lock()
 	defer s.segMu.Unlock()
 	var segs []*segment
-	if cur := s.snap.Load(); cur != nil {
+	cur := s.snap.Load()
+	if cur != nil {
 		segs = slices.Clone(cur.segs)
+		defer close(cur.changed)
 	}
 	segs = change(segs)
 	var parts []string
 	for _, seg := range segs {
 		parts = append(parts, "SELECT "+selectColumns+" FROM "+seg.alias+".events WHERE seq > "+coldMaxSQL)
 	}
-	sn := &snapshot{segs: segs, hot: "(SELECT " + selectColumns + " FROM main.events WHERE false) AS events"}
+	sn := &snapshot{segs: segs, hot: "(SELECT " + selectColumns + " FROM main.events WHERE false) AS events", changed: make(chan struct{})}
 	if len(parts) > 0 {
 		sn.hot = "(" + strings.Join(parts, " UNION ALL ") + ") AS events"
 	}
@@ -198,13 +246,18 @@ func (s *Store) rotate(ctx context.Context) error {
 }
 
 // rotateIfFull rotates when the active segment's WAL has reached
-// segmentBytes. It runs under wsem.
-func (s *Store) rotateIfFull(ctx context.Context) error {
+// segmentBytes, once the hot segments are fewer than maxSegments, and
+// reports how long it waited for the mover. It runs under wsem.
+func (s *Store) rotateIfFull(ctx context.Context) (time.Duration, error) {
 	st, err := os.Stat(s.active().path + ".wal")
 	if err != nil || st.Size() < segmentBytes {
-		return nil
+		return 0, nil
 	}
-	return s.rotate(ctx)
+	waited, err := s.waitForMover(ctx)
+	if err != nil {
+		return waited, err
+	}
+	return waited, s.rotate(ctx)
 }
 
 func (s *Store) kickMover() { poke(s.kick) }
@@ -341,23 +394,91 @@ func (s *Store) move(ctx context.Context, seg *segment) error {
 			// The rollup stays exact, only larger than it needs to be.
 			s.log.WarnContext(ctx, "duckdb: compact the stats rollup failed", "error", err.Error())
 		}
+		s.checkpointIfDue(ctx, conn)
 	}
 	copied := time.Since(start)
 	s.updateSegments(func(segs []*segment) []*segment {
 		return slices.DeleteFunc(segs, func(x *segment) bool { return x == seg })
 	})
-	// The reads that still hold the segment end; no new one takes it.
-	seg.mu.Lock()
-	// Not cancelled with ctx: the records are in the main file, the files
-	// only wait to be deleted (Close stops the mover, maybe here).
-	if err := s.detach(context.WithoutCancel(ctx), conn, seg); err != nil {
-		// Its records are in the main file and no read looks at it any
-		// more; a file left behind is deleted at the next open.
-		s.log.WarnContext(ctx, "duckdb: a moved hot segment was not deleted", "segment", seg.path, "error", err.Error())
-	}
+	s.retire(seg)
 	s.log.DebugContext(ctx, "duckdb: hot segment moved", "segment", seg.path, "records", n,
 		"copy_ms", copied.Milliseconds(), "total_ms", time.Since(start).Milliseconds())
 	return nil
+}
+
+// checkpointIfDue checkpoints the main file when its WAL has passed
+// mainCheckpointBytes. DuckDB's own checkpoint in a commit, past
+// checkpointThreshold, is left undone while any other transaction is open
+// on the main file (see the package documentation). CHECKPOINT itself runs beside reads, but not
+// beside one that began before the last commit into the main file (DuckDB
+// keeps that commit's lock until such reads end), so it is tried again,
+// backing off, for up to checkpointPatience: the reads then open end,
+// and the mover commits nothing meanwhile. It runs under moveMu, so that
+// no delete or update commits either; the clusterer may, and then the next
+// move tries again.
+func (s *Store) checkpointIfDue(ctx context.Context, conn *sql.Conn) {
+	st, err := os.Stat(s.path + ".wal")
+	if err != nil || st.Size() < mainCheckpointBytes {
+		return
+	}
+	start := time.Now()
+	wait := 10 * time.Millisecond
+	for tries := 1; ; tries++ {
+		_, err := conn.ExecContext(ctx, "CHECKPOINT")
+		if err == nil {
+			s.log.DebugContext(ctx, "duckdb: main file checkpointed", "wal_bytes", st.Size(), "tries", tries,
+				"duration_ms", time.Since(start).Milliseconds())
+			return
+		}
+		if ctx.Err() != nil || time.Since(start) >= checkpointPatience {
+			s.log.WarnContext(ctx, "duckdb: checkpoint of the main file failed; trying again after the next move",
+				"wal_bytes", st.Size(), "tries", tries, "error", err.Error())
+			return
+		}
+		if checkpointBusyHook != nil {
+			checkpointBusyHook()
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 250*time.Millisecond)
+	}
+}
+
+// checkpointPatience is how long checkpointIfDue tries: longer than a
+// page of a user's records under load takes (2-3 s), shorter than the
+// writer's slack in the hot segments (two more segments, 12 s at 5,000
+// records/s).
+const checkpointPatience = 5 * time.Second
+
+// checkpointBusyHook, if set (by tests), is called after each CHECKPOINT
+// that failed and is to be tried again.
+var checkpointBusyHook func()
+
+// retire detaches a moved segment and deletes its files once the reads
+// that still hold it have ended (no new one takes it: it is no longer in
+// the snapshot), in a goroutine of its own, so that neither the mover nor,
+// through maxSegments, the writer waits for a read. Close waits for it.
+func (s *Store) retire(seg *segment) {
+	s.retiring.Add(1)
+	go func() {
+		defer s.retiring.Done()
+		seg.mu.Lock()
+		// Not cancelled: the records are in the main file, the files only
+		// wait to be deleted.
+		ctx := context.Background()
+		conn, err := s.db.Conn(ctx)
+		if err == nil {
+			err = s.detach(ctx, conn, seg)
+			conn.Close()
+		}
+		if err != nil {
+			// Its records are in the main file and no read looks at it any
+			// more; a file left behind is deleted at the next open.
+			s.log.WarnContext(ctx, "duckdb: a moved hot segment was not deleted", "segment", seg.path, "error", err.Error())
+		}
+	}()
 }
 
 // upsertLatestSQL keeps users_latest, the seq of each user's record with

@@ -112,9 +112,13 @@ func (s *Store) write(ctx context.Context, recs []event.Record) error {
 	for i := range recs {
 		recs[i].Seq = seqs[i]
 	}
-	if err := s.rotateIfFull(ctx); err != nil {
+	waited, err := s.rotateIfFull(ctx)
+	if err != nil {
 		// The records are stored; the writer goes on in this segment.
 		s.log.WarnContext(ctx, "duckdb: start a new hot segment failed", "error", err.Error())
+	}
+	if waited > slowWrite {
+		s.log.WarnContext(ctx, "duckdb: the writer waited for the mover", "hot_segments", len(s.segments()), "waited_ms", waited.Milliseconds())
 	}
 	return nil
 }
