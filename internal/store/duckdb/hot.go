@@ -430,7 +430,10 @@ func (s *Store) checkpointIfDue(ctx context.Context, conn *sql.Conn) {
 				"duration_ms", time.Since(start).Milliseconds())
 			return
 		}
-		if ctx.Err() != nil || time.Since(start) >= checkpointPatience {
+		if ctx.Err() != nil {
+			return // Close stops the mover; it checkpoints the file itself
+		}
+		if time.Since(start) >= checkpointPatience {
 			s.log.WarnContext(ctx, "duckdb: checkpoint of the main file failed; trying again after the next move",
 				"wal_bytes", st.Size(), "tries", tries, "error", err.Error())
 			return
