@@ -264,6 +264,14 @@ type Store struct {
 	lastSeq int64     // the highest seq handed out
 	closed  bool
 	row     []driver.Value // AppendRow buffer
+	// app is the writer's appender, kept open across writes to the table
+	// appKey names (catalog.table): a new appender costs DuckDB as much as
+	// a flush of a hundred records (it binds every column and sets up a
+	// chunk of each). Each write flushes it, committing; closeAppender
+	// ends it before the table goes (a rotation) and at Close.
+	app           *duckdb.Appender
+	appKey        string
+	appPositional bool
 
 	// maxSeq is lastSeq for readers: List's newest-first pages start from it.
 	maxSeq atomic.Int64
@@ -681,6 +689,9 @@ func (s *Store) Close() error {
 	s.stopMover()
 	<-s.moverDone
 	<-s.clustererDone
+	if err := s.closeAppender(); err != nil { // before its segment is moved
+		errs = append(errs, err)
+	}
 	// What is not moved now stays in its segment file, durable, and is
 	// moved after the next open.
 	for _, seg := range s.segments() {

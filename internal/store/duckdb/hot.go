@@ -236,6 +236,10 @@ func (s *Store) active() *segment {
 // rotate starts a new segment for the writer's appends and hands the
 // previous one to the mover. It runs under wsem.
 func (s *Store) rotate(ctx context.Context) error {
+	if err := s.closeAppender(); err != nil {
+		// Flushed after every write: nothing is lost with it.
+		s.log.WarnContext(ctx, "duckdb: close the writer's appender failed", "error", err.Error())
+	}
 	seg, err := s.attach(ctx, s.wconn, s.active().n+1)
 	if err != nil {
 		return err

@@ -191,22 +191,17 @@ func (s *Store) stage(ctx context.Context, recs []event.Record, seqs []int64) er
 }
 
 // appendTo appends the records of recs whose seqs[i] is not 0, each with
-// its seq, to a table of the record columns and a BIGINT, through one
-// Appender: one transaction.
+// its seq, to a table of the record columns and a BIGINT, through the
+// writer's appender, flushed once: one transaction.
 func (s *Store) appendTo(ctx context.Context, catalog, table string, recs []event.Record, seqs []int64) error {
-	err := s.wconn.Raw(func(dc any) error {
-		conn, ok := dc.(driver.Conn)
-		if !ok {
-			return fmt.Errorf("unexpected driver connection %T", dc)
-		}
-		// By name: a migrated file has its columns in another order.
-		cols := appendColumns
-		if table == "staging" {
-			cols = stagingColumns
-		}
-		a, err := duckdb.NewAppenderWithColumns(conn, catalog, "main", table, cols)
+	positional, err := s.positional(ctx, catalog, table)
+	if err != nil {
+		return fmt.Errorf("append to %s: %w", table, err)
+	}
+	err = s.wconn.Raw(func(dc any) error {
+		a, err := s.appender(dc, catalog, table, positional)
 		if err != nil {
-			return fmt.Errorf("appender: %w", err)
+			return err
 		}
 		row := s.row[:0]
 		for i := range recs {
@@ -224,12 +219,14 @@ func (s *Store) appendTo(ctx context.Context, catalog, table string, recs []even
 			}
 			row = append(row, seqs[i])
 			if err := a.AppendRow(row...); err != nil {
-				return errors.Join(fmt.Errorf("append record %d (event_id %q): %w", i, recs[i].EventID, err), a.Close())
+				// The rows appended so far are not flushed: they go with
+				// the appender.
+				return errors.Join(fmt.Errorf("append record %d (event_id %q): %w", i, recs[i].EventID, err), s.dropAppender())
 			}
 		}
 		s.row = row
-		if err := a.Close(); err != nil { // flushes
-			return fmt.Errorf("flush appender: %w", err)
+		if err := a.FlushWithCancel(ctx); err != nil {
+			return errors.Join(fmt.Errorf("flush appender: %w", err), s.dropAppender())
 		}
 		return nil
 	})
@@ -237,6 +234,98 @@ func (s *Store) appendTo(ctx context.Context, catalog, table string, recs []even
 		return fmt.Errorf("append to %s: %w", table, err)
 	}
 	return nil
+}
+
+// positional says whether catalog.main.table has exactly the columns a
+// row of appendTo holds, in that order (a table this binary created: a
+// hot segment's, the staging table), so that its appender may take them
+// by position. An appender given column names costs DuckDB a third more
+// a flush; it is kept for a table a migration left in another order. It
+// asks only when the writer's appender is not open on that table.
+func (s *Store) positional(ctx context.Context, catalog, table string) (bool, error) {
+	if s.app != nil && s.appKey == catalog+"."+table {
+		return s.appPositional, nil
+	}
+	want := appendColumns
+	if table == "staging" {
+		want = stagingColumns
+	}
+	rows, err := s.wconn.QueryContext(ctx, `SELECT column_name FROM duckdb_columns()
+WHERE database_name = $1 AND schema_name = 'main' AND table_name = $2 ORDER BY column_index`, catalog, table)
+	if err != nil {
+		return false, fmt.Errorf("read the columns of %s.%s: %w", catalog, table, err)
+	}
+	defer rows.Close()
+	var got []string
+	for rows.Next() {
+		var c string
+		if err := rows.Scan(&c); err != nil {
+			return false, err
+		}
+		got = append(got, c)
+	}
+	if err := rows.Err(); err != nil {
+		return false, err
+	}
+	return slices.Equal(got, want), nil
+}
+
+// appender returns the writer's appender to catalog.table, on the
+// writer's driver connection dc, opening one if the kept one is to
+// another table: by position if positional, else by column name.
+func (s *Store) appender(dc any, catalog, table string, positional bool) (*duckdb.Appender, error) {
+	key := catalog + "." + table
+	if s.app != nil && s.appKey == key {
+		return s.app, nil
+	}
+	if err := s.closeAppender(); err != nil {
+		s.log.Warn("duckdb: close the writer's appender failed", "error", err.Error())
+	}
+	conn, ok := dc.(driver.Conn)
+	if !ok {
+		return nil, fmt.Errorf("unexpected driver connection %T", dc)
+	}
+	var a *duckdb.Appender
+	var err error
+	switch {
+	case positional:
+		a, err = duckdb.NewAppender(conn, catalog, "main", table)
+	case table == "staging":
+		a, err = duckdb.NewAppenderWithColumns(conn, catalog, "main", table, stagingColumns)
+	default:
+		a, err = duckdb.NewAppenderWithColumns(conn, catalog, "main", table, appendColumns)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("appender: %w", err)
+	}
+	s.app, s.appKey, s.appPositional = a, key, positional
+	return a, nil
+}
+
+// closeAppender closes the writer's appender, if open. It holds nothing
+// unflushed: every write flushes it.
+func (s *Store) closeAppender() error {
+	if s.app == nil {
+		return nil
+	}
+	err := s.app.Close()
+	s.app, s.appKey = nil, ""
+	if err != nil {
+		return fmt.Errorf("close the writer's appender: %w", err)
+	}
+	return nil
+}
+
+// dropAppender closes the writer's appender after a failed append or
+// flush, discarding what it holds, so that the next write starts afresh.
+func (s *Store) dropAppender() error {
+	if s.app == nil {
+		return nil
+	}
+	if err := s.app.Clear(); err != nil {
+		s.log.Warn("duckdb: clear the writer's appender failed", "error", err.Error())
+	}
+	return s.closeAppender()
 }
 
 // appendColumns are the columns appendTo fills, in the order of a row.
