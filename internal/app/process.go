@@ -48,10 +48,14 @@ type process struct {
 	b        broker.Broker
 	st       storeBackend
 	storeURL string
-	ws       *weather.Service
-	simSrv   *sim.Server
-	reg      registry.Registry
-	policy   *pii.Policy
+	// storeFails is the store (or the wrapper around it) if it can fail
+	// for good (DuckDB after a fatal error): the process then stops, so
+	// that a restart recovers it.
+	storeFails failingStore
+	ws         *weather.Service
+	simSrv     *sim.Server
+	reg        registry.Registry
+	policy     *pii.Policy
 
 	// Set by the stages, for the probes, metrics, debug and banner.
 	checks     []serve.Check
@@ -141,6 +145,7 @@ func (p *process) store() (storeBackend, error) {
 		return nil, err
 	}
 	p.closers.push("store", st.Close)
+	raw := st
 	if p.cfg.hooks.wrapStore != nil {
 		st = p.cfg.hooks.wrapStore(st)
 	}
@@ -149,6 +154,12 @@ func (p *process) store() (storeBackend, error) {
 	} else if wrap != nil {
 		p.log.Warn("failpoint set: this process will kill itself", "failpoint", os.Getenv(failpointEnv))
 		st = wrap(st)
+	}
+	for _, c := range []storeBackend{st, raw} { // a wrapper (tests) may fail in its stead
+		if f, ok := c.(failingStore); ok {
+			p.storeFails = f
+			break
+		}
 	}
 	p.st, p.storeURL = st, u
 	check := func(ctx context.Context) error {
@@ -161,6 +172,13 @@ func (p *process) store() (storeBackend, error) {
 	}
 	p.checks = append(p.checks, serve.Check{Name: "store", Check: check})
 	return st, nil
+}
+
+// failingStore is a store that can fail for good: every statement fails
+// until the process opens it again (the DuckDB store after a fatal error).
+type failingStore interface {
+	Failed() <-chan struct{}
+	Failure() error
 }
 
 // pinger is a store with a cheaper readiness check than a List.
@@ -415,3 +433,10 @@ func (p *process) printBanner(info readyInfo) {
 }
 
 func jsonMarshal(v any) ([]byte, error) { return json.MarshalIndent(v, "", "  ") }
+
+// failingStore returns the store if it is open and can fail for good.
+func (p *process) failingStore() failingStore {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.storeFails
+}

@@ -359,9 +359,22 @@ func runProcess(ctx context.Context, cfg *config, stages []*stage, stdout io.Wri
 		p.adminAddr = admin.Addr()
 	}
 
-	errc := make(chan error, len(stages)+2)
+	errc := make(chan error, len(stages)+3)
 	hard, hardStop := context.WithCancel(context.WithoutCancel(ctx))
 	defer hardStop()
+	if f := p.failingStore(); f != nil {
+		// A store that failed for good stops the process, which exits
+		// with an error: its restart recovers the store from its files.
+		watched := make(chan struct{})
+		defer close(watched)
+		go func() {
+			select {
+			case <-f.Failed():
+				errc <- fmt.Errorf("store: %w", f.Failure())
+			case <-watched:
+			}
+		}()
+	}
 	type runningStage struct {
 		cancel context.CancelFunc
 		done   chan struct{}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	json "github.com/goccy/go-json"
 
 	"github.com/skyjoin/skyjoin/internal/event"
+	"github.com/skyjoin/skyjoin/internal/platform"
 )
 
 // flakyStore fails every Write while failing is set: a store outage.
@@ -111,4 +113,58 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 	}
 	t.Fatal("condition not met within a minute")
+}
+
+// failedStore is a store that fails for good when the test says so, as
+// the DuckDB store does after a fatal error.
+type failedStore struct {
+	storeBackend
+	failed chan struct{}
+}
+
+func (f *failedStore) Failed() <-chan struct{} { return f.failed }
+func (f *failedStore) Failure() error {
+	return errors.New("FATAL Error: database has been invalidated (test)")
+}
+
+// TestStoreFailedForGoodStopsTheProcess: a store that has failed for good
+// stops the process, which returns an error naming the failure, so that
+// its supervisor restarts it and the store recovers from its files.
+func TestStoreFailedForGoodStopsTheProcess(t *testing.T) {
+	fs := &failedStore{failed: make(chan struct{})}
+	cfg := newConfig("up")
+	flags, stages, _ := stageFlagSet(findStageCommand("up"), cfg, io.Discard)
+	if err := platform.ParseFlags(flags, []string{"--demo", "--collect=false", "--addr", "127.0.0.1:0", "--data-dir", t.TempDir(),
+		"--stats-every", "0", "--weather-quota", "none", "--log-level", "error"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg.applyDemoDefaults(flags)
+	if err := validateStages(cfg, stages); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan string, 1)
+	cfg.hooks = upHooks{ready: func(a string) { ready <- a }, wrapStore: func(s storeBackend) storeBackend {
+		fs.storeBackend = s
+		return fs
+	}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- runProcess(ctx, cfg, stages, io.Discard, testLogger()) }()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("up exited before it was ready: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("up did not start in 60 s")
+	}
+	close(fs.failed)
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "store: FATAL Error: database has been invalidated") {
+			t.Fatalf("up returned %v; want the store's failure", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("up did not stop within 60 s of the store's failure")
+	}
 }

@@ -45,7 +45,7 @@ type Config struct {
 
 // RegisterFlags adds the DuckDB store's flags to fs.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	fs.StringVar(&c.MemoryLimit, "duckdb-memory-limit", DefaultMemoryLimit, "memory limit of the embedded DuckDB store (its buffer manager), e.g. 256MB, 1GB")
+	fs.StringVar(&c.MemoryLimit, "duckdb-memory-limit", DefaultMemoryLimit, "memory limit of the embedded DuckDB store (its buffer manager), e.g. 256MB, 1GB; at 64MB a saturated writer runs DuckDB out of memory, which it may not survive")
 	fs.IntVar(&c.Threads, "duckdb-threads", DefaultThreads, "worker threads of the embedded DuckDB store")
 	fs.BoolVar(&c.UserRuns, "duckdb-user-runs", false, "keep the records also sorted by user, for fast reads of a user's records (twice the disk, more CPU; give it --duckdb-memory-limit 1GB)")
 }

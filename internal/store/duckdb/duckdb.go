@@ -273,6 +273,13 @@ type Store struct {
 	appKey        string
 	appPositional bool
 
+	// failed is closed, and failure set, once DuckDB has answered with a
+	// fatal error: it has invalidated the database, and every statement
+	// fails until the process opens the files again (noteFatal).
+	failOnce sync.Once
+	failed   chan struct{}
+	failure  error
+
 	// maxSeq is lastSeq for readers: List's newest-first pages start from it.
 	maxSeq atomic.Int64
 
@@ -392,7 +399,8 @@ func open(ctx context.Context, path string, cfg Config, log *slog.Logger) (_ *St
 		return nil, err
 	}
 	s := &Store{db: db, log: log, path: path, wsem: make(chan struct{}, 1), kick: make(chan struct{}, 1), moverDone: make(chan struct{}),
-		clusterKick: make(chan struct{}, 1), clustererDone: make(chan struct{}), userRuns: cfg.UserRuns}
+		clusterKick: make(chan struct{}, 1), clustererDone: make(chan struct{}), userRuns: cfg.UserRuns,
+		failed: make(chan struct{})}
 	if err := db.QueryRowContext(ctx, `SELECT CAST(value AS BIGINT) FROM skyjoin_meta WHERE key = 'cold_max'`).Scan(&s.coldMax); err != nil {
 		return nil, fmt.Errorf("read cold_max: %w", err)
 	}

@@ -296,6 +296,7 @@ func (s *Store) runMover(ctx context.Context) {
 				if ctx.Err() != nil {
 					return
 				}
+				s.noteFatal(err)
 				s.log.ErrorContext(ctx, "duckdb: move a hot segment into the main file failed; retrying", "segment", segs[0].path, "error", err.Error())
 				select {
 				case <-ctx.Done():
@@ -429,7 +430,7 @@ func (s *Store) checkpointIfDue(ctx context.Context, conn *sql.Conn) {
 	wait := 10 * time.Millisecond
 	for tries := 1; ; tries++ {
 		_, err := conn.ExecContext(ctx, "CHECKPOINT")
-		if err == nil {
+		if s.noteFatal(err) == nil {
 			s.log.DebugContext(ctx, "duckdb: main file checkpointed", "wal_bytes", st.Size(), "tries", tries,
 				"duration_ms", time.Since(start).Milliseconds())
 			return

@@ -42,7 +42,7 @@ func (s *Store) Write(ctx context.Context, recs []event.Record) error {
 	}
 	start := time.Now()
 	if err := s.write(ctx, recs); err != nil {
-		return fmt.Errorf("duckdb: write %d records: %w", len(recs), err)
+		return fmt.Errorf("duckdb: write %d records: %w", len(recs), s.noteFatal(err))
 	}
 	if d := time.Since(start); d > slowWrite {
 		s.log.WarnContext(ctx, "duckdb write slow (checkpoint?)", "records", len(recs), "duration_ms", d.Milliseconds())

@@ -3,7 +3,10 @@
 package duckdb
 
 import (
+	"fmt"
 	"testing"
+
+	duckdb "github.com/duckdb/duckdb-go/v2"
 
 	"github.com/skyjoin/skyjoin/internal/event"
 	"github.com/skyjoin/skyjoin/internal/store/storetest"
@@ -59,5 +62,33 @@ func TestAppenderKeptAndByName(t *testing.T) {
 		if d := storetest.Diff(w, got); d != "" {
 			t.Fatalf("%s: %s", id, d)
 		}
+	}
+}
+
+// TestNoteFatal: only a fatal DuckDB error, however wrapped, marks the
+// store failed for good; an out-of-memory error, which fails only its
+// statement, does not.
+func TestNoteFatal(t *testing.T) {
+	s := openPath(t, tempPath(t))
+	oom := fmt.Errorf("copy the records: %w", &duckdb.Error{Type: duckdb.ErrorTypeOutOfMemory, Msg: "Out of Memory Error: could not allocate block"})
+	if err := s.noteFatal(oom); err != oom {
+		t.Fatalf("noteFatal returned %v; want its argument", err)
+	}
+	select {
+	case <-s.Failed():
+		t.Fatalf("an out-of-memory error marked the store failed: %v", s.Failure())
+	default:
+	}
+	fatal := fmt.Errorf("duckdb: write 3 records: %w", fmt.Errorf("append to events: %w",
+		&duckdb.Error{Type: duckdb.ErrorTypeFatal, Msg: "FATAL Error: Failed: database has been invalidated"}))
+	s.noteFatal(fatal)
+	s.noteFatal(fmt.Errorf("later: %w", &duckdb.Error{Type: duckdb.ErrorTypeFatal, Msg: "FATAL Error: another"}))
+	select {
+	case <-s.Failed():
+	default:
+		t.Fatal("a fatal error did not mark the store failed")
+	}
+	if s.Failure() != fatal {
+		t.Fatalf("Failure() = %v; want the first fatal error, %v", s.Failure(), fatal)
 	}
 }
