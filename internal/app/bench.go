@@ -75,6 +75,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		cfg.PhaseDuration, cfg.PipelineDuration, cfg.LatencyDuration = 3*time.Second, 5*time.Second, 5*time.Second
 	}
 	base, admin, token := *target, *adminURL, ""
+	var exited *childProc // the self-started skyjoin up, if any
 	switch {
 	case base == "" && admin != "":
 		return fmt.Errorf("%w: bench: --admin goes with --target", errUsage)
@@ -121,11 +122,31 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		defer child.stop()
 		base, admin = addr, adminAddr
+		// A child that exits ends the run: the phases would measure a
+		// dead target until they end.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		go func() {
+			select {
+			case <-child.done:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		exited = child
 	}
 	c := bench.NewClient(base, cfg.Concurrency)
 	c.Admin, c.Key = admin, token
 	cfg.Setup = benchSetup(*target == "", token != "", *fill, upArgs)
 	res, err := bench.Run(ctx, c, cfg, stderr)
+	if exited != nil {
+		select {
+		case <-exited.done:
+			return fmt.Errorf("bench: the skyjoin up it started exited during the run (%s); its log is above", exited.cmd.ProcessState)
+		default:
+		}
+	}
 	if err != nil {
 		return err
 	}

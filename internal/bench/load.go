@@ -341,6 +341,7 @@ func (r LoadResult) RequestsPerSecond(batch int) float64 {
 
 // Run offers load until MaxEvents, Duration or ctx, whichever comes first.
 func (l *Load) Run(ctx context.Context) LoadResult {
+	parent := ctx // the probes outlive the phase, not the run
 	ctx, cancel := context.WithTimeout(ctx, l.Duration)
 	defer cancel()
 	var (
@@ -400,7 +401,7 @@ func (l *Load) Run(ctx context.Context) LoadResult {
 					if l.ProbeEvery > 0 && n%l.ProbeEvery == 0 {
 						probes.Add(1)
 						probeWG.Go(func() {
-							d, ok := l.probe(l.Events.ID(first), acceptedAt)
+							d, ok := l.probe(parent, l.Events.ID(first), acceptedAt)
 							if !ok {
 								lost.Add(1)
 								return
@@ -432,9 +433,10 @@ func (l *Load) Run(ctx context.Context) LoadResult {
 // probeTimeout bounds how long a probe waits for its event to be queryable.
 const probeTimeout = 60 * time.Second
 
-// probe polls until the event is queryable; it returns the time from the 202.
-func (l *Load) probe(id string, acceptedAt time.Time) (time.Duration, bool) {
-	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
+// probe polls until the event is queryable, or for probeTimeout, or until
+// ctx (the run's, not the phase's) is done; it returns the time from the 202.
+func (l *Load) probe(ctx context.Context, id string, acceptedAt time.Time) (time.Duration, bool) {
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	// Poll at a twentieth of the time waited so far (1-250 ms): within 5%
 	// of the latency, without the probes of a saturated run (seconds of
