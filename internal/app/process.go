@@ -434,8 +434,8 @@ func (p *process) printBanner(info readyInfo) {
 
 func jsonMarshal(v any) ([]byte, error) { return json.MarshalIndent(v, "", "  ") }
 
-// failingStore returns the store if it is open and can fail for good.
-func (p *process) failingStore() failingStore {
+// storeFailer returns the store if it is open and can fail for good.
+func (p *process) storeFailer() failingStore {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.storeFails

@@ -362,7 +362,7 @@ func runProcess(ctx context.Context, cfg *config, stages []*stage, stdout io.Wri
 	errc := make(chan error, len(stages)+3)
 	hard, hardStop := context.WithCancel(context.WithoutCancel(ctx))
 	defer hardStop()
-	if f := p.failingStore(); f != nil {
+	if f := p.storeFailer(); f != nil {
 		// A store that failed for good stops the process, which exits
 		// with an error: its restart recovers the store from its files.
 		watched := make(chan struct{})

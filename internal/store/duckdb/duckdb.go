@@ -271,7 +271,7 @@ type Store struct {
 	// ends it before the table goes (a rotation) and at Close.
 	app           *duckdb.Appender
 	appKey        string
-	appPositional bool
+	appPositional bool // it takes a row by position, not by column name
 
 	// failed is closed, and failure set, once DuckDB has answered with a
 	// fatal error: it has invalidated the database, and every statement

@@ -194,15 +194,11 @@ func (s *Store) stage(ctx context.Context, recs []event.Record, seqs []int64) er
 // its seq, to a table of the record columns and a BIGINT, through the
 // writer's appender, flushed once: one transaction.
 func (s *Store) appendTo(ctx context.Context, catalog, table string, recs []event.Record, seqs []int64) error {
-	positional, err := s.positional(ctx, catalog, table)
+	a, err := s.appender(ctx, catalog, table)
 	if err != nil {
 		return fmt.Errorf("append to %s: %w", table, err)
 	}
-	err = s.wconn.Raw(func(dc any) error {
-		a, err := s.appender(dc, catalog, table, positional)
-		if err != nil {
-			return err
-		}
+	err = s.wconn.Raw(func(any) error {
 		row := s.row[:0]
 		for i := range recs {
 			if seqs[i] == 0 {
@@ -236,70 +232,66 @@ func (s *Store) appendTo(ctx context.Context, catalog, table string, recs []even
 	return nil
 }
 
-// positional says whether catalog.main.table has exactly the columns a
-// row of appendTo holds, in that order (a table this binary created: a
-// hot segment's, the staging table), so that its appender may take them
-// by position. An appender given column names costs DuckDB a third more
-// a flush; it is kept for a table a migration left in another order. It
-// asks only when the writer's appender is not open on that table.
-func (s *Store) positional(ctx context.Context, catalog, table string) (bool, error) {
-	if s.app != nil && s.appKey == catalog+"."+table {
-		return s.appPositional, nil
+// appender returns the writer's appender to catalog.table, opening one if
+// the kept one is to another table. It takes a row by position when the
+// table has exactly the columns of a row, in that order (a table this
+// binary created: a hot segment's, the staging table), and by column name
+// otherwise (a table a migration left in another order): an appender given
+// column names costs DuckDB a third more a flush.
+func (s *Store) appender(ctx context.Context, catalog, table string) (*duckdb.Appender, error) {
+	key := catalog + "." + table
+	if s.app != nil && s.appKey == key {
+		return s.app, nil
 	}
-	want := appendColumns
+	if err := s.closeAppender(); err != nil {
+		s.log.WarnContext(ctx, "duckdb: close the writer's appender failed", "error", err.Error())
+	}
+	cols := appendColumns
 	if table == "staging" {
-		want = stagingColumns
+		cols = stagingColumns
 	}
+	got, err := s.columnsOf(ctx, catalog, table)
+	if err != nil {
+		return nil, err
+	}
+	positional := slices.Equal(got, cols)
+	var a *duckdb.Appender
+	err = s.wconn.Raw(func(dc any) error {
+		conn, ok := dc.(driver.Conn)
+		if !ok {
+			return fmt.Errorf("unexpected driver connection %T", dc)
+		}
+		if positional {
+			a, err = duckdb.NewAppender(conn, catalog, "main", table)
+		} else {
+			a, err = duckdb.NewAppenderWithColumns(conn, catalog, "main", table, cols)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("appender: %w", err)
+	}
+	s.app, s.appKey, s.appPositional = a, key, positional
+	return a, nil
+}
+
+// columnsOf returns the column names of catalog.main.table, in order.
+func (s *Store) columnsOf(ctx context.Context, catalog, table string) ([]string, error) {
 	rows, err := s.wconn.QueryContext(ctx, `SELECT column_name FROM duckdb_columns()
 WHERE database_name = $1 AND schema_name = 'main' AND table_name = $2 ORDER BY column_index`, catalog, table)
 	if err != nil {
-		return false, fmt.Errorf("read the columns of %s.%s: %w", catalog, table, err)
+		return nil, fmt.Errorf("read the columns of %s.%s: %w", catalog, table, err)
 	}
 	defer rows.Close()
 	var got []string
 	for rows.Next() {
 		var c string
 		if err := rows.Scan(&c); err != nil {
-			return false, err
+			return nil, err
 		}
 		got = append(got, c)
 	}
-	if err := rows.Err(); err != nil {
-		return false, err
-	}
-	return slices.Equal(got, want), nil
-}
-
-// appender returns the writer's appender to catalog.table, on the
-// writer's driver connection dc, opening one if the kept one is to
-// another table: by position if positional, else by column name.
-func (s *Store) appender(dc any, catalog, table string, positional bool) (*duckdb.Appender, error) {
-	key := catalog + "." + table
-	if s.app != nil && s.appKey == key {
-		return s.app, nil
-	}
-	if err := s.closeAppender(); err != nil {
-		s.log.Warn("duckdb: close the writer's appender failed", "error", err.Error())
-	}
-	conn, ok := dc.(driver.Conn)
-	if !ok {
-		return nil, fmt.Errorf("unexpected driver connection %T", dc)
-	}
-	var a *duckdb.Appender
-	var err error
-	switch {
-	case positional:
-		a, err = duckdb.NewAppender(conn, catalog, "main", table)
-	case table == "staging":
-		a, err = duckdb.NewAppenderWithColumns(conn, catalog, "main", table, stagingColumns)
-	default:
-		a, err = duckdb.NewAppenderWithColumns(conn, catalog, "main", table, appendColumns)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("appender: %w", err)
-	}
-	s.app, s.appKey, s.appPositional = a, key, positional
-	return a, nil
+	return got, rows.Err()
 }
 
 // closeAppender closes the writer's appender, if open. It holds nothing
