@@ -35,6 +35,7 @@ type config struct {
 	ReadyFile       string
 	HTTP            platform.HTTPConfig
 	Log             platform.LogConfig
+	Memory          platform.MemoryConfig
 	Telemetry       telemetry.Config
 
 	// Shared parts.
@@ -108,6 +109,7 @@ func (c *config) processPart() *part {
 			fs.StringVar(&c.ReadyFile, "ready-file", "", "once ready, write a JSON file here with the bound addresses and URLs (for scripts and tests); removed on exit")
 			c.HTTP.RegisterFlags(fs)
 			c.Log.RegisterFlags(fs)
+			c.Memory.RegisterFlags(fs)
 			c.Telemetry.RegisterFlags(fs)
 		},
 		validate: func() error {
@@ -119,6 +121,9 @@ func (c *config) processPart() *part {
 				p.Addf("shutdown-timeout must be positive, got %s", c.ShutdownTimeout)
 			}
 			if err := c.Telemetry.Validate(); err != nil {
+				p.Addf("%v", err)
+			}
+			if err := c.Memory.Validate(); err != nil {
 				p.Addf("%v", err)
 			}
 			if err := c.Auth.Validate(); err != nil {

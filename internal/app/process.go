@@ -25,6 +25,7 @@ import (
 	"github.com/skyjoin/skyjoin/internal/registry"
 	"github.com/skyjoin/skyjoin/internal/serve"
 	"github.com/skyjoin/skyjoin/internal/sim"
+	"github.com/skyjoin/skyjoin/internal/store/duckdb"
 	"github.com/skyjoin/skyjoin/internal/weather"
 )
 
@@ -439,4 +440,26 @@ func (p *process) storeFailer() failingStore {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.storeFails
+}
+
+// applyMemoryBudget sets the Go heap's soft limit from --memory-limit (or
+// the container's limit), less twice the memory limit of the DuckDB store
+// this process opened, if any: DuckDB's memory is outside the Go heap, and
+// under saturation it held about twice its memory_limit (its buffer
+// manager's share, and the allocations that share does not count; see
+// docs/benchmarks.md).
+func (p *process) applyMemoryBudget() error {
+	var outside int64
+	if p.st != nil && strings.HasPrefix(p.storeURL, "duckdb://") {
+		limit := p.cfg.DuckDB.MemoryLimit
+		if limit == "" {
+			limit = duckdb.DefaultMemoryLimit
+		}
+		n, err := platform.ParseBytes(limit)
+		if err != nil {
+			return fmt.Errorf("duckdb-memory-limit %w", err)
+		}
+		outside = 2 * n
+	}
+	return platform.ApplyMemoryBudget(p.cfg.Memory, outside, p.log)
 }

@@ -338,6 +338,9 @@ func runProcess(ctx context.Context, cfg *config, stages []*stage, stdout io.Wri
 		runs[i] = r
 		p.checks = append(p.checks, r.checks...)
 	}
+	if err := p.applyMemoryBudget(); err != nil {
+		return err
+	}
 	if err := p.mountCommon(rec.for_(api.Any), rec.for_(api.AdminListener)); err != nil {
 		return err
 	}

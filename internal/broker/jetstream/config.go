@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/skyjoin/skyjoin/internal/platform"
@@ -174,7 +173,7 @@ func ParseURL(raw string) (Config, error) {
 		case "records_max_age":
 			cfg.RecordsMaxAge, err = parseAge(prm.Value)
 		case "records_max_bytes":
-			cfg.RecordsMaxBytes, err = parseBytes(prm.Value)
+			cfg.RecordsMaxBytes, err = platform.ParseBytes(prm.Value)
 		case "deadletter_max_age":
 			cfg.DeadLetterMaxAge, err = parseAge(prm.Value)
 		}
@@ -195,23 +194,6 @@ func parseAge(v string) (time.Duration, error) {
 		return 0, errors.New("want a positive duration such as 90m or 24h")
 	}
 	return d, nil
-}
-
-// parseBytes parses a positive size: digits, optionally followed by KiB,
-// MiB, GiB or TiB.
-func parseBytes(v string) (int64, error) {
-	num, mult := v, int64(1)
-	for i, suffix := range []string{"KiB", "MiB", "GiB", "TiB"} {
-		if n, ok := strings.CutSuffix(v, suffix); ok {
-			num, mult = n, int64(1)<<(10*(i+1))
-			break
-		}
-	}
-	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || n <= 0 || n > (1<<62)/mult {
-		return 0, errors.New("want a positive number of bytes, optionally with a KiB, MiB, GiB or TiB suffix")
-	}
-	return n * mult, nil
 }
 
 // checkExternalURL accepts nats://[user[:pass]@]host:port and nothing else.

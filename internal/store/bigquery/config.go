@@ -192,7 +192,7 @@ func ParseURL(raw string) (Config, error) {
 				cfg.MaxBytesBilled = NoMaxBytesBilled
 				break
 			}
-			n, err := ParseBytes(v)
+			n, err := platform.ParseBytes(v)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("bigquery: store URL %q: max_bytes_billed: %w", raw, err))
 			}
@@ -234,31 +234,6 @@ func ParseRetention(s string) (time.Duration, error) {
 		return 0, fmt.Errorf("retention %q: want days (400d) or a duration (9600h)", s)
 	}
 	return d, nil
-}
-
-// ParseBytes parses a number of bytes: digits with an optional unit, B,
-// KB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024),
-// such as 10GiB or 500MB.
-func ParseBytes(s string) (int64, error) {
-	units := []struct {
-		suffix string
-		mult   int64
-	}{
-		{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
-		{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1},
-	}
-	num, mult := s, int64(1)
-	for _, u := range units {
-		if n, ok := strings.CutSuffix(s, u.suffix); ok {
-			num, mult = n, u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || n <= 0 || n > (1<<62)/mult {
-		return 0, fmt.Errorf("%q: want a positive number of bytes such as 10GiB or 500MB", s)
-	}
-	return n * mult, nil
 }
 
 // tablePath is "projects/P/datasets/D/tables/T", the Storage Write API's name.

@@ -1,0 +1,118 @@
+package platform
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime/debug"
+
+	"github.com/KimMachineGun/automemlimit/memlimit"
+)
+
+// MemoryConfig is the memory a process may use: its budget, from which the
+// Go runtime's soft memory limit is set (runtime/debug.SetMemoryLimit), so
+// that the garbage collector works harder, rather than the process being
+// killed, as the heap nears what is left of the budget.
+type MemoryConfig struct {
+	// Limit is the budget: a size (ParseBytes), "off", or empty for the
+	// memory limit of the process's container (its cgroup), if it has one.
+	Limit string
+}
+
+// RegisterFlags registers --memory-limit.
+func (c *MemoryConfig) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Limit, "memory-limit", "", "memory this process may use, e.g. 512MiB: the Go heap's soft limit is set to it, less twice the embedded DuckDB store's memory limit and a tenth for the rest; empty: the container's memory limit (cgroup), if any; off: none. GOMEMLIMIT, if set, takes precedence for the Go heap")
+}
+
+// Validate checks the limit's form.
+func (c MemoryConfig) Validate() error {
+	if c.Limit == "" || c.Limit == "off" {
+		return nil
+	}
+	if _, err := ParseBytes(c.Limit); err != nil {
+		return fmt.Errorf("memory-limit %w", err)
+	}
+	return nil
+}
+
+// Budget returns the budget in bytes, and where it came from: "flag",
+// "cgroup", or "" with 0 for none.
+func (c MemoryConfig) Budget() (int64, string, error) {
+	return c.budget(memlimit.FromCgroup)
+}
+
+func (c MemoryConfig) budget(cgroup func() (uint64, error)) (int64, string, error) {
+	switch c.Limit {
+	case "off":
+		return 0, "", nil
+	case "":
+		n, err := cgroup()
+		switch {
+		case err == nil && n > 0 && n < 1<<62:
+			return int64(n), "cgroup", nil
+		case err == nil, errors.Is(err, memlimit.ErrNoLimit), errors.Is(err, memlimit.ErrNoCgroup), errors.Is(err, memlimit.ErrCgroupsNotSupported):
+			return 0, "", nil
+		default:
+			return 0, "", fmt.Errorf("memory limit of the container: %w", err)
+		}
+	}
+	n, err := ParseBytes(c.Limit)
+	if err != nil {
+		return 0, "", fmt.Errorf("memory-limit %w", err)
+	}
+	return n, "flag", nil
+}
+
+// minGoLimit is the least soft limit a budget may leave the Go heap.
+const minGoLimit = 64 << 20
+
+// GoLimit is the Go heap's share of budget: what outside (memory bounded
+// elsewhere, such as DuckDB's memory limit) and a reserve of a tenth of the
+// budget (memory no limit accounts for: C allocations, thread stacks,
+// the page cache of mapped files) leave. It is an error when that is less
+// than 64 MiB.
+func GoLimit(budget, outside int64) (int64, error) {
+	n := budget - outside - budget/10
+	if n < minGoLimit {
+		return 0, fmt.Errorf("a memory budget of %d MiB leaves the Go heap %d MiB after %d MiB bounded elsewhere and a tenth in reserve: want at least %d MiB",
+			budget>>20, n>>20, outside>>20, minGoLimit>>20)
+	}
+	return n, nil
+}
+
+// ApplyMemoryBudget sets the Go runtime's soft memory limit from c, less
+// outside bytes bounded elsewhere, and logs what it did. GOMEMLIMIT in the
+// environment takes precedence (the runtime already applied it). A budget
+// too small is an error when the flag gave it; from the container, it is
+// logged, and the Go heap left unlimited.
+func ApplyMemoryBudget(c MemoryConfig, outside int64, log *slog.Logger) error {
+	budget, source, err := c.Budget()
+	if err != nil {
+		if c.Limit != "" {
+			return err
+		}
+		// Not knowing the container's limit is no reason not to start.
+		log.Warn("memory budget: cannot read the container's memory limit; the Go heap has no soft limit", "error", err.Error())
+		return nil
+	}
+	if budget == 0 {
+		return nil
+	}
+	if v := os.Getenv("GOMEMLIMIT"); v != "" {
+		log.Info("memory budget: GOMEMLIMIT is set, and sets the Go heap's soft limit", "budget_bytes", budget, "source", source, "GOMEMLIMIT", v)
+		return nil
+	}
+	n, err := GoLimit(budget, outside)
+	if err != nil {
+		if source == "flag" {
+			return err
+		}
+		log.Warn("memory budget of the container too small to set a soft limit for the Go heap", "error", err.Error())
+		return nil
+	}
+	debug.SetMemoryLimit(n)
+	log.Info("memory budget", "budget_bytes", budget, "source", source, "go_soft_limit_bytes", n, "outside_bytes", outside)
+	return nil
+}

@@ -1,0 +1,97 @@
+package platform
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"math"
+	"runtime/debug"
+	"strings"
+	"testing"
+
+	"github.com/KimMachineGun/automemlimit/memlimit"
+)
+
+func TestParseBytes(t *testing.T) {
+	for in, want := range map[string]int64{
+		"1": 1, "512B": 512, "64KiB": 64 << 10, "256MiB": 256 << 20, "2GiB": 2 << 30, "1TiB": 1 << 40,
+		"500MB": 500e6, "256mb": 256e6, " 1 GB ": 1e9, "1.5GB": 1.5e9, "0.5GiB": 512 << 20, "10kb": 10e3,
+	} {
+		got, err := ParseBytes(in)
+		if err != nil || got != want {
+			t.Errorf("ParseBytes(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "MB", "0", "0MB", "-1GB", "+1GB", "1e9", "0x10", "inf", "1.2.3GB", "lots", "1 PB", "10000000TiB", "0.0001B"} {
+		if n, err := ParseBytes(in); err == nil {
+			t.Errorf("ParseBytes(%q) = %d, want an error", in, n)
+		}
+	}
+}
+
+func TestMemoryBudget(t *testing.T) {
+	limited := func() (uint64, error) { return 512 << 20, nil }
+	broken := func() (uint64, error) { return 0, errors.New("mountinfo unreadable") }
+	for _, tc := range []struct {
+		limit      string
+		cgroup     func() (uint64, error)
+		want       int64
+		wantSource string
+		wantErr    bool
+	}{
+		{"", limited, 512 << 20, "cgroup", false},
+		{"", func() (uint64, error) { return 0, memlimit.ErrNoLimit }, 0, "", false},
+		{"", func() (uint64, error) { return 0, memlimit.ErrNoCgroup }, 0, "", false},
+		{"", func() (uint64, error) { return math.MaxUint64, nil }, 0, "", false},
+		{"", broken, 0, "", true},
+		{"off", limited, 0, "", false},
+		{"1GiB", limited, 1 << 30, "flag", false},
+		{"400MB", broken, 400e6, "flag", false},
+		{"many", limited, 0, "", true},
+	} {
+		got, source, err := MemoryConfig{Limit: tc.limit}.budget(tc.cgroup)
+		if got != tc.want || source != tc.wantSource || (err != nil) != tc.wantErr {
+			t.Errorf("budget(%q) = %d, %q, %v; want %d, %q, error %v", tc.limit, got, source, err, tc.want, tc.wantSource, tc.wantErr)
+		}
+	}
+	if err := (MemoryConfig{Limit: "many"}).Validate(); err == nil || !strings.Contains(err.Error(), "memory-limit") {
+		t.Errorf("Validate(many) = %v, want an error naming memory-limit", err)
+	}
+}
+
+func TestGoLimit(t *testing.T) {
+	n, err := GoLimit(1<<30, 256e6)
+	if want := int64(1<<30 - 256e6 - (1<<30)/10); err != nil || n != want {
+		t.Errorf("GoLimit(1GiB, 256MB) = %d, %v; want %d", n, err, want)
+	}
+	if n, err := GoLimit(300<<20, 256e6); err == nil {
+		t.Errorf("GoLimit(300MiB, 256MB) = %d, want an error: it leaves the Go heap under 64 MiB", n)
+	}
+}
+
+// TestApplyMemoryBudget sets the runtime's soft limit from the flag, leaves
+// it to GOMEMLIMIT when that is set, and refuses a flag too small.
+func TestApplyMemoryBudget(t *testing.T) {
+	before := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(before) })
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	t.Setenv("GOMEMLIMIT", "")
+
+	if err := ApplyMemoryBudget(MemoryConfig{Limit: "1GiB"}, 256<<20, log); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := debug.SetMemoryLimit(-1), int64(1<<30-256<<20-(1<<30)/10); got != want {
+		t.Errorf("soft limit %d, want %d", got, want)
+	}
+	if err := ApplyMemoryBudget(MemoryConfig{Limit: "200MiB"}, 256<<20, log); err == nil {
+		t.Error("a budget smaller than DuckDB's limit was taken")
+	}
+	debug.SetMemoryLimit(before)
+	if err := ApplyMemoryBudget(MemoryConfig{Limit: "off"}, 256<<20, log); err != nil || debug.SetMemoryLimit(-1) != before {
+		t.Errorf("off: %v, soft limit %d, want it left at %d", err, debug.SetMemoryLimit(-1), before)
+	}
+	t.Setenv("GOMEMLIMIT", "3GiB")
+	if err := ApplyMemoryBudget(MemoryConfig{Limit: "1GiB"}, 0, log); err != nil || debug.SetMemoryLimit(-1) != before {
+		t.Errorf("with GOMEMLIMIT set: %v, soft limit %d, want it left at %d", err, debug.SetMemoryLimit(-1), before)
+	}
+}
