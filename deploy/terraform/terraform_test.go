@@ -326,6 +326,52 @@ func TestServiceURLsParse(t *testing.T) {
 	}
 }
 
+// TestServiceMemoryIsTheBudget checks that every service's memory is a
+// size skyjoin takes as its memory budget (SKYJOIN_MEMORY_LIMIT, set from
+// local.memory), and that the module sets the variable from it.
+func TestServiceMemoryIsTheBudget(t *testing.T) {
+	m := parseModule(t, skyjoinModule)
+	ctx := evalContext(t)
+	vars := ctx.Variables["var"].AsValueMap()
+	vars["worker_mode"] = cty.StringVal("pull")
+	ctx.Variables["var"] = cty.ObjectVal(vars)
+	defaults := m.local(t, "defaults", ctx).AsValueMap()
+	if len(defaults) == 0 {
+		t.Fatal("local.defaults is empty")
+	}
+	for name, d := range defaults {
+		mem := d.GetAttr("memory").AsString()
+		n, err := platform.ParseBytes(mem)
+		if err != nil {
+			t.Errorf("%s: memory %q is not a memory budget skyjoin takes: %v", name, mem, err)
+		} else if n < 256<<20 {
+			t.Errorf("%s: memory %q under 256 MiB", name, mem)
+		}
+	}
+	// module "service" takes its memory, and its environment, from
+	// local.memory.
+	found := false
+	for _, body := range m.files {
+		for _, b := range body.Blocks {
+			if b.Type != "module" || len(b.Labels) != 1 || b.Labels[0] != "service" {
+				continue
+			}
+			found = true
+			for _, attr := range []string{"memory", "env"} {
+				a := b.Body.Attributes[attr]
+				if a == nil || !slices.ContainsFunc(a.Expr.Variables(), func(tr hcl.Traversal) bool {
+					return len(tr) > 1 && tr.RootName() == "local" && tr[1].(hcl.TraverseAttr).Name == "memory"
+				}) {
+					t.Errorf(`module "service": %s does not use local.memory`, attr)
+				}
+			}
+		}
+	}
+	if !found {
+		t.Error(`no module "service"`)
+	}
+}
+
 // googleMetrics are the Google Cloud metrics the monitoring may use besides
 // skyjoin's own: Pub/Sub's backlog and Cloud Run's requests and instances.
 var googleMetrics = []string{

@@ -13,6 +13,7 @@ import (
 	"github.com/skyjoin/skyjoin/internal/enrich"
 	"github.com/skyjoin/skyjoin/internal/ingest"
 	"github.com/skyjoin/skyjoin/internal/platform"
+	"github.com/skyjoin/skyjoin/internal/platform/budget"
 	"github.com/skyjoin/skyjoin/internal/platform/secret"
 	"github.com/skyjoin/skyjoin/internal/platform/telemetry"
 	"github.com/skyjoin/skyjoin/internal/serve"
@@ -35,7 +36,7 @@ type config struct {
 	ReadyFile       string
 	HTTP            platform.HTTPConfig
 	Log             platform.LogConfig
-	Memory          platform.MemoryConfig
+	Memory          budget.Config
 	Telemetry       telemetry.Config
 
 	// Shared parts.

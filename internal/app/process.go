@@ -21,6 +21,7 @@ import (
 	"github.com/skyjoin/skyjoin/internal/ingest"
 	"github.com/skyjoin/skyjoin/internal/pii"
 	"github.com/skyjoin/skyjoin/internal/platform"
+	"github.com/skyjoin/skyjoin/internal/platform/budget"
 	"github.com/skyjoin/skyjoin/internal/platform/telemetry"
 	"github.com/skyjoin/skyjoin/internal/registry"
 	"github.com/skyjoin/skyjoin/internal/serve"
@@ -461,5 +462,5 @@ func (p *process) applyMemoryBudget() error {
 		}
 		outside = 2 * n
 	}
-	return platform.ApplyMemoryBudget(p.cfg.Memory, outside, p.log)
+	return budget.Apply(p.cfg.Memory, outside, p.log)
 }

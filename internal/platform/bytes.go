@@ -12,12 +12,14 @@ var byteUnits = []struct {
 	mult   float64
 }{
 	{"kib", 1 << 10}, {"mib", 1 << 20}, {"gib", 1 << 30}, {"tib", 1 << 40},
+	{"ki", 1 << 10}, {"mi", 1 << 20}, {"gi", 1 << 30}, {"ti", 1 << 40},
 	{"kb", 1e3}, {"mb", 1e6}, {"gb", 1e9}, {"tb", 1e12}, {"b", 1},
 }
 
 // ParseBytes parses a positive number of bytes: a number with an optional
 // unit, B, KB, MB, GB, TB (powers of 1000, as DuckDB reads them) or KiB,
-// MiB, GiB, TiB (powers of 1024), in any case, such as 10GiB, 500MB or
+// MiB, GiB, TiB (powers of 1024; also as Cloud Run and Kubernetes write
+// them: Ki, Mi, Gi, Ti), in any case, such as 10GiB, 500MB, 512Mi or
 // 1.5GB.
 func ParseBytes(s string) (int64, error) {
 	v := strings.ToLower(strings.TrimSpace(s))

@@ -20,6 +20,10 @@ locals {
     collect = { instance_billing = true, min_instances = 1, max_instances = 1, concurrency = 10, timeout = "60s", memory = "512Mi" }
   }
 
+  # Each service's memory, which is also its memory budget
+  # (SKYJOIN_MEMORY_LIMIT: the Go heap's soft limit is set from it).
+  memory = { for k, d in local.defaults : k => coalesce(try(var.services[k].memory, null), d.memory) }
+
   # On Cloud Run skyjoin takes Google ID tokens for the service's URL. A
   # public service would take anyone's: accept those of the deployer (the
   # delivery pipeline's smoke test) and of idtoken_callers only; the push
@@ -55,6 +59,7 @@ module "service" {
     local.common_env,
     local.stage_env[each.key],
     { for flag, id in local.secrets_of[each.key] : "SKYJOIN_${upper(replace(flag, "-", "_"))}" => "sm://projects/${var.project}/secrets/${id}/versions/latest" },
+    { SKYJOIN_MEMORY_LIMIT = local.memory[each.key] },
   )
 
   instance_billing = local.defaults[each.key].instance_billing
@@ -62,7 +67,7 @@ module "service" {
   max_instances    = coalesce(try(var.services[each.key].max_instances, null), local.defaults[each.key].max_instances)
   concurrency      = coalesce(try(var.services[each.key].concurrency, null), local.defaults[each.key].concurrency)
   cpu              = coalesce(try(var.services[each.key].cpu, null), "1")
-  memory           = coalesce(try(var.services[each.key].memory, null), local.defaults[each.key].memory)
+  memory           = local.memory[each.key]
   request_timeout  = local.defaults[each.key].timeout
 
   public              = contains(var.public_services, each.key)

@@ -1,4 +1,4 @@
-package platform
+package budget
 
 import (
 	"errors"
@@ -11,23 +11,6 @@ import (
 
 	"github.com/KimMachineGun/automemlimit/memlimit"
 )
-
-func TestParseBytes(t *testing.T) {
-	for in, want := range map[string]int64{
-		"1": 1, "512B": 512, "64KiB": 64 << 10, "256MiB": 256 << 20, "2GiB": 2 << 30, "1TiB": 1 << 40,
-		"500MB": 500e6, "256mb": 256e6, " 1 GB ": 1e9, "1.5GB": 1.5e9, "0.5GiB": 512 << 20, "10kb": 10e3,
-	} {
-		got, err := ParseBytes(in)
-		if err != nil || got != want {
-			t.Errorf("ParseBytes(%q) = %d, %v; want %d", in, got, err, want)
-		}
-	}
-	for _, in := range []string{"", "MB", "0", "0MB", "-1GB", "+1GB", "1e9", "0x10", "inf", "1.2.3GB", "lots", "1 PB", "10000000TiB", "0.0001B"} {
-		if n, err := ParseBytes(in); err == nil {
-			t.Errorf("ParseBytes(%q) = %d, want an error", in, n)
-		}
-	}
-}
 
 func TestMemoryBudget(t *testing.T) {
 	limited := func() (uint64, error) { return 512 << 20, nil }
@@ -49,12 +32,12 @@ func TestMemoryBudget(t *testing.T) {
 		{"400MB", broken, 400e6, "flag", false},
 		{"many", limited, 0, "", true},
 	} {
-		got, source, err := MemoryConfig{Limit: tc.limit}.budget(tc.cgroup)
+		got, source, err := Config{Limit: tc.limit}.budget(tc.cgroup)
 		if got != tc.want || source != tc.wantSource || (err != nil) != tc.wantErr {
 			t.Errorf("budget(%q) = %d, %q, %v; want %d, %q, error %v", tc.limit, got, source, err, tc.want, tc.wantSource, tc.wantErr)
 		}
 	}
-	if err := (MemoryConfig{Limit: "many"}).Validate(); err == nil || !strings.Contains(err.Error(), "memory-limit") {
+	if err := (Config{Limit: "many"}).Validate(); err == nil || !strings.Contains(err.Error(), "memory-limit") {
 		t.Errorf("Validate(many) = %v, want an error naming memory-limit", err)
 	}
 }
@@ -69,29 +52,29 @@ func TestGoLimit(t *testing.T) {
 	}
 }
 
-// TestApplyMemoryBudget sets the runtime's soft limit from the flag, leaves
+// TestApply sets the runtime's soft limit from the flag, leaves
 // it to GOMEMLIMIT when that is set, and refuses a flag too small.
-func TestApplyMemoryBudget(t *testing.T) {
+func TestApply(t *testing.T) {
 	before := debug.SetMemoryLimit(-1)
 	t.Cleanup(func() { debug.SetMemoryLimit(before) })
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	t.Setenv("GOMEMLIMIT", "")
 
-	if err := ApplyMemoryBudget(MemoryConfig{Limit: "1GiB"}, 256<<20, log); err != nil {
+	if err := Apply(Config{Limit: "1GiB"}, 256<<20, log); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := debug.SetMemoryLimit(-1), int64(1<<30-256<<20-(1<<30)/10); got != want {
 		t.Errorf("soft limit %d, want %d", got, want)
 	}
-	if err := ApplyMemoryBudget(MemoryConfig{Limit: "200MiB"}, 256<<20, log); err == nil {
+	if err := Apply(Config{Limit: "200MiB"}, 256<<20, log); err == nil {
 		t.Error("a budget smaller than DuckDB's limit was taken")
 	}
 	debug.SetMemoryLimit(before)
-	if err := ApplyMemoryBudget(MemoryConfig{Limit: "off"}, 256<<20, log); err != nil || debug.SetMemoryLimit(-1) != before {
+	if err := Apply(Config{Limit: "off"}, 256<<20, log); err != nil || debug.SetMemoryLimit(-1) != before {
 		t.Errorf("off: %v, soft limit %d, want it left at %d", err, debug.SetMemoryLimit(-1), before)
 	}
 	t.Setenv("GOMEMLIMIT", "3GiB")
-	if err := ApplyMemoryBudget(MemoryConfig{Limit: "1GiB"}, 0, log); err != nil || debug.SetMemoryLimit(-1) != before {
+	if err := Apply(Config{Limit: "1GiB"}, 0, log); err != nil || debug.SetMemoryLimit(-1) != before {
 		t.Errorf("with GOMEMLIMIT set: %v, soft limit %d, want it left at %d", err, debug.SetMemoryLimit(-1), before)
 	}
 }

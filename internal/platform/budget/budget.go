@@ -1,4 +1,6 @@
-package platform
+// Package budget is a process's memory budget: the Go heap's soft limit
+// from a flag or the container's memory limit.
+package budget
 
 import (
 	"errors"
@@ -9,29 +11,31 @@ import (
 	"runtime/debug"
 
 	"github.com/KimMachineGun/automemlimit/memlimit"
+
+	"github.com/skyjoin/skyjoin/internal/platform"
 )
 
-// MemoryConfig is the memory a process may use: its budget, from which the
+// Config is the memory a process may use: its budget, from which the
 // Go runtime's soft memory limit is set (runtime/debug.SetMemoryLimit), so
 // that the garbage collector works harder, rather than the process being
 // killed, as the heap nears what is left of the budget.
-type MemoryConfig struct {
+type Config struct {
 	// Limit is the budget: a size (ParseBytes), "off", or empty for the
 	// memory limit of the process's container (its cgroup), if it has one.
 	Limit string
 }
 
 // RegisterFlags registers --memory-limit.
-func (c *MemoryConfig) RegisterFlags(fs *flag.FlagSet) {
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Limit, "memory-limit", "", "memory this process may use, e.g. 512MiB: the Go heap's soft limit is set to it, less twice the embedded DuckDB store's memory limit and a tenth for the rest; empty: the container's memory limit (cgroup), if any; off: none. GOMEMLIMIT, if set, takes precedence for the Go heap")
 }
 
 // Validate checks the limit's form.
-func (c MemoryConfig) Validate() error {
+func (c Config) Validate() error {
 	if c.Limit == "" || c.Limit == "off" {
 		return nil
 	}
-	if _, err := ParseBytes(c.Limit); err != nil {
+	if _, err := platform.ParseBytes(c.Limit); err != nil {
 		return fmt.Errorf("memory-limit %w", err)
 	}
 	return nil
@@ -39,11 +43,11 @@ func (c MemoryConfig) Validate() error {
 
 // Budget returns the budget in bytes, and where it came from: "flag",
 // "cgroup", or "" with 0 for none.
-func (c MemoryConfig) Budget() (int64, string, error) {
+func (c Config) Budget() (int64, string, error) {
 	return c.budget(memlimit.FromCgroup)
 }
 
-func (c MemoryConfig) budget(cgroup func() (uint64, error)) (int64, string, error) {
+func (c Config) budget(cgroup func() (uint64, error)) (int64, string, error) {
 	switch c.Limit {
 	case "off":
 		return 0, "", nil
@@ -58,7 +62,7 @@ func (c MemoryConfig) budget(cgroup func() (uint64, error)) (int64, string, erro
 			return 0, "", fmt.Errorf("memory limit of the container: %w", err)
 		}
 	}
-	n, err := ParseBytes(c.Limit)
+	n, err := platform.ParseBytes(c.Limit)
 	if err != nil {
 		return 0, "", fmt.Errorf("memory-limit %w", err)
 	}
@@ -82,12 +86,12 @@ func GoLimit(budget, outside int64) (int64, error) {
 	return n, nil
 }
 
-// ApplyMemoryBudget sets the Go runtime's soft memory limit from c, less
+// Apply sets the Go runtime's soft memory limit from c, less
 // outside bytes bounded elsewhere, and logs what it did. GOMEMLIMIT in the
 // environment takes precedence (the runtime already applied it). A budget
 // too small is an error when the flag gave it; from the container, it is
 // logged, and the Go heap left unlimited.
-func ApplyMemoryBudget(c MemoryConfig, outside int64, log *slog.Logger) error {
+func Apply(c Config, outside int64, log *slog.Logger) error {
 	budget, source, err := c.Budget()
 	if err != nil {
 		if c.Limit != "" {
