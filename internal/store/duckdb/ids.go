@@ -127,29 +127,59 @@ func (x *idIndex) free() {
 // userIndex maps each user id to the seq of each of its stored records,
 // in increasing order: the access path of a user's records (List with
 // UserID), which would otherwise scan the user_id column of every record.
-// It costs 8 bytes per record, and a slice per user. Writes add to it
-// under the Store's wsem; reads take a copy of a user's list.
+// It costs 8 bytes per record, and a slice per user. It also keeps each
+// user's latest record (by occurred_at, the later seq on a tie), the
+// access path of LatestForUser: 16 bytes and a map entry per user. Writes
+// add to it under the Store's wsem; reads take a copy of a user's list.
 type userIndex struct {
-	mu   sync.RWMutex
-	seqs map[string][]int64
+	mu     sync.RWMutex
+	seqs   map[string][]int64
+	latest map[string]latestRec
 }
 
-func newUserIndex() *userIndex { return &userIndex{seqs: map[string][]int64{}} }
+// latestRec is a user's latest record: its occurred_at in microseconds
+// (DuckDB's precision) and its seq; seq 0 when not known (a delete took
+// the latest record and left others: LatestForUser asks the store).
+type latestRec struct{ at, seq int64 }
 
-// add records that users[i] has a record at seqs[i] (for seqs[i] != 0);
-// seqs are above every seq added before.
-func (x *userIndex) add(users []string, seqs []int64) {
+// later reports whether a record at (at, seq) is later than r.
+func (r latestRec) later(at, seq int64) bool {
+	return at > r.at || at == r.at && seq > r.seq
+}
+
+func newUserIndex() *userIndex {
+	return &userIndex{seqs: map[string][]int64{}, latest: map[string]latestRec{}}
+}
+
+// add records that users[i] has a record at seqs[i] (for seqs[i] != 0),
+// which occurred at ats[i] (microseconds); seqs are above every seq added
+// before.
+func (x *userIndex) add(users []string, seqs, ats []int64) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	for i, u := range users {
 		if seqs[i] != 0 {
 			x.seqs[u] = append(x.seqs[u], seqs[i])
+			x.noteLatest(u, ats[i], seqs[i])
 		}
 	}
 }
 
+// noteLatest makes (at, seq) the user's latest record if it is later than
+// the one known. A user whose latest is not known stays so.
+func (x *userIndex) noteLatest(user string, at, seq int64) {
+	l, ok := x.latest[user]
+	switch {
+	case !ok:
+		x.latest[user] = latestRec{at: at, seq: seq}
+	case l.seq != 0 && l.later(at, seq):
+		x.latest[user] = latestRec{at: at, seq: seq}
+	}
+}
+
 // addUnordered is add at load, where seqs come in any order; sortAll
-// puts them in order once all are in.
+// puts them in order once all are in. The latest records are noted after
+// (noteLatestAt).
 func (x *userIndex) addUnordered(user []byte, seq int64) {
 	l, ok := x.seqs[string(user)] // no allocation for a user already in
 	if !ok {
@@ -157,6 +187,14 @@ func (x *userIndex) addUnordered(user []byte, seq int64) {
 		return
 	}
 	x.seqs[string(user)] = append(l, seq)
+}
+
+// noteLatestAt notes at load that the user has a record at seq, which
+// occurred at at: its latest, if later than the one noted.
+func (x *userIndex) noteLatestAt(user string, at, seq int64) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.noteLatest(user, at, seq)
 }
 
 func (x *userIndex) sortAll() {
@@ -173,12 +211,21 @@ func (x *userIndex) list(user string) []int64 {
 	return slices.Clone(x.seqs[user])
 }
 
+// latestSeq returns the seq of the user's latest record, if known.
+func (x *userIndex) latestSeq(user string) (int64, bool) {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	l := x.latest[user]
+	return l.seq, l.seq != 0
+}
+
 // removeUsers forgets the users (their records deleted).
 func (x *userIndex) removeUsers(users []string) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	for _, u := range users {
 		delete(x.seqs, u)
+		delete(x.latest, u)
 	}
 }
 
@@ -197,7 +244,13 @@ func (x *userIndex) remove(users []string, seqs []int64) {
 		l := slices.DeleteFunc(x.seqs[u], func(s int64) bool { return g[s] })
 		if len(l) == 0 {
 			delete(x.seqs, u)
+			delete(x.latest, u)
 		} else {
+			if g[x.latest[u].seq] {
+				// The latest went and others stayed: which of them is
+				// the latest now, the index does not know.
+				x.latest[u] = latestRec{}
+			}
 			x.seqs[u] = l
 		}
 	}

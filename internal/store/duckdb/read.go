@@ -229,20 +229,10 @@ func (s *Store) Get(ctx context.Context, eventID string) (event.Record, error) {
 		recs []event.Record
 		err  error
 	)
-	switch {
-	case l.scan:
+	if l.scan {
 		recs, err = s.query(ctx, "SELECT "+readColumns+" FROM "+sn.from+" WHERE event_id = $1", eventID)
-	case l.seq <= s.coldSeen.Load():
-		// Moved: in the main file alone, by the prepared statement.
-		recs, err = queryRecords(ctx, preparedQueryer{s.getMain}, "", l.seq, eventID)
-	default:
-		// Not moved when the snapshot was taken: in one of its segments
-		// (which stay attached until release), read without the main file.
-		parts := make([]string, len(sn.segs))
-		for i, seg := range sn.segs {
-			parts[i] = "SELECT " + selectColumns + " FROM " + seg.alias + ".events"
-		}
-		recs, err = s.query(ctx, "SELECT "+readColumns+" FROM ("+strings.Join(parts, " UNION ALL ")+") AS events WHERE seq = $1 AND event_id = $2", l.seq, eventID)
+	} else {
+		recs, err = s.recordAt(ctx, sn, l.seq, s.getMain, "event_id", eventID)
 	}
 	if err != nil {
 		return event.Record{}, fmt.Errorf("duckdb: get %q: %w", eventID, err)
@@ -253,14 +243,45 @@ func (s *Store) Get(ctx context.Context, eventID string) (event.Record, error) {
 	return recs[0], nil
 }
 
+// recordAt reads the record at seq whose column col (event_id or
+// user_id) is v, from the snapshot sn taken after seq was looked up: from
+// the main file alone by the prepared statement stmt if the record was
+// moved there, otherwise from the snapshot's segments (which stay attached
+// until it is released), without the main file.
+func (s *Store) recordAt(ctx context.Context, sn *snapshot, seq int64, stmt *sql.Stmt, col, v string) ([]event.Record, error) {
+	if seq <= s.coldSeen.Load() {
+		return queryRecords(ctx, preparedQueryer{stmt}, "", seq, v)
+	}
+	parts := make([]string, len(sn.segs))
+	for i, seg := range sn.segs {
+		parts[i] = "SELECT " + selectColumns + " FROM " + seg.alias + ".events"
+	}
+	return s.query(ctx, "SELECT "+readColumns+" FROM ("+strings.Join(parts, " UNION ALL ")+") AS events WHERE seq = $1 AND "+col+" = $2", seq, v)
+}
+
 // LatestForUser returns the user's record with the latest occurred_at (the
-// last stored of those on a tie), or store.ErrNotFound. users_latest gives
-// the seq of the user's latest record in the main file, read by seq; the
-// hot segments, a few seconds of records, are scanned. Both statements run
-// in one transaction, so they see the main file as of one moment.
+// last stored of those on a tie), or store.ErrNotFound. The user index
+// knows the seq of each user's latest record: one read by seq (latestFast).
+// Where it does not (a user it has no records of, or one whose latest a
+// delete took while others stayed), users_latest gives the seq of the
+// user's latest record in the main file, read by seq, and the hot
+// segments, a few seconds of records, are scanned; both statements run in
+// one transaction, so they see the main file as of one moment.
 func (s *Store) LatestForUser(ctx context.Context, userID string) (event.Record, error) {
 	fail := func(err error) (event.Record, error) {
 		return event.Record{}, fmt.Errorf("duckdb: latest for user %q: %w", userID, err)
+	}
+	if seq, ok := s.users.latestSeq(userID); ok && latestFast {
+		sn, release := s.acquire()
+		recs, err := s.recordAt(ctx, sn, seq, s.getMainUser, "user_id", userID)
+		release()
+		if err != nil {
+			return fail(err)
+		}
+		if len(recs) > 0 {
+			return recs[0], nil
+		}
+		// Deleted since it was looked up: ask the store.
 	}
 	sn, release := s.acquire()
 	defer release()
@@ -291,6 +312,10 @@ func (s *Store) LatestForUser(ctx context.Context, userID string) (event.Record,
 	}
 	return recs[0], nil
 }
+
+// latestFast: LatestForUser reads the latest record the user index knows
+// by seq (tests and benchmarks compare with the read through users_latest).
+var latestFast = true
 
 // readTx begins a transaction on a connection of its own, for reads whose
 // statements must see the main file as of one moment; done ends both.

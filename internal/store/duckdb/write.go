@@ -87,9 +87,11 @@ func (s *Store) write(ctx context.Context, recs []event.Record) error {
 	n := int64(0)
 	ids := make([]string, 0, len(recs))
 	users := make([]string, 0, len(recs))
+	ats := make([]int64, 0, len(recs))
 	for i := range recs {
 		ids = append(ids, recs[i].EventID)
 		users = append(users, recs[i].User.ID)
+		ats = append(ats, recs[i].OccurredAt.UnixMicro())
 		if fresh[i] == -1 {
 			n++
 			fresh[i] = s.lastSeq + n
@@ -107,7 +109,7 @@ func (s *Store) write(ctx context.Context, recs []event.Record) error {
 		s.lastSeq += n
 		s.maxSeq.Store(s.lastSeq)
 		s.ids.add(ids, fresh)
-		s.users.add(users, fresh)
+		s.users.add(users, fresh, ats)
 	}
 	for i := range recs {
 		recs[i].Seq = seqs[i]
@@ -347,12 +349,13 @@ func (s *Store) resync(ctx context.Context) {
 	ids := make([]string, len(recs))
 	users := make([]string, len(recs))
 	seqs := make([]int64, len(recs))
+	ats := make([]int64, len(recs))
 	slices.SortFunc(recs, func(a, b event.Record) int { return cmp.Compare(a.Seq, b.Seq) })
 	for i, r := range recs {
-		ids[i], users[i], seqs[i] = r.EventID, r.User.ID, r.Seq
+		ids[i], users[i], seqs[i], ats[i] = r.EventID, r.User.ID, r.Seq, r.OccurredAt.UnixMicro()
 		s.lastSeq = max(s.lastSeq, r.Seq)
 	}
 	s.ids.add(ids, seqs)
-	s.users.add(users, seqs)
+	s.users.add(users, seqs, ats)
 	s.maxSeq.Store(s.lastSeq)
 }
