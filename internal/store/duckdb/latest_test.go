@@ -48,15 +48,7 @@ func TestLatestFromTheUserIndex(t *testing.T) {
 	}
 	check := func(when string) {
 		t.Helper()
-		// What each user's latest is: by occurred_at, the later seq on
-		// a tie, among the records still stored.
-		want := map[string]event.Record{}
-		for _, r := range written {
-			w, ok := want[r.User.ID]
-			if !ok || r.OccurredAt.After(w.OccurredAt) || r.OccurredAt.Equal(w.OccurredAt) && r.Seq > w.Seq {
-				want[r.User.ID] = r
-			}
-		}
+		want := latestOf(written)
 		for c := 'A'; c < 'A'+rune(users/2); c++ {
 			for _, suffix := range []string{"a", "b"} {
 				user := "u" + string(c) + suffix
@@ -171,13 +163,7 @@ func TestUserIndexLatest(t *testing.T) {
 // each user's latest record among recs, all the store holds.
 func checkLatest(t *testing.T, s *Store, recs []event.Record) {
 	t.Helper()
-	want := map[string]event.Record{}
-	for _, r := range recs {
-		w, ok := want[r.User.ID]
-		if !ok || r.OccurredAt.After(w.OccurredAt) || r.OccurredAt.Equal(w.OccurredAt) && r.Seq > w.Seq {
-			want[r.User.ID] = r
-		}
-	}
+	want := latestOf(recs)
 	known := 0
 	for user, w := range want {
 		if _, ok := s.users.latestSeq(user); ok {
@@ -191,4 +177,17 @@ func checkLatest(t *testing.T, s *Store, recs []event.Record) {
 	if known != len(want) {
 		t.Errorf("the user index knows the latest record of %d of %d users", known, len(want))
 	}
+}
+
+// latestOf returns each user's latest record among recs: by occurred_at,
+// the later seq on a tie.
+func latestOf(recs []event.Record) map[string]event.Record {
+	want := map[string]event.Record{}
+	for _, r := range recs {
+		w, ok := want[r.User.ID]
+		if !ok || r.OccurredAt.After(w.OccurredAt) || r.OccurredAt.Equal(w.OccurredAt) && r.Seq > w.Seq {
+			want[r.User.ID] = r
+		}
+	}
+	return want
 }
