@@ -120,9 +120,6 @@ func (s *Store) updateMainWeather(ctx context.Context) (int64, error) {
 	if len(minutes) == 0 {
 		return 0, nil
 	}
-	if err := refreshMinutes(ctx, tx, minutes); err != nil {
-		return 0, err
-	}
 	runs, err := runTables(ctx, tx)
 	if err != nil {
 		return 0, err
@@ -132,7 +129,7 @@ func (s *Store) updateMainWeather(ctx context.Context) (int64, error) {
 			return 0, fmt.Errorf("update %s: %w", table, err)
 		}
 	}
-	if err := tx.Commit(); err != nil {
+	if _, err := s.commitWithRollup(tx, func() ([]int64, error) { return nil, refreshMinutes(ctx, tx, minutes) }); err != nil {
 		return 0, err
 	}
 	return int64(len(minutes)), nil

@@ -94,6 +94,9 @@ func (s *Store) delete(ctx context.Context, cond, latestCond string, args ...any
 		}
 		total += n
 	}
+	// The main file's transaction changes the stats rollup
+	// (refreshMinutes): the rollup's reads wait for it (rollupMu).
+	s.rollupMu.Lock()
 	n, err := s.deleteIn(ctx, "main.events", cond, args, func(tx *sql.Tx, these *deleted) error {
 		if _, err := tx.ExecContext(ctx, "DELETE FROM main.users_latest WHERE "+latestCond, args...); err != nil {
 			return fmt.Errorf("delete from users_latest: %w", err)
@@ -112,6 +115,7 @@ func (s *Store) delete(ctx context.Context, cond, latestCond string, args ...any
 		}
 		return saveLastSeq(ctx, tx, s.lastSeq)
 	}, &gone)
+	s.rollupMu.Unlock()
 	if err != nil {
 		return total, err
 	}

@@ -379,19 +379,20 @@ func (s *Store) move(ctx context.Context, seg *segment) error {
 			return fmt.Errorf("copy the records: %w", err)
 		}
 		n, _ = res.RowsAffected()
-		// The minutes it added rows to, one per row added.
-		touched, err := int64s(ctx, tx, rollupSQL(seg.alias+".events WHERE seq > $1")+" RETURNING minute_us", s.coldMax)
-		if err != nil {
-			return fmt.Errorf("add the records to the stats rollup: %w", err)
-		}
 		if _, err := tx.ExecContext(ctx, fmt.Sprintf(upsertLatestSQL, seg.alias+".events WHERE seq > $1"), s.coldMax); err != nil {
 			return fmt.Errorf("update the users' latest records: %w", err)
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE main.skyjoin_meta SET value = $1 WHERE key = 'cold_max'`, strconv.FormatInt(hi.Int64, 10)); err != nil {
 			return fmt.Errorf("record cold_max: %w", err)
 		}
-		if err := tx.Commit(); err != nil {
-			return fmt.Errorf("commit: %w", err)
+		// The rollup last, so that the reads of the rollup wait (rollupMu)
+		// for its insert and the commit alone. The minutes it added rows
+		// to, one per row added.
+		touched, err := s.commitWithRollup(tx, func() ([]int64, error) {
+			return int64s(ctx, tx, rollupSQL(seg.alias+".events WHERE seq > $1")+" RETURNING minute_us", s.coldMax)
+		})
+		if err != nil {
+			return err
 		}
 		s.coldMax = hi.Int64
 		s.coldSeen.Store(hi.Int64)

@@ -161,6 +161,8 @@ func (s *Store) compactRollup(ctx context.Context, conn *sql.Conn, touched []int
 		return nil
 	}
 	list := minuteList(settled)
+	s.rollupMu.Lock()
+	defer s.rollupMu.Unlock()
 	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -179,6 +181,22 @@ FROM main.stats_minute WHERE minute_us IN ` + list + ` GROUP BY ALL`,
 		}
 	}
 	return tx.Commit()
+}
+
+// commitWithRollup runs change, the transaction tx's changes to the stats
+// rollup, and commits tx, holding rollupMu from the change to the commit;
+// it returns what change returned.
+func (s *Store) commitWithRollup(tx *sql.Tx, change func() ([]int64, error)) ([]int64, error) {
+	s.rollupMu.Lock()
+	defer s.rollupMu.Unlock()
+	out, err := change()
+	if err != nil {
+		return nil, fmt.Errorf("change the stats rollup: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("commit: %w", err)
+	}
+	return out, nil
 }
 
 // minuteList is a parenthesized subquery of the minutes, for IN.

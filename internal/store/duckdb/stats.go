@@ -86,7 +86,8 @@ func (s *Store) Stats(ctx context.Context, q store.StatsQuery) ([]store.StatsRow
 			" sum(weather_temperature_c) AS s, min(weather_temperature_c) AS mn, max(weather_temperature_c) AS mx\n  FROM " + from + where + "\n  GROUP BY ALL"
 	}
 	var parts []string
-	if lo, hi, hasLo, hasHi, ok := rollupWindow(&q); ok {
+	lo, hi, hasLo, hasHi, byRollup := rollupWindow(&q)
+	if byRollup {
 		// The whole minutes from the rollup, the rest of the window from
 		// the main file's records, and the hot segments' records.
 		var inRollup, outside []string
@@ -127,6 +128,11 @@ func (s *Store) Stats(ctx context.Context, q store.StatsQuery) ([]store.StatsRow
 SELECT g.k1, g.k2, g.n, g.nw, g.avg_t, g.min_t, g.max_t, a.cond, a.nw
 FROM g LEFT JOIN a ON g.k1 = a.k1 AND g.k2 = a.k2 AND a.nw > 0
 ORDER BY ` + order + `, a.nw DESC, a.cond`
+	if byRollup {
+		// Not beside a transaction that changes the rollup (rollupMu).
+		s.rollupMu.RLock()
+		defer s.rollupMu.RUnlock()
+	}
 	rows, err := s.db.QueryContext(ctx, stmt, args...)
 	if err != nil {
 		return nil, fmt.Errorf("duckdb: stats by %s: %w", q.GroupBy, err)
