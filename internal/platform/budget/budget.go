@@ -80,10 +80,18 @@ const minGoLimit = 64 << 20
 func GoLimit(budget, outside int64) (int64, error) {
 	n := budget - outside - budget/10
 	if n < minGoLimit {
-		return 0, fmt.Errorf("a memory budget of %d MiB leaves the Go heap %d MiB after %d MiB bounded elsewhere and a tenth in reserve: want at least %d MiB",
-			budget>>20, n>>20, outside>>20, minGoLimit>>20)
+		return 0, fmt.Errorf("a memory budget of %d MiB is too small: %d MiB bounded elsewhere (the store's memory) and a tenth in reserve leave the Go heap %s, and it needs at least %d MiB: give at least %d MiB or lower the other limits",
+			budget>>20, outside>>20, heapShare(n), minGoLimit>>20, (outside+minGoLimit)*10/9>>20+1)
 	}
 	return n, nil
+}
+
+// heapShare writes the Go heap's share of a budget, which may be none.
+func heapShare(n int64) string {
+	if n <= 0 {
+		return "nothing"
+	}
+	return fmt.Sprintf("%d MiB", n>>20)
 }
 
 // Apply sets the Go runtime's soft memory limit from c, less

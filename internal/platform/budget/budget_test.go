@@ -2,6 +2,7 @@ package budget
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
@@ -49,6 +50,24 @@ func TestGoLimit(t *testing.T) {
 	}
 	if n, err := GoLimit(300<<20, 256e6); err == nil {
 		t.Errorf("GoLimit(300MiB, 256MB) = %d, want an error: it leaves the Go heap under 64 MiB", n)
+	}
+	// A budget below what is bounded elsewhere: the error says the heap
+	// gets nothing, and the least budget it names is enough, one MiB less
+	// is not.
+	_, err = GoLimit(100<<20, 256e6)
+	if err == nil || !strings.Contains(err.Error(), "leave the Go heap nothing") {
+		t.Fatalf("GoLimit(100MiB, 256MB) = %v, want an error saying the Go heap gets nothing", err)
+	}
+	_, least, ok := strings.Cut(err.Error(), "give at least ")
+	var mib int64
+	if _, serr := fmt.Sscanf(least, "%d MiB", &mib); !ok || serr != nil {
+		t.Fatalf("GoLimit(100MiB, 256MB) = %v, want it to name the least budget", err)
+	}
+	if _, err := GoLimit(mib<<20, 256e6); err != nil {
+		t.Errorf("GoLimit(%d MiB, 256MB), the budget the error named: %v", mib, err)
+	}
+	if _, err := GoLimit((mib-1)<<20, 256e6); err == nil {
+		t.Errorf("GoLimit(%d MiB, 256MB) is accepted: the error named %d MiB, more than needed", mib-1, mib)
 	}
 }
 

@@ -129,8 +129,14 @@ func (s *Store) updateMainWeather(ctx context.Context) (int64, error) {
 			return 0, fmt.Errorf("update %s: %w", table, err)
 		}
 	}
-	if _, err := s.commitWithRollup(tx, func() ([]int64, error) { return nil, refreshMinutes(ctx, tx, minutes) }); err != nil {
+	// The rollup's reads wait for its change and the commit (rollupMu).
+	s.rollupMu.Lock()
+	defer s.rollupMu.Unlock()
+	if err := refreshMinutes(ctx, tx, minutes, s.rollupHi); err != nil {
 		return 0, err
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("commit: %w", err)
 	}
 	return int64(len(minutes)), nil
 }

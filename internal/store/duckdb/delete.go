@@ -110,7 +110,7 @@ func (s *Store) delete(ctx context.Context, cond, latestCond string, args ...any
 				return fmt.Errorf("delete from %s: %w", table, err)
 			}
 		}
-		if err := refreshMinutes(ctx, tx, these.minutes); err != nil {
+		if err := refreshMinutes(ctx, tx, these.minutes, s.rollupHi); err != nil {
 			return err
 		}
 		return saveLastSeq(ctx, tx, s.lastSeq)

@@ -20,8 +20,9 @@
 // Table stats_minute is the stats rollup (rollup.go), kept with the
 // records; tables user_run_<n>, listed in user_runs, the user runs
 // (runs.go), copies of the records clustered by user. Table skyjoin_meta
-// records the schema version, the last seq handed out by a delete, and
-// cold_max, the highest seq in the main file's events.
+// records the schema version, the last seq handed out by a delete,
+// cold_max, the highest seq in the main file's events, and rollup_hi, the
+// highest the stats rollup covers.
 //
 // # Hot segments
 //
@@ -187,7 +188,10 @@ import (
 //     records by the migration.
 //   - 5: user_runs, the records clustered by user (runs.go), cut after
 //     the migration if Config.UserRuns is on.
-const SchemaVersion = 5
+//   - 6: rollup_hi in skyjoin_meta: the stats rollup covers the main
+//     file's records up to it (rollup.go), which version 5 kept equal to
+//     cold_max.
+const SchemaVersion = 6
 
 // migrations[v] takes a file from schema version v to v+1, inside the
 // transaction of migrate. (Adding a column keeps the indexes; dropping and
@@ -216,6 +220,7 @@ var migrations = map[int][]string{
 	// With Config.UserRuns, the clusterer cuts the runs in the background,
 	// or Settle (skyjoin migrate) does: 23 M records in 5 min 37 s.
 	4: {userRunsDDL},
+	5: {rollupHiInit},
 }
 
 // usersLatestDDL is the table of each user's latest record (by occurred_at,
@@ -225,6 +230,11 @@ const usersLatestDDL = `CREATE TABLE IF NOT EXISTS users_latest (user_id VARCHAR
 
 // coldMaxInit records cold_max, the highest seq in the main file's events.
 const coldMaxInit = `INSERT INTO skyjoin_meta SELECT 'cold_max', CAST(coalesce(max(seq), 0) AS VARCHAR) FROM events`
+
+// rollupHiInit records rollup_hi, the highest seq of the main file's
+// records the stats rollup covers (rollup.go), as cold_max: a file of
+// version 5 or a new one has a rollup of every record of its main file.
+const rollupHiInit = `INSERT INTO skyjoin_meta SELECT 'rollup_hi', value FROM skyjoin_meta WHERE key = 'cold_max'`
 
 // CheckpointThreshold is the WAL size, in bytes, at which DuckDB
 // checkpoints a database in the commit that crossed it (DuckDB setting
@@ -300,19 +310,22 @@ type Store struct {
 	retiring sync.WaitGroup
 
 	// moveMu serialises moves of segments with deletes and updates, and
-	// guards coldMax, the highest seq in the main file's events.
-	moveMu  sync.Mutex
-	coldMax int64
+	// guards coldMax, the highest seq in the main file's events, and
+	// rollupHi, the highest the stats rollup covers (rollup.go).
+	moveMu   sync.Mutex
+	coldMax  int64
+	rollupHi int64
 	// rollupMu keeps the reads of the stats rollup (stats_minute) apart
 	// from the transactions that change it, from their first change to
 	// their commit: a read beside a move's insert into the rollup saw
 	// garbage strings now and then (about once in 100 runs of
 	// TestConformanceSegments/Stats with the CPU busy; not with the
 	// rollup read left out, nor with the compaction left out: the move's
-	// insert). Reads hold it shared.
+	// insert). Reads hold it shared. The transactions that take it are
+	// small (rollUp), so that a read waits a few milliseconds at most.
 	rollupMu sync.RWMutex
 	// rollupTouched are the minutes the last move added stats_minute rows
-	// to, with how many moves in a row did (compactRollup); moveMu
+	// to, with how many moves in a row did (rollUp); moveMu
 	// guards it.
 	rollupTouched map[int64]int
 	// runsMu serialises cutting and merging the user runs (runs.go) with
@@ -416,6 +429,9 @@ func open(ctx context.Context, path string, cfg Config, log *slog.Logger) (_ *St
 	if err := db.QueryRowContext(ctx, `SELECT CAST(value AS BIGINT) FROM skyjoin_meta WHERE key = 'cold_max'`).Scan(&s.coldMax); err != nil {
 		return nil, fmt.Errorf("read cold_max: %w", err)
 	}
+	if err := db.QueryRowContext(ctx, `SELECT CAST(value AS BIGINT) FROM skyjoin_meta WHERE key = 'rollup_hi'`).Scan(&s.rollupHi); err != nil {
+		return nil, fmt.Errorf("read rollup_hi: %w", err)
+	}
 	s.coldSeen.Store(s.coldMax)
 	if s.getMain, err = db.PrepareContext(ctx, "SELECT "+readColumns+" FROM main.events WHERE seq = $1 AND event_id = $2"); err != nil {
 		return nil, fmt.Errorf("prepare the read by seq: %w", err)
@@ -434,6 +450,13 @@ func open(ctx context.Context, path string, cfg Config, log *slog.Logger) (_ *St
 	}()
 	if _, err := s.wconn.ExecContext(ctx, stagingDDL); err != nil {
 		return nil, fmt.Errorf("create staging table: %w", err)
+	}
+	if s.rollupHi < s.coldMax {
+		// A stop between a move's commit and its rollup's: the reads are
+		// exact meanwhile (Stats), the rollup catches up now.
+		if err := s.rollUp(ctx, s.wconn); err != nil {
+			return nil, fmt.Errorf("stats rollup: %w", err)
+		}
 	}
 	// The segments a stopped process left: those already moved into the
 	// main file are deleted, the others wait for the mover. The writer
@@ -661,7 +684,7 @@ func migrate(ctx context.Context, db *sql.DB) error {
 		return fmt.Errorf("migrate: table events exists without a schema version in skyjoin_meta: not a file of this program")
 	case errors.Is(err, sql.ErrNoRows):
 		// A new file: the current layout.
-		for _, stmt := range []string{eventsDDL, usersLatestDDL, statsMinuteDDL, userRunsDDL, coldMaxInit} {
+		for _, stmt := range []string{eventsDDL, usersLatestDDL, statsMinuteDDL, userRunsDDL, coldMaxInit, rollupHiInit} {
 			if _, err := tx.ExecContext(ctx, stmt); err != nil {
 				return fmt.Errorf("migrate: %s: %w", firstLine(stmt), err)
 			}

@@ -241,7 +241,7 @@ func TestMigrateFromVersion1(t *testing.T) {
 		`CREATE INDEX events_user_id_idx ON events (user_id)`,
 		`DROP TABLE users_latest`,
 		`DROP TABLE stats_minute`,
-		`DELETE FROM skyjoin_meta WHERE key = 'cold_max'`,
+		`DELETE FROM skyjoin_meta WHERE key IN ('cold_max', 'rollup_hi')`,
 		`UPDATE skyjoin_meta SET value = '1' WHERE key = 'schema_version'`,
 	)
 	s, err := Open(t.Context(), Config{Path: path}, nil)
@@ -447,6 +447,25 @@ func TestCrash(t *testing.T) {
 	// The user index, rebuilt at the open, knows each user's latest
 	// record, in the main file and in the segments the kill left.
 	checkLatest(t, s, all)
+	// The rollup caught up with a move the kill left without its rollup,
+	// and the stats it answers are those of the records.
+	var rollupHi int64
+	if err := s.db.QueryRowContext(t.Context(), `SELECT CAST(value AS BIGINT) FROM skyjoin_meta WHERE key = 'rollup_hi'`).Scan(&rollupHi); err != nil {
+		t.Fatal(err)
+	}
+	if s.moveMu.Lock(); rollupHi != s.coldMax {
+		t.Errorf("after the open rollup_hi is %d, cold_max %d", rollupHi, s.coldMax)
+	}
+	s.moveMu.Unlock()
+	for _, q := range []store.StatsQuery{{GroupBy: store.GroupByCountry}, {GroupBy: store.GroupByTime, Bucket: time.Minute}} {
+		got, err := s.Stats(t.Context(), q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := storetest.DiffStats(storetest.ExpectedStats(all, q), got); d != "" {
+			t.Errorf("stats by %s after the kill:\n%s", q.GroupBy, d)
+		}
+	}
 	// Every reported batch is there; the next one (in flight at the kill)
 	// is there entirely or not at all; nothing after it.
 	var stored int

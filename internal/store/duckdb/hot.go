@@ -385,20 +385,17 @@ func (s *Store) move(ctx context.Context, seg *segment) error {
 		if _, err := tx.ExecContext(ctx, `UPDATE main.skyjoin_meta SET value = $1 WHERE key = 'cold_max'`, strconv.FormatInt(hi.Int64, 10)); err != nil {
 			return fmt.Errorf("record cold_max: %w", err)
 		}
-		// The rollup last, so that the reads of the rollup wait (rollupMu)
-		// for its insert and the commit alone. The minutes it added rows
-		// to, one per row added.
-		touched, err := s.commitWithRollup(tx, func() ([]int64, error) {
-			return int64s(ctx, tx, rollupSQL(seg.alias+".events WHERE seq > $1")+" RETURNING minute_us", s.coldMax)
-		})
-		if err != nil {
-			return err
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("commit: %w", err)
 		}
 		s.coldMax = hi.Int64
 		s.coldSeen.Store(hi.Int64)
-		if err := s.compactRollup(ctx, conn, touched); err != nil {
-			// The rollup stays exact, only larger than it needs to be.
-			s.log.WarnContext(ctx, "duckdb: compact the stats rollup failed", "error", err.Error())
+		// The stats rollup of the records moved, in a small transaction
+		// of its own that the rollup's reads wait for (rollUp).
+		if err := s.noteFatal(s.rollUp(ctx, conn)); err != nil {
+			// The stats stay exact (they read the records the rollup does
+			// not cover yet), and the next move tries again.
+			s.log.WarnContext(ctx, "duckdb: stats rollup of a move failed; the next move tries again", "error", err.Error())
 		}
 		s.checkpointIfDue(ctx, conn)
 	}

@@ -199,7 +199,7 @@ func TestUserRuns(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	rawExec(t, path, append(drops, `DROP TABLE user_runs`, `UPDATE skyjoin_meta SET value = '4' WHERE key = 'schema_version'`)...)
+	rawExec(t, path, append(drops, `DROP TABLE user_runs`, `DELETE FROM skyjoin_meta WHERE key = 'rollup_hi'`, `UPDATE skyjoin_meta SET value = '4' WHERE key = 'schema_version'`)...)
 	s = openPath(t, path)
 	check("upgraded from version 4")
 

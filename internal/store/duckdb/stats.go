@@ -87,19 +87,24 @@ func (s *Store) Stats(ctx context.Context, q store.StatsQuery) ([]store.StatsRow
 	}
 	var parts []string
 	lo, hi, hasLo, hasHi, byRollup := rollupWindow(&q)
+	rollupHiArg := -1 // the index in args of rollup_hi, read in the query's transaction
 	if byRollup {
 		// The whole minutes from the rollup, the rest of the window from
-		// the main file's records, and the hot segments' records.
-		var inRollup, outside []string
+		// the main file's records, the whole minutes' records the rollup
+		// does not cover yet (above rollup_hi: a move's at most), and the
+		// hot segments' records.
+		var inRollup, outside, inside []string
 		if hasLo {
 			args = append(args, lo, time.UnixMicro(lo).UTC())
 			inRollup = append(inRollup, "minute_us >= $"+strconv.Itoa(len(args)-1))
 			outside = append(outside, "occurred_at < $"+strconv.Itoa(len(args)))
+			inside = append(inside, "occurred_at >= $"+strconv.Itoa(len(args)))
 		}
 		if hasHi {
 			args = append(args, hi, time.UnixMicro(hi).UTC())
 			inRollup = append(inRollup, "minute_us < $"+strconv.Itoa(len(args)-1))
 			outside = append(outside, "occurred_at >= $"+strconv.Itoa(len(args)))
+			inside = append(inside, "occurred_at < $"+strconv.Itoa(len(args)))
 		}
 		rq := q.Query
 		rq.Since, rq.Until = time.Time{}, time.Time{}
@@ -108,6 +113,9 @@ func (s *Store) Stats(ctx context.Context, q store.StatsQuery) ([]store.StatsRow
 		if len(outside) > 0 {
 			parts = append(parts, records("main.events", conds(&q.Query, "("+strings.Join(outside, " OR ")+")")))
 		}
+		args = append(args, int64(0))
+		rollupHiArg = len(args) - 1
+		parts = append(parts, records("main.events", conds(&q.Query, append(inside, "seq > $"+strconv.Itoa(len(args)))...)))
 		parts = append(parts, records(sn.hot, conds(&q.Query)))
 	} else {
 		parts = append(parts, records(sn.from, conds(&q.Query)))
@@ -128,12 +136,25 @@ func (s *Store) Stats(ctx context.Context, q store.StatsQuery) ([]store.StatsRow
 SELECT g.k1, g.k2, g.n, g.nw, g.avg_t, g.min_t, g.max_t, a.cond, a.nw
 FROM g LEFT JOIN a ON g.k1 = a.k1 AND g.k2 = a.k2 AND a.nw > 0
 ORDER BY ` + order + `, a.nw DESC, a.cond`
+	var db queryer = s.db
 	if byRollup {
-		// Not beside a transaction that changes the rollup (rollupMu).
+		// Not beside a transaction that changes the rollup (rollupMu); the
+		// rollup and the rollup_hi it covers as of one moment.
 		s.rollupMu.RLock()
 		defer s.rollupMu.RUnlock()
+		tx, done, err := s.readTx(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("duckdb: stats by %s: %w", q.GroupBy, err)
+		}
+		defer done()
+		var rollupHi int64
+		if err := tx.QueryRowContext(ctx, `SELECT CAST(value AS BIGINT) FROM main.skyjoin_meta WHERE key = 'rollup_hi'`).Scan(&rollupHi); err != nil {
+			return nil, fmt.Errorf("duckdb: stats by %s: read rollup_hi: %w", q.GroupBy, err)
+		}
+		args[rollupHiArg] = rollupHi
+		db = tx
 	}
-	rows, err := s.db.QueryContext(ctx, stmt, args...)
+	rows, err := db.QueryContext(ctx, stmt, args...)
 	if err != nil {
 		return nil, fmt.Errorf("duckdb: stats by %s: %w", q.GroupBy, err)
 	}
