@@ -69,6 +69,16 @@ func TestConformanceSegments(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.Store { return openPath(t, tempPath(t)) })
 }
 
+// TestConformancePoints runs the conformance suite with a user's records
+// in the main file read by a statement each however close together
+// (listByUserPoints), the records not yet moved by a scan of the segments,
+// and a new hot segment after every write.
+func TestConformancePoints(t *testing.T) {
+	defer func(spread, bytes int64) { minPointSpread, segmentBytes = spread, bytes }(minPointSpread, segmentBytes)
+	minPointSpread, segmentBytes = 1, 1
+	storetest.Run(t, func(t *testing.T) store.Store { return openPath(t, tempPath(t)) })
+}
+
 func TestConfigValidate(t *testing.T) {
 	tests := []struct {
 		path    string
@@ -731,10 +741,18 @@ func BenchmarkReadsOnStore(b *testing.B) {
 	ctx := context.Background()
 	for _, g := range []string{"spread", "recent"} {
 		users := groups[g]
-		for _, byRuns := range []bool{true, false} {
-			b.Run(fmt.Sprintf("list_user_%s_runs_%v", g, byRuns), func(b *testing.B) {
-				defer func(old bool) { listByUserRuns = old }(listByUserRuns)
-				listByUserRuns = byRuns
+		for _, way := range []struct{ runs, points bool }{{true, true}, {false, true}, {false, false}} {
+			b.Run(fmt.Sprintf("list_user_%s_runs_%v_points_%v", g, way.runs, way.points), func(b *testing.B) {
+				defer func(runs, points bool) { listByUserRuns, listByUserPoints = runs, points }(listByUserRuns, listByUserPoints)
+				listByUserRuns, listByUserPoints = way.runs, way.points
+				var cpu0 syscall.Rusage
+				syscall.Getrusage(syscall.RUSAGE_SELF, &cpu0)
+				defer func() {
+					var cpu1 syscall.Rusage
+					syscall.Getrusage(syscall.RUSAGE_SELF, &cpu1)
+					used := time.Duration(cpu1.Utime.Nano() + cpu1.Stime.Nano() - cpu0.Utime.Nano() - cpu0.Stime.Nano())
+					b.ReportMetric(float64(used.Microseconds())/1000/float64(b.N), "cpu-ms/op")
+				}()
 				for i := 0; b.Loop(); i++ {
 					if p, err := s.List(ctx, store.Query{UserID: users[i%len(users)], Limit: 100}); err != nil || len(p.Records) == 0 {
 						b.Fatal(len(p.Records), err)

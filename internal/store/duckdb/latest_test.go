@@ -191,3 +191,45 @@ func latestOf(recs []event.Record) map[string]event.Record {
 	}
 	return want
 }
+
+// TestListUserQuoted lists the records of a user whose id holds quotes
+// and SQL, in the main file (read by seq) and in a hot segment (read with
+// the user as a literal): each way, every record and no other.
+func TestListUserQuoted(t *testing.T) {
+	defer func(spread, bytes int64) { minPointSpread, segmentBytes = spread, bytes }(minPointSpread, segmentBytes)
+	minPointSpread = 1      // by a statement each, however close together
+	segmentBytes = 64 << 10 // several segments
+	s := openPath(t, tempPath(t))
+	user := `o'brien' OR '1'='1`
+	recs := storetest.Records(5, 600)
+	var want []string
+	for i := range recs {
+		if i%3 == 0 {
+			recs[i].User.ID = user
+			want = append(want, recs[i].EventID)
+		}
+	}
+	for b := 0; b < len(recs); b += 100 {
+		if err := s.Write(t.Context(), recs[b:b+100]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(s.segments()) < 2 || s.coldSeen.Load() == 0 {
+		t.Fatalf("%d segments, cold_max %d: want records in both the main file and the segments", len(s.segments()), s.coldSeen.Load())
+	}
+	for _, points := range []bool{true, false} {
+		listByUserPoints = points
+		page, err := s.List(t.Context(), store.Query{UserID: user, Ascending: true, Limit: 1000})
+		listByUserPoints = true
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, r := range page.Records {
+			got = append(got, r.EventID)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("points %v: %d records, want %d", points, len(got), len(want))
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -41,14 +42,18 @@ func (s *Store) List(ctx context.Context, q store.Query) (store.Page, error) {
 		}
 		cursor = seq
 	}
-	filterConds(&q, arg)
 	order := " ORDER BY seq DESC"
 	if q.Ascending {
 		order = " ORDER BY seq ASC"
 	}
 	if q.UserID != "" && listByUserIndex {
+		// The other filters: listByUser adds the user's where it needs it.
+		other := q
+		other.UserID = ""
+		filterConds(&other, arg)
 		return s.listByUser(ctx, q, limit, cursor, where, args, order)
 	}
+	filterConds(&q, arg)
 	// Two steps, because DuckDB's top-N over all 42 columns reads far more
 	// than the page (160 ms for 100 of 100k records): first the page's seq
 	// values, reading only seq and the filtered columns, then the records in
@@ -124,12 +129,17 @@ var listByUserIndex = true
 // listByUser is List for a user's records, through the user index: the
 // user's seqs beyond the cursor are the candidates, taken in the page's
 // order in chunks (a page's worth, then 4 times more each time), each read
-// with the other filters until the page is full: those the user runs
-// cover from the runs that hold them (runs.go), the others by seq. The
-// runs are listed in the transaction that reads them, so that a merge that
-// commits meanwhile (and drops the runs it merged) changes nothing.
+// with the other filters (where, args: all but the user's) until the page
+// is full: those the user runs cover from the runs that hold them
+// (runs.go), those in the main file no run covers with a statement each
+// (listByUserPoints), the others by seq. The runs are listed in the
+// transaction that reads them, so that a merge that commits meanwhile (and
+// drops the runs it merged) changes nothing.
 func (s *Store) listByUser(ctx context.Context, q store.Query, limit int, cursor int64, where []string, args []any, order string) (store.Page, error) {
 	fail := func(err error) (store.Page, error) { return store.Page{}, fmt.Errorf("duckdb: list: %w", err) }
+	// A literal (quote): a statement whose records all come by seq has no
+	// use for a parameter, which DuckDB refuses.
+	userWhere := append(slices.Clone(where), "user_id = "+quote(q.UserID))
 	cands := slices.DeleteFunc(s.users.list(q.UserID), func(seq int64) bool {
 		return seq <= q.AfterSeq || cursor >= 0 && (q.Ascending && seq <= cursor || !q.Ascending && seq >= cursor)
 	})
@@ -141,6 +151,9 @@ func (s *Store) listByUser(ctx context.Context, q store.Query, limit int, cursor
 	}
 	from, release := s.view()
 	defer release()
+	// Read before the transaction begins: the records up to it were
+	// committed to the main file before, so the transaction sees them there.
+	cold := s.coldSeen.Load()
 	tx, done, err := s.readTx(ctx)
 	if err != nil {
 		return fail(err)
@@ -186,18 +199,40 @@ func (s *Store) listByUser(ctx context.Context, q store.Query, limit int, cursor
 		}
 		var parts []string
 		for src, x := range bySource {
+			if src < 0 && listByUserPoints && len(x.seqs) <= maxPointReads && (x.hi-x.lo+1)/int64(len(x.seqs)) >= minPointSpread {
+				// The main file's records, a statement each, without the
+				// user: the user index lists the user's seqs and no one
+				// else's (checked below).
+				rest := &source{lo: math.MaxInt64, hi: math.MinInt64}
+				for _, seq := range x.seqs {
+					if n, _ := strconv.ParseInt(seq, 10, 64); n > cold {
+						rest.seqs = append(rest.seqs, seq)
+						rest.lo, rest.hi = min(rest.lo, n), max(rest.hi, n)
+						continue
+					}
+					parts = append(parts, "SELECT "+readColumns+" FROM main.events"+whereClause(append(slices.Clone(where), "seq = "+seq)))
+				}
+				if x = rest; len(x.seqs) == 0 {
+					continue
+				}
+			}
 			table := from
 			if src >= 0 {
 				table = runs[src].table()
 			}
 			// The bounds let the row groups' min/max of seq skip the others.
-			parts = append(parts, "SELECT "+readColumns+" FROM "+table+whereClause(append(slices.Clone(where),
+			parts = append(parts, "SELECT "+readColumns+" FROM "+table+whereClause(append(slices.Clone(userWhere),
 				fmt.Sprintf("seq BETWEEN %d AND %d", x.lo, x.hi), "seq IN ("+strings.Join(x.seqs, ", ")+")")))
 		}
 		a := append(slices.Clone(args), limit+1-len(recs))
 		got, err := queryRecords(ctx, tx, "SELECT * FROM ("+strings.Join(parts, " UNION ALL ")+")"+order+" LIMIT $"+strconv.Itoa(len(a)), a...)
 		if err != nil {
 			return fail(err)
+		}
+		for _, r := range got {
+			if r.User.ID != q.UserID {
+				return fail(fmt.Errorf("the user index lists seq %d for user %q, whose record there is user %q's", r.Seq, q.UserID, r.User.ID))
+			}
 		}
 		recs = append(recs, got...)
 	}
@@ -212,6 +247,31 @@ func (s *Store) listByUser(ctx context.Context, q store.Query, limit int, cursor
 // listByUserRuns: listByUser reads the records the user runs cover from
 // them (benchmarks compare).
 var listByUserRuns = true
+
+// listByUserPoints: listByUser reads the main file's records no run
+// covers with a statement each (seq = N) when they are sparse, rather
+// than with one statement of seq IN (...) and the user (tests and
+// benchmarks compare). DuckDB takes a long IN list as a join above the
+// scan, with the list only to skip row groups: the scan then reads the
+// user_id of every row in the records' range of seq and compares it, where
+// a statement of seq = N reads one row group's seq. So the scan costs by
+// the rows in the range (about 28 ns and 55 ns of CPU a row), a statement
+// by the record (about 2 ms and 3.5 ms of CPU): on the 20 M-record store,
+// a page of a user with a week of history (100 k rows a record) took 281
+// ms and 550 ms of CPU by the scan, 209 ms and 350 ms by statements; a
+// user of the load (whose records are close together) 20 ms by the scan,
+// 135 ms by statements (docs/benchmarks.md, ninth round). Hence the
+// statements only where the records are at least minPointSpread rows
+// apart on average, and for no more than maxPointReads records at once.
+var listByUserPoints = true
+
+// maxPointReads is the most records listByUser reads with a statement each.
+const maxPointReads = 256
+
+// minPointSpread is the least average distance in seq between the records
+// listByUser reads with a statement each: about where the two ways cost
+// the same CPU. Tests lower it, so that their small stores take both ways.
+var minPointSpread int64 = 1 << 16
 
 // Get returns the record with the event id, or store.ErrNotFound. The
 // event id index gives its seq, which the row groups' min/max statistics

@@ -140,16 +140,27 @@ func TestUserRuns(t *testing.T) {
 					slices.Reverse(want)
 				}
 				got := walk(t, s, q)
-				listByUserRuns = false
+				// The main file's records, a statement each (points) and
+				// by one scan.
+				listByUserRuns, minPointSpread = false, 1
+				points := walk(t, s, q)
+				listByUserPoints = false
 				scanned := walk(t, s, q)
-				listByUserRuns = true
+				listByUserRuns, listByUserPoints, minPointSpread = true, true, 1<<16
 				if !slices.Equal(eventIDs(got), want) {
 					t.Errorf("%s: %+v: %d records %v, want %d %v", stage, q, len(got), eventIDs(got), len(want), want)
+					continue
+				}
+				if !slices.Equal(eventIDs(points), want) || !slices.Equal(eventIDs(scanned), want) {
+					t.Errorf("%s: %+v: from the main file %v by points, %v by a scan, want %v", stage, q, eventIDs(points), eventIDs(scanned), want)
 					continue
 				}
 				for i := range got {
 					if d := storetest.Diff(scanned[i], got[i]); d != "" {
 						t.Errorf("%s: %+v: record %s from the runs differs from the main file's: %s", stage, q, got[i].EventID, d)
+					}
+					if d := storetest.Diff(scanned[i], points[i]); d != "" {
+						t.Errorf("%s: %+v: record %s read by its seq differs from the scan's: %s", stage, q, got[i].EventID, d)
 					}
 				}
 			}
