@@ -8,7 +8,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -171,11 +170,7 @@ func (s *Store) listByUser(ctx context.Context, q store.Query, limit int, cursor
 		part := cands[:min(chunk, len(cands))]
 		cands = cands[len(part):]
 		// The seqs of each run (by index in runs), and of none (-1).
-		type source struct {
-			seqs   []string
-			lo, hi int64
-		}
-		bySource := map[int]*source{}
+		bySource := map[int][]int64{}
 		for _, seq := range part {
 			src := -1
 			if seq <= hi {
@@ -189,40 +184,39 @@ func (s *Store) listByUser(ctx context.Context, q store.Query, limit int, cursor
 					return 0
 				})
 			}
-			x := bySource[src]
-			if x == nil {
-				x = &source{lo: seq, hi: seq}
-				bySource[src] = x
-			}
-			x.seqs = append(x.seqs, strconv.FormatInt(seq, 10))
-			x.lo, x.hi = min(x.lo, seq), max(x.hi, seq)
+			bySource[src] = append(bySource[src], seq)
 		}
 		var parts []string
-		for src, x := range bySource {
-			if src < 0 && listByUserPoints && len(x.seqs) <= maxPointReads && (x.hi-x.lo+1)/int64(len(x.seqs)) >= minPointSpread {
+		for src, seqs := range bySource {
+			lo, hi := slices.Min(seqs), slices.Max(seqs)
+			if src < 0 && listByUserPoints && len(seqs) <= maxPointReads && (hi-lo+1)/int64(len(seqs)) >= minPointSpread {
 				// The main file's records, a statement each, without the
 				// user: the user index lists the user's seqs and no one
 				// else's (checked below).
-				rest := &source{lo: math.MaxInt64, hi: math.MinInt64}
-				for _, seq := range x.seqs {
-					if n, _ := strconv.ParseInt(seq, 10, 64); n > cold {
-						rest.seqs = append(rest.seqs, seq)
-						rest.lo, rest.hi = min(rest.lo, n), max(rest.hi, n)
+				var rest []int64
+				for _, seq := range seqs {
+					if seq > cold {
+						rest = append(rest, seq)
 						continue
 					}
-					parts = append(parts, "SELECT "+readColumns+" FROM main.events"+whereClause(append(slices.Clone(where), "seq = "+seq)))
+					parts = append(parts, "SELECT "+readColumns+" FROM main.events"+whereClause(append(slices.Clone(where), "seq = "+strconv.FormatInt(seq, 10))))
 				}
-				if x = rest; len(x.seqs) == 0 {
+				if seqs = rest; len(seqs) == 0 {
 					continue
 				}
+				lo, hi = slices.Min(seqs), slices.Max(seqs)
 			}
 			table := from
 			if src >= 0 {
 				table = runs[src].table()
 			}
 			// The bounds let the row groups' min/max of seq skip the others.
+			in := make([]string, len(seqs))
+			for i, seq := range seqs {
+				in[i] = strconv.FormatInt(seq, 10)
+			}
 			parts = append(parts, "SELECT "+readColumns+" FROM "+table+whereClause(append(slices.Clone(userWhere),
-				fmt.Sprintf("seq BETWEEN %d AND %d", x.lo, x.hi), "seq IN ("+strings.Join(x.seqs, ", ")+")")))
+				fmt.Sprintf("seq BETWEEN %d AND %d", lo, hi), "seq IN ("+strings.Join(in, ", ")+")")))
 		}
 		a := append(slices.Clone(args), limit+1-len(recs))
 		got, err := queryRecords(ctx, tx, "SELECT * FROM ("+strings.Join(parts, " UNION ALL ")+")"+order+" LIMIT $"+strconv.Itoa(len(a)), a...)
