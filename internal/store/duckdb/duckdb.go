@@ -191,7 +191,10 @@ import (
 //   - 6: rollup_hi in skyjoin_meta: the stats rollup covers the main
 //     file's records up to it (rollup.go), which version 5 kept equal to
 //     cold_max.
-const SchemaVersion = 6
+//   - 7: user_key, a number for the user of each record of the main file
+//     (userKeyDDL), which the records above user_key_lo in skyjoin_meta
+//     have: cold_max when the file was migrated, 0 for a new one.
+const SchemaVersion = 7
 
 // migrations[v] takes a file from schema version v to v+1, inside the
 // transaction of migrate. (Adding a column keeps the indexes; dropping and
@@ -221,7 +224,29 @@ var migrations = map[int][]string{
 	// or Settle (skyjoin migrate) does: 23 M records in 5 min 37 s.
 	4: {userRunsDDL},
 	5: {rollupHiInit},
+	// The records already in the file keep a NULL key: filling it in
+	// would rewrite the column of every record (an UPDATE of 20 M records
+	// holds them all in memory until it commits), and a user's records
+	// below user_key_lo are read by user_id, as before.
+	6: {userKeyDDL, userKeyLoInit},
 }
+
+// userKeyDDL adds user_key to the main file's events: userKeyOf(user_id),
+// set by the move that copies a record in (hot.go), NULL in the hot
+// segments. A page of a user's records compares it rather than user_id
+// over the rows of the records' range of seq: 8 bytes a row, where user_id
+// is a string DuckDB decompresses (FSST) to compare; on the 20 M-record
+// store a page of a user with a week of history took half the CPU
+// (docs/benchmarks.md, tenth round).
+const userKeyDDL = `ALTER TABLE events ADD COLUMN IF NOT EXISTS user_key UBIGINT`
+
+// userKeyOf is the SQL of a user id's key: the low 64 bits of its MD5,
+// which no version of DuckDB computes differently (its hash() may change).
+func userKeyOf(expr string) string { return "md5_number_lower(" + expr + ")" }
+
+// userKeyLoInit records user_key_lo: the main file's records of seq above
+// it have their user_key.
+const userKeyLoInit = `INSERT INTO skyjoin_meta SELECT 'user_key_lo', value FROM skyjoin_meta WHERE key = 'cold_max'`
 
 // usersLatestDDL is the table of each user's latest record (by occurred_at,
 // then seq) in the main file's events: the access path of LatestForUser.
@@ -237,9 +262,11 @@ const coldMaxInit = `INSERT INTO skyjoin_meta SELECT 'cold_max', CAST(coalesce(m
 const rollupHiInit = `INSERT INTO skyjoin_meta SELECT 'rollup_hi', value FROM skyjoin_meta WHERE key = 'cold_max'`
 
 // CheckpointThreshold is the WAL size, in bytes, at which DuckDB
-// checkpoints a database in the commit that crossed it (DuckDB setting
-// checkpoint_threshold, default 16 MiB). It applies to the hot segments
-// too, whose WAL must never reach it (SegmentBytes).
+// checkpoints a database in the commit that finds its WAL past it (DuckDB
+// setting checkpoint_threshold, default 16 MiB). It applies to the hot
+// segments too, whose WAL must never reach it (SegmentBytes). The stats
+// rollup's transaction does not commit with the main file's WAL past it
+// (move): its reads wait for that commit.
 const CheckpointThreshold = 64 << 20
 
 // checkpointThreshold is CheckpointThreshold; benchmarks vary it.
@@ -315,6 +342,9 @@ type Store struct {
 	moveMu   sync.Mutex
 	coldMax  int64
 	rollupHi int64
+	// userKeyLo is user_key_lo: the main file's records of seq above it
+	// have their user_key (schema version 7). It does not change.
+	userKeyLo int64
 	// rollupMu keeps the reads of the stats rollup (stats_minute) apart
 	// from the transactions that change it, from their first change to
 	// their commit: a read beside a move's insert into the rollup saw
@@ -431,6 +461,9 @@ func open(ctx context.Context, path string, cfg Config, log *slog.Logger) (_ *St
 	}
 	if err := db.QueryRowContext(ctx, `SELECT CAST(value AS BIGINT) FROM skyjoin_meta WHERE key = 'rollup_hi'`).Scan(&s.rollupHi); err != nil {
 		return nil, fmt.Errorf("read rollup_hi: %w", err)
+	}
+	if err := db.QueryRowContext(ctx, `SELECT CAST(value AS BIGINT) FROM skyjoin_meta WHERE key = 'user_key_lo'`).Scan(&s.userKeyLo); err != nil {
+		return nil, fmt.Errorf("read user_key_lo: %w", err)
 	}
 	s.coldSeen.Store(s.coldMax)
 	if s.getMain, err = db.PrepareContext(ctx, "SELECT "+readColumns+" FROM main.events WHERE seq = $1 AND event_id = $2"); err != nil {
@@ -684,7 +717,7 @@ func migrate(ctx context.Context, db *sql.DB) error {
 		return fmt.Errorf("migrate: table events exists without a schema version in skyjoin_meta: not a file of this program")
 	case errors.Is(err, sql.ErrNoRows):
 		// A new file: the current layout.
-		for _, stmt := range []string{eventsDDL, usersLatestDDL, statsMinuteDDL, userRunsDDL, coldMaxInit, rollupHiInit} {
+		for _, stmt := range []string{eventsDDL, userKeyDDL, usersLatestDDL, statsMinuteDDL, userRunsDDL, coldMaxInit, rollupHiInit, userKeyLoInit} {
 			if _, err := tx.ExecContext(ctx, stmt); err != nil {
 				return fmt.Errorf("migrate: %s: %w", firstLine(stmt), err)
 			}
@@ -734,7 +767,7 @@ func migrate(ctx context.Context, db *sql.DB) error {
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("migrate: read columns: %w", err)
 	}
-	want := append(append([]string(nil), columnNames...), "seq")
+	want := append(append([]string(nil), columnNames...), "seq", "user_key")
 	slices.Sort(want)
 	if !slices.Equal(have, want) {
 		return fmt.Errorf("migrate: table events has columns %v, schema version %d wants %v", have, SchemaVersion, want)

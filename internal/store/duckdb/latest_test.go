@@ -196,9 +196,11 @@ func latestOf(recs []event.Record) map[string]event.Record {
 // and SQL, in the main file (read by seq) and in a hot segment (read with
 // the user as a literal): each way, every record and no other.
 func TestListUserQuoted(t *testing.T) {
-	defer func(spread, bytes int64) { minPointSpread, segmentBytes = spread, bytes }(minPointSpread, segmentBytes)
-	minPointSpread = 1      // by a statement each, however close together
-	segmentBytes = 64 << 10 // several segments
+	defer func(spread, keyed, bytes int64) {
+		minPointSpread, keyedPointSpread, segmentBytes = spread, keyed, bytes
+	}(minPointSpread, keyedPointSpread, segmentBytes)
+	minPointSpread, keyedPointSpread = 1, 1 // by a statement each, however close together
+	segmentBytes = 64 << 10                 // several segments
 	s := openPath(t, tempPath(t))
 	user := `o'brien' OR '1'='1`
 	recs := storetest.Records(5, 600)
@@ -217,10 +219,10 @@ func TestListUserQuoted(t *testing.T) {
 	if len(s.segments()) < 2 || s.coldSeen.Load() == 0 {
 		t.Fatalf("%d segments, cold_max %d: want records in both the main file and the segments", len(s.segments()), s.coldSeen.Load())
 	}
-	for _, points := range []bool{true, false} {
-		listByUserPoints = points
+	for _, way := range []struct{ points, key bool }{{true, true}, {false, true}, {false, false}} {
+		listByUserPoints, listByUserKey = way.points, way.key
 		page, err := s.List(t.Context(), store.Query{UserID: user, Ascending: true, Limit: 1000})
-		listByUserPoints = true
+		listByUserPoints, listByUserKey = true, true
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -229,7 +231,107 @@ func TestListUserQuoted(t *testing.T) {
 			got = append(got, r.EventID)
 		}
 		if !slices.Equal(got, want) {
-			t.Errorf("points %v: %d records, want %d", points, len(got), len(want))
+			t.Errorf("%+v: %d records, want %d", way, len(got), len(want))
 		}
+	}
+}
+
+// TestUserKey: the main file's records have user_key, their user's key
+// (schema version 7), and a page of a user's records finds them by it; a
+// file migrated from version 6 keeps its records without a key, found by
+// user_id, and the records moved in after the migration get theirs.
+func TestUserKey(t *testing.T) {
+	defer func(bytes int64) { segmentBytes = bytes }(segmentBytes)
+	segmentBytes = 64 << 10 // several segments
+	path := tempPath(t)
+	ctx := t.Context()
+	const user = "keyed-user"
+	recs := storetest.Records(21, 900)
+	for i := range recs {
+		if i%9 == 0 {
+			recs[i].User.ID = user
+		}
+	}
+	write := func(s *Store, recs []event.Record) {
+		for b := 0; b < len(recs); b += 50 {
+			if err := s.Write(ctx, recs[b:b+50]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.Settle(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// keys checks every record of the main file: no key at or below
+	// user_key_lo, its user's above it; and returns user_key_lo.
+	keys := func(s *Store, stage string) int64 {
+		var lo, without, wrong, keyed int64
+		if err := s.db.QueryRowContext(ctx, `SELECT CAST(value AS BIGINT) FROM skyjoin_meta WHERE key = 'user_key_lo'`).Scan(&lo); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.db.QueryRowContext(ctx, `SELECT count(*) FILTER (WHERE seq <= $1 AND user_key IS NOT NULL),
+  count(*) FILTER (WHERE seq > $1 AND user_key IS DISTINCT FROM `+userKeyOf("user_id")+`), count(*) FILTER (WHERE seq > $1)
+  FROM main.events`, lo).Scan(&without, &wrong, &keyed); err != nil {
+			t.Fatal(err)
+		}
+		if without != 0 || wrong != 0 || keyed == 0 {
+			t.Errorf("%s: user_key_lo %d: %d records at or below it with a key, %d of %d above it without their user's", stage, lo, without, wrong, keyed)
+		}
+		return lo
+	}
+	list := func(s *Store, stage string, want []string) {
+		t.Helper()
+		for _, key := range []bool{true, false} {
+			listByUserKey = key
+			got := walk(t, s, store.Query{UserID: user, Ascending: true, Limit: 7})
+			listByUserKey = true
+			if !slices.Equal(eventIDs(got), want) {
+				t.Errorf("%s, by user_key %v: %v, want %v", stage, key, eventIDs(got), want)
+			}
+		}
+	}
+	var want []string
+	for _, r := range recs {
+		if r.User.ID == user {
+			want = append(want, r.EventID)
+		}
+	}
+
+	s := openPath(t, path)
+	write(s, recs[:450])
+	if lo := keys(s, "new file"); lo != 0 {
+		t.Errorf("a new file has user_key_lo %d, want 0", lo)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rawExec(t, path, append(toVersion6, `UPDATE skyjoin_meta SET value = '6' WHERE key = 'schema_version'`)...)
+	s = openPath(t, path)
+	defer s.Close()
+	write(s, recs[450:])
+	lo := keys(s, "migrated from version 6")
+	if cold := s.coldSeen.Load(); lo == 0 || lo >= cold {
+		t.Fatalf("user_key_lo %d after the migration, cold_max %d: want records on both sides", lo, cold)
+	}
+	list(s, "migrated", want)
+
+	// The key is what finds the records that have one: with their key
+	// changed, those above user_key_lo are not found, the others are (by
+	// user_id).
+	if _, err := s.db.ExecContext(ctx, `UPDATE main.events SET user_key = 0 WHERE user_id = $1 AND seq > $2`, user, lo); err != nil {
+		t.Fatal(err)
+	}
+	var below []string
+	for _, r := range walkAll(t, s) {
+		if r.User.ID == user && r.Seq <= lo {
+			below = append(below, r.EventID)
+		}
+	}
+	if len(below) == 0 || len(below) == len(want) {
+		t.Fatalf("%d of the user's %d records at or below user_key_lo: want some on both sides", len(below), len(want))
+	}
+	got := walk(t, s, store.Query{UserID: user, Ascending: true, Limit: 7})
+	if !slices.Equal(eventIDs(got), below) {
+		t.Errorf("with the keys changed: %v, want the records without a key %v", eventIDs(got), below)
 	}
 }

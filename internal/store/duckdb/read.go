@@ -130,8 +130,11 @@ var listByUserIndex = true
 // order in chunks (a page's worth, then 4 times more each time), each read
 // with the other filters (where, args: all but the user's) until the page
 // is full: those the user runs cover from the runs that hold them
-// (runs.go), those in the main file no run covers with a statement each
-// (listByUserPoints), the others by seq. The runs are listed in the
+// (runs.go); those in the main file no run covers with a statement each
+// when they are sparse (listByUserPoints), or else by a scan of their
+// range of seq that compares user_key, or user_id for the records without
+// a key (listByUserKey); those not yet moved by a scan of the segments.
+// The runs are listed in the
 // transaction that reads them, so that a merge that commits meanwhile (and
 // drops the runs it merged) changes nothing.
 func (s *Store) listByUser(ctx context.Context, q store.Query, limit int, cursor int64, where []string, args []any, order string) (store.Page, error) {
@@ -187,36 +190,58 @@ func (s *Store) listByUser(ctx context.Context, q store.Query, limit int, cursor
 			bySource[src] = append(bySource[src], seq)
 		}
 		var parts []string
-		for src, seqs := range bySource {
-			lo, hi := slices.Min(seqs), slices.Max(seqs)
-			if src < 0 && listByUserPoints && len(seqs) <= maxPointReads && (hi-lo+1)/int64(len(seqs)) >= minPointSpread {
-				// The main file's records, a statement each, without the
-				// user: the user index lists the user's seqs and no one
-				// else's (checked below).
-				var rest []int64
-				for _, seq := range seqs {
-					if seq > cold {
-						rest = append(rest, seq)
-						continue
-					}
-					parts = append(parts, "SELECT "+readColumns+" FROM main.events"+whereClause(append(slices.Clone(where), "seq = "+strconv.FormatInt(seq, 10))))
-				}
-				if seqs = rest; len(seqs) == 0 {
-					continue
-				}
-				lo, hi = slices.Min(seqs), slices.Max(seqs)
-			}
-			table := from
-			if src >= 0 {
-				table = runs[src].table()
-			}
-			// The bounds let the row groups' min/max of seq skip the others.
+		// scan reads seqs from table, with the conditions (the user's
+		// among them): the bounds let the row groups' min/max of seq skip
+		// the others.
+		scan := func(table string, conds []string, seqs []int64) {
 			in := make([]string, len(seqs))
 			for i, seq := range seqs {
 				in[i] = strconv.FormatInt(seq, 10)
 			}
-			parts = append(parts, "SELECT "+readColumns+" FROM "+table+whereClause(append(slices.Clone(userWhere),
-				fmt.Sprintf("seq BETWEEN %d AND %d", lo, hi), "seq IN ("+strings.Join(in, ", ")+")")))
+			parts = append(parts, "SELECT "+readColumns+" FROM "+table+whereClause(append(slices.Clone(conds),
+				fmt.Sprintf("seq BETWEEN %d AND %d", slices.Min(seqs), slices.Max(seqs)), "seq IN ("+strings.Join(in, ", ")+")")))
+		}
+		// points reads seqs of the main file, a statement each, without
+		// the user: the user index lists the user's seqs and no one
+		// else's (checked below), if they are sparse enough (spread):
+		// it reports whether it did.
+		points := func(seqs []int64, spread int64) bool {
+			if !listByUserPoints || len(seqs) == 0 || len(seqs) > maxPointReads ||
+				(slices.Max(seqs)-slices.Min(seqs)+1)/int64(len(seqs)) < spread {
+				return false
+			}
+			for _, seq := range seqs {
+				parts = append(parts, "SELECT "+readColumns+" FROM main.events"+whereClause(append(slices.Clone(where), "seq = "+strconv.FormatInt(seq, 10))))
+			}
+			return true
+		}
+		for src, seqs := range bySource {
+			if src >= 0 {
+				scan(runs[src].table(), userWhere, seqs)
+				continue
+			}
+			// The main file's records with a user_key (keyed), those
+			// without, and those not yet moved (hot).
+			var keyed, unkeyed, hot []int64
+			for _, seq := range seqs {
+				switch {
+				case seq > cold:
+					hot = append(hot, seq)
+				case seq > s.userKeyLo && listByUserKey:
+					keyed = append(keyed, seq)
+				default:
+					unkeyed = append(unkeyed, seq)
+				}
+			}
+			if len(keyed) > 0 && !points(keyed, keyedPointSpread) {
+				scan("main.events", append(slices.Clone(where), "user_key = "+userKeyOf(quote(q.UserID))), keyed)
+			}
+			if len(unkeyed) > 0 && !points(unkeyed, minPointSpread) {
+				hot = append(hot, unkeyed...)
+			}
+			if len(hot) > 0 {
+				scan(from, userWhere, hot)
+			}
 		}
 		a := append(slices.Clone(args), limit+1-len(recs))
 		got, err := queryRecords(ctx, tx, "SELECT * FROM ("+strings.Join(parts, " UNION ALL ")+")"+order+" LIMIT $"+strconv.Itoa(len(a)), a...)
@@ -258,6 +283,19 @@ var listByUserRuns = true
 // statements only where the records are at least minPointSpread rows
 // apart on average, and for no more than maxPointReads records at once.
 var listByUserPoints = true
+
+// listByUserKey: listByUser compares user_key, not user_id, to find the
+// main file's records that have one (schema version 7) in a scan of
+// their range (tests and benchmarks compare).
+var listByUserKey = true
+
+// keyedPointSpread is minPointSpread for the main file's records that
+// have a user_key: a scan compares 8 bytes a row rather than a string,
+// about 13 ns of CPU a row against 4.6 ms a record read by a statement
+// (a user with a week of history on the 20 M-record store: 265 ms of CPU
+// a page by the scan, docs/benchmarks.md, tenth round), so statements
+// pay only for records farther apart than that.
+var keyedPointSpread int64 = 350_000
 
 // maxPointReads is the most records listByUser reads with a statement each.
 const maxPointReads = 256

@@ -194,7 +194,7 @@ func TestStatsRollup(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A version 5 file, without rollup_hi: its rollup covers its main file.
-	rawExec(t, path, `DELETE FROM skyjoin_meta WHERE key = 'rollup_hi'`, `UPDATE skyjoin_meta SET value = '5' WHERE key = 'schema_version'`)
+	rawExec(t, path, append(toVersion6, `DELETE FROM skyjoin_meta WHERE key = 'rollup_hi'`, `UPDATE skyjoin_meta SET value = '5' WHERE key = 'schema_version'`)...)
 	s = openPath(t, path)
 	check("migrated from version 5")
 	if err := s.Close(); err != nil {
@@ -203,7 +203,7 @@ func TestStatsRollup(t *testing.T) {
 	// A version 3 file, which the migration gives a rollup built from its
 	// records.
 
-	rawExec(t, path, `DROP TABLE stats_minute`, `DELETE FROM skyjoin_meta WHERE key = 'rollup_hi'`, `UPDATE skyjoin_meta SET value = '3' WHERE key = 'schema_version'`)
+	rawExec(t, path, append(toVersion6, `DROP TABLE stats_minute`, `DELETE FROM skyjoin_meta WHERE key = 'rollup_hi'`, `UPDATE skyjoin_meta SET value = '3' WHERE key = 'schema_version'`)...)
 	s = openPath(t, path)
 	check("migrated from version 3")
 

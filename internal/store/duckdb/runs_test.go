@@ -142,17 +142,20 @@ func TestUserRuns(t *testing.T) {
 				got := walk(t, s, q)
 				// The main file's records, a statement each (points) and
 				// by one scan.
-				listByUserRuns, minPointSpread = false, 1
+				listByUserRuns, minPointSpread, keyedPointSpread = false, 1, 1
 				points := walk(t, s, q)
 				listByUserPoints = false
 				scanned := walk(t, s, q)
-				listByUserRuns, listByUserPoints, minPointSpread = true, true, 1<<16
+				listByUserKey = false
+				byUserID := walk(t, s, q)
+				listByUserRuns, listByUserPoints, listByUserKey, minPointSpread, keyedPointSpread = true, true, true, 1<<16, 350_000
 				if !slices.Equal(eventIDs(got), want) {
 					t.Errorf("%s: %+v: %d records %v, want %d %v", stage, q, len(got), eventIDs(got), len(want), want)
 					continue
 				}
-				if !slices.Equal(eventIDs(points), want) || !slices.Equal(eventIDs(scanned), want) {
-					t.Errorf("%s: %+v: from the main file %v by points, %v by a scan, want %v", stage, q, eventIDs(points), eventIDs(scanned), want)
+				if !slices.Equal(eventIDs(points), want) || !slices.Equal(eventIDs(scanned), want) || !slices.Equal(eventIDs(byUserID), want) {
+					t.Errorf("%s: %+v: from the main file %v by points, %v by a scan of user_key, %v of user_id, want %v",
+						stage, q, eventIDs(points), eventIDs(scanned), eventIDs(byUserID), want)
 					continue
 				}
 				for i := range got {
@@ -210,7 +213,7 @@ func TestUserRuns(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	rawExec(t, path, append(drops, `DROP TABLE user_runs`, `DELETE FROM skyjoin_meta WHERE key = 'rollup_hi'`, `UPDATE skyjoin_meta SET value = '4' WHERE key = 'schema_version'`)...)
+	rawExec(t, path, append(append(drops, toVersion6...), `DROP TABLE user_runs`, `DELETE FROM skyjoin_meta WHERE key = 'rollup_hi'`, `UPDATE skyjoin_meta SET value = '4' WHERE key = 'schema_version'`)...)
 	s = openPath(t, path)
 	check("upgraded from version 4")
 
