@@ -40,6 +40,11 @@ func migrateDuckDB(ctx context.Context, path string) (int, error) {
 		s.Close()
 		return 0, err
 	}
+	// And the keys of the records of a file older than version 7.
+	if err := s.KeyUsers(ctx); err != nil {
+		s.Close()
+		return 0, err
+	}
 	if err := s.Close(); err != nil {
 		return 0, err
 	}
@@ -83,10 +88,13 @@ func fillDuckDB(ctx context.Context, path string, f *bench.Filler, n int64, prog
 	}
 	// The segments moved and the user runs cut, as a store that has kept
 	// up with its writes has them (a store made by an older version gets
-	// its runs here).
+	// its runs and its records' user keys here).
 	settle := time.Now()
-	fmt.Fprintf(progress, "\r\033[Kfill: settling the store (user runs)")
+	fmt.Fprintf(progress, "\r\033[Kfill: settling the store (user runs, user keys)")
 	if err := s.Settle(ctx); err != nil {
+		return err
+	}
+	if err := s.KeyUsers(ctx); err != nil {
 		return err
 	}
 	fmt.Fprintf(progress, "\r\033[Kfill: store settled in %s\n", time.Since(settle).Round(time.Second))

@@ -225,9 +225,9 @@ var migrations = map[int][]string{
 	4: {userRunsDDL},
 	5: {rollupHiInit},
 	// The records already in the file keep a NULL key: filling it in
-	// would rewrite the column of every record (an UPDATE of 20 M records
-	// holds them all in memory until it commits), and a user's records
-	// below user_key_lo are read by user_id, as before.
+	// rewrites the column of every record, which KeyUsers does a range at
+	// a time (skyjoin migrate); until then a user's records below
+	// user_key_lo are read by user_id, as before.
 	6: {userKeyDDL, userKeyLoInit},
 }
 
@@ -264,9 +264,7 @@ const rollupHiInit = `INSERT INTO skyjoin_meta SELECT 'rollup_hi', value FROM sk
 // CheckpointThreshold is the WAL size, in bytes, at which DuckDB
 // checkpoints a database in the commit that finds its WAL past it (DuckDB
 // setting checkpoint_threshold, default 16 MiB). It applies to the hot
-// segments too, whose WAL must never reach it (SegmentBytes). The stats
-// rollup's transaction does not commit with the main file's WAL past it
-// (move): its reads wait for that commit.
+// segments too, whose WAL must never reach it (SegmentBytes).
 const CheckpointThreshold = 64 << 20
 
 // checkpointThreshold is CheckpointThreshold; benchmarks vary it.
@@ -343,8 +341,9 @@ type Store struct {
 	coldMax  int64
 	rollupHi int64
 	// userKeyLo is user_key_lo: the main file's records of seq above it
-	// have their user_key (schema version 7). It does not change.
-	userKeyLo int64
+	// have their user_key (schema version 7). It only goes down
+	// (KeyUsers), after the commit that gave the records their keys.
+	userKeyLo atomic.Int64
 	// rollupMu keeps the reads of the stats rollup (stats_minute) apart
 	// from the transactions that change it, from their first change to
 	// their commit: a read beside a move's insert into the rollup saw
@@ -352,7 +351,8 @@ type Store struct {
 	// TestConformanceSegments/Stats with the CPU busy; not with the
 	// rollup read left out, nor with the compaction left out: the move's
 	// insert). Reads hold it shared. The transactions that take it are
-	// small (rollUp), so that a read waits a few milliseconds at most.
+	// small (rollUp), but DuckDB may checkpoint in their commit, so a read
+	// that finds it taken reads the records instead (Stats).
 	rollupMu sync.RWMutex
 	// rollupTouched are the minutes the last move added stats_minute rows
 	// to, with how many moves in a row did (rollUp); moveMu
@@ -462,9 +462,11 @@ func open(ctx context.Context, path string, cfg Config, log *slog.Logger) (_ *St
 	if err := db.QueryRowContext(ctx, `SELECT CAST(value AS BIGINT) FROM skyjoin_meta WHERE key = 'rollup_hi'`).Scan(&s.rollupHi); err != nil {
 		return nil, fmt.Errorf("read rollup_hi: %w", err)
 	}
-	if err := db.QueryRowContext(ctx, `SELECT CAST(value AS BIGINT) FROM skyjoin_meta WHERE key = 'user_key_lo'`).Scan(&s.userKeyLo); err != nil {
+	var keyLo int64
+	if err := db.QueryRowContext(ctx, `SELECT CAST(value AS BIGINT) FROM skyjoin_meta WHERE key = 'user_key_lo'`).Scan(&keyLo); err != nil {
 		return nil, fmt.Errorf("read user_key_lo: %w", err)
 	}
+	s.userKeyLo.Store(keyLo)
 	s.coldSeen.Store(s.coldMax)
 	if s.getMain, err = db.PrepareContext(ctx, "SELECT "+readColumns+" FROM main.events WHERE seq = $1 AND event_id = $2"); err != nil {
 		return nil, fmt.Errorf("prepare the read by seq: %w", err)

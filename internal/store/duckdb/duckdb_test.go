@@ -976,57 +976,6 @@ func (r *heldRead) end() {
 	}
 }
 
-// TestRollupNotBesideCheckpoint: the stats rollup's transaction never
-// commits with the main file's WAL past checkpointThreshold, where DuckDB
-// would checkpoint in its commit while the rollup's reads wait for it
-// (rollupMu). A read is open at each move's commit, so that DuckDB's own
-// checkpoint gives way there, and ends when the mover's CHECKPOINT is
-// refused; the rollup of a move the mover could not checkpoint after
-// waits for a later move, and the stats stay exact meanwhile.
-func TestRollupNotBesideCheckpoint(t *testing.T) {
-	defer func(seg, cp, th int64) {
-		segmentBytes, mainCheckpointBytes, checkpointThreshold = seg, cp, th
-	}(segmentBytes, mainCheckpointBytes, checkpointThreshold)
-	segmentBytes, mainCheckpointBytes, checkpointThreshold = 64<<10, 256<<10, 256<<10
-	path := tempPath(t)
-	s := openPath(t, path)
-	ctx := t.Context()
-	var (
-		read    heldRead
-		rollups int
-		walMax  int64 // at a rollup's commit
-	)
-	defer read.end()
-	checkpointBusyHook = read.end
-	defer func() { checkpointBusyHook = nil }()
-	rollupHook = func() error {
-		rollups++
-		walMax = max(walMax, fileSize(path+".wal"))
-		return nil
-	}
-	defer func() { rollupHook = nil }()
-	folded := 0
-	for b := range 40 {
-		read.hold(t, s)
-		before := fileSize(path + ".wal")
-		if err := s.Write(ctx, storetest.Records(uint64(1000+b), 200)); err != nil {
-			t.Fatal(err)
-		}
-		if err := s.Settle(ctx); err != nil {
-			t.Fatal(err)
-		}
-		if fileSize(path+".wal") < before {
-			folded++
-		}
-	}
-	read.end()
-	if rollups == 0 || folded == 0 || walMax >= checkpointThreshold {
-		t.Errorf("%d rollups, the WAL folded %d times; the WAL at a rollup's commit reached %d bytes, want below %d",
-			rollups, folded, walMax, checkpointThreshold)
-	}
-	checkRollup(t, s)
-}
-
 // TestCheckpointBesideReads: the main file's WAL is folded into the file
 // once it passes mainCheckpointBytes although a read is open on the main
 // file at each move's commit (DuckDB's own checkpoint in a commit gives way

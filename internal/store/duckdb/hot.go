@@ -390,21 +390,15 @@ func (s *Store) move(ctx context.Context, seg *segment) error {
 		}
 		s.coldMax = hi.Int64
 		s.coldSeen.Store(hi.Int64)
-		s.checkpointIfDue(ctx, conn)
 		// The stats rollup of the records moved, in a small transaction
-		// of its own that the rollup's reads wait for (rollUp), after the
-		// checkpoint: DuckDB checkpoints in a commit that finds the WAL
-		// past checkpointThreshold, and a rollup's commit that did held
-		// the reads 0.5-6.2 s (docs/benchmarks.md, tenth round). If the
-		// mover could not checkpoint, the next move rolls up both. The
-		// stats stay exact meanwhile: they read the records the rollup
-		// does not cover yet.
-		if wal := fileSize(s.path + ".wal"); wal >= checkpointThreshold {
-			s.log.DebugContext(ctx, "duckdb: stats rollup left to the next move: the main file's WAL is past the checkpoint threshold", "wal_bytes", wal)
-		} else if err := s.noteFatal(s.rollUp(ctx, conn)); err != nil {
-			// The next move tries again.
+		// of its own (rollUp). DuckDB may checkpoint in its commit; the
+		// rollup's reads do not wait for it (Stats).
+		if err := s.noteFatal(s.rollUp(ctx, conn)); err != nil {
+			// The stats stay exact (they read the records the rollup does
+			// not cover yet), and the next move tries again.
 			s.log.WarnContext(ctx, "duckdb: stats rollup of a move failed; the next move tries again", "error", err.Error())
 		}
+		s.checkpointIfDue(ctx, conn)
 	}
 	copied := time.Since(start)
 	s.updateSegments(func(segs []*segment) []*segment {
@@ -529,4 +523,57 @@ func fileSize(path string) int64 {
 		return 0
 	}
 	return st.Size()
+}
+
+// keyChunk is how many seq of the main file KeyUsers keys in one
+// transaction.
+var keyChunk int64 = 1 << 20
+
+// KeyUsers gives the main file's records at or below user_key_lo their
+// user_key (a file migrated from schema version 6 keeps its records
+// without one: the migration does not rewrite them), keyChunk seq at a
+// time, downwards, each range in a transaction of its own that lowers
+// user_key_lo, under moveMu as any change of the main file's records, then
+// checkpoints the file when due. Reads go on meanwhile: they take
+// user_key_lo as it was when they began, and read the records below it by
+// user_id. skyjoin migrate runs it.
+func (s *Store) KeyUsers(ctx context.Context) error {
+	for {
+		lo := s.userKeyLo.Load()
+		if lo <= 0 {
+			return nil
+		}
+		if err := s.keyRange(ctx, max(lo-keyChunk, 0), lo); err != nil {
+			return fmt.Errorf("duckdb: key the records up to seq %d: %w", lo, err)
+		}
+	}
+}
+
+// keyRange keys the records of seq in (from, to] and records user_key_lo
+// from, in one transaction.
+func (s *Store) keyRange(ctx context.Context, from, to int64) error {
+	s.moveMu.Lock()
+	defer s.moveMu.Unlock()
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, "UPDATE main.events SET user_key = "+userKeyOf("user_id")+" WHERE seq > $1 AND seq <= $2", from, to); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE main.skyjoin_meta SET value = $1 WHERE key = 'user_key_lo'`, strconv.FormatInt(from, 10)); err != nil {
+		return fmt.Errorf("record user_key_lo: %w", err)
+	}
+	if err := s.noteFatal(tx.Commit()); err != nil {
+		return err
+	}
+	s.userKeyLo.Store(from)
+	s.checkpointIfDue(ctx, conn)
+	return nil
 }

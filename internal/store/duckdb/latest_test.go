@@ -334,4 +334,29 @@ func TestUserKey(t *testing.T) {
 	if !slices.Equal(eventIDs(got), below) {
 		t.Errorf("with the keys changed: %v, want the records without a key %v", eventIDs(got), below)
 	}
+	if _, err := s.db.ExecContext(ctx, `UPDATE main.events SET user_key = `+userKeyOf("user_id")+` WHERE user_id = $1 AND seq > $2`, user, lo); err != nil {
+		t.Fatal(err)
+	}
+
+	// KeyUsers (skyjoin migrate) keys the records below user_key_lo, a
+	// range at a time, reads beside it.
+	defer func(n int64) { keyChunk = n }(keyChunk)
+	keyChunk = 64
+	var read heldRead
+	defer read.end()
+	read.hold(t, s)
+	if err := s.KeyUsers(ctx); err != nil {
+		t.Fatal(err)
+	}
+	list(s, "keyed with a read open", want)
+	read.end()
+	if lo := keys(s, "keyed"); lo != 0 {
+		t.Errorf("user_key_lo %d after KeyUsers, want 0", lo)
+	}
+	s.Close()
+	s = openPath(t, path)
+	if lo := keys(s, "keyed and reopened"); lo != 0 {
+		t.Errorf("user_key_lo %d after a reopen, want 0", lo)
+	}
+	list(s, "keyed and reopened", want)
 }

@@ -156,6 +156,8 @@ func (s *Store) listByUser(ctx context.Context, q store.Query, limit int, cursor
 	// Read before the transaction begins: the records up to it were
 	// committed to the main file before, so the transaction sees them there.
 	cold := s.coldSeen.Load()
+	// Likewise: the records above it had their keys before.
+	keyLo := s.userKeyLo.Load()
 	tx, done, err := s.readTx(ctx)
 	if err != nil {
 		return fail(err)
@@ -227,7 +229,7 @@ func (s *Store) listByUser(ctx context.Context, q store.Query, limit int, cursor
 				switch {
 				case seq > cold:
 					hot = append(hot, seq)
-				case seq > s.userKeyLo && listByUserKey:
+				case seq > keyLo && listByUserKey:
 					keyed = append(keyed, seq)
 				default:
 					unkeyed = append(unkeyed, seq)

@@ -32,12 +32,11 @@ import (
 // transaction is small, so the rollup's reads, which wait for it
 // (rollupMu), wait little, where in the move's transaction they waited for
 // the commit of 30,000 records (stats p99 from 55 to 100 ms on a 20 M-record
-// store, docs/benchmarks.md). It runs after the mover's checkpoint, and
-// not while the main file's WAL is past the checkpoint threshold, since
-// DuckDB would checkpoint in its commit (move). Between the two commits,
-// or after a stop between them (Open catches up), the records above
-// rollup_hi are a move's worth, a few when the mover could not
-// checkpoint. Whatever changes records already in the main file
+// store, docs/benchmarks.md). DuckDB may still checkpoint the main file
+// in its commit, for seconds: a read that finds the lock taken reads the
+// records instead (Stats). Between the two commits, or after a stop
+// between them (Open catches up), the records above rollup_hi are a
+// move's worth at most. Whatever changes records already in the main file
 // (a delete, a weather backfill) recomputes the minutes it touched from
 // the records up to rollup_hi, in its own transaction. Rows are only
 // appended by rollUp, one per (minute, country, type, condition) per move,
