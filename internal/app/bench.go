@@ -35,6 +35,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	rate := fs.Float64("rate", 5000, "events per second offered in the latency phase")
 	maxEvents := fs.Int64("max-events", 20_000_000, "most events offered in any one phase")
 	conc := fs.Int("concurrency", 16, "requests in flight")
+	readEvery := fs.Duration("read-every", bench.DefaultReadEvery, "the latency phase's downstream reads: one every this long at most, one at a time, the kinds in turn (a read slower than this delays the next; 0: no reads)")
 	phases := fs.String("phases", "ingest,pipeline,latency", "phases to run, comma-separated: ingest (batches of 1, 100, 1000), pipeline (saturated), latency (fixed rate)")
 	jsonOut := fs.String("json", "", "write the result as JSON to this file")
 	mdOut := fs.String("markdown", "", "write the result as Markdown tables to this file")
@@ -56,7 +57,13 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("%w: bench: --auth %q: want on or off", errUsage, *authMode)
 	}
 	cfg := bench.Config{PhaseDuration: *phase, PipelineDuration: *pipeline, LatencyDuration: *latency, LatencyRate: *rate,
-		MaxEvents: *maxEvents, Concurrency: *conc, ProfileDir: *profileDir}
+		MaxEvents: *maxEvents, Concurrency: *conc, ProfileDir: *profileDir, ReadEvery: *readEvery}
+	if *readEvery < 0 {
+		return fmt.Errorf("%w: bench: --read-every %s: want a duration, 0 for no reads", errUsage, *readEvery)
+	}
+	if *readEvery == 0 {
+		cfg.ReadEvery = -1
+	}
 	if *profileDir != "" {
 		if err := os.MkdirAll(*profileDir, 0o755); err != nil {
 			return fmt.Errorf("bench: --profile: %w", err)

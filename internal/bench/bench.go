@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -33,6 +34,9 @@ type Config struct {
 	// HistoryUsers are users whose records spread over a long past (a
 	// fill's), read besides the load's during the latency phase.
 	HistoryUsers []string
+	// ReadEvery is how often the latency phase makes a downstream read
+	// (probeReads); 0 is DefaultReadEvery, negative is no reads.
+	ReadEvery time.Duration
 }
 
 // Phase names of Config.Phases.
@@ -103,12 +107,27 @@ type LatencyStats struct {
 	RSS          PhaseRSS `json:"rss"`
 	Stalls       Stalls   `json:"writer_stalls"`
 	// Reads are the downstream reads made during the phase (the
-	// fixed-rate phase only).
-	Reads []ReadStats `json:"reads,omitempty"`
+	// fixed-rate phase only), at most one every ReadEveryMS.
+	Reads       []ReadStats `json:"reads,omitempty"`
+	ReadEveryMS float64     `json:"read_every_ms,omitempty"`
 }
 
-// readEvery is how often the fixed-rate phase makes a downstream read.
-const readEvery = 100 * time.Millisecond
+// DefaultReadEvery is how often the fixed-rate phase makes a downstream
+// read unless Config.ReadEvery says otherwise. The reads run one at a
+// time, so with reads slower than this (a page of a week of history on a
+// large store) the probe reads back to back.
+const DefaultReadEvery = 100 * time.Millisecond
+
+// readEvery is cfg's interval between reads, 0 for none.
+func (c Config) readEvery() time.Duration {
+	switch {
+	case c.ReadEvery < 0:
+		return 0
+	case c.ReadEvery == 0:
+		return DefaultReadEvery
+	}
+	return c.ReadEvery
+}
 
 // WeatherResult is the weather join's cost.
 type WeatherResult struct {
@@ -126,7 +145,16 @@ type ServerResult struct {
 	CPUSeconds      float64 `json:"cpu_seconds"`
 	CPUSecPer1000   float64 `json:"cpu_seconds_per_1000_events"`
 	Stored          int64   `json:"stored"`
-	BenchCPUSeconds float64 `json:"bench_cpu_seconds"`
+	BenchCPUSeconds float64 `json:"bench_cpu_seconds"` // the load generator's
+	// MachineCPUSeconds is what every process on the machine spent over
+	// the run, of the WallSeconds times the machine's CPUs it had;
+	// OtherCPUSeconds is what neither the server nor the load generator
+	// did: other work on a shared machine, which the figures then carry.
+	// Zero (with CPUNote saying why) where the machine's time is not read.
+	MachineCPUSeconds float64 `json:"machine_cpu_seconds,omitempty"`
+	OtherCPUSeconds   float64 `json:"other_cpu_seconds,omitempty"`
+	WallSeconds       float64 `json:"wall_seconds"`
+	CPUNote           string  `json:"cpu_note,omitempty"`
 }
 
 // StallLimit is the writer stall the figures count: an interval longer
@@ -230,6 +258,9 @@ func Run(ctx context.Context, c *Client, cfg Config, progress io.Writer) (Result
 	if err != nil {
 		return res, fmt.Errorf("bench: the target must be a skyjoin with /debug/pipeline on its admin listener (--admin, its ready file's admin_url): %w", err)
 	}
+	start := time.Now()
+	m0, mErr := machineCPU()
+	b0, bErr := selfCPU()
 	events, err := NewEvents(time.Now().UTC().Format("150405.000"), 2000)
 	if err != nil {
 		return res, err
@@ -372,7 +403,11 @@ func Run(ctx context.Context, c *Client, cfg Config, progress io.Writer) (Result
 			MaxEvents: cfg.MaxEvents, Duration: cfg.LatencyDuration, ProbeEvery: 5, Progress: progressOf(fmt.Sprintf("latency @%.0f/s", cfg.LatencyRate))}
 		readCtx, stopReads := context.WithCancel(ctx)
 		readsDone := make(chan []ReadStats, 1)
-		go func() { readsDone <- probeReads(readCtx, c, events.Users(), cfg.HistoryUsers, readEvery) }()
+		if every := cfg.readEvery(); every > 0 {
+			go func() { readsDone <- probeReads(readCtx, c, events.Users(), cfg.HistoryUsers, every) }()
+		} else {
+			readsDone <- nil
+		}
 		profiled := profile("latency", cfg.LatencyDuration)
 		r := l.Run(ctx)
 		profiled()
@@ -380,7 +415,7 @@ func Run(ctx context.Context, c *Client, cfg Config, progress io.Writer) (Result
 		reads := <-readsDone
 		_, stalls := w.end()
 		fixed := latencyStats(fmt.Sprintf("fixed %.0f events/s", cfg.LatencyRate), cfg.LatencyRate, r)
-		fixed.RSS, fixed.Stalls, fixed.Reads = endPhase(rss), stalls, reads
+		fixed.RSS, fixed.Stalls, fixed.Reads, fixed.ReadEveryMS = endPhase(rss), stalls, reads, float64(cfg.readEvery().Microseconds())/1000
 		res.Latency = append(res.Latency, fixed)
 		if err := drain(); err != nil {
 			return res, err
@@ -412,6 +447,20 @@ func Run(ctx context.Context, c *Client, cfg Config, progress io.Writer) (Result
 		CPUSeconds: dFinal.CPUSeconds - d0.CPUSeconds, Stored: stored}
 	if stored > 0 {
 		res.Server.CPUSecPer1000 = res.Server.CPUSeconds * 1000 / float64(stored)
+	}
+	res.Server.WallSeconds = time.Since(start).Seconds()
+	m1, err := machineCPU()
+	mErr = cmp.Or(mErr, err)
+	b1, err := selfCPU()
+	bErr = cmp.Or(bErr, err)
+	if bErr == nil {
+		res.Server.BenchCPUSeconds = b1 - b0
+	}
+	if err := cmp.Or(mErr, bErr); err != nil {
+		res.Server.CPUNote = err.Error()
+	} else {
+		res.Server.MachineCPUSeconds = m1 - m0
+		res.Server.OtherCPUSeconds = max(0, res.Server.MachineCPUSeconds-res.Server.CPUSeconds-res.Server.BenchCPUSeconds)
 	}
 	say("done\n")
 	return res, nil
@@ -446,7 +495,7 @@ func (r Result) Markdown() string {
 		if len(l.Reads) == 0 {
 			continue
 		}
-		fmt.Fprintf(&b, "\n| reads during %s | reads | p50 ms | p99 ms | max ms | errors |\n|---|---:|---:|---:|---:|---:|\n", l.Name)
+		fmt.Fprintf(&b, "\n| reads during %s, one at a time, one every %g ms at most | reads | p50 ms | p99 ms | max ms | errors |\n|---|---:|---:|---:|---:|---:|\n", l.Name, l.ReadEveryMS)
 		for _, rd := range l.Reads {
 			fmt.Fprintf(&b, "| %s | %d | %.1f | %.1f | %.1f | %d |\n", rd.Name, rd.Count, rd.P50ms, rd.P99ms, rd.Maxms, rd.Errors)
 		}
@@ -455,5 +504,11 @@ func (r Result) Markdown() string {
 		r.Weather.Requests, r.Weather.Calls, r.Weather.Points, r.Weather.CallsPer1000, r.Weather.HitRatio)
 	fmt.Fprintf(&b, "\n| server process (pid %d) | |\n|---|---:|\n| peak RSS, whole run | %.0f MB |\n| CPU seconds | %.1f |\n| CPU seconds per 1,000 events | %.3f |\n| events stored | %d |\n",
 		r.Server.PID, r.Server.PeakRSSMB, r.Server.CPUSeconds, r.Server.CPUSecPer1000, r.Server.Stored)
+	fmt.Fprintf(&b, "\n| the machine over the run (%.0f s) | CPU seconds |\n|---|---:|\n| the server | %.1f |\n| the load generator | %.1f |\n", r.Server.WallSeconds, r.Server.CPUSeconds, r.Server.BenchCPUSeconds)
+	if r.Server.CPUNote != "" {
+		fmt.Fprintf(&b, "| every process | not read: %s |\n", r.Server.CPUNote)
+	} else {
+		fmt.Fprintf(&b, "| other processes (a shared machine's other work: the figures carry it) | %.1f |\n| every process | %.1f |\n", r.Server.OtherCPUSeconds, r.Server.MachineCPUSeconds)
+	}
 	return b.String()
 }

@@ -70,9 +70,9 @@ func TestProbeReads(t *testing.T) {
 }
 
 func TestReadsMarkdown(t *testing.T) {
-	r := Result{Latency: []LatencyStats{{Name: "fixed 5000 events/s", Reads: []ReadStats{{Name: ReadLatest, Count: 10, P50ms: 1.5, P99ms: 4, Maxms: 5}}}}}
+	r := Result{Latency: []LatencyStats{{Name: "fixed 5000 events/s", ReadEveryMS: 250, Reads: []ReadStats{{Name: ReadLatest, Count: 10, P50ms: 1.5, P99ms: 4, Maxms: 5}}}}}
 	md := r.Markdown()
-	if !strings.Contains(md, "| reads during fixed 5000 events/s |") || !strings.Contains(md, "| "+ReadLatest+" | 10 | 1.5 | 4.0 | 5.0 | 0 |") {
+	if !strings.Contains(md, "| reads during fixed 5000 events/s, one at a time, one every 250 ms at most |") || !strings.Contains(md, "| "+ReadLatest+" | 10 | 1.5 | 4.0 | 5.0 | 0 |") {
 		t.Errorf("Markdown lacks the reads:\n%s", md)
 	}
 }

@@ -72,6 +72,9 @@ func (s *Store) UpdateWeather(ctx context.Context, recs []event.Record) (int64, 
 	if s.closed {
 		return 0, fmt.Errorf("duckdb: update weather of %d records: %w", len(recs), errClosed)
 	}
+	// The latest records kept in memory may be among those updated: they
+	// go, and the writer, which keeps them, waits for wsem meanwhile.
+	s.users.forgetKept()
 	ords := make([]int64, len(recs))
 	for i := range ords {
 		ords[i] = int64(i) + 1

@@ -78,7 +78,13 @@
 //
 // userIndex, an in-process map, holds each user's seqs (8 bytes a record)
 // and the seq and occurred_at of its latest record (a map entry a user),
-// built from the file at open. LatestForUser reads that record by seq, in
+// built from the file at open. It also keeps a copy of the latest record
+// of the users of the last LatestCacheSize records written (keepLatest),
+// which LatestForUser returns as a read of the store would (times in
+// microseconds, the properties as DuckDB's JSON column gives them back;
+// TestLatestKept compares the two field for field); a weather backfill
+// drops the copies, a delete those of its records. For the other users
+// LatestForUser reads that record by seq, in
 // the main file or a hot segment; where the index does not know it (a
 // delete took a user's latest and left others) it reads users_latest (one
 // row per user, with its primary key, kept by the mover) and then the
@@ -97,7 +103,8 @@
 // goes): 26 M records took about 38 s and leave 16 bytes a record in the
 // id index, mapped outside Go's heap so that the collector neither scans
 // it nor lets that much garbage pile up beside it, and 8 in the user index
-// (a Go map of slices). DuckDB's own memory (its buffer pool of table
+// (a Go map of slices), plus the latest records kept (about 1.5 KB each,
+// 6 MB for LatestCacheSize). DuckDB's own memory (its buffer pool of table
 // blocks, and the hot segments' rows) is bounded by Config.MemoryLimit.
 //
 // # Writes

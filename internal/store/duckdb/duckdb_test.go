@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -564,6 +565,14 @@ func BenchmarkWrite(b *testing.B) {
 		}
 		checkpointThreshold = n
 	}
+	if v := os.Getenv("SKYJOIN_BENCH_LATEST_CACHE"); v != "" { // the latest records kept: 0 for none
+		defer func(old int) { latestCacheSize = old }(latestCacheSize)
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			b.Fatalf("SKYJOIN_BENCH_LATEST_CACHE=%q: want a number of records", v)
+		}
+		latestCacheSize = n
+	}
 	s := openPath(b, tempPath(b))
 	ctx := context.Background()
 	pool := make([][]event.Record, 20)
@@ -645,6 +654,31 @@ func BenchmarkGet(b *testing.B) {
 			b.Fatal(err)
 		}
 		i += 7919
+	}
+}
+
+// BenchmarkLatest reads the latest record of a user of the last records
+// written (in the hot segments), kept in memory or read by seq.
+func BenchmarkLatest(b *testing.B) {
+	s, recs := readStore(b, 100_000)
+	ctx := context.Background()
+	users := map[string]bool{}
+	for _, r := range recs[len(recs)-2000:] {
+		users[r.User.ID] = true
+	}
+	ids := slices.Collect(maps.Keys(users))
+	for _, kept := range []bool{true, false} {
+		b.Run(map[bool]string{true: "kept", false: "by_seq"}[kept], func(b *testing.B) {
+			defer func() { latestKept = true }()
+			latestKept = kept
+			i := 0
+			for b.Loop() {
+				if _, err := s.LatestForUser(ctx, ids[i%len(ids)]); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+		})
 	}
 }
 

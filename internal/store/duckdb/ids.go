@@ -6,6 +6,8 @@ import (
 	"hash/maphash"
 	"slices"
 	"sync"
+
+	"github.com/skyjoin/skyjoin/internal/event"
 )
 
 // idIndex maps each stored event_id to its seq, through a 64-bit hash of
@@ -135,6 +137,7 @@ type userIndex struct {
 	mu     sync.RWMutex
 	seqs   map[string][]int64
 	latest map[string]latestRec
+	recent recentLatest
 }
 
 // latestRec is a user's latest record: its occurred_at in microseconds
@@ -148,7 +151,7 @@ func (r latestRec) later(at, seq int64) bool {
 }
 
 func newUserIndex() *userIndex {
-	return &userIndex{seqs: map[string][]int64{}, latest: map[string]latestRec{}}
+	return &userIndex{seqs: map[string][]int64{}, latest: map[string]latestRec{}, recent: newRecentLatest(latestCacheSize)}
 }
 
 // add records that users[i] has a record at seqs[i] (for seqs[i] != 0),
@@ -226,8 +229,114 @@ func (x *userIndex) removeUsers(users []string) {
 	for _, u := range users {
 		delete(x.seqs, u)
 		delete(x.latest, u)
+		x.recent.drop(u)
 	}
 }
+
+// keepLatest keeps in memory the records of copies that are now their
+// user's latest (the writer's copies of the records it just stored at
+// seqs[i]; nil where a later record of the user is among them), for
+// LatestForUser to answer without a read of the store: the users of the
+// last LatestCacheSize records written.
+func (x *userIndex) keepLatest(seqs []int64, copies []*event.Record) {
+	if x.recent.max == 0 || copies == nil {
+		return
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for i, c := range copies {
+		if c != nil && seqs[i] != 0 && x.latest[c.User.ID].seq == seqs[i] {
+			x.recent.put(c.User.ID, seqs[i], c)
+		}
+	}
+}
+
+// latestRecord returns the user's latest record if it is kept in memory,
+// as a read of the store returns it.
+func (x *userIndex) latestRecord(user string) (event.Record, bool, error) {
+	x.mu.RLock()
+	seq := x.latest[user].seq
+	k, ok := x.recent.recs[user]
+	x.mu.RUnlock()
+	if !ok || seq == 0 || k.seq != seq {
+		return event.Record{}, false, nil
+	}
+	vals, err := storedValues(k.rec)
+	if err != nil {
+		return event.Record{}, false, err
+	}
+	rec, err := event.FromValues(vals)
+	if err != nil {
+		return event.Record{}, false, err
+	}
+	rec.Seq = seq
+	return rec, true, nil
+}
+
+// forgetKept drops the records kept in memory (UpdateWeather changed
+// stored records; the writer, which keeps them, waits meanwhile).
+func (x *userIndex) forgetKept() {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.recent = newRecentLatest(x.recent.max)
+}
+
+// LatestCacheSize is how many users' latest records the store keeps in
+// memory, those the writer stored last (about 1.5 KB each with the
+// weather and a few properties: 6 MB). The others are read from the
+// store by seq, as are all after a restart until their users write again.
+const LatestCacheSize = 4096
+
+// latestCacheSize is LatestCacheSize; tests vary it (0: none kept).
+var latestCacheSize = LatestCacheSize
+
+// recentLatest holds the latest records of the users who wrote last, at
+// most max (a reader gets a Record of its own, made from the values the
+// store would return: no reader shares one). A user's record stays until
+// max records of others were kept after it, or the user's next record
+// takes its place.
+type recentLatest struct {
+	max   int
+	gen   uint64
+	recs  map[string]keptLatest
+	order []keptOrder // users in the order kept; some are stale (gen differs)
+	head  int
+}
+
+type keptLatest struct {
+	seq int64
+	gen uint64
+	rec *event.Record
+}
+
+type keptOrder struct {
+	user string
+	gen  uint64
+}
+
+func newRecentLatest(max int) recentLatest {
+	return recentLatest{max: max, recs: map[string]keptLatest{}}
+}
+
+func (r *recentLatest) put(user string, seq int64, rec *event.Record) {
+	r.gen++
+	r.recs[user] = keptLatest{seq: seq, gen: r.gen, rec: rec}
+	r.order = append(r.order, keptOrder{user, r.gen})
+	for len(r.order)-r.head > r.max {
+		o := r.order[r.head]
+		r.order[r.head] = keptOrder{}
+		r.head++
+		if k, ok := r.recs[o.user]; ok && k.gen == o.gen {
+			delete(r.recs, o.user)
+		}
+	}
+	if r.head > r.max {
+		r.order = append(r.order[:0], r.order[r.head:]...)
+		r.head = 0
+	}
+}
+
+func (r *recentLatest) drop(user string) { delete(r.recs, user) }
 
 // remove forgets the records of users[i] at seqs[i].
 func (x *userIndex) remove(users []string, seqs []int64) {
@@ -242,6 +351,9 @@ func (x *userIndex) remove(users []string, seqs []int64) {
 	}
 	for u, g := range gone {
 		l := slices.DeleteFunc(x.seqs[u], func(s int64) bool { return g[s] })
+		if g[x.recent.recs[u].seq] {
+			x.recent.drop(u)
+		}
 		if len(l) == 0 {
 			delete(x.seqs, u)
 			delete(x.latest, u)

@@ -3,8 +3,10 @@
 package duckdb
 
 import (
+	"encoding/json"
 	"errors"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -359,4 +361,122 @@ func TestUserKey(t *testing.T) {
 		t.Errorf("user_key_lo %d after a reopen, want 0", lo)
 	}
 	list(s, "keyed and reopened", want)
+}
+
+// TestLatestKept checks the latest records the store keeps in memory
+// (userIndex.keepLatest) against the same records read from the store:
+// equal field for field, for records sent with nanoseconds and in a time
+// zone other than UTC, with and without weather and coordinates; only
+// the users who wrote last are kept; and a weather backfill, an erasure
+// and a retention delete are seen at once.
+func TestLatestKept(t *testing.T) {
+	defer func(old int) { latestCacheSize = old }(latestCacheSize)
+	latestCacheSize = 6
+	s := openPath(t, tempPath(t))
+	zone := time.FixedZone("UTC+5:30", 5*3600+1800)
+	recs := storetest.Records(51, 40) // 10 users
+	for i := range recs {
+		r := &recs[i]
+		r.OccurredAt = r.OccurredAt.Add(time.Duration(i*137) * time.Nanosecond).In(zone)
+		r.IngestedAt = r.IngestedAt.Add(999 * time.Nanosecond).In(zone)
+		if i%3 == 0 {
+			r.Weather, r.Enrichment = nil, event.Enrichment{Status: event.StatusUnavailable, Error: "provider down"}
+		}
+		if i%5 == 0 {
+			r.Location.Latitude, r.Location.Longitude = nil, nil
+		}
+		if i%2 == 0 {
+			r.Properties = json.RawMessage(`{"total": 12.50, "items": [1, 2e3], "note": "<b>&amp;</b> \u00e9t\u00e9", "gift": true}`)
+		}
+	}
+	if err := s.Write(t.Context(), recs); err != nil {
+		t.Fatal(err)
+	}
+	want := latestOf(recs)
+	read := func(user string, kept bool) (event.Record, error) {
+		t.Helper()
+		latestKept = kept
+		defer func() { latestKept = true }()
+		return s.LatestForUser(t.Context(), user)
+	}
+	keptUsers := 0
+	for user, w := range want {
+		fromStore, err := read(user, false)
+		if err != nil || fromStore.EventID != w.EventID {
+			t.Fatalf("LatestForUser(%s) from the store = %s, %v; want %s", user, fromStore.EventID, err, w.EventID)
+		}
+		kept, ok, err := s.users.latestRecord(user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			continue
+		}
+		keptUsers++
+		if !reflect.DeepEqual(kept, fromStore) {
+			t.Errorf("the kept latest record of %s differs from the store's:\nkept  %+v\nstore %+v", user, kept, fromStore)
+		}
+		if got, err := read(user, true); err != nil || !reflect.DeepEqual(got, fromStore) {
+			t.Errorf("LatestForUser(%s) = %+v, %v; want %+v", user, got, err, fromStore)
+		}
+	}
+	// The users of the last records written, six of the ten.
+	if keptUsers != latestCacheSize {
+		t.Errorf("%d users' latest records kept, want %d", keptUsers, latestCacheSize)
+	}
+	lastUser := recs[len(recs)-1].User.ID
+	if _, ok, _ := s.users.latestRecord(lastUser); !ok {
+		t.Errorf("the latest record of %s, who wrote last, is not kept", lastUser)
+	}
+
+	// A backfill of the weather: LatestForUser gives the new weather.
+	var unavailable []event.Record
+	for _, w := range want {
+		if w.Weather == nil {
+			unavailable = append(unavailable, w)
+		}
+	}
+	if len(unavailable) == 0 {
+		t.Fatal("no latest record without weather: the test checks nothing")
+	}
+	filled := slices.Clone(unavailable)
+	for i := range filled {
+		temp := 21.5
+		filled[i].Weather = &event.Weather{ObservedAt: storetest.Base, TemperatureC: temp, Condition: "clear", Provider: "test"}
+		filled[i].Enrichment = event.Enrichment{Status: event.StatusEnriched}
+	}
+	if n, err := s.UpdateWeather(t.Context(), filled); err != nil || n != int64(len(filled)) {
+		t.Fatalf("UpdateWeather = %d, %v; want %d", n, err, len(filled))
+	}
+	for _, u := range unavailable {
+		got, err := read(u.User.ID, true)
+		if err != nil || got.Weather == nil || got.Weather.Condition != "clear" {
+			t.Errorf("LatestForUser(%s) after the backfill: weather %+v, %v; want the backfilled weather", u.User.ID, got.Weather, err)
+		}
+	}
+
+	// Writes keep records again; an erasure takes them.
+	more := storetest.Records(52, 8)
+	if err := s.Write(t.Context(), more); err != nil {
+		t.Fatal(err)
+	}
+	erased := more[len(more)-1].User.ID
+	if _, ok, _ := s.users.latestRecord(erased); !ok {
+		t.Fatalf("the latest record of %s is not kept after a write", erased)
+	}
+	if _, err := s.DeleteUsers(t.Context(), []string{erased}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := read(erased, true); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("LatestForUser(%s) after its erasure = %s, %v; want ErrNotFound", erased, got.EventID, err)
+	}
+	// A retention delete of everything: none is found, kept or not.
+	if _, err := s.DeleteOccurredBefore(t.Context(), storetest.Base.Add(1000*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range append(recs, more...) {
+		if got, err := read(r.User.ID, true); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("LatestForUser(%s) after every record expired = %s, %v; want ErrNotFound", r.User.ID, got.EventID, err)
+		}
+	}
 }

@@ -355,7 +355,9 @@ func (s *Store) recordAt(ctx context.Context, sn *snapshot, seq int64, stmt *sql
 
 // LatestForUser returns the user's record with the latest occurred_at (the
 // last stored of those on a tie), or store.ErrNotFound. The user index
-// knows the seq of each user's latest record: one read by seq (latestFast).
+// keeps the latest records of the users who wrote last in memory
+// (keepLatest), and knows the seq of each user's latest record: for the
+// others, one read by seq (latestFast).
 // Where it does not (a user it has no records of, or one whose latest a
 // delete took while others stayed), users_latest gives the seq of the
 // user's latest record in the main file, read by seq, and the hot
@@ -364,6 +366,13 @@ func (s *Store) recordAt(ctx context.Context, sn *snapshot, seq int64, stmt *sql
 func (s *Store) LatestForUser(ctx context.Context, userID string) (event.Record, error) {
 	fail := func(err error) (event.Record, error) {
 		return event.Record{}, fmt.Errorf("duckdb: latest for user %q: %w", userID, err)
+	}
+	if latestFast && latestKept {
+		if rec, ok, err := s.users.latestRecord(userID); ok {
+			return rec, nil
+		} else if err != nil {
+			s.log.WarnContext(ctx, "duckdb: a latest record kept in memory does not decode; reading the store", "user_id", userID, "error", err.Error())
+		}
 	}
 	if seq, ok := s.users.latestSeq(userID); ok && latestFast {
 		sn, release := s.acquire()
@@ -410,6 +419,10 @@ func (s *Store) LatestForUser(ctx context.Context, userID string) (event.Record,
 // latestFast: LatestForUser reads the latest record the user index knows
 // by seq (tests and benchmarks compare with the read through users_latest).
 var latestFast = true
+
+// latestKept: LatestForUser answers from the latest records kept in memory
+// (tests compare with the read by seq).
+var latestKept = true
 
 // readTx begins a transaction on a connection of its own, for reads whose
 // statements must see the main file as of one moment; done ends both.

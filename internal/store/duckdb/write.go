@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -110,6 +111,7 @@ func (s *Store) write(ctx context.Context, recs []event.Record) error {
 		s.maxSeq.Store(s.lastSeq)
 		s.ids.add(ids, fresh)
 		s.users.add(users, fresh, ats)
+		s.users.keepLatest(fresh, latestCopies(recs, fresh, ats))
 	}
 	for i := range recs {
 		recs[i].Seq = seqs[i]
@@ -358,4 +360,70 @@ func (s *Store) resync(ctx context.Context) {
 	s.ids.add(ids, seqs)
 	s.users.add(users, seqs, ats)
 	s.maxSeq.Store(s.lastSeq)
+}
+
+// latestCopies returns, for each user of recs, a copy of the user's
+// latest record among those at seqs[i] != 0 (by occurred_at, ats, then
+// seq), and nil for every other record: the ones the user index may keep
+// in memory (userIndex.keepLatest). The copy shares no memory a caller
+// may change (the weather, the coordinates, the attributes, the
+// properties); it is made what the store keeps when it is read
+// (storedValues), since few of the records kept are ever read.
+func latestCopies(recs []event.Record, seqs, ats []int64) []*event.Record {
+	if latestCacheSize == 0 {
+		return nil
+	}
+	best := make(map[string]int, len(recs))
+	for i := range recs {
+		if seqs[i] == 0 {
+			continue
+		}
+		u := recs[i].User.ID
+		if j, ok := best[u]; !ok || (latestRec{at: ats[j], seq: seqs[j]}).later(ats[i], seqs[i]) {
+			best[u] = i
+		}
+	}
+	copies := make([]*event.Record, len(recs))
+	for _, i := range best {
+		c := recs[i]
+		if w := c.Weather; w != nil {
+			w := *w
+			c.Weather = &w
+		}
+		if p := c.Location.Latitude; p != nil {
+			f := *p
+			c.Location.Latitude = &f
+		}
+		if p := c.Location.Longitude; p != nil {
+			f := *p
+			c.Location.Longitude = &f
+		}
+		c.Attributes = maps.Clone(c.Attributes)
+		c.Properties = slices.Clone(c.Properties)
+		copies[i] = &c
+	}
+	return copies
+}
+
+// storedValues are rec's column values as a read of the store returns
+// them: times in microseconds, DuckDB's precision, and the properties as
+// the driver writes a JSON column (json.Marshal of the text: compacted,
+// with <, > and & escaped).
+func storedValues(rec *event.Record) ([]any, error) {
+	v := rec.Values()
+	for i, x := range v {
+		switch x := x.(type) {
+		case time.Time:
+			v[i] = x.Truncate(time.Microsecond)
+		case string:
+			if i == propertiesIndex {
+				b, err := json.Marshal(json.RawMessage(x))
+				if err != nil {
+					return nil, err
+				}
+				v[i] = string(b)
+			}
+		}
+	}
+	return v, nil
 }
