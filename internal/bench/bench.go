@@ -150,7 +150,10 @@ type ServerResult struct {
 	// the run, of the WallSeconds times the machine's CPUs it had;
 	// OtherCPUSeconds is what neither the server nor the load generator
 	// did: other work on a shared machine, which the figures then carry.
-	// Zero (with CPUNote saying why) where the machine's time is not read.
+	// The machine's count is sampled at each tick, the processes' exact,
+	// so a few percent of the total either way is that sampling (a
+	// negative difference is reported as 0). Zero (with CPUNote saying
+	// why) where the machine's time is not read.
 	MachineCPUSeconds float64 `json:"machine_cpu_seconds,omitempty"`
 	OtherCPUSeconds   float64 `json:"other_cpu_seconds,omitempty"`
 	WallSeconds       float64 `json:"wall_seconds"`
