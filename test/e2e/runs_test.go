@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -52,9 +51,9 @@ func TestUserRunsThroughTheBinary(t *testing.T) {
 		}
 	}
 	deadline := time.Now().Add(3 * time.Minute)
-	for !strings.Contains(p.Logs(), "duckdb: user run cut") || stored(t, admin) < total {
+	for !strings.Contains(p.Logs(), "duckdb: user run cut") || testbin.Counters(t, admin).Stored < total {
 		if time.Now().After(deadline) {
-			t.Fatalf("after 3 minutes: %d of %d stored, user run cut: %v", stored(t, admin), total,
+			t.Fatalf("after 3 minutes: %d of %d stored, user run cut: %v", testbin.Counters(t, admin).Stored, total,
 				strings.Contains(p.Logs(), "duckdb: user run cut"))
 		}
 		time.Sleep(250 * time.Millisecond)
@@ -75,7 +74,7 @@ func TestUserRunsThroughTheBinary(t *testing.T) {
 				Events     []event.Record `json:"events"`
 				NextCursor string         `json:"next_cursor"`
 			}
-			getJSON(t, c.hc, u, &body)
+			testbin.GetJSON(t, c.hc, u, &body)
 			for _, r := range body.Events {
 				if r.User.ID != user {
 					t.Errorf("%s: a record of %s", user, r.User.ID)
@@ -101,38 +100,5 @@ func TestUserRunsThroughTheBinary(t *testing.T) {
 		if dup := testbin.Duplicated(t, got); dup > 0 {
 			t.Errorf("%s: %d records read twice", user, dup)
 		}
-	}
-}
-
-// stored is the pipeline's stored counter, from GET /debug/pipeline.
-func stored(t *testing.T, admin string) int64 {
-	t.Helper()
-	resp, err := http.Get(admin + "/debug/pipeline")
-	if err != nil {
-		t.Fatalf("GET /debug/pipeline: %v", err)
-	}
-	defer resp.Body.Close()
-	var c struct {
-		Stored int64 `json:"stored"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&c); err != nil {
-		t.Fatalf("GET /debug/pipeline: %v", err)
-	}
-	return c.Stored
-}
-
-// getJSON decodes the 200 answer to GET u into v.
-func getJSON(t *testing.T, hc *http.Client, u string, v any) {
-	t.Helper()
-	resp, err := hc.Get(u)
-	if err != nil {
-		t.Fatalf("GET %s: %v", u, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %d", u, resp.StatusCode)
-	}
-	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
-		t.Fatalf("GET %s: %v", u, err)
 	}
 }

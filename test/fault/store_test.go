@@ -3,7 +3,6 @@ package fault
 import (
 	"bytes"
 	"errors"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,32 +10,8 @@ import (
 	"testing"
 	"time"
 
-	json "github.com/goccy/go-json"
-
 	"github.com/skyjoin/skyjoin/test/testbin"
 )
-
-// pipelineCounters is the part of GET /debug/pipeline this test reads.
-type pipelineCounters struct {
-	Stored int64 `json:"stored"`
-	Dead   int64 `json:"dead_lettered"`
-	Failed int64 `json:"failed_batches"`
-}
-
-// counters reads GET /debug/pipeline on the admin listener at admin.
-func counters(t *testing.T, admin string) pipelineCounters {
-	t.Helper()
-	var c pipelineCounters
-	resp, err := http.Get(admin + "/debug/pipeline")
-	if err != nil {
-		t.Fatalf("GET /debug/pipeline: %v", err)
-	}
-	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(&c); err != nil {
-		t.Fatalf("GET /debug/pipeline: %v", err)
-	}
-	return c
-}
 
 // smallFS mounts a tmpfs of size bytes on a new directory, or skips the test
 // when this machine does not allow it (not root, no mount privilege).
@@ -101,14 +76,14 @@ func TestStoreDiskFull(t *testing.T) {
 	admin := up.Ready(testbin.AdminURL)
 
 	accepted, unavailable, done := stream(base, total, time.Now().Add(3*time.Minute))
-	for accepted.Load() < int64(total/3) || counters(t, admin).Stored == 0 {
+	for accepted.Load() < int64(total/3) || testbin.Counters(t, admin).Stored == 0 {
 		time.Sleep(20 * time.Millisecond)
 	}
 	filler := fill(t, small)
-	c0 := counters(t, admin)
+	c0 := testbin.Counters(t, admin)
 	t.Logf("store's disk full with %d events accepted, %d stored", accepted.Load(), c0.Stored)
 	time.Sleep(full)
-	c1 := counters(t, admin)
+	c1 := testbin.Counters(t, admin)
 	if c1.Failed == c0.Failed {
 		t.Errorf("no batch failed in %s with the store's disk full (stored %d -> %d)", full, c0.Stored, c1.Stored)
 	}
@@ -123,7 +98,7 @@ func TestStoreDiskFull(t *testing.T) {
 		t.Fatalf("the stream did not finish: %d accepted", accepted.Load())
 	}
 	waitAllStored(t, base, total)
-	c2 := counters(t, admin)
+	c2 := testbin.Counters(t, admin)
 	if c2.Dead != 0 {
 		t.Errorf("%d events dead-lettered: a full disk is an outage, not poison", c2.Dead)
 	}

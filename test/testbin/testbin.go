@@ -372,3 +372,35 @@ func Duplicated(t testing.TB, stored map[string]int) int {
 	}
 	return n
 }
+
+// GetJSON decodes the 200 answer to GET u into v.
+func GetJSON(t testing.TB, hc *http.Client, u string, v any) {
+	t.Helper()
+	resp, err := hc.Get(u)
+	if err != nil {
+		t.Fatalf("GET %s: %v", u, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("GET %s: %d %s", u, resp.StatusCode, b)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("GET %s: %v", u, err)
+	}
+}
+
+// PipelineCounters is the part of GET /debug/pipeline the tests read.
+type PipelineCounters struct {
+	Stored int64 `json:"stored"`
+	Dead   int64 `json:"dead_lettered"`
+	Failed int64 `json:"failed_batches"`
+}
+
+// Counters reads GET /debug/pipeline on the admin listener at admin.
+func Counters(t testing.TB, admin string) PipelineCounters {
+	t.Helper()
+	var c PipelineCounters
+	GetJSON(t, http.DefaultClient, admin+"/debug/pipeline", &c)
+	return c
+}
