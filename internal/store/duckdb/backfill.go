@@ -75,6 +75,9 @@ func (s *Store) UpdateWeather(ctx context.Context, recs []event.Record) (int64, 
 	// The latest records kept in memory may be among those updated: they
 	// go, and the writer, which keeps them, waits for wsem meanwhile.
 	s.users.forgetKept()
+	// So are the records Stats keeps in memory: it reads the store until
+	// the rollup covers every record stored now.
+	s.recent.reset(s.lastSeq)
 	ords := make([]int64, len(recs))
 	for i := range ords {
 		ords[i] = int64(i) + 1

@@ -79,6 +79,9 @@ func (s *Store) delete(ctx context.Context, cond, latestCond string, args ...any
 	if s.closed {
 		return 0, errClosed
 	}
+	// Stats reads the store, not memory, until the rollup covers every
+	// record stored now.
+	s.recent.reset(s.lastSeq)
 	s.moveMu.Lock()
 	defer s.moveMu.Unlock()
 	s.runsMu.Lock()

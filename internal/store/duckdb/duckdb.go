@@ -361,6 +361,8 @@ type Store struct {
 	// small (rollUp), but DuckDB may checkpoint in their commit, so a read
 	// that finds it taken reads the records instead (Stats).
 	rollupMu sync.RWMutex
+	// recent holds the records above rollup_hi for Stats (recent.go).
+	recent recentStats
 	// rollupTouched are the minutes the last move added stats_minute rows
 	// to, with how many moves in a row did (rollUp); moveMu
 	// guards it.
@@ -538,6 +540,8 @@ func open(ctx context.Context, path string, cfg Config, log *slog.Logger) (_ *St
 		return nil, fmt.Errorf("read last seq: %w", err)
 	}
 	s.maxSeq.Store(s.lastSeq)
+	// The records stored so far are not in memory.
+	s.recent.reset(s.lastSeq)
 	if err := s.loadIDs(ctx); err != nil {
 		if s.ids != nil {
 			s.ids.free() // off the heap: not collected

@@ -206,6 +206,7 @@ func (s *Store) rollUp(ctx context.Context, conn *sql.Conn) error {
 	}
 	s.rollupHi = s.coldMax
 	s.rollupTouched = counts
+	s.recent.trim(s.rollupHi)
 	return nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -120,14 +121,23 @@ func TestStatsRollup(t *testing.T) {
 			if q.GroupBy == store.GroupByCountry && i%8 == 4 {
 				q.MaxGroups = 3
 			}
-			got, err := s.Stats(ctx, q)
-			if err != nil {
-				t.Fatalf("%s: %+v: %v", stage, q, err)
-			}
-			if d := storetest.DiffStats(storetest.ExpectedStats(live, q), got); d != "" {
-				t.Errorf("%s: %+v:\n%s", stage, q, d)
+			// Both ways: the records above rollup_hi from memory, when it
+			// holds them all, and from the store.
+			for _, on := range []bool{true, false} {
+				recentStatsOn = on
+				got, err := s.Stats(ctx, q)
+				recentStatsOn = true
+				if err != nil {
+					t.Fatalf("%s (memory %v): %+v: %v", stage, on, q, err)
+				}
+				if d := storetest.DiffStats(storetest.ExpectedStats(live, q), got); d != "" {
+					t.Errorf("%s (memory %v): %+v:\n%s", stage, on, q, d)
+				}
 			}
 		}
+	}
+	if !recentUsable(s) {
+		t.Fatal("written: the records above rollup_hi are not all in memory")
 	}
 	check("written")
 
@@ -153,6 +163,9 @@ func TestStatsRollup(t *testing.T) {
 	}
 	if hi, cold := behind(); hi >= cold {
 		t.Fatalf("rollup_hi %d, cold_max %d: the rollup is not behind the main file", hi, cold)
+	}
+	if !recentUsable(s) {
+		t.Fatal("rollup behind: the records above rollup_hi are not all in memory")
 	}
 	check("rollup behind")
 
@@ -190,6 +203,52 @@ func TestStatsRollup(t *testing.T) {
 		t.Errorf("after the reopen rollup_hi is %d, cold_max %d", hi, cold)
 	}
 	check("reopened")
+	// Once the rollup covers every record stored before the open (or a
+	// delete, or a backfill), memory holds those written after it:
+	// records of minutes the rollup already has.
+	waitFor(t, "the rollup to cover the records stored before the reopen", func() bool { return recentUsable(s) })
+	// The rollup stopped again, so that memory holds what follows.
+	rollupHook = func() error { return errors.New("rollup stopped by the test") }
+	after := storetest.Records(17, 700)
+	if err := s.Write(ctx, after); err != nil {
+		t.Fatal(err)
+	}
+	live = append(live, after...)
+	if !recentUsable(s) {
+		t.Fatal("after the reopen: the records above rollup_hi are not all in memory")
+	}
+	check("written after the reopen")
+	gone := after[0].User.ID
+	if _, err := s.DeleteUsers(ctx, []string{gone}); err != nil {
+		t.Fatal(err)
+	}
+	live = slices.DeleteFunc(live, func(r event.Record) bool { return r.User.ID == gone })
+	check("after a delete")
+	s.recent.mu.Lock()
+	kept, floor := len(s.recent.tuples), s.recent.floor
+	s.recent.mu.Unlock()
+	if kept > 0 || floor != s.maxSeq.Load() {
+		t.Fatalf("after a delete memory keeps %d records above %d, want none above the last seq %d", kept, floor, s.maxSeq.Load())
+	}
+	// The rollup working again, the next moves' rollup covers the records
+	// stored before the delete.
+	rollupHook = nil
+	again := storetest.Records(19, 700)
+	if err := s.Write(ctx, again); err != nil {
+		t.Fatal(err)
+	}
+	live = append(live, again...)
+	waitFor(t, "the rollup to cover the records stored before the delete", func() bool { return recentUsable(s) })
+	check("after a delete, the rollup caught up")
+	// Memory is what answers: a record it alone has shows.
+	ghost := storetest.Records(23, 1)
+	ghost[0].Location.Country = "Lemuria"
+	s.recent.add(ghost, []int64{s.maxSeq.Load() + 1000})
+	ghostRows, err := s.Stats(ctx, store.StatsQuery{GroupBy: store.GroupByCountry, Query: store.Query{Country: "LEMURIA"}})
+	if err != nil || len(ghostRows) != 1 || ghostRows[0].Count != 1 || ghostRows[0].Key != "Lemuria" {
+		t.Errorf("stats of a country only memory has = %+v, %v; want one group of 1", ghostRows, err)
+	}
+	s.recent.reset(s.maxSeq.Load() + 1000)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -231,6 +290,24 @@ func TestStatsRollup(t *testing.T) {
 	}
 	check("beside a change of the rollup")
 	s.rollupMu.Unlock()
+}
+
+// waitFor waits until cond holds (the mover's work; the go test timeout
+// bounds it).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for !cond() {
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// recentUsable reports whether Stats would read the records above
+// rollup_hi from memory.
+func recentUsable(s *Store) bool {
+	s.rollupMu.RLock()
+	defer s.rollupMu.RUnlock()
+	_, ok := s.recent.above(s.rollupHi)
+	return ok
 }
 
 // backfillHalf gives every other record of live still without weather
@@ -358,4 +435,71 @@ SELECT $1, 'c' || (i % 100), 't', 'w', 1, 1, 1, 1, 1 FROM range(1000) AS r(i)`, 
 	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM stats_minute WHERE minute_us >= $1`, int64(old/300)*minuteUS).Scan(&rows); err != nil || rows != int64(b.N)*100 {
 		b.Fatalf("%d rows in the compacted minutes, want %d (%v)", rows, b.N*100, err)
 	}
+}
+
+// BenchmarkStats measures a stats read of the last hour by country, with
+// the records above rollup_hi (those of the active hot segment, and any
+// moved but not yet rolled up) read from memory and from the store, the
+// mover idle. cpu-ms/op is the process's CPU a read (DuckDB's threads
+// too).
+func BenchmarkStats(b *testing.B) {
+	s := openPath(b, tempPath(b))
+	const n = 300_000
+	recs := storetest.Records(42, n)
+	now := time.Now().UTC()
+	for i := range recs { // 50 minutes up to now
+		recs[i].OccurredAt = now.Add(-50*time.Minute + time.Duration(i)*(50*time.Minute)/n).Truncate(time.Microsecond)
+	}
+	ctx := context.Background()
+	for i := 0; i < n; i += 5000 {
+		if err := s.Write(ctx, recs[i:min(n, i+5000)]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	idle := func() bool {
+		s.moveMu.Lock()
+		defer s.moveMu.Unlock()
+		return len(s.segments()) == 1 && s.rollupHi == s.coldMax
+	}
+	for !idle() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	s.recent.mu.Lock()
+	b.Logf("%d records above rollup_hi", len(s.recent.tuples))
+	s.recent.mu.Unlock()
+	q := store.StatsQuery{GroupBy: store.GroupByCountry, Query: store.Query{Since: now.Add(-time.Hour)}, MaxGroups: store.MaxStatsGroups + 1}
+	for _, on := range []bool{true, false} {
+		b.Run(map[bool]string{true: "memory", false: "store"}[on], func(b *testing.B) {
+			defer func() { recentStatsOn = true }()
+			recentStatsOn = on
+			var cpu0, cpu1 syscall.Rusage
+			syscall.Getrusage(syscall.RUSAGE_SELF, &cpu0)
+			for b.Loop() {
+				if _, err := s.Stats(ctx, q); err != nil {
+					b.Fatal(err)
+				}
+			}
+			syscall.Getrusage(syscall.RUSAGE_SELF, &cpu1)
+			used := time.Duration(cpu1.Utime.Nano() + cpu1.Stime.Nano() - cpu0.Utime.Nano() - cpu0.Stime.Nano())
+			b.ReportMetric(float64(used.Microseconds())/1000/float64(b.N), "cpu-ms/op")
+		})
+	}
+}
+
+// BenchmarkRecentAdd measures what the writer adds to each record it
+// stores for Stats (recentStats.add), by the record.
+func BenchmarkRecentAdd(b *testing.B) {
+	recs := storetest.Records(42, 5000)
+	seqs := make([]int64, len(recs))
+	var r recentStats
+	next := int64(0)
+	for b.Loop() {
+		for i := range seqs {
+			next++
+			seqs[i] = next
+		}
+		r.add(recs, seqs)
+		r.trim(next)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(recs)), "ns/record")
 }

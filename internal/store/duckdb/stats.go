@@ -3,6 +3,7 @@
 package duckdb
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"fmt"
@@ -77,16 +78,21 @@ func (s *Store) Stats(ctx context.Context, q store.StatsQuery) ([]store.StatsRow
 		// The largest groups, ties broken by key, as the answer is ordered.
 		limit = "\n  ORDER BY n DESC, k1, k2 LIMIT " + strconv.Itoa(q.MaxGroups)
 	}
+	lo, hi, hasLo, hasHi, byRollup := rollupWindow(&q)
+	if byRollup && s.rollupMu.TryRLock() {
+		// The records above rollup_hi from memory, if it holds them all.
+		out, ok, err := s.statsRecent(ctx, &q, slices.Clone(args), lo, hi, hasLo, hasHi, k1, k1r, k2)
+		s.rollupMu.RUnlock()
+		if ok {
+			return out, err
+		}
+	}
 	sn, release := s.acquire()
 	defer release()
 	// The sources' aggregates by group and condition, each (k1, k2, cond,
 	// n, nw, s, mn, mx).
-	records := func(from, where string) string {
-		return "SELECT " + k1 + " AS k1, " + k2 + " AS k2, weather_condition AS cond, count(*) AS n, count(weather_temperature_c) AS nw," +
-			" sum(weather_temperature_c) AS s, min(weather_temperature_c) AS mn, max(weather_temperature_c) AS mx\n  FROM " + from + where + "\n  GROUP BY ALL"
-	}
+	records := func(from, where string) string { return statsRecords(k1, k2, from, where) }
 	var parts []string
-	lo, hi, hasLo, hasHi, byRollup := rollupWindow(&q)
 	// Not beside a transaction that changes the rollup (rollupMu). Such a
 	// transaction is small, but DuckDB may checkpoint the main file in
 	// its commit (0.5-6.2 s on the 20 M-record store, docs/benchmarks.md,
@@ -219,6 +225,184 @@ ORDER BY ` + order + `, a.nw DESC, a.cond`
 		return nil, fmt.Errorf("duckdb: stats by %s: %w", q.GroupBy, err)
 	}
 	return out, nil
+}
+
+// statsRecords is the statement of the aggregates by group (k1, k2) and
+// condition of the records of from, with where: rows of (k1, k2, cond,
+// n, nw, s, mn, mx).
+func statsRecords(k1, k2, from, where string) string {
+	return "SELECT " + k1 + " AS k1, " + k2 + " AS k2, weather_condition AS cond, count(*) AS n, count(weather_temperature_c) AS nw," +
+		" sum(weather_temperature_c) AS s, min(weather_temperature_c) AS mn, max(weather_temperature_c) AS mx\n  FROM " + from + where + "\n  GROUP BY ALL"
+}
+
+// statsRollupSQL is the statement of the rollup's aggregates by group
+// (k1r, k2) and condition, with where: rows as statsRecords'.
+func statsRollupSQL(k1r, k2, where string) string {
+	return "SELECT " + k1r + " AS k1, " + k2 + " AS k2, weather_condition AS cond, sum(n) AS n, sum(nw) AS nw," +
+		" sum(s) AS s, min(mn) AS mn, max(mx) AS mx\n  FROM main.stats_minute" + where + "\n  GROUP BY ALL"
+}
+
+// statsRecent answers q, which rollupWindow accepts (its whole minutes
+// from lo to hi), with rollupMu held shared: the whole minutes from the
+// rollup, the rest of the window from the main file's records up to
+// rollup_hi, and every record above rollup_hi from memory (recentStats);
+// false if memory does not hold them all. args holds the arguments k1 and
+// k1r use (the bucket, by time).
+func (s *Store) statsRecent(ctx context.Context, q *store.StatsQuery, args []any, lo, hi int64, hasLo, hasHi bool, k1, k1r, k2 string) ([]store.StatsRow, bool, error) {
+	tx, done, err := s.readTx(ctx)
+	if err != nil {
+		return nil, true, fmt.Errorf("duckdb: stats by %s: %w", q.GroupBy, err)
+	}
+	defer done()
+	var rollupHi int64
+	if err := tx.QueryRowContext(ctx, `SELECT CAST(value AS BIGINT) FROM main.skyjoin_meta WHERE key = 'rollup_hi'`).Scan(&rollupHi); err != nil {
+		return nil, true, fmt.Errorf("duckdb: stats by %s: read rollup_hi: %w", q.GroupBy, err)
+	}
+	mem, ok := s.recent.above(rollupHi)
+	if !ok {
+		return nil, false, nil
+	}
+	conds := func(q *store.Query, more ...string) string {
+		where := slices.Clone(more)
+		filterConds(q, func(cond string, v any) {
+			args = append(args, v)
+			where = append(where, strings.ReplaceAll(cond, "?", "$"+strconv.Itoa(len(args))))
+		})
+		return whereClause(where)
+	}
+	var inRollup, outside []string
+	if hasLo {
+		args = append(args, lo, time.UnixMicro(lo).UTC())
+		inRollup = append(inRollup, "minute_us >= $"+strconv.Itoa(len(args)-1))
+		outside = append(outside, "occurred_at < $"+strconv.Itoa(len(args)))
+	}
+	if hasHi {
+		args = append(args, hi, time.UnixMicro(hi).UTC())
+		inRollup = append(inRollup, "minute_us < $"+strconv.Itoa(len(args)-1))
+		outside = append(outside, "occurred_at >= $"+strconv.Itoa(len(args)))
+	}
+	rq := q.Query
+	rq.Since, rq.Until = time.Time{}, time.Time{}
+	parts := []string{statsRollupSQL(k1r, k2, conds(&rq, inRollup...))}
+	if len(outside) > 0 {
+		args = append(args, rollupHi)
+		upTo := "seq <= $" + strconv.Itoa(len(args))
+		parts = append(parts, statsRecords(k1, k2, "main.events", conds(&q.Query, "("+strings.Join(outside, " OR ")+")", upTo)))
+	}
+	stmt := "SELECT k1, k2, cond, CAST(sum(n) AS BIGINT), CAST(sum(nw) AS BIGINT), sum(s), min(mn), max(mx)\nFROM (" +
+		strings.Join(parts, "\n  UNION ALL\n  ") + ")\nGROUP BY ALL"
+	rows, err := tx.QueryContext(ctx, stmt, args...)
+	if err != nil {
+		return nil, true, fmt.Errorf("duckdb: stats by %s: %w", q.GroupBy, err)
+	}
+	defer rows.Close()
+	aggs := map[statKey]*statAgg{}
+	for rows.Next() {
+		var (
+			key1        any
+			k           statKey
+			cond        sql.NullString
+			a           statAgg
+			sum, mn, mx sql.NullFloat64
+		)
+		if err := rows.Scan(&key1, &k.k2, &cond, &a.n, &a.nw, &sum, &mn, &mx); err != nil {
+			return nil, true, fmt.Errorf("duckdb: stats by %s: scan: %w", q.GroupBy, err)
+		}
+		switch v := key1.(type) {
+		case nil:
+			k.k1Null = true
+		case string:
+			k.k1 = v
+		case int64:
+			k.ki = v
+		default:
+			return nil, true, fmt.Errorf("duckdb: stats by %s: key is %T", q.GroupBy, key1)
+		}
+		k.cond, k.condNull = cond.String, !cond.Valid
+		a.s, a.mn, a.mx = sum.Float64, mn.Float64, mx.Float64
+		if prev := aggs[k]; prev != nil {
+			prev.merge(a)
+		} else {
+			aggs[k] = &a
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, true, fmt.Errorf("duckdb: stats by %s: %w", q.GroupBy, err)
+	}
+	aggregateTuples(mem, q, aggs)
+	return statsRows(q, aggs), true, nil
+}
+
+// statsRows makes Stats' answer of the aggregates by group and condition:
+// the groups ordered as Stats orders them (the largest first, then by
+// key; by time, by bucket), at most MaxGroups of the largest, each with
+// its conditions' shares of the records with weather.
+func statsRows(q *store.StatsQuery, aggs map[statKey]*statAgg) []store.StatsRow {
+	type group struct {
+		k     statKey // without the condition
+		a     statAgg
+		conds map[string]int64
+	}
+	groups := map[statKey]*group{}
+	for k, a := range aggs {
+		gk := k
+		gk.cond, gk.condNull = "", false
+		g := groups[gk]
+		if g == nil {
+			g = &group{k: gk}
+			groups[gk] = g
+		}
+		g.a.merge(*a)
+		if a.nw > 0 && !k.condNull {
+			if g.conds == nil {
+				g.conds = map[string]int64{}
+			}
+			g.conds[k.cond] += a.nw
+		}
+	}
+	list := make([]*group, 0, len(groups))
+	for _, g := range groups {
+		list = append(list, g)
+	}
+	// As the statement orders them: NULL keys last.
+	byKey := func(a, b *group) int {
+		return cmp.Or(cmp.Compare(b2i(a.k.k1Null), b2i(b.k.k1Null)), strings.Compare(a.k.k1, b.k.k1), cmp.Compare(a.k.ki, b.k.ki), strings.Compare(a.k.k2, b.k.k2))
+	}
+	slices.SortFunc(list, func(a, b *group) int { return cmp.Or(cmp.Compare(b.a.n, a.a.n), byKey(a, b)) })
+	if q.MaxGroups > 0 && len(list) > q.MaxGroups {
+		list = list[:q.MaxGroups]
+	}
+	if q.GroupBy == store.GroupByTime {
+		slices.SortFunc(list, byKey)
+	}
+	out := make([]store.StatsRow, 0, len(list))
+	for _, g := range list {
+		row := store.StatsRow{Count: g.a.n, WithWeather: g.a.nw}
+		if g.a.nw > 0 {
+			avg, mn, mx := g.a.s/float64(g.a.nw), g.a.mn, g.a.mx
+			row.AvgTemp, row.MinTemp, row.MaxTemp = &avg, &mn, &mx
+			row.Conditions = make(map[string]float64, len(g.conds))
+			for c, nw := range g.conds {
+				row.Conditions[c] = float64(nw) / float64(g.a.nw)
+			}
+		}
+		switch q.GroupBy {
+		case store.GroupByCountry:
+			row.Key = g.k.k1
+		case store.GroupByTime:
+			row.Bucket = time.UnixMicro(g.k.ki).UTC()
+			row.Key = row.Bucket.Format(time.RFC3339)
+		}
+		out = append(out, row)
+	}
+	return out
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func nullFloat(f sql.NullFloat64) *float64 {

@@ -112,6 +112,7 @@ func (s *Store) write(ctx context.Context, recs []event.Record) error {
 		s.ids.add(ids, fresh)
 		s.users.add(users, fresh, ats)
 		s.users.keepLatest(fresh, latestCopies(recs, fresh, ats))
+		s.recent.add(recs, fresh)
 	}
 	for i := range recs {
 		recs[i].Seq = seqs[i]
@@ -346,6 +347,7 @@ func (s *Store) resync(ctx context.Context) {
 		s.log.ErrorContext(ctx, "duckdb: read back after a failed append failed", "error", err.Error())
 		s.lastSeq += 1 << 20
 		s.maxSeq.Store(s.lastSeq)
+		s.recent.reset(s.lastSeq)
 		return
 	}
 	ids := make([]string, len(recs))
@@ -360,6 +362,8 @@ func (s *Store) resync(ctx context.Context) {
 	s.ids.add(ids, seqs)
 	s.users.add(users, seqs, ats)
 	s.maxSeq.Store(s.lastSeq)
+	// Those records are not in memory for Stats.
+	s.recent.reset(s.lastSeq)
 }
 
 // latestCopies returns, for each user of recs, a copy of the user's
