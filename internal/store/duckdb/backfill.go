@@ -114,7 +114,7 @@ func (s *Store) UpdateWeather(ctx context.Context, recs []event.Record) (int64, 
 // recomputes the stats rollup of their minutes and updates the user runs'
 // copies of the records, in one transaction.
 func (s *Store) updateMainWeather(ctx context.Context) (int64, error) {
-	tx, err := s.wconn.BeginTx(ctx, nil)
+	tx, err := s.writerTx(ctx)
 	if err != nil {
 		return 0, err
 	}

@@ -148,7 +148,7 @@ type deleted struct {
 // transaction, running also (if not nil) with them before the commit, adds
 // them to gone once committed, and returns how many.
 func (s *Store) deleteIn(ctx context.Context, table, cond string, args []any, also func(*sql.Tx, *deleted) error, gone *deleted) (int64, error) {
-	tx, err := s.wconn.BeginTx(ctx, nil)
+	tx, err := s.writerTx(ctx)
 	if err != nil {
 		return 0, err
 	}

@@ -4,11 +4,14 @@ package duckdb
 
 import (
 	"bytes"
+	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/skyjoin/skyjoin/internal/event"
 	"github.com/skyjoin/skyjoin/internal/store"
@@ -135,5 +138,38 @@ func TestErasedValuesNeedCompact(t *testing.T) {
 	// The store's own lock: Compact refuses a file that is open.
 	if _, _, err := Compact(t.Context(), path); err == nil {
 		t.Error("Compact of an open store succeeded")
+	}
+}
+
+// TestCancelledDeleteKeepsTheWriter: a delete whose context ends while its
+// transaction is open leaves the writer's connection working: writes and
+// Close go on (database/sql discards the connection of a transaction
+// whose context ends, and the writer's is the store's one).
+func TestCancelledDeleteKeepsTheWriter(t *testing.T) {
+	s := openPath(t, tempPath(t))
+	if err := s.Write(t.Context(), storetest.Records(3, 10)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	s.wsem <- struct{}{}
+	_, err := s.deleteIn(ctx, "main.events", "seq < 0", nil, func(tx *sql.Tx, _ *deleted) error {
+		cancel()
+		// database/sql's watcher of the transaction's context acts in a
+		// goroutine of its own: give it the time to.
+		for range 200 {
+			if _, err := tx.ExecContext(context.Background(), "SELECT 1"); err != nil {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		return nil
+	}, &deleted{})
+	<-s.wsem
+	t.Logf("the cancelled delete: %v", err)
+	if err := s.Write(t.Context(), storetest.Records(4, 10)); err != nil {
+		t.Fatalf("a write after a cancelled delete: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close after a cancelled delete: %v", err)
 	}
 }
