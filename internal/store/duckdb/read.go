@@ -438,19 +438,6 @@ func (s *Store) readTx(ctx context.Context) (tx *sql.Tx, done func(), err error)
 	return tx, func() { tx.Rollback(); conn.Close() }, nil
 }
 
-// writerTx begins a transaction on the writer's connection, which the
-// store keeps for its life. The transaction's context is ctx without its
-// end: database/sql discards the connection of a transaction whose
-// context ends before its commit or rollback (duckdb-go's connections
-// cannot reset a session), which for the writer's connection made every
-// later write, and Close, fail with "connection is already closed" (a
-// retention delete under way at shutdown; an erasure whose client went
-// away). The statements take ctx and stop with it; the caller's deferred
-// Rollback ends the transaction.
-func (s *Store) writerTx(ctx context.Context) (*sql.Tx, error) {
-	return s.wconn.BeginTx(context.WithoutCancel(ctx), nil)
-}
-
 // filterConds adds q's filters (all but Limit, Cursor and Ascending) as
 // conditions with parameters. Text comparisons that store.Query calls
 // case-insensitive compare lower() of both sides.

@@ -164,6 +164,26 @@ func (a *statAgg) merge(b statAgg) {
 	a.s += b.s
 }
 
+// foldMatch compares values with want as lower(value) = lower(want)
+// does, remembering the answer for each distinct value.
+type foldMatch struct {
+	want string
+	seen map[unique.Handle[string]]bool
+}
+
+func newFoldMatch(want string) foldMatch {
+	return foldMatch{want: strings.ToLower(want), seen: map[unique.Handle[string]]bool{}}
+}
+
+func (f foldMatch) match(v unique.Handle[string]) bool {
+	ok, seen := f.seen[v]
+	if !seen {
+		ok = strings.ToLower(v.Value()) == f.want
+		f.seen[v] = ok
+	}
+	return ok
+}
+
 // aggregateTuples adds the tuples that pass q's filters to aggs, with the
 // same semantics as the statement's (filterConds): country and condition
 // compared lower-cased, the window in microseconds as the driver binds a
@@ -178,10 +198,7 @@ func aggregateTuples(tuples []statTuple, q *store.StatsQuery, aggs map[statKey]*
 		until = q.Until.UnixMicro()
 	}
 	bucket := q.Bucket.Microseconds()
-	// The answer of each distinct value to the case-insensitive filters.
-	countryOK := map[unique.Handle[string]]bool{}
-	condOK := map[unique.Handle[string]]bool{}
-	wantCountry, wantCond := strings.ToLower(q.Country), strings.ToLower(q.Condition)
+	country, condition := newFoldMatch(q.Country), newFoldMatch(q.Condition)
 	for i := range tuples {
 		t := &tuples[i]
 		if hasSince && t.at < since || hasUntil && t.at >= until {
@@ -190,28 +207,8 @@ func aggregateTuples(tuples []statTuple, q *store.StatsQuery, aggs map[statKey]*
 		if q.EventType != "" && t.eventType.Value() != q.EventType {
 			continue
 		}
-		if q.Country != "" {
-			ok, seen := countryOK[t.country]
-			if !seen {
-				ok = strings.ToLower(t.country.Value()) == wantCountry
-				countryOK[t.country] = ok
-			}
-			if !ok {
-				continue
-			}
-		}
-		if q.Condition != "" {
-			if !t.hasWeather {
-				continue
-			}
-			ok, seen := condOK[t.condition]
-			if !seen {
-				ok = strings.ToLower(t.condition.Value()) == wantCond
-				condOK[t.condition] = ok
-			}
-			if !ok {
-				continue
-			}
+		if q.Country != "" && !country.match(t.country) || q.Condition != "" && (!t.hasWeather || !condition.match(t.condition)) {
+			continue
 		}
 		var k statKey
 		switch q.GroupBy {

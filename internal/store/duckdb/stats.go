@@ -25,17 +25,8 @@ func (s *Store) Stats(ctx context.Context, q store.StatsQuery) ([]store.StatsRow
 	if err := q.Validate(); err != nil {
 		return nil, fmt.Errorf("duckdb: stats: %w", err)
 	}
-	var args []any
-	// conds turns a query's filters into conditions, numbering their
-	// arguments in args (each call adds its own).
-	conds := func(q *store.Query, more ...string) string {
-		where := slices.Clone(more)
-		filterConds(q, func(cond string, v any) {
-			args = append(args, v)
-			where = append(where, strings.ReplaceAll(cond, "?", "$"+strconv.Itoa(len(args))))
-		})
-		return whereClause(where)
-	}
+	a := &statArgs{}
+	conds := a.conds
 	// k1 and k2 are the group's key over the records; k1r is k1 over the
 	// rollup (by country or time only).
 	var k1, k2, k1r, order string
@@ -66,8 +57,7 @@ func (s *Store) Stats(ctx context.Context, q store.StatsQuery) ([]store.StatsRow
 		// division that is exact in integers (also before 1970). A bucket
 		// of whole minutes holds whole minutes, so the rollup's minute
 		// falls in the same bucket as each of its records.
-		args = append(args, q.Bucket.Microseconds())
-		b := "$" + strconv.Itoa(len(args))
+		b := a.add(q.Bucket.Microseconds())
 		k1 = "epoch_us(occurred_at) - ((epoch_us(occurred_at) % " + b + ") + " + b + ") % " + b
 		k1r = "minute_us - ((minute_us % " + b + ") + " + b + ") % " + b
 		k2 = "''"
@@ -81,7 +71,7 @@ func (s *Store) Stats(ctx context.Context, q store.StatsQuery) ([]store.StatsRow
 	lo, hi, hasLo, hasHi, byRollup := rollupWindow(&q)
 	if byRollup && s.rollupMu.TryRLock() {
 		// The records above rollup_hi from memory, if it holds them all.
-		out, ok, err := s.statsRecent(ctx, &q, slices.Clone(args), lo, hi, hasLo, hasHi, k1, k1r, k2)
+		out, ok, err := s.statsRecent(ctx, &q, slices.Clone(a.args), lo, hi, hasLo, hasHi, k1, k1r, k2)
 		s.rollupMu.RUnlock()
 		if ok {
 			return out, err
@@ -110,29 +100,16 @@ func (s *Store) Stats(ctx context.Context, q store.StatsQuery) ([]store.StatsRow
 		// the main file's records, the whole minutes' records the rollup
 		// does not cover yet (above rollup_hi: a move's at most), and the
 		// hot segments' records.
-		var inRollup, outside, inside []string
-		if hasLo {
-			args = append(args, lo, time.UnixMicro(lo).UTC())
-			inRollup = append(inRollup, "minute_us >= $"+strconv.Itoa(len(args)-1))
-			outside = append(outside, "occurred_at < $"+strconv.Itoa(len(args)))
-			inside = append(inside, "occurred_at >= $"+strconv.Itoa(len(args)))
-		}
-		if hasHi {
-			args = append(args, hi, time.UnixMicro(hi).UTC())
-			inRollup = append(inRollup, "minute_us < $"+strconv.Itoa(len(args)-1))
-			outside = append(outside, "occurred_at >= $"+strconv.Itoa(len(args)))
-			inside = append(inside, "occurred_at < $"+strconv.Itoa(len(args)))
-		}
+		w := a.window(lo, hi, hasLo, hasHi)
 		rq := q.Query
 		rq.Since, rq.Until = time.Time{}, time.Time{}
-		parts = append(parts, "SELECT "+k1r+" AS k1, "+k2+" AS k2, weather_condition AS cond, sum(n) AS n, sum(nw) AS nw,"+
-			" sum(s) AS s, min(mn) AS mn, max(mx) AS mx\n  FROM main.stats_minute"+conds(&rq, inRollup...)+"\n  GROUP BY ALL")
-		if len(outside) > 0 {
-			parts = append(parts, records("main.events", conds(&q.Query, "("+strings.Join(outside, " OR ")+")")))
+		parts = append(parts, statsRollupSQL(k1r, k2, conds(&rq, w.inRollup...)))
+		if len(w.outside) > 0 {
+			parts = append(parts, records("main.events", conds(&q.Query, "("+strings.Join(w.outside, " OR ")+")")))
 		}
-		args = append(args, int64(0))
-		rollupHiArg = len(args) - 1
-		parts = append(parts, records("main.events", conds(&q.Query, append(inside, "seq > $"+strconv.Itoa(len(args)))...)))
+		above := "seq > " + a.add(int64(0))
+		rollupHiArg = len(a.args) - 1
+		parts = append(parts, records("main.events", conds(&q.Query, append(w.inside, above)...)))
 		parts = append(parts, records(sn.hot, conds(&q.Query)))
 	} else {
 		parts = append(parts, records(sn.from, conds(&q.Query)))
@@ -165,10 +142,10 @@ ORDER BY ` + order + `, a.nw DESC, a.cond`
 		if err := tx.QueryRowContext(ctx, `SELECT CAST(value AS BIGINT) FROM main.skyjoin_meta WHERE key = 'rollup_hi'`).Scan(&rollupHi); err != nil {
 			return nil, fmt.Errorf("duckdb: stats by %s: read rollup_hi: %w", q.GroupBy, err)
 		}
-		args[rollupHiArg] = rollupHi
+		a.args[rollupHiArg] = rollupHi
 		db = tx
 	}
-	rows, err := db.QueryContext(ctx, stmt, args...)
+	rows, err := db.QueryContext(ctx, stmt, a.args...)
 	if err != nil {
 		return nil, fmt.Errorf("duckdb: stats by %s: %w", q.GroupBy, err)
 	}
@@ -227,6 +204,49 @@ ORDER BY ` + order + `, a.nw DESC, a.cond`
 	return out, nil
 }
 
+// statArgs numbers a statement's arguments as its conditions add them.
+type statArgs struct{ args []any }
+
+// add appends v and returns its placeholder.
+func (a *statArgs) add(v any) string {
+	a.args = append(a.args, v)
+	return "$" + strconv.Itoa(len(a.args))
+}
+
+// conds turns a query's filters into a WHERE clause, with more, adding
+// their arguments.
+func (a *statArgs) conds(q *store.Query, more ...string) string {
+	where := slices.Clone(more)
+	filterConds(q, func(cond string, v any) {
+		where = append(where, strings.ReplaceAll(cond, "?", a.add(v)))
+	})
+	return whereClause(where)
+}
+
+// statWindow splits a rollup query's window: the rollup's whole minutes
+// (inRollup, on stats_minute), and the records before and after them
+// (outside, any of which) or within them (inside, all of which).
+type statWindow struct{ inRollup, outside, inside []string }
+
+// window is the split of the whole minutes from lo (if hasLo) to hi (if
+// hasHi), in epoch microseconds (rollupWindow), adding its arguments.
+func (a *statArgs) window(lo, hi int64, hasLo, hasHi bool) statWindow {
+	var w statWindow
+	if hasLo {
+		m, t := a.add(lo), a.add(time.UnixMicro(lo).UTC())
+		w.inRollup = append(w.inRollup, "minute_us >= "+m)
+		w.outside = append(w.outside, "occurred_at < "+t)
+		w.inside = append(w.inside, "occurred_at >= "+t)
+	}
+	if hasHi {
+		m, t := a.add(hi), a.add(time.UnixMicro(hi).UTC())
+		w.inRollup = append(w.inRollup, "minute_us < "+m)
+		w.outside = append(w.outside, "occurred_at >= "+t)
+		w.inside = append(w.inside, "occurred_at < "+t)
+	}
+	return w
+}
+
 // statsRecords is the statement of the aggregates by group (k1, k2) and
 // condition of the records of from, with where: rows of (k1, k2, cond,
 // n, nw, s, mn, mx).
@@ -262,36 +282,18 @@ func (s *Store) statsRecent(ctx context.Context, q *store.StatsQuery, args []any
 	if !ok {
 		return nil, false, nil
 	}
-	conds := func(q *store.Query, more ...string) string {
-		where := slices.Clone(more)
-		filterConds(q, func(cond string, v any) {
-			args = append(args, v)
-			where = append(where, strings.ReplaceAll(cond, "?", "$"+strconv.Itoa(len(args))))
-		})
-		return whereClause(where)
-	}
-	var inRollup, outside []string
-	if hasLo {
-		args = append(args, lo, time.UnixMicro(lo).UTC())
-		inRollup = append(inRollup, "minute_us >= $"+strconv.Itoa(len(args)-1))
-		outside = append(outside, "occurred_at < $"+strconv.Itoa(len(args)))
-	}
-	if hasHi {
-		args = append(args, hi, time.UnixMicro(hi).UTC())
-		inRollup = append(inRollup, "minute_us < $"+strconv.Itoa(len(args)-1))
-		outside = append(outside, "occurred_at >= $"+strconv.Itoa(len(args)))
-	}
+	a := &statArgs{args: args}
+	w := a.window(lo, hi, hasLo, hasHi)
 	rq := q.Query
 	rq.Since, rq.Until = time.Time{}, time.Time{}
-	parts := []string{statsRollupSQL(k1r, k2, conds(&rq, inRollup...))}
-	if len(outside) > 0 {
-		args = append(args, rollupHi)
-		upTo := "seq <= $" + strconv.Itoa(len(args))
-		parts = append(parts, statsRecords(k1, k2, "main.events", conds(&q.Query, "("+strings.Join(outside, " OR ")+")", upTo)))
+	parts := []string{statsRollupSQL(k1r, k2, a.conds(&rq, w.inRollup...))}
+	if len(w.outside) > 0 {
+		upTo := "seq <= " + a.add(rollupHi)
+		parts = append(parts, statsRecords(k1, k2, "main.events", a.conds(&q.Query, "("+strings.Join(w.outside, " OR ")+")", upTo)))
 	}
 	stmt := "SELECT k1, k2, cond, CAST(sum(n) AS BIGINT), CAST(sum(nw) AS BIGINT), sum(s), min(mn), max(mx)\nFROM (" +
 		strings.Join(parts, "\n  UNION ALL\n  ") + ")\nGROUP BY ALL"
-	rows, err := tx.QueryContext(ctx, stmt, args...)
+	rows, err := tx.QueryContext(ctx, stmt, a.args...)
 	if err != nil {
 		return nil, true, fmt.Errorf("duckdb: stats by %s: %w", q.GroupBy, err)
 	}

@@ -5,6 +5,7 @@ package duckdb
 import (
 	"cmp"
 	"context"
+	"database/sql"
 	"database/sql/driver"
 	"encoding/json"
 	"errors"
@@ -332,6 +333,19 @@ var (
 	// propertiesIndex is the index of the JSON column in a record's Values.
 	propertiesIndex = slices.IndexFunc(event.Columns(), func(c event.Column) bool { return c.Kind == event.KindObject })
 )
+
+// writerTx begins a transaction on the writer's connection, which the
+// store keeps for its life. The transaction's context is ctx without its
+// end: database/sql discards the connection of a transaction whose
+// context ends before its commit or rollback (duckdb-go's connections
+// cannot reset a session), which for the writer's connection made every
+// later write, and Close, fail with "connection is already closed" (a
+// retention delete under way at shutdown; an erasure whose client went
+// away). The statements take ctx and stop with it; the caller's deferred
+// Rollback ends the transaction.
+func (s *Store) writerTx(ctx context.Context) (*sql.Tx, error) {
+	return s.wconn.BeginTx(context.WithoutCancel(ctx), nil)
+}
 
 // resync sets lastSeq, and the event id index, from the table after a
 // failed append, which may have committed after all.
