@@ -31,7 +31,8 @@
 // attached to the same DuckDB instance as hot_<n>, with the same table
 // events. Once a segment's WAL reaches SegmentBytes (16 MiB, about 30,000
 // records), the writer starts a new one, and a background mover copies
-// the full one into the main file's events, with users_latest and
+// the full one into the main file's events (sorted by user, then seq:
+// moveByUser), with users_latest and
 // cold_max, in one transaction, then detaches the segment and deletes its
 // files. Every read runs over the union of the main file's events and the
 // segments' (view), each segment's rows counted only above cold_max as of

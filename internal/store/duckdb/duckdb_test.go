@@ -527,6 +527,16 @@ func TestCrash(t *testing.T) {
 	t.Logf("child reported %d batches before SIGKILL; %d records stored", reported+1, len(all))
 }
 
+// diffAt is the first index at which a and b differ.
+func diffAt(a, b []string) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
+
 func walkAll(t *testing.T, s *Store) []event.Record {
 	t.Helper()
 	var all []event.Record
@@ -682,6 +692,50 @@ func BenchmarkLatest(b *testing.B) {
 	}
 }
 
+// BenchmarkListUserOfTheLoad reads a page of the newest 100 records of a
+// user who writes often: 300,000 records of 2,000 users (the bench's load:
+// a user's page is its last 200,000 seq), all moved into the main file,
+// with the mover copying segments sorted by user or in seq order. The
+// write and the move are not timed; cpu-ms/op is the process's CPU a page.
+func BenchmarkListUserOfTheLoad(b *testing.B) {
+	const n, users = 300_000, 2_000
+	for _, byUser := range []bool{true, false} {
+		b.Run(fmt.Sprintf("moved_by_user_%v", byUser), func(b *testing.B) {
+			defer func(old bool) { moveByUser = old }(moveByUser)
+			moveByUser = byUser
+			ctx := context.Background()
+			path := tempPath(b)
+			s := openPath(b, path)
+			recs := storetest.Records(7, n)
+			rng := rand.New(rand.NewPCG(7, 7))
+			for i := range recs {
+				recs[i].User.ID = "load-" + strconv.Itoa(rng.IntN(users))
+			}
+			for i := 0; i < n; i += 1000 {
+				if err := s.Write(ctx, recs[i:i+1000]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := s.Settle(ctx); err != nil {
+				b.Fatal(err)
+			}
+			b.Logf("main file %d MB", fileSize(path)>>20)
+			var cpu0, cpu1 syscall.Rusage
+			syscall.Getrusage(syscall.RUSAGE_SELF, &cpu0)
+			b.ResetTimer()
+			for i := 0; b.Loop(); i++ {
+				p, err := s.List(ctx, store.Query{UserID: "load-" + strconv.Itoa(i*7919%users), Limit: 100})
+				if err != nil || len(p.Records) != 100 {
+					b.Fatal(len(p.Records), err)
+				}
+			}
+			syscall.Getrusage(syscall.RUSAGE_SELF, &cpu1)
+			used := time.Duration(cpu1.Utime.Nano() + cpu1.Stime.Nano() - cpu0.Utime.Nano() - cpu0.Stime.Nano())
+			b.ReportMetric(float64(used.Microseconds())/1000/float64(b.N), "cpu-ms/op")
+		})
+	}
+}
+
 // TestWritesAndReadsDoNotWaitForAHeldRead: a read that holds a snapshot
 // (a long scan) keeps its segments attached, and nothing else waits for
 // it: the writer starts new segments, the mover moves the others, and new
@@ -829,37 +883,79 @@ func BenchmarkReadsOnStore(b *testing.B) {
 	})
 }
 
-// TestMovedInSeqOrder: the mover copies segments without sorting them; the
-// main file's rows are still in seq order, as the reads' zone maps on seq
-// expect (rowid is a row's place in the table).
-func TestMovedInSeqOrder(t *testing.T) {
-	defer func(old int64) { segmentBytes = old }(segmentBytes)
+// TestMovedByUser: the mover copies each segment into the main file sorted
+// by user_key, then seq (moveByUser), each segment's records together; or,
+// with moveByUser off, as written, in seq order (rowid is a row's place in
+// the table).
+func TestMovedByUser(t *testing.T) {
+	defer func(old int64, by bool) { segmentBytes, moveByUser = old, by }(segmentBytes, moveByUser)
 	segmentBytes = 1
-	path := tempPath(t)
-	s := openPath(t, path)
-	recs := storetest.Records(1, 3000)
-	for i := 0; i < len(recs); i += 100 {
-		batch := append([]event.Record{}, recs[i:i+100]...)
-		if i > 0 {
-			batch = append(batch, recs[i-1]) // a redelivery: a gap in seq
-		}
-		if err := s.Write(t.Context(), batch); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	db, err := sql.Open("duckdb", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	var n, disordered int64
-	err = db.QueryRowContext(t.Context(), `SELECT count(*), count(*) FILTER (WHERE d <= 0)
-FROM (SELECT seq - lag(seq) OVER (ORDER BY rowid) AS d FROM events)`).Scan(&n, &disordered)
-	if err != nil || n != int64(len(recs)) || disordered != 0 {
-		t.Fatalf("%d rows in the main file, %d of them out of seq order (%v); want %d, 0", n, disordered, err, len(recs))
+	for _, byUser := range []bool{true, false} {
+		t.Run(fmt.Sprintf("by_user_%v", byUser), func(t *testing.T) {
+			moveByUser = byUser
+			path := tempPath(t)
+			s := openPath(t, path)
+			recs := storetest.Records(1, 3000)
+			writes := 0
+			for i := 0; i < len(recs); i += 100 {
+				batch := append([]event.Record{}, recs[i:i+100]...)
+				if i > 0 {
+					batch = append(batch, recs[i-1]) // a redelivery: a gap in seq
+				}
+				if err := s.Write(t.Context(), batch); err != nil {
+					t.Fatal(err)
+				}
+				writes++
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			db, err := sql.Open("duckdb", path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Runs: the rows, by rowid, cut wherever (user_key, seq), or seq
+			// alone, does not increase; and whether each run's seqs lie
+			// above the run's before it.
+			key := "user_key, seq"
+			if !byUser {
+				key = "seq"
+			}
+			var n, runs, overlaps int64
+			err = db.QueryRowContext(t.Context(), `WITH r AS (SELECT rowid, seq, CASE WHEN (`+key+`) > lag((`+key+`)) OVER (ORDER BY rowid) THEN 0 ELSE 1 END AS cut FROM events),
+g AS (SELECT seq, sum(cut) OVER (ORDER BY rowid) AS run FROM r),
+b AS (SELECT run, min(seq) AS lo, max(seq) AS hi FROM g GROUP BY run)
+SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM b),
+       (SELECT count(*) FROM (SELECT lo, lag(hi) OVER (ORDER BY run) AS prev FROM b) WHERE lo <= prev)`).Scan(&n, &runs, &overlaps)
+			db.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := int64(writes)
+			if !byUser {
+				want = 1
+			}
+			if n != int64(len(recs)) || runs < 1 || runs > want || overlaps != 0 {
+				t.Fatalf("%d rows in the main file in %d runs of increasing (%s), %d of them below the run before; want %d rows in 1 to %d runs, none below", n, runs, key, overlaps, len(recs), want)
+			}
+			// Every record reads back in seq order, and each user's, newest
+			// first, page by page.
+			s = openPath(t, path)
+			if got, want := eventIDs(walkAll(t, s)), eventIDs(recs); !slices.Equal(got, want) {
+				t.Fatalf("the records in seq order: %d, want %d (first difference at %d)", len(got), len(want), diffAt(got, want))
+			}
+			for _, u := range []int{0, 17, 1500, 2999} {
+				var want []string
+				for i := len(recs) - 1; i >= 0; i-- {
+					if recs[i].User.ID == recs[u].User.ID {
+						want = append(want, recs[i].EventID)
+					}
+				}
+				if got := eventIDs(walk(t, s, store.Query{UserID: recs[u].User.ID, Limit: 2})); !slices.Equal(got, want) {
+					t.Errorf("user %s: %v, want %v", recs[u].User.ID, got, want)
+				}
+			}
+		})
 	}
 }
 
