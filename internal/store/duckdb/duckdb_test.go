@@ -527,6 +527,20 @@ func TestCrash(t *testing.T) {
 	t.Logf("child reported %d batches before SIGKILL; %d records stored", reported+1, len(all))
 }
 
+// reportCPU starts counting the process's CPU; the func it returns reports
+// it as cpu-ms/op of b's b.N operations.
+func reportCPU(b *testing.B) func() {
+	cpu := func() time.Duration {
+		var ru syscall.Rusage
+		syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	start := cpu()
+	return func() {
+		b.ReportMetric(float64((cpu()-start).Microseconds())/1000/float64(b.N), "cpu-ms/op")
+	}
+}
+
 // diffAt is the first index at which a and b differ.
 func diffAt(a, b []string) int {
 	for i := range min(len(a), len(b)) {
@@ -720,18 +734,14 @@ func BenchmarkListUserOfTheLoad(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.Logf("main file %d MB", fileSize(path)>>20)
-			var cpu0, cpu1 syscall.Rusage
-			syscall.Getrusage(syscall.RUSAGE_SELF, &cpu0)
-			b.ResetTimer()
+			report := reportCPU(b)
 			for i := 0; b.Loop(); i++ {
 				p, err := s.List(ctx, store.Query{UserID: "load-" + strconv.Itoa(i*7919%users), Limit: 100})
 				if err != nil || len(p.Records) != 100 {
 					b.Fatal(len(p.Records), err)
 				}
 			}
-			syscall.Getrusage(syscall.RUSAGE_SELF, &cpu1)
-			used := time.Duration(cpu1.Utime.Nano() + cpu1.Stime.Nano() - cpu0.Utime.Nano() - cpu0.Stime.Nano())
-			b.ReportMetric(float64(used.Microseconds())/1000/float64(b.N), "cpu-ms/op")
+			report()
 		})
 	}
 }
@@ -841,14 +851,7 @@ func BenchmarkReadsOnStore(b *testing.B) {
 					listByUserRuns, listByUserPoints, listByUserKey = runs, points, key
 				}(listByUserRuns, listByUserPoints, listByUserKey)
 				listByUserRuns, listByUserPoints, listByUserKey = way.runs, way.points, way.key
-				var cpu0 syscall.Rusage
-				syscall.Getrusage(syscall.RUSAGE_SELF, &cpu0)
-				defer func() {
-					var cpu1 syscall.Rusage
-					syscall.Getrusage(syscall.RUSAGE_SELF, &cpu1)
-					used := time.Duration(cpu1.Utime.Nano() + cpu1.Stime.Nano() - cpu0.Utime.Nano() - cpu0.Stime.Nano())
-					b.ReportMetric(float64(used.Microseconds())/1000/float64(b.N), "cpu-ms/op")
-				}()
+				defer reportCPU(b)()
 				for i := 0; b.Loop(); i++ {
 					if p, err := s.List(ctx, store.Query{UserID: users[i%len(users)], Limit: 100}); err != nil || len(p.Records) == 0 {
 						b.Fatal(len(p.Records), err)

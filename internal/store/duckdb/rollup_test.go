@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -472,16 +471,13 @@ func BenchmarkStats(b *testing.B) {
 		b.Run(map[bool]string{true: "memory", false: "store"}[on], func(b *testing.B) {
 			defer func() { recentStatsOn = true }()
 			recentStatsOn = on
-			var cpu0, cpu1 syscall.Rusage
-			syscall.Getrusage(syscall.RUSAGE_SELF, &cpu0)
+			report := reportCPU(b)
 			for b.Loop() {
 				if _, err := s.Stats(ctx, q); err != nil {
 					b.Fatal(err)
 				}
 			}
-			syscall.Getrusage(syscall.RUSAGE_SELF, &cpu1)
-			used := time.Duration(cpu1.Utime.Nano() + cpu1.Stime.Nano() - cpu0.Utime.Nano() - cpu0.Stime.Nano())
-			b.ReportMetric(float64(used.Microseconds())/1000/float64(b.N), "cpu-ms/op")
+			report()
 		})
 	}
 }
