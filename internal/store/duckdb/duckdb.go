@@ -468,11 +468,13 @@ func open(ctx context.Context, path string, cfg Config, log *slog.Logger) (_ *St
 	// opened as it, for its row group size (RowGroupSize), an option of
 	// ATTACH only; every connection uses it as its default database.
 	attach := "ATTACH IF NOT EXISTS " + quote(path) + " AS " + mainAlias + " (ROW_GROUP_SIZE " + strconv.Itoa(rowGroupSize) + ")"
+	// Not ctx: the pool opens connections for as long as the store is open.
+	connCtx := context.WithoutCancel(ctx)
 	connector, err := duckdb.NewConnector("?"+settings.Encode(), func(ex driver.ExecerContext) error {
-		if _, err := ex.ExecContext(ctx, attach, nil); err != nil {
+		if _, err := ex.ExecContext(connCtx, attach, nil); err != nil {
 			return err // names the file and the reason, e.g. the lock held by another process
 		}
-		_, err := ex.ExecContext(ctx, "USE "+mainAlias, nil)
+		_, err := ex.ExecContext(connCtx, "USE "+mainAlias, nil)
 		return err
 	})
 	if err != nil {

@@ -955,6 +955,39 @@ FROM pragma_storage_info('main.events') WHERE column_id = 0 GROUP BY row_group_i
 	}
 }
 
+// TestOpenContextEnds: the context Open was given ends with the start-up
+// (as the app's does); the connections the pool opens afterwards, for the
+// mover and for Close, still attach the main file.
+func TestOpenContextEnds(t *testing.T) {
+	defer func(old int64) { segmentBytes = old }(segmentBytes)
+	segmentBytes = 1
+	ctx, cancel := context.WithCancel(t.Context())
+	s, err := Open(ctx, Config{Path: tempPath(t)}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	// Without the fix the pool's new connections fail and the mover
+	// retries for ever: a bound turns that into an error.
+	opCtx, stop := context.WithTimeout(t.Context(), time.Minute)
+	defer stop()
+	recs := storetest.Records(5, 300)
+	for i := 0; i < len(recs); i += 100 {
+		if err := s.Write(opCtx, recs[i:i+100]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Settle(opCtx); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := eventIDs(walkAll(t, s)), eventIDs(recs); !slices.Equal(got, want) {
+		t.Fatalf("the records in seq order: %d, want %d", len(got), len(want))
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestMovedByUser: the mover copies each segment into the main file sorted
 // by user_key, then seq (moveByUser), each segment's records together; or,
 // with moveByUser off, as written, in seq order (rowid is a row's place in
