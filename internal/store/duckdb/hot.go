@@ -135,6 +135,19 @@ var segmentDDL = "CREATE TABLE IF NOT EXISTS %s.events (\n" + event.DuckDBColumn
 // from the main file, not from the segment, which may not be detached yet.
 const coldMaxSQL = `(SELECT CAST(value AS BIGINT) FROM main.skyjoin_meta WHERE key = 'cold_max')`
 
+// movedOnly is the condition on the main file's records that a read over
+// the main file and the hot segments adds: the records of the moves its
+// snapshot sees committed, and no others. A move's rows can be seen
+// before its commit is: when a transaction appends at least a row group
+// to a table (or appends to an empty one), DuckDB 1.5 hands the row groups
+// to the table during the commit, visible to every statement until the
+// commit stamps them with its id, while the same commit's update of
+// cold_max stays invisible until it ends. Without the condition a
+// statement in that window read a move's records twice, from the main
+// file and from the segment (test/crash TestKillUpRepeatedly: "1054
+// records in the range of 1001 seq values"); TestMoveSeenOnce.
+const movedOnly = "seq <= " + coldMaxSQL
+
 // attach attaches segment n (creating its file and table if needed) on
 // conn.
 func (s *Store) attach(ctx context.Context, conn *sql.Conn, n int) (*segment, error) {
@@ -184,7 +197,7 @@ func (s *Store) updateSegments(change func([]*segment) []*segment) {
 	if len(parts) > 0 {
 		sn.hot = "(" + strings.Join(parts, " UNION ALL ") + ") AS events"
 	}
-	sn.from = "(" + strings.Join(append([]string{"SELECT " + selectColumns + " FROM main.events"}, parts...), " UNION ALL ") + ") AS events"
+	sn.from = "(" + strings.Join(append([]string{"SELECT " + selectColumns + " FROM main.events WHERE " + movedOnly}, parts...), " UNION ALL ") + ") AS events"
 	s.snap.Store(sn)
 }
 

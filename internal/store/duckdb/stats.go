@@ -105,11 +105,11 @@ func (s *Store) Stats(ctx context.Context, q store.StatsQuery) ([]store.StatsRow
 		rq.Since, rq.Until = time.Time{}, time.Time{}
 		parts = append(parts, statsRollupSQL(k1r, k2, conds(&rq, w.inRollup...)))
 		if len(w.outside) > 0 {
-			parts = append(parts, records("main.events", conds(&q.Query, "("+strings.Join(w.outside, " OR ")+")")))
+			parts = append(parts, records("main.events", conds(&q.Query, "("+strings.Join(w.outside, " OR ")+")", movedOnly)))
 		}
 		above := "seq > " + a.add(int64(0))
 		rollupHiArg = len(a.args) - 1
-		parts = append(parts, records("main.events", conds(&q.Query, append(w.inside, above)...)))
+		parts = append(parts, records("main.events", conds(&q.Query, append(w.inside, above, movedOnly)...)))
 		parts = append(parts, records(sn.hot, conds(&q.Query)))
 	} else {
 		parts = append(parts, records(sn.from, conds(&q.Query)))
