@@ -36,8 +36,10 @@
 // cold_max, in one transaction, then detaches the segment and deletes its
 // files. Every read runs over the union of the main file's events and the
 // segments' (view), each segment's rows counted only above cold_max as of
-// the same statement, so that a record is seen once whether or not its
-// segment has been moved yet; a moved segment is detached once no read is
+// the same statement and the main file's only at or below it (movedOnly:
+// DuckDB shows a move of whole row groups before its commit has updated
+// cold_max), so that a record is seen once whether or not its segment has
+// been moved yet; a moved segment is detached once no read is
 // using it, in a goroutine of its own, so that neither the mover nor the
 // writer waits for a read.
 //
@@ -60,6 +62,13 @@
 // checkpoints). So the main file's checkpoints, run by the mover's
 // commits, stall only the mover; a segment never reaches the checkpoint
 // threshold, and is deleted rather than checkpointed.
+//
+// The main file's row groups are RowGroupSize (16,384) rows rather than
+// DuckDB's 122,880, so that a move fills whole row groups, which DuckDB
+// writes into the file, compressed, while the move's insert runs: the
+// commit logs where they are, not the records, and the checkpoint has little
+// left to do. The main file is attached (ATTACH's ROW_GROUP_SIZE) to an
+// in-memory database that every connection uses as its default.
 //
 // # Idempotency
 //
@@ -288,6 +297,23 @@ const MainCheckpointBytes = CheckpointThreshold
 // mainCheckpointBytes is MainCheckpointBytes; tests vary it.
 var mainCheckpointBytes int64 = MainCheckpointBytes
 
+// mainAlias is the main file's name in its DuckDB instance.
+const mainAlias = "skyjoin"
+
+// RowGroupSize is the main file's row group, in rows (DuckDB's default:
+// 122,880). A transaction that appends at least a row group to a table
+// has DuckDB write it into the file, compressed, while it runs (its
+// optimistic writes): its commit logs where the row groups are rather
+// than the records, and the checkpoint after it has them already. A move
+// of a hot segment (about 30,000 records) is under DuckDB's default, so
+// every record went into the WAL, and the checkpoint read and compressed
+// it again. Such a commit shows its rows before its other changes
+// (movedOnly says how reads stay exact).
+const RowGroupSize = 16_384
+
+// rowGroupSize is RowGroupSize; benchmarks vary it.
+var rowGroupSize = RowGroupSize
+
 // maxConns bounds the connections of the pool: one is the writer's, the rest
 // serve reads concurrently with it.
 const maxConns = 8
@@ -441,9 +467,21 @@ func open(ctx context.Context, path string, cfg Config, log *slog.Logger) (_ *St
 		"memory_limit":         {cfg.MemoryLimit},
 		"threads":              {strconv.Itoa(cfg.Threads)},
 	}
-	connector, err := duckdb.NewConnector(path+"?"+settings.Encode(), nil)
+	// The main file is attached to an in-memory database, rather than
+	// opened as it, for its row group size (RowGroupSize), an option of
+	// ATTACH only; every connection uses it as its default database.
+	attach := "ATTACH IF NOT EXISTS " + quote(path) + " AS " + mainAlias + " (ROW_GROUP_SIZE " + strconv.Itoa(rowGroupSize) + ")"
+	// Not ctx: the pool opens connections for as long as the store is open.
+	connCtx := context.WithoutCancel(ctx)
+	connector, err := duckdb.NewConnector("?"+settings.Encode(), func(ex driver.ExecerContext) error {
+		if _, err := ex.ExecContext(connCtx, attach, nil); err != nil {
+			return err // names the file and the reason, e.g. the lock held by another process
+		}
+		_, err := ex.ExecContext(connCtx, "USE "+mainAlias, nil)
+		return err
+	})
 	if err != nil {
-		return nil, err // names the file and the reason, e.g. the lock held by another process
+		return nil, err
 	}
 	db := sql.OpenDB(connector) // db.Close closes the connector
 	defer func() {
