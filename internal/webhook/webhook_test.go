@@ -556,6 +556,9 @@ func TestDeliverySigned(t *testing.T) {
 	if !good.webhookIDs[spain.ID] {
 		t.Errorf("webhook_id %s not in the payloads", spain.ID)
 	}
+	// The sender counts a batch once the receiver's response is read, which
+	// can be just after the receiver recorded it.
+	eventually(t, "3 records counted delivered", func() bool { return e.get(spain.ID).Stats.DeliveredRecords == 3 })
 	w := e.get(spain.ID)
 	if w.Stats.Matched != 3 || w.Stats.FilterErrors != 1 || w.Stats.DeliveredRecords != 3 || w.Stats.FailedBatches != 0 {
 		t.Errorf("stats %+v: want 3 matched, 1 filter error (the record without weather), 3 delivered", *w.Stats)
