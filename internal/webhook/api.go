@@ -249,6 +249,7 @@ func (h *hook) view(failures int64) Webhook {
 		FailedBatches:    h.stats.failed.Load(),
 		QueueFull:        h.stats.queueFull.Load(),
 		Queued:           int64(len(h.queue)),
+		ExpiredFailures:  h.stats.expired.Load(),
 	}
 	w.Failures = &failures
 	return w

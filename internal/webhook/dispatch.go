@@ -69,6 +69,10 @@ type Dispatcher struct {
 	fquit    chan struct{}
 	fdone    chan struct{}
 
+	// expireStop ends expireLoop, which closes expireDone.
+	expireStop context.CancelFunc
+	expireDone chan struct{}
+
 	// hard is cancelled when Close's deadline passes: senders stop
 	// retrying and what is left becomes failures.
 	hard     context.Context
@@ -104,7 +108,7 @@ type hook struct {
 	replayMu sync.Mutex // one replay at a time in this process
 
 	stats struct {
-		matched, filterErrors, deliveredBatches, deliveredRecords, retries, failed, queueFull atomic.Int64
+		matched, filterErrors, deliveredBatches, deliveredRecords, retries, failed, queueFull, expired atomic.Int64
 	}
 }
 
@@ -168,6 +172,7 @@ func New(ctx context.Context, reg registry.Registry, cfg Config, log *slog.Logge
 		fsignal:    make(chan struct{}, 1),
 		fquit:      make(chan struct{}),
 		fdone:      make(chan struct{}),
+		expireDone: make(chan struct{}),
 	}
 	d.hard, d.hardStop = context.WithCancel(context.Background())
 	// The watch outlives ctx, which bounds the first load only.
@@ -187,6 +192,9 @@ func New(ctx context.Context, reg registry.Registry, cfg Config, log *slog.Logge
 	go d.watchLoop(wctx, changes)
 	go d.routeLoop()
 	go d.persistLoop()
+	ectx, estop := context.WithCancel(context.Background())
+	d.expireStop = estop
+	go d.expireLoop(ectx)
 	if keys == nil {
 		log.Warn("no webhook secret key (--webhook-secret-key): webhooks cannot be registered through this process, and batches of registrations whose secret it cannot open go to the failure list")
 	}
@@ -885,6 +893,8 @@ func (d *Dispatcher) backoffPolicy() retry.Backoff {
 // failure is stored. Close is idempotent; close the registry after it.
 func (d *Dispatcher) Close(ctx context.Context) error {
 	d.closeOnce.Do(func() {
+		d.expireStop()
+		<-d.expireDone
 		d.stopWatch()
 		<-d.watchDone
 		d.reseals.Wait()
@@ -937,4 +947,49 @@ func (d *Dispatcher) sortedHooks() []*hook {
 		return strings.Compare(a.reg.ID, b.reg.ID)
 	})
 	return hs
+}
+
+// expireLoop deletes the failures older than FailureMaxAge, at start and
+// every tenth of it (at most an hour apart), until ctx is done. Every
+// process on a registry does; deletes of one failure by two are harmless.
+func (d *Dispatcher) expireLoop(ctx context.Context) {
+	defer close(d.expireDone)
+	if d.cfg.FailureMaxAge <= 0 {
+		return
+	}
+	every := min(max(d.cfg.FailureMaxAge/10, time.Millisecond), time.Hour)
+	for {
+		if _, err := d.expireFailures(ctx, d.now().Add(-d.cfg.FailureMaxAge)); err != nil && ctx.Err() == nil {
+			d.log.Warn("webhook: expiring failures failed; trying again later", "error", err.Error(), "retry_in", every.String())
+		}
+		if retry.Sleep(ctx, every) != nil {
+			return
+		}
+	}
+}
+
+// expireFailures deletes the failures of every webhook whose last attempt
+// (failed_at) is before cutoff, and returns how many it deleted.
+func (d *Dispatcher) expireFailures(ctx context.Context, cutoff time.Time) (int, error) {
+	keys, webhooks, err := d.db.expiredFailures(ctx, cutoff)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for i, k := range keys {
+		if err := d.db.reg.Delete(ctx, collFailures, k); err != nil {
+			return n, errorf("expire failure "+k, err)
+		}
+		n++
+		d.mu.RLock()
+		h := d.hooks[webhooks[i]]
+		d.mu.RUnlock()
+		if h != nil {
+			h.stats.expired.Add(1)
+		}
+	}
+	if n > 0 {
+		d.log.Info("webhook failures expired", "count", n, "failed_before", cutoff.Format(time.RFC3339), "max_age", d.cfg.FailureMaxAge.String())
+	}
+	return n, nil
 }

@@ -314,3 +314,28 @@ func (s store) failureCounts(ctx context.Context, id string) (map[string]int64, 
 	}
 	return out, nil
 }
+
+// failedAt is the part of a failure document expiry reads.
+type failedAt struct {
+	FailedAt time.Time `json:"failed_at"`
+}
+
+// expiredFailures returns the failures, of every webhook, whose failed_at
+// is before cutoff, as registry keys with their webhook's id.
+func (s store) expiredFailures(ctx context.Context, cutoff time.Time) (keys, webhooks []string, _ error) {
+	docs, err := s.reg.List(ctx, collFailures, "")
+	if err != nil {
+		return nil, nil, errorf("list failures", err)
+	}
+	for _, d := range docs {
+		var f failedAt
+		if err := json.Unmarshal(d.Data, &f); err != nil {
+			return nil, nil, errorf("list failures", fmt.Errorf("decode failure %s: %w", d.ID, err))
+		}
+		if f.FailedAt.Before(cutoff) {
+			wid, _, _ := strings.Cut(d.ID, "-")
+			keys, webhooks = append(keys, d.ID), append(webhooks, wid)
+		}
+	}
+	return keys, webhooks, nil
+}

@@ -64,7 +64,11 @@ const (
 	MaxBatchSize            = 1000
 	MaxMaxWait              = time.Minute
 	DefaultFailureListLimit = 100
-	MaxFailureListLimit     = 1000
+	// DefaultFailureMaxAge is how long a failed batch stays in its
+	// webhook's failure list after its last attempt: as long as dead
+	// letters (the JetStream broker's deadletter_max_age).
+	DefaultFailureMaxAge = 14 * 24 * time.Hour
+	MaxFailureListLimit  = 1000
 )
 
 // Config configures the Dispatcher. Every field is a flag of `skyjoin up`
@@ -85,6 +89,11 @@ type Config struct {
 	// QueueSize is how many batches of matched records may wait for each
 	// registration's sender; past it they go to the failure list.
 	QueueSize int
+	// FailureMaxAge is how long a failed batch stays in the failure list
+	// after its last attempt (failed_at); each process deletes older ones
+	// at start and every FailureMaxAge/10, at most hourly. 0 keeps them
+	// until replayed, erased, or their webhook deleted.
+	FailureMaxAge time.Duration
 	// AllowPrivate lets every webhook of this process reach private,
 	// loopback and link-local addresses, as a webhook registered with
 	// allow_private may (local development, tests). Off by default: a
@@ -129,6 +138,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.MaxRetryDelay, "webhook-max-retry-delay", DefaultMaxRetryDelay, "longest backoff between delivery attempts of a webhook batch")
 	fs.DurationVar(&c.RequestTimeout, "webhook-timeout", DefaultRequestTimeout, "timeout of each webhook POST")
 	fs.IntVar(&c.QueueSize, "webhook-queue", DefaultQueueSize, "batches that may wait for each webhook's sender; past it they go to the failure list")
+	fs.DurationVar(&c.FailureMaxAge, "webhook-failure-max-age", DefaultFailureMaxAge, "how long a failed batch stays in its webhook's failure list after its last attempt; older ones are deleted (0: kept until replayed or the webhook deleted)")
 	fs.BoolVar(&c.AllowPrivate, "webhook-allow-private", false, "let every webhook reach loopback, private and link-local addresses (local development; cloud metadata addresses stay refused); without it only a webhook registered with allow_private, by an admin, may")
 	fs.Var(&c.denyPrivate, "webhook-deny-private", "deprecated: the private-address guard is on by default (see --webhook-allow-private)")
 	fs.Var(&c.SecretKey, "webhook-secret-key", "key that seals webhook secrets in the registry, as a `SECRET` reference: env://VAR or sm://projects/P/secrets/S/versions/V, 32 bytes in base64 or hex (default: a key generated in the data dir, when the registry is this process's own)")
@@ -166,6 +176,9 @@ func (c Config) Validate() error {
 	var p platform.Problems
 	if c.MaxAttempts < 1 {
 		p.Addf("webhook-max-attempts must be at least 1, got %d", c.MaxAttempts)
+	}
+	if c.FailureMaxAge < 0 {
+		p.Addf("webhook-failure-max-age must not be negative (0 keeps failures), got %s", c.FailureMaxAge)
 	}
 	if c.RetryDelay < 0 {
 		p.Addf("webhook-retry-delay must not be negative, got %s", c.RetryDelay)
@@ -326,10 +339,11 @@ type Stats struct {
 	FilterErrors     int64 `json:"filter_errors"`     // records whose filter failed to evaluate (counted as no match)
 	DeliveredBatches int64 `json:"delivered_batches"` // batches the target answered 2xx
 	DeliveredRecords int64 `json:"delivered_records"`
-	Retries          int64 `json:"retries"`        // attempts after a first one that failed
-	FailedBatches    int64 `json:"failed_batches"` // batches that went to the failure list
-	QueueFull        int64 `json:"queue_full"`     // of which because the queue was full
-	Queued           int64 `json:"queued"`         // batches waiting now
+	Retries          int64 `json:"retries"`          // attempts after a first one that failed
+	FailedBatches    int64 `json:"failed_batches"`   // batches that went to the failure list
+	QueueFull        int64 `json:"queue_full"`       // of which because the queue was full
+	Queued           int64 `json:"queued"`           // batches waiting now
+	ExpiredFailures  int64 `json:"expired_failures"` // failed batches this process deleted after FailureMaxAge
 }
 
 // Failure is a batch that could not be delivered.

@@ -638,6 +638,55 @@ func TestRetryFailureListReplay(t *testing.T) {
 	}
 }
 
+func TestFailuresExpire(t *testing.T) {
+	e := newEnv(t, Config{MaxAttempts: 1})
+	rcv := newReceiver(t, secret)
+	rcv.set(http.StatusServiceUnavailable)
+	a := e.register(map[string]any{"url": rcv.srv.URL, "max_wait_ms": 0})
+	b := e.register(map[string]any{"url": rcv.srv.URL + "/b", "max_wait_ms": 0})
+	both := func(n int) func() bool {
+		return func() bool { return len(e.failures(a.ID)) == n && len(e.failures(b.ID)) == n }
+	}
+
+	e.d.Deliver([]event.Record{rec("old", "Spain", 20)}, nil)
+	eventually(t, "the first batch in both failure lists", both(1))
+	// The two webhooks' senders fail the first batch each at its time.
+	oa, ob := e.failures(a.ID)[0].FailedAt, e.failures(b.ID)[0].FailedAt
+	first, last := oa, ob
+	if ob.Before(oa) {
+		first, last = ob, oa
+	}
+	e.d.Deliver([]event.Record{rec("new", "Spain", 21)}, nil)
+	eventually(t, "the second batch in both failure lists", both(2))
+
+	ctx := context.Background()
+	if n, err := e.d.expireFailures(ctx, first); err != nil || n != 0 {
+		t.Fatalf("expire before the first failure's time: %d deleted, %v; want none", n, err)
+	}
+	n, err := e.d.expireFailures(ctx, last.Add(time.Microsecond))
+	if err != nil || n != 2 {
+		t.Fatalf("expire after the first failures: %d deleted, %v; want the first batch of each webhook", n, err)
+	}
+	for _, id := range []string{a.ID, b.ID} {
+		fs := e.failures(id)
+		if len(fs) != 1 || strings.Join(fs[0].EventIDs, ",") != "new" {
+			t.Fatalf("webhook %s keeps %+v; want the newer failure only", id, fs)
+		}
+		if w := e.get(id); w.Stats.ExpiredFailures != 1 || *w.Failures != 1 {
+			t.Errorf("webhook %s: stats %+v, %d failures; want 1 expired, 1 left", id, *w.Stats, *w.Failures)
+		}
+	}
+
+	// With a max age, the dispatcher deletes them by itself.
+	e.cfg.FailureMaxAge = time.Millisecond
+	e.reopen()
+	eventually(t, "the failure lists emptied by the dispatcher", both(0))
+
+	if err := (Config{FailureMaxAge: -time.Hour}).withDefaults().Validate(); err == nil || !strings.Contains(err.Error(), "webhook-failure-max-age") {
+		t.Errorf("a negative max age: %v; want it refused by name", err)
+	}
+}
+
 func TestNonRetryableAndRetryAfter(t *testing.T) {
 	tests := []struct {
 		status       int
