@@ -9,6 +9,7 @@ import (
 
 	"github.com/skyjoin/skyjoin/internal/broker/jetstream"
 	"github.com/skyjoin/skyjoin/internal/platform"
+	"github.com/skyjoin/skyjoin/internal/platform/budget"
 )
 
 // runBroker runs the embedded NATS JetStream broker alone, listening on TCP,
@@ -23,11 +24,20 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	readyFile := fs.String("ready-file", "", "once ready, write a JSON file here with the broker's URL; removed on exit")
 	var logCfg platform.LogConfig
 	logCfg.RegisterFlags(fs)
+	var mem budget.Config
+	mem.RegisterFlags(fs)
 	if err := platform.ParseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := mem.Validate(); err != nil {
 		return err
 	}
 	log, err := platform.NewLogger(stderr, logCfg)
 	if err != nil {
+		return err
+	}
+	// The broker's memory is the Go heap: NATS's block caches and buffers.
+	if err := budget.Apply(mem, 0, log); err != nil {
 		return err
 	}
 	dir, err := filepath.Abs(*dataDir)
