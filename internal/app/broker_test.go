@@ -18,9 +18,7 @@ import (
 // no store), and refuses a budget it cannot read or too small to leave the
 // heap 64 MiB, before it opens anything.
 func TestBrokerMemoryLimit(t *testing.T) {
-	before := debug.SetMemoryLimit(-1)
-	t.Cleanup(func() { debug.SetMemoryLimit(before) })
-	t.Setenv("GOMEMLIMIT", "")
+	keepMemoryLimit(t)
 	for _, tc := range []struct{ limit, want string }{
 		{"many", "memory-limit"},
 		{"32MiB", "too small"},
@@ -63,4 +61,12 @@ func TestBrokerMemoryLimit(t *testing.T) {
 	if want := int64(1<<30 - (1<<30)/10); got != want {
 		t.Errorf("the Go heap's soft limit is %d, want %d (1 GiB less a tenth)", got, want)
 	}
+}
+
+// keepMemoryLimit restores the Go heap's soft limit after t, and unsets
+// GOMEMLIMIT, which would take precedence over --memory-limit, for t.
+func keepMemoryLimit(t *testing.T) {
+	before := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(before) })
+	t.Setenv("GOMEMLIMIT", "")
 }

@@ -11,9 +11,7 @@ import (
 // heap's soft limit to the budget less twice the DuckDB store's memory
 // limit and a tenth in reserve.
 func TestMemoryBudgetLeavesDuckDBItsShare(t *testing.T) {
-	before := debug.SetMemoryLimit(-1)
-	t.Cleanup(func() { debug.SetMemoryLimit(before) })
-	t.Setenv("GOMEMLIMIT", "")
+	keepMemoryLimit(t)
 	_, stop := startInProcess(t, upHooks{}, "--memory-limit=1GiB", "--duckdb-memory-limit=128MB")
 	got := debug.SetMemoryLimit(-1)
 	stop()

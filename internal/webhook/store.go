@@ -107,6 +107,12 @@ type failureDoc struct {
 // that the failures of one webhook are listed by id prefix.
 func failureKey(webhookID, id string) string { return webhookID + "-" + id }
 
+// failureWebhook is the webhook id of a failure's registry id.
+func failureWebhook(key string) string {
+	wid, _, _ := strings.Cut(key, "-")
+	return wid
+}
+
 // maxReasonLength bounds a failure's stored error.
 const maxReasonLength = 1024
 
@@ -309,8 +315,7 @@ func (s store) failureCounts(ctx context.Context, id string) (map[string]int64, 
 	}
 	out := map[string]int64{}
 	for _, k := range keys {
-		wid, _, _ := strings.Cut(k, "-")
-		out[wid]++
+		out[failureWebhook(k)]++
 	}
 	return out, nil
 }
@@ -333,8 +338,7 @@ func (s store) expiredFailures(ctx context.Context, cutoff time.Time) (keys, web
 			return nil, nil, errorf("list failures", fmt.Errorf("decode failure %s: %w", d.ID, err))
 		}
 		if f.FailedAt.Before(cutoff) {
-			wid, _, _ := strings.Cut(d.ID, "-")
-			keys, webhooks = append(keys, d.ID), append(webhooks, wid)
+			keys, webhooks = append(keys, d.ID), append(webhooks, failureWebhook(d.ID))
 		}
 	}
 	return keys, webhooks, nil
