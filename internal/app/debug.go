@@ -1,10 +1,12 @@
 package app
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"runtime/metrics"
 	"slices"
 	"strconv"
 	"strings"
@@ -13,6 +15,8 @@ import (
 	"github.com/skyjoin/skyjoin/internal/enrich"
 	"github.com/skyjoin/skyjoin/internal/ingest"
 	"github.com/skyjoin/skyjoin/internal/platform"
+	"github.com/skyjoin/skyjoin/internal/platform/cmem"
+	"github.com/skyjoin/skyjoin/internal/store/duckdb"
 	"github.com/skyjoin/skyjoin/internal/weather"
 )
 
@@ -35,6 +39,63 @@ type pipelineDebug struct {
 	BacklogB  int64        `json:"backlog_bytes"`
 	Refused   int64        `json:"ingest_refused"`
 	Weather   weatherDebug `json:"weather"`
+	// Memory is what holds the RSS, with ?memory=1.
+	Memory *memoryDebug `json:"memory,omitempty"`
+}
+
+// memoryDebug is what holds this process's memory: Go's heap and runtime
+// (runtime/metrics), the C library's heap (mallinfo2: cgo code outside
+// DuckDB, which has an allocator of its own), and the DuckDB store's: its
+// buffer manager by tag, its allocator (jemalloc) and the event id index's
+// mapped arrays. RSS less these is mostly the binary's pages.
+type memoryDebug struct {
+	GoHeapObjects int64          `json:"go_heap_objects_bytes"` // live and not yet swept objects
+	GoHeapFree    int64          `json:"go_heap_free_bytes"`    // heap spans' free space and free spans not returned to the kernel
+	GoOther       int64          `json:"go_other_bytes"`        // stacks, GC and runtime metadata, profiling buckets
+	GoHeapGoal    int64          `json:"go_heap_goal_bytes"`    // the heap size the GC aims for
+	GoLimit       int64          `json:"go_memory_limit_bytes"` // the soft limit (--memory-limit, GOMEMLIMIT); math.MaxInt64 for none
+	C             *cmem.Stats    `json:"c_heap,omitempty"`
+	DuckDB        *duckdb.Memory `json:"duckdb,omitempty"`
+	Error         string         `json:"error,omitempty"` // the store's memory could not be read
+}
+
+// goMemoryMetrics are the runtime/metrics memoryDebug reads, in order.
+var goMemoryMetrics = []string{
+	"/memory/classes/total:bytes",
+	"/memory/classes/heap/released:bytes",
+	"/memory/classes/heap/objects:bytes",
+	"/memory/classes/heap/unused:bytes",
+	"/memory/classes/heap/free:bytes",
+	"/gc/heap/goal:bytes",
+	"/gc/gomemlimit:bytes",
+}
+
+// readMemory fills a memoryDebug; st, if not nil, is the store's.
+func readMemory(ctx context.Context, st memoryReporter) *memoryDebug {
+	samples := make([]metrics.Sample, len(goMemoryMetrics))
+	for i, name := range goMemoryMetrics {
+		samples[i].Name = name
+	}
+	metrics.Read(samples)
+	v := func(i int) int64 {
+		if samples[i].Value.Kind() != metrics.KindUint64 {
+			return 0
+		}
+		return int64(samples[i].Value.Uint64())
+	}
+	m := &memoryDebug{GoHeapObjects: v(2), GoHeapFree: v(3) + v(4), GoHeapGoal: v(5), GoLimit: v(6)}
+	m.GoOther = v(0) - v(1) - m.GoHeapObjects - m.GoHeapFree
+	if c, ok := cmem.Read(); ok {
+		m.C = &c
+	}
+	if st != nil {
+		if d, err := st.Memory(ctx); err != nil {
+			m.Error = err.Error()
+		} else {
+			m.DuckDB = &d
+		}
+	}
+	return m
 }
 
 type weatherDebug struct {
@@ -81,8 +142,11 @@ func resetPeak() error {
 }
 
 // registerDebug mounts GET /debug/pipeline and the pprof handlers.
-// GET /debug/pipeline?reset_peak=1 first resets the peak RSS (VmHWM).
-func registerDebug(mux platform.Router, w *enrich.Worker, ws *weather.Service, gate *ingest.BacklogGate, secretFlags []string) {
+// GET /debug/pipeline?reset_peak=1 first resets the peak RSS (VmHWM);
+// ?memory=1 adds what holds the memory (a statement to the store, so the
+// 50 ms watcher of `skyjoin bench` asks for it less often). storeMem
+// returns the store once it is open, if it reports its memory.
+func registerDebug(mux platform.Router, w *enrich.Worker, ws *weather.Service, gate *ingest.BacklogGate, storeMem func() memoryReporter, secretFlags []string) {
 	mux.HandleFunc("GET /debug/pipeline", func(rw http.ResponseWriter, r *http.Request) {
 		d := pipelineDebug{PID: os.Getpid()}
 		if r.URL.Query().Get("reset_peak") == "1" {
@@ -110,6 +174,9 @@ func registerDebug(mux platform.Router, w *enrich.Worker, ws *weather.Service, g
 		}
 		if gate != nil {
 			d.Backlog, d.BacklogB, d.Refused = gate.Backlog(), gate.BacklogBytes(), gate.Refused()
+		}
+		if r.URL.Query().Get("memory") == "1" {
+			d.Memory = readMemory(r.Context(), storeMem())
 		}
 		platform.WriteJSON(rw, http.StatusOK, d)
 	})

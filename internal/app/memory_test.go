@@ -3,6 +3,9 @@
 package app
 
 import (
+	"encoding/json"
+	"net/http"
+	"runtime"
 	"runtime/debug"
 	"testing"
 )
@@ -17,5 +20,56 @@ func TestMemoryBudgetLeavesDuckDBItsShare(t *testing.T) {
 	stop()
 	if want := int64(1<<30 - 2*128e6 - (1<<30)/10); got != want {
 		t.Errorf("the Go heap's soft limit is %d, want %d (1 GiB less twice DuckDB's 128 MB and a tenth)", got, want)
+	}
+}
+
+// TestDebugMemory: GET /debug/pipeline?memory=1 says what holds the
+// process's memory: Go's heap and its limit, the C heap, and the DuckDB
+// store's buffer manager by tag, which holds the records not yet moved.
+func TestDebugMemory(t *testing.T) {
+	keepMemoryLimit(t)
+	base, stop := startInProcess(t, upHooks{}, "--memory-limit=1GiB")
+	defer stop()
+	postEvents(t, base, 0, 100)
+	waitFor(t, func() bool { n, _ := storedCount(t, base); return n >= 100 })
+	get := func(query string) pipelineDebug {
+		t.Helper()
+		resp, err := http.Get(adminURL(t, base) + "/debug/pipeline" + query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var d pipelineDebug
+		if err := json.NewDecoder(resp.Body).Decode(&d); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	if d := get(""); d.Memory != nil {
+		t.Errorf("without ?memory=1 the answer has memory: %+v", d.Memory)
+	}
+	m := get("?memory=1").Memory
+	if m == nil {
+		t.Fatal("?memory=1: no memory in the answer")
+	}
+	t.Logf("go objects %d, free %d, other %d, goal %d, limit %d; C %+v; DuckDB %+v",
+		m.GoHeapObjects, m.GoHeapFree, m.GoOther, m.GoHeapGoal, m.GoLimit, m.C, m.DuckDB)
+	if m.GoHeapObjects <= 0 || m.GoOther <= 0 || m.GoHeapGoal <= 0 {
+		t.Errorf("Go's memory: objects %d, other %d, goal %d: want each above 0", m.GoHeapObjects, m.GoOther, m.GoHeapGoal)
+	}
+	if m.GoLimit >= 1<<30 || m.GoLimit <= 0 {
+		t.Errorf("Go's memory limit = %d, want the budget's share of 1 GiB", m.GoLimit)
+	}
+	if m.Error != "" || m.DuckDB == nil {
+		t.Fatalf("DuckDB's memory: %+v, error %q", m.DuckDB, m.Error)
+	}
+	if m.DuckDB.ByTag["IN_MEMORY_TABLE"] <= 0 {
+		t.Errorf("DuckDB's memory by tag = %v: want the hot segment's rows (IN_MEMORY_TABLE)", m.DuckDB.ByTag)
+	}
+	if runtime.GOOS == "linux" && m.C == nil {
+		t.Error("no C heap figures on Linux")
+	}
+	if a := m.DuckDB.Allocator; runtime.GOOS == "linux" && runtime.GOARCH == "amd64" && (a == nil || a.Allocated < m.DuckDB.Bytes) {
+		t.Errorf("DuckDB's allocator: %+v, want jemalloc's figures, allocated at least the buffer manager's %d bytes", a, m.DuckDB.Bytes)
 	}
 }

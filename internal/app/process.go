@@ -54,10 +54,12 @@ type process struct {
 	// for good (DuckDB after a fatal error): the process then stops, so
 	// that a restart recovers it.
 	storeFails failingStore
-	ws         *weather.Service
-	simSrv     *sim.Server
-	reg        registry.Registry
-	policy     *pii.Policy
+	// storeMem is the store if it reports its memory (DuckDB).
+	storeMem memoryReporter
+	ws       *weather.Service
+	simSrv   *sim.Server
+	reg      registry.Registry
+	policy   *pii.Policy
 
 	// Set by the stages, for the probes, metrics, debug and banner.
 	checks     []serve.Check
@@ -164,6 +166,7 @@ func (p *process) store() (storeBackend, error) {
 		}
 	}
 	p.st, p.storeURL = st, u
+	p.storeMem, _ = raw.(memoryReporter)
 	check := func(ctx context.Context) error {
 		_, err := st.List(ctx, storeProbe)
 		return err
@@ -181,6 +184,19 @@ func (p *process) store() (storeBackend, error) {
 type failingStore interface {
 	Failed() <-chan struct{}
 	Failure() error
+}
+
+// memoryReporter is a store that reports the memory it holds outside Go's
+// heap (DuckDB: its buffer manager, its allocator, the event id index).
+type memoryReporter interface {
+	Memory(ctx context.Context) (duckdb.Memory, error)
+}
+
+// storeMemory returns the store if it is open and reports its memory.
+func (p *process) storeMemory() memoryReporter {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.storeMem
 }
 
 // pinger is a store with a cheaper readiness check than a List.
@@ -318,7 +334,7 @@ func (p *process) mountCommon(r, admin platform.Router) error {
 	if p.ws != nil {
 		weatherStats = p.ws.Stats
 	}
-	registerDebug(admin, p.worker, p.ws, p.gate, p.cfg.secretFlags)
+	registerDebug(admin, p.worker, p.ws, p.gate, p.storeMemory, p.cfg.secretFlags)
 	return instrumentPipeline(p.tel, admin, p.ing, p.worker, weatherStats, p.gate, p.cfg.Enrich.Subscription)
 }
 
@@ -445,10 +461,10 @@ func (p *process) storeFailer() failingStore {
 
 // applyMemoryBudget sets the Go heap's soft limit from --memory-limit (or
 // the container's limit), less twice the memory limit of the DuckDB store
-// this process opened, if any: DuckDB's memory is outside the Go heap, and
-// under saturation it held about twice its memory_limit (its buffer
-// manager's share, and the allocations that share does not count; see
-// docs/benchmarks.md).
+// this process opened, if any, and its event id index: DuckDB's memory is
+// outside the Go heap, and under saturation it held about twice its
+// memory_limit (its buffer manager's share, and the allocations that share
+// does not count; see docs/benchmarks.md).
 func (p *process) applyMemoryBudget() error {
 	var outside int64
 	if p.st != nil && strings.HasPrefix(p.storeURL, "duckdb://") {
@@ -461,6 +477,15 @@ func (p *process) applyMemoryBudget() error {
 			return fmt.Errorf("duckdb-memory-limit %w", err)
 		}
 		outside = 2 * n
+	}
+	if st := p.storeMemory(); st != nil {
+		// The event id index is outside both heaps: 16 bytes a record
+		// stored, 320 MB at 20 M records (counted as it is at start).
+		m, err := st.Memory(p.ctx)
+		if err != nil {
+			return err
+		}
+		outside += m.IDIndexBytes
 	}
 	return budget.Apply(p.cfg.Memory, outside, p.log)
 }

@@ -81,6 +81,9 @@ type IngestResult struct {
 type PhaseRSS struct {
 	StartMB float64 `json:"start_mb"`
 	PeakMB  float64 `json:"peak_mb"`
+	// AtPeak is what held the memory at the phase's highest sample of
+	// RSS (one every 250 ms), if the server says (/debug/pipeline?memory=1).
+	AtPeak *Memory `json:"at_peak,omitempty"`
 }
 
 // PipelineResult is the broker-to-store throughput, sustained.
@@ -302,20 +305,29 @@ func Run(ctx context.Context, c *Client, cfg Config, progress io.Writer) (Result
 		return fmt.Errorf("bench: the backlog did not drain in 5 minutes")
 	}
 
-	// startPhase resets the server's peak RSS; endPhase reads the phase's.
-	startPhase := func() PhaseRSS {
+	// startPhase resets the server's peak RSS and starts sampling what
+	// holds its memory; endPhase reads the phase's peak and the sample.
+	type phaseMemory struct {
+		rss     PhaseRSS
+		sampler *memorySampler
+	}
+	startPhase := func() phaseMemory {
 		d, err := c.ResetPeak(ctx)
 		if err != nil {
 			say("peak RSS per phase unavailable: %v\n", err)
-			return PhaseRSS{}
+			return phaseMemory{}
 		}
-		return PhaseRSS{StartMB: mb(d.RSS)}
+		return phaseMemory{rss: PhaseRSS{StartMB: mb(d.RSS)}, sampler: sampleMemory(ctx, c)}
 	}
-	endPhase := func(p PhaseRSS) PhaseRSS {
-		if d, err := c.Debug(ctx); err == nil && p.StartMB > 0 {
-			p.PeakMB = mb(d.PeakRSS)
+	endPhase := func(p phaseMemory) PhaseRSS {
+		if p.sampler == nil {
+			return p.rss
 		}
-		return p
+		p.rss.AtPeak = p.sampler.end()
+		if d, err := c.Debug(ctx); err == nil {
+			p.rss.PeakMB = mb(d.PeakRSS)
+		}
+		return p.rss
 	}
 
 	// profile records the server's CPU profile over most of a phase of
@@ -385,12 +397,11 @@ func Run(ctx context.Context, c *Client, cfg Config, progress io.Writer) (Result
 		profiled()
 		dEnd, _ := c.Debug(ctx)
 		maxBacklog, stalls := w.end()
-		rss = endPhase(rss)
 		res.Pipeline = PipelineResult{Stored: dEnd.Stored - dStart.Stored, Seconds: r.Elapsed.Seconds(),
 			StoredPerSec: float64(dEnd.Stored-dStart.Stored) / r.Elapsed.Seconds(), OfferedPerSec: r.EventsPerSecond(), MaxBacklog: maxBacklog,
-			RSS: rss}
+			RSS: endPhase(rss)}
 		sat := latencyStats("saturation", 0, r)
-		sat.RSS, sat.Stalls = rss, stalls
+		sat.RSS, sat.Stalls = res.Pipeline.RSS, stalls
 		res.Latency = append(res.Latency, sat)
 	}
 
@@ -502,6 +513,20 @@ func (r Result) Markdown() string {
 		for _, rd := range l.Reads {
 			fmt.Fprintf(&b, "| %s | %d | %.1f | %.1f | %.1f | %d |\n", rd.Name, rd.Count, rd.P50ms, rd.P99ms, rd.Maxms, rd.Errors)
 		}
+	}
+	var mem strings.Builder
+	for _, i := range r.Ingest {
+		if i.RSS.AtPeak != nil {
+			mem.WriteString(memoryRow(fmt.Sprintf("ingest, batches of %d", i.BatchSize), i.RSS.AtPeak))
+		}
+	}
+	for _, l := range r.Latency {
+		if l.RSS.AtPeak != nil {
+			mem.WriteString(memoryRow(l.Name, l.RSS.AtPeak))
+		}
+	}
+	if mem.Len() > 0 {
+		b.WriteString(memoryHeader + mem.String())
 	}
 	fmt.Fprintf(&b, "\n| weather | |\n|---|---:|\n| lookups | %d |\n| provider calls | %d (%d locations) |\n| calls per 1,000 events | %.2f |\n| cache hit ratio | %.4f |\n",
 		r.Weather.Requests, r.Weather.Calls, r.Weather.Points, r.Weather.CallsPer1000, r.Weather.HitRatio)

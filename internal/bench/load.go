@@ -205,6 +205,7 @@ type Debug struct {
 	Messages   int64   `json:"messages"`
 	Dead       int64   `json:"dead_lettered"`
 	Backlog    int64   `json:"backlog"`
+	Memory     *Memory `json:"memory"` // with ?memory=1
 	Weather    struct {
 		Requests int64 `json:"requests"`
 		Hits     int64 `json:"hits"`

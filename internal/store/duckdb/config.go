@@ -108,3 +108,31 @@ func (c Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// Memory is what DuckDB's buffer manager holds, by tag (duckdb_memory():
+// BASE_TABLE, the tables' blocks; IN_MEMORY_TABLE, the hot segments' rows
+// not yet checkpointed; HASH_TABLE and ORDER_BY, queries' working memory;
+// ...), with the bytes it spilled to temporary files. The buffer manager
+// counts what it allocates for blocks and operators, up to memory_limit,
+// from the C heap (package cmem), where DuckDB's other allocations are too.
+type Memory struct {
+	Bytes     int64            `json:"bytes"`
+	TempBytes int64            `json:"temp_bytes"`
+	ByTag     map[string]int64 `json:"by_tag"` // the tags holding any memory
+	// Allocator is DuckDB's own allocator, where it has one (jemalloc, on
+	// Linux amd64): all of DuckDB's memory, counted or not.
+	Allocator *Allocator `json:"allocator,omitempty"`
+	// IDIndexBytes is the event id index's memory mapped outside Go's
+	// heap and DuckDB's: 16 bytes a record, in arrays that double as they
+	// grow (pages not yet written are mapped but not resident).
+	IDIndexBytes int64 `json:"id_index_bytes"`
+}
+
+// Allocator is jemalloc's view of DuckDB's memory (its stats.* figures).
+type Allocator struct {
+	Allocated int64 `json:"allocated_bytes"` // in use by DuckDB
+	Active    int64 `json:"active_bytes"`    // the pages of those allocations
+	Resident  int64 `json:"resident_bytes"`  // physically resident: active, metadata, and freed pages not yet purged
+	Mapped    int64 `json:"mapped_bytes"`
+	Retained  int64 `json:"retained_bytes"` // returned to the kernel, address space kept
+}

@@ -908,3 +908,34 @@ func (s *Store) Count(ctx context.Context) (int64, error) {
 // process open it), such as the webhook registrations. They must not touch
 // the events table, and must stop using the pool before Close.
 func (s *Store) DB() *sql.DB { return s.db }
+
+// Memory reads what the store holds in memory: DuckDB's buffer manager
+// (duckdb_memory()), its allocator, and the event id index's mapped arrays.
+func (s *Store) Memory(ctx context.Context) (Memory, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT tag, memory_usage_bytes, temporary_storage_bytes FROM duckdb_memory()`)
+	if err != nil {
+		return Memory{}, fmt.Errorf("duckdb: memory: %w", err)
+	}
+	defer rows.Close()
+	m := Memory{ByTag: map[string]int64{}}
+	for rows.Next() {
+		var (
+			tag       string
+			mem, temp int64
+		)
+		if err := rows.Scan(&tag, &mem, &temp); err != nil {
+			return Memory{}, fmt.Errorf("duckdb: memory: %w", err)
+		}
+		m.Bytes += mem
+		m.TempBytes += temp
+		if mem > 0 {
+			m.ByTag[tag] = mem
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return Memory{}, fmt.Errorf("duckdb: memory: %w", err)
+	}
+	m.Allocator, _ = readAllocator()
+	m.IDIndexBytes = s.ids.mappedBytes()
+	return m, nil
+}

@@ -1349,3 +1349,44 @@ func TestCheckpointBesideReads(t *testing.T) {
 		t.Errorf("%d records, want %d", n, want)
 	}
 }
+
+// TestMemory: the buffer manager's memory, by tag, grows with the records
+// not yet moved into the main file, and its total is the tags' sum.
+func TestMemory(t *testing.T) {
+	s := openPath(t, tempPath(t))
+	ctx := context.Background()
+	before, err := s.Memory(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Write(ctx, storetest.Records(1, 5000)); err != nil {
+		t.Fatal(err)
+	}
+	after, err := s.Memory(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("before %+v, after %+v", before, after)
+	if after.Bytes <= before.Bytes {
+		t.Errorf("memory after writing 5,000 records = %d bytes, before %d: want more", after.Bytes, before.Bytes)
+	}
+	if after.IDIndexBytes != 0 { // 5,000 ids over 256 parts stay in Go's heap (offHeapMin); TestIDIndexMappedBytes
+		t.Errorf("the event id index's mapped memory with 5,000 records: %d bytes, want 0", after.IDIndexBytes)
+	}
+	var sum int64
+	for _, n := range after.ByTag {
+		sum += n
+	}
+	if sum != after.Bytes {
+		t.Errorf("the tags sum to %d bytes, the total is %d", sum, after.Bytes)
+	}
+	if a := after.Allocator; runtime.GOOS == "linux" && runtime.GOARCH == "amd64" {
+		if a == nil {
+			t.Fatal("no allocator figures: DuckDB's Linux build has jemalloc")
+		}
+		t.Logf("allocator %+v", *a)
+		if a.Allocated < after.Bytes || a.Resident < a.Active || a.Active < a.Allocated {
+			t.Errorf("allocator %+v: want allocated ≥ the buffer manager's %d, active ≥ allocated, resident ≥ active", *a, after.Bytes)
+		}
+	}
+}

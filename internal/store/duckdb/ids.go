@@ -119,6 +119,17 @@ func (x *idIndex) len() int {
 	return x.seqs.n
 }
 
+// mappedBytes is the memory the index has mapped outside Go's heap.
+func (x *idIndex) mappedBytes() int64 {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	var n int64
+	for i := range x.seqs.parts {
+		n += int64(len(x.seqs.parts[i].mem))
+	}
+	return n
+}
+
 // free gives back the index's memory (at Close); it is empty after.
 func (x *idIndex) free() {
 	x.mu.Lock()

@@ -5,6 +5,7 @@ package duckdb
 import (
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"testing"
 )
 
@@ -146,5 +147,25 @@ func TestSeqLoader(t *testing.T) {
 	tab.put(dup, 7)
 	if tab.get(dup) != 7 {
 		t.Fatal("put after the load")
+	}
+}
+
+// TestIDIndexMappedBytes: an index loaded with room for 2 M ids maps its
+// arrays outside Go's heap, 16 bytes an entry, and says so; free unmaps
+// them.
+func TestIDIndexMappedBytes(t *testing.T) {
+	x := newIDIndex()
+	defer x.free()
+	ld := x.loader(2_000_000)
+	for i := range 10_000 {
+		ld.add([]byte("id-"+strconv.Itoa(i)), int64(i+1))
+	}
+	ld.finish()
+	if got := x.mappedBytes(); got < 2_000_000*16 {
+		t.Errorf("mapped %d bytes with room for 2,000,000 ids, want at least %d", got, 2_000_000*16)
+	}
+	x.free()
+	if got := x.mappedBytes(); got != 0 {
+		t.Errorf("mapped %d bytes after free, want 0", got)
 	}
 }
