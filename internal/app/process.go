@@ -335,7 +335,7 @@ func (p *process) mountCommon(r, admin platform.Router) error {
 		weatherStats = p.ws.Stats
 	}
 	registerDebug(admin, p.worker, p.ws, p.gate, p.storeMemory, p.cfg.secretFlags)
-	return instrumentPipeline(p.tel, admin, p.ing, p.worker, weatherStats, p.gate, p.cfg.Enrich.Subscription)
+	return instrumentPipeline(p.tel, admin, p.ing, p.worker, weatherStats, p.gate, p.cfg.Enrich.Subscription, p.storeMemory)
 }
 
 // readyInfo is the JSON of --ready-file.

@@ -53,10 +53,12 @@ func closeTelemetry(shutdown func(context.Context) error) func() error {
 
 // instrumentPipeline mounts GET /metrics (with the prometheus exporter),
 // attaches the telemetry observers to ingest and the worker, and reports
-// the weather service's counters and the broker backlog as observable
-// instruments. Any of ing, w, weatherStats and gate may be nil.
+// the weather service's counters, the broker backlog and the store's
+// memory as observable instruments. Any of ing, w, weatherStats, gate and
+// storeMem may be nil; storeMem returns nil until the process has opened a
+// store that reports its memory.
 func instrumentPipeline(p *telemetry.Provider, mux platform.Router, ing *ingest.Handler, w *enrich.Worker,
-	weatherStats func() weather.Stats, gate *ingest.BacklogGate, subscription string) error {
+	weatherStats func() weather.Stats, gate *ingest.BacklogGate, subscription string, storeMem func() memoryReporter) error {
 	if h := p.MetricsHandler(); h != nil && mux != nil {
 		mux.Handle("GET /metrics", h)
 	}
@@ -78,7 +80,7 @@ func instrumentPipeline(p *telemetry.Provider, mux platform.Router, ing *ingest.
 	if gate != nil {
 		backlog, refused = gate.Backlog, gate.Refused
 	}
-	return registerPipelineGauges(p.MeterProvider(), weatherStats, backlog, refused, subscription)
+	return registerPipelineGauges(p.MeterProvider(), weatherStats, backlog, refused, subscription, storeMem)
 }
 
 const appScope = "github.com/skyjoin/skyjoin/internal/app"
@@ -107,7 +109,9 @@ const appScope = "github.com/skyjoin/skyjoin/internal/app"
 //	skyjoin.weather.cache.size        gauge    By          approximate cache memory
 //	skyjoin.broker.backlog            gauge    {message}   messages waiting for the worker (topic, subscription)
 //	skyjoin.ingest.admission.refused  counter  {request}   requests refused by admission control
-func registerPipelineGauges(mp metric.MeterProvider, weatherStats func() weather.Stats, backlog, refused func() int64, subscription string) error {
+//	skyjoin.store.memory              gauge    By          the embedded store's memory outside Go's heap (part)
+func registerPipelineGauges(mp metric.MeterProvider, weatherStats func() weather.Stats, backlog, refused func() int64, subscription string,
+	storeMem func() memoryReporter) error {
 	m := mp.Meter(appScope)
 	var (
 		insts []metric.Observable
@@ -185,6 +189,29 @@ func registerPipelineGauges(mp metric.MeterProvider, weatherStats func() weather
 		c := counter("skyjoin.ingest.admission.refused", "{request}", "Ingest requests refused (503) because the broker backlog was over its limit.")
 		cb = append(cb, func(_ context.Context, o metric.Observer) { o.ObserveInt64(c, refused()) })
 	}
+	if storeMem != nil {
+		g := gauge("skyjoin.store.memory", "By", "Memory of the embedded store outside Go's heap, by part: buffer_manager (DuckDB's, up to its memory limit), allocator_allocated and allocator_resident (DuckDB's allocator: in use, and resident with the freed pages it keeps), id_index (the event id index's mapped arrays).")
+		part := func(name string) metric.ObserveOption {
+			return metric.WithAttributeSet(attribute.NewSet(attribute.String("part", name)))
+		}
+		bufferManager, allocated, resident, idIndex := part("buffer_manager"), part("allocator_allocated"), part("allocator_resident"), part("id_index")
+		cb = append(cb, func(ctx context.Context, o metric.Observer) {
+			st := storeMem()
+			if st == nil {
+				return
+			}
+			m, err := st.Memory(ctx)
+			if err != nil {
+				return // the store is closing, or failed: its health says so
+			}
+			o.ObserveInt64(g, m.Bytes, bufferManager)
+			o.ObserveInt64(g, m.IDIndexBytes, idIndex)
+			if a := m.Allocator; a != nil {
+				o.ObserveInt64(g, a.Allocated, allocated)
+				o.ObserveInt64(g, a.Resident, resident)
+			}
+		})
+	}
 	for _, err := range errs {
 		if err != nil {
 			return fmt.Errorf("telemetry: create pipeline metric: %w", err)
@@ -231,5 +258,5 @@ func Instruments(mp metric.MeterProvider) error {
 		return err
 	}
 	zero := func() int64 { return 0 }
-	return registerPipelineGauges(mp, func() weather.Stats { return weather.Stats{} }, zero, zero, "enrich")
+	return registerPipelineGauges(mp, func() weather.Stats { return weather.Stats{} }, zero, zero, "enrich", func() memoryReporter { return nil })
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/skyjoin/skyjoin/internal/ingest"
 	"github.com/skyjoin/skyjoin/internal/platform"
 	"github.com/skyjoin/skyjoin/internal/platform/telemetry"
+	"github.com/skyjoin/skyjoin/internal/store/duckdb"
 	"github.com/skyjoin/skyjoin/internal/weather"
 )
 
@@ -40,7 +41,8 @@ func TestInstrumentPipelineExposesWeatherAndBacklog(t *testing.T) {
 			BreakerRejects: 5, BreakerState: "open", Entries: 12, Bytes: 4096}
 	}
 	mux := http.NewServeMux()
-	if err := instrumentPipeline(tel, mux, nil, nil, stats, gate, "enrich"); err != nil {
+	mem := fakeMemory{duckdb.Memory{Bytes: 100, IDIndexBytes: 300, Allocator: &duckdb.Allocator{Allocated: 150, Resident: 200}}}
+	if err := instrumentPipeline(tel, mux, nil, nil, stats, gate, "enrich", func() memoryReporter { return mem }); err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(mux)
@@ -70,6 +72,10 @@ func TestInstrumentPipelineExposesWeatherAndBacklog(t *testing.T) {
 		"skyjoin_weather_cache_size_bytes 4096",
 		`skyjoin_broker_backlog{subscription="enrich",topic="events"} 42`,
 		"skyjoin_ingest_admission_refused_total 1",
+		`skyjoin_store_memory_bytes{part="buffer_manager"} 100`,
+		`skyjoin_store_memory_bytes{part="allocator_allocated"} 150`,
+		`skyjoin_store_memory_bytes{part="allocator_resident"} 200`,
+		`skyjoin_store_memory_bytes{part="id_index"} 300`,
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %s", want)
@@ -140,3 +146,8 @@ func TestLibraryTelemetryIsOff(t *testing.T) {
 		t.Error("no global propagator")
 	}
 }
+
+// fakeMemory is a store's memory report.
+type fakeMemory struct{ m duckdb.Memory }
+
+func (f fakeMemory) Memory(context.Context) (duckdb.Memory, error) { return f.m, nil }
