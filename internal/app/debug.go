@@ -44,10 +44,11 @@ type pipelineDebug struct {
 }
 
 // memoryDebug is what holds this process's memory: Go's heap and runtime
-// (runtime/metrics), the C library's heap (mallinfo2: cgo code outside
-// DuckDB, which has an allocator of its own), and the DuckDB store's: its
-// buffer manager by tag, its allocator (jemalloc) and the event id index's
-// mapped arrays. RSS less these is mostly the binary's pages.
+// (runtime/metrics), the C library's heap (mallinfo2: cgo code's, and
+// DuckDB's objects that do not go through its own allocator), and the
+// DuckDB store's: its buffer manager by tag, its allocator (jemalloc) and
+// the event id index's mapped arrays. RSS less these is mostly the
+// binary's pages.
 type memoryDebug struct {
 	GoHeapObjects int64          `json:"go_heap_objects_bytes"` // live and not yet swept objects
 	GoHeapFree    int64          `json:"go_heap_free_bytes"`    // heap spans' free space and free spans not returned to the kernel

@@ -192,7 +192,13 @@ type memoryReporter interface {
 	Memory(ctx context.Context) (duckdb.Memory, error)
 }
 
-// storeMemory returns the store if it is open and reports its memory.
+// idIndexSizer is a store with an event id index outside Go's heap.
+type idIndexSizer interface {
+	IDIndexBytes() int64
+}
+
+// storeMemory returns the store, once opened, if it reports its memory
+// (after Close its Memory fails, and the callers skip it).
 func (p *process) storeMemory() memoryReporter {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -478,14 +484,10 @@ func (p *process) applyMemoryBudget() error {
 		}
 		outside = 2 * n
 	}
-	if st := p.storeMemory(); st != nil {
-		// The event id index is outside both heaps: 16 bytes a record
-		// stored, 320 MB at 20 M records (counted as it is at start).
-		m, err := st.Memory(p.ctx)
-		if err != nil {
-			return err
-		}
-		outside += m.IDIndexBytes
+	if st, ok := p.storeMemory().(idIndexSizer); ok {
+		// The event id index is outside both heaps: about 16 bytes a
+		// record stored (counted as it is at start).
+		outside += st.IDIndexBytes()
 	}
 	return budget.Apply(p.cfg.Memory, outside, p.log)
 }

@@ -3,7 +3,7 @@
 // embedded DuckDB store has an allocator of its own on Linux amd64,
 // jemalloc, which the store reports itself.)
 //
-// On Linux with glibc it reads mallinfo2(3), which sums every malloc
+// On Linux with glibc 2.33 or later it reads mallinfo2(3), which sums every malloc
 // arena: the bytes in use, the bytes freed but kept by the allocator
 // (which RSS still counts until they are trimmed), and the bytes of large
 // allocations mapped on their own. Elsewhere, or built without cgo (the

@@ -114,17 +114,20 @@ func (c Config) Validate() error {
 // not yet checkpointed; HASH_TABLE and ORDER_BY, queries' working memory;
 // ...), with the bytes it spilled to temporary files. The buffer manager
 // counts what it allocates for blocks and operators, up to memory_limit,
-// from the C heap (package cmem), where DuckDB's other allocations are too.
+// through DuckDB's allocator (jemalloc on Linux amd64, else the C heap);
+// DuckDB's other objects (C++ new) are in the C heap (package cmem).
 type Memory struct {
 	Bytes     int64            `json:"bytes"`
 	TempBytes int64            `json:"temp_bytes"`
 	ByTag     map[string]int64 `json:"by_tag"` // the tags holding any memory
 	// Allocator is DuckDB's own allocator, where it has one (jemalloc, on
-	// Linux amd64): all of DuckDB's memory, counted or not.
+	// Linux amd64): the buffer manager's memory and what else DuckDB
+	// allocates through it, and the freed pages it keeps.
 	Allocator *Allocator `json:"allocator,omitempty"`
 	// IDIndexBytes is the event id index's memory mapped outside Go's
-	// heap and DuckDB's: 16 bytes a record, in arrays that double as they
-	// grow (pages not yet written are mapped but not resident).
+	// heap and DuckDB's: 16 bytes an entry, about one a record (the
+	// arrays are sized as they are loaded and merged; pages not yet
+	// written are mapped but not resident).
 	IDIndexBytes int64 `json:"id_index_bytes"`
 }
 

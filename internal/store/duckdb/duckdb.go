@@ -936,6 +936,10 @@ func (s *Store) Memory(ctx context.Context) (Memory, error) {
 		return Memory{}, fmt.Errorf("duckdb: memory: %w", err)
 	}
 	m.Allocator, _ = readAllocator()
-	m.IDIndexBytes = s.ids.mappedBytes()
+	m.IDIndexBytes = s.IDIndexBytes()
 	return m, nil
 }
+
+// IDIndexBytes is the memory the event id index has mapped outside Go's
+// heap (Memory's IDIndexBytes), without a statement to DuckDB.
+func (s *Store) IDIndexBytes() int64 { return s.ids.mappedBytes() }

@@ -6,10 +6,14 @@ package duckdb
 #include <stddef.h>
 #include <stdint.h>
 
-// DuckDB's Linux builds link jemalloc in, with its symbols prefixed.
-extern int duckdb_je_mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp, size_t newlen);
+// DuckDB's Linux builds link jemalloc in, with its symbols prefixed; weak,
+// so that a libduckdb without it (duckdb_use_lib) still links.
+extern int duckdb_je_mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp, size_t newlen) __attribute__((weak));
 
 static int skyjoin_je_stats(size_t out[5]) {
+	if (duckdb_je_mallctl == NULL) {
+		return -1;
+	}
 	uint64_t epoch = 1;
 	size_t len = sizeof(epoch);
 	if (duckdb_je_mallctl("epoch", &epoch, &len, &epoch, len) != 0) {
