@@ -178,62 +178,86 @@ type Stalls struct {
 	OverLimit int     `json:"over_500ms"` // stalls longer than StallLimit
 }
 
-// watcher reads the server's counters every watchEvery during a phase:
-// the largest backlog and the writer's stalls.
-type watcher struct {
-	maxBacklog int64
-	stalls     Stalls
-	stop       context.CancelFunc
-	done       chan struct{}
+// poller calls a tick from a goroutine of its own, at once and then every
+// interval, until end; its final func, if any, runs after the last tick.
+type poller struct {
+	stop context.CancelFunc
+	done chan struct{}
 }
 
-func watch(ctx context.Context, c *Client) *watcher {
+func startPoller(ctx context.Context, every time.Duration, tick func(context.Context), final func()) poller {
 	ctx, stop := context.WithCancel(ctx)
-	w := &watcher{stop: stop, done: make(chan struct{})}
+	p := poller{stop: stop, done: make(chan struct{})}
 	go func() {
-		defer close(w.done)
-		var (
-			lastStored int64     = -1
-			since      time.Time // the backlog has been waiting and nothing was stored since then
-			inStall    bool
-		)
-		t := time.NewTicker(watchEvery)
+		defer close(p.done)
+		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
-			d, err := c.Debug(ctx)
-			now := time.Now()
-			if err == nil {
-				w.maxBacklog = max(w.maxBacklog, d.Backlog)
-				switch {
-				case d.Stored != lastStored || d.Backlog == 0:
-					if inStall {
-						w.stalls.OverLimit++
-					}
-					inStall = false
-					since = now
-				default:
-					stall := now.Sub(since)
-					w.stalls.LongestMS = max(w.stalls.LongestMS, float64(stall.Milliseconds()))
-					inStall = inStall || stall > StallLimit
-				}
-				lastStored = d.Stored
-			}
+			tick(ctx)
 			select {
 			case <-ctx.Done():
-				if inStall {
-					w.stalls.OverLimit++
+				if final != nil {
+					final()
 				}
 				return
 			case <-t.C:
 			}
 		}
 	}()
+	return p
+}
+
+// end stops the poller and waits for its last tick.
+func (p poller) end() {
+	p.stop()
+	<-p.done
+}
+
+// watcher reads the server's counters every watchEvery during a phase:
+// the largest backlog and the writer's stalls.
+type watcher struct {
+	maxBacklog int64
+	stalls     Stalls
+	poll       poller
+}
+
+func watch(ctx context.Context, c *Client) *watcher {
+	w := &watcher{}
+	var (
+		lastStored int64     = -1
+		since      time.Time // the backlog has been waiting and nothing was stored since then
+		inStall    bool
+	)
+	w.poll = startPoller(ctx, watchEvery, func(ctx context.Context) {
+		d, err := c.Debug(ctx)
+		now := time.Now()
+		if err != nil {
+			return
+		}
+		w.maxBacklog = max(w.maxBacklog, d.Backlog)
+		switch {
+		case d.Stored != lastStored || d.Backlog == 0:
+			if inStall {
+				w.stalls.OverLimit++
+			}
+			inStall = false
+			since = now
+		default:
+			stall := now.Sub(since)
+			w.stalls.LongestMS = max(w.stalls.LongestMS, float64(stall.Milliseconds()))
+			inStall = inStall || stall > StallLimit
+		}
+		lastStored = d.Stored
+	}, func() {
+		if inStall {
+			w.stalls.OverLimit++
+		}
+	})
 	return w
 }
 
 func (w *watcher) end() (maxBacklog int64, s Stalls) {
-	w.stop()
-	<-w.done
+	w.poll.end()
 	return w.maxBacklog, w.stalls
 }
 

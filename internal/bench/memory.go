@@ -51,36 +51,23 @@ const memoryEvery = 250 * time.Millisecond
 // what held the memory near the phase's peak.
 type memorySampler struct {
 	top  Memory
-	stop context.CancelFunc
-	done chan struct{}
+	poll poller
 }
 
 func sampleMemory(ctx context.Context, c *Client) *memorySampler {
-	ctx, stop := context.WithCancel(ctx)
-	s := &memorySampler{stop: stop, done: make(chan struct{})}
-	go func() {
-		defer close(s.done)
-		t := time.NewTicker(memoryEvery)
-		defer t.Stop()
-		for {
-			if d, err := c.debug(ctx, "?memory=1"); err == nil && d.Memory != nil && d.RSS > s.top.RSS {
-				s.top = *d.Memory
-				s.top.RSS = d.RSS
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
+	s := &memorySampler{}
+	s.poll = startPoller(ctx, memoryEvery, func(ctx context.Context) {
+		if d, err := c.debug(ctx, "?memory=1"); err == nil && d.Memory != nil && d.RSS > s.top.RSS {
+			s.top = *d.Memory
+			s.top.RSS = d.RSS
 		}
-	}()
+	}, nil)
 	return s
 }
 
 // end stops the sampler and returns its highest sample, nil if none.
 func (s *memorySampler) end() *Memory {
-	s.stop()
-	<-s.done
+	s.poll.end()
 	if s.top.RSS == 0 {
 		return nil
 	}
