@@ -5,6 +5,7 @@ package duckdb
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/skyjoin/skyjoin/internal/event"
@@ -92,6 +93,21 @@ func (s *Store) UpdateWeather(ctx context.Context, recs []event.Record) (int64, 
 	defer s.moveMu.Unlock()
 	s.runsMu.Lock()
 	defer s.runsMu.Unlock()
+	// The row store's copies of the records to update go first: a crash
+	// after leaves them to be read from DuckDB, never their old weather.
+	var updated []int64
+	if s.rows != nil {
+		from, release := s.view()
+		seqs, err := int64s(ctx, s.wconn, "SELECT seq FROM "+from+" WHERE enrichment_status = '"+event.StatusUnavailable+"' AND event_id IN (SELECT event_id FROM staging)")
+		release()
+		if err != nil {
+			return 0, fmt.Errorf("duckdb: update weather of %d records: the records to update: %w", len(recs), err)
+		}
+		if err := s.rows.drop(ctx, seqs); err != nil {
+			return 0, fmt.Errorf("duckdb: update weather of %d records: %w", len(recs), err)
+		}
+		updated = seqs
+	}
 	total, err := s.updateMainWeather(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("duckdb: update weather of %d records: %w", len(recs), err)
@@ -107,7 +123,30 @@ func (s *Store) UpdateWeather(ctx context.Context, recs []event.Record) (int64, 
 		}
 		total += n
 	}
+	s.reputRows(ctx, updated)
 	return total, nil
+}
+
+// reputRows puts into the row store the records at seqs as they are now
+// stored (after UpdateWeather, under wsem): a failure leaves them to be
+// read from DuckDB.
+func (s *Store) reputRows(ctx context.Context, seqs []int64) {
+	if len(seqs) == 0 {
+		return
+	}
+	in := make([]string, len(seqs))
+	for i, seq := range seqs {
+		in[i] = strconv.FormatInt(seq, 10)
+	}
+	from, release := s.view()
+	defer release()
+	recs, err := queryRecords(ctx, s.wconn, "SELECT "+readColumns+" FROM "+from+" WHERE seq IN ("+strings.Join(in, ", ")+")")
+	if err == nil {
+		err = s.rows.putRecords(ctx, recs)
+	}
+	if err != nil {
+		s.log.WarnContext(ctx, "duckdb: the row store's copies of updated records; they are read from DuckDB", "records", len(seqs), "error", err.Error())
+	}
 }
 
 // updateMainWeather updates the main file's records from the staged ones,

@@ -41,19 +41,36 @@ type Config struct {
 	// need more of DuckDB's memory than DefaultMemoryLimit leaves under
 	// load: run it with a MemoryLimit of 1GB (docs/benchmarks.md).
 	UserRuns bool
+	// NoRowStore turns off the row store (rows.go): each record again,
+	// keyed by seq, in a Pebble LSM in Path+".rows", from which a page of
+	// one user's records is read (a user with a week of history: 670 ms at
+	// p99 without it on 20 M records under load; see docs/benchmarks.md).
+	// It takes about as much disk again as the DuckDB file and the CPU of
+	// encoding each record once more. A store opened without it removes
+	// the directory.
+	NoRowStore bool
 }
 
 // RegisterFlags adds the DuckDB store's flags to fs.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.MemoryLimit, "duckdb-memory-limit", DefaultMemoryLimit, "memory limit of the embedded DuckDB store (its buffer manager), e.g. 256MB, 1GB; at 64MB a saturated writer runs DuckDB out of memory, which it may not survive")
 	fs.IntVar(&c.Threads, "duckdb-threads", DefaultThreads, "worker threads of the embedded DuckDB store")
+	fs.BoolFunc("duckdb-row-store", "keep each record also row-wise, keyed by seq, in "+"<path>.rows (Pebble), for fast reads of a user's records (default true; false removes the directory)", func(v string) error {
+		on, err := strconv.ParseBool(v)
+		if err != nil {
+			return errors.New("want true or false")
+		}
+		c.NoRowStore = !on
+		return nil
+	})
 	fs.BoolVar(&c.UserRuns, "duckdb-user-runs", false, "keep the records also sorted by user, for fast reads of a user's records (twice the disk, more CPU; give it --duckdb-memory-limit 1GB)")
 }
 
 // withDefaults returns c with zero fields set from the environment
 // (SKYJOIN_DUCKDB_MEMORY_LIMIT, SKYJOIN_DUCKDB_THREADS: the variables of the
 // flags, for the commands that open the store without registering them) or
-// else to their defaults; UserRuns from SKYJOIN_DUCKDB_USER_RUNS if false.
+// else to their defaults; UserRuns from SKYJOIN_DUCKDB_USER_RUNS if false,
+// NoRowStore from SKYJOIN_DUCKDB_ROW_STORE=false if false.
 // A variable that does not parse is an error naming it.
 func (c Config) withDefaults() (Config, error) {
 	var errs []error
@@ -62,6 +79,13 @@ func (c Config) withDefaults() (Config, error) {
 		if v := os.Getenv(platform.EnvName("duckdb-memory-limit")); v != "" {
 			c.MemoryLimit = v
 		}
+	}
+	if name := platform.EnvName("duckdb-row-store"); !c.NoRowStore && os.Getenv(name) != "" {
+		on, err := strconv.ParseBool(os.Getenv(name))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("duckdb: %s=%q: want true or false", name, os.Getenv(name)))
+		}
+		c.NoRowStore = err == nil && !on
 	}
 	if name := platform.EnvName("duckdb-user-runs"); !c.UserRuns && os.Getenv(name) != "" {
 		var err error

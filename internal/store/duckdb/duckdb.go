@@ -415,6 +415,8 @@ type Store struct {
 	userRuns      bool
 	clusterKick   chan struct{}
 	clustererDone chan struct{}
+	// rows is the row store (rows.go), nil with Config.NoRowStore.
+	rows *rowStore
 }
 
 // A process must not open one file twice: the driver would share the DuckDB
@@ -587,6 +589,15 @@ func open(ctx context.Context, path string, cfg Config, log *slog.Logger) (_ *St
 		}
 		return nil, err
 	}
+	if cfg.NoRowStore {
+		if err := removeRowStore(rowsDir(path)); err != nil {
+			s.ids.free()
+			return nil, err
+		}
+	} else if s.rows, err = openRowStore(rowsDir(path), log); err != nil {
+		s.ids.free()
+		return nil, err
+	}
 	moverCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	s.stopMover = stop
 	go s.runMover(moverCtx)
@@ -601,7 +612,7 @@ func open(ctx context.Context, path string, cfg Config, log *slog.Logger) (_ *St
 	// User runs may be due (after an upgrade, or a stop in the middle of
 	// cutting one).
 	s.kickClusterer()
-	log.InfoContext(ctx, "duckdb store open", "path", path, "memory_limit", cfg.MemoryLimit, "threads", cfg.Threads, "user_runs", cfg.UserRuns,
+	log.InfoContext(ctx, "duckdb store open", "path", path, "memory_limit", cfg.MemoryLimit, "threads", cfg.Threads, "user_runs", cfg.UserRuns, "row_store", !cfg.NoRowStore,
 		"schema_version", SchemaVersion, "last_seq", s.lastSeq, "records", s.ids.len(), "hot_segments_left", len(segs))
 	return s, nil
 }
@@ -869,6 +880,11 @@ func (s *Store) Close() error {
 		}
 	}
 	s.retiring.Wait() // the moved segments' detaches
+	if s.rows != nil {
+		if err := s.rows.close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if _, err := s.wconn.ExecContext(context.Background(), `CHECKPOINT`); err != nil {
 		errs = append(errs, fmt.Errorf("checkpoint: %w", err))
 	}

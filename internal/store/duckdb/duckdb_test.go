@@ -45,6 +45,18 @@ func openPath(t testing.TB, path string) *Store {
 	return s
 }
 
+// openDuckOnly is openPath without the row store: for the tests of the
+// ways DuckDB reads a user's records, which the row store would answer.
+func openDuckOnly(t testing.TB, path string) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), Config{Path: path, NoRowStore: true}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.Store { return openPath(t, tempPath(t)) })
 }
@@ -80,7 +92,7 @@ func TestConformancePoints(t *testing.T) {
 		minPointSpread, keyedPointSpread, segmentBytes = spread, keyed, bytes
 	}(minPointSpread, keyedPointSpread, segmentBytes)
 	minPointSpread, keyedPointSpread, segmentBytes = 1, 1, 1
-	storetest.Run(t, func(t *testing.T) store.Store { return openPath(t, tempPath(t)) })
+	storetest.Run(t, func(t *testing.T) store.Store { return openDuckOnly(t, tempPath(t)) })
 }
 
 func TestConfigValidate(t *testing.T) {
@@ -731,13 +743,17 @@ func BenchmarkLatest(b *testing.B) {
 // write and the move are not timed; cpu-ms/op is the process's CPU a page.
 func BenchmarkListUserOfTheLoad(b *testing.B) {
 	const n, users = 300_000, 2_000
-	for _, byUser := range []bool{true, false} {
-		b.Run(fmt.Sprintf("moved_by_user_%v", byUser), func(b *testing.B) {
+	for _, way := range []struct{ rows, byUser bool }{{true, true}, {false, true}, {false, false}} {
+		b.Run(fmt.Sprintf("row_store_%v/moved_by_user_%v", way.rows, way.byUser), func(b *testing.B) {
 			defer func(old bool) { moveByUser = old }(moveByUser)
-			moveByUser = byUser
+			moveByUser = way.byUser
 			ctx := context.Background()
 			path := tempPath(b)
-			s := openPath(b, path)
+			open := openDuckOnly
+			if way.rows {
+				open = openPath
+			}
+			s := open(b, path)
 			recs := storetest.Records(7, n)
 			rng := rand.New(rand.NewPCG(7, 7))
 			for i := range recs {
@@ -1092,7 +1108,7 @@ func TestMovedByUser(t *testing.T) {
 		t.Run(fmt.Sprintf("by_user_%v", byUser), func(t *testing.T) {
 			moveByUser = byUser
 			path := tempPath(t)
-			s := openPath(t, path)
+			s := openDuckOnly(t, path)
 			recs := storetest.Records(1, 3000)
 			writes := 0
 			for i := 0; i < len(recs); i += 100 {
@@ -1138,7 +1154,7 @@ SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM b),
 			}
 			// Every record reads back in seq order, and each user's, newest
 			// first, page by page.
-			s = openPath(t, path)
+			s = openDuckOnly(t, path)
 			if got, want := eventIDs(walkAll(t, s)), eventIDs(recs); !slices.Equal(got, want) {
 				t.Fatalf("the records in seq order: %d, want %d (first difference at %d)", len(got), len(want), diffAt(got, want))
 			}

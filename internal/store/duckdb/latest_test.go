@@ -203,7 +203,7 @@ func TestListUserQuoted(t *testing.T) {
 	}(minPointSpread, keyedPointSpread, segmentBytes)
 	minPointSpread, keyedPointSpread = 1, 1 // by a statement each, however close together
 	segmentBytes = 64 << 10                 // several segments
-	s := openPath(t, tempPath(t))
+	s := openDuckOnly(t, tempPath(t))
 	user := `o'brien' OR '1'='1`
 	recs := storetest.Records(5, 600)
 	var want []string
@@ -299,7 +299,7 @@ func TestUserKey(t *testing.T) {
 		}
 	}
 
-	s := openPath(t, path)
+	s := openDuckOnly(t, path)
 	write(s, recs[:450])
 	if lo := keys(s, "new file"); lo != 0 {
 		t.Errorf("a new file has user_key_lo %d, want 0", lo)
@@ -308,7 +308,7 @@ func TestUserKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	rawExec(t, path, append(toVersion6, `UPDATE skyjoin_meta SET value = '6' WHERE key = 'schema_version'`)...)
-	s = openPath(t, path)
+	s = openDuckOnly(t, path)
 	defer s.Close()
 	write(s, recs[450:])
 	lo := keys(s, "migrated from version 6")
@@ -356,7 +356,7 @@ func TestUserKey(t *testing.T) {
 		t.Errorf("user_key_lo %d after KeyUsers, want 0", lo)
 	}
 	s.Close()
-	s = openPath(t, path)
+	s = openDuckOnly(t, path)
 	if lo := keys(s, "keyed and reopened"); lo != 0 {
 		t.Errorf("user_key_lo %d after a reopen, want 0", lo)
 	}

@@ -49,7 +49,11 @@ func (s *Store) List(ctx context.Context, q store.Query) (store.Page, error) {
 		// The other filters: listByUser adds the user's where it needs it.
 		other := q
 		other.UserID = ""
+		n := len(where)
 		filterConds(&other, arg)
+		if s.rows != nil && len(where) == n {
+			return s.listByUserRows(ctx, q, limit, cursor, where, args, order)
+		}
 		return s.listByUser(ctx, q, limit, cursor, where, args, order)
 	}
 	filterConds(&q, arg)
@@ -138,19 +142,92 @@ var listByUserIndex = true
 // transaction that reads them, so that a merge that commits meanwhile (and
 // drops the runs it merged) changes nothing.
 func (s *Store) listByUser(ctx context.Context, q store.Query, limit int, cursor int64, where []string, args []any, order string) (store.Page, error) {
-	fail := func(err error) (store.Page, error) { return store.Page{}, fmt.Errorf("duckdb: list: %w", err) }
-	// A literal (quote): a statement whose records all come by seq has no
-	// use for a parameter, which DuckDB refuses.
-	userWhere := append(slices.Clone(where), "user_id = "+quote(q.UserID))
-	cands := slices.DeleteFunc(s.users.list(q.UserID), func(seq int64) bool {
-		return seq <= q.AfterSeq || cursor >= 0 && (q.Ascending && seq <= cursor || !q.Ascending && seq >= cursor)
-	})
+	cands := s.userCandidates(q, cursor)
 	if len(cands) == 0 {
 		return store.Page{}, nil
 	}
+	recs, err := s.readUserSeqs(ctx, q, cands, limit, where, args, order)
+	if err != nil {
+		return store.Page{}, fmt.Errorf("duckdb: list: %w", err)
+	}
+	return userPage(q, recs, limit), nil
+}
+
+// userCandidates are the seqs of the user's records beyond the cursor and
+// q.AfterSeq, in the page's order.
+func (s *Store) userCandidates(q store.Query, cursor int64) []int64 {
+	cands := slices.DeleteFunc(s.users.list(q.UserID), func(seq int64) bool {
+		return seq <= q.AfterSeq || cursor >= 0 && (q.Ascending && seq <= cursor || !q.Ascending && seq >= cursor)
+	})
 	if !q.Ascending {
 		slices.Reverse(cands)
 	}
+	return cands
+}
+
+// userPage is the page of recs (up to limit+1 records, in the page's
+// order).
+func userPage(q store.Query, recs []event.Record, limit int) store.Page {
+	page := store.Page{Records: recs}
+	if len(recs) > limit {
+		page.Records = recs[:limit]
+		page.NextCursor = encodeCursor(q.Ascending, recs[limit-1].Seq)
+	}
+	return page
+}
+
+// listByUserRows is listByUser without filters but the cursor, from the
+// row store: every candidate is one of the page's records (the user index
+// lists the user's records and no one else's), so the page is the first
+// limit+1 candidates, each a point read of the row store; those it does
+// not hold are read from DuckDB (readUserSeqs). Candidates found in
+// neither were deleted meanwhile: the next ones take their place.
+func (s *Store) listByUserRows(ctx context.Context, q store.Query, limit int, cursor int64, where []string, args []any, order string) (store.Page, error) {
+	fail := func(err error) (store.Page, error) { return store.Page{}, fmt.Errorf("duckdb: list: %w", err) }
+	cands := s.userCandidates(q, cursor)
+	var recs []event.Record
+	for len(cands) > 0 && len(recs) <= limit {
+		part := cands[:min(limit+1-len(recs), len(cands))]
+		cands = cands[len(part):]
+		got, missing, err := s.rows.get(part)
+		if err != nil {
+			return fail(err)
+		}
+		if len(missing) > 0 {
+			read, err := s.readUserSeqs(ctx, q, missing, len(missing), where, args, order)
+			if err != nil {
+				return fail(err)
+			}
+			bySeq := make(map[int64]*event.Record, len(read))
+			for i := range read {
+				bySeq[read[i].Seq] = &read[i]
+			}
+			for i, seq := range part {
+				if got[i] == nil {
+					got[i] = bySeq[seq]
+				}
+			}
+		}
+		for i, r := range got {
+			if r == nil {
+				continue
+			}
+			if r.User.ID != q.UserID || r.Seq != part[i] {
+				return fail(fmt.Errorf("the row store holds at seq %d user %q's record of seq %d, where the user index lists user %q's", part[i], r.User.ID, r.Seq, q.UserID))
+			}
+			recs = append(recs, *r)
+		}
+	}
+	return userPage(q, recs, limit), nil
+}
+
+// readUserSeqs reads the user's records among cands (in the page's
+// order) that match where, up to limit+1 of them, in the page's order.
+func (s *Store) readUserSeqs(ctx context.Context, q store.Query, cands []int64, limit int, where []string, args []any, order string) ([]event.Record, error) {
+	fail := func(err error) ([]event.Record, error) { return nil, err }
+	// A literal (quote): a statement whose records all come by seq has no
+	// use for a parameter, which DuckDB refuses.
+	userWhere := append(slices.Clone(where), "user_id = "+quote(q.UserID))
 	from, release := s.view()
 	defer release()
 	// Read before the transaction begins: the records up to it were
@@ -257,12 +334,7 @@ func (s *Store) listByUser(ctx context.Context, q store.Query, limit int, cursor
 		}
 		recs = append(recs, got...)
 	}
-	page := store.Page{Records: recs}
-	if len(recs) > limit {
-		page.Records = recs[:limit]
-		page.NextCursor = encodeCursor(q.Ascending, recs[limit-1].Seq)
-	}
-	return page, nil
+	return recs, nil
 }
 
 // listByUserRuns: listByUser reads the records the user runs cover from

@@ -321,6 +321,11 @@ func (s *Store) Settle(ctx context.Context) error {
 			}
 			continue
 		}
+		if s.rows != nil {
+			if err := s.fillRows(ctx); err != nil {
+				return fmt.Errorf("duckdb: settle: %w", err)
+			}
+		}
 		if !s.userRuns {
 			return nil
 		}

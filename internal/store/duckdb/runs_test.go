@@ -95,7 +95,7 @@ func TestUserRuns(t *testing.T) {
 	smallRuns(t)
 	ctx := t.Context()
 	path := tempPath(t)
-	s := openPath(t, path)
+	s := openDuckOnly(t, path)
 	live := storetest.Records(21, 4000)
 	// A few users with many records, spread over every run.
 	for i := range live {
@@ -199,7 +199,7 @@ func TestUserRuns(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s = openPath(t, path)
+	s = openDuckOnly(t, path)
 	check("reopened")
 	// A version 4 file: the runs are cut after the upgrade.
 	var drops []string
@@ -214,7 +214,7 @@ func TestUserRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	rawExec(t, path, append(append(drops, toVersion6...), `DROP TABLE user_runs`, `DELETE FROM skyjoin_meta WHERE key = 'rollup_hi'`, `UPDATE skyjoin_meta SET value = '4' WHERE key = 'schema_version'`)...)
-	s = openPath(t, path)
+	s = openDuckOnly(t, path)
 	check("upgraded from version 4")
 
 	// The runs are what answers: a change made to a run alone shows.
@@ -262,7 +262,7 @@ func TestUserRunsOff(t *testing.T) {
 	runRows = 100
 	defer func() { runRows = oldRows }()
 	ctx := t.Context()
-	s := openPath(t, tempPath(t))
+	s := openDuckOnly(t, tempPath(t))
 	live := storetest.Records(22, 1500)
 	if err := s.Write(ctx, live); err != nil {
 		t.Fatal(err)

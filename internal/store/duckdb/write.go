@@ -114,6 +114,9 @@ func (s *Store) write(ctx context.Context, recs []event.Record) error {
 		s.users.add(users, fresh, ats)
 		s.users.keepLatest(fresh, latestCopies(recs, fresh, ats))
 		s.recent.add(recs, fresh)
+		if s.rows != nil {
+			s.putRows(recs, fresh)
+		}
 	}
 	for i := range recs {
 		recs[i].Seq = seqs[i]
@@ -127,6 +130,29 @@ func (s *Store) write(ctx context.Context, recs []event.Record) error {
 		s.log.WarnContext(ctx, "duckdb: the writer waited for the mover", "hot_segments", len(s.segments()), "waited_ms", waited.Milliseconds())
 	}
 	return nil
+}
+
+// putRows queues the records this write appended (those at fresh[i] !=
+// 0) for the row store, as a read of the store returns them: their values
+// are taken now, so that the caller may change the records once Write
+// returns.
+func (s *Store) putRows(recs []event.Record, fresh []int64) {
+	seqs := make([]int64, 0, len(recs))
+	vals := make([][]any, 0, len(recs))
+	for i := range recs {
+		if fresh[i] == 0 {
+			continue
+		}
+		v, err := storedValues(&recs[i])
+		if err != nil {
+			continue // a miss: read from DuckDB
+		}
+		seqs = append(seqs, fresh[i])
+		vals = append(vals, v)
+	}
+	if len(seqs) > 0 {
+		s.rows.put(seqs, vals)
+	}
 }
 
 // findStored returns the stored records, by event id, of the records of

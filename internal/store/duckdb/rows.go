@@ -1,0 +1,442 @@
+//go:build !noduckdb
+
+package duckdb
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/skyjoin/skyjoin/internal/event"
+)
+
+// The row store (on by default; Config.NoRowStore): each stored record
+// again, row-wise, keyed by seq, in a Pebble LSM in the directory
+// Path+".rows": the access path of a page of one user's records.
+//
+// The user index gives a user's seqs, but DuckDB reads a record scattered
+// over the file at the cost of the vector of 2,048 rows of each of its 43
+// columns around it: 2-3.5 ms of CPU a record, so a page of a user with a
+// week of history took 670 ms at p99 on the 20 M-record store under load
+// (docs/benchmarks.md). In the row store a record is one key; a page is a
+// hundred point reads of a few microseconds each.
+//
+// It is a cache of the DuckDB file, never the record of truth: a seq it
+// does not hold is read from DuckDB. So it only has to never hold a copy
+// that differs from DuckDB's, which three rules keep:
+//   - a record is put after the DuckDB commit that stored it (asynchronously:
+//     a put that has not landed is a miss);
+//   - a delete or an update of stored records drops their seqs from it,
+//     synced to disk, before the DuckDB commit that changes them (a crash
+//     between leaves misses, never a stale copy);
+//   - puts and drops go through one queue, in order, and every change of
+//     stored records runs under the writer's semaphore, as do the puts of
+//     Settle's fill, so no put of an old copy lands after its drop.
+//
+// A store opened without the row store removes the directory: its copies
+// would miss the changes made meanwhile.
+type rowStore struct {
+	db    *pebble.DB
+	cache *pebble.Cache
+	log   *slog.Logger
+	ops   chan rowOp
+	done  chan struct{}
+	// dropped counts the puts given up because the queue was full, lost
+	// the puts that failed: their records are read from DuckDB.
+	dropped, lost atomic.Int64
+	// hits and misses count the records get found and did not.
+	hits, misses atomic.Int64
+	// mu keeps reads apart from close; closed is set under it.
+	mu     sync.RWMutex
+	closed bool
+}
+
+// rowOp is a put of records (vals: storedValues of each, or recs: records
+// as a read of the store returns them) or a drop of seqs, answered on ack.
+type rowOp struct {
+	seqs []int64
+	vals [][]any
+	recs []event.Record
+	drop bool
+	ack  chan error
+}
+
+// rowQueue is how many puts may wait for the row store's goroutine; the
+// writer gives up a put rather than wait (its records become misses).
+const rowQueue = 64
+
+// rowsDir is the row store's directory of the DuckDB file path.
+func rowsDir(path string) string { return path + ".rows" }
+
+// rowSchemaKey holds the store's SchemaVersion the copies were made at,
+// above every seq's key: a copy made at another version is not what a read
+// of the store returns, so the row store starts empty then.
+var rowSchemaKey = []byte("\xffschema_version")
+
+// openRowStore opens or creates the row store at dir, emptied if its
+// copies were made at another schema version.
+func openRowStore(dir string, log *slog.Logger) (*rowStore, error) {
+	r, err := openPebble(dir, log)
+	if err != nil {
+		return nil, err
+	}
+	want := strconv.Itoa(SchemaVersion)
+	v, closer, err := r.db.Get(rowSchemaKey)
+	switch {
+	case err == nil:
+		have := string(v)
+		closer.Close()
+		if have == want {
+			return r, nil
+		}
+		log.Info("duckdb: the row store's copies are of another schema version; it starts empty", "dir", dir, "theirs", have, "ours", want)
+	case !errors.Is(err, pebble.ErrNotFound):
+		r.close()
+		return nil, fmt.Errorf("open the row store %s: %w", dir, err)
+	}
+	b := r.db.NewBatch()
+	defer b.Close()
+	err = b.DeleteRange(rowKey(0), rowKey(1<<63-1), nil)
+	if err == nil {
+		err = b.Set(rowSchemaKey, []byte(want), nil)
+	}
+	if err == nil {
+		err = b.Commit(pebble.Sync)
+	}
+	if err != nil {
+		r.close()
+		return nil, fmt.Errorf("open the row store %s: %w", dir, err)
+	}
+	return r, nil
+}
+
+func openPebble(dir string, log *slog.Logger) (*rowStore, error) {
+	cache := pebble.NewCache(16 << 20)
+	opts := &pebble.Options{
+		Cache:        cache,
+		MemTableSize: 16 << 20,
+		Logger:       pebbleLogger{log},
+	}
+	db, err := pebble.Open(dir, opts)
+	if err != nil {
+		cache.Unref()
+		return nil, fmt.Errorf("open the row store %s: %w", dir, err)
+	}
+	r := &rowStore{db: db, cache: cache, log: log, ops: make(chan rowOp, rowQueue), done: make(chan struct{})}
+	go r.run()
+	return r, nil
+}
+
+// removeRowStore removes the row store at dir, if any.
+func removeRowStore(dir string) error {
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("remove the row store %s (the store runs without it, and its copies would go stale): %w", dir, err)
+	}
+	return nil
+}
+
+func rowKey(seq int64) []byte { return binary.BigEndian.AppendUint64(make([]byte, 0, 8), uint64(seq)) }
+
+// put queues the records (vals[i] the storedValues of the record at
+// seqs[i]) to be put; it gives them up if the queue is full.
+func (r *rowStore) put(seqs []int64, vals [][]any) {
+	select {
+	case r.ops <- rowOp{seqs: seqs, vals: vals}:
+	default:
+		r.dropped.Add(int64(len(seqs)))
+	}
+}
+
+// putRecords queues records read from the store, waiting for room.
+func (r *rowStore) putRecords(ctx context.Context, recs []event.Record) error {
+	seqs := make([]int64, len(recs))
+	for i := range recs {
+		seqs[i] = recs[i].Seq
+	}
+	select {
+	case r.ops <- rowOp{seqs: seqs, recs: recs}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// drop removes the seqs, after every put queued before, and returns once
+// that is synced to disk.
+func (r *rowStore) drop(ctx context.Context, seqs []int64) error {
+	if len(seqs) == 0 {
+		return nil
+	}
+	ack := make(chan error, 1)
+	select {
+	case r.ops <- rowOp{seqs: slices.Clone(seqs), drop: true, ack: ack}:
+	case <-ctx.Done():
+		return fmt.Errorf("drop %d records from the row store: %w", len(seqs), ctx.Err())
+	}
+	select {
+	case err := <-ack:
+		return err
+	case <-ctx.Done():
+		// It runs to the end regardless; the caller must not change the
+		// records meanwhile: wait.
+		if err := <-ack; err != nil {
+			return err
+		}
+		return fmt.Errorf("drop %d records from the row store: %w", len(seqs), ctx.Err())
+	}
+}
+
+// sync waits for every op queued before.
+func (r *rowStore) sync(ctx context.Context) error {
+	return r.drop(ctx, []int64{0})
+}
+
+func (r *rowStore) run() {
+	defer close(r.done)
+	enc := event.NewLineEncoder()
+	for op := range r.ops {
+		if op.drop {
+			op.ack <- r.applyDrop(op.seqs)
+			continue
+		}
+		if err := r.applyPut(enc, op); err != nil {
+			r.lost.Add(int64(len(op.seqs)))
+			r.log.Warn("duckdb: row store put failed; those records are read from DuckDB", "records", len(op.seqs), "error", err.Error())
+		}
+	}
+}
+
+func (r *rowStore) applyPut(enc *event.LineEncoder, op rowOp) error {
+	b := r.db.NewBatch()
+	defer b.Close()
+	for i, seq := range op.seqs {
+		var rec event.Record
+		if op.recs != nil {
+			rec = op.recs[i]
+		} else {
+			var err error
+			if rec, err = event.FromValues(op.vals[i]); err != nil {
+				return fmt.Errorf("record at seq %d: %w", seq, err)
+			}
+		}
+		rec.Seq = seq
+		v, err := enc.Encode(&rec)
+		if err != nil {
+			return fmt.Errorf("record at seq %d: %w", seq, err)
+		}
+		if err := b.Set(rowKey(seq), v, nil); err != nil {
+			return err
+		}
+	}
+	return b.Commit(pebble.NoSync)
+}
+
+// applyDrop deletes the seqs, as ranges of consecutive ones, and syncs.
+func (r *rowStore) applyDrop(seqs []int64) error {
+	slices.Sort(seqs)
+	b := r.db.NewBatch()
+	defer b.Close()
+	for i := 0; i < len(seqs); {
+		j := i + 1
+		for j < len(seqs) && seqs[j] <= seqs[j-1]+1 {
+			j++
+		}
+		var err error
+		if j == i+1 {
+			err = b.Delete(rowKey(seqs[i]), nil)
+		} else {
+			err = b.DeleteRange(rowKey(seqs[i]), rowKey(seqs[j-1]+1), nil)
+		}
+		if err != nil {
+			return fmt.Errorf("drop from the row store: %w", err)
+		}
+		i = j
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("drop %d records from the row store: %w", len(seqs), err)
+	}
+	return nil
+}
+
+// get returns the records at seqs it holds (nil where it does not, and
+// those seqs in missing).
+func (r *rowStore) get(seqs []int64) (recs []*event.Record, missing []int64, err error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.closed {
+		return nil, nil, errClosed
+	}
+	recs = make([]*event.Record, len(seqs))
+	for i, seq := range seqs {
+		v, closer, err := r.db.Get(rowKey(seq))
+		if errors.Is(err, pebble.ErrNotFound) {
+			missing = append(missing, seq)
+			r.misses.Add(1)
+			continue
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("row store: read seq %d: %w", seq, err)
+		}
+		rec := new(event.Record)
+		err = event.Unmarshal(v, rec)
+		closer.Close()
+		if err != nil {
+			return nil, nil, fmt.Errorf("row store: record at seq %d: %w", seq, err)
+		}
+		recs[i] = rec
+	}
+	r.hits.Add(int64(len(seqs) - len(missing)))
+	return recs, missing, nil
+}
+
+// lowest returns the lowest seq held, 0 if none.
+func (r *rowStore) lowest() (int64, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	it, err := r.db.NewIter(&pebble.IterOptions{UpperBound: rowKey(1<<63 - 1)})
+	if err != nil {
+		return 0, err
+	}
+	defer it.Close()
+	if !it.First() {
+		return 0, it.Error()
+	}
+	return int64(binary.BigEndian.Uint64(it.Key())), nil
+}
+
+// diskBytes is the size of the row store's files.
+func (r *rowStore) diskBytes() int64 {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.closed {
+		return 0
+	}
+	m := r.db.Metrics()
+	return int64(m.DiskSpaceUsage())
+}
+
+// close ends the queue (every op queued runs) and closes the LSM.
+func (r *rowStore) close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil
+	}
+	r.closed = true
+	close(r.ops)
+	<-r.done
+	err := r.db.Close()
+	r.cache.Unref()
+	if n := r.dropped.Load() + r.lost.Load(); n > 0 {
+		r.log.Info("duckdb: row store closed; records it never got are read from DuckDB", "given_up", r.dropped.Load(), "failed", r.lost.Load())
+	}
+	return err
+}
+
+// compactRowStore rewrites the row store at dir, if any, so that its files
+// keep no deleted record's bytes (skyjoin compact).
+func compactRowStore(ctx context.Context, dir string, log *slog.Logger) error {
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	r, err := openPebble(dir, log)
+	if err != nil {
+		return err
+	}
+	defer r.close()
+	if err := r.db.Compact(ctx, rowKey(0), rowKey(1<<63-1), false); err != nil {
+		return fmt.Errorf("compact the row store %s: %w", dir, err)
+	}
+	return r.close()
+}
+
+// pebbleLogger is Pebble's logger on slog: its information at debug.
+type pebbleLogger struct{ log *slog.Logger }
+
+func (l pebbleLogger) Infof(format string, args ...any) {
+	l.log.Debug("duckdb: row store: " + fmt.Sprintf(format, args...))
+}
+
+func (l pebbleLogger) Errorf(format string, args ...any) {
+	l.log.Error("duckdb: row store: " + fmt.Sprintf(format, args...))
+}
+
+func (l pebbleLogger) Fatalf(format string, args ...any) {
+	l.log.Error("duckdb: row store: fatal: " + fmt.Sprintf(format, args...))
+	panic(fmt.Sprintf(format, args...))
+}
+
+// rowFillChunk is how many seq of the main file fillRows reads at once.
+var rowFillChunk int64 = 16384
+
+// fillRows puts into the row store the main file's records below the
+// lowest seq it holds (every record, for a store that had none: one
+// opened for the first time by a build with the row store, or with it
+// turned back on), from the highest down, so that an interrupted fill
+// goes on where it stopped. Each chunk is read and queued under wsem, so
+// that no delete or update comes between the read and the put (rowStore),
+// and waited for outside it.
+func (s *Store) fillRows(ctx context.Context) error {
+	lo, err := s.rows.lowest()
+	if err != nil {
+		return fmt.Errorf("fill the row store: %w", err)
+	}
+	s.moveMu.Lock()
+	hi := s.coldMax
+	s.moveMu.Unlock()
+	if lo > 0 {
+		hi = min(hi, lo-1)
+	}
+	start, n := time.Now(), 0
+	for hi > 0 {
+		from := max(hi-rowFillChunk, 0)
+		read, err := s.fillChunk(ctx, from, hi)
+		if err != nil {
+			return fmt.Errorf("fill the row store with seq %d to %d: %w", from+1, hi, err)
+		}
+		if err := s.rows.sync(ctx); err != nil {
+			return fmt.Errorf("fill the row store: %w", err)
+		}
+		n += read
+		hi = from
+	}
+	if n > 0 {
+		s.log.InfoContext(ctx, "duckdb: row store filled from the main file", "records", n, "duration_ms", time.Since(start).Milliseconds())
+	}
+	return nil
+}
+
+// fillChunk queues the main file's records of seq in (from, to] for the
+// row store, under wsem.
+func (s *Store) fillChunk(ctx context.Context, from, to int64) (int, error) {
+	select {
+	case s.wsem <- struct{}{}:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	defer func() { <-s.wsem }()
+	if s.closed {
+		return 0, errClosed
+	}
+	recs, err := queryRecords(ctx, s.db, "SELECT "+readColumns+" FROM main.events WHERE seq > $1 AND seq <= $2", from, to)
+	if err != nil {
+		return 0, err
+	}
+	if len(recs) == 0 {
+		return 0, nil
+	}
+	return len(recs), s.rows.putRecords(ctx, recs)
+}

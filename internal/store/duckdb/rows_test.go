@@ -1,0 +1,259 @@
+//go:build !noduckdb
+
+package duckdb
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/skyjoin/skyjoin/internal/event"
+	"github.com/skyjoin/skyjoin/internal/store"
+	"github.com/skyjoin/skyjoin/internal/store/storetest"
+)
+
+// TestConformanceNoRowStore runs the conformance suite without the row
+// store (the suite itself runs with it, the default): a user's records
+// come from DuckDB alone.
+func TestConformanceNoRowStore(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store {
+		s, err := Open(t.Context(), Config{Path: tempPath(t), NoRowStore: true}, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	})
+}
+
+// rowUsers are TestRowStore's users.
+var rowUsers = []string{"user-0", "user-1", "user-2", "user-3"}
+
+// walkUser returns the JSON of every page of the user's records, pages of
+// 7 in the order asked, and how many of the page's records the row store
+// did not hold.
+func walkUser(t *testing.T, s *Store, user string, asc bool) (pages []string, misses int64) {
+	t.Helper()
+	before := int64(0)
+	if s.rows != nil {
+		before = s.rows.misses.Load()
+	}
+	q := store.Query{UserID: user, Ascending: asc, Limit: 7}
+	for range 1000 {
+		p, err := s.List(t.Context(), q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := json.Marshal(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages = append(pages, string(b))
+		if p.NextCursor == "" {
+			if s.rows != nil {
+				misses = s.rows.misses.Load() - before
+			}
+			return pages, misses
+		}
+		q.Cursor = p.NextCursor
+	}
+	t.Fatalf("user %s: more than 1000 pages", user)
+	return nil, 0
+}
+
+// checkRows compares every page of every user, both ways, read through
+// the row store and from DuckDB alone, and returns how many records the
+// row store did not hold.
+func checkRows(t *testing.T, s *Store, what string) (misses int64) {
+	t.Helper()
+	if err := s.rows.sync(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for _, user := range rowUsers {
+		for _, asc := range []bool{true, false} {
+			got, m := walkUser(t, s, user, asc)
+			misses += m
+			rows := s.rows
+			s.rows = nil
+			want, _ := walkUser(t, s, user, asc)
+			s.rows = rows
+			if !slices.Equal(got, want) {
+				for i := range min(len(got), len(want)) {
+					if got[i] != want[i] {
+						t.Fatalf("%s: user %s, ascending %v, page %d\nrow store: %s\nDuckDB:    %s", what, user, asc, i, got[i], want[i])
+					}
+				}
+				t.Fatalf("%s: user %s, ascending %v: %d pages through the row store, %d from DuckDB", what, user, asc, len(got), len(want))
+			}
+		}
+	}
+	return misses
+}
+
+// TestRowStore: a page of a user's records read through the row store is
+// the one DuckDB alone gives, page by page and cursor by cursor, in both
+// orders, after writes over several hot segments, a weather backfill, a
+// user's erasure and retention; the copies of deleted records are gone
+// from it; a store opened without it removes it, and one opened with it
+// again (or whose copies are of another schema version) starts empty and
+// is filled by Settle.
+func TestRowStore(t *testing.T) {
+	defer func(b, chunk int64) { segmentBytes, rowFillChunk = b, chunk }(segmentBytes, rowFillChunk)
+	segmentBytes = 64 << 10 // several segments, most moved
+	rowFillChunk = 100
+	ctx := t.Context()
+	path := tempPath(t)
+	s := openPath(t, path)
+	recs := storetest.Records(11, 1200)
+	for i := range recs {
+		recs[i].User.ID = rowUsers[i%len(rowUsers)]
+		if i%5 == 0 {
+			recs[i].Weather = nil
+			recs[i].Enrichment = event.Enrichment{Status: event.StatusUnavailable, Error: "weather: HTTP 503"}
+		}
+	}
+	for b := 0; b < len(recs); b += 100 {
+		if err := s.Write(ctx, recs[b:b+100]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(s.segments()) < 2 || s.coldSeen.Load() == 0 {
+		t.Fatalf("%d segments, cold_max %d: want records in both the main file and the segments", len(s.segments()), s.coldSeen.Load())
+	}
+	if m := checkRows(t, s, "after the writes"); m != 0 {
+		t.Errorf("after the writes: the row store missed %d records", m)
+	}
+
+	// A backfill: the records updated are read with their new weather,
+	// from the row store.
+	var upd []event.Record
+	for after := int64(0); ; {
+		page, next, err := s.Unavailable(ctx, 50, after)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range page {
+			r.Weather = &event.Weather{ObservedAt: time.Date(2026, 11, 26, 6, 0, 0, 0, time.UTC), TemperatureC: 4.5,
+				Condition: "Slight rain", Provider: "open-meteo", CellLatitude: 52.55, CellLongitude: 13.45}
+			r.Enrichment = event.Enrichment{Status: event.StatusEnriched}
+			upd = append(upd, r)
+		}
+		if next == 0 {
+			break
+		}
+		after = next
+	}
+	if len(upd) < 200 {
+		t.Fatalf("%d unavailable records", len(upd))
+	}
+	if n, err := s.UpdateWeather(ctx, upd); err != nil || n != int64(len(upd)) {
+		t.Fatalf("UpdateWeather: %d, %v; want %d", n, err, len(upd))
+	}
+	if m := checkRows(t, s, "after the backfill"); m != 0 {
+		t.Errorf("after the backfill: the row store missed %d records", m)
+	}
+	got, _, err := s.rows.get([]int64{upd[0].Seq})
+	if err != nil || got[0] == nil || got[0].Enrichment.Status != event.StatusEnriched || got[0].Weather == nil || got[0].Weather.Condition != "Slight rain" {
+		t.Fatalf("the row store's copy of an updated record: %+v, %v", got, err)
+	}
+
+	// An erasure and retention: the records deleted leave the row store.
+	erased := s.users.list("user-0")
+	if _, err := s.DeleteUsers(ctx, []string{"user-0"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, missing, err := s.rows.get(erased); err != nil || len(missing) != len(erased) {
+		t.Fatalf("the row store still holds %d of user-0's %d records (%v)", len(erased)-len(missing), len(erased), err)
+	}
+	times := make([]time.Time, len(recs))
+	for i := range recs {
+		times[i] = recs[i].OccurredAt
+	}
+	slices.SortFunc(times, func(a, b time.Time) int { return a.Compare(b) })
+	cut := times[len(times)/2]
+	var expired []int64
+	for _, u := range rowUsers[1:] {
+		page, err := s.List(ctx, store.Query{UserID: u, Limit: 1000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range page.Records {
+			if r.OccurredAt.Before(cut) {
+				expired = append(expired, r.Seq)
+			}
+		}
+	}
+	if n, err := s.DeleteOccurredBefore(ctx, cut); err != nil || n != int64(len(expired)) {
+		t.Fatalf("DeleteOccurredBefore: %d, %v; want %d", n, err, len(expired))
+	}
+	if _, missing, err := s.rows.get(expired); err != nil || len(missing) != len(expired) {
+		t.Fatalf("the row store still holds %d of the %d expired records (%v)", len(expired)-len(missing), len(expired), err)
+	}
+	if m := checkRows(t, s, "after the deletes"); m != 0 {
+		t.Errorf("after the deletes: the row store missed %d records", m)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Without the row store: its directory goes.
+	off, err := Open(ctx, Config{Path: path, NoRowStore: true}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(rowsDir(path)); !os.IsNotExist(err) {
+		t.Fatalf("the row store's directory after an open without it: %v", err)
+	}
+	if err := off.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// With it again: empty, every record read from DuckDB until Settle
+	// fills it.
+	s = openPath(t, path)
+	if lo, err := s.rows.lowest(); err != nil || lo != 0 {
+		t.Fatalf("a new row store holds seq %d (%v)", lo, err)
+	}
+	if m := checkRows(t, s, "reopened"); m == 0 {
+		t.Error("reopened: the new row store held records")
+	}
+	if err := s.Settle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if m := checkRows(t, s, "settled"); m != 0 {
+		t.Errorf("settled: the row store missed %d records", m)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Copies of another schema version are not used.
+	db, err := pebble.Open(rowsDir(path), &pebble.Options{Logger: pebbleLogger{slog.New(slog.DiscardHandler)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Set(rowSchemaKey, []byte(fmt.Sprint(SchemaVersion-1)), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openPath(t, path)
+	if lo, err := s.rows.lowest(); err != nil || lo != 0 {
+		t.Fatalf("a row store of another schema version holds seq %d after the open (%v)", lo, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Compact rewrites it too.
+	if _, _, err := Compact(context.Background(), path); err != nil {
+		t.Fatal(err)
+	}
+}
