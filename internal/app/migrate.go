@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 
 	"github.com/skyjoin/skyjoin/internal/platform"
@@ -35,7 +36,8 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if path == "" || strings.ContainsAny(path, "?#") {
 			return fmt.Errorf("%w: migrate: store URL %q: want duckdb://PATH, no parameters", errUsage, *storeURL)
 		}
-		version, err := migrateDuckDB(ctx, path)
+		// Its progress (a row store filled, user runs cut) goes to stderr.
+		version, err := migrateDuckDB(ctx, path, slog.New(slog.NewTextHandler(stderr, nil)))
 		if err != nil {
 			return fmt.Errorf("migrate: %w", err)
 		}

@@ -470,7 +470,8 @@ func (p *process) storeFailer() failingStore {
 // this process opened, if any, and its event id index: DuckDB's memory is
 // outside the Go heap, and under saturation it held about twice its
 // memory_limit (its buffer manager's share, and the allocations that share
-// does not count; see docs/benchmarks.md).
+// does not count; see docs/benchmarks.md), and the row store's cache and
+// memtables.
 func (p *process) applyMemoryBudget() error {
 	var outside int64
 	if p.st != nil && strings.HasPrefix(p.storeURL, "duckdb://") {
@@ -483,6 +484,9 @@ func (p *process) applyMemoryBudget() error {
 			return fmt.Errorf("duckdb-memory-limit %w", err)
 		}
 		outside = 2 * n
+		if !p.cfg.DuckDB.NoRowStore {
+			outside += duckdb.RowStoreMemory
+		}
 	}
 	if st, ok := p.storeMemory().(idIndexSizer); ok {
 		// The event id index is outside both heaps: about 16 bytes a

@@ -29,8 +29,8 @@ func openDuckDB(ctx context.Context, cfg duckdb.Config, log *slog.Logger) (store
 // migrateDuckDB opens the DuckDB file at path, which migrates it, lets it
 // settle (duckdb.Store.Settle), closes it and returns the schema version
 // it is now at.
-func migrateDuckDB(ctx context.Context, path string) (int, error) {
-	s, err := duckdb.Open(ctx, duckdb.Config{Path: path}, nil)
+func migrateDuckDB(ctx context.Context, path string, log *slog.Logger) (int, error) {
+	s, err := duckdb.Open(ctx, duckdb.Config{Path: path}, log)
 	if err != nil {
 		return 0, err
 	}

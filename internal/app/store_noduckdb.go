@@ -23,7 +23,7 @@ func openDuckDB(context.Context, duckdb.Config, *slog.Logger) (storeBackend, err
 	return nil, errNoDuckDB
 }
 
-func migrateDuckDB(context.Context, string) (int, error) { return 0, errNoDuckDB }
+func migrateDuckDB(context.Context, string, *slog.Logger) (int, error) { return 0, errNoDuckDB }
 
 func compactDuckDB(context.Context, string) (before, after int64, err error) {
 	return 0, 0, errNoDuckDB

@@ -190,11 +190,11 @@ func registerPipelineGauges(mp metric.MeterProvider, weatherStats func() weather
 		cb = append(cb, func(_ context.Context, o metric.Observer) { o.ObserveInt64(c, refused()) })
 	}
 	if storeMem != nil {
-		g := gauge("skyjoin.store.memory", "By", "Memory of the embedded store outside Go's heap, by part: buffer_manager (DuckDB's, up to its memory limit), allocator_allocated and allocator_resident (DuckDB's allocator: in use, and resident with the freed pages it keeps), id_index (the event id index's mapped arrays).")
+		g := gauge("skyjoin.store.memory", "By", "Memory of the embedded store outside Go's heap, by part: buffer_manager (DuckDB's, up to its memory limit), allocator_allocated and allocator_resident (DuckDB's allocator: in use, and resident with the freed pages it keeps), id_index (the event id index's mapped arrays), row_store (the row store's block cache and memtables, in the C heap).")
 		part := func(name string) metric.ObserveOption {
 			return metric.WithAttributeSet(attribute.NewSet(attribute.String("part", name)))
 		}
-		bufferManager, allocated, resident, idIndex := part("buffer_manager"), part("allocator_allocated"), part("allocator_resident"), part("id_index")
+		bufferManager, allocated, resident, idIndex, rows := part("buffer_manager"), part("allocator_allocated"), part("allocator_resident"), part("id_index"), part("row_store")
 		cb = append(cb, func(ctx context.Context, o metric.Observer) {
 			st := storeMem()
 			if st == nil {
@@ -206,6 +206,7 @@ func registerPipelineGauges(mp metric.MeterProvider, weatherStats func() weather
 			}
 			o.ObserveInt64(g, m.Bytes, bufferManager)
 			o.ObserveInt64(g, m.IDIndexBytes, idIndex)
+			o.ObserveInt64(g, m.RowStoreBytes, rows)
 			if a := m.Allocator; a != nil {
 				o.ObserveInt64(g, a.Allocated, allocated)
 				o.ObserveInt64(g, a.Resident, resident)

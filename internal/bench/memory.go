@@ -39,7 +39,8 @@ type DuckDB struct {
 		Allocated int64 `json:"allocated_bytes"`
 		Resident  int64 `json:"resident_bytes"`
 	} `json:"allocator"`
-	IDIndexBytes int64 `json:"id_index_bytes"` // the store's event id index, mapped outside both heaps
+	IDIndexBytes  int64 `json:"id_index_bytes"`  // the store's event id index, mapped outside both heaps
+	RowStoreBytes int64 `json:"row_store_bytes"` // the row store's cache and memtables, in the C heap
 }
 
 // memoryEvery is how often a phase's memory sampler asks the server what
@@ -76,13 +77,13 @@ func (s *memorySampler) end() *Memory {
 
 // memoryRow is m as a row of the Markdown table memoryHeader heads.
 func memoryRow(phase string, m *Memory) string {
-	var cHeap, duckAlloc, duckFree, duck, ids int64
+	var cHeap, duckAlloc, duckFree, duck, ids, rows int64
 	tags := "n/a"
 	if m.C != nil {
 		cHeap = m.C.InUse + m.C.Mmapped + m.C.Free
 	}
 	if m.DuckDB != nil {
-		duck, ids = m.DuckDB.Bytes, m.DuckDB.IDIndexBytes
+		duck, ids, rows = m.DuckDB.Bytes, m.DuckDB.IDIndexBytes, m.DuckDB.RowStoreBytes
 		byTag := m.DuckDB.ByTag
 		names := slices.SortedFunc(maps.Keys(byTag), func(a, b string) int { return cmp.Compare(byTag[b], byTag[a]) })
 		parts := make([]string, 0, 3)
@@ -95,8 +96,8 @@ func memoryRow(phase string, m *Memory) string {
 		}
 	}
 	rest := m.RSS - m.GoHeapObjects - m.GoHeapFree - m.GoOther - duckAlloc - duckFree - ids - cHeap
-	return fmt.Sprintf("| %s | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f (%s) | %.0f | %.0f | %.0f | %.0f |\n", phase, mb(m.RSS),
-		mb(m.GoHeapObjects), mb(m.GoHeapFree), mb(m.GoOther), mb(duckAlloc), mb(duck), tags, mb(duckFree), mb(ids), mb(cHeap), mb(rest))
+	return fmt.Sprintf("| %s | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f (%s) | %.0f | %.0f | %.0f (row store %.0f) | %.0f |\n", phase, mb(m.RSS),
+		mb(m.GoHeapObjects), mb(m.GoHeapFree), mb(m.GoOther), mb(duckAlloc), mb(duck), tags, mb(duckFree), mb(ids), mb(cHeap), mb(rows), mb(rest))
 }
 
-const memoryHeader = "\n| what held the memory at the phase's highest sample (MB) | RSS | Go heap: objects | Go heap: free, not returned | Go: stacks and runtime | DuckDB: allocated (jemalloc) | of which its buffer manager (largest tags) | DuckDB: freed, not yet purged | event id index (mapped) | C heap (malloc) | the rest (binary, mapped files; negative: pages mapped, not resident) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+const memoryHeader = "\n| what held the memory at the phase's highest sample (MB) | RSS | Go heap: objects | Go heap: free, not returned | Go: stacks and runtime | DuckDB: allocated (jemalloc) | of which its buffer manager (largest tags) | DuckDB: freed, not yet purged | event id index (mapped) | C heap (malloc; of which the row store's cache and memtables) | the rest (binary, mapped files; negative: pages mapped, not resident) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"

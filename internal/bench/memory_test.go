@@ -18,9 +18,10 @@ func TestMemoryRow(t *testing.T) {
 		Resident  int64 `json:"resident_bytes"`
 	}{Allocated: 300 * mib, Resident: 360 * mib}
 	m.DuckDB.IDIndexBytes = 30 * mib
+	m.DuckDB.RowStoreBytes = 24 * mib
 	got := memoryRow("saturation", m)
 	// the rest: 900 - 200 - 100 - 20 - 300 - 60 - 30 - (300+100+50) = -260
-	want := "| saturation | 900 | 200 | 100 | 20 | 300 | 256 (IN_MEMORY_TABLE 200, BASE_TABLE 40, HASH_TABLE 15) | 60 | 30 | 450 | -260 |\n"
+	want := "| saturation | 900 | 200 | 100 | 20 | 300 | 256 (IN_MEMORY_TABLE 200, BASE_TABLE 40, HASH_TABLE 15) | 60 | 30 | 450 (row store 24) | -260 |\n"
 	if got != want {
 		t.Errorf("memoryRow =\n%s want\n%s", got, want)
 	}

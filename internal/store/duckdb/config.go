@@ -22,6 +22,11 @@ const (
 	// DefaultThreads is DuckDB's worker threads (its default: one per core).
 	// The store's statements are small; more threads cost memory, not speed.
 	DefaultThreads = 2
+	// RowStoreMemory is the most the row store holds in memory, outside
+	// Go's heap (the C heap): its block cache and two memtables.
+	RowStoreMemory   = rowCacheBytes + 2*rowMemTableBytes
+	rowCacheBytes    = 16 << 20
+	rowMemTableBytes = 16 << 20
 )
 
 // Config configures the DuckDB store.
@@ -153,6 +158,9 @@ type Memory struct {
 	// arrays are sized as they are loaded and merged; pages not yet
 	// written are mapped but not resident).
 	IDIndexBytes int64 `json:"id_index_bytes"`
+	// RowStoreBytes is the row store's block cache and memtables, allocated
+	// by Pebble with the C library's malloc (part of the C heap).
+	RowStoreBytes int64 `json:"row_store_bytes"`
 }
 
 // Allocator is jemalloc's view of DuckDB's memory (its stats.* figures).

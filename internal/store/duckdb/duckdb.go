@@ -953,6 +953,9 @@ func (s *Store) Memory(ctx context.Context) (Memory, error) {
 	}
 	m.Allocator, _ = readAllocator()
 	m.IDIndexBytes = s.IDIndexBytes()
+	if s.rows != nil {
+		m.RowStoreBytes = s.rows.memoryBytes()
+	}
 	return m, nil
 }
 

@@ -477,6 +477,29 @@ func TestCrash(t *testing.T) {
 	// The user index, rebuilt at the open, knows each user's latest
 	// record, in the main file and in the segments the kill left.
 	checkLatest(t, s, all)
+	// The row store, whose puts the kill interrupted, gives each user's
+	// pages as DuckDB does.
+	var users []string
+	for _, r := range all {
+		if !slices.Contains(users, r.User.ID) && len(users) < 20 {
+			users = append(users, r.User.ID)
+		}
+	}
+	for _, user := range users {
+		for _, asc := range []bool{true, false} {
+			got, _ := walkUser(t, s, user, asc)
+			rows := s.rows
+			s.rows = nil
+			want, _ := walkUser(t, s, user, asc)
+			s.rows = rows
+			if !slices.Equal(got, want) {
+				t.Errorf("after the kill, user %s, ascending %v: the pages through the row store differ from DuckDB's", user, asc)
+			}
+		}
+	}
+	if s.rows.hits.Load() == 0 {
+		t.Error("after the kill, the row store held none of the records read")
+	}
 	// The rollup caught up with a move the kill left without its rollup,
 	// and the stats it answers are those of the records.
 	var rollupHi int64

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/sstable/block"
 
 	"github.com/skyjoin/skyjoin/internal/event"
 )
@@ -51,8 +52,9 @@ type rowStore struct {
 	log   *slog.Logger
 	ops   chan rowOp
 	done  chan struct{}
-	// dropped counts the puts given up because the queue was full, lost
-	// the puts that failed: their records are read from DuckDB.
+	// dropped counts the records of puts given up (the writer's context
+	// ended while it waited for room), lost those of puts that failed:
+	// they are read from DuckDB.
 	dropped, lost atomic.Int64
 	// hits and misses count the records get found and did not.
 	hits, misses atomic.Int64
@@ -61,22 +63,46 @@ type rowStore struct {
 	closed bool
 }
 
-// rowOp is a put of records (vals: storedValues of each, or recs: records
-// as a read of the store returns them) or a drop of seqs, answered on ack.
+// rowOp is a put of records (recs at seqs; made what a read of the store
+// returns first if written) or a drop of seqs, answered on ack.
 type rowOp struct {
-	seqs []int64
-	vals [][]any
-	recs []event.Record
-	drop bool
-	ack  chan error
+	seqs    []int64
+	recs    []event.Record
+	written bool
+	drop    bool
+	ack     chan error
 }
 
-// rowQueue is how many puts may wait for the row store's goroutine; the
-// writer gives up a put rather than wait (its records become misses).
-const rowQueue = 64
+// rowQueue is how many puts may wait for the row store's goroutine: a
+// writer that finds it full waits (the records it holds are Go heap).
+const rowQueue = 16
 
 // rowsDir is the row store's directory of the DuckDB file path.
 func rowsDir(path string) string { return path + ".rows" }
+
+// rowForm makes a record the writer stored what a read of the store
+// returns (event.FromValues of storedValues): its times in UTC and in
+// microseconds, DuckDB's precision; no empty attributes; its properties as
+// the JSON column gives them back (storedProperties). TestRowStore and
+// the conformance suite compare the pages of both.
+func rowForm(r *event.Record) error {
+	us := func(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
+	r.OccurredAt, r.IngestedAt, r.ProcessedAt = us(r.OccurredAt), us(r.IngestedAt), us(r.ProcessedAt)
+	if r.Weather != nil {
+		r.Weather.ObservedAt = us(r.Weather.ObservedAt)
+	}
+	if len(r.Attributes) == 0 {
+		r.Attributes = nil
+	}
+	if len(r.Properties) > 0 {
+		p, err := storedProperties(r.Properties)
+		if err != nil {
+			return err
+		}
+		r.Properties = p
+	}
+	return nil
+}
 
 // rowSchemaKey holds the store's SchemaVersion the copies were made at,
 // above every seq's key: a copy made at another version is not what a read
@@ -121,11 +147,18 @@ func openRowStore(dir string, log *slog.Logger) (*rowStore, error) {
 }
 
 func openPebble(dir string, log *slog.Logger) (*rowStore, error) {
-	cache := pebble.NewCache(16 << 20)
+	cache := pebble.NewCache(rowCacheBytes)
 	opts := &pebble.Options{
 		Cache:        cache,
-		MemTableSize: 16 << 20,
+		MemTableSize: rowMemTableBytes,
 		Logger:       pebbleLogger{log},
+	}
+	// Blocks of 16 KB compressed with zstd (level 1): records of one schema
+	// compress in a block of 14 where a block of 4 KB (Pebble's default)
+	// holds too few; a point read decompresses one block (docs/benchmarks.md).
+	for i := range opts.Levels {
+		opts.Levels[i].BlockSize = 16 << 10
+		opts.Levels[i].Compression = func() *block.CompressionProfile { return block.BalancedCompression }
 	}
 	db, err := pebble.Open(dir, opts)
 	if err != nil {
@@ -150,12 +183,13 @@ func removeRowStore(dir string) error {
 
 func rowKey(seq int64) []byte { return binary.BigEndian.AppendUint64(make([]byte, 0, 8), uint64(seq)) }
 
-// put queues the records (vals[i] the storedValues of the record at
-// seqs[i]) to be put; it gives them up if the queue is full.
-func (r *rowStore) put(seqs []int64, vals [][]any) {
+// put queues the records the writer stored (recs[i] at seqs[i], its own
+// copies) to be put, waiting for room: a put given up would leave its
+// records to DuckDB for good. It gives them up only if ctx ends.
+func (r *rowStore) put(ctx context.Context, seqs []int64, recs []event.Record) {
 	select {
-	case r.ops <- rowOp{seqs: seqs, vals: vals}:
-	default:
+	case r.ops <- rowOp{seqs: seqs, recs: recs, written: true}:
+	case <-ctx.Done():
 		r.dropped.Add(int64(len(seqs)))
 	}
 }
@@ -220,20 +254,17 @@ func (r *rowStore) run() {
 }
 
 func (r *rowStore) applyPut(enc *event.LineEncoder, op rowOp) error {
-	b := r.db.NewBatch()
+	b := r.db.NewBatchWithSize(len(op.seqs) * 1600)
 	defer b.Close()
 	for i, seq := range op.seqs {
-		var rec event.Record
-		if op.recs != nil {
-			rec = op.recs[i]
-		} else {
-			var err error
-			if rec, err = event.FromValues(op.vals[i]); err != nil {
+		rec := &op.recs[i]
+		if op.written {
+			if err := rowForm(rec); err != nil {
 				return fmt.Errorf("record at seq %d: %w", seq, err)
 			}
 		}
 		rec.Seq = seq
-		v, err := enc.Encode(&rec)
+		v, err := enc.Encode(rec)
 		if err != nil {
 			return fmt.Errorf("record at seq %d: %w", seq, err)
 		}
@@ -328,6 +359,17 @@ func (r *rowStore) diskBytes() int64 {
 	return int64(m.DiskSpaceUsage())
 }
 
+// memoryBytes is the size of the block cache and the memtables.
+func (r *rowStore) memoryBytes() int64 {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.closed {
+		return 0
+	}
+	m := r.db.Metrics()
+	return m.BlockCache.Size + int64(m.MemTable.Size)
+}
+
 // close ends the queue (every op queued runs) and closes the LSM.
 func (r *rowStore) close() error {
 	r.mu.Lock()
@@ -409,6 +451,9 @@ func (s *Store) fillRows(ctx context.Context) error {
 		}
 		if err := s.rows.sync(ctx); err != nil {
 			return fmt.Errorf("fill the row store: %w", err)
+		}
+		if (n+read)/1_000_000 > n/1_000_000 {
+			s.log.InfoContext(ctx, "duckdb: filling the row store from the main file", "records", n+read, "down_to_seq", from+1)
 		}
 		n += read
 		hi = from

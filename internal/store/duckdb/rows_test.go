@@ -257,3 +257,27 @@ func TestRowStore(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestStoredProperties: the properties as a read of the store returns
+// them are json.Marshal's of the text, whether or not they were compact
+// already.
+func TestStoredProperties(t *testing.T) {
+	for _, p := range []string{
+		`{"a":1,"b":[true,null,"x"]}`,
+		`{"a": 1}`,
+		"{\"a\":\n1}",
+		`{"html":"<b>&</b>"}`,
+		"{\"sep\":\"\u2028\u2029\"}",
+		`{"esc":"\u003c","uni":"é"}`,
+		`{"nested":{"k":[1.5,-2e3]}}`,
+	} {
+		want, err := json.Marshal(json.RawMessage(p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := storedProperties(json.RawMessage(p))
+		if err != nil || string(got) != string(want) {
+			t.Errorf("storedProperties(%s) = %s, %v; want %s", p, got, err, want)
+		}
+	}
+}

@@ -3,6 +3,7 @@
 package duckdb
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"database/sql"
@@ -15,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	duckdb "github.com/duckdb/duckdb-go/v2"
 
@@ -115,7 +117,7 @@ func (s *Store) write(ctx context.Context, recs []event.Record) error {
 		s.users.keepLatest(fresh, latestCopies(recs, fresh, ats))
 		s.recent.add(recs, fresh)
 		if s.rows != nil {
-			s.putRows(recs, fresh)
+			s.putRows(ctx, recs, fresh)
 		}
 	}
 	for i := range recs {
@@ -133,25 +135,21 @@ func (s *Store) write(ctx context.Context, recs []event.Record) error {
 }
 
 // putRows queues the records this write appended (those at fresh[i] !=
-// 0) for the row store, as a read of the store returns them: their values
-// are taken now, so that the caller may change the records once Write
-// returns.
-func (s *Store) putRows(recs []event.Record, fresh []int64) {
+// 0) for the row store: copies (ownCopy), so that the caller may change
+// the records once Write returns; the row store's goroutine makes them
+// what a read of the store returns (rowForm).
+func (s *Store) putRows(ctx context.Context, recs []event.Record, fresh []int64) {
 	seqs := make([]int64, 0, len(recs))
-	vals := make([][]any, 0, len(recs))
+	copies := make([]event.Record, 0, len(recs))
 	for i := range recs {
 		if fresh[i] == 0 {
 			continue
 		}
-		v, err := storedValues(&recs[i])
-		if err != nil {
-			continue // a miss: read from DuckDB
-		}
 		seqs = append(seqs, fresh[i])
-		vals = append(vals, v)
+		copies = append(copies, ownCopy(recs[i]))
 	}
 	if len(seqs) > 0 {
-		s.rows.put(seqs, vals)
+		s.rows.put(ctx, seqs, copies)
 	}
 }
 
@@ -429,24 +427,41 @@ func latestCopies(recs []event.Record, seqs, ats []int64) []*event.Record {
 	}
 	copies := make([]*event.Record, len(recs))
 	for _, i := range best {
-		c := recs[i]
-		if w := c.Weather; w != nil {
-			w := *w
-			c.Weather = &w
-		}
-		if p := c.Location.Latitude; p != nil {
-			f := *p
-			c.Location.Latitude = &f
-		}
-		if p := c.Location.Longitude; p != nil {
-			f := *p
-			c.Location.Longitude = &f
-		}
-		c.Attributes = maps.Clone(c.Attributes)
-		c.Properties = slices.Clone(c.Properties)
+		c := ownCopy(recs[i])
 		copies[i] = &c
 	}
 	return copies
+}
+
+// ownCopy is a copy of c that shares no memory a caller may change: the
+// weather, the coordinates, the attributes, the properties.
+func ownCopy(c event.Record) event.Record {
+	if w := c.Weather; w != nil {
+		w := *w
+		c.Weather = &w
+	}
+	if p := c.Location.Latitude; p != nil {
+		f := *p
+		c.Location.Latitude = &f
+	}
+	if p := c.Location.Longitude; p != nil {
+		f := *p
+		c.Location.Longitude = &f
+	}
+	c.Attributes = maps.Clone(c.Attributes)
+	c.Properties = slices.Clone(c.Properties)
+	return c
+}
+
+// storedProperties are properties as a read of the store returns them: as
+// the driver writes a JSON column (json.Marshal of the text: compacted,
+// with <, >, &, U+2028 and U+2029 escaped). Properties that hold none of
+// those and no whitespace are already so (ingest checked they are JSON).
+func storedProperties(p json.RawMessage) (json.RawMessage, error) {
+	if !bytes.ContainsAny(p, " \t\r\n<>&\u2028\u2029") && utf8.Valid(p) {
+		return p, nil
+	}
+	return json.Marshal(p)
 }
 
 // storedValues are rec's column values as a read of the store returns
@@ -461,7 +476,7 @@ func storedValues(rec *event.Record) ([]any, error) {
 			v[i] = x.Truncate(time.Microsecond)
 		case string:
 			if i == propertiesIndex {
-				b, err := json.Marshal(json.RawMessage(x))
+				b, err := storedProperties(json.RawMessage(x))
 				if err != nil {
 					return nil, err
 				}
