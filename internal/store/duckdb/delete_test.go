@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/sstable/block"
+
 	"github.com/skyjoin/skyjoin/internal/event"
 	"github.com/skyjoin/skyjoin/internal/store"
 	"github.com/skyjoin/skyjoin/internal/store/storetest"
@@ -45,10 +47,13 @@ func TestDeleteKeepsSeqAcrossReopen(t *testing.T) {
 
 // TestErasedValuesNeedCompact: after DeleteUsers (which checkpoints) the
 // erased users' records are gone from every read, but DuckDB keeps their
-// bytes in the file's blocks; after Compact they are in neither the
-// database file nor a WAL, and the positive control still finds a value
-// that was not erased.
+// bytes in the file's blocks (and the row store in its files); after
+// Compact they are in neither the database file, a WAL nor the row
+// store's files, and the positive control still finds a value that was
+// not erased in each.
 func TestErasedValuesNeedCompact(t *testing.T) {
+	defer func(c *block.CompressionProfile, a bool) { rowCompression, rowAutoCompact = c, a }(rowCompression, rowAutoCompact)
+	rowCompression, rowAutoCompact = block.NoCompression, false
 	path := tempPath(t)
 	s := openPath(t, path)
 	recs := storetest.Records(42, 3000)
@@ -69,6 +74,12 @@ func TestErasedValuesNeedCompact(t *testing.T) {
 		t.Fatal(err)
 	}
 	s = openPath(t, path)
+	// The row store's copies of the records in a file of their own, apart
+	// from the delete's tombstones to come, as in a store that has run a
+	// while: a flush of a memtable that holds both drops the copies.
+	if err := s.rows.db.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	n, err := s.DeleteUsers(t.Context(), []string{victim})
 	if err != nil || n != int64(len(planted)) {
 		t.Fatalf("DeleteUsers = %d, %v; want %d", n, err, len(planted))
@@ -81,24 +92,31 @@ func TestErasedValuesNeedCompact(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, p := range append([]string{path, path + ".wal"}, segs...) {
-			b, err := os.ReadFile(p)
-			if err != nil && !os.IsNotExist(err) {
-				t.Fatal(err)
-			}
-			if bytes.Contains(b, []byte(what)) {
-				return true
-			}
-		}
-		return false
+		return grepFiles(t, append([]string{path, path + ".wal"}, segs...), what)
 	}
-	left := 0
+	// grepRows looks in every file of the row store, whose blocks are
+	// written uncompressed here, so that a value's bytes are there as
+	// written.
+	grepRows := func(what string) bool {
+		files, err := filepath.Glob(filepath.Join(rowsDir(path), "*"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return grepFiles(t, files, what)
+	}
+	if !grepRows(victim) {
+		t.Fatal("the erased user's records were never in the row store's files: the test proves nothing")
+	}
+	left, leftRows := 0, 0
 	for v := range planted {
 		if grep(v) {
 			left++
 		}
+		if grepRows(v) {
+			leftRows++
+		}
 	}
-	t.Logf("after DeleteUsers and its checkpoint, %d of the %d erased e-mail addresses are still in the file's blocks", left, len(planted))
+	t.Logf("after DeleteUsers and its checkpoint, %d of the %d erased e-mail addresses are still in the file's blocks, %d in the row store's files", left, len(planted), leftRows)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -111,9 +129,15 @@ func TestErasedValuesNeedCompact(t *testing.T) {
 		if grep(v) {
 			t.Errorf("the erased value %q is still in the file or its WAL after Compact", v)
 		}
+		if grepRows(v) {
+			t.Errorf("the erased value %q is still in the row store's files after Compact", v)
+		}
 	}
 	if !grep(control) {
 		t.Errorf("positive control: the kept user id %q is not found in the file: the grep proves nothing", control)
+	}
+	if !grepRows(control) {
+		t.Errorf("positive control: the kept user id %q is not found in the row store's files: the grep proves nothing", control)
 	}
 	// The compacted store opens, holds the rest, and takes writes.
 	s = openPath(t, path)
@@ -172,4 +196,19 @@ func TestCancelledDeleteKeepsTheWriter(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatalf("Close after a cancelled delete: %v", err)
 	}
+}
+
+// grepFiles reports whether any of files (those that exist) holds what.
+func grepFiles(t *testing.T, files []string, what string) bool {
+	t.Helper()
+	for _, p := range files {
+		b, err := os.ReadFile(p)
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		if bytes.Contains(b, []byte(what)) {
+			return true
+		}
+	}
+	return false
 }

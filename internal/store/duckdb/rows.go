@@ -146,19 +146,29 @@ func openRowStore(dir string, log *slog.Logger) (*rowStore, error) {
 	return r, nil
 }
 
+// rowCompression is the row store's blocks' compression, and
+// rowAutoCompact whether Pebble compacts on its own: a test turns both off
+// to find values in its files and to see what Compact alone removes.
+var (
+	rowCompression = block.BalancedCompression
+	rowAutoCompact = true
+)
+
 func openPebble(dir string, log *slog.Logger) (*rowStore, error) {
 	cache := pebble.NewCache(rowCacheBytes)
 	opts := &pebble.Options{
 		Cache:        cache,
 		MemTableSize: rowMemTableBytes,
 		Logger:       pebbleLogger{log},
+
+		DisableAutomaticCompactions: !rowAutoCompact,
 	}
 	// Blocks of 16 KB compressed with zstd (level 1): records of one schema
 	// compress in a block of 14 where a block of 4 KB (Pebble's default)
 	// holds too few; a point read decompresses one block (docs/benchmarks.md).
 	for i := range opts.Levels {
 		opts.Levels[i].BlockSize = 16 << 10
-		opts.Levels[i].Compression = func() *block.CompressionProfile { return block.BalancedCompression }
+		opts.Levels[i].Compression = func() *block.CompressionProfile { return rowCompression }
 	}
 	db, err := pebble.Open(dir, opts)
 	if err != nil {
