@@ -36,7 +36,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	maxEvents := fs.Int64("max-events", 20_000_000, "most events offered in any one phase")
 	conc := fs.Int("concurrency", 16, "requests in flight")
 	readEvery := fs.Duration("read-every", bench.DefaultReadEvery, "the latency phase's downstream reads: one every this long at most, one at a time, the kinds in turn (a read slower than this delays the next; 0: no reads)")
-	phases := fs.String("phases", "ingest,pipeline,latency", "phases to run, comma-separated: ingest (batches of 1, 100, 1000), pipeline (saturated), latency (fixed rate)")
+	phases := fs.String("phases", "ingest,pipeline,latency", "phases to run, comma-separated: ingest (batches of 1, 100, 1000), pipeline (saturated), latency (fixed rate); none with --fill: only the fill, kept in --data-dir")
 	jsonOut := fs.String("json", "", "write the result as JSON to this file")
 	mdOut := fs.String("markdown", "", "write the result as Markdown tables to this file")
 	authMode := fs.String("auth", "on", "the self-started skyjoin's auth: on (a key with the ingest, read and admin scopes is made in its registry and sent as Authorization: Bearer, as a deployment runs) or off")
@@ -69,14 +69,26 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return fmt.Errorf("bench: --profile: %w", err)
 		}
 	}
+	fillOnly := strings.TrimSpace(*phases) == "none"
 	for p := range strings.SplitSeq(*phases, ",") {
 		switch p = strings.TrimSpace(p); p {
 		case bench.PhaseIngest, bench.PhasePipeline, bench.PhaseLatency:
 			cfg.Phases = append(cfg.Phases, p)
 		case "":
+		case "none":
+			if !fillOnly {
+				return fmt.Errorf("%w: bench: --phases %q: none goes alone", errUsage, *phases)
+			}
 		default:
-			return fmt.Errorf("%w: bench: unknown phase %q in --phases (known: ingest, pipeline, latency)", errUsage, p)
+			return fmt.Errorf("%w: bench: unknown phase %q in --phases (known: ingest, pipeline, latency; none with --fill)", errUsage, p)
 		}
+	}
+	switch {
+	case fillOnly && (*fill == 0 || *dataDir == ""):
+		return fmt.Errorf("%w: bench: --phases none runs only the fill: it needs --fill and --data-dir", errUsage)
+	case !fillOnly && len(cfg.Phases) == 0:
+		// An empty list would read as every phase (bench.Config).
+		return fmt.Errorf("%w: bench: --phases %q names no phase (known: ingest, pipeline, latency; none with --fill)", errUsage, *phases)
 	}
 	if *quick {
 		cfg.PhaseDuration, cfg.PipelineDuration, cfg.LatencyDuration = 3*time.Second, 5*time.Second, 5*time.Second
@@ -113,6 +125,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				return err
 			}
 			cfg.HistoryUsers = users
+			if fillOnly {
+				fmt.Fprintf(stderr, "\r\033[Kfilled %s to %d records; no phases (--phases none)\n", dir, *fill)
+				return nil
+			}
 		}
 		extra := upArgs
 		if *authMode == "on" {
