@@ -17,6 +17,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/sstable/block"
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/skyjoin/skyjoin/internal/event"
 )
@@ -61,6 +62,48 @@ type rowStore struct {
 	// mu keeps reads apart from close; closed is set under it.
 	mu     sync.RWMutex
 	closed bool
+	// failed is Pebble's failure, if any.
+	failed *rowFailure
+	// fs and dir are where its files are.
+	fs  vfs.FS
+	dir string
+}
+
+// rowFailure is set once Pebble has failed in a way it does not come back
+// from: it panics when its WAL cannot be written (a full disk), with its
+// commit lock held, and stops at a failed MANIFEST write (Fatalf). The row
+// store is a cache, so the store goes on without it: from then on reads
+// come from DuckDB, puts are given up, and drops fail (no delete or
+// weather backfill commits in DuckDB while its files may keep a copy the
+// change would make stale) until the store is opened again.
+type rowFailure struct {
+	once sync.Once
+	ch   chan struct{} // closed on failure
+	err  error
+	log  *slog.Logger
+}
+
+func newRowFailure(log *slog.Logger) *rowFailure {
+	return &rowFailure{ch: make(chan struct{}), log: log}
+}
+
+// set records the failure (the first one only).
+func (f *rowFailure) set(err error) {
+	f.once.Do(func() {
+		f.err = err
+		close(f.ch)
+		f.log.Error("duckdb: the row store failed; until the store is opened again, a user's records are read from DuckDB, and deletes and weather backfills fail", "error", err.Error())
+	})
+}
+
+// get is the failure, or nil.
+func (f *rowFailure) get() error {
+	select {
+	case <-f.ch:
+		return fmt.Errorf("duckdb: the row store failed (%w); open the store again", f.err)
+	default:
+		return nil
+	}
 }
 
 // rowOp is a put of records (recs at seqs; made what a read of the store
@@ -152,16 +195,29 @@ func openRowStore(dir string, log *slog.Logger) (*rowStore, error) {
 var (
 	rowCompression = block.BalancedCompression
 	rowAutoCompact = true
+	// rowFS, if set, is the row store's file system (a test injects
+	// errors with it).
+	rowFS vfs.FS
+	// rowMinFree is the free space the row store's disk must have for a
+	// write to it: Pebble panics when its WAL cannot be written or a new
+	// one made (Go's runtime ends the process on one of them), so the row
+	// store stops short of a full disk (rowFailure).
+	rowMinFree uint64 = 4 * rowMemTableBytes
 )
 
 func openPebble(dir string, log *slog.Logger) (*rowStore, error) {
+	failed := newRowFailure(log)
 	cache := pebble.NewCache(rowCacheBytes)
 	opts := &pebble.Options{
 		Cache:        cache,
 		MemTableSize: rowMemTableBytes,
-		Logger:       pebbleLogger{log},
+		Logger:       pebbleLogger{log, failed},
 
 		DisableAutomaticCompactions: !rowAutoCompact,
+		FS:                          rowFS,
+		// A background error (a flush or compaction that failed, which
+		// Pebble tries again) is the row store's failure too.
+		EventListener: &pebble.EventListener{BackgroundError: func(err error) { failed.set(err) }},
 	}
 	// Blocks of 16 KB compressed with zstd (level 1): records of one schema
 	// compress in a block of 14 where a block of 4 KB (Pebble's default)
@@ -175,7 +231,11 @@ func openPebble(dir string, log *slog.Logger) (*rowStore, error) {
 		cache.Unref()
 		return nil, fmt.Errorf("open the row store %s: %w", dir, err)
 	}
-	r := &rowStore{db: db, cache: cache, log: log, ops: make(chan rowOp, rowQueue), done: make(chan struct{})}
+	fs := rowFS
+	if fs == nil {
+		fs = vfs.Default
+	}
+	r := &rowStore{db: db, cache: cache, log: log, ops: make(chan rowOp, rowQueue), done: make(chan struct{}), failed: failed, fs: fs, dir: dir}
 	go r.run()
 	return r, nil
 }
@@ -201,6 +261,8 @@ func (r *rowStore) put(ctx context.Context, seqs []int64, recs []event.Record) {
 	case r.ops <- rowOp{seqs: seqs, recs: recs, written: true}:
 	case <-ctx.Done():
 		r.dropped.Add(int64(len(seqs)))
+	case <-r.failed.ch:
+		r.lost.Add(int64(len(seqs)))
 	}
 }
 
@@ -215,6 +277,8 @@ func (r *rowStore) putRecords(ctx context.Context, recs []event.Record) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-r.failed.ch:
+		return r.failed.get()
 	}
 }
 
@@ -224,20 +288,34 @@ func (r *rowStore) drop(ctx context.Context, seqs []int64) error {
 	if len(seqs) == 0 {
 		return nil
 	}
+	if err := r.failed.get(); err != nil {
+		return err
+	}
 	ack := make(chan error, 1)
 	select {
 	case r.ops <- rowOp{seqs: slices.Clone(seqs), drop: true, ack: ack}:
 	case <-ctx.Done():
 		return fmt.Errorf("drop %d records from the row store: %w", len(seqs), ctx.Err())
+	case <-r.failed.ch:
+		return r.failed.get()
 	}
+	// On a failure the drop may or may not be on disk: the caller gives
+	// up its change, so either way no copy is stale.
 	select {
 	case err := <-ack:
 		return err
+	case <-r.failed.ch:
+		return r.failed.get()
 	case <-ctx.Done():
 		// It runs to the end regardless; the caller must not change the
 		// records meanwhile: wait.
-		if err := <-ack; err != nil {
-			return err
+		select {
+		case err := <-ack:
+			if err != nil {
+				return err
+			}
+		case <-r.failed.ch:
+			return r.failed.get()
 		}
 		return fmt.Errorf("drop %d records from the row store: %w", len(seqs), ctx.Err())
 	}
@@ -253,14 +331,36 @@ func (r *rowStore) run() {
 	enc := event.NewLineEncoder()
 	for op := range r.ops {
 		if op.drop {
-			op.ack <- r.applyDrop(op.seqs)
+			op.ack <- r.apply(func() error { return r.applyDrop(op.seqs) })
 			continue
 		}
-		if err := r.applyPut(enc, op); err != nil {
+		if err := r.apply(func() error { return r.applyPut(enc, op) }); err != nil {
 			r.lost.Add(int64(len(op.seqs)))
-			r.log.Warn("duckdb: row store put failed; those records are read from DuckDB", "records", len(op.seqs), "error", err.Error())
+			if r.failed.get() == nil {
+				r.log.Warn("duckdb: row store put failed; those records are read from DuckDB", "records", len(op.seqs), "error", err.Error())
+			}
 		}
 	}
+}
+
+// apply runs a write to Pebble, unless it has failed or its disk has less
+// than rowMinFree free (which is then its failure), and makes a panic of
+// it (a WAL write that failed) its failure.
+func (r *rowStore) apply(write func() error) (err error) {
+	if err := r.failed.get(); err != nil {
+		return err
+	}
+	if du, err := r.fs.GetDiskUsage(r.dir); err == nil && du.AvailBytes < rowMinFree {
+		r.failed.set(fmt.Errorf("%d bytes free on its disk, less than the %d it needs", du.AvailBytes, rowMinFree))
+		return r.failed.get()
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			r.failed.set(fmt.Errorf("%v", p))
+			err = r.failed.get()
+		}
+	}()
+	return write()
 }
 
 func (r *rowStore) applyPut(enc *event.LineEncoder, op rowOp) error {
@@ -321,6 +421,10 @@ func (r *rowStore) get(seqs []int64) (recs []*event.Record, missing []int64, err
 		return nil, nil, errClosed
 	}
 	recs = make([]*event.Record, len(seqs))
+	if r.failed.get() != nil {
+		r.misses.Add(int64(len(seqs)))
+		return recs, slices.Clone(seqs), nil
+	}
 	for i, seq := range seqs {
 		v, closer, err := r.db.Get(rowKey(seq))
 		if errors.Is(err, pebble.ErrNotFound) {
@@ -389,7 +493,17 @@ func (r *rowStore) close() error {
 	}
 	r.closed = true
 	close(r.ops)
-	<-r.done
+	select {
+	case <-r.done:
+	case <-r.failed.ch:
+		// Its goroutine may be stopped inside Pebble, and Pebble's close
+		// would wait for the commit lock the failed write holds: both are
+		// left to the process's exit (and its directory locked until then).
+		return nil
+	}
+	if r.failed.get() != nil {
+		return nil
+	}
 	err := r.db.Close()
 	r.cache.Unref()
 	if n := r.dropped.Load() + r.lost.Load(); n > 0 {
@@ -416,7 +530,10 @@ func compactRowStore(ctx context.Context, dir string, log *slog.Logger) error {
 }
 
 // pebbleLogger is Pebble's logger on slog: its information at debug.
-type pebbleLogger struct{ log *slog.Logger }
+type pebbleLogger struct {
+	log    *slog.Logger
+	failed *rowFailure
+}
 
 func (l pebbleLogger) Infof(format string, args ...any) {
 	l.log.Debug("duckdb: row store: " + fmt.Sprintf(format, args...))
@@ -426,9 +543,12 @@ func (l pebbleLogger) Errorf(format string, args ...any) {
 	l.log.Error("duckdb: row store: " + fmt.Sprintf(format, args...))
 }
 
+// Fatalf is the row store's failure: Pebble does not go on after it, so
+// the goroutine that calls it stops here rather than end the process, and
+// the store goes on without the row store (rowFailure).
 func (l pebbleLogger) Fatalf(format string, args ...any) {
-	l.log.Error("duckdb: row store: fatal: " + fmt.Sprintf(format, args...))
-	panic(fmt.Sprintf(format, args...))
+	l.failed.set(fmt.Errorf(format, args...))
+	select {}
 }
 
 // rowFillChunk is how many seq of the main file fillRows reads at once.

@@ -9,10 +9,15 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 
 	"github.com/skyjoin/skyjoin/internal/event"
 	"github.com/skyjoin/skyjoin/internal/store"
@@ -235,7 +240,7 @@ func TestRowStore(t *testing.T) {
 	}
 
 	// Copies of another schema version are not used.
-	db, err := pebble.Open(rowsDir(path), &pebble.Options{Logger: pebbleLogger{slog.New(slog.DiscardHandler)}})
+	db, err := pebble.Open(rowsDir(path), &pebble.Options{Logger: pebbleLogger{slog.New(slog.DiscardHandler), newRowFailure(slog.New(slog.DiscardHandler))}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,5 +284,74 @@ func TestStoredProperties(t *testing.T) {
 		if err != nil || string(got) != string(want) {
 			t.Errorf("storedProperties(%s) = %s, %v; want %s", p, got, err, want)
 		}
+	}
+}
+
+// TestRowStoreFailed: when Pebble cannot write its WAL (a full disk,
+// injected), it panics with its commit lock held; the store goes on
+// without the row store rather than end the process: the writes that
+// follow are stored, a user's pages are DuckDB's, a delete fails (no copy
+// its files keep can become stale) and Close returns.
+func TestRowStoreFailed(t *testing.T) {
+	var full atomic.Bool
+	defer func(fs vfs.FS) { rowFS = fs }(rowFS)
+	rowFS = errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if full.Load() && op.Kind == errorfs.OpFileWrite && strings.HasSuffix(op.Path, ".log") {
+			return syscall.ENOSPC
+		}
+		return nil
+	}))
+	ctx := t.Context()
+	path := tempPath(t)
+	s, err := Open(ctx, Config{Path: path}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := storetest.Records(12, 400)
+	for i := range recs {
+		recs[i].User.ID = rowUsers[i%len(rowUsers)]
+	}
+	if err := s.Write(ctx, recs[:200]); err != nil {
+		t.Fatal(err)
+	}
+	if m := checkRows(t, s, "before the failure"); m != 0 {
+		t.Fatalf("before the failure: the row store missed %d records", m)
+	}
+	full.Store(true)
+	// Puts of their own: Pebble's WAL writer buffers a record and writes
+	// it in the background; the next record written after that failed
+	// finds its error (the panic), or a synced commit does (Fatalf).
+	for b := 200; b < len(recs); b += 10 {
+		if err := s.Write(ctx, recs[b:b+10]); err != nil {
+			t.Fatalf("a write while the row store's disk is full: %v", err)
+		}
+	}
+	// A drop queued after them finds the failure.
+	if err := s.rows.sync(ctx); err == nil || !strings.Contains(err.Error(), "row store failed") {
+		t.Fatalf("sync after the failed put: %v, want the row store's failure", err)
+	}
+	for _, user := range rowUsers {
+		for _, asc := range []bool{true, false} {
+			got, _ := walkUser(t, s, user, asc)
+			rows := s.rows
+			s.rows = nil
+			want, _ := walkUser(t, s, user, asc)
+			s.rows = rows
+			if !slices.Equal(got, want) || len(got) == 0 {
+				t.Fatalf("user %s, ascending %v: %d pages with the failed row store, %d from DuckDB", user, asc, len(got), len(want))
+			}
+		}
+	}
+	if n, err := s.Count(ctx); err != nil || n != int64(len(recs)) {
+		t.Fatalf("Count = %d, %v; want %d", n, err, len(recs))
+	}
+	if _, err := s.DeleteUsers(ctx, []string{rowUsers[0]}); err == nil {
+		t.Error("a delete succeeded though the row store could not drop its copies")
+	}
+	if page, err := s.List(ctx, store.Query{UserID: rowUsers[0], Limit: 1}); err != nil || len(page.Records) != 1 {
+		t.Errorf("the user of the failed delete: %d records, %v; want them kept", len(page.Records), err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
