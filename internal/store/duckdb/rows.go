@@ -466,7 +466,8 @@ func (r *rowStore) lowest() (int64, error) {
 func (r *rowStore) diskBytes() int64 {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	if r.closed {
+	// A failed Pebble may hold the lock its metrics take.
+	if r.closed || r.failed.get() != nil {
 		return 0
 	}
 	m := r.db.Metrics()
@@ -477,7 +478,8 @@ func (r *rowStore) diskBytes() int64 {
 func (r *rowStore) memoryBytes() int64 {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	if r.closed {
+	// A failed Pebble may hold the lock its metrics take.
+	if r.closed || r.failed.get() != nil {
 		return 0
 	}
 	m := r.db.Metrics()

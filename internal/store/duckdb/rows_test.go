@@ -73,6 +73,18 @@ func walkUser(t *testing.T, s *Store, user string, asc bool) (pages []string, mi
 	return nil, 0
 }
 
+// walkBothWays walks the user's pages through the row store (got, with
+// its misses) and from DuckDB alone (want).
+func walkBothWays(t *testing.T, s *Store, user string, asc bool) (got, want []string, misses int64) {
+	t.Helper()
+	got, misses = walkUser(t, s, user, asc)
+	rows := s.rows
+	s.rows = nil
+	want, _ = walkUser(t, s, user, asc)
+	s.rows = rows
+	return got, want, misses
+}
+
 // checkRows compares every page of every user, both ways, read through
 // the row store and from DuckDB alone, and returns how many records the
 // row store did not hold.
@@ -83,12 +95,8 @@ func checkRows(t *testing.T, s *Store, what string) (misses int64) {
 	}
 	for _, user := range rowUsers {
 		for _, asc := range []bool{true, false} {
-			got, m := walkUser(t, s, user, asc)
+			got, want, m := walkBothWays(t, s, user, asc)
 			misses += m
-			rows := s.rows
-			s.rows = nil
-			want, _ := walkUser(t, s, user, asc)
-			s.rows = rows
 			if !slices.Equal(got, want) {
 				for i := range min(len(got), len(want)) {
 					if got[i] != want[i] {
@@ -332,11 +340,7 @@ func TestRowStoreFailed(t *testing.T) {
 	}
 	for _, user := range rowUsers {
 		for _, asc := range []bool{true, false} {
-			got, _ := walkUser(t, s, user, asc)
-			rows := s.rows
-			s.rows = nil
-			want, _ := walkUser(t, s, user, asc)
-			s.rows = rows
+			got, want, _ := walkBothWays(t, s, user, asc)
 			if !slices.Equal(got, want) || len(got) == 0 {
 				t.Fatalf("user %s, ascending %v: %d pages with the failed row store, %d from DuckDB", user, asc, len(got), len(want))
 			}
