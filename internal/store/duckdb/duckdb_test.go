@@ -924,6 +924,29 @@ func BenchmarkReadsOnStore(b *testing.B) {
 			})
 		}
 	}
+	// A page of each of 2,000 users drawn at random, each read once, half
+	// with the row store's reads one at a time and half in parts at once:
+	// after the page cache is dropped (echo 3 >/proc/sys/vm/drop_caches),
+	// what a user's older history costs when it is on disk only.
+	if s.rows != nil {
+		sample := pick("SELECT user_id FROM users_latest USING SAMPLE 2000 ROWS")
+		for k, readers := range []int{1, rowReaders} {
+			users := sample[k*len(sample)/2 : (k+1)*len(sample)/2]
+			b.Run(fmt.Sprintf("list_user_sample_readers_%d", readers), func(b *testing.B) {
+				defer func(old int) { rowReaders = old }(rowReaders)
+				rowReaders = readers
+				defer reportCPU(b)()
+				for i := 0; b.Loop(); i++ {
+					if i == len(users) {
+						b.Log("each user read once: the reads from here on are of pages read before")
+					}
+					if p, err := s.List(ctx, store.Query{UserID: users[i%len(users)], Limit: 100}); err != nil || len(p.Records) == 0 {
+						b.Fatal(len(p.Records), err)
+					}
+				}
+			})
+		}
+	}
 	// The store's last hour: the hour before its newest record (a copy
 	// of a store is read after its load stopped).
 	var newest time.Time
