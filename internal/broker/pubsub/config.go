@@ -41,14 +41,18 @@ const (
 	// keeps on a message of an exactly-once subscription.
 	minAckDeadlineExactlyOnce = 60 * time.Second
 	maxAckDeadline            = 600 * time.Second
-	maxBackoff                = 600 * time.Second
-	minRetention              = 10 * time.Minute
-	maxRetention              = 7 * 24 * time.Hour
-	minDeliveryAttempts       = 5
-	maxDeliveryAttempts       = 100
-	maxStreams                = 100
-	minMaxExtension           = 10 * time.Second
-	maxResourceNameBytes      = 255
+	// defaultAckConfirmWait bounds Ack's wait for the service's result on
+	// an exactly-once subscription: the client library retries such an
+	// ack for up to 600 s, each Acknowledge call for up to 60 s.
+	defaultAckConfirmWait = 11 * time.Minute
+	maxBackoff            = 600 * time.Second
+	minRetention          = 10 * time.Minute
+	maxRetention          = 7 * 24 * time.Hour
+	minDeliveryAttempts   = 5
+	maxDeliveryAttempts   = 100
+	maxStreams            = 100
+	minMaxExtension       = 10 * time.Second
+	maxResourceNameBytes  = 255
 )
 
 // Config configures the Pub/Sub backend. Zero values take the defaults

@@ -35,7 +35,12 @@
 //     message may, rarely, be delivered again. With Config.ExactlyOnce the
 //     subscription is created with exactly-once delivery, Ack waits for the
 //     service's result (AckWithResult) and an acked message is not delivered
-//     again. Closing the broker flushes pending acks.
+//     again. Closing the broker flushes pending acks. Ack waits at most
+//     ackConfirmWait for a result (the client library's own retries of an
+//     exactly-once ack end within it) and then fails, so a result the
+//     library never completes cannot hold the worker forever; the message
+//     is then delivered again, and the idempotent store returns what it
+//     holds.
 //   - AckWait is enforced by the adapter: a fetched message neither acked
 //     nor nacked within SubscribeOptions.AckWait is nacked, so it is
 //     delivered again, as with JetStream; a late Ack of it is an error. The
@@ -134,6 +139,9 @@ type Broker struct {
 	closed atomic.Bool
 
 	counts *deliveryCounts
+	// ackConfirmWait bounds the wait for an exactly-once ack's result
+	// (defaultAckConfirmWait; tests shorten it).
+	ackConfirmWait time.Duration
 
 	mu         sync.Mutex
 	topics     map[string]bool // topics known to exist (or not created by us)
@@ -161,14 +169,15 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger, opts ...option.Clie
 		return nil, fmt.Errorf("pubsub: open: client for project %s: %w", cfg.Project, classify(err))
 	}
 	b := &Broker{
-		cfg:        cfg,
-		log:        log.With(slog.String("component", "broker"), slog.String("backend", "pubsub")),
-		client:     client,
-		counts:     newDeliveryCounts(),
-		topics:     make(map[string]bool),
-		subs:       make(map[string]bool),
-		publishers: make(map[string]*ps.Publisher),
-		open:       make(map[*Subscription]struct{}),
+		cfg:            cfg,
+		log:            log.With(slog.String("component", "broker"), slog.String("backend", "pubsub")),
+		client:         client,
+		counts:         newDeliveryCounts(),
+		ackConfirmWait: defaultAckConfirmWait,
+		topics:         make(map[string]bool),
+		subs:           make(map[string]bool),
+		publishers:     make(map[string]*ps.Publisher),
+		open:           make(map[*Subscription]struct{}),
 	}
 	b.log.Info("pubsub: broker open", slog.String("project", cfg.Project), slog.String("prefix", cfg.Prefix),
 		slog.Bool("create", cfg.Create), slog.Bool("exactly_once", cfg.ExactlyOnce))

@@ -38,12 +38,114 @@ func newServer(t *testing.T) *pstest.Server {
 	return srv
 }
 
-// clientOptions connect a client to srv without TLS or credentials.
+// clientOptions connect a client to srv without TLS or credentials, and
+// keep the subscription's properties on pstest's answers to the client's
+// heartbeats (keepSubscriptionProperties).
 func clientOptions(srv *pstest.Server) []option.ClientOption {
+	return append(rawClientOptions(srv),
+		option.WithGRPCDialOption(grpc.WithChainStreamInterceptor(keepSubscriptionProperties)))
+}
+
+// rawClientOptions connect a client to srv as it is.
+func rawClientOptions(srv *pstest.Server) []option.ClientOption {
 	return []option.ClientOption{
 		option.WithEndpoint(srv.Addr),
 		option.WithoutAuthentication(),
 		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())),
+	}
+}
+
+// keepSubscriptionProperties mends a defect of pstest. The client library
+// sends a heartbeat on its streaming pull every 30 s, and pstest answers
+// with an empty StreamingPullResponse that has no SubscriptionProperties.
+// The library takes those as the subscription's, so exactly-once delivery
+// reads as off until the next message arrives, and it sends the acks of
+// that time without completing their results: Ack waited for nothing (a
+// flake of DurableAcrossReopen in CI, where the redelivery after the 60 s
+// lease met the heartbeat at 60 s). TestAckAfterHeartbeat shows both.
+func keepSubscriptionProperties(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	cs, err := streamer(ctx, desc, cc, method, opts...)
+	if err != nil || !strings.HasSuffix(method, "/StreamingPull") {
+		return cs, err
+	}
+	return &propertiesStream{ClientStream: cs}, nil
+}
+
+type propertiesStream struct {
+	grpc.ClientStream
+	last *pb.StreamingPullResponse_SubscriptionProperties
+}
+
+func (s *propertiesStream) RecvMsg(m any) error {
+	if err := s.ClientStream.RecvMsg(m); err != nil {
+		return err
+	}
+	if r, ok := m.(*pb.StreamingPullResponse); ok {
+		if r.SubscriptionProperties == nil {
+			r.SubscriptionProperties = s.last
+		} else {
+			s.last = r.SubscriptionProperties
+		}
+	}
+	return nil
+}
+
+// TestAckAfterHeartbeat acks a message of an exactly-once subscription
+// after the stream's first heartbeat (30 s in the client library). Through
+// keepSubscriptionProperties the ack is confirmed. On pstest as it is, the
+// library never completes the result, and Ack fails after ackConfirmWait
+// rather than wait for ever; if this half starts to fail, pstest or the
+// library changed and keepSubscriptionProperties may go.
+func TestAckAfterHeartbeat(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short: waits 35 s for the client library's heartbeat")
+	}
+	if os.Getenv("PUBSUB_EMULATOR_HOST") != "" {
+		t.Skip("PUBSUB_EMULATOR_HOST is set")
+	}
+	for _, c := range []struct {
+		name    string
+		options func(*pstest.Server) []option.ClientOption
+		want    error
+	}{
+		{"mended", clientOptions, nil},
+		{"pstest as it is", rawClientOptions, errAckUnconfirmed},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			srv := newServer(t)
+			cfg := testConfig()
+			cfg.ExactlyOnce = true
+			b, err := Open(t.Context(), cfg, testLogger(), c.options(srv)...)
+			if err != nil {
+				t.Fatalf("Open: %v", err)
+			}
+			defer b.Close()
+			b.ackConfirmWait = 5 * time.Second
+			ctx := t.Context()
+			sub, err := b.Subscribe(ctx, "events", "heartbeat", broker.SubscribeOptions{AckWait: 3 * time.Minute})
+			if err != nil {
+				t.Fatalf("Subscribe: %v", err)
+			}
+			defer sub.Close()
+			if err := b.Publish(ctx, "events", &broker.Message{ID: "m", Data: []byte("one")}); err != nil {
+				t.Fatalf("Publish: %v", err)
+			}
+			var got []*broker.Message
+			for len(got) == 0 {
+				if got, err = sub.Fetch(ctx, 1, time.Second); err != nil {
+					t.Fatalf("Fetch: %v", err)
+				}
+			}
+			time.Sleep(35 * time.Second) // past the first heartbeat
+			err = sub.Ack(ctx, got...)
+			switch {
+			case c.want == nil && err != nil:
+				t.Fatalf("Ack after the heartbeat: %v", err)
+			case c.want != nil && !errors.Is(err, c.want):
+				t.Fatalf("Ack after the heartbeat: %v, want %v", err, c.want)
+			}
+		})
 	}
 }
 

@@ -279,11 +279,16 @@ func (s *Subscription) Ack(ctx context.Context, msgs ...*broker.Message) error {
 			errs = append(errs, fmt.Errorf("message %d: %w", i, err))
 		}
 	}
+	wctx, cancel := context.WithTimeoutCause(ctx, s.b.ackConfirmWait, errAckUnconfirmed)
+	defer cancel()
 	for i, r := range results {
 		if r == nil {
 			continue
 		}
-		st, err := r.Get(ctx)
+		st, err := r.Get(wctx)
+		if err != nil && ctx.Err() == nil && context.Cause(wctx) == errAckUnconfirmed {
+			err = fmt.Errorf("%w within %v", errAckUnconfirmed, s.b.ackConfirmWait)
+		}
 		if err == nil && st != ps.AcknowledgeStatusSuccess {
 			err = fmt.Errorf("ack status %s", ackStatus(st))
 		}
@@ -300,6 +305,10 @@ func (s *Subscription) Ack(ctx context.Context, msgs ...*broker.Message) error {
 	}
 	return nil
 }
+
+// errAckUnconfirmed: the client library gave no result for an exactly-once
+// ack within ackConfirmWait.
+var errAckUnconfirmed = errors.New("the client library did not confirm the ack; the message may be delivered again")
 
 func ackStatus(st ps.AcknowledgeStatus) string {
 	switch st {
