@@ -718,15 +718,38 @@ func BenchmarkList(b *testing.B) {
 	}
 }
 
+// BenchmarkGet reads a record by its event id: any of 100,000 (most in
+// the main file), or one of the newest 2,000 (in the hot segments: what a
+// client that polls for a record it just sent reads), through the row
+// store or from DuckDB alone.
 func BenchmarkGet(b *testing.B) {
 	s, recs := readStore(b, 100_000)
+	if err := s.rows.sync(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	rows := s.rows
 	ctx := context.Background()
-	i := 0
-	for b.Loop() {
-		if _, err := s.Get(ctx, recs[i%len(recs)].EventID); err != nil {
-			b.Fatal(err)
+	for _, which := range []struct {
+		name string
+		recs []event.Record
+	}{{"any", recs}, {"newest", recs[len(recs)-2000:]}} {
+		for _, viaRows := range []bool{true, false} {
+			b.Run(fmt.Sprintf("%s/row_store_%v", which.name, viaRows), func(b *testing.B) {
+				defer func() { s.rows = rows }()
+				if !viaRows {
+					s.rows = nil
+				}
+				done := reportCPU(b)
+				i := 0
+				for b.Loop() {
+					if _, err := s.Get(ctx, which.recs[i%len(which.recs)].EventID); err != nil {
+						b.Fatal(err)
+					}
+					i += 7919
+				}
+				done()
+			})
 		}
-		i += 7919
 	}
 }
 

@@ -410,11 +410,24 @@ func (s *Store) Get(ctx context.Context, eventID string) (event.Record, error) {
 }
 
 // recordAt reads the record at seq whose column col (event_id or
-// user_id) is v, from the snapshot sn taken after seq was looked up: from
+// user_id) is v: from the row store if it holds it (a point read; it holds
+// a record only once DuckDB committed it, and never a copy that differs),
+// otherwise from the snapshot sn taken after seq was looked up: from
 // the main file alone by the prepared statement stmt if the record was
 // moved there, otherwise from the snapshot's segments (which stay attached
 // until it is released), without the main file.
 func (s *Store) recordAt(ctx context.Context, sn *snapshot, seq int64, stmt *sql.Stmt, col, v string) ([]event.Record, error) {
+	if s.rows != nil {
+		got, _, err := s.rows.get([]int64{seq})
+		if err != nil {
+			return nil, err
+		}
+		// Another record at seq (an event id whose hash another one
+		// shares) is for DuckDB's statement to rule out.
+		if r := got[0]; r != nil && r.Seq == seq && (col == "event_id" && r.EventID == v || col == "user_id" && r.User.ID == v) {
+			return []event.Record{*r}, nil
+		}
+	}
 	if seq <= s.coldSeen.Load() {
 		return queryRecords(ctx, preparedQueryer{stmt}, "", seq, v)
 	}

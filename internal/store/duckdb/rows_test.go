@@ -5,6 +5,7 @@ package duckdb
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -85,15 +86,66 @@ func walkBothWays(t *testing.T, s *Store, user string, asc bool) (got, want []st
 	return got, want, misses
 }
 
+// readByIDBothWays reads each of the user's records by its event id,
+// and the user's latest record, through the row store (got) and from
+// DuckDB alone (want), as JSON, and returns how many reads the row store
+// answered.
+func readByIDBothWays(t *testing.T, s *Store, user string) (got, want []string, hits int64) {
+	t.Helper()
+	ctx := t.Context()
+	rows := s.rows
+	s.rows = nil
+	all, err := s.List(ctx, store.Query{UserID: user, Limit: 1000})
+	s.rows = rows
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := func() (out []string) {
+		for _, r := range all.Records {
+			rec, err := s.Get(ctx, r.EventID)
+			if err != nil {
+				t.Fatalf("Get(%s): %v", r.EventID, err)
+			}
+			b, _ := json.Marshal(rec)
+			out = append(out, string(b))
+		}
+		latest, err := s.LatestForUser(ctx, user)
+		if errors.Is(err, store.ErrNotFound) {
+			return append(out, "not found")
+		}
+		if err != nil {
+			t.Fatalf("LatestForUser(%s): %v", user, err)
+		}
+		b, _ := json.Marshal(latest)
+		return append(out, string(b))
+	}
+	before := rows.hits.Load()
+	got = read()
+	hits = rows.hits.Load() - before
+	s.rows = nil
+	want = read()
+	s.rows = rows
+	return got, want, hits
+}
+
 // checkRows compares every page of every user, both ways, read through
-// the row store and from DuckDB alone, and returns how many records the
-// row store did not hold.
+// the row store and from DuckDB alone, and each record read by its event
+// id, and returns how many records the row store did not hold.
 func checkRows(t *testing.T, s *Store, what string) (misses int64) {
 	t.Helper()
 	if err := s.rows.sync(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	for _, user := range rowUsers {
+		got, want, hits := readByIDBothWays(t, s, user)
+		if !slices.Equal(got, want) {
+			t.Fatalf("%s: user %s: the records by event id through the row store\n%v\nfrom DuckDB\n%v", what, user, got, want)
+		}
+		if len(got) > 1 && hits == 0 && s.rows.failed.get() == nil {
+			if lo, _ := s.rows.lowest(); lo != 0 {
+				t.Errorf("%s: user %s: no read by event id came from the row store", what, user)
+			}
+		}
 		for _, asc := range []bool{true, false} {
 			got, want, m := walkBothWays(t, s, user, asc)
 			misses += m
