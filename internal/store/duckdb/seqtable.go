@@ -4,6 +4,7 @@ package duckdb
 
 import (
 	"cmp"
+	"math/bits"
 	"slices"
 )
 
@@ -51,14 +52,42 @@ type hashSeq struct {
 
 func (t *seqTable) part(h uint64) *tablePart { return &t.parts[h>>56] }
 
-// search returns the index of h in p.sorted, or -1.
+// search returns the index of h in p.sorted, or -1. The hashes are
+// uniform (maphash), so where h lies between the ends of the range left is
+// a good guess of its index: interpolation finds it in about 3 probes of
+// an array of 80,000, where a binary search takes 17, most of them cache
+// misses (the table is 320 MB at 20 M records). After interpolateRounds
+// rounds (hashes that are not uniform) the search halves the range.
 func (p *tablePart) search(h uint64) int {
-	i, ok := slices.BinarySearchFunc(p.sorted, h, func(e hashSeq, h uint64) int { return cmp.Compare(e.h, h) })
-	if !ok {
-		return -1
+	s := p.sorted
+	lo, hi := 0, len(s)-1
+	for round := 0; lo <= hi; round++ {
+		a, b := s[lo].h, s[hi].h
+		if h < a || h > b {
+			return -1
+		}
+		mid := int(uint(lo+hi) >> 1)
+		if round < interpolateRounds && b > a {
+			// lo + (h-a)*(hi-lo)/(b-a), in 128 bits: the quotient is at
+			// most hi-lo, as h-a is at most b-a.
+			mh, ml := bits.Mul64(h-a, uint64(hi-lo))
+			q, _ := bits.Div64(mh, ml, b-a)
+			mid = lo + int(q)
+		}
+		switch c := s[mid].h; {
+		case c == h:
+			return mid
+		case c < h:
+			lo = mid + 1
+		default:
+			hi = mid - 1
+		}
 	}
-	return i
+	return -1
 }
+
+// interpolateRounds bounds the rounds search interpolates in.
+const interpolateRounds = 8
 
 // get returns the seq of h, or 0.
 func (t *seqTable) get(h uint64) int64 {

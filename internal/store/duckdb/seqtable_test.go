@@ -21,6 +21,9 @@ func TestSeqTable(t *testing.T) {
 	}{
 		{"spread", 0, ^uint64(0)},
 		{"one part", 0x2a << 56, 1<<56 - 1},
+		// Far from uniform: 256 clusters of 65,536 hashes each, for the
+		// search's rounds that halve the range.
+		{"clustered", 0x2a << 56, 0x00ff00000000ffff},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(1, 2))
@@ -172,5 +175,31 @@ func TestIDIndexMappedBytes(t *testing.T) {
 	x.free()
 	if got := x.mappedBytes(); got != 0 {
 		t.Errorf("mapped %d bytes after free, want 0", got)
+	}
+}
+
+// BenchmarkSeqTableGet looks up hashes in a table of 5 M entries (80 MB,
+// far beyond the CPU's caches), half of them present.
+func BenchmarkSeqTableGet(b *testing.B) {
+	const n = 5_000_000
+	rng := rand.New(rand.NewPCG(3, 4))
+	var tab seqTable
+	defer tab.free()
+	l := newSeqLoader(&tab, n)
+	keys := make([]uint64, 0, n)
+	for i := range n {
+		h := rng.Uint64()
+		l.add(h, int64(i+1))
+		keys = append(keys, h)
+	}
+	l.finish()
+	i := 0
+	for b.Loop() {
+		h := keys[(i*7919)%n]
+		if i%2 == 1 {
+			h = rng.Uint64()
+		}
+		tab.get(h)
+		i++
 	}
 }
