@@ -31,8 +31,8 @@
 // attached to the same DuckDB instance as hot_<n>, with the same table
 // events. Once a segment's WAL reaches SegmentBytes (16 MiB, about 30,000
 // records), the writer starts a new one, and a background mover copies
-// the full one into the main file's events (sorted by user, then seq:
-// moveByUser), with users_latest and
+// the full one into the main file's events (in seq order, or, without
+// the row store, sorted by user, then seq: moveByUser), with users_latest and
 // cold_max, in one transaction, then detaches the segment and deletes its
 // files. Every read runs over the union of the main file's events and the
 // segments' (view), each segment's rows counted only above cold_max as of
@@ -417,6 +417,9 @@ type Store struct {
 	clustererDone chan struct{}
 	// rows is the row store (rows.go), nil with Config.NoRowStore.
 	rows *rowStore
+	// sortMoves: the mover sorts a segment by user (moveByUser), as there
+	// is no row store to read a user's page from (Config.NoRowStore).
+	sortMoves bool
 }
 
 // A process must not open one file twice: the driver would share the DuckDB
@@ -589,6 +592,7 @@ func open(ctx context.Context, path string, cfg Config, log *slog.Logger) (_ *St
 		}
 		return nil, err
 	}
+	s.sortMoves = cfg.NoRowStore
 	if cfg.NoRowStore {
 		if err := removeRowStore(rowsDir(path)); err != nil {
 			s.ids.free()

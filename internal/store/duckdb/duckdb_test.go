@@ -785,7 +785,8 @@ func BenchmarkLatest(b *testing.B) {
 // write and the move are not timed; cpu-ms/op is the process's CPU a page.
 func BenchmarkListUserOfTheLoad(b *testing.B) {
 	const n, users = 300_000, 2_000
-	for _, way := range []struct{ rows, byUser bool }{{true, true}, {false, true}, {false, false}} {
+	// With the row store the mover keeps seq order (sortMoves).
+	for _, way := range []struct{ rows, byUser bool }{{true, false}, {false, true}, {false, false}} {
 		b.Run(fmt.Sprintf("row_store_%v/moved_by_user_%v", way.rows, way.byUser), func(b *testing.B) {
 			defer func(old bool) { moveByUser = old }(moveByUser)
 			moveByUser = way.byUser
@@ -1162,18 +1163,23 @@ func TestOpenContextEnds(t *testing.T) {
 	}
 }
 
-// TestMovedByUser: the mover copies each segment into the main file sorted
-// by user_key, then seq (moveByUser), each segment's records together; or,
-// with moveByUser off, as written, in seq order (rowid is a row's place in
-// the table).
+// TestMovedByUser: without the row store the mover copies each segment
+// into the main file sorted by user_key, then seq (moveByUser), each
+// segment's records together; with moveByUser off, or with the row store
+// (which serves a user's pages), as written, in seq order (rowid is a
+// row's place in the table).
 func TestMovedByUser(t *testing.T) {
 	defer func(old int64, by bool) { segmentBytes, moveByUser = old, by }(segmentBytes, moveByUser)
 	segmentBytes = 1
-	for _, byUser := range []bool{true, false} {
-		t.Run(fmt.Sprintf("by_user_%v", byUser), func(t *testing.T) {
-			moveByUser = byUser
+	for _, c := range []struct{ moveByUser, rowStore, byUser bool }{{true, false, true}, {false, false, false}, {true, true, false}} {
+		t.Run(fmt.Sprintf("move_by_user_%v/row_store_%v", c.moveByUser, c.rowStore), func(t *testing.T) {
+			moveByUser = c.moveByUser
+			byUser := c.byUser
 			path := tempPath(t)
-			s := openDuckOnly(t, path)
+			s, err := Open(t.Context(), Config{Path: path, NoRowStore: !c.rowStore}, slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
 			recs := storetest.Records(1, 3000)
 			writes := 0
 			for i := 0; i < len(recs); i += 100 {

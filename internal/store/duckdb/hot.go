@@ -388,7 +388,7 @@ func (s *Store) move(ctx context.Context, seg *segment) error {
 		// scan's order, or the ORDER BY's, in an insert
 		// (preserve_insertion_order, on by default).
 		order := ""
-		if moveByUser {
+		if moveByUser && s.sortMoves {
 			order = " ORDER BY user_key, seq"
 		}
 		res, err := tx.ExecContext(ctx, "INSERT INTO main.events ("+selectColumns+", user_key) SELECT "+selectColumns+", "+userKeyOf("user_id")+
@@ -438,6 +438,13 @@ func (s *Store) move(ctx context.Context, seg *segment) error {
 // min/max of seq (a segment's seqs are one range, a row group a few
 // segments), so reads by seq skip the same row groups as before.
 // Tests and benchmarks compare.
+//
+// Only without the row store (sortMoves): with it, a user's page is read
+// there, and DuckDB reads a user's records only for the row store's misses
+// and a page with other filters, while the sort costs every move: a
+// fifth of the writer's CPU with moves (BenchmarkWrite, batches of 1,000:
+// 50-62 CPU ms a write in seq order against 71-82 sorted) and DuckDB's
+// memory for the sort (ORDER_BY, 21-29 MB at the bench's highest samples).
 var moveByUser = true
 
 // checkpointIfDue checkpoints the main file when its WAL has passed
