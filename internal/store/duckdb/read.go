@@ -387,18 +387,16 @@ func (s *Store) Get(ctx context.Context, eventID string) (event.Record, error) {
 	if l.seq == 0 && !l.scan {
 		return event.Record{}, fmt.Errorf("duckdb: get %q: %w", eventID, store.ErrNotFound)
 	}
-	// The snapshot is taken after the lookup: it holds the segment the
-	// record was written to, unless the record is in the main file by now.
-	sn, release := s.acquire()
-	defer release()
 	var (
 		recs []event.Record
 		err  error
 	)
 	if l.scan {
+		sn, release := s.acquire()
 		recs, err = s.query(ctx, "SELECT "+readColumns+" FROM "+sn.from+" WHERE event_id = $1", eventID)
+		release()
 	} else {
-		recs, err = s.recordAt(ctx, sn, l.seq, s.getMain, "event_id", eventID)
+		recs, err = s.recordAt(ctx, l.seq, s.getMain, "event_id", eventID)
 	}
 	if err != nil {
 		return event.Record{}, fmt.Errorf("duckdb: get %q: %w", eventID, err)
@@ -409,14 +407,15 @@ func (s *Store) Get(ctx context.Context, eventID string) (event.Record, error) {
 	return recs[0], nil
 }
 
-// recordAt reads the record at seq whose column col (event_id or
-// user_id) is v: from the row store if it holds it (a point read; it holds
-// a record only once DuckDB committed it, and never a copy that differs),
-// otherwise from the snapshot sn taken after seq was looked up: from
-// the main file alone by the prepared statement stmt if the record was
-// moved there, otherwise from the snapshot's segments (which stay attached
-// until it is released), without the main file.
-func (s *Store) recordAt(ctx context.Context, sn *snapshot, seq int64, stmt *sql.Stmt, col, v string) ([]event.Record, error) {
+// recordAt reads the record at seq, just looked up, whose column col
+// (event_id or user_id) is v: from the row store if it holds it (a point
+// read; it holds a record only once DuckDB committed it, and never a copy
+// that differs), otherwise from DuckDB: from the main file alone by the
+// prepared statement stmt if the record was moved there, otherwise from
+// the segments of a snapshot taken now, after the lookup (it holds the
+// segment the record was written to, unless the record is in the main
+// file by now; its segments stay attached until it is released).
+func (s *Store) recordAt(ctx context.Context, seq int64, stmt *sql.Stmt, col, v string) ([]event.Record, error) {
 	if s.rows != nil {
 		got, _, err := s.rows.get([]int64{seq})
 		if err != nil {
@@ -428,6 +427,8 @@ func (s *Store) recordAt(ctx context.Context, sn *snapshot, seq int64, stmt *sql
 			return []event.Record{*r}, nil
 		}
 	}
+	sn, release := s.acquire()
+	defer release()
 	if seq <= s.coldSeen.Load() {
 		return queryRecords(ctx, preparedQueryer{stmt}, "", seq, v)
 	}
@@ -460,9 +461,7 @@ func (s *Store) LatestForUser(ctx context.Context, userID string) (event.Record,
 		}
 	}
 	if seq, ok := s.users.latestSeq(userID); ok && latestFast {
-		sn, release := s.acquire()
-		recs, err := s.recordAt(ctx, sn, seq, s.getMainUser, "user_id", userID)
-		release()
+		recs, err := s.recordAt(ctx, seq, s.getMainUser, "user_id", userID)
 		if err != nil {
 			return fail(err)
 		}
