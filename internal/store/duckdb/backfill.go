@@ -77,8 +77,11 @@ func (s *Store) UpdateWeather(ctx context.Context, recs []event.Record) (int64, 
 	// go, and the writer, which keeps them, waits for wsem meanwhile.
 	s.users.forgetKept()
 	// So are the records Stats keeps in memory: it reads the store until
-	// the rollup covers every record stored now.
+	// the rollup covers every record stored now, and the rollup's minutes
+	// in memory are loaded again once the main file's have changed.
 	s.recent.reset(s.lastSeq)
+	s.editMu.Lock()
+	defer s.editMu.Unlock()
 	ords := make([]int64, len(recs))
 	for i := range ords {
 		ords[i] = int64(i) + 1
@@ -109,6 +112,7 @@ func (s *Store) UpdateWeather(ctx context.Context, recs []event.Record) (int64, 
 		updated = seqs
 	}
 	total, err := s.updateMainWeather(ctx)
+	s.reloadMinutes(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("duckdb: update weather of %d records: %w", len(recs), err)
 	}

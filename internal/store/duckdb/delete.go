@@ -81,8 +81,11 @@ func (s *Store) delete(ctx context.Context, cond, latestCond string, args ...any
 		return 0, errClosed
 	}
 	// Stats reads the store, not memory, until the rollup covers every
-	// record stored now.
+	// record stored now, and the rollup's minutes in memory are loaded
+	// again once the main file's have changed.
 	s.recent.reset(s.lastSeq)
+	s.editMu.Lock()
+	defer s.editMu.Unlock()
 	s.moveMu.Lock()
 	defer s.moveMu.Unlock()
 	s.runsMu.Lock()
@@ -120,6 +123,7 @@ func (s *Store) delete(ctx context.Context, cond, latestCond string, args ...any
 		return saveLastSeq(ctx, tx, s.lastSeq)
 	}, &gone)
 	s.rollupMu.Unlock()
+	s.reloadMinutes(ctx)
 	if err != nil {
 		return total, err
 	}

@@ -322,6 +322,10 @@ const maxConns = 8
 // instance when it ran a checkpoint).
 const slowWrite = 250 * time.Millisecond
 
+// slowRead is how long a stats read may take before it is logged as slow,
+// with the way it took (stats.go).
+const slowRead = 100 * time.Millisecond
+
 var _ store.Store = (*Store)(nil)
 
 // Store is the DuckDB store. It is safe for concurrent use.
@@ -390,6 +394,14 @@ type Store struct {
 	rollupMu sync.RWMutex
 	// recent holds the records above rollup_hi for Stats (recent.go).
 	recent recentStats
+	// minutes holds the rollup's recent minutes for Stats (minutes.go).
+	minutes recentMinutes
+	// editMu keeps Stats' reads from memory (statsMinutes) apart from
+	// the changes to records already rolled up: deletes and weather
+	// backfills take it, the reads hold it shared.
+	editMu sync.RWMutex
+	// statsFromMemory counts the stats reads statsMinutes answered.
+	statsFromMemory atomic.Int64
 	// rollupTouched are the minutes the last move added stats_minute rows
 	// to, with how many moves in a row did (rollUp); moveMu
 	// guards it.
@@ -545,6 +557,9 @@ func open(ctx context.Context, path string, cfg Config, log *slog.Logger) (_ *St
 		if err := s.rollUp(ctx, s.wconn); err != nil {
 			return nil, fmt.Errorf("stats rollup: %w", err)
 		}
+	}
+	if err := s.minutes.load(ctx, s.wconn, s.rollupHi); err != nil {
+		return nil, err
 	}
 	// The segments a stopped process left: those already moved into the
 	// main file are deleted, the others wait for the mover. The writer

@@ -977,13 +977,22 @@ func BenchmarkReadsOnStore(b *testing.B) {
 	if err := s.db.QueryRowContext(ctx, "SELECT max(occurred_at) FROM "+s.snap.Load().from).Scan(&newest); err != nil {
 		b.Fatal(err)
 	}
-	b.Run("stats_country_last_hour", func(b *testing.B) {
-		for b.Loop() {
-			if _, err := s.Stats(ctx, store.StatsQuery{GroupBy: store.GroupByCountry, Query: store.Query{Since: newest.Add(-time.Hour)}}); err != nil {
-				b.Fatal(err)
+	// With the rollup's minutes from memory and from the file (a store
+	// whose newest record is less than an hour old has them in memory).
+	for _, on := range []bool{true, false} {
+		b.Run(fmt.Sprintf("stats_country_last_hour_minutes_in_memory_%v", on), func(b *testing.B) {
+			defer func(old bool) { minutesOn = old }(minutesOn)
+			minutesOn = on
+			before := s.statsFromMemory.Load()
+			defer reportCPU(b)()
+			for b.Loop() {
+				if _, err := s.Stats(ctx, store.StatsQuery{GroupBy: store.GroupByCountry, Query: store.Query{Since: newest.Add(-time.Hour)}}); err != nil {
+					b.Fatal(err)
+				}
 			}
-		}
-	})
+			b.ReportMetric(float64(s.statsFromMemory.Load()-before)/float64(b.N), "from-memory/op")
+		})
+	}
 }
 
 // TestMainRowGroups: the main file's row groups are RowGroupSize rows, and

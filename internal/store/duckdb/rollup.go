@@ -175,14 +175,20 @@ func (s *Store) rollUp(ctx context.Context, conn *sql.Conn) error {
 		return err
 	}
 	defer tx.Rollback()
-	// The minutes it added rows to, one per row added.
-	touched, err := int64s(ctx, tx, rollupSQL("main.events WHERE seq > $1 AND seq <= $2")+" RETURNING minute_us", s.rollupHi, s.coldMax)
+	// The rows it added, for the minutes in memory and the minutes it
+	// added to.
+	rows, err := tx.QueryContext(ctx, rollupSQL("main.events WHERE seq > $1 AND seq <= $2")+
+		" RETURNING minute_us, location_country, weather_condition, n, nw, s, mn, mx", s.rollupHi, s.coldMax)
 	if err != nil {
 		return fmt.Errorf("add the records up to seq %d: %w", s.coldMax, err)
 	}
-	counts := make(map[int64]int, len(touched))
-	for _, m := range touched {
-		counts[m] = s.rollupTouched[m] + 1
+	added, err := scanMinuteRows(rows)
+	if err != nil {
+		return fmt.Errorf("add the records up to seq %d: %w", s.coldMax, err)
+	}
+	counts := make(map[int64]int)
+	for _, r := range added {
+		counts[r.minute] = s.rollupTouched[r.minute] + 1
 	}
 	var settled []int64
 	for m, moves := range s.rollupTouched {
@@ -206,7 +212,11 @@ func (s *Store) rollUp(ctx context.Context, conn *sql.Conn) error {
 	}
 	s.rollupHi = s.coldMax
 	s.rollupTouched = counts
-	s.recent.trim(s.rollupHi)
+	if s.minutes.roll(added, s.rollupHi, &s.recent) {
+		if err := s.minutes.load(ctx, conn, s.rollupHi); err != nil {
+			s.log.WarnContext(ctx, "duckdb: "+err.Error()+"; stats read them from the file until the next move")
+		}
+	}
 	return nil
 }
 

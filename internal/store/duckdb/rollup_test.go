@@ -6,12 +6,14 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+	"unique"
 
 	"github.com/skyjoin/skyjoin/internal/event"
 	"github.com/skyjoin/skyjoin/internal/store"
@@ -59,6 +61,11 @@ FROM r FULL JOIN e ON r.minute_us = e.minute_us AND r.location_country = e.locat
 func TestStatsRollup(t *testing.T) {
 	defer func(old int64) { segmentBytes = old }(segmentBytes)
 	segmentBytes = 64 << 10
+	// The minutes in memory: those from 10 minutes after the records'
+	// first on, so that windows start on both sides of them.
+	defer func(now func() time.Time, keep time.Duration) { minutesNow, minutesKeep = now, keep }(minutesNow, minutesKeep)
+	minutesNow = func() time.Time { return storetest.Base.Add(100 * time.Minute) }
+	minutesKeep = 90 * time.Minute
 	ctx := t.Context()
 	path := tempPath(t)
 	s := openPath(t, path)
@@ -85,11 +92,15 @@ func TestStatsRollup(t *testing.T) {
 	at := func() time.Time {
 		return storetest.Base.Add(time.Duration(rng.Int64N(int64(110*time.Minute))) - 5*time.Minute)
 	}
-	check := func(stage string) {
+	// check compares 60 queries' answers with the reference, and returns
+	// how many of them the minutes in memory answered.
+	rollupHeld := false
+	check := func(stage string) (fromMemory int) {
 		t.Helper()
 		if n := checkRollup(t, s); n == 0 {
 			t.Fatalf("%s: no record in the main file: the rollup is not exercised", stage)
 		}
+		checkMinutes(t, s, rollupHeld)
 		for i := range 60 {
 			q := store.StatsQuery{GroupBy: store.GroupByCountry}
 			switch i % 4 {
@@ -120,25 +131,37 @@ func TestStatsRollup(t *testing.T) {
 			if q.GroupBy == store.GroupByCountry && i%8 == 4 {
 				q.MaxGroups = 3
 			}
-			// Both ways: the records above rollup_hi from memory, when it
-			// holds them all, and from the store.
-			for _, on := range []bool{true, false} {
-				recentStatsOn = on
+			// Three ways: the rollup's minutes and the records above
+			// rollup_hi from memory, when it holds them; the records
+			// above rollup_hi only; neither.
+			for _, way := range []struct{ minutes, recent bool }{{true, true}, {false, true}, {false, false}} {
+				minutesOn, recentStatsOn = way.minutes, way.recent
+				before := s.statsFromMemory.Load()
 				got, err := s.Stats(ctx, q)
-				recentStatsOn = true
+				minutesOn, recentStatsOn = true, true
+				if s.statsFromMemory.Load() > before {
+					if !way.minutes {
+						t.Fatalf("%s: %+v: answered from the minutes in memory with them off", stage, q)
+					}
+					fromMemory++
+				}
 				if err != nil {
-					t.Fatalf("%s (memory %v): %+v: %v", stage, on, q, err)
+					t.Fatalf("%s (%+v): %+v: %v", stage, way, q, err)
 				}
 				if d := storetest.DiffStats(storetest.ExpectedStats(live, q), got); d != "" {
-					t.Errorf("%s (memory %v): %+v:\n%s", stage, on, q, d)
+					t.Errorf("%s (%+v): %+v:\n%s", stage, way, q, d)
 				}
 			}
 		}
+		t.Logf("%s: %d of 60 queries answered from the minutes in memory", stage, fromMemory)
+		return fromMemory
 	}
 	if !recentUsable(s) {
 		t.Fatal("written: the records above rollup_hi are not all in memory")
 	}
-	check("written")
+	if check("written") == 0 {
+		t.Error("written: no query answered from the minutes in memory")
+	}
 
 	// The rollup's transaction fails from now on: the records of the
 	// moves that follow are in the main file and not in the rollup.
@@ -166,7 +189,9 @@ func TestStatsRollup(t *testing.T) {
 	if !recentUsable(s) {
 		t.Fatal("rollup behind: the records above rollup_hi are not all in memory")
 	}
-	check("rollup behind")
+	if check("rollup behind") == 0 {
+		t.Error("rollup behind: no query answered from the minutes in memory")
+	}
 
 	// A backfill of the records without weather.
 	backfillHalf(t, s, live)
@@ -238,7 +263,9 @@ func TestStatsRollup(t *testing.T) {
 	}
 	live = append(live, again...)
 	waitFor(t, "the rollup to cover the records stored before the delete", func() bool { return recentUsable(s) })
-	check("after a delete, the rollup caught up")
+	if check("after a delete, the rollup caught up") == 0 {
+		t.Error("after a delete, the rollup caught up: no query answered from the minutes in memory")
+	}
 	// Memory is what answers: a record it alone has shows.
 	ghost := storetest.Records(23, 1)
 	ghost[0].Location.Country = "Lemuria"
@@ -280,6 +307,7 @@ func TestStatsRollup(t *testing.T) {
 	// wait: they read the records (a read that waited would hang here),
 	// which do not have the country only the rollup has, and are exact.
 	s.rollupMu.Lock()
+	rollupHeld = true
 	rows, err = s.Stats(ctx, store.StatsQuery{GroupBy: store.GroupByCountry, Query: store.Query{Country: "atlantis"}})
 	if err != nil || len(rows) != 0 {
 		t.Errorf("stats beside a change of the rollup = %+v, %v; want the records' (none)", rows, err)
@@ -289,6 +317,105 @@ func TestStatsRollup(t *testing.T) {
 	}
 	check("beside a change of the rollup")
 	s.rollupMu.Unlock()
+}
+
+// checkMinutes checks that the rollup's minutes in memory are
+// stats_minute's from their first on, by minute, country and condition,
+// as of one rollup_hi: rollupMu (which rollUp holds until it has added
+// to memory) held shared, or by the caller (held).
+func checkMinutes(t *testing.T, s *Store, held bool) {
+	t.Helper()
+	if !held {
+		s.rollupMu.RLock()
+		defer s.rollupMu.RUnlock()
+	}
+	m := &s.minutes
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if !m.loaded {
+		t.Error("the rollup's minutes are not in memory")
+		return
+	}
+	rows, err := s.db.QueryContext(t.Context(), `SELECT minute_us, location_country, weather_condition, CAST(sum(n) AS BIGINT),
+  CAST(sum(nw) AS BIGINT), sum(s), min(mn), max(mx)
+FROM main.stats_minute WHERE minute_us >= $1 GROUP BY ALL`, m.from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := scanMinuteRows(rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := 0
+	for _, of := range m.minutes {
+		keys += len(of)
+	}
+	if keys != len(want) || m.keys != len(want) {
+		t.Errorf("memory holds %d keys (counted %d) from minute %d, stats_minute %d", keys, m.keys, m.from, len(want))
+	}
+	for _, w := range want {
+		got, ok := m.minutes[w.minute][w.k]
+		if !ok || got.n != w.a.n || got.nw != w.a.nw || math.Abs(got.s-w.a.s) > 1e-6 || got.nw > 0 && (got.mn != w.a.mn || got.mx != w.a.mx) {
+			t.Errorf("minute %d, %q/%q: memory %+v (held %v), stats_minute %+v", w.minute, w.k.country.Value(), w.k.condition.Value(), got, ok, w.a)
+		}
+	}
+}
+
+// TestRecentMinutesBound: the minutes in memory keep to minutesKeep
+// before now and to maxMinuteKeys, dropping the oldest; a window that
+// starts before the first minute held is not answered from them, one
+// that starts within them is, exactly.
+func TestRecentMinutesBound(t *testing.T) {
+	defer func(now func() time.Time, keep time.Duration, bound int) {
+		minutesNow, minutesKeep, maxMinuteKeys = now, keep, bound
+	}(minutesNow, minutesKeep, maxMinuteKeys)
+	now := storetest.Base.Add(time.Hour)
+	minutesNow = func() time.Time { return now }
+	minutesKeep, maxMinuteKeys = 30*time.Minute, 40
+	base := floorMinute(storetest.Base)
+	m := &recentMinutes{loaded: true, from: base, minutes: map[int64]map[minuteKey]statAgg{}}
+	var recent recentStats
+	// Minutes 0 to 59 after Base, 5 countries each: 300 keys, of which
+	// the last 30 minutes' 150 are within minutesKeep, the last 8 minutes'
+	// 40 within maxMinuteKeys.
+	var rows []minuteRow
+	for i := range int64(60) {
+		for c := range 5 {
+			k := minuteKey{country: unique.Make(strconv.Itoa(c)), conditionNull: true}
+			rows = append(rows, minuteRow{minute: base + i*minuteUS, k: k, a: statAgg{n: i + 1}})
+		}
+	}
+	if stale := m.roll(rows, 10, &recent); stale {
+		t.Fatal("stale without a failed load")
+	}
+	if m.keys != 40 || len(m.minutes) != 8 || m.from != base+52*minuteUS || m.hi != 10 {
+		t.Fatalf("held %d keys in %d minutes from minute %d, rollup_hi %d; want 40 in 8 from %d, 10", m.keys, len(m.minutes), (m.from-base)/minuteUS, m.hi, 52)
+	}
+	q := store.StatsQuery{GroupBy: store.GroupByCountry}
+	if _, _, ok := m.aggregate(&q, base+51*minuteUS, 0, false, &recent, map[statKey]*statAgg{}); ok {
+		t.Error("a window from before the first minute held was answered")
+	}
+	aggs := map[statKey]*statAgg{}
+	hi, _, ok := m.aggregate(&q, base+52*minuteUS, base+59*minuteUS, true, &recent, aggs)
+	if !ok || hi != 10 || len(aggs) != 5 {
+		t.Fatalf("minutes 52 to 58: %v, rollup_hi %d, %d groups", ok, hi, len(aggs))
+	}
+	for k, a := range aggs {
+		if want := int64(53 + 54 + 55 + 56 + 57 + 58 + 59); a.n != want || !k.condNull {
+			t.Errorf("country %s: %d records, condition NULL %v; want %d, true", k.k1, a.n, k.condNull, want)
+		}
+	}
+	// Time goes by: the minutes before minutesKeep go at the next roll.
+	now = now.Add(10 * time.Minute)
+	m.roll(nil, 11, &recent)
+	if m.from != base+52*minuteUS || m.keys != 40 {
+		t.Errorf("after 10 minutes: from minute %d, %d keys; want 52, 40", (m.from-base)/minuteUS, m.keys)
+	}
+	now = now.Add(30 * time.Minute)
+	m.roll(nil, 12, &recent)
+	if m.from != base+70*minuteUS || m.keys != 0 || len(m.minutes) != 0 {
+		t.Errorf("after 40 minutes: from minute %d, %d keys in %d minutes; want 70, none", (m.from-base)/minuteUS, m.keys, len(m.minutes))
+	}
 }
 
 // waitFor waits until cond holds (the mover's work; the go test timeout
@@ -446,8 +573,8 @@ func BenchmarkStats(b *testing.B) {
 	const n = 300_000
 	recs := storetest.Records(42, n)
 	now := time.Now().UTC()
-	for i := range recs { // 50 minutes up to now
-		recs[i].OccurredAt = now.Add(-50*time.Minute + time.Duration(i)*(50*time.Minute)/n).Truncate(time.Microsecond)
+	for i := range recs { // 70 minutes up to now: the hour's first minute has records
+		recs[i].OccurredAt = now.Add(-70*time.Minute + time.Duration(i)*(70*time.Minute)/n).Truncate(time.Microsecond)
 	}
 	ctx := context.Background()
 	for i := 0; i < n; i += 5000 {
@@ -467,10 +594,15 @@ func BenchmarkStats(b *testing.B) {
 	b.Logf("%d records above rollup_hi", len(s.recent.tuples))
 	s.recent.mu.Unlock()
 	q := store.StatsQuery{GroupBy: store.GroupByCountry, Query: store.Query{Since: now.Add(-time.Hour)}, MaxGroups: store.MaxStatsGroups + 1}
-	for _, on := range []bool{true, false} {
-		b.Run(map[bool]string{true: "memory", false: "store"}[on], func(b *testing.B) {
-			defer func() { recentStatsOn = true }()
-			recentStatsOn = on
+	// The rollup's minutes and the records above rollup_hi from memory,
+	// the records above rollup_hi only, neither.
+	for _, way := range []struct {
+		name            string
+		minutes, recent bool
+	}{{"minutes_and_records_in_memory", true, true}, {"records_in_memory", false, true}, {"store", false, false}} {
+		b.Run(way.name, func(b *testing.B) {
+			defer func() { minutesOn, recentStatsOn = true, true }()
+			minutesOn, recentStatsOn = way.minutes, way.recent
 			report := reportCPU(b)
 			for b.Loop() {
 				if _, err := s.Stats(ctx, q); err != nil {

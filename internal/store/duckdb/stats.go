@@ -25,6 +25,13 @@ func (s *Store) Stats(ctx context.Context, q store.StatsQuery) ([]store.StatsRow
 	if err := q.Validate(); err != nil {
 		return nil, fmt.Errorf("duckdb: stats: %w", err)
 	}
+	// A read slower than slowRead is logged with the way it took.
+	start, way := time.Now(), "records"
+	defer func() {
+		if d := time.Since(start); d > slowRead {
+			s.log.WarnContext(ctx, "duckdb: slow stats read", "group_by", q.GroupBy, "way", way, "duration_ms", d.Milliseconds())
+		}
+	}()
 	a := &statArgs{}
 	conds := a.conds
 	// k1 and k2 are the group's key over the records; k1r is k1 over the
@@ -69,11 +76,22 @@ func (s *Store) Stats(ctx context.Context, q store.StatsQuery) ([]store.StatsRow
 		limit = "\n  ORDER BY n DESC, k1, k2 LIMIT " + strconv.Itoa(q.MaxGroups)
 	}
 	lo, hi, hasLo, hasHi, byRollup := rollupWindow(&q)
+	if byRollup {
+		// The whole minutes and the records above rollup_hi from memory,
+		// if it holds them.
+		out, ok, err := s.statsMinutes(ctx, &q, slices.Clone(a.args), lo, hi, hasLo, hasHi, k1, k2)
+		if ok {
+			way = "memory"
+			s.statsFromMemory.Add(1)
+			return out, err
+		}
+	}
 	if byRollup && s.rollupMu.TryRLock() {
 		// The records above rollup_hi from memory, if it holds them all.
 		out, ok, err := s.statsRecent(ctx, &q, slices.Clone(a.args), lo, hi, hasLo, hasHi, k1, k1r, k2)
 		s.rollupMu.RUnlock()
 		if ok {
+			way = "rollup and memory"
 			return out, err
 		}
 	}
@@ -93,6 +111,7 @@ func (s *Store) Stats(ctx context.Context, q store.StatsQuery) ([]store.StatsRow
 	}
 	if byRollup {
 		defer s.rollupMu.RUnlock()
+		way = "rollup and hot segments"
 	}
 	rollupHiArg := -1 // the index in args of rollup_hi, read in the query's transaction
 	if byRollup {
@@ -297,8 +316,18 @@ func (s *Store) statsRecent(ctx context.Context, q *store.StatsQuery, args []any
 	if err != nil {
 		return nil, true, fmt.Errorf("duckdb: stats by %s: %w", q.GroupBy, err)
 	}
-	defer rows.Close()
 	aggs := map[statKey]*statAgg{}
+	if err := scanStatAggs(rows, q, aggs); err != nil {
+		return nil, true, err
+	}
+	aggregateTuples(mem, q, aggs)
+	return statsRows(q, aggs), true, nil
+}
+
+// scanStatAggs adds rows of (k1, k2, cond, n, nw, s, mn, mx) to aggs, and
+// closes them.
+func scanStatAggs(rows *sql.Rows, q *store.StatsQuery, aggs map[statKey]*statAgg) error {
+	defer rows.Close()
 	for rows.Next() {
 		var (
 			key1        any
@@ -308,7 +337,7 @@ func (s *Store) statsRecent(ctx context.Context, q *store.StatsQuery, args []any
 			sum, mn, mx sql.NullFloat64
 		)
 		if err := rows.Scan(&key1, &k.k2, &cond, &a.n, &a.nw, &sum, &mn, &mx); err != nil {
-			return nil, true, fmt.Errorf("duckdb: stats by %s: scan: %w", q.GroupBy, err)
+			return fmt.Errorf("duckdb: stats by %s: scan: %w", q.GroupBy, err)
 		}
 		switch v := key1.(type) {
 		case nil:
@@ -318,7 +347,7 @@ func (s *Store) statsRecent(ctx context.Context, q *store.StatsQuery, args []any
 		case int64:
 			k.ki = v
 		default:
-			return nil, true, fmt.Errorf("duckdb: stats by %s: key is %T", q.GroupBy, key1)
+			return fmt.Errorf("duckdb: stats by %s: key is %T", q.GroupBy, key1)
 		}
 		k.cond, k.condNull = cond.String, !cond.Valid
 		a.s, a.mn, a.mx = sum.Float64, mn.Float64, mx.Float64
@@ -329,10 +358,9 @@ func (s *Store) statsRecent(ctx context.Context, q *store.StatsQuery, args []any
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, true, fmt.Errorf("duckdb: stats by %s: %w", q.GroupBy, err)
+		return fmt.Errorf("duckdb: stats by %s: %w", q.GroupBy, err)
 	}
-	aggregateTuples(mem, q, aggs)
-	return statsRows(q, aggs), true, nil
+	return nil
 }
 
 // statsRows makes Stats' answer of the aggregates by group and condition:
