@@ -112,7 +112,9 @@ func (s *Store) UpdateWeather(ctx context.Context, recs []event.Record) (int64, 
 		updated = seqs
 	}
 	total, err := s.updateMainWeather(ctx)
-	s.reloadMinutes(ctx)
+	if total > 0 || err != nil {
+		s.reloadMinutes(ctx)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("duckdb: update weather of %d records: %w", len(recs), err)
 	}

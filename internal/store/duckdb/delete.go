@@ -123,7 +123,9 @@ func (s *Store) delete(ctx context.Context, cond, latestCond string, args ...any
 		return saveLastSeq(ctx, tx, s.lastSeq)
 	}, &gone)
 	s.rollupMu.Unlock()
-	s.reloadMinutes(ctx)
+	if n > 0 || err != nil {
+		s.reloadMinutes(ctx)
+	}
 	if err != nil {
 		return total, err
 	}

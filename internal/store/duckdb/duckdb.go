@@ -558,9 +558,9 @@ func open(ctx context.Context, path string, cfg Config, log *slog.Logger) (_ *St
 			return nil, fmt.Errorf("stats rollup: %w", err)
 		}
 	}
-	if err := s.minutes.load(ctx, s.wconn, s.rollupHi); err != nil {
-		return nil, err
-	}
+	// Without them stats read the rollup from the file; the next move
+	// loads them again.
+	s.reloadMinutes(ctx)
 	// The segments a stopped process left: those already moved into the
 	// main file are deleted, the others wait for the mover. The writer
 	// starts a new one.

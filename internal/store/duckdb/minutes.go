@@ -101,29 +101,34 @@ func scanMinuteRows(rows *sql.Rows) ([]minuteRow, error) {
 }
 
 // load replaces the minutes with those of stats_minute from minutesKeep
-// before now, as of rollup_hi hi, read on q; on an error it holds none.
+// before now, as of rollup_hi hi, read on q (under moveMu: no rollUp
+// meanwhile); on an error it holds none. The reads do not wait for its
+// statement, only for the swap.
 func (m *recentMinutes) load(ctx context.Context, q queryer, hi int64) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.loaded, m.minutes, m.keys, m.stale = false, nil, 0, true
 	from := floorMinute(minutesNow().Add(-minutesKeep))
-	rows, err := q.QueryContext(ctx, `SELECT minute_us, location_country, weather_condition, CAST(sum(n) AS BIGINT), CAST(sum(nw) AS BIGINT),
+	list, err := func() ([]minuteRow, error) {
+		rows, err := q.QueryContext(ctx, `SELECT minute_us, location_country, weather_condition, CAST(sum(n) AS BIGINT), CAST(sum(nw) AS BIGINT),
   sum(s), min(mn), max(mx)
 FROM main.stats_minute WHERE minute_us >= $1 GROUP BY ALL`, from)
+		if err != nil {
+			return nil, err
+		}
+		return scanMinuteRows(rows)
+	}()
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if err != nil {
+		m.loaded, m.minutes, m.keys, m.stale = false, nil, 0, true
 		return fmt.Errorf("stats rollup: load the minutes in memory: %w", err)
 	}
-	list, err := scanMinuteRows(rows)
-	if err != nil {
-		return fmt.Errorf("stats rollup: load the minutes in memory: %w", err)
-	}
-	m.loaded, m.from, m.hi, m.minutes, m.stale = true, from, hi, map[int64]map[minuteKey]statAgg{}, false
+	m.loaded, m.from, m.hi, m.minutes, m.keys, m.stale = true, from, hi, map[int64]map[minuteKey]statAgg{}, 0, false
 	m.addLocked(list)
 	return nil
 }
 
-// reloadMinutes loads the rollup's minutes in memory again after a change
-// to the main file's (under moveMu, with editMu held); a failure leaves
+// reloadMinutes loads the rollup's minutes in memory at the open, and
+// again after a change to the main file's (under moveMu, with editMu
+// held); a failure leaves
 // Stats reading them from the file until rollUp loads them.
 func (s *Store) reloadMinutes(ctx context.Context) {
 	if err := s.minutes.load(context.WithoutCancel(ctx), s.wconn, s.rollupHi); err != nil {

@@ -4,6 +4,7 @@ package duckdb
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"maps"
 	"math"
@@ -111,6 +112,9 @@ func TestStatsRollup(t *testing.T) {
 			}
 			if rng.IntN(4) > 0 {
 				q.Since = at()
+				if rng.IntN(4) == 0 {
+					q.Since = q.Since.Truncate(time.Minute) // the start on a minute: no part-minute
+				}
 			}
 			if rng.IntN(3) > 0 {
 				q.Until = at()
@@ -336,6 +340,9 @@ func checkMinutes(t *testing.T, s *Store, held bool) {
 		t.Error("the rollup's minutes are not in memory")
 		return
 	}
+	if m.hi != s.rollupHi {
+		t.Errorf("the minutes in memory are as of rollup_hi %d, the rollup's is %d", m.hi, s.rollupHi)
+	}
 	rows, err := s.db.QueryContext(t.Context(), `SELECT minute_us, location_country, weather_condition, CAST(sum(n) AS BIGINT),
   CAST(sum(nw) AS BIGINT), sum(s), min(mn), max(mx)
 FROM main.stats_minute WHERE minute_us >= $1 GROUP BY ALL`, m.from)
@@ -416,6 +423,24 @@ func TestRecentMinutesBound(t *testing.T) {
 	if m.from != base+70*minuteUS || m.keys != 0 || len(m.minutes) != 0 {
 		t.Errorf("after 40 minutes: from minute %d, %d keys in %d minutes; want 70, none", (m.from-base)/minuteUS, m.keys, len(m.minutes))
 	}
+	// A load that fails leaves none held, and the next roll reports it,
+	// for rollUp to load them again.
+	if err := m.load(t.Context(), failingQueryer{}, 13); err == nil || m.loaded {
+		t.Errorf("a failed load: %v, loaded %v", err, m.loaded)
+	}
+	if stale := m.roll(nil, 14, &recent); !stale {
+		t.Error("the roll after a failed load does not report it")
+	}
+	if _, _, ok := m.aggregate(&q, m.from, 0, false, &recent, map[statKey]*statAgg{}); ok {
+		t.Error("answered from minutes a failed load left")
+	}
+}
+
+// failingQueryer fails every statement.
+type failingQueryer struct{}
+
+func (failingQueryer) QueryContext(context.Context, string, ...any) (*sql.Rows, error) {
+	return nil, errors.New("failed by the test")
 }
 
 // waitFor waits until cond holds (the mover's work; the go test timeout
