@@ -113,7 +113,7 @@ func (s *Store) UpdateWeather(ctx context.Context, recs []event.Record) (int64, 
 	}
 	total, err := s.updateMainWeather(ctx)
 	if total > 0 || err != nil {
-		s.reloadMinutes(ctx)
+		s.reloadMinutes(ctx, s.wconn)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("duckdb: update weather of %d records: %w", len(recs), err)

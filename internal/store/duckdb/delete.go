@@ -124,7 +124,7 @@ func (s *Store) delete(ctx context.Context, cond, latestCond string, args ...any
 	}, &gone)
 	s.rollupMu.Unlock()
 	if n > 0 || err != nil {
-		s.reloadMinutes(ctx)
+		s.reloadMinutes(ctx, s.wconn)
 	}
 	if err != nil {
 		return total, err

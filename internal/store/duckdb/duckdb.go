@@ -560,7 +560,7 @@ func open(ctx context.Context, path string, cfg Config, log *slog.Logger) (_ *St
 	}
 	// Without them stats read the rollup from the file; the next move
 	// loads them again.
-	s.reloadMinutes(ctx)
+	s.reloadMinutes(ctx, s.wconn)
 	// The segments a stopped process left: those already moved into the
 	// main file are deleted, the others wait for the mover. The writer
 	// starts a new one.

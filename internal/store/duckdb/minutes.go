@@ -126,12 +126,12 @@ FROM main.stats_minute WHERE minute_us >= $1 GROUP BY ALL`, from)
 	return nil
 }
 
-// reloadMinutes loads the rollup's minutes in memory at the open, and
-// again after a change to the main file's (under moveMu, with editMu
-// held); a failure leaves
-// Stats reading them from the file until rollUp loads them.
-func (s *Store) reloadMinutes(ctx context.Context) {
-	if err := s.minutes.load(context.WithoutCancel(ctx), s.wconn, s.rollupHi); err != nil {
+// reloadMinutes loads the rollup's minutes in memory on conn: at the
+// open, after a change to the main file's (under moveMu, with editMu
+// held), and in rollUp after a load that failed, which leaves Stats
+// reading them from the file until the next move.
+func (s *Store) reloadMinutes(ctx context.Context, conn queryer) {
+	if err := s.minutes.load(context.WithoutCancel(ctx), conn, s.rollupHi); err != nil {
 		s.log.WarnContext(ctx, "duckdb: "+err.Error()+"; stats read them from the file until the next move")
 	}
 }
@@ -218,6 +218,7 @@ func (m *recentMinutes) aggregate(q *store.StatsQuery, lo, hi int64, hasHi bool,
 	}
 	bucket := q.Bucket.Microseconds()
 	country, condition := newFoldMatch(q.Country), newFoldMatch(q.Condition)
+	groups := handleGroups{}
 	for min, keys := range m.minutes {
 		if min < lo || hasHi && min >= hi {
 			continue
@@ -226,25 +227,17 @@ func (m *recentMinutes) aggregate(q *store.StatsQuery, lo, hi int64, hasHi bool,
 			if q.Country != "" && (k.countryNull || !country.match(k.country)) || q.Condition != "" && (k.conditionNull || !condition.match(k.condition)) {
 				continue
 			}
-			var sk statKey
+			hk := handleKey{condition: k.condition, condNull: k.conditionNull}
 			switch q.GroupBy {
 			case store.GroupByCountry:
-				if sk.k1Null = k.countryNull; !sk.k1Null {
-					sk.k1 = k.country.Value()
-				}
+				hk.country, hk.countryNull = k.country, k.countryNull
 			case store.GroupByTime:
-				sk.ki = min - ((min%bucket)+bucket)%bucket
+				hk.ki = min - ((min%bucket)+bucket)%bucket
 			}
-			if sk.condNull = k.conditionNull; !sk.condNull {
-				sk.cond = k.condition.Value()
-			}
-			if prev := aggs[sk]; prev != nil {
-				prev.merge(a)
-			} else {
-				aggs[sk] = &a
-			}
+			groups.merge(hk, a)
 		}
 	}
+	groups.into(q, aggs)
 	return m.hi, tuples, true
 }
 

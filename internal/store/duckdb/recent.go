@@ -199,7 +199,7 @@ func aggregateTuples(tuples []statTuple, q *store.StatsQuery, aggs map[statKey]*
 	}
 	bucket := q.Bucket.Microseconds()
 	country, condition := newFoldMatch(q.Country), newFoldMatch(q.Condition)
-	local := map[tupleKey]*statAgg{}
+	local := handleGroups{}
 	for i := range tuples {
 		t := &tuples[i]
 		if hasSince && t.at < since || hasUntil && t.at >= until {
@@ -211,10 +211,7 @@ func aggregateTuples(tuples []statTuple, q *store.StatsQuery, aggs map[statKey]*
 		if q.Country != "" && !country.match(t.country) || q.Condition != "" && (!t.hasWeather || !condition.match(t.condition)) {
 			continue
 		}
-		// Keyed by the handles (a pointer each), turned into text once a
-		// key: hashing the strings of every tuple's key was two thirds of
-		// this loop's time.
-		var k tupleKey
+		var k handleKey
 		switch q.GroupBy {
 		case store.GroupByCountry:
 			k.country = t.country
@@ -242,10 +239,40 @@ func aggregateTuples(tuples []statTuple, q *store.StatsQuery, aggs map[statKey]*
 		}
 		a.n++
 	}
-	for k, a := range local {
+	local.into(q, aggs)
+}
+
+// handleKey is a statKey with the strings' handles (a pointer each): the
+// aggregates of tuples and of the minutes in memory are summed by it and
+// turned into text once a key (hashing the strings of every tuple's key
+// was two thirds of aggregateTuples' time).
+type handleKey struct {
+	country, condition    unique.Handle[string]
+	ki                    int64
+	countryNull, condNull bool
+}
+
+// handleGroups are aggregates by handleKey.
+type handleGroups map[handleKey]*statAgg
+
+// merge adds a to k's aggregate.
+func (g handleGroups) merge(k handleKey, a statAgg) {
+	if prev := g[k]; prev != nil {
+		prev.merge(a)
+	} else {
+		g[k] = &a
+	}
+}
+
+// into adds the groups to aggs, keyed by text as q groups (the country
+// only by country).
+func (g handleGroups) into(q *store.StatsQuery, aggs map[statKey]*statAgg) {
+	for k, a := range g {
 		sk := statKey{ki: k.ki, condNull: k.condNull}
 		if q.GroupBy == store.GroupByCountry {
-			sk.k1 = k.country.Value()
+			if sk.k1Null = k.countryNull; !sk.k1Null {
+				sk.k1 = k.country.Value()
+			}
 		}
 		if !k.condNull {
 			sk.cond = k.condition.Value()
@@ -256,11 +283,4 @@ func aggregateTuples(tuples []statTuple, q *store.StatsQuery, aggs map[statKey]*
 			aggs[sk] = a
 		}
 	}
-}
-
-// tupleKey is a statKey of tuples, with the strings' handles.
-type tupleKey struct {
-	country, condition unique.Handle[string]
-	ki                 int64
-	condNull           bool
 }

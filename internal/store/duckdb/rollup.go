@@ -213,9 +213,7 @@ func (s *Store) rollUp(ctx context.Context, conn *sql.Conn) error {
 	s.rollupHi = s.coldMax
 	s.rollupTouched = counts
 	if s.minutes.roll(added, s.rollupHi, &s.recent) {
-		if err := s.minutes.load(ctx, conn, s.rollupHi); err != nil {
-			s.log.WarnContext(ctx, "duckdb: "+err.Error()+"; stats read them from the file until the next move")
-		}
+		s.reloadMinutes(ctx, conn)
 	}
 	return nil
 }
