@@ -54,6 +54,13 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 		http.Error(w, `{"error":{"code":500,"status":"INTERNAL","message":"encode response"}}`, http.StatusInternalServerError)
 		return
 	}
+	WriteJSONBytes(w, status, b)
+}
+
+// WriteJSONBytes writes b, a JSON value, as WriteJSON writes the encoding
+// of its value: with a newline after it (appended to b, which has room for
+// it if cap(b) > len(b)).
+func WriteJSONBytes(w http.ResponseWriter, status int, b []byte) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)+1))
 	w.WriteHeader(status)

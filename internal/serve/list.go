@@ -14,6 +14,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	json "github.com/goccy/go-json"
+
 	"github.com/skyjoin/skyjoin/internal/event"
 	"github.com/skyjoin/skyjoin/internal/platform"
 	"github.com/skyjoin/skyjoin/internal/store"
@@ -96,19 +98,23 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
 	defer cancel()
-	page, err := h.reader.List(ctx, q)
+	var (
+		page    store.Page
+		encoded store.EncodedPage
+	)
+	enc, isEnc := h.reader.(store.EncodedReader)
+	if isEnc {
+		encoded, err = enc.ListEncoded(ctx, q)
+		page.NextCursor = encoded.NextCursor
+	} else {
+		page, err = h.reader.List(ctx, q)
+	}
 	if err != nil {
 		h.readError(w, r, ctx, fmt.Errorf("list events: %w", err), "no events")
 		return
 	}
 	if page.NextCursor != "" {
 		page.NextCursor = bound + cursorSep + page.NextCursor
-	}
-	resp := ListResponse{Events: page.Records, NextCursor: page.NextCursor, Count: len(page.Records)}
-	if resp.Events == nil {
-		resp.Events = []event.Record{}
-	}
-	if page.NextCursor != "" {
 		next := url.Values{}
 		for k, v := range values {
 			if k != paramCursor {
@@ -118,7 +124,42 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 		next.Set(paramCursor, page.NextCursor)
 		w.Header().Set("Link", "<"+r.URL.EscapedPath()+"?"+next.Encode()+`>; rel="next"`)
 	}
+	if isEnc {
+		platform.WriteJSONBytes(w, http.StatusOK, encodeListResponse(encoded.Records, page.NextCursor))
+		return
+	}
+	resp := ListResponse{Events: page.Records, NextCursor: page.NextCursor, Count: len(page.Records)}
+	if resp.Events == nil {
+		resp.Events = []event.Record{}
+	}
 	platform.WriteJSON(w, http.StatusOK, &resp)
+}
+
+// encodeListResponse is the JSON of the ListResponse of records already
+// encoded (each a JSON object), byte for byte what the encoding of the
+// ListResponse of those records gives, with room for a newline after it.
+func encodeListResponse(recs [][]byte, next string) []byte {
+	n := len(`{"events":[],"next_cursor":"","count":}`) + 2*len(next) + 20 + len(recs)
+	for _, r := range recs {
+		n += len(r)
+	}
+	b := make([]byte, 0, n+1)
+	b = append(b, `{"events":[`...)
+	for i, r := range recs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, r...)
+	}
+	b = append(b, ']')
+	if next != "" {
+		c, _ := json.Marshal(next) // a string always encodes
+		b = append(b, `,"next_cursor":`...)
+		b = append(b, c...)
+	}
+	b = append(b, `,"count":`...)
+	b = strconv.AppendInt(b, int64(len(recs)), 10)
+	return append(b, '}')
 }
 
 // params are the parsed query parameters of a request.

@@ -282,6 +282,15 @@ func (h *Handler) get(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
 	defer cancel()
+	if enc, ok := h.reader.(store.EncodedReader); ok {
+		b, err := enc.GetEncoded(ctx, id)
+		if err != nil {
+			h.readError(w, r, ctx, fmt.Errorf("get event %q: %w", id, err), "event "+quote(id)+" not found")
+			return
+		}
+		platform.WriteJSONBytes(w, http.StatusOK, b)
+		return
+	}
 	rec, err := h.reader.Get(ctx, id)
 	if err != nil {
 		h.readError(w, r, ctx, fmt.Errorf("get event %q: %w", id, err), "event "+quote(id)+" not found")
@@ -303,6 +312,15 @@ func (h *Handler) latest(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
 	defer cancel()
+	if enc, ok := h.reader.(store.EncodedReader); ok {
+		b, err := enc.LatestForUserEncoded(ctx, id)
+		if err != nil {
+			h.readError(w, r, ctx, fmt.Errorf("latest record of user %q: %w", id, err), "no record of user "+quote(id))
+			return
+		}
+		platform.WriteJSONBytes(w, http.StatusOK, b)
+		return
+	}
 	rec, err := h.reader.LatestForUser(ctx, id)
 	if err != nil {
 		h.readError(w, r, ctx, fmt.Errorf("latest record of user %q: %w", id, err), "no record of user "+quote(id))

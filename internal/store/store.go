@@ -64,6 +64,24 @@ type Reader interface {
 	LatestForUser(ctx context.Context, userID string) (event.Record, error)
 }
 
+// EncodedReader is a Reader that can answer with each record's JSON, as
+// the API returns it (what encoding the event.Record gives), so that the
+// records it keeps encoded are neither decoded nor encoded again on their
+// way to a client. Each method returns what its Reader method would, and
+// the same errors.
+type EncodedReader interface {
+	ListEncoded(ctx context.Context, q Query) (EncodedPage, error)
+	GetEncoded(ctx context.Context, eventID string) ([]byte, error)
+	LatestForUserEncoded(ctx context.Context, userID string) ([]byte, error)
+}
+
+// EncodedPage is a Page of records' JSON.
+type EncodedPage struct {
+	// Records holds each record's JSON object, no newline after it.
+	Records    [][]byte
+	NextCursor string
+}
+
 // Eraser erases a person's records (DELETE /v1/users/{id}).
 type Eraser interface {
 	// DeleteUsers deletes every stored record (every copy, where a backend

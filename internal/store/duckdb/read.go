@@ -3,6 +3,7 @@
 package duckdb
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/base64"
@@ -19,6 +20,51 @@ import (
 // List returns one page of records matching q, by seq: newest first, or
 // oldest first when q.Ascending.
 func (s *Store) List(ctx context.Context, q store.Query) (store.Page, error) {
+	page, _, err := s.list(ctx, q, false)
+	return page, err
+}
+
+// ListEncoded is List with each record's JSON as the API returns it
+// (store.EncodedReader): a page of a user's records from the row store is
+// returned as it is kept there, neither decoded nor encoded again.
+func (s *Store) ListEncoded(ctx context.Context, q store.Query) (store.EncodedPage, error) {
+	page, enc, err := s.list(ctx, q, true)
+	if err != nil {
+		return store.EncodedPage{}, err
+	}
+	if enc == nil {
+		if enc, err = encodeRecords(page.Records); err != nil {
+			return store.EncodedPage{}, fmt.Errorf("duckdb: list: %w", err)
+		}
+	}
+	return store.EncodedPage{Records: enc, NextCursor: page.NextCursor}, nil
+}
+
+// encodeRecords returns each record's JSON.
+func encodeRecords(recs []event.Record) ([][]byte, error) {
+	out := make([][]byte, len(recs))
+	le := event.NewLineEncoder()
+	for i := range recs {
+		var err error
+		if out[i], err = encodeRecord(le, &recs[i]); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// encodeRecord returns the record's JSON (a copy), as the API returns it.
+func encodeRecord(le *event.LineEncoder, r *event.Record) ([]byte, error) {
+	b, err := le.Encode(r)
+	if err != nil {
+		return nil, fmt.Errorf("encode the record at seq %d: %w", r.Seq, err)
+	}
+	return bytes.Clone(bytes.TrimSuffix(b, []byte{'\n'})), nil
+}
+
+// list is List; with encoded, a page read from the row store is returned
+// as the records' JSON (enc, and page.NextCursor), any other as records.
+func (s *Store) list(ctx context.Context, q store.Query, encoded bool) (store.Page, [][]byte, error) {
 	limit := store.EffectiveLimit(q.Limit)
 	var (
 		where []string
@@ -32,7 +78,7 @@ func (s *Store) List(ctx context.Context, q store.Query) (store.Page, error) {
 	if q.Cursor != "" {
 		asc, seq, err := decodeCursor(q.Cursor)
 		if err != nil || asc != q.Ascending {
-			return store.Page{}, fmt.Errorf("duckdb: list: %w", store.ErrBadCursor)
+			return store.Page{}, nil, fmt.Errorf("duckdb: list: %w", store.ErrBadCursor)
 		}
 		if asc {
 			arg("seq > ?", seq)
@@ -52,9 +98,10 @@ func (s *Store) List(ctx context.Context, q store.Query) (store.Page, error) {
 		n := len(where)
 		filterConds(&other, arg)
 		if s.rows != nil && len(where) == n {
-			return s.listByUserRows(ctx, q, limit, cursor, where, args, order)
+			return s.listByUserRows(ctx, q, limit, cursor, where, args, order, encoded)
 		}
-		return s.listByUser(ctx, q, limit, cursor, where, args, order)
+		page, err := s.listByUser(ctx, q, limit, cursor, where, args, order)
+		return page, nil, err
 	}
 	filterConds(&q, arg)
 	// Two steps, because DuckDB's top-N over all 42 columns reads far more
@@ -100,10 +147,10 @@ func (s *Store) List(ctx context.Context, q store.Query) (store.Page, error) {
 		}
 	}
 	if err != nil {
-		return store.Page{}, fmt.Errorf("duckdb: list: %w", err)
+		return store.Page{}, nil, fmt.Errorf("duckdb: list: %w", err)
 	}
 	if len(seqs) == 0 {
-		return store.Page{}, nil
+		return store.Page{}, nil, nil
 	}
 	lo, hi := seqs[0], seqs[len(seqs)-1]
 	if lo > hi {
@@ -113,17 +160,17 @@ func (s *Store) List(ctx context.Context, q store.Query) (store.Page, error) {
 	arg("seq <= ?", hi)
 	recs, err := s.query(ctx, "SELECT "+readColumns+" FROM "+from+whereClause(where)+order, args...)
 	if err != nil {
-		return store.Page{}, fmt.Errorf("duckdb: list: %w", err)
+		return store.Page{}, nil, fmt.Errorf("duckdb: list: %w", err)
 	}
 	if len(recs) != len(seqs) {
-		return store.Page{}, fmt.Errorf("duckdb: list: %d records in the range of %d seq values", len(recs), len(seqs))
+		return store.Page{}, nil, fmt.Errorf("duckdb: list: %d records in the range of %d seq values", len(recs), len(seqs))
 	}
 	page := store.Page{Records: recs}
 	if len(recs) > limit {
 		page.Records = recs[:limit]
 		page.NextCursor = encodeCursor(q.Ascending, recs[limit-1].Seq)
 	}
-	return page, nil
+	return page, nil, nil
 }
 
 // listByUserIndex: List reads a user's records through the user index.
@@ -181,44 +228,81 @@ func userPage(q store.Query, recs []event.Record, limit int) store.Page {
 // lists the user's records and no one else's), so the page is the first
 // limit+1 candidates, each a point read of the row store; those it does
 // not hold are read from DuckDB (readUserSeqs). Candidates found in
-// neither were deleted meanwhile: the next ones take their place.
-func (s *Store) listByUserRows(ctx context.Context, q store.Query, limit int, cursor int64, where []string, args []any, order string) (store.Page, error) {
-	fail := func(err error) (store.Page, error) { return store.Page{}, fmt.Errorf("duckdb: list: %w", err) }
+// neither were deleted meanwhile: the next ones take their place. With
+// encoded, the page is the records' JSON (enc): those of the row store as
+// it keeps them, those of DuckDB encoded.
+func (s *Store) listByUserRows(ctx context.Context, q store.Query, limit int, cursor int64, where []string, args []any, order string, encoded bool) (page store.Page, enc [][]byte, err error) {
+	fail := func(err error) (store.Page, [][]byte, error) { return store.Page{}, nil, fmt.Errorf("duckdb: list: %w", err) }
 	cands := s.userCandidates(q, cursor)
-	var recs []event.Record
-	for len(cands) > 0 && len(recs) <= limit {
-		part := cands[:min(limit+1-len(recs), len(cands))]
+	var got []rowRead
+	for len(cands) > 0 && len(got) <= limit {
+		part := cands[:min(limit+1-len(got), len(cands))]
 		cands = cands[len(part):]
-		got, missing, err := s.rows.get(part)
+		read, missing, err := s.rows.fetch(part, encoded)
 		if err != nil {
 			return fail(err)
 		}
 		if len(missing) > 0 {
-			read, err := s.readUserSeqs(ctx, q, missing, len(missing), where, args, order)
+			recs, err := s.readUserSeqs(ctx, q, missing, len(missing), where, args, order)
 			if err != nil {
 				return fail(err)
 			}
-			bySeq := make(map[int64]*event.Record, len(read))
-			for i := range read {
-				bySeq[read[i].Seq] = &read[i]
+			bySeq := make(map[int64]*event.Record, len(recs))
+			for i := range recs {
+				bySeq[recs[i].Seq] = &recs[i]
 			}
 			for i, seq := range part {
-				if got[i] == nil {
-					got[i] = bySeq[seq]
+				if r := bySeq[seq]; r != nil && !read[i].found() {
+					read[i] = rowRead{rec: r, key: recordKey(r)}
 				}
 			}
 		}
-		for i, r := range got {
-			if r == nil {
+		for i := range read {
+			r := &read[i]
+			if !r.found() {
 				continue
 			}
-			if r.User.ID != q.UserID || r.Seq != part[i] {
-				return fail(fmt.Errorf("the row store holds at seq %d user %q's record of seq %d, where the user index lists user %q's", part[i], r.User.ID, r.Seq, q.UserID))
+			if r.key.User.ID != q.UserID || r.key.Seq != part[i] {
+				return fail(fmt.Errorf("the row store holds at seq %d user %q's record of seq %d, where the user index lists user %q's", part[i], r.key.User.ID, r.key.Seq, q.UserID))
 			}
-			recs = append(recs, *r)
+			got = append(got, *r)
 		}
 	}
-	return userPage(q, recs, limit), nil
+	if len(got) > limit {
+		got = got[:limit]
+		page.NextCursor = encodeCursor(q.Ascending, got[limit-1].key.Seq)
+	}
+	if !encoded {
+		if len(got) > 0 {
+			page.Records = make([]event.Record, len(got))
+		}
+		for i := range got {
+			page.Records[i] = *got[i].rec
+		}
+		return page, nil, nil
+	}
+	// Never nil (even empty): nil is the page of records.
+	enc = make([][]byte, len(got))
+	var le *event.LineEncoder
+	for i := range got {
+		if enc[i] = got[i].json; enc[i] != nil {
+			continue
+		}
+		if le == nil {
+			le = event.NewLineEncoder()
+		}
+		if enc[i], err = encodeRecord(le, got[i].rec); err != nil {
+			return fail(err)
+		}
+	}
+	return page, enc, nil
+}
+
+// recordKey is the key of a record read decoded.
+func recordKey(r *event.Record) rowRecordKey {
+	var k rowRecordKey
+	k.EventID, k.User.ID, k.Seq = r.EventID, r.User.ID, r.Seq
+	return k
 }
 
 // readUserSeqs reads the user's records among cands (in the page's
@@ -383,60 +467,102 @@ var minPointSpread int64 = 1 << 16
 // event id index gives its seq, which the row groups' min/max statistics
 // find; an id whose hash two stored ids share is looked for by a scan.
 func (s *Store) Get(ctx context.Context, eventID string) (event.Record, error) {
+	r, err := s.get(ctx, eventID, false)
+	if err != nil {
+		return event.Record{}, err
+	}
+	return *r.rec, nil
+}
+
+// GetEncoded is Get with the record's JSON (store.EncodedReader): as the
+// row store keeps it, if it holds it.
+func (s *Store) GetEncoded(ctx context.Context, eventID string) ([]byte, error) {
+	r, err := s.get(ctx, eventID, true)
+	if err != nil {
+		return nil, err
+	}
+	return r.encoded()
+}
+
+// encoded is the record's JSON: as read, or encoded if it was read decoded.
+func (r *rowRead) encoded() ([]byte, error) {
+	if r.json != nil {
+		return r.json, nil
+	}
+	return encodeRecord(event.NewLineEncoder(), r.rec)
+}
+
+// get is Get; with encoded, a record from the row store is read as its JSON.
+func (s *Store) get(ctx context.Context, eventID string, encoded bool) (rowRead, error) {
+	fail := func(err error) (rowRead, error) { return rowRead{}, fmt.Errorf("duckdb: get %q: %w", eventID, err) }
 	l := s.ids.lookup(eventID)
 	if l.seq == 0 && !l.scan {
-		return event.Record{}, fmt.Errorf("duckdb: get %q: %w", eventID, store.ErrNotFound)
+		return fail(store.ErrNotFound)
 	}
 	var (
-		recs []event.Record
-		err  error
+		r   rowRead
+		err error
 	)
 	if l.scan {
 		sn, release := s.acquire()
+		var recs []event.Record
 		recs, err = s.query(ctx, "SELECT "+readColumns+" FROM "+sn.from+" WHERE event_id = $1", eventID)
 		release()
+		if len(recs) > 0 {
+			r = rowRead{rec: &recs[0], key: recordKey(&recs[0])}
+		}
 	} else {
-		recs, err = s.recordAt(ctx, l.seq, s.getMain, "event_id", eventID)
+		r, err = s.recordAt(ctx, l.seq, s.getMain, "event_id", eventID, encoded)
 	}
 	if err != nil {
-		return event.Record{}, fmt.Errorf("duckdb: get %q: %w", eventID, err)
+		return fail(err)
 	}
-	if len(recs) == 0 {
-		return event.Record{}, fmt.Errorf("duckdb: get %q: %w", eventID, store.ErrNotFound)
+	if !r.found() {
+		return fail(store.ErrNotFound)
 	}
-	return recs[0], nil
+	return r, nil
 }
 
 // recordAt reads the record at seq, just looked up, whose column col
 // (event_id or user_id) is v: from the row store if it holds it (a point
 // read; it holds a record only once DuckDB committed it, and never a copy
-// that differs), otherwise from DuckDB: from the main file alone by the
-// prepared statement stmt if the record was moved there, otherwise from
-// the segments of a snapshot taken now, after the lookup (it holds the
-// segment the record was written to, unless the record is in the main
-// file by now; its segments stay attached until it is released).
-func (s *Store) recordAt(ctx context.Context, seq int64, stmt *sql.Stmt, col, v string) ([]event.Record, error) {
+// that differs; as its JSON with encoded), otherwise from DuckDB: from the
+// main file alone by the prepared statement stmt if the record was moved
+// there, otherwise from the segments of a snapshot taken now, after the
+// lookup (it holds the segment the record was written to, unless the
+// record is in the main file by now; its segments stay attached until it
+// is released). It finds nothing if the record is not there (deleted).
+func (s *Store) recordAt(ctx context.Context, seq int64, stmt *sql.Stmt, col, v string, encoded bool) (rowRead, error) {
 	if s.rows != nil {
-		got, _, err := s.rows.get([]int64{seq})
+		got, _, err := s.rows.fetch([]int64{seq}, encoded)
 		if err != nil {
-			return nil, err
+			return rowRead{}, err
 		}
 		// Another record at seq (an event id whose hash another one
 		// shares) is for DuckDB's statement to rule out.
-		if r := got[0]; r != nil && r.Seq == seq && (col == "event_id" && r.EventID == v || col == "user_id" && r.User.ID == v) {
-			return []event.Record{*r}, nil
+		if r := got[0]; r.found() && r.key.Seq == seq && (col == "event_id" && r.key.EventID == v || col == "user_id" && r.key.User.ID == v) {
+			return r, nil
 		}
 	}
 	sn, release := s.acquire()
 	defer release()
+	var (
+		recs []event.Record
+		err  error
+	)
 	if seq <= s.coldSeen.Load() {
-		return queryRecords(ctx, preparedQueryer{stmt}, "", seq, v)
+		recs, err = queryRecords(ctx, preparedQueryer{stmt}, "", seq, v)
+	} else {
+		parts := make([]string, len(sn.segs))
+		for i, seg := range sn.segs {
+			parts[i] = "SELECT " + selectColumns + " FROM " + seg.alias + ".events"
+		}
+		recs, err = s.query(ctx, "SELECT "+readColumns+" FROM ("+strings.Join(parts, " UNION ALL ")+") AS events WHERE seq = $1 AND "+col+" = $2", seq, v)
 	}
-	parts := make([]string, len(sn.segs))
-	for i, seg := range sn.segs {
-		parts[i] = "SELECT " + selectColumns + " FROM " + seg.alias + ".events"
+	if err != nil || len(recs) == 0 {
+		return rowRead{}, err
 	}
-	return s.query(ctx, "SELECT "+readColumns+" FROM ("+strings.Join(parts, " UNION ALL ")+") AS events WHERE seq = $1 AND "+col+" = $2", seq, v)
+	return rowRead{rec: &recs[0], key: recordKey(&recs[0])}, nil
 }
 
 // LatestForUser returns the user's record with the latest occurred_at (the
@@ -450,23 +576,43 @@ func (s *Store) recordAt(ctx context.Context, seq int64, stmt *sql.Stmt, col, v 
 // segments, a few seconds of records, are scanned; both statements run in
 // one transaction, so they see the main file as of one moment.
 func (s *Store) LatestForUser(ctx context.Context, userID string) (event.Record, error) {
-	fail := func(err error) (event.Record, error) {
-		return event.Record{}, fmt.Errorf("duckdb: latest for user %q: %w", userID, err)
+	r, err := s.latest(ctx, userID, false)
+	if err != nil {
+		return event.Record{}, err
+	}
+	return *r.rec, nil
+}
+
+// LatestForUserEncoded is LatestForUser with the record's JSON
+// (store.EncodedReader): as the row store keeps it, if it is read there.
+func (s *Store) LatestForUserEncoded(ctx context.Context, userID string) ([]byte, error) {
+	r, err := s.latest(ctx, userID, true)
+	if err != nil {
+		return nil, err
+	}
+	return r.encoded()
+}
+
+// latest is LatestForUser; with encoded, a record from the row store is
+// read as its JSON.
+func (s *Store) latest(ctx context.Context, userID string, encoded bool) (rowRead, error) {
+	fail := func(err error) (rowRead, error) {
+		return rowRead{}, fmt.Errorf("duckdb: latest for user %q: %w", userID, err)
 	}
 	if latestFast && latestKept {
 		if rec, ok, err := s.users.latestRecord(userID); ok {
-			return rec, nil
+			return rowRead{rec: &rec, key: recordKey(&rec)}, nil
 		} else if err != nil {
 			s.log.WarnContext(ctx, "duckdb: a latest record kept in memory does not decode; reading the store", "user_id", userID, "error", err.Error())
 		}
 	}
 	if seq, ok := s.users.latestSeq(userID); ok && latestFast {
-		recs, err := s.recordAt(ctx, seq, s.getMainUser, "user_id", userID)
+		r, err := s.recordAt(ctx, seq, s.getMainUser, "user_id", userID, encoded)
 		if err != nil {
 			return fail(err)
 		}
-		if len(recs) > 0 {
-			return recs[0], nil
+		if r.found() {
+			return r, nil
 		}
 		// Deleted since it was looked up: ask the store.
 	}
@@ -497,7 +643,7 @@ func (s *Store) LatestForUser(ctx context.Context, userID string) (event.Record,
 	if len(recs) == 0 {
 		return fail(store.ErrNotFound)
 	}
-	return recs[0], nil
+	return rowRead{rec: &recs[0], key: recordKey(&recs[0])}, nil
 }
 
 // latestFast: LatestForUser reads the latest record the user index knows

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	gojson "github.com/goccy/go-json"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 
@@ -62,6 +63,7 @@ func walkUser(t *testing.T, s *Store, user string, asc bool) (pages []string, mi
 			t.Fatal(err)
 		}
 		pages = append(pages, string(b))
+		checkEncodedPage(t, s, q, p)
 		if p.NextCursor == "" {
 			if s.rows != nil {
 				misses = s.rows.misses.Load() - before
@@ -72,6 +74,34 @@ func walkUser(t *testing.T, s *Store, user string, asc bool) (pages []string, mi
 	}
 	t.Fatalf("user %s: more than 1000 pages", user)
 	return nil, 0
+}
+
+// checkEncodedPage requires ListEncoded to give the page p of List(q) as
+// the API encodes it, byte for byte.
+func checkEncodedPage(t *testing.T, s *Store, q store.Query, p store.Page) {
+	t.Helper()
+	e, err := s.ListEncoded(t.Context(), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.NextCursor != p.NextCursor || len(e.Records) != len(p.Records) {
+		t.Fatalf("ListEncoded(%+v): %d records, cursor %q; List: %d, %q", q, len(e.Records), e.NextCursor, len(p.Records), p.NextCursor)
+	}
+	for i := range p.Records {
+		checkEncoded(t, "ListEncoded", e.Records[i], p.Records[i])
+	}
+}
+
+// checkEncoded requires got to be want as the API encodes it.
+func checkEncoded(t *testing.T, what string, got []byte, want event.Record) {
+	t.Helper()
+	w, err := gojson.Marshal(&want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != string(w) {
+		t.Fatalf("%s, seq %d:\n got %s\nwant %s", what, want.Seq, got, w)
+	}
 }
 
 // walkBothWays walks the user's pages through the row store (got, with
@@ -108,14 +138,24 @@ func readByIDBothWays(t *testing.T, s *Store, user string) (got, want []string, 
 			}
 			b, _ := json.Marshal(rec)
 			out = append(out, string(b))
+			enc, err := s.GetEncoded(ctx, r.EventID)
+			if err != nil {
+				t.Fatalf("GetEncoded(%s): %v", r.EventID, err)
+			}
+			checkEncoded(t, "GetEncoded", enc, rec)
 		}
 		latest, err := s.LatestForUser(ctx, user)
+		enc, encErr := s.LatestForUserEncoded(ctx, user)
 		if errors.Is(err, store.ErrNotFound) {
+			if !errors.Is(encErr, store.ErrNotFound) {
+				t.Fatalf("LatestForUserEncoded(%s): %v, where LatestForUser found none", user, encErr)
+			}
 			return append(out, "not found")
 		}
-		if err != nil {
-			t.Fatalf("LatestForUser(%s): %v", user, err)
+		if err != nil || encErr != nil {
+			t.Fatalf("LatestForUser(%s): %v; encoded: %v", user, err, encErr)
 		}
+		checkEncoded(t, "LatestForUserEncoded", enc, latest)
 		b, _ := json.Marshal(latest)
 		return append(out, string(b))
 	}
