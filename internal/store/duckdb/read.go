@@ -232,7 +232,9 @@ func userPage(q store.Query, recs []event.Record, limit int) store.Page {
 // encoded, the page is the records' JSON (enc): those of the row store as
 // it keeps them, those of DuckDB encoded.
 func (s *Store) listByUserRows(ctx context.Context, q store.Query, limit int, cursor int64, where []string, args []any, order string, encoded bool) (page store.Page, enc [][]byte, err error) {
-	fail := func(err error) (store.Page, [][]byte, error) { return store.Page{}, nil, fmt.Errorf("duckdb: list: %w", err) }
+	fail := func(err error) (store.Page, [][]byte, error) {
+		return store.Page{}, nil, fmt.Errorf("duckdb: list: %w", err)
+	}
 	cands := s.userCandidates(q, cursor)
 	var got []rowRead
 	for len(cands) > 0 && len(got) <= limit {

@@ -17,9 +17,9 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
-	gojson "github.com/goccy/go-json"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+	gojson "github.com/goccy/go-json"
 
 	"github.com/skyjoin/skyjoin/internal/event"
 	"github.com/skyjoin/skyjoin/internal/store"
