@@ -973,6 +973,22 @@ func BenchmarkReadsOnStore(b *testing.B) {
 				}
 			})
 		}
+		// The pages as the API sends them, read from the row store by an
+		// iterator a part or by a Get a record.
+		for _, iter := range []bool{true, false} {
+			b.Run(fmt.Sprintf("list_user_%s_encoded_iterator_%v", g, iter), func(b *testing.B) {
+				defer func(old int) { rowIterFrom = old }(rowIterFrom)
+				if !iter {
+					rowIterFrom = math.MaxInt
+				}
+				defer reportCPU(b)()
+				for i := 0; b.Loop(); i++ {
+					if p, err := s.ListEncoded(ctx, store.Query{UserID: users[i%len(users)], Limit: 100}); err != nil || len(p.Records) == 0 {
+						b.Fatal(len(p.Records), err)
+					}
+				}
+			})
+		}
 		for _, fast := range []bool{true, false} {
 			b.Run(fmt.Sprintf("latest_%s_index_%v", g, fast), func(b *testing.B) {
 				defer func(old bool) { latestFast = old }(latestFast)
