@@ -6,7 +6,9 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -149,19 +151,50 @@ func rowForm(r *event.Record) error {
 	return nil
 }
 
-// rowSchemaKey holds the store's SchemaVersion the copies were made at,
-// above every seq's key: a copy made at another version is not what a read
-// of the store returns, so the row store starts empty then.
+// rowSchemaKey holds the form the copies were made in (rowFormat), above
+// every seq's key: a copy made in another is not what a read of the store
+// returns, so the row store starts empty then.
 var rowSchemaKey = []byte("\xffschema_version")
 
+// rowFormat is the form of the row store's copies: the store's
+// SchemaVersion and a fingerprint of the JSON a record is encoded to. The
+// copies are sent to clients as they are (store.EncodedReader), so a
+// build that encodes a record otherwise (a field's name or omitempty, the
+// JSON library's escaping or number format) must not send copies made by
+// another: a page would mix both forms.
+func rowFormat() string {
+	lat, lon := 48.8566, 2.3522
+	t := time.Date(2026, 1, 2, 3, 4, 5, 678901234, time.FixedZone("", 3600))
+	r := event.Record{
+		Event: event.Event{
+			EventID: "ev-1<&>", EventType: "Order Completed", OccurredAt: t,
+			User:       event.User{ID: "u-1", Name: "Zoë \u2028 \"Q\"", Email: "z@example.com", Nationality: "FR"},
+			Location:   event.Location{Latitude: &lat, Longitude: &lon, City: "Paris", Country: "France"},
+			Attributes: map[string]string{"b": "2", "a": "<1>"},
+			Properties: []byte(`{"amount": 1e21, "small": 0.000001, "s": "\u00e9<", "n": [1, 2.5, true, null, {"x": {}}]}`),
+		},
+		Weather:     &event.Weather{ObservedAt: t, TemperatureC: -1.25, RelativeHumidity: 100, Condition: "Overcast"},
+		Enrichment:  event.Enrichment{Status: "stale", Error: "provider: 503"},
+		IngestedAt:  t,
+		ProcessedAt: t.Add(time.Millisecond),
+		Seq:         1,
+	}
+	b, err := rowValue(event.NewLineEncoder(), &r, true)
+	sum := sha256.Sum256(b)
+	if err != nil {
+		sum = sha256.Sum256([]byte(err.Error()))
+	}
+	return strconv.Itoa(SchemaVersion) + "/" + hex.EncodeToString(sum[:8])
+}
+
 // openRowStore opens or creates the row store at dir, emptied if its
-// copies were made at another schema version.
+// copies were made in another form.
 func openRowStore(dir string, log *slog.Logger) (*rowStore, error) {
 	r, err := openPebble(dir, log)
 	if err != nil {
 		return nil, err
 	}
-	want := strconv.Itoa(SchemaVersion)
+	want := rowFormat()
 	v, closer, err := r.db.Get(rowSchemaKey)
 	switch {
 	case err == nil:
@@ -170,7 +203,7 @@ func openRowStore(dir string, log *slog.Logger) (*rowStore, error) {
 		if have == want {
 			return r, nil
 		}
-		log.Info("duckdb: the row store's copies are of another schema version; it starts empty", "dir", dir, "theirs", have, "ours", want)
+		log.Info("duckdb: the row store's copies are of another schema version or JSON form; it starts empty", "dir", dir, "theirs", have, "ours", want)
 	case !errors.Is(err, pebble.ErrNotFound):
 		r.close()
 		return nil, fmt.Errorf("open the row store %s: %w", dir, err)
@@ -370,13 +403,8 @@ func (r *rowStore) applyPut(enc *event.LineEncoder, op rowOp) error {
 	defer b.Close()
 	for i, seq := range op.seqs {
 		rec := &op.recs[i]
-		if op.written {
-			if err := rowForm(rec); err != nil {
-				return fmt.Errorf("record at seq %d: %w", seq, err)
-			}
-		}
 		rec.Seq = seq
-		v, err := enc.Encode(rec)
+		v, err := rowValue(enc, rec, op.written)
 		if err != nil {
 			return fmt.Errorf("record at seq %d: %w", seq, err)
 		}
@@ -385,6 +413,18 @@ func (r *rowStore) applyPut(enc *event.LineEncoder, op rowOp) error {
 		}
 	}
 	return b.Commit(pebble.NoSync)
+}
+
+// rowValue is the row store's value of a record (valid until enc's next
+// call): its JSON and a newline, made what a read of the store returns
+// first if written is set (rowForm).
+func rowValue(enc *event.LineEncoder, rec *event.Record, written bool) ([]byte, error) {
+	if written {
+		if err := rowForm(rec); err != nil {
+			return nil, err
+		}
+	}
+	return enc.Encode(rec)
 }
 
 // applyDrop deletes the seqs, as ranges of consecutive ones, and syncs.
@@ -536,7 +576,11 @@ func (r *rowStore) read(seqs []int64, got []rowRead, encoded bool) (missing []in
 	if err != nil {
 		return nil, fmt.Errorf("row store: read: %w", err)
 	}
-	defer it.Close()
+	defer func() {
+		if cerr := it.Close(); cerr != nil && err == nil {
+			missing, err = nil, fmt.Errorf("row store: read: %w", cerr)
+		}
+	}()
 	key := make([]byte, 0, 8)
 	var absent []int
 	for _, i := range order {
@@ -550,10 +594,10 @@ func (r *rowStore) read(seqs []int64, got []rowRead, encoded bool) (missing []in
 			continue
 		}
 		v, err := it.ValueAndErr()
-		if err == nil {
-			err = got[i].set(v, encoded)
-		}
 		if err != nil {
+			return nil, fmt.Errorf("row store: read seq %d: %w", seq, err)
+		}
+		if err := got[i].set(v, encoded); err != nil {
 			return nil, fmt.Errorf("row store: record at seq %d: %w", seq, err)
 		}
 	}
@@ -569,7 +613,9 @@ func (r *rowStore) read(seqs []int64, got []rowRead, encoded bool) (missing []in
 var rowIterFrom = 4
 
 // set makes g the record of value v (the encoder's line: its JSON and a
-// newline), decoded or, with encoded, a copy of its JSON.
+// newline), decoded or, with encoded, a copy of its JSON, of which only
+// the key is decoded: the rest is sent as it was put (Pebble checksums its
+// blocks).
 func (g *rowRead) set(v []byte, encoded bool) error {
 	if encoded {
 		g.json = bytes.Clone(bytes.TrimSuffix(v, []byte{'\n'}))

@@ -339,27 +339,66 @@ func TestRowStore(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Copies of another schema version are not used.
-	db, err := pebble.Open(rowsDir(path), &pebble.Options{Logger: pebbleLogger{slog.New(slog.DiscardHandler), newRowFailure(slog.New(slog.DiscardHandler))}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Set(rowSchemaKey, []byte(fmt.Sprint(SchemaVersion-1)), pebble.Sync); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-	s = openPath(t, path)
-	if lo, err := s.rows.lowest(); err != nil || lo != 0 {
-		t.Fatalf("a row store of another schema version holds seq %d after the open (%v)", lo, err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
+	// Copies of another schema version, or of another JSON form of a
+	// record (rowFormat), are not used; those of this one are.
+	for _, other := range []string{fmt.Sprint(SchemaVersion - 1), fmt.Sprint(SchemaVersion) + "/0123456789abcdef", ""} {
+		s = openPath(t, path)
+		if err := s.Settle(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if lo, err := s.rows.lowest(); err != nil || lo == 0 {
+			t.Fatalf("the row store holds nothing after Settle (%v)", err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if other == "" {
+			// This form: kept.
+			s = openPath(t, path)
+			if lo, err := s.rows.lowest(); err != nil || lo == 0 {
+				t.Fatalf("the row store's copies of this form were dropped at the open (%v)", err)
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		db, err := pebble.Open(rowsDir(path), &pebble.Options{Logger: pebbleLogger{slog.New(slog.DiscardHandler), newRowFailure(slog.New(slog.DiscardHandler))}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Set(rowSchemaKey, []byte(other), pebble.Sync); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Close(); err != nil {
+			t.Fatal(err)
+		}
+		s = openPath(t, path)
+		if lo, err := s.rows.lowest(); err != nil || lo != 0 {
+			t.Fatalf("a row store of form %q holds seq %d after the open (%v)", other, lo, err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	// Compact rewrites it too.
 	if _, _, err := Compact(context.Background(), path); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRowFormat: the form of the row store's copies is the schema version
+// and a fingerprint of a record's JSON, the same at every call (a map's
+// keys in one order).
+func TestRowFormat(t *testing.T) {
+	f := rowFormat()
+	if !strings.HasPrefix(f, fmt.Sprint(SchemaVersion)+"/") || len(f) != len(fmt.Sprint(SchemaVersion))+17 {
+		t.Fatalf("rowFormat() = %q", f)
+	}
+	for range 50 {
+		if g := rowFormat(); g != f {
+			t.Fatalf("rowFormat() = %q, then %q", f, g)
+		}
 	}
 }
 
