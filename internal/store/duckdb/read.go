@@ -469,25 +469,29 @@ var minPointSpread int64 = 1 << 16
 // event id index gives its seq, which the row groups' min/max statistics
 // find; an id whose hash two stored ids share is looked for by a scan.
 func (s *Store) Get(ctx context.Context, eventID string) (event.Record, error) {
-	r, err := s.get(ctx, eventID, false)
+	return decodedRead(s.get(ctx, eventID, false))
+}
+
+// GetEncoded is Get with the record's JSON (store.EncodedReader): as the
+// row store keeps it, if it holds it.
+func (s *Store) GetEncoded(ctx context.Context, eventID string) ([]byte, error) {
+	return encodedRead(s.get(ctx, eventID, true))
+}
+
+// decodedRead is the record of a read made decoded, or its error.
+func decodedRead(r rowRead, err error) (event.Record, error) {
 	if err != nil {
 		return event.Record{}, err
 	}
 	return *r.rec, nil
 }
 
-// GetEncoded is Get with the record's JSON (store.EncodedReader): as the
-// row store keeps it, if it holds it.
-func (s *Store) GetEncoded(ctx context.Context, eventID string) ([]byte, error) {
-	r, err := s.get(ctx, eventID, true)
+// encodedRead is the JSON of a read's record (as read, or encoded if it
+// was read decoded), or its error.
+func encodedRead(r rowRead, err error) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return r.encoded()
-}
-
-// encoded is the record's JSON: as read, or encoded if it was read decoded.
-func (r *rowRead) encoded() ([]byte, error) {
 	if r.json != nil {
 		return r.json, nil
 	}
@@ -578,21 +582,13 @@ func (s *Store) recordAt(ctx context.Context, seq int64, stmt *sql.Stmt, col, v 
 // segments, a few seconds of records, are scanned; both statements run in
 // one transaction, so they see the main file as of one moment.
 func (s *Store) LatestForUser(ctx context.Context, userID string) (event.Record, error) {
-	r, err := s.latest(ctx, userID, false)
-	if err != nil {
-		return event.Record{}, err
-	}
-	return *r.rec, nil
+	return decodedRead(s.latest(ctx, userID, false))
 }
 
 // LatestForUserEncoded is LatestForUser with the record's JSON
 // (store.EncodedReader): as the row store keeps it, if it is read there.
 func (s *Store) LatestForUserEncoded(ctx context.Context, userID string) ([]byte, error) {
-	r, err := s.latest(ctx, userID, true)
-	if err != nil {
-		return nil, err
-	}
-	return r.encoded()
+	return encodedRead(s.latest(ctx, userID, true))
 }
 
 // latest is LatestForUser; with encoded, a record from the row store is

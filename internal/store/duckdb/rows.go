@@ -454,20 +454,6 @@ func (r *rowStore) applyDrop(seqs []int64) error {
 	return nil
 }
 
-// get returns the records at seqs it holds (nil where it does not, and
-// those seqs in missing).
-func (r *rowStore) get(seqs []int64) (recs []*event.Record, missing []int64, err error) {
-	got, missing, err := r.fetch(seqs, false)
-	if err != nil {
-		return nil, nil, err
-	}
-	recs = make([]*event.Record, len(seqs))
-	for i := range got {
-		recs[i] = got[i].rec
-	}
-	return recs, missing, nil
-}
-
 // rowRead is a record read from the row store: decoded (rec), or as it is
 // kept (json: the record's JSON as the API returns it, without the
 // newline), with the fields a read checks (key) either way; neither where

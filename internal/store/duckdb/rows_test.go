@@ -40,6 +40,20 @@ func TestConformanceNoRowStore(t *testing.T) {
 	})
 }
 
+// get returns the records at seqs it holds (nil where it does not, and
+// those seqs in missing).
+func (r *rowStore) get(seqs []int64) (recs []*event.Record, missing []int64, err error) {
+	got, missing, err := r.fetch(seqs, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	recs = make([]*event.Record, len(seqs))
+	for i := range got {
+		recs[i] = got[i].rec
+	}
+	return recs, missing, nil
+}
+
 // rowUsers are TestRowStore's users.
 var rowUsers = []string{"user-0", "user-1", "user-2", "user-3"}
 
