@@ -74,8 +74,9 @@ type rowStore struct {
 }
 
 // rowFailure is set once Pebble has failed in a way it does not come back
-// from: it panics when its WAL cannot be written (a full disk), with its
-// commit lock held, and stops at a failed MANIFEST write (Fatalf). The row
+// from, or is about to: one of its writes found the disk full (its ballast
+// removed to let that write through, rowBallastBytes), or it stopped at a
+// failed MANIFEST write (Fatalf). The row
 // store is a cache, so the store goes on without it: from then on reads
 // come from DuckDB, puts are given up, and drops fail (no delete or
 // weather backfill commits in DuckDB while its files may keep a copy the
@@ -194,6 +195,10 @@ func openRowStore(dir string, log *slog.Logger) (*rowStore, error) {
 	if err != nil {
 		return nil, err
 	}
+	if r.failed.get() != nil {
+		// No room for its ballast: it is not read, nor written to.
+		return r, nil
+	}
 	want := rowFormat()
 	v, closer, err := r.db.Get(rowSchemaKey)
 	switch {
@@ -235,21 +240,44 @@ var (
 	rowFS vfs.FS
 	// rowMinFree is the free space the row store's disk must have for a
 	// write to it: Pebble panics when its WAL cannot be written or a new
-	// one made (Go's runtime ends the process on one of them), so the row
-	// store stops short of a full disk (rowFailure).
-	rowMinFree uint64 = 4 * rowMemTableBytes
+	// one made, with its lock in a state Go's runtime ends the process on,
+	// so the row store stops short of a full disk (rowFailure).
+	rowMinFree uint64 = 2 * rowMemTableBytes
+	// rowBallastBytes is the size of the file the row store keeps in its
+	// directory to be removed the moment one of Pebble's writes finds the
+	// disk full, when something else filled it between the check of
+	// rowMinFree and the write: that write is then tried again and
+	// succeeds, and the row store fails (rowFailure) rather than the
+	// process. It has room for what Pebble may still write then: the rest
+	// of a WAL, a new one (preallocated to 1.1 memtables) and the flush of
+	// a memtable.
+	rowBallastBytes int64 = 2 * rowMemTableBytes
 )
+
+// rowBallast is the name of the ballast file (rowBallastBytes) in the row
+// store's directory; Pebble leaves alone the files it did not name.
+const rowBallast = "SKYJOIN_BALLAST"
 
 func openPebble(dir string, log *slog.Logger) (*rowStore, error) {
 	failed := newRowFailure(log)
 	cache := pebble.NewCache(rowCacheBytes)
+	fs := rowFS
+	if fs == nil {
+		fs = vfs.Default
+	}
+	ballast := fs.PathJoin(dir, rowBallast)
 	opts := &pebble.Options{
 		Cache:        cache,
 		MemTableSize: rowMemTableBytes,
 		Logger:       pebbleLogger{log, failed},
 
 		DisableAutomaticCompactions: !rowAutoCompact,
-		FS:                          rowFS,
+		// A write that finds the disk full removes the ballast, which makes
+		// it the row store's failure, and is tried again once.
+		FS: vfs.OnDiskFull(fs, func() {
+			err := fs.Remove(ballast)
+			failed.set(fmt.Errorf("its disk is full (its ballast of %d bytes removed for the writes under way: %v)", rowBallastBytes, err))
+		}),
 		// A background error (a flush or compaction that failed, which
 		// Pebble tries again) is the row store's failure too.
 		EventListener: &pebble.EventListener{BackgroundError: func(err error) { failed.set(err) }},
@@ -266,13 +294,43 @@ func openPebble(dir string, log *slog.Logger) (*rowStore, error) {
 		cache.Unref()
 		return nil, fmt.Errorf("open the row store %s: %w", dir, err)
 	}
-	fs := rowFS
-	if fs == nil {
-		fs = vfs.Default
+	if err := makeBallast(fs, ballast); err != nil {
+		failed.set(err)
 	}
 	r := &rowStore{db: db, cache: cache, log: log, ops: make(chan rowOp, rowQueue), done: make(chan struct{}), failed: failed, fs: fs, dir: dir}
 	go r.run()
 	return r, nil
+}
+
+// makeBallast writes the ballast file at name, unless it is there whole.
+// On a disk without room for it, it removes what it wrote and returns why:
+// the row store is not used then.
+func makeBallast(fs vfs.FS, name string) (err error) {
+	if fi, err := fs.Stat(name); err == nil && fi.Size() == rowBallastBytes {
+		return nil
+	}
+	f, err := fs.Create(name, vfs.WriteCategoryUnspecified)
+	if err != nil {
+		return fmt.Errorf("make its ballast %s: %w", name, err)
+	}
+	defer func() {
+		if cerr := f.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("make its ballast %s: %w", name, cerr)
+		}
+		if err != nil {
+			fs.Remove(name)
+		}
+	}()
+	zeros := make([]byte, 1<<20)
+	for n := int64(0); n < rowBallastBytes; n += int64(len(zeros)) {
+		if _, err := f.Write(zeros[:min(int64(len(zeros)), rowBallastBytes-n)]); err != nil {
+			return fmt.Errorf("make its ballast %s (%d bytes its disk must have room for): %w", name, rowBallastBytes, err)
+		}
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("make its ballast %s: %w", name, err)
+	}
+	return nil
 }
 
 // removeRowStore removes the row store at dir, if any.

@@ -440,22 +440,47 @@ func TestStoredProperties(t *testing.T) {
 	}
 }
 
-// TestRowStoreFailed: when Pebble cannot write its WAL (a full disk,
-// injected), it panics with its commit lock held; the store goes on
-// without the row store rather than end the process: the writes that
-// follow are stored, a user's pages are DuckDB's, a delete fails (no copy
-// its files keep can become stale) and Close returns.
+// TestRowStoreFailed: when one of Pebble's writes finds its disk full
+// (injected: until the row store's ballast is removed, which frees the
+// space), the ballast goes, the write is tried again, and the row store
+// fails rather than the process: Pebble panics with its lock in a state
+// that ends the process when its WAL cannot be written or a new one made.
+// The store goes on without the row store: the writes that follow are
+// stored, a user's pages are DuckDB's, a delete fails (no copy its files
+// keep can become stale) and Close returns. Opened again (with room for
+// the ballast), the row store is used again.
 func TestRowStoreFailed(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		op    errorfs.OpKind
+		pages bool // walk every user's pages (seconds) before and after
+	}{
+		// Pebble's WAL writer writes a record in the background.
+		{"a write to its WAL", errorfs.OpFileWrite, true},
+		// When a memtable is full, a commit closes its WAL and makes a new
+		// one: the disk full then is what ended the process in CI.
+		{"a new WAL", errorfs.OpCreate, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testRowStoreFailed(t, tc.op, tc.pages) })
+	}
+}
+
+func testRowStoreFailed(t *testing.T, op errorfs.OpKind, pages bool) {
 	var full atomic.Bool
+	var hits atomic.Int64
 	defer func(fs vfs.FS) { rowFS = fs }(rowFS)
-	rowFS = errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
-		if full.Load() && op.Kind == errorfs.OpFileWrite && strings.HasSuffix(op.Path, ".log") {
-			return syscall.ENOSPC
+	path := tempPath(t)
+	ballast := rowsDir(path) + "/" + rowBallast
+	rowFS = errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(o errorfs.Op) error {
+		if full.Load() && o.Kind == op && strings.HasSuffix(o.Path, ".log") {
+			if _, err := os.Stat(ballast); err == nil {
+				hits.Add(1)
+				return syscall.ENOSPC
+			}
 		}
 		return nil
 	}))
 	ctx := t.Context()
-	path := tempPath(t)
 	s, err := Open(ctx, Config{Path: path}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -467,18 +492,39 @@ func TestRowStoreFailed(t *testing.T) {
 	if err := s.Write(ctx, recs[:200]); err != nil {
 		t.Fatal(err)
 	}
-	if m := checkRows(t, s, "before the failure"); m != 0 {
-		t.Fatalf("before the failure: the row store missed %d records", m)
+	if pages {
+		if m := checkRows(t, s, "before the failure"); m != 0 {
+			t.Fatalf("before the failure: the row store missed %d records", m)
+		}
+	}
+	if fi, err := os.Stat(ballast); err != nil || fi.Size() != rowBallastBytes {
+		t.Fatalf("the row store's ballast: %v, %v; want %d bytes", fi, err, rowBallastBytes)
 	}
 	full.Store(true)
-	// Puts of their own: Pebble's WAL writer buffers a record and writes
-	// it in the background; the next record written after that failed
-	// finds its error (the panic), or a synced commit does (Fatalf).
 	for b := 200; b < len(recs); b += 10 {
 		if err := s.Write(ctx, recs[b:b+10]); err != nil {
 			t.Fatalf("a write while the row store's disk is full: %v", err)
 		}
 	}
+	// Puts of their own until the row store fails, past a memtable (at
+	// seqs DuckDB does not have: the failed row store is not read).
+	for seq := int64(1 << 40); s.rows.failed.get() == nil; seq += 100 {
+		if seq > 1<<40+4*rowMemTableBytes/1000 {
+			t.Fatalf("no failure after %d puts past a memtable's worth", seq-1<<40)
+		}
+		seqs := make([]int64, 100)
+		for i := range seqs {
+			seqs[i] = seq + int64(i)
+		}
+		s.rows.put(ctx, seqs, slices.Clone(recs[:100]))
+	}
+	if hits.Load() == 0 {
+		t.Fatal("the row store failed, but not on the disk full injected")
+	}
+	if _, err := os.Stat(ballast); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the ballast after the disk full: %v; want it removed", err)
+	}
+	full.Store(false)
 	// A drop queued after them finds the failure.
 	if err := s.rows.sync(ctx); err == nil || !strings.Contains(err.Error(), "row store failed") {
 		t.Fatalf("sync after the failed put: %v, want the row store's failure", err)
@@ -489,6 +535,9 @@ func TestRowStoreFailed(t *testing.T) {
 			if !slices.Equal(got, want) || len(got) == 0 {
 				t.Fatalf("user %s, ascending %v: %d pages with the failed row store, %d from DuckDB", user, asc, len(got), len(want))
 			}
+		}
+		if !pages {
+			break // one user's
 		}
 	}
 	if n, err := s.Count(ctx); err != nil || n != int64(len(recs)) {
@@ -502,5 +551,42 @@ func TestRowStoreFailed(t *testing.T) {
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
+	}
+	// Close leaves a failed Pebble to the process's exit (it may hold its
+	// lock); this one is whole (the write was tried again), so the test
+	// closes it to open the store again.
+	<-s.rows.done
+	if err := s.rows.db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(ctx, Config{Path: path}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.rows.failed.get(); err != nil {
+		t.Fatalf("the row store opened again: %v", err)
+	}
+	if fi, err := os.Stat(ballast); err != nil || fi.Size() != rowBallastBytes {
+		t.Fatalf("the ballast opened again: %v, %v; want %d bytes", fi, err, rowBallastBytes)
+	}
+	more := storetest.Records(13, 20)
+	for i := range more {
+		more[i].User.ID = rowUsers[i%len(rowUsers)]
+	}
+	if err := s.Write(ctx, more); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.rows.sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before := s.rows.hits.Load()
+	for _, r := range more {
+		if _, err := s.Get(ctx, r.EventID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := s.rows.hits.Load() - before; got != int64(len(more)) {
+		t.Errorf("opened again: %d of the %d records written since read from the row store", got, len(more))
 	}
 }
