@@ -1,0 +1,149 @@
+//go:build !noduckdb
+
+package duckdb
+
+import (
+	"bytes"
+	"encoding/binary"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/skyjoin/skyjoin/internal/event"
+	"github.com/skyjoin/skyjoin/internal/store/storetest"
+)
+
+// BenchmarkRowKeyLayout weighs the row store's key (docs/benchmarks.md,
+// twenty-second round): by seq, as it is, against by user then seq (20
+// bits of a hash of the user above 44 of the seq), which keeps a user's
+// records together. Each layout is filled with SKYJOIN_BENCH_LAYOUT_RECORDS
+// records (200,000 unless set; the records of storetest, 200 a user) in
+// seq order, in batches of 1,000 as the writer puts them, with the row
+// store's options, and left to settle; then, with the page cache dropped
+// (as root; otherwise warm), pages of 100 consecutive records of a random
+// user are read, each by one iterator as a part of a page is. It reports
+// the rate of the puts, Pebble's write amplification and the pages'
+// p50 and p99:
+//
+//	SKYJOIN_BENCH_LAYOUT_RECORDS=4000000 go test -run '^$' -bench RowKeyLayout -benchtime 1x ./internal/store/duckdb/
+func BenchmarkRowKeyLayout(b *testing.B) {
+	n := 200_000
+	if v := os.Getenv("SKYJOIN_BENCH_LAYOUT_RECORDS"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil {
+			b.Fatal(err)
+		}
+	}
+	pool := storetest.Records(1, 20_000)
+	enc := event.NewLineEncoder()
+	vals := make([][]byte, len(pool))
+	for i := range pool {
+		v, err := rowValue(enc, &pool[i], true)
+		if err != nil {
+			b.Fatal(err)
+		}
+		vals[i] = slices.Clone(v)
+	}
+	users := max(1, n/200)
+	rng := rand.New(rand.NewPCG(7, 7))
+	userOf := make([]uint32, n+1)
+	seqsOf := make([][]int64, users)
+	for seq := 1; seq <= n; seq++ {
+		u := uint32(rng.IntN(users))
+		userOf[seq] = u
+		seqsOf[u] = append(seqsOf[u], int64(seq))
+	}
+	for _, layout := range []struct {
+		name string
+		key  func(user uint32, seq int64) []byte
+	}{
+		{"seq", func(_ uint32, seq int64) []byte { return rowKey(seq) }},
+		{"user_seq", func(user uint32, seq int64) []byte {
+			h := uint64(user) * 0x9E3779B97F4A7C15 >> 44
+			return binary.BigEndian.AppendUint64(nil, h<<44|uint64(seq))
+		}},
+	} {
+		b.Run(layout.name, func(b *testing.B) {
+			for b.Loop() {
+				dir := b.TempDir()
+				log := slog.New(slog.DiscardHandler)
+				r, err := openPebble(dir, log)
+				if err != nil {
+					b.Fatal(err)
+				}
+				start := time.Now()
+				for seq := 1; seq <= n; seq += 1000 {
+					batch := r.db.NewBatch()
+					for s := seq; s < seq+1000 && s <= n; s++ {
+						batch.Set(layout.key(userOf[s], int64(s)), vals[s%len(vals)], nil)
+					}
+					if err := batch.Commit(pebble.NoSync); err != nil {
+						b.Fatal(err)
+					}
+					batch.Close()
+				}
+				b.ReportMetric(float64(n)/time.Since(start).Seconds(), "puts/s")
+				// Settled: no flush or compaction for 3 s.
+				for quiet := 0; quiet < 6; time.Sleep(500 * time.Millisecond) {
+					if m := r.db.Metrics(); m.Compact.NumInProgress == 0 && m.Flush.NumInProgress == 0 {
+						quiet++
+					} else {
+						quiet = 0
+					}
+				}
+				m := r.db.Metrics()
+				tot := m.Total()
+				b.ReportMetric(float64(tot.TableBytesFlushed+tot.TableBytesCompacted)/float64(tot.TableBytesFlushed), "w-amp")
+				b.ReportMetric(float64(m.DiskSpaceUsage())/float64(n), "disk-B/record")
+				if err := r.close(); err != nil {
+					b.Fatal(err)
+				}
+				syscall.Sync()
+				os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0) // root only
+				if r, err = openPebble(dir, log); err != nil {
+					b.Fatal(err)
+				}
+				var lat []time.Duration
+				for len(lat) < 300 {
+					u := rng.IntN(users)
+					seqs := seqsOf[u]
+					if len(seqs) < 100 {
+						continue
+					}
+					off := rng.IntN(len(seqs) - 99)
+					t0 := time.Now()
+					it, err := r.db.NewIter(nil)
+					if err != nil {
+						b.Fatal(err)
+					}
+					for _, seq := range seqs[off : off+100] {
+						k := layout.key(uint32(u), seq)
+						if !it.SeekPrefixGE(k) || !bytes.Equal(it.Key(), k) {
+							b.Fatalf("user %d: seq %d not found", u, seq)
+						}
+						if _, err := it.ValueAndErr(); err != nil {
+							b.Fatal(err)
+						}
+					}
+					if err := it.Close(); err != nil {
+						b.Fatal(err)
+					}
+					lat = append(lat, time.Since(t0))
+				}
+				slices.Sort(lat)
+				b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "page-p50-ms")
+				b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "page-p99-ms")
+				if err := r.close(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
