@@ -1,13 +1,10 @@
 package serve_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -17,7 +14,6 @@ import (
 	"github.com/skyjoin/skyjoin/internal/platform"
 	"github.com/skyjoin/skyjoin/internal/serve"
 	"github.com/skyjoin/skyjoin/internal/store"
-	"github.com/skyjoin/skyjoin/internal/store/duckdb"
 	"github.com/skyjoin/skyjoin/internal/store/storetest"
 )
 
@@ -353,41 +349,6 @@ func TestStatsBadParameters(t *testing.T) {
 		h := serve.New(failingReader{fmt.Errorf("unused")}, serve.Options{Logger: platform.Discard})
 		wantError(t, do(t, h, http.MethodGet, "/v1/stats?group_by=city"), http.StatusNotImplemented, "statistics")
 	})
-}
-
-// BenchmarkStats measures GET /v1/stats over 100k records in DuckDB.
-func BenchmarkStats(b *testing.B) {
-	st, err := duckdb.Open(context.Background(), duckdb.Config{Path: filepath.Join(b.TempDir(), "skyjoin.duckdb")}, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
-	recs := storetest.Records(1, 100_000)
-	for i := 0; i < len(recs); i += 10_000 {
-		if err := st.Write(context.Background(), recs[i:i+10_000]); err != nil {
-			b.Fatal(err)
-		}
-	}
-	h := serve.New(st, serve.Options{Logger: platform.Discard})
-	since := url.QueryEscape(storetest.Base.Add(-time.Hour).Format(time.RFC3339)) +
-		"&until=" + url.QueryEscape(storetest.Base.Add(57*time.Hour).Format(time.RFC3339))
-	for _, q := range []string{
-		"group_by=country",
-		"group_by=city",
-		"group_by=time&bucket=5m&since=" + since,
-		"group_by=time&bucket=1m&since=" + since + "&min_temp=0&condition=clear+sky",
-	} {
-		b.Run(q, func(b *testing.B) {
-			req := must(http.NewRequestWithContext(context.Background(), http.MethodGet, "/v1/stats?"+q, nil))
-			for b.Loop() {
-				rec := newRecorder()
-				h.ServeHTTP(rec, req)
-				if rec.Code != http.StatusOK {
-					b.Fatalf("status %d: %s", rec.Code, rec.Body)
-				}
-			}
-		})
-	}
 }
 
 func newRecorder() *httptest.ResponseRecorder { return httptest.NewRecorder() }

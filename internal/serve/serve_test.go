@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -23,7 +22,6 @@ import (
 	"github.com/skyjoin/skyjoin/internal/platform"
 	"github.com/skyjoin/skyjoin/internal/serve"
 	"github.com/skyjoin/skyjoin/internal/store"
-	"github.com/skyjoin/skyjoin/internal/store/duckdb"
 )
 
 // numRecords is the size of the test data set; coprime with 37 so that
@@ -102,37 +100,6 @@ type testEnv struct {
 	h    *serve.Handler
 	recs []event.Record // as stored, in insertion (Seq) order
 	logs *syncBuffer
-}
-
-// openStore opens the real DuckDB store in a temporary directory, writes
-// recs, and returns it with recs as stored (Seq set), in insertion order.
-func openStore(tb testing.TB, recs []event.Record) (store.Reader, []event.Record) {
-	tb.Helper()
-	ctx := context.Background()
-	s, err := duckdb.Open(ctx, duckdb.Config{Path: filepath.Join(tb.TempDir(), "skyjoin.duckdb")}, nil)
-	if err != nil {
-		tb.Fatalf("open store: %v", err)
-	}
-	tb.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			tb.Errorf("close store: %v", err)
-		}
-	})
-	if err := s.Write(ctx, recs); err != nil {
-		tb.Fatalf("write test records: %v", err)
-	}
-	page, err := s.List(ctx, store.Query{Ascending: true, Limit: store.MaxLimit})
-	if err != nil || len(page.Records) != len(recs) || page.NextCursor != "" {
-		tb.Fatalf("read back %d of %d test records (next %q): %v", len(page.Records), len(recs), page.NextCursor, err)
-	}
-	stored := slices.Clone(recs)
-	for i := range stored {
-		if page.Records[i].EventID != stored[i].EventID {
-			tb.Fatalf("stored record %d is %s, want %s: Seq is not the insertion order", i, page.Records[i].EventID, stored[i].EventID)
-		}
-		stored[i].Seq = page.Records[i].Seq
-	}
-	return s, stored
 }
 
 // matches is the reference for List's filters, as the store documents
