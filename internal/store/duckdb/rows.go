@@ -254,6 +254,22 @@ var (
 	rowBallastBytes int64 = 2 * rowMemTableBytes
 )
 
+// rowOpenFiles is how many files the row store may keep open (Pebble's
+// MaxOpenFiles, most of them its sstables, 1,000 unless set) for a
+// process allowed limit (0: unknown): a quarter of it, from 1,000 to
+// 16,384. A table that is not open is opened again to be read, its index
+// and properties read and parsed: the 20 M-record store has 1,785
+// sstables, and a page of a user's week of history, whose records are
+// spread over them, took 5.9-10.4 ms and 6.9-12.6 ms of CPU with 1,000
+// open against 5.1-6.0 and 5.6-7.0 with all of them open, the page cache
+// dropped, for no more memory (docs/benchmarks.md, twenty-second round).
+func rowOpenFiles(limit uint64) int {
+	if limit == 0 {
+		return 1000
+	}
+	return int(min(max(limit/4, 1000), 16384))
+}
+
 // rowBallast is the name of the ballast file (rowBallastBytes) in the row
 // store's directory; Pebble leaves alone the files it did not name.
 const rowBallast = "SKYJOIN_BALLAST"
@@ -269,6 +285,7 @@ func openPebble(dir string, log *slog.Logger) (*rowStore, error) {
 	opts := &pebble.Options{
 		Cache:        cache,
 		MemTableSize: rowMemTableBytes,
+		MaxOpenFiles: rowOpenFiles(openFilesLimit()),
 		Logger:       pebbleLogger{log, failed},
 
 		DisableAutomaticCompactions: !rowAutoCompact,

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -588,5 +589,22 @@ func testRowStoreFailed(t *testing.T, op errorfs.OpKind, pages bool) {
 	}
 	if got := s.rows.hits.Load() - before; got != int64(len(more)) {
 		t.Errorf("opened again: %d of the %d records written since read from the row store", got, len(more))
+	}
+}
+
+// TestRowOpenFiles: the row store keeps open a quarter of the files the
+// process may open, within [1,000, 16,384], and Pebble's 1,000 when the
+// limit is unknown; on Linux, this process's limit is known.
+func TestRowOpenFiles(t *testing.T) {
+	for _, tc := range []struct {
+		limit uint64
+		want  int
+	}{{0, 1000}, {1024, 1000}, {20000, 5000}, {1 << 20, 16384}, {1<<63 + 1, 16384}} {
+		if got := rowOpenFiles(tc.limit); got != tc.want {
+			t.Errorf("rowOpenFiles(%d) = %d, want %d", tc.limit, got, tc.want)
+		}
+	}
+	if openFilesLimit() == 0 && runtime.GOOS == "linux" {
+		t.Error("the process's limit of open files is unknown")
 	}
 }
