@@ -76,11 +76,11 @@ type rowStore struct {
 // rowFailure is set once Pebble has failed in a way it does not come back
 // from, or is about to: one of its writes found the disk full (its ballast
 // removed to let that write through, rowBallastBytes), or it stopped at a
-// failed MANIFEST write (Fatalf). The row
-// store is a cache, so the store goes on without it: from then on reads
-// come from DuckDB, puts are given up, and drops fail (no delete or
-// weather backfill commits in DuckDB while its files may keep a copy the
-// change would make stale) until the store is opened again.
+// failed MANIFEST write (Fatalf). The row store is a cache, so the store
+// goes on without it: from then on reads come from DuckDB, puts are given
+// up, and drops fail (no delete or weather backfill commits in DuckDB
+// while its files may keep a copy the change would make stale) until the
+// store is opened again.
 type rowFailure struct {
 	once sync.Once
 	ch   chan struct{} // closed on failure
