@@ -4,6 +4,7 @@ package duckdb
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"strconv"
 	"strings"
@@ -101,12 +102,12 @@ func (s *Store) UpdateWeather(ctx context.Context, recs []event.Record) (int64, 
 	var updated []int64
 	if s.rows != nil {
 		from, release := s.view()
-		seqs, err := int64s(ctx, s.wconn, "SELECT seq FROM "+from+" WHERE enrichment_status = '"+event.StatusUnavailable+"' AND event_id IN (SELECT event_id FROM staging)")
+		seqs, refs, err := s.seqsAndRefs(ctx, "SELECT seq, user_id FROM "+from+" WHERE enrichment_status = '"+event.StatusUnavailable+"' AND event_id IN (SELECT event_id FROM staging)")
 		release()
 		if err != nil {
 			return 0, fmt.Errorf("duckdb: update weather of %d records: the records to update: %w", len(recs), err)
 		}
-		if err := s.rows.drop(ctx, seqs); err != nil {
+		if err := s.rows.drop(ctx, refs); err != nil {
 			return 0, fmt.Errorf("duckdb: update weather of %d records: %w", len(recs), err)
 		}
 		updated = seqs
@@ -131,6 +132,27 @@ func (s *Store) UpdateWeather(ctx context.Context, recs []event.Record) (int64, 
 	}
 	s.reputRows(ctx, updated)
 	return total, nil
+}
+
+// seqsAndRefs runs query, of seq and user_id, on the writer's connection,
+// and returns the seqs and their row refs.
+func (s *Store) seqsAndRefs(ctx context.Context, query string) (seqs, refs []int64, err error) {
+	rows, err := s.wconn.QueryContext(ctx, query)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			seq  int64
+			user sql.RawBytes
+		)
+		if err := rows.Scan(&seq, &user); err != nil {
+			return nil, nil, fmt.Errorf("scan: %w", err)
+		}
+		seqs, refs = append(seqs, seq), append(refs, rowRefBytes(user, seq))
+	}
+	return seqs, refs, rows.Err()
 }
 
 // reputRows puts into the row store the records at seqs as they are now

@@ -191,7 +191,11 @@ func (s *Store) deleteIn(ctx context.Context, table, cond string, args []any, al
 	// Before the commit: a crash between the two leaves records the row
 	// store no longer holds, read from DuckDB, never a deleted one there.
 	if s.rows != nil {
-		if err := s.rows.drop(ctx, these.seqs); err != nil {
+		refs := make([]int64, len(these.seqs))
+		for i, seq := range these.seqs {
+			refs[i] = rowRef(these.users[i], seq)
+		}
+		if err := s.rows.drop(ctx, refs); err != nil {
 			return 0, err
 		}
 	}

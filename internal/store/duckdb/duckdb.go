@@ -613,7 +613,7 @@ func open(ctx context.Context, path string, cfg Config, log *slog.Logger) (_ *St
 			s.ids.free()
 			return nil, err
 		}
-	} else if s.rows, err = openRowStore(rowsDir(path), log); err != nil {
+	} else if s.rows, err = openRowStore(rowsDir(path), log, s.lastSeq); err != nil {
 		s.ids.free()
 		return nil, err
 	}
@@ -726,7 +726,7 @@ func (s *Store) loadIDRange(ctx context.Context, from string, ids *idLoader, lo,
 		if err := rows.Scan(&id, &user, &seq); err != nil {
 			return fmt.Errorf("read the event ids: %w", err)
 		}
-		ids.add(id, seq)
+		ids.add(id, user, seq)
 		s.users.addUnordered(user, seq)
 	}
 	if err := rows.Err(); err != nil {

@@ -1013,6 +1013,12 @@ func BenchmarkReadsOnStore(b *testing.B) {
 				defer func(old int) { rowReaders = old }(rowReaders)
 				rowReaders = readers
 				defer reportCPU(b)()
+				before := s.rows.db.Metrics().BlockCache
+				defer func() {
+					m := s.rows.db.Metrics().BlockCache
+					b.ReportMetric(float64(m.Misses-before.Misses)/float64(b.N), "block-misses/op")
+					b.ReportMetric(float64(m.Hits-before.Hits)/float64(b.N), "block-hits/op")
+				}()
 				for i := 0; b.Loop(); i++ {
 					if i == len(users) {
 						b.Log("each user read once: the reads from here on are of pages read before")

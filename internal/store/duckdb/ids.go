@@ -10,8 +10,9 @@ import (
 	"github.com/skyjoin/skyjoin/internal/event"
 )
 
-// idIndex maps each stored event_id to its seq, through a 64-bit hash of
-// the id: it is the store's primary key, kept in Go rather than as a
+// idIndex maps each stored event_id to its seq and its row ref (rowRef:
+// the seq and a hash of the record's user id, the record's key in the row
+// store, in the 8 bytes of a seq), through a 64-bit hash of the id: it is the store's primary key, kept in Go rather than as a
 // DuckDB ART index (see the package documentation, "Idempotency"). Its
 // entries take 16 bytes a stored record, outside Go's heap (seqTable), and
 // no checkpoint ever writes it.
@@ -45,8 +46,9 @@ func (x *idIndex) hash(id string) uint64 { return idHash(x.seed, id) }
 
 // lookup is what the index knows of id.
 type lookup struct {
-	// seq is the seq of the record stored under the id's hash, 0 if none.
-	seq int64
+	// seq is the seq of the record stored under the id's hash, 0 if none,
+	// and ref its row ref.
+	seq, ref int64
 	// scan: the hash is shared by two stored ids; only a scan of the
 	// event_id column tells whether id is stored.
 	scan bool
@@ -59,30 +61,32 @@ func (x *idIndex) lookup(id string) lookup {
 	if _, ok := x.collided[h]; ok {
 		return lookup{scan: true}
 	}
-	return lookup{seq: x.seqs.get(h)}
+	ref := x.seqs.get(h)
+	return lookup{seq: refSeq(ref), ref: ref}
 }
 
-// add records that ids[i] is stored at seqs[i] (for seqs[i] != 0).
-func (x *idIndex) add(ids []string, seqs []int64) {
+// add records that ids[i], of users[i], is stored at seqs[i] (for seqs[i]
+// != 0).
+func (x *idIndex) add(ids, users []string, seqs []int64) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	for i, id := range ids {
 		if seqs[i] != 0 {
-			x.insert(x.hash(id), seqs[i])
+			x.insert(x.hash(id), rowRef(users[i], seqs[i]))
 		}
 	}
 }
 
-// insert records that the id of hash h is stored at seq. The store holds
-// each id once, so a hash already held is another id's: it becomes
-// collided (the first id keeps the slot, which stays a valid hint). The
-// caller holds mu.
-func (x *idIndex) insert(h uint64, seq int64) {
+// insert records that the id of hash h is stored at the row ref. The
+// store holds each id once, so a hash already held is another id's: it
+// becomes collided (the first id keeps the slot, which stays a valid
+// hint). The caller holds mu.
+func (x *idIndex) insert(h uint64, ref int64) {
 	if x.seqs.get(h) != 0 {
 		x.collided[h] = struct{}{}
 		return
 	}
-	x.seqs.put(h, seq)
+	x.seqs.put(h, ref)
 }
 
 // idLoader fills an empty index in bulk, at open, before it is shared.
@@ -94,8 +98,11 @@ type idLoader struct {
 // loader starts loading about n records.
 func (x *idIndex) loader(n int) *idLoader { return &idLoader{x: x, ld: newSeqLoader(&x.seqs, n)} }
 
-// add records that id (given as bytes, not kept) is stored at seq.
-func (l *idLoader) add(id []byte, seq int64) { l.ld.add(idHashBytes(l.x.seed, id), seq) }
+// add records that id, of user (both given as bytes, not kept), is
+// stored at seq.
+func (l *idLoader) add(id, user []byte, seq int64) {
+	l.ld.add(idHashBytes(l.x.seed, id), rowRefBytes(user, seq))
+}
 
 // finish ends the load: a hash given for two ids is collided.
 func (l *idLoader) finish() {

@@ -236,15 +236,23 @@ func (s *Store) listByUserRows(ctx context.Context, q store.Query, limit int, cu
 		return store.Page{}, nil, fmt.Errorf("duckdb: list: %w", err)
 	}
 	cands := s.userCandidates(q, cursor)
+	user := rowRef(q.UserID, 0)
 	var got []rowRead
 	for len(cands) > 0 && len(got) <= limit {
 		part := cands[:min(limit+1-len(got), len(cands))]
 		cands = cands[len(part):]
-		read, missing, err := s.rows.fetch(part, encoded)
+		refs := make([]int64, len(part))
+		for i, seq := range part {
+			refs[i] = user | seq
+		}
+		read, missing, err := s.rows.fetch(refs, encoded)
 		if err != nil {
 			return fail(err)
 		}
 		if len(missing) > 0 {
+			for i := range missing {
+				missing[i] = refSeq(missing[i])
+			}
 			recs, err := s.readUserSeqs(ctx, q, missing, len(missing), where, args, order)
 			if err != nil {
 				return fail(err)
@@ -518,7 +526,7 @@ func (s *Store) get(ctx context.Context, eventID string, encoded bool) (rowRead,
 			r = rowRead{rec: &recs[0], key: recordKey(&recs[0])}
 		}
 	} else {
-		r, err = s.recordAt(ctx, l.seq, s.getMain, "event_id", eventID, encoded)
+		r, err = s.recordAt(ctx, l.ref, s.getMain, "event_id", eventID, encoded)
 	}
 	if err != nil {
 		return fail(err)
@@ -529,8 +537,9 @@ func (s *Store) get(ctx context.Context, eventID string, encoded bool) (rowRead,
 	return r, nil
 }
 
-// recordAt reads the record at seq, just looked up, whose column col
-// (event_id or user_id) is v: from the row store if it holds it (a point
+// recordAt reads the record of the row ref (rowRef: its seq and its user),
+// just looked up, whose column col (event_id or user_id) is v: from the
+// row store if it holds it (a point
 // read; it holds a record only once DuckDB committed it, and never a copy
 // that differs; as its JSON with encoded), otherwise from DuckDB: from the
 // main file alone by the prepared statement stmt if the record was moved
@@ -538,9 +547,10 @@ func (s *Store) get(ctx context.Context, eventID string, encoded bool) (rowRead,
 // lookup (it holds the segment the record was written to, unless the
 // record is in the main file by now; its segments stay attached until it
 // is released). It finds nothing if the record is not there (deleted).
-func (s *Store) recordAt(ctx context.Context, seq int64, stmt *sql.Stmt, col, v string, encoded bool) (rowRead, error) {
+func (s *Store) recordAt(ctx context.Context, ref int64, stmt *sql.Stmt, col, v string, encoded bool) (rowRead, error) {
+	seq := refSeq(ref)
 	if s.rows != nil {
-		got, _, err := s.rows.fetch([]int64{seq}, encoded)
+		got, _, err := s.rows.fetch([]int64{ref}, encoded)
 		if err != nil {
 			return rowRead{}, err
 		}
@@ -605,7 +615,7 @@ func (s *Store) latest(ctx context.Context, userID string, encoded bool) (rowRea
 		}
 	}
 	if seq, ok := s.users.latestSeq(userID); ok && latestFast {
-		r, err := s.recordAt(ctx, seq, s.getMainUser, "user_id", userID, encoded)
+		r, err := s.recordAt(ctx, rowRef(userID, seq), s.getMainUser, "user_id", userID, encoded)
 		if err != nil {
 			return fail(err)
 		}

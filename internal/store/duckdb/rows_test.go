@@ -41,14 +41,14 @@ func TestConformanceNoRowStore(t *testing.T) {
 	})
 }
 
-// get returns the records at seqs it holds (nil where it does not, and
-// those seqs in missing).
-func (r *rowStore) get(seqs []int64) (recs []*event.Record, missing []int64, err error) {
-	got, missing, err := r.fetch(seqs, false)
+// get returns the records of the row refs it holds (nil where it does
+// not, and those refs in missing).
+func (r *rowStore) get(refs []int64) (recs []*event.Record, missing []int64, err error) {
+	got, missing, err := r.fetch(refs, false)
 	if err != nil {
 		return nil, nil, err
 	}
-	recs = make([]*event.Record, len(seqs))
+	recs = make([]*event.Record, len(refs))
 	for i := range got {
 		recs[i] = got[i].rec
 	}
@@ -231,6 +231,11 @@ func TestRowStore(t *testing.T) {
 	ctx := t.Context()
 	path := tempPath(t)
 	s := openPath(t, path)
+	// A new store's row store has nothing to be filled with: the writes
+	// put every record.
+	if to, err := s.rows.filledDownTo(); err != nil || to != 1 {
+		t.Fatalf("a new store's row store is to be filled from seq %d (%v)", to-1, err)
+	}
 	recs := storetest.Records(11, 1200)
 	for i := range recs {
 		recs[i].User.ID = rowUsers[i%len(rowUsers)]
@@ -279,13 +284,16 @@ func TestRowStore(t *testing.T) {
 	if m := checkRows(t, s, "after the backfill"); m != 0 {
 		t.Errorf("after the backfill: the row store missed %d records", m)
 	}
-	got, _, err := s.rows.get([]int64{upd[0].Seq})
+	got, _, err := s.rows.get([]int64{rowRef(upd[0].User.ID, upd[0].Seq)})
 	if err != nil || got[0] == nil || got[0].Enrichment.Status != event.StatusEnriched || got[0].Weather == nil || got[0].Weather.Condition != "Slight rain" {
 		t.Fatalf("the row store's copy of an updated record: %+v, %v", got, err)
 	}
 
 	// An erasure and retention: the records deleted leave the row store.
-	erased := s.users.list("user-0")
+	var erased []int64
+	for _, seq := range s.users.list("user-0") {
+		erased = append(erased, rowRef("user-0", seq))
+	}
 	if _, err := s.DeleteUsers(ctx, []string{"user-0"}); err != nil {
 		t.Fatal(err)
 	}
@@ -306,7 +314,7 @@ func TestRowStore(t *testing.T) {
 		}
 		for _, r := range page.Records {
 			if r.OccurredAt.Before(cut) {
-				expired = append(expired, r.Seq)
+				expired = append(expired, rowRef(r.User.ID, r.Seq))
 			}
 		}
 	}
@@ -341,6 +349,9 @@ func TestRowStore(t *testing.T) {
 	if lo, err := s.rows.lowest(); err != nil || lo != 0 {
 		t.Fatalf("a new row store holds seq %d (%v)", lo, err)
 	}
+	if to, err := s.rows.filledDownTo(); err != nil || to != s.lastSeq+1 {
+		t.Fatalf("a new row store of a store at seq %d is to be filled from seq %d (%v), want %d", s.lastSeq, to-1, err, s.lastSeq)
+	}
 	if m := checkRows(t, s, "reopened"); m == 0 {
 		t.Error("reopened: the new row store held records")
 	}
@@ -350,13 +361,18 @@ func TestRowStore(t *testing.T) {
 	if m := checkRows(t, s, "settled"); m != 0 {
 		t.Errorf("settled: the row store missed %d records", m)
 	}
+	if to, err := s.rows.filledDownTo(); err != nil || to != 1 {
+		t.Fatalf("a filled row store is filled down to seq %d (%v), want 1", to, err)
+	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 
 	// Copies of another schema version, or of another JSON form of a
 	// record (rowFormat), are not used; those of this one are.
-	for _, other := range []string{fmt.Sprint(SchemaVersion - 1), fmt.Sprint(SchemaVersion) + "/0123456789abcdef", ""} {
+	// The form before the layout of rowRef: keyed by seq alone.
+	bySeq := strings.TrimSuffix(rowFormat(), "/"+rowLayout)
+	for _, other := range []string{fmt.Sprint(SchemaVersion - 1), fmt.Sprint(SchemaVersion) + "/0123456789abcdef", bySeq, ""} {
 		s = openPath(t, path)
 		if err := s.Settle(ctx); err != nil {
 			t.Fatal(err)
@@ -402,12 +418,12 @@ func TestRowStore(t *testing.T) {
 	}
 }
 
-// TestRowFormat: the form of the row store's copies is the schema version
-// and a fingerprint of a record's JSON, the same at every call (a map's
-// keys in one order).
+// TestRowFormat: the form of the row store's copies is the schema version,
+// a fingerprint of a record's JSON, the same at every call (a map's keys
+// in one order), and the layout of its keys.
 func TestRowFormat(t *testing.T) {
 	f := rowFormat()
-	if !strings.HasPrefix(f, fmt.Sprint(SchemaVersion)+"/") || len(f) != len(fmt.Sprint(SchemaVersion))+17 {
+	if !strings.HasPrefix(f, fmt.Sprint(SchemaVersion)+"/") || !strings.HasSuffix(f, "/user19-seq44") || len(f) != len(fmt.Sprint(SchemaVersion))+17+len("/user19-seq44") {
 		t.Fatalf("rowFormat() = %q", f)
 	}
 	for range 50 {
@@ -606,5 +622,74 @@ func TestRowOpenFiles(t *testing.T) {
 	}
 	if openFilesLimit() == 0 && runtime.GOOS == "linux" {
 		t.Error("the process's limit of open files is unknown")
+	}
+}
+
+// TestRowRef: a row ref is a hash of the user id (the same in every
+// process: the refs are on disk) above the seq, which it gives back; a
+// user's refs sort by seq, and no other user's fall between them unless
+// the two share the hash.
+func TestRowRef(t *testing.T) {
+	// xxHash64 of "u-1": its top 19 bits.
+	if got, want := rowRef("u-1", 5), int64(0x821a0434b1f1dd6a>>45)<<44|5; got != want {
+		t.Fatalf("rowRef(u-1, 5) = %#x, want %#x", got, want)
+	}
+	if rowRefBytes([]byte("u-1"), 7) != rowRef("u-1", 7) {
+		t.Fatal("rowRef of the bytes and the string of one id differ")
+	}
+	users := make([]string, 1000)
+	prefixes := map[int64]string{}
+	for i := range users {
+		users[i] = fmt.Sprintf("user-%d", i)
+		prefixes[rowRef(users[i], 0)] = users[i]
+	}
+	if len(prefixes) < 990 {
+		t.Errorf("1,000 users have %d hashes", len(prefixes))
+	}
+	var refs []int64
+	owner := map[int64]string{}
+	for seq := int64(1); seq <= 5000; seq++ {
+		u := users[(seq*7919)%int64(len(users))]
+		ref := rowRef(u, seq)
+		if ref <= 0 || refSeq(ref) != seq {
+			t.Fatalf("rowRef(%s, %d) = %#x: seq %d", u, seq, ref, refSeq(ref))
+		}
+		refs, owner[ref] = append(refs, ref), u
+	}
+	for _, seq := range []int64{1, 1 << 40, rowSeqMask} {
+		if got := refSeq(rowRef("someone", seq)); got != seq {
+			t.Errorf("refSeq(rowRef(someone, %d)) = %d", seq, got)
+		}
+	}
+	slices.Sort(refs)
+	seen := map[string]bool{}
+	for i, ref := range refs {
+		u := owner[ref]
+		if i > 0 && owner[refs[i-1]] != u {
+			if seen[u] && prefixes[rowRef(u, 0)] == u {
+				t.Fatalf("user %s's records are not together in the order of their refs", u)
+			}
+		} else if i > 0 && refSeq(refs[i-1]) >= refSeq(ref) {
+			t.Fatalf("user %s's refs out of seq order", u)
+		}
+		seen[u] = true
+	}
+}
+
+// TestWriteSeqLimit: the store hands out no seq a row ref cannot hold.
+func TestWriteSeqLimit(t *testing.T) {
+	s := openPath(t, tempPath(t))
+	defer s.Close()
+	recs := storetest.Records(3, 10)
+	s.lastSeq = rowSeqMask - 5
+	err := s.Write(t.Context(), recs)
+	if err == nil || !strings.Contains(err.Error(), "takes no more") {
+		t.Fatalf("a write past seq 2^44: %v", err)
+	}
+	if err := s.Write(t.Context(), recs[:5]); err != nil {
+		t.Fatalf("a write up to seq 2^44-1: %v", err)
+	}
+	if got, err := s.Get(t.Context(), recs[4].EventID); err != nil || got.Seq != rowSeqMask {
+		t.Fatalf("the record at the last seq: %v, %v", got.Seq, err)
 	}
 }

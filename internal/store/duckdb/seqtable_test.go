@@ -166,7 +166,7 @@ func TestIDIndexMappedBytes(t *testing.T) {
 	defer x.free()
 	ld := x.loader(2_000_000)
 	for i := range 10_000 {
-		ld.add([]byte("id-"+strconv.Itoa(i)), int64(i+1))
+		ld.add([]byte("id-"+strconv.Itoa(i)), []byte("user"), int64(i+1))
 	}
 	ld.finish()
 	if got := x.mappedBytes(); got < 2_000_000*16 {

@@ -102,6 +102,10 @@ func (s *Store) write(ctx context.Context, recs []event.Record) error {
 			seqs[i] = fresh[i]
 		}
 	}
+	if s.lastSeq+n > rowSeqMask {
+		// 17.6 T records: a row ref holds seqs below 2^44 (rowRef).
+		return fmt.Errorf("the store has handed out seq %d, and takes no more than %d", s.lastSeq, int64(rowSeqMask))
+	}
 	if n > 0 {
 		if err := s.appendTo(ctx, s.active().alias, "events", recs, fresh); err != nil {
 			// The append may have committed after all (for instance a
@@ -112,7 +116,7 @@ func (s *Store) write(ctx context.Context, recs []event.Record) error {
 		}
 		s.lastSeq += n
 		s.maxSeq.Store(s.lastSeq)
-		s.ids.add(ids, fresh)
+		s.ids.add(ids, users, fresh)
 		s.users.add(users, fresh, ats)
 		s.users.keepLatest(fresh, latestCopies(recs, fresh, ats))
 		s.recent.add(recs, fresh)
@@ -397,7 +401,7 @@ func (s *Store) resync(ctx context.Context) {
 		ids[i], users[i], seqs[i], ats[i] = r.EventID, r.User.ID, r.Seq, r.OccurredAt.UnixMicro()
 		s.lastSeq = max(s.lastSeq, r.Seq)
 	}
-	s.ids.add(ids, seqs)
+	s.ids.add(ids, users, seqs)
 	s.users.add(users, seqs, ats)
 	s.maxSeq.Store(s.lastSeq)
 	// Those records are not in memory for Stats.
