@@ -47,7 +47,7 @@ type Config struct {
 	// load: run it with a MemoryLimit of 1GB (docs/benchmarks.md).
 	UserRuns bool
 	// NoRowStore turns off the row store (rows.go): each record again,
-	// keyed by seq, in a Pebble LSM in Path+".rows", from which a page of
+	// keyed by a hash of its user id then its seq, in a Pebble LSM in Path+".rows", from which a page of
 	// one user's records is read (a user with a week of history: 670 ms at
 	// p99 without it on 20 M records under load; see docs/benchmarks.md).
 	// It takes about as much disk again as the DuckDB file and the CPU of
@@ -60,7 +60,7 @@ type Config struct {
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.MemoryLimit, "duckdb-memory-limit", DefaultMemoryLimit, "memory limit of the embedded DuckDB store (its buffer manager), e.g. 256MB, 1GB; at 64MB a saturated writer runs DuckDB out of memory, which it may not survive")
 	fs.IntVar(&c.Threads, "duckdb-threads", DefaultThreads, "worker threads of the embedded DuckDB store")
-	fs.BoolFunc("duckdb-row-store", "keep each record also row-wise, keyed by seq, in "+"<path>.rows (Pebble), for fast reads of a user's records (default true; false removes the directory)", func(v string) error {
+	fs.BoolFunc("duckdb-row-store", "keep each record also row-wise, keyed by user then seq, in "+"<path>.rows (Pebble), for fast reads of a user's records (default true; false removes the directory)", func(v string) error {
 		on, err := strconv.ParseBool(v)
 		if err != nil {
 			return errors.New("want true or false")
