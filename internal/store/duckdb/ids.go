@@ -10,12 +10,13 @@ import (
 	"github.com/skyjoin/skyjoin/internal/event"
 )
 
-// idIndex maps each stored event_id to its seq and its row ref (rowRef:
-// the seq and a hash of the record's user id, the record's key in the row
-// store, in the 8 bytes of a seq), through a 64-bit hash of the id: it is the store's primary key, kept in Go rather than as a
-// DuckDB ART index (see the package documentation, "Idempotency"). Its
-// entries take 16 bytes a stored record, outside Go's heap (seqTable), and
-// no checkpoint ever writes it.
+// idIndex maps each stored event_id to its seq and its row ref (rowRef: the
+// seq and a hash of the record's user id, the record's key in the row
+// store, in the 8 bytes of a seq), through a 64-bit hash of the id: it is
+// the store's primary key, kept in Go rather than as a DuckDB ART index
+// (see the package documentation, "Idempotency"). Its entries take 16 bytes
+// a stored record, outside Go's heap (seqTable), and no checkpoint ever
+// writes it.
 //
 // The hash is seeded at random per process, so ids cannot be chosen to
 // collide. Two ids with one hash are told apart by reading the record at

@@ -538,15 +538,15 @@ func (s *Store) get(ctx context.Context, eventID string, encoded bool) (rowRead,
 }
 
 // recordAt reads the record of the row ref (rowRef: its seq and its user),
-// just looked up, whose column col (event_id or user_id) is v: from the
-// row store if it holds it (a point
-// read; it holds a record only once DuckDB committed it, and never a copy
-// that differs; as its JSON with encoded), otherwise from DuckDB: from the
-// main file alone by the prepared statement stmt if the record was moved
-// there, otherwise from the segments of a snapshot taken now, after the
-// lookup (it holds the segment the record was written to, unless the
-// record is in the main file by now; its segments stay attached until it
-// is released). It finds nothing if the record is not there (deleted).
+// just looked up, whose column col (event_id or user_id) is v: from the row
+// store if it holds it (a point read; it holds a record only once DuckDB
+// committed it, and never a copy that differs; as its JSON with encoded),
+// otherwise from DuckDB: from the main file alone by the prepared statement
+// stmt if the record was moved there, otherwise from the segments of a
+// snapshot taken now, after the lookup (it holds the segment the record was
+// written to, unless the record is in the main file by now; its segments
+// stay attached until it is released). It finds nothing if the record is
+// not there (deleted).
 func (s *Store) recordAt(ctx context.Context, ref int64, stmt *sql.Stmt, col, v string, encoded bool) (rowRead, error) {
 	seq := refSeq(ref)
 	if s.rows != nil {

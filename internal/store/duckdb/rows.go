@@ -561,20 +561,20 @@ func rowValue(enc *event.LineEncoder, rec *event.Record, written bool) ([]byte, 
 
 // applyDrop deletes the row refs, as ranges of consecutive ones, and
 // syncs.
-func (r *rowStore) applyDrop(seqs []int64) error {
-	slices.Sort(seqs)
+func (r *rowStore) applyDrop(refs []int64) error {
+	slices.Sort(refs)
 	b := r.db.NewBatch()
 	defer b.Close()
-	for i := 0; i < len(seqs); {
+	for i := 0; i < len(refs); {
 		j := i + 1
-		for j < len(seqs) && seqs[j] <= seqs[j-1]+1 {
+		for j < len(refs) && refs[j] <= refs[j-1]+1 {
 			j++
 		}
 		var err error
 		if j == i+1 {
-			err = b.Delete(rowKey(seqs[i]), nil)
+			err = b.Delete(rowKey(refs[i]), nil)
 		} else {
-			err = b.DeleteRange(rowKey(seqs[i]), rowKey(seqs[j-1]+1), nil)
+			err = b.DeleteRange(rowKey(refs[i]), rowKey(refs[j-1]+1), nil)
 		}
 		if err != nil {
 			return fmt.Errorf("drop from the row store: %w", err)
@@ -582,7 +582,7 @@ func (r *rowStore) applyDrop(seqs []int64) error {
 		i = j
 	}
 	if err := b.Commit(pebble.Sync); err != nil {
-		return fmt.Errorf("drop %d records from the row store: %w", len(seqs), err)
+		return fmt.Errorf("drop %d records from the row store: %w", len(refs), err)
 	}
 	return nil
 }
@@ -614,23 +614,23 @@ type rowRecordKey struct {
 // fetch reads the records of the row refs it holds, decoded or, if
 // encoded, as their JSON (a copy of it), and returns the refs it does not
 // hold.
-func (r *rowStore) fetch(seqs []int64, encoded bool) (got []rowRead, missing []int64, err error) {
+func (r *rowStore) fetch(refs []int64, encoded bool) (got []rowRead, missing []int64, err error) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if r.closed {
 		return nil, nil, errClosed
 	}
-	got = make([]rowRead, len(seqs))
+	got = make([]rowRead, len(refs))
 	if r.failed.get() != nil {
-		r.misses.Add(int64(len(seqs)))
-		return got, slices.Clone(seqs), nil
+		r.misses.Add(int64(len(refs)))
+		return got, slices.Clone(refs), nil
 	}
 	// The reads in up to rowReaders parts at once: a record of a user's
 	// older history is rarely in the block cache or the page cache, and a
 	// disk serves reads issued together in about the time of one.
-	parts := min(rowReaders, (len(seqs)+rowReadsPerPart-1)/rowReadsPerPart)
+	parts := min(rowReaders, (len(refs)+rowReadsPerPart-1)/rowReadsPerPart)
 	if parts <= 1 {
-		if missing, err = r.read(seqs, got, encoded); err != nil {
+		if missing, err = r.read(refs, got, encoded); err != nil {
 			return nil, nil, err
 		}
 	} else {
@@ -638,8 +638,8 @@ func (r *rowStore) fetch(seqs []int64, encoded bool) (got []rowRead, missing []i
 		errs := make([]error, parts)
 		var wg sync.WaitGroup
 		for p := range parts {
-			lo, hi := p*len(seqs)/parts, (p+1)*len(seqs)/parts
-			wg.Go(func() { miss[p], errs[p] = r.read(seqs[lo:hi], got[lo:hi], encoded) })
+			lo, hi := p*len(refs)/parts, (p+1)*len(refs)/parts
+			wg.Go(func() { miss[p], errs[p] = r.read(refs[lo:hi], got[lo:hi], encoded) })
 		}
 		wg.Wait()
 		if err := errors.Join(errs...); err != nil {
@@ -647,7 +647,7 @@ func (r *rowStore) fetch(seqs []int64, encoded bool) (got []rowRead, missing []i
 		}
 		missing = slices.Concat(miss...)
 	}
-	r.hits.Add(int64(len(seqs) - len(missing)))
+	r.hits.Add(int64(len(refs) - len(missing)))
 	return got, missing, nil
 }
 
@@ -667,31 +667,31 @@ var rowReaders, rowReadsPerPart = 4, 8
 // CPU than by Gets (BenchmarkReadsOnStore list_user_*_encoded). It costs
 // more than a Get to set up (a record of the last seconds, in a memtable:
 // 32 µs against 7; BenchmarkGet).
-func (r *rowStore) read(seqs []int64, got []rowRead, encoded bool) (missing []int64, err error) {
-	if len(seqs) < rowIterFrom {
-		for i, seq := range seqs {
-			v, closer, err := r.db.Get(rowKey(seq))
+func (r *rowStore) read(refs []int64, got []rowRead, encoded bool) (missing []int64, err error) {
+	if len(refs) < rowIterFrom {
+		for i, ref := range refs {
+			v, closer, err := r.db.Get(rowKey(ref))
 			if errors.Is(err, pebble.ErrNotFound) {
-				missing = append(missing, seq)
+				missing = append(missing, ref)
 				r.misses.Add(1)
 				continue
 			}
 			if err != nil {
-				return nil, fmt.Errorf("row store: read seq %d: %w", refSeq(seq), err)
+				return nil, fmt.Errorf("row store: read ref %d: %w", refSeq(ref), err)
 			}
 			err = got[i].set(v, encoded)
 			closer.Close()
 			if err != nil {
-				return nil, fmt.Errorf("row store: record at seq %d: %w", refSeq(seq), err)
+				return nil, fmt.Errorf("row store: record at ref %d: %w", refSeq(ref), err)
 			}
 		}
 		return missing, nil
 	}
-	order := make([]int, len(seqs))
+	order := make([]int, len(refs))
 	for i := range order {
 		order[i] = i
 	}
-	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(seqs[a], seqs[b]) })
+	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(refs[a], refs[b]) })
 	it, err := r.db.NewIter(&pebble.IterOptions{UpperBound: rowKey(rowRefEnd)})
 	if err != nil {
 		return nil, fmt.Errorf("row store: read: %w", err)
@@ -704,26 +704,26 @@ func (r *rowStore) read(seqs []int64, got []rowRead, encoded bool) (missing []in
 	key := make([]byte, 0, 8)
 	var absent []int
 	for _, i := range order {
-		seq := seqs[i]
-		key = binary.BigEndian.AppendUint64(key[:0], uint64(seq))
+		ref := refs[i]
+		key = binary.BigEndian.AppendUint64(key[:0], uint64(ref))
 		if !it.SeekPrefixGE(key) || !bytes.Equal(it.Key(), key) {
 			if err := it.Error(); err != nil {
-				return nil, fmt.Errorf("row store: read seq %d: %w", refSeq(seq), err)
+				return nil, fmt.Errorf("row store: read ref %d: %w", refSeq(ref), err)
 			}
 			absent = append(absent, i)
 			continue
 		}
 		v, err := it.ValueAndErr()
 		if err != nil {
-			return nil, fmt.Errorf("row store: read seq %d: %w", refSeq(seq), err)
+			return nil, fmt.Errorf("row store: read ref %d: %w", refSeq(ref), err)
 		}
 		if err := got[i].set(v, encoded); err != nil {
-			return nil, fmt.Errorf("row store: record at seq %d: %w", refSeq(seq), err)
+			return nil, fmt.Errorf("row store: record at ref %d: %w", refSeq(ref), err)
 		}
 	}
 	slices.Sort(absent)
 	for _, i := range absent {
-		missing = append(missing, seqs[i])
+		missing = append(missing, refs[i])
 	}
 	r.misses.Add(int64(len(missing)))
 	return missing, nil
