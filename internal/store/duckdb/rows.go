@@ -657,7 +657,7 @@ func (r *rowStore) fetch(refs []int64, encoded bool) (got []rowRead, missing []i
 // grew in both runs, docs/benchmarks.md, eighteenth round); 4 did not.
 var rowReaders, rowReadsPerPart = 4, 8
 
-// read reads the records of the row refs seqs into got (of the same
+// read reads the records of the row refs refs into got (of the same
 // length), and returns the refs it does not hold, in the order asked. A few seqs are read by a Get each;
 // more by one iterator that seeks to each by its whole key in ascending
 // order (SeekPrefixGE: like a Get, it looks only in the sstables whose
@@ -677,12 +677,12 @@ func (r *rowStore) read(refs []int64, got []rowRead, encoded bool) (missing []in
 				continue
 			}
 			if err != nil {
-				return nil, fmt.Errorf("row store: read ref %d: %w", refSeq(ref), err)
+				return nil, fmt.Errorf("row store: read seq %d: %w", refSeq(ref), err)
 			}
 			err = got[i].set(v, encoded)
 			closer.Close()
 			if err != nil {
-				return nil, fmt.Errorf("row store: record at ref %d: %w", refSeq(ref), err)
+				return nil, fmt.Errorf("row store: record of seq %d: %w", refSeq(ref), err)
 			}
 		}
 		return missing, nil
@@ -708,17 +708,17 @@ func (r *rowStore) read(refs []int64, got []rowRead, encoded bool) (missing []in
 		key = binary.BigEndian.AppendUint64(key[:0], uint64(ref))
 		if !it.SeekPrefixGE(key) || !bytes.Equal(it.Key(), key) {
 			if err := it.Error(); err != nil {
-				return nil, fmt.Errorf("row store: read ref %d: %w", refSeq(ref), err)
+				return nil, fmt.Errorf("row store: read seq %d: %w", refSeq(ref), err)
 			}
 			absent = append(absent, i)
 			continue
 		}
 		v, err := it.ValueAndErr()
 		if err != nil {
-			return nil, fmt.Errorf("row store: read ref %d: %w", refSeq(ref), err)
+			return nil, fmt.Errorf("row store: read seq %d: %w", refSeq(ref), err)
 		}
 		if err := got[i].set(v, encoded); err != nil {
-			return nil, fmt.Errorf("row store: record at ref %d: %w", refSeq(ref), err)
+			return nil, fmt.Errorf("row store: record of seq %d: %w", refSeq(ref), err)
 		}
 	}
 	slices.Sort(absent)
