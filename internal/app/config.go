@@ -14,6 +14,7 @@ import (
 	"github.com/skyjoin/skyjoin/internal/ingest"
 	"github.com/skyjoin/skyjoin/internal/platform"
 	"github.com/skyjoin/skyjoin/internal/platform/budget"
+	"github.com/skyjoin/skyjoin/internal/platform/procs"
 	"github.com/skyjoin/skyjoin/internal/platform/secret"
 	"github.com/skyjoin/skyjoin/internal/platform/telemetry"
 	"github.com/skyjoin/skyjoin/internal/serve"
@@ -37,6 +38,7 @@ type config struct {
 	HTTP            platform.HTTPConfig
 	Log             platform.LogConfig
 	Memory          budget.Config
+	Procs           procs.Config
 	Telemetry       telemetry.Config
 
 	// Shared parts.
@@ -111,6 +113,7 @@ func (c *config) processPart() *part {
 			c.HTTP.RegisterFlags(fs)
 			c.Log.RegisterFlags(fs)
 			c.Memory.RegisterFlags(fs)
+			c.Procs.RegisterFlags(fs)
 			c.Telemetry.RegisterFlags(fs)
 		},
 		validate: func() error {
@@ -125,6 +128,9 @@ func (c *config) processPart() *part {
 				p.Addf("%v", err)
 			}
 			if err := c.Memory.Validate(); err != nil {
+				p.Addf("%v", err)
+			}
+			if err := c.Procs.Validate(); err != nil {
 				p.Addf("%v", err)
 			}
 			if err := c.Auth.Validate(); err != nil {

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"runtime"
 	"runtime/metrics"
 	"slices"
 	"strconv"
@@ -24,7 +25,7 @@ import (
 // counters and resources, read by `skyjoin bench`.
 type pipelineDebug struct {
 	PID       int          `json:"pid"`
-	MaxRSS    int64        `json:"max_rss_bytes"`  // getrusage's peak: on Linux the same high-water mark as VmHWM, reset by reset_peak
+	MaxRSS    int64        `json:"max_rss_bytes"`  // getrusage's peak: on Linux the higher of VmHWM and the peak of the process that exec'd this one, which the kernel keeps across exec and reset_peak does not reset
 	PeakRSS   int64        `json:"peak_rss_bytes"` // VmHWM: the peak since the last reset_peak
 	RSS       int64        `json:"rss_bytes"`      // VmRSS now
 	PeakReset bool         `json:"peak_reset"`     // reset_peak was asked for and done
@@ -35,6 +36,7 @@ type pipelineDebug struct {
 	Dead      int64        `json:"dead_lettered"`
 	Unavail   int64        `json:"unavailable"`
 	Failed    int64        `json:"failed_batches"`
+	Procs     int          `json:"gomaxprocs"` // the processors Go runs goroutines on (--procs)
 	Backlog   int64        `json:"backlog"`
 	BacklogB  int64        `json:"backlog_bytes"`
 	Refused   int64        `json:"ingest_refused"`
@@ -149,7 +151,7 @@ func resetPeak() error {
 // returns the store once it is open, if it reports its memory.
 func registerDebug(mux platform.Router, w *enrich.Worker, ws *weather.Service, gate *ingest.BacklogGate, storeMem func() memoryReporter, secretFlags []string) {
 	mux.HandleFunc("GET /debug/pipeline", func(rw http.ResponseWriter, r *http.Request) {
-		d := pipelineDebug{PID: os.Getpid()}
+		d := pipelineDebug{PID: os.Getpid(), Procs: runtime.GOMAXPROCS(0)}
 		if r.URL.Query().Get("reset_peak") == "1" {
 			if err := resetPeak(); err != nil {
 				platform.WriteError(rw, http.StatusInternalServerError, "reset peak RSS: "+err.Error(), nil)

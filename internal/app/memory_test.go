@@ -34,19 +34,7 @@ func TestDebugMemory(t *testing.T) {
 	defer stop()
 	postEvents(t, base, 0, 100)
 	waitFor(t, func() bool { n, _ := storedCount(t, base); return n >= 100 })
-	get := func(query string) pipelineDebug {
-		t.Helper()
-		resp, err := http.Get(adminURL(t, base) + "/debug/pipeline" + query)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var d pipelineDebug
-		if err := json.NewDecoder(resp.Body).Decode(&d); err != nil {
-			t.Fatal(err)
-		}
-		return d
-	}
+	get := func(query string) pipelineDebug { return debugOf(t, base, query) }
 	if d := get(""); d.Memory != nil {
 		t.Errorf("without ?memory=1 the answer has memory: %+v", d.Memory)
 	}
@@ -74,4 +62,43 @@ func TestDebugMemory(t *testing.T) {
 	if a := m.DuckDB.Allocator; runtime.GOOS == "linux" && runtime.GOARCH == "amd64" && (a == nil || a.Allocated < m.DuckDB.Bytes) {
 		t.Errorf("DuckDB's allocator: %+v, want jemalloc's figures, allocated at least the buffer manager's %d bytes", a, m.DuckDB.Bytes)
 	}
+}
+
+// TestProcsOneMoreWithTheStore: a process that holds the embedded DuckDB
+// store runs Go on one processor more than the runtime's default, and
+// says so on /debug/pipeline; --procs sets the figure.
+func TestProcsOneMoreWithTheStore(t *testing.T) {
+	prev := runtime.GOMAXPROCS(0)
+	t.Cleanup(func() { runtime.GOMAXPROCS(prev) })
+	t.Setenv("GOMAXPROCS", "")
+	runtime.SetDefaultGOMAXPROCS()
+	def := runtime.GOMAXPROCS(0)
+	procsOf := func(base string) int { return debugOf(t, base, "").Procs }
+	base, stop := startInProcess(t, upHooks{})
+	got, now := procsOf(base), runtime.GOMAXPROCS(0)
+	stop()
+	if got != def+1 || now != def+1 {
+		t.Errorf("with the embedded store: /debug/pipeline says %d, GOMAXPROCS is %d; want the default %d plus one", got, now, def)
+	}
+	base, stop = startInProcess(t, upHooks{}, "--procs", "1")
+	got = procsOf(base)
+	stop()
+	if got != 1 {
+		t.Errorf("--procs 1: /debug/pipeline says %d", got)
+	}
+}
+
+// debugOf is the in-process up's answer to GET /debug/pipeline?query.
+func debugOf(t *testing.T, base, query string) pipelineDebug {
+	t.Helper()
+	resp, err := http.Get(adminURL(t, base) + "/debug/pipeline" + query)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var d pipelineDebug
+	if err := json.NewDecoder(resp.Body).Decode(&d); err != nil {
+		t.Fatal(err)
+	}
+	return d
 }

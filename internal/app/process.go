@@ -22,6 +22,7 @@ import (
 	"github.com/skyjoin/skyjoin/internal/pii"
 	"github.com/skyjoin/skyjoin/internal/platform"
 	"github.com/skyjoin/skyjoin/internal/platform/budget"
+	"github.com/skyjoin/skyjoin/internal/platform/procs"
 	"github.com/skyjoin/skyjoin/internal/platform/telemetry"
 	"github.com/skyjoin/skyjoin/internal/registry"
 	"github.com/skyjoin/skyjoin/internal/serve"
@@ -463,6 +464,24 @@ func (p *process) storeFailer() failingStore {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.storeFails
+}
+
+// applyProcs sets GOMAXPROCS from --procs or the runtime's default, with
+// one processor more when this process opened the embedded DuckDB store.
+// That store's background work (Pebble's compactions, the mover's calls
+// into DuckDB, which keep their processor while DuckDB's threads work) can
+// hold every processor, and a request that becomes runnable then waits
+// for one to block or to be preempted (after 10 ms); with one processor
+// more than the cores, the kernel shares the cores among the threads in
+// finer slices. On 2 cores, on the 20 M-record store under load, the
+// pages' p99 missed 20 ms with 2 and met it with 3, for the same CPU
+// (docs/benchmarks.md, "More of Go's processors than cores").
+func (p *process) applyProcs() {
+	extra := 0
+	if p.st != nil && strings.HasPrefix(p.storeURL, "duckdb://") {
+		extra = 1
+	}
+	procs.Apply(p.cfg.Procs, extra, p.log)
 }
 
 // applyMemoryBudget sets the Go heap's soft limit from --memory-limit (or

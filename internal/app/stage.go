@@ -341,6 +341,7 @@ func runProcess(ctx context.Context, cfg *config, stages []*stage, stdout io.Wri
 	if err := p.applyMemoryBudget(); err != nil {
 		return err
 	}
+	p.applyProcs()
 	if err := p.mountCommon(rec.for_(api.Any), rec.for_(api.AdminListener)); err != nil {
 		return err
 	}

@@ -144,7 +144,8 @@ type WeatherResult struct {
 // ServerResult is the server process's resources.
 type ServerResult struct {
 	PID             int     `json:"pid"`
-	PeakRSSMB       float64 `json:"peak_rss_mb"` // the highest of the phases' peaks
+	Procs           int     `json:"gomaxprocs"`  // the server's GOMAXPROCS
+	PeakRSSMB       float64 `json:"peak_rss_mb"` // the highest VmHWM: before the first phase, and of each phase
 	CPUSeconds      float64 `json:"cpu_seconds"`
 	CPUSecPer1000   float64 `json:"cpu_seconds_per_1000_events"`
 	Stored          int64   `json:"stored"`
@@ -472,16 +473,7 @@ func Run(ctx context.Context, c *Client, cfg Config, progress io.Writer) (Result
 		res.Weather.HitRatio = float64(w.Hits-w0.Hits) / float64(res.Weather.Requests)
 	}
 	stored := dFinal.Stored - d0.Stored
-	// Linux's getrusage reads the high-water mark that reset_peak resets:
-	// the run's peak is the highest of the phases'.
-	peak := mb(dFinal.MaxRSS)
-	for _, i := range res.Ingest {
-		peak = max(peak, i.RSS.PeakMB)
-	}
-	for _, l := range res.Latency {
-		peak = max(peak, l.RSS.PeakMB)
-	}
-	res.Server = ServerResult{PID: dFinal.PID, PeakRSSMB: peak,
+	res.Server = ServerResult{PID: dFinal.PID, Procs: dFinal.Procs, PeakRSSMB: res.runPeak(d0, dFinal),
 		CPUSeconds: dFinal.CPUSeconds - d0.CPUSeconds, Stored: stored}
 	if stored > 0 {
 		res.Server.CPUSecPer1000 = res.Server.CPUSeconds * 1000 / float64(stored)
@@ -554,8 +546,8 @@ func (r Result) Markdown() string {
 	}
 	fmt.Fprintf(&b, "\n| weather | |\n|---|---:|\n| lookups | %d |\n| provider calls | %d (%d locations) |\n| calls per 1,000 events | %.2f |\n| cache hit ratio | %.4f |\n",
 		r.Weather.Requests, r.Weather.Calls, r.Weather.Points, r.Weather.CallsPer1000, r.Weather.HitRatio)
-	fmt.Fprintf(&b, "\n| server process (pid %d) | |\n|---|---:|\n| peak RSS, whole run | %.0f MB |\n| CPU seconds | %.1f |\n| CPU seconds per 1,000 events | %.3f |\n| events stored | %d |\n",
-		r.Server.PID, r.Server.PeakRSSMB, r.Server.CPUSeconds, r.Server.CPUSecPer1000, r.Server.Stored)
+	fmt.Fprintf(&b, "\n| server process (pid %d) | |\n|---|---:|\n| Go processors (GOMAXPROCS) | %d |\n| peak RSS, whole run | %.0f MB |\n| CPU seconds | %.1f |\n| CPU seconds per 1,000 events | %.3f |\n| events stored | %d |\n",
+		r.Server.PID, r.Server.Procs, r.Server.PeakRSSMB, r.Server.CPUSeconds, r.Server.CPUSecPer1000, r.Server.Stored)
 	fmt.Fprintf(&b, "\n| the machine over the run (%.0f s) | CPU seconds |\n|---|---:|\n| the server | %.1f |\n| the load generator | %.1f |\n", r.Server.WallSeconds, r.Server.CPUSeconds, r.Server.BenchCPUSeconds)
 	if r.Server.CPUNote != "" {
 		fmt.Fprintf(&b, "| every process | not read: %s |\n", r.Server.CPUNote)
@@ -563,4 +555,23 @@ func (r Result) Markdown() string {
 		fmt.Fprintf(&b, "| other processes (a shared machine's other work: the figures carry it) | %.1f |\n| every process | %.1f |\n", r.Server.OtherCPUSeconds, r.Server.MachineCPUSeconds)
 	}
 	return b.String()
+}
+
+// runPeak is the server's peak RSS over the run, in MB: the highest of its
+// VmHWM before the first phase (since it started, or its last reset:
+// opening the store), each phase's, and the last's, read at the end.
+// Not getrusage's ru_maxrss (Debug.MaxRSS): Linux keeps, across exec, the
+// high-water mark of the process that exec'd, so a server started by a
+// bench that had filled a store in its own memory reports that bench's
+// peak there (a 1 GiB parent gave its child a ru_maxrss of 1,027 MB and
+// a VmHWM of 2 MB).
+func (r *Result) runPeak(d0, dFinal Debug) float64 {
+	peak := max(mb(d0.PeakRSS), mb(dFinal.PeakRSS), r.Pipeline.RSS.PeakMB)
+	for _, i := range r.Ingest {
+		peak = max(peak, i.RSS.PeakMB)
+	}
+	for _, l := range r.Latency {
+		peak = max(peak, l.RSS.PeakMB)
+	}
+	return peak
 }

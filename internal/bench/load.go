@@ -194,6 +194,7 @@ func (c *Client) Exists(ctx context.Context, id string) (bool, error) {
 // Debug is the server's GET /debug/pipeline answer.
 type Debug struct {
 	PID        int   `json:"pid"`
+	Procs      int   `json:"gomaxprocs"`
 	MaxRSS     int64 `json:"max_rss_bytes"`
 	PeakRSS    int64 `json:"peak_rss_bytes"` // since the last reset_peak
 	RSS        int64 `json:"rss_bytes"`
