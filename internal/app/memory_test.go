@@ -5,10 +5,12 @@ package app
 import (
 	"encoding/json"
 	"net/http"
+	"os"
 	"runtime"
 	"runtime/debug"
 	"testing"
 
+	"github.com/skyjoin/skyjoin/internal/platform"
 	"github.com/skyjoin/skyjoin/internal/store/duckdb"
 )
 
@@ -65,26 +67,51 @@ func TestDebugMemory(t *testing.T) {
 }
 
 // TestProcsOneMoreWithTheStore: a process that holds the embedded DuckDB
-// store runs Go on one processor more than the runtime's default, and
-// says so on /debug/pipeline; --procs sets the figure.
+// store runs Go on one processor more than the runtime's default (where
+// no CPU limit set that below the CPUs), and says so on /debug/pipeline;
+// --procs sets the figure.
 func TestProcsOneMoreWithTheStore(t *testing.T) {
 	prev := runtime.GOMAXPROCS(0)
 	t.Cleanup(func() { runtime.GOMAXPROCS(prev) })
 	t.Setenv("GOMAXPROCS", "")
+	t.Setenv(platform.EnvName("procs"), "")
+	os.Unsetenv(platform.EnvName("procs"))
 	runtime.SetDefaultGOMAXPROCS()
 	def := runtime.GOMAXPROCS(0)
+	want := def + 1
+	if def != runtime.NumCPU() {
+		want = def // a CPU limit below the CPUs: no extra
+	}
 	procsOf := func(base string) int { return debugOf(t, base, "").Procs }
 	base, stop := startInProcess(t, upHooks{})
 	got, now := procsOf(base), runtime.GOMAXPROCS(0)
 	stop()
-	if got != def+1 || now != def+1 {
-		t.Errorf("with the embedded store: /debug/pipeline says %d, GOMAXPROCS is %d; want the default %d plus one", got, now, def)
+	if got != want || now != want {
+		t.Errorf("with the embedded store: /debug/pipeline says %d, GOMAXPROCS is %d; want %d (the default %d, %d CPUs)", got, now, want, def, runtime.NumCPU())
 	}
 	base, stop = startInProcess(t, upHooks{}, "--procs", "1")
 	got = procsOf(base)
 	stop()
 	if got != 1 {
 		t.Errorf("--procs 1: /debug/pipeline says %d", got)
+	}
+}
+
+// TestProcsExtraOnlyForTheEmbeddedStore: the extra processor is for a
+// process that opened the embedded DuckDB store, not one that opened
+// BigQuery or no store.
+func TestProcsExtraOnlyForTheEmbeddedStore(t *testing.T) {
+	for _, c := range []struct {
+		p    *process
+		want int
+	}{
+		{&process{storeURL: "duckdb://data/skyjoin.duckdb", st: &flakyStore{}}, 1},
+		{&process{storeURL: "duckdb://data/skyjoin.duckdb"}, 0}, // not opened by this process's stages
+		{&process{storeURL: "bigquery://p/d", st: &flakyStore{}}, 0},
+	} {
+		if got := c.p.procsExtra(); got != c.want {
+			t.Errorf("store %s, opened %v: extra processors %d, want %d", c.p.storeURL, c.p.st != nil, got, c.want)
+		}
 	}
 }
 

@@ -477,11 +477,22 @@ func (p *process) storeFailer() failingStore {
 // pages' p99 missed 20 ms with 2 and met it with 3, for the same CPU
 // (docs/benchmarks.md, "More of Go's processors than cores").
 func (p *process) applyProcs() {
-	extra := 0
-	if p.st != nil && strings.HasPrefix(p.storeURL, "duckdb://") {
-		extra = 1
+	procs.Apply(p.cfg.Procs, p.procsExtra(), p.log)
+}
+
+// procsExtra is the processors this process asks for over the runtime's
+// default: one when it opened the embedded DuckDB store.
+func (p *process) procsExtra() int {
+	if p.embeddedStore() {
+		return 1
 	}
-	procs.Apply(p.cfg.Procs, extra, p.log)
+	return 0
+}
+
+// embeddedStore reports whether this process opened the embedded DuckDB
+// store.
+func (p *process) embeddedStore() bool {
+	return p.st != nil && strings.HasPrefix(p.storeURL, "duckdb://")
 }
 
 // applyMemoryBudget sets the Go heap's soft limit from --memory-limit (or
@@ -493,7 +504,7 @@ func (p *process) applyProcs() {
 // memtables.
 func (p *process) applyMemoryBudget() error {
 	var outside int64
-	if p.st != nil && strings.HasPrefix(p.storeURL, "duckdb://") {
+	if p.embeddedStore() {
 		limit := p.cfg.DuckDB.MemoryLimit
 		if limit == "" {
 			limit = duckdb.DefaultMemoryLimit

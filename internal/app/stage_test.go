@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -202,6 +203,9 @@ func startInProcessOut(t *testing.T, hooks upHooks, out io.Writer, args ...strin
 // startInProcessLog is startInProcessOut logging to log.
 func startInProcessLog(t *testing.T, hooks upHooks, out io.Writer, log *slog.Logger, args ...string) (string, func()) {
 	t.Helper()
+	// up sets GOMAXPROCS (--procs); the test binary keeps its own.
+	procs := runtime.GOMAXPROCS(0)
+	t.Cleanup(func() { runtime.GOMAXPROCS(procs) })
 	cfg := newConfig("up")
 	fs, stages, _ := stageFlagSet(findStageCommand("up"), cfg, io.Discard)
 	all := append([]string{"--demo", "--collect=false", "--addr", "127.0.0.1:0", "--data-dir", t.TempDir(),

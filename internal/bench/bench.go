@@ -145,7 +145,7 @@ type WeatherResult struct {
 type ServerResult struct {
 	PID             int     `json:"pid"`
 	Procs           int     `json:"gomaxprocs"`  // the server's GOMAXPROCS
-	PeakRSSMB       float64 `json:"peak_rss_mb"` // the highest VmHWM: before the first phase, and of each phase
+	PeakRSSMB       float64 `json:"peak_rss_mb"` // the highest VmHWM: before, in and between the phases
 	CPUSeconds      float64 `json:"cpu_seconds"`
 	CPUSecPer1000   float64 `json:"cpu_seconds_per_1000_events"`
 	Stored          int64   `json:"stored"`
@@ -332,11 +332,19 @@ func Run(ctx context.Context, c *Client, cfg Config, progress io.Writer) (Result
 
 	// startPhase resets the server's peak RSS and starts sampling what
 	// holds its memory; endPhase reads the phase's peak and the sample.
+	// between is the highest peak outside the phases: at the start, and
+	// in the waits between them.
+	between := mb(d0.PeakRSS)
 	type phaseMemory struct {
 		rss     PhaseRSS
 		sampler *memorySampler
 	}
 	startPhase := func() phaseMemory {
+		// The peak since the last reset: the wait for the backlog to
+		// drain after the phase before, which no phase counts.
+		if d, err := c.Debug(ctx); err == nil {
+			between = max(between, mb(d.PeakRSS))
+		}
 		d, err := c.ResetPeak(ctx)
 		if err != nil {
 			say("peak RSS per phase unavailable: %v\n", err)
@@ -473,7 +481,7 @@ func Run(ctx context.Context, c *Client, cfg Config, progress io.Writer) (Result
 		res.Weather.HitRatio = float64(w.Hits-w0.Hits) / float64(res.Weather.Requests)
 	}
 	stored := dFinal.Stored - d0.Stored
-	res.Server = ServerResult{PID: dFinal.PID, Procs: dFinal.Procs, PeakRSSMB: res.runPeak(d0, dFinal),
+	res.Server = ServerResult{PID: dFinal.PID, Procs: dFinal.Procs, PeakRSSMB: res.runPeak(between, dFinal),
 		CPUSeconds: dFinal.CPUSeconds - d0.CPUSeconds, Stored: stored}
 	if stored > 0 {
 		res.Server.CPUSecPer1000 = res.Server.CPUSeconds * 1000 / float64(stored)
@@ -557,16 +565,18 @@ func (r Result) Markdown() string {
 	return b.String()
 }
 
-// runPeak is the server's peak RSS over the run, in MB: the highest of its
-// VmHWM before the first phase (since it started, or its last reset:
-// opening the store), each phase's, and the last's, read at the end.
+// runPeak is the server's peak RSS over the run, in MB: the highest of
+// between (its VmHWM before the first phase, since it started or its last
+// reset: opening the store; and before each phase's reset, the wait for
+// the backlog to drain after the phase before), each phase's, and the
+// last's, read at the end.
 // Not getrusage's ru_maxrss (Debug.MaxRSS): Linux keeps, across exec, the
 // high-water mark of the process that exec'd, so a server started by a
 // bench that had filled a store in its own memory reports that bench's
 // peak there (a 1 GiB parent gave its child a ru_maxrss of 1,027 MB and
 // a VmHWM of 2 MB).
-func (r *Result) runPeak(d0, dFinal Debug) float64 {
-	peak := max(mb(d0.PeakRSS), mb(dFinal.PeakRSS), r.Pipeline.RSS.PeakMB)
+func (r *Result) runPeak(between float64, dFinal Debug) float64 {
+	peak := max(between, mb(dFinal.PeakRSS), r.Pipeline.RSS.PeakMB)
 	for _, i := range r.Ingest {
 		peak = max(peak, i.RSS.PeakMB)
 	}

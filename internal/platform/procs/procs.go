@@ -9,19 +9,19 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"strconv"
 )
 
 // Config is the processors a process asks for.
 type Config struct {
-	// N is GOMAXPROCS; 0: the runtime's default (the CPUs this process may
-	// use: the machine's, or its container's CPU limit), plus the extra a
-	// process's caller asks for (Apply).
+	// N is GOMAXPROCS; 0: the runtime's default, plus the extra a process
+	// asks for (Apply).
 	N int
 }
 
 // RegisterFlags registers --procs.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	fs.IntVar(&c.N, "procs", 0, "processors that run this process's goroutines at once (GOMAXPROCS); 0: the CPUs it may use (the machine's, or the container's CPU limit), plus one when it holds the embedded DuckDB store, so that the store's background work (compactions, calls into DuckDB) does not keep requests waiting for a processor (docs/architecture.md). GOMAXPROCS, if set, takes precedence")
+	fs.IntVar(&c.N, "procs", 0, "how many OS threads run this process's Go code at once (GOMAXPROCS); 0: the Go runtime's default (the CPUs it may use; in a container with a CPU limit, the limit rounded up, at least 2), plus one in a server process that opens the embedded DuckDB store and has no CPU limit below its CPUs, so that the store's background work (compactions, calls into DuckDB) does not keep requests waiting (docs/architecture.md). The GOMAXPROCS environment variable, if set, overrides --procs and the extra one")
 }
 
 // Validate checks N.
@@ -32,40 +32,56 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// envSet reports whether v, the GOMAXPROCS environment variable, is one
+// the runtime applies: a positive whole number (it ignores any other).
+func envSet(v string) bool {
+	n, err := strconv.Atoi(v)
+	return err == nil && n > 0
+}
+
 // Decide returns the processors to run with, and where the figure came
-// from: "GOMAXPROCS" when env (the variable's value) is set, which the
-// runtime has already applied, and the figure is current; "flag" for
-// c.N; otherwise "default", def (the runtime's default) plus extra.
-func Decide(c Config, env string, current, def, extra int) (int, string) {
+// from:
+//   - "GOMAXPROCS" when env (the variable's value) is one the runtime
+//     applies: it has, and the figure is current;
+//   - "flag" for c.N;
+//   - otherwise "default": def, the runtime's default, plus extra when def
+//     is cpus, the CPUs the process may run on. Where def is less, a
+//     container's CPU limit set it, and more threads than the limit
+//     would be throttled rather than share the cores more finely; that
+//     case was not measured, and it keeps the runtime's figure.
+func Decide(c Config, env string, current, def, cpus, extra int) (int, string) {
 	switch {
-	case env != "":
+	case envSet(env):
 		return current, "GOMAXPROCS"
 	case c.N > 0:
 		return c.N, "flag"
-	default:
+	case def == cpus:
 		return def + max(extra, 0), "default"
+	default:
+		return def, "default"
 	}
 }
 
 // Apply sets GOMAXPROCS from c, with extra processors over the runtime's
-// default when c leaves it to the default, and logs what it did when that
-// is not the runtime's default. The GOMAXPROCS environment variable takes
-// precedence. Where Apply leaves the default, the runtime keeps following
-// the container's CPU limit; a figure set here stays as it is.
+// default when c leaves it to the default (see Decide), and logs what it
+// did when that is not the runtime's default. The GOMAXPROCS environment
+// variable takes precedence. Where Apply leaves the runtime's default, the
+// runtime keeps following the container's CPU limit; a figure from the
+// flag or with the extra stays as it is.
 func Apply(c Config, extra int, log *slog.Logger) int {
 	env := os.Getenv("GOMAXPROCS")
-	if env == "" {
+	if !envSet(env) {
 		// The default, as the runtime would have it now (and not what an
 		// earlier Apply in this process set).
 		runtime.SetDefaultGOMAXPROCS()
 	}
 	def := runtime.GOMAXPROCS(0)
-	n, source := Decide(c, env, def, def, extra)
-	if n != def {
+	n, source := Decide(c, env, def, def, runtime.NumCPU(), extra)
+	if source == "flag" || n != def {
 		runtime.GOMAXPROCS(n)
 	}
 	if source != "default" || n != def {
-		log.Info("processors", "gomaxprocs", n, "source", source, "cpus", runtime.NumCPU())
+		log.Info("processors", "gomaxprocs", n, "source", source, "runtime_default", def, "cpus", runtime.NumCPU())
 	}
 	return n
 }

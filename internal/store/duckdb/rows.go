@@ -658,12 +658,12 @@ func (r *rowStore) fetch(refs []int64, encoded bool) (got []rowRead, missing []i
 var rowReaders, rowReadsPerPart = 4, 8
 
 // read reads the records of the row refs refs into got (of the same
-// length), and returns the refs it does not hold, in the order asked. A few seqs are read by a Get each;
-// more by one iterator that seeks to each by its whole key in ascending
-// order (SeekPrefixGE: like a Get, it looks only in the sstables whose
-// bounds hold the key, where SeekGE would read the next key of every level
-// too), keeping the sstables it has open and the block it is on between
-// seeks: on the 20 M-record store, a page of a user's records 5-18 % less
+// length), and returns the refs it does not hold, in the order asked. A
+// few refs are read by a Get each; more by one iterator that seeks to
+// each by its whole key in ascending order (SeekPrefixGE: like a Get, it
+// looks only in the sstables whose bounds hold the key, where SeekGE would
+// read the next key of every level too), keeping the sstables it has open
+// and the block it is on between seeks: on the 20 M-record store, a page of a user's records 5-18 % less
 // CPU than by Gets (BenchmarkReadsOnStore list_user_*_encoded). It costs
 // more than a Get to set up (a record of the last seconds, in a memtable:
 // 32 µs against 7; BenchmarkGet).
