@@ -48,7 +48,9 @@ func envSet(v string) bool {
 //     is cpus, the CPUs the process may run on. Where def is less, a
 //     container's CPU limit set it, and more threads than the limit
 //     would be throttled rather than share the cores more finely; that
-//     case was not measured, and it keeps the runtime's figure.
+//     case was not measured, and it keeps the runtime's figure. (A limit
+//     that the runtime rounds up, or raises to its minimum of 2, back to
+//     cpus is not seen: --procs is for it.)
 func Decide(c Config, env string, current, def, cpus, extra int) (int, string) {
 	switch {
 	case envSet(env):
