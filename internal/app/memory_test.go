@@ -3,8 +3,6 @@
 package app
 
 import (
-	"encoding/json"
-	"net/http"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -113,19 +111,4 @@ func TestProcsExtraOnlyForTheEmbeddedStore(t *testing.T) {
 			t.Errorf("store %s, opened %v: extra processors %d, want %d", c.p.storeURL, c.p.st != nil, got, c.want)
 		}
 	}
-}
-
-// debugOf is the in-process up's answer to GET /debug/pipeline?query.
-func debugOf(t *testing.T, base, query string) pipelineDebug {
-	t.Helper()
-	resp, err := http.Get(adminURL(t, base) + "/debug/pipeline" + query)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var d pipelineDebug
-	if err := json.NewDecoder(resp.Body).Decode(&d); err != nil {
-		t.Fatal(err)
-	}
-	return d
 }

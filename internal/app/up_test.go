@@ -63,16 +63,23 @@ func postEvents(t *testing.T, base string, from, n int) {
 
 func storedCount(t *testing.T, base string) (n int, dead int) {
 	t.Helper()
-	var d pipelineDebug
-	resp, err := http.Get(adminURL(t, base) + "/debug/pipeline")
+	d := debugOf(t, base, "")
+	return int(d.Stored), int(d.Dead)
+}
+
+// debugOf is the in-process up's answer to GET /debug/pipeline?query.
+func debugOf(t *testing.T, base, query string) pipelineDebug {
+	t.Helper()
+	resp, err := http.Get(adminURL(t, base) + "/debug/pipeline" + query)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
+	var d pipelineDebug
 	if err := json.NewDecoder(resp.Body).Decode(&d); err != nil {
 		t.Fatal(err)
 	}
-	return int(d.Stored), int(d.Dead)
+	return d
 }
 
 // TestStoreOutageRecovers: while every store write fails, events are

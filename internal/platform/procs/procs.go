@@ -42,7 +42,7 @@ func envSet(v string) bool {
 // Decide returns the processors to run with, and where the figure came
 // from:
 //   - "GOMAXPROCS" when env (the variable's value) is one the runtime
-//     applies: it has, and the figure is current;
+//     applies: it has, and the figure is def, what the runtime runs with;
 //   - "flag" for c.N;
 //   - otherwise "default": def, the runtime's default, plus extra when def
 //     is cpus, the CPUs the process may run on. Where def is less, a
@@ -51,10 +51,10 @@ func envSet(v string) bool {
 //     case was not measured, and it keeps the runtime's figure. (A limit
 //     that the runtime rounds up, or raises to its minimum of 2, back to
 //     cpus is not seen: --procs is for it.)
-func Decide(c Config, env string, current, def, cpus, extra int) (int, string) {
+func Decide(c Config, env string, def, cpus, extra int) (int, string) {
 	switch {
 	case envSet(env):
-		return current, "GOMAXPROCS"
+		return def, "GOMAXPROCS"
 	case c.N > 0:
 		return c.N, "flag"
 	case def == cpus:
@@ -78,7 +78,7 @@ func Apply(c Config, extra int, log *slog.Logger) int {
 		runtime.SetDefaultGOMAXPROCS()
 	}
 	def := runtime.GOMAXPROCS(0)
-	n, source := Decide(c, env, def, def, runtime.NumCPU(), extra)
+	n, source := Decide(c, env, def, runtime.NumCPU(), extra)
 	if source == "flag" || n != def {
 		runtime.GOMAXPROCS(n)
 	}

@@ -10,24 +10,24 @@ import (
 
 func TestDecide(t *testing.T) {
 	for _, c := range []struct {
-		name                      string
-		c                         Config
-		env                       string
-		current, def, cpus, extra int
-		want                      int
-		wantSource                string
+		name             string
+		c                Config
+		env              string
+		def, cpus, extra int
+		want             int
+		wantSource       string
 	}{
-		{"default", Config{}, "", 2, 2, 2, 0, 2, "default"},
-		{"default and one for the store", Config{}, "", 2, 2, 2, 1, 3, "default"},
-		{"a negative extra is none", Config{}, "", 4, 4, 4, -1, 4, "default"},
-		{"a CPU limit below the CPUs: no extra", Config{}, "", 2, 2, 8, 1, 2, "default"},
-		{"the flag", Config{N: 6}, "", 2, 2, 2, 1, 6, "flag"},
-		{"GOMAXPROCS over the flag", Config{N: 6}, "5", 5, 2, 2, 1, 5, "GOMAXPROCS"},
-		{"GOMAXPROCS over the extra", Config{}, "2", 2, 2, 2, 1, 2, "GOMAXPROCS"},
-		{"GOMAXPROCS=0 is ignored, as the runtime does", Config{}, "0", 2, 2, 2, 1, 3, "default"},
-		{"GOMAXPROCS=abc is ignored", Config{N: 6}, "abc", 2, 2, 2, 1, 6, "flag"},
+		{"default", Config{}, "", 2, 2, 0, 2, "default"},
+		{"default and one for the store", Config{}, "", 2, 2, 1, 3, "default"},
+		{"a negative extra is none", Config{}, "", 4, 4, -1, 4, "default"},
+		{"a CPU limit below the CPUs: no extra", Config{}, "", 2, 8, 1, 2, "default"},
+		{"the flag", Config{N: 6}, "", 2, 2, 1, 6, "flag"},
+		{"GOMAXPROCS over the flag", Config{N: 6}, "5", 5, 2, 1, 5, "GOMAXPROCS"},
+		{"GOMAXPROCS over the extra", Config{}, "2", 2, 2, 1, 2, "GOMAXPROCS"},
+		{"GOMAXPROCS=0 is ignored, as the runtime does", Config{}, "0", 2, 2, 1, 3, "default"},
+		{"GOMAXPROCS=abc is ignored", Config{N: 6}, "abc", 2, 2, 1, 6, "flag"},
 	} {
-		n, source := Decide(c.c, c.env, c.current, c.def, c.cpus, c.extra)
+		n, source := Decide(c.c, c.env, c.def, c.cpus, c.extra)
 		if n != c.want || source != c.wantSource {
 			t.Errorf("%s: Decide = %d, %q; want %d, %q", c.name, n, source, c.want, c.wantSource)
 		}
