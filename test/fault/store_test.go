@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -35,24 +36,62 @@ func smallFS(t *testing.T, size string) string {
 	return dir
 }
 
-// fill writes a file into dir until the file system is full.
-func fill(t *testing.T, dir string) string {
+// fill writes a file into dir until the file system is full, and keeps
+// it full until stop is called: space the store frees (DuckDB truncating
+// its WAL after a checkpoint frees megabytes) is taken again every 20 ms,
+// so that the store's writes meet a full disk however its own files
+// shrink.
+func fill(t *testing.T, dir string) (name string, stop func()) {
 	t.Helper()
-	name := filepath.Join(dir, "filler")
+	name = filepath.Join(dir, "filler")
 	f, err := os.Create(name)
 	if err != nil {
 		t.Fatalf("fill %s: %v", dir, err)
 	}
-	defer f.Close()
 	buf := make([]byte, 1<<20)
-	for {
-		if _, err := f.Write(buf); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatalf("fill %s: %v", dir, err)
+	topUp := func() error {
+		for n := len(buf); ; {
+			if _, err := f.Write(buf[:n]); err != nil {
+				if !errors.Is(err, syscall.ENOSPC) {
+					return err
+				}
+				if n == 1 {
+					return nil
+				}
+				n /= 2 // what is left may be less than the buffer
 			}
-			return name
 		}
 	}
+	if err := topUp(); err != nil {
+		f.Close()
+		t.Fatalf("fill %s: %v", dir, err)
+	}
+	quit, done := make(chan struct{}), make(chan error, 1)
+	go func() {
+		defer f.Close()
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-quit:
+				done <- nil
+				return
+			case <-tick.C:
+				if err := topUp(); err != nil {
+					done <- err
+					return
+				}
+			}
+		}
+	}()
+	stop = sync.OnceFunc(func() {
+		close(quit)
+		if err := <-done; err != nil {
+			t.Errorf("keep %s full: %v", dir, err)
+		}
+	})
+	t.Cleanup(stop) // before the unmount, if the test ends early
+	return name, stop
 }
 
 // TestStoreDiskFull puts the store (DuckDB) on a small tmpfs of its own and
@@ -79,7 +118,7 @@ func TestStoreDiskFull(t *testing.T) {
 	for accepted.Load() < int64(total/3) || testbin.Counters(t, admin).Stored == 0 {
 		time.Sleep(20 * time.Millisecond)
 	}
-	filler := fill(t, small)
+	filler, stopFilling := fill(t, small)
 	c0 := testbin.Counters(t, admin)
 	t.Logf("store's disk full with %d events accepted, %d stored", accepted.Load(), c0.Stored)
 	time.Sleep(full)
@@ -87,6 +126,7 @@ func TestStoreDiskFull(t *testing.T) {
 	if c1.Failed == c0.Failed {
 		t.Errorf("no batch failed in %s with the store's disk full (stored %d -> %d)", full, c0.Stored, c1.Stored)
 	}
+	stopFilling()
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
