@@ -42,16 +42,7 @@ func BenchmarkRowKeyLayout(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	pool := storetest.Records(1, 20_000)
-	enc := event.NewLineEncoder()
-	vals := make([][]byte, len(pool))
-	for i := range pool {
-		v, err := rowValue(enc, &pool[i], true)
-		if err != nil {
-			b.Fatal(err)
-		}
-		vals[i] = slices.Clone(v)
-	}
+	vals := rowBenchValues(b)
 	users := max(1, n/200)
 	rng := rand.New(rand.NewPCG(7, 7))
 	userOf := make([]uint32, n+1)
@@ -81,28 +72,11 @@ func BenchmarkRowKeyLayout(b *testing.B) {
 				}
 				start := time.Now()
 				for seq := 1; seq <= n; seq += 1000 {
-					batch := r.db.NewBatch()
-					for s := seq; s < seq+1000 && s <= n; s++ {
-						batch.Set(layout.key(userOf[s], int64(s)), vals[s%len(vals)], nil)
-					}
-					if err := batch.Commit(pebble.NoSync); err != nil {
-						b.Fatal(err)
-					}
-					batch.Close()
+					putRows(b, r.db, seq, min(seq+1000, n+1), func(s int) []byte { return layout.key(userOf[s], int64(s)) }, vals)
 				}
 				b.ReportMetric(float64(n)/time.Since(start).Seconds(), "puts/s")
-				// Settled: no flush or compaction for 3 s.
-				for quiet := 0; quiet < 6; time.Sleep(500 * time.Millisecond) {
-					if m := r.db.Metrics(); m.Compact.NumInProgress == 0 && m.Flush.NumInProgress == 0 {
-						quiet++
-					} else {
-						quiet = 0
-					}
-				}
-				m := r.db.Metrics()
-				tot := m.Total()
-				b.ReportMetric(float64(tot.TableBytesFlushed+tot.TableBytesCompacted)/float64(tot.TableBytesFlushed), "w-amp")
-				b.ReportMetric(float64(m.DiskSpaceUsage())/float64(n), "disk-B/record")
+				settleRows(r.db, 3*time.Second)
+				reportLSM(b, r.db, n)
 				if err := r.close(); err != nil {
 					b.Fatal(err)
 				}
@@ -119,24 +93,7 @@ func BenchmarkRowKeyLayout(b *testing.B) {
 						continue
 					}
 					off := rng.IntN(len(seqs) - 99)
-					t0 := time.Now()
-					it, err := r.db.NewIter(nil)
-					if err != nil {
-						b.Fatal(err)
-					}
-					for _, seq := range seqs[off : off+100] {
-						k := layout.key(uint32(u), seq)
-						if !it.SeekPrefixGE(k) || !bytes.Equal(it.Key(), k) {
-							b.Fatalf("user %d: seq %d not found", u, seq)
-						}
-						if _, err := it.ValueAndErr(); err != nil {
-							b.Fatal(err)
-						}
-					}
-					if err := it.Close(); err != nil {
-						b.Fatal(err)
-					}
-					lat = append(lat, time.Since(t0))
+					lat = append(lat, readRowPage(b, r.db, seqs[off:off+100], func(seq int64) []byte { return layout.key(uint32(u), seq) }))
 				}
 				slices.Sort(lat)
 				b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "page-p50-ms")
@@ -147,4 +104,79 @@ func BenchmarkRowKeyLayout(b *testing.B) {
 			}
 		})
 	}
+}
+
+// rowBenchValues are the row store's values of storetest's records, to be
+// put by a benchmark.
+func rowBenchValues(b *testing.B) [][]byte {
+	pool := storetest.Records(1, 20_000)
+	enc := event.NewLineEncoder()
+	vals := make([][]byte, len(pool))
+	for i := range pool {
+		v, err := rowValue(enc, &pool[i], true)
+		if err != nil {
+			b.Fatal(err)
+		}
+		vals[i] = slices.Clone(v)
+	}
+	return vals
+}
+
+// putRows puts the records from seq to end (not included) in one batch,
+// as the row store's writer does, each at key(seq) with a value of vals.
+func putRows(b *testing.B, db *pebble.DB, seq, end int, key func(int) []byte, vals [][]byte) {
+	batch := db.NewBatch()
+	defer batch.Close()
+	for s := seq; s < end; s++ {
+		if err := batch.Set(key(s), vals[s%len(vals)], nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := batch.Commit(pebble.NoSync); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// settleRows waits until db has run no flush or compaction for quiet.
+func settleRows(db *pebble.DB, quiet time.Duration) {
+	const every = 250 * time.Millisecond
+	for q := time.Duration(0); q < quiet; time.Sleep(every) {
+		if m := db.Metrics(); m.Compact.NumInProgress == 0 && m.Flush.NumInProgress == 0 {
+			q += every
+		} else {
+			q = 0
+		}
+	}
+}
+
+// reportLSM reports db's write amplification and its disk a record of n.
+func reportLSM(b *testing.B, db *pebble.DB, n int) {
+	m := db.Metrics()
+	tot := m.Total()
+	b.ReportMetric(float64(tot.TableBytesFlushed+tot.TableBytesCompacted)/float64(tot.TableBytesFlushed), "w-amp")
+	b.ReportMetric(float64(m.DiskSpaceUsage())/float64(n), "disk-B/record")
+}
+
+// readRowPage reads the records at seqs, keyed by key, as a part of a page
+// is read: by one iterator, seeking each by its whole key. It returns the
+// time it took.
+func readRowPage(b *testing.B, db *pebble.DB, seqs []int64, key func(int64) []byte) time.Duration {
+	t0 := time.Now()
+	it, err := db.NewIter(nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, seq := range seqs {
+		k := key(seq)
+		if !it.SeekPrefixGE(k) || !bytes.Equal(it.Key(), k) {
+			b.Fatalf("seq %d not found", seq)
+		}
+		if _, err := it.ValueAndErr(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := it.Close(); err != nil {
+		b.Fatal(err)
+	}
+	return time.Since(t0)
 }

@@ -288,8 +288,19 @@ func openRowStore(dir string, log *slog.Logger, lastSeq int64) (*rowStore, error
 // rowCompression is the row store's blocks' compression, and
 // rowAutoCompact whether Pebble compacts on its own: a test turns both off
 // to find values in its files and to see what Compact alone removes.
+//
+// Snappy: it is what the row store always wrote, though until the
+// twenty-sixth round it asked for Pebble's "balanced" profile (zstd at
+// level 1 for data blocks), which needs MinLZ for its other blocks, which
+// the sstable format Pebble writes by default cannot hold, so Pebble fell
+// back to snappy for every block (TestRowCompression). Weighed by
+// BenchmarkRowStoreOptions (1 M records): zstd (level 3) took 19.8 µs of
+// CPU a record where snappy took 15.0, for 324 bytes a record on disk
+// against 452; no compression 9.5 µs for 1,180 bytes; Pebble's newest
+// format, whose blocks are columnar, 16.1 µs with MinLZ
+// (docs/benchmarks.md, twenty-sixth round).
 var (
-	rowCompression = block.BalancedCompression
+	rowCompression = block.SnappyCompression
 	rowAutoCompact = true
 	// rowFS, if set, is the row store's file system (a test injects
 	// errors with it).
@@ -308,6 +319,28 @@ var (
 	// of a WAL, a new one (preallocated to 1.1 memtables) and the flush of
 	// a memtable.
 	rowBallastBytes int64 = 2 * rowMemTableBytes
+	// rowTune, if set, changes the row store's options before it opens (a
+	// benchmark weighs them).
+	rowTune func(*pebble.Options)
+)
+
+// rowL0Compaction and rowL0StopWrites are the row store's L0 thresholds
+// (Pebble's L0CompactionThreshold and L0StopWritesThreshold). The keys
+// begin with a hash of the user, so every memtable flushed to L0 holds keys
+// all over the key space, and each compaction of L0 into the level below
+// rewrites that whole level: twice Pebble's default L0 before a compaction
+// means half as many rewrites. BenchmarkRowStoreOptions, records put as
+// fast as Pebble takes them, a page of a user's records read every 20,000:
+// 15.0 µs of CPU a record against 17.1 with Pebble's thresholds (1 M
+// records) and 17.7 against 22.4 (4 M), the page's p50 0.65 ms against
+// 0.52 and 0.81 against 0.56, with about 12-13 sublevels in L0 against 7.
+// With 16 it was 13.4 µs and 0.74 ms (1 M). On the 20 M-record store at
+// 5,000 events/s the server took 5.6 % less CPU and the pages' p50 rose by
+// 0.4-0.9 ms, their p99 stayed within 2.7 ms of Pebble's thresholds'
+// (docs/benchmarks.md, twenty-sixth round).
+const (
+	rowL0Compaction = 8
+	rowL0StopWrites = 24
 )
 
 // rowOpenFiles is how many files the row store may keep open (Pebble's
@@ -342,7 +375,12 @@ func openPebble(dir string, log *slog.Logger) (*rowStore, error) {
 		Cache:        cache,
 		MemTableSize: rowMemTableBytes,
 		MaxOpenFiles: rowOpenFiles(openFilesLimit()),
-		Logger:       pebbleLogger{log, failed},
+		// L0 is compacted into the level below once it holds rowL0Compaction
+		// sublevels (Pebble's default: 4), and writes wait at
+		// rowL0StopWrites (12).
+		L0CompactionThreshold: rowL0Compaction,
+		L0StopWritesThreshold: rowL0StopWrites,
+		Logger:                pebbleLogger{log, failed},
 
 		DisableAutomaticCompactions: !rowAutoCompact,
 		// A write that finds the disk full removes the ballast, which makes
@@ -355,12 +393,15 @@ func openPebble(dir string, log *slog.Logger) (*rowStore, error) {
 		// Pebble tries again) is the row store's failure too.
 		EventListener: &pebble.EventListener{BackgroundError: func(err error) { failed.set(err) }},
 	}
-	// Blocks of 16 KB compressed with zstd (level 1): records of one schema
-	// compress in a block of 14 where a block of 4 KB (Pebble's default)
-	// holds too few; a point read decompresses one block (docs/benchmarks.md).
+	// Blocks of 16 KB (rowCompression): records of one schema compress in a
+	// block of 14 where a block of 4 KB (Pebble's default) holds too few; a
+	// point read decompresses one block (docs/benchmarks.md).
 	for i := range opts.Levels {
 		opts.Levels[i].BlockSize = 16 << 10
 		opts.Levels[i].Compression = func() *block.CompressionProfile { return rowCompression }
+	}
+	if rowTune != nil {
+		rowTune(opts)
 	}
 	db, err := pebble.Open(dir, opts)
 	if err != nil {

@@ -625,6 +625,47 @@ func TestRowOpenFiles(t *testing.T) {
 	}
 }
 
+// TestRowCompression: the row store's sstables are compressed as
+// rowCompression asks for its data blocks. Pebble falls back to snappy,
+// without a word, for a profile its sstable format cannot hold: the row
+// store asked for zstd until the twenty-sixth round and wrote snappy all
+// along (with the "balanced" profile this test fails).
+func TestRowCompression(t *testing.T) {
+	r, err := openPebble(t.TempDir(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.close()
+	enc := event.NewLineEncoder()
+	recs := storetest.Records(3, 2000)
+	b := r.db.NewBatch()
+	for i := range recs {
+		v, err := rowValue(enc, &recs[i], true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Set(rowKey(rowRef(recs[i].User.ID, int64(i+1))), v, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.db.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	m := r.db.Metrics().Table
+	got := map[string]int64{"Snappy": m.CompressedCountSnappy, "ZSTD": m.CompressedCountZstd, "MinLZ": m.CompressedCountMinLZ,
+		"NoCompression": m.CompressedCountNone, "unknown": m.CompressedCountUnknown}
+	want := rowCompression.DataBlocks.Algorithm.String()
+	for alg, n := range got {
+		if (alg == want) != (n > 0) {
+			t.Errorf("the sstables' compression: %v; want %s only (rowCompression %s)", got, want, rowCompression.Name)
+			break
+		}
+	}
+}
+
 // TestRowRef: a row ref is a hash of the user id (the same in every
 // process: the refs are on disk) above the seq, which it gives back; a
 // user's refs sort by seq, and no other user's fall between them unless
