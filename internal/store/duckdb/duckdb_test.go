@@ -615,10 +615,7 @@ func walkAll(t *testing.T, s *Store) []event.Record {
 // SKYJOIN_BENCH_ROW_GROUP_SIZE (rows) RowGroupSize.
 
 func BenchmarkWrite(b *testing.B) {
-	batch := 1000
-	if v := os.Getenv("SKYJOIN_BENCH_BATCH"); v != "" {
-		batch, _ = strconv.Atoi(v)
-	}
+	batch := benchEnvInt(b, "SKYJOIN_BENCH_BATCH", 1000, 1)
 	if v := os.Getenv("SKYJOIN_BENCH_CHECKPOINT_THRESHOLD"); v != "" {
 		defer func(old int64) { checkpointThreshold = old }(checkpointThreshold)
 		n, err := strconv.ParseInt(v, 10, 64)

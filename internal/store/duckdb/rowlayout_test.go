@@ -35,13 +35,7 @@ import (
 //
 //	SKYJOIN_BENCH_LAYOUT_RECORDS=4000000 go test -run '^$' -bench RowKeyLayout -benchtime 1x ./internal/store/duckdb/
 func BenchmarkRowKeyLayout(b *testing.B) {
-	n := 200_000
-	if v := os.Getenv("SKYJOIN_BENCH_LAYOUT_RECORDS"); v != "" {
-		var err error
-		if n, err = strconv.Atoi(v); err != nil {
-			b.Fatal(err)
-		}
-	}
+	n := benchEnvInt(b, "SKYJOIN_BENCH_LAYOUT_RECORDS", 200_000, 1)
 	vals := rowBenchValues(b)
 	users := max(1, n/200)
 	rng := rand.New(rand.NewPCG(7, 7))
@@ -179,4 +173,18 @@ func readRowPage(b *testing.B, db *pebble.DB, seqs []int64, key func(int64) []by
 		b.Fatal(err)
 	}
 	return time.Since(t0)
+}
+
+// benchEnvInt is the whole number in the environment variable name, at
+// least least, or def if it is not set; anything else ends the benchmark.
+func benchEnvInt(b *testing.B, name string, def, least int) int {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < least {
+		b.Fatalf("%s=%q: want a whole number of at least %d", name, v, least)
+	}
+	return n
 }

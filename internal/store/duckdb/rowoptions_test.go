@@ -32,13 +32,7 @@ import (
 //
 //	SKYJOIN_BENCH_ROWS=2000000 go test -run '^$' -bench RowStoreOptions -benchtime 1x ./internal/store/duckdb/
 func BenchmarkRowStoreOptions(b *testing.B) {
-	n := 1_000_000
-	if v := os.Getenv("SKYJOIN_BENCH_ROWS"); v != "" {
-		var err error
-		if n, err = strconv.Atoi(v); err != nil || n < 40_000 {
-			b.Fatalf("SKYJOIN_BENCH_ROWS=%q: want a number of at least 40000", v)
-		}
-	}
+	n := benchEnvInt(b, "SKYJOIN_BENCH_ROWS", 1_000_000, 40_000)
 	vals := rowBenchValues(b)
 	const users = 100_000
 	rng := rand.New(rand.NewPCG(7, 7))
