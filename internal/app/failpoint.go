@@ -10,6 +10,7 @@ import (
 	"syscall"
 
 	"github.com/skyjoin/skyjoin/internal/event"
+	"github.com/skyjoin/skyjoin/internal/store"
 )
 
 // failpointEnv names a crash to inject, for the kill -9 tests of the
@@ -43,9 +44,27 @@ type killAfterWrite struct {
 
 func (k *killAfterWrite) Write(ctx context.Context, recs []event.Record) error {
 	err := k.storeBackend.Write(ctx, recs)
+	k.killAfter(err)
+	return err
+}
+
+// WriteLines keeps the store's store.LineWriter, so that the worker under
+// the failpoint takes the path it takes without it.
+func (k *killAfterWrite) WriteLines(ctx context.Context, recs []event.Record) ([][]byte, error) {
+	lw, ok := k.storeBackend.(store.LineWriter)
+	if !ok {
+		return nil, k.Write(ctx, recs)
+	}
+	lines, err := lw.WriteLines(ctx, recs)
+	k.killAfter(err)
+	return lines, err
+}
+
+// killAfter kills the process after the configured number of successful
+// writes.
+func (k *killAfterWrite) killAfter(err error) {
 	if err == nil && k.writes.Add(1) == k.after {
 		syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		select {} // SIGKILL is not caught: the process is gone
 	}
-	return err
 }

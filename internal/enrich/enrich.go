@@ -450,7 +450,12 @@ func (w *Worker) Process(ctx context.Context, msgs []*broker.Message) error {
 			return err
 		}
 		pctx, start = w.phaseStart(ctx, PhaseStore)
-		err = w.store.Write(pctx, recs)
+		var lines [][]byte // the stored records' JSON, from a store that gives it
+		if lw, ok := w.store.(store.LineWriter); ok {
+			lines, err = lw.WriteLines(pctx, recs)
+		} else {
+			err = w.store.Write(pctx, recs)
+		}
 		w.phaseDone(pctx, PhaseStore, start, len(recs), err)
 		if rejected, ok := errors.AsType[store.RejectedRows](err); ok {
 			// The store refused some records for what they hold and stored
@@ -466,7 +471,7 @@ func (w *Worker) Process(ctx context.Context, msgs []*broker.Message) error {
 				o := b.Origins[i]
 				dead = append(dead, DeadLetter{Msg: o.Msg, Index: o.Index, Data: o.Raw, Stage: "store", Reason: reason})
 			}
-			recs, err = kept, nil
+			recs, lines, err = kept, nil, nil
 		}
 		if err != nil {
 			return fmt.Errorf("enrich: store %d records: %w", len(recs), err)
@@ -474,7 +479,7 @@ func (w *Worker) Process(ctx context.Context, msgs []*broker.Message) error {
 		if w.Observer != nil {
 			w.Observer.Stored(ctx, recs, w.now().UTC())
 		}
-		if err := w.publishRecords(ctx, recs); err != nil {
+		if err := w.publishRecords(ctx, recs, lines); err != nil {
 			return err
 		}
 		w.stats.stored.Add(int64(len(recs)))
@@ -509,15 +514,24 @@ func (w *Worker) Process(ctx context.Context, msgs []*broker.Message) error {
 // committed and before this publish makes the broker deliver the batch
 // again, and the store then returns the records it holds (store.Writer), so
 // they are published then. Records with Seq 0 are later copies of an event
-// in the same batch, dropped by the store.
-func (w *Worker) publishRecords(ctx context.Context, recs []event.Record) error {
-	stored := recs
+// in the same batch, dropped by the store. lines, if not nil, are the
+// records' JSON as the store gave it back (store.LineWriter), sent as it is
+// rather than encoding the records again.
+func (w *Worker) publishRecords(ctx context.Context, recs []event.Record, lines [][]byte) error {
+	stored, storedLines := recs, lines
 	for i := range recs {
 		if recs[i].Seq == 0 {
 			stored = make([]event.Record, 0, len(recs))
+			storedLines = nil
+			if lines != nil {
+				storedLines = make([][]byte, 0, len(recs))
+			}
 			for j := range recs {
 				if recs[j].Seq != 0 {
 					stored = append(stored, recs[j])
+					if lines != nil {
+						storedLines = append(storedLines, lines[j])
+					}
 				}
 			}
 			break
@@ -527,7 +541,7 @@ func (w *Worker) publishRecords(ctx context.Context, recs []event.Record) error 
 		return nil
 	}
 	pctx, start := w.phaseStart(ctx, PhaseRecords)
-	msgs, err := envelope.NewRecordsMessages(stored, 0)
+	msgs, err := envelope.NewRecordsMessagesOf(stored, storedLines, 0)
 	if err == nil {
 		err = w.pub.Publish(pctx, broker.TopicRecords, msgs...)
 	}

@@ -733,3 +733,57 @@ func (f *stagedFetch) Fetch(ctx context.Context, max int, wait time.Duration) ([
 	f.stages = f.stages[1:]
 	return f.queue.Fetch(ctx, max, wait)
 }
+
+// lineStore is a memStore that gives back the stored records' lines
+// (store.LineWriter), in a form of its own: processed_at to the second.
+type lineStore struct{ memStore }
+
+func (s *lineStore) WriteLines(ctx context.Context, recs []event.Record) ([][]byte, error) {
+	if err := s.Write(ctx, recs); err != nil {
+		return nil, err
+	}
+	lines := make([][]byte, len(recs))
+	for i, r := range recs {
+		if r.Seq == 0 {
+			continue
+		}
+		r.ProcessedAt = r.ProcessedAt.Truncate(time.Second)
+		b, err := event.NewLineEncoder().Encode(&r)
+		if err != nil {
+			return nil, err
+		}
+		lines[i] = slices.Clone(b)
+	}
+	return lines, nil
+}
+
+// TestRecordsFromStoreLines: with a store that gives back the lines of what
+// it stored, the records topic carries those lines, not the worker's own
+// encoding of the records.
+func TestRecordsFromStoreLines(t *testing.T) {
+	q := &queue{}
+	st := &lineStore{}
+	w := newWorker(q, &joiner{}, st)
+	processed := now.Add(1500 * time.Millisecond)
+	w.now = func() time.Time { return processed }
+	m := msg("m1", event.ContentTypeNDJSON, ev("r1", 50)+"\n"+ev("r2", 51)+"\n")
+	if err := w.Process(context.Background(), []*broker.Message{m}); err != nil {
+		t.Fatal(err)
+	}
+	if len(q.records) != 1 || len(st.recs) != 2 {
+		t.Fatalf("%d records messages, %d stored; want 1, 2", len(q.records), len(st.recs))
+	}
+	got, err := envelope.DecodeRecords(q.records[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 {
+		t.Fatalf("%d records published, want 2", len(got))
+	}
+	for i, r := range got {
+		if r.EventID != st.recs[i].EventID || r.Seq != st.recs[i].Seq || !r.ProcessedAt.Equal(processed.Truncate(time.Second)) {
+			t.Errorf("published %s seq %d processed %s; want the store's line: %s seq %d processed %s",
+				r.EventID, r.Seq, r.ProcessedAt, st.recs[i].EventID, st.recs[i].Seq, processed.Truncate(time.Second))
+		}
+	}
+}

@@ -473,3 +473,38 @@ func TestRecordsBodyIsMarshal(t *testing.T) {
 		t.Fatalf("the first message after later ones: %v, %+v", err, got)
 	}
 }
+
+// TestRecordsMessagesOf: a record given its line goes as that line, byte
+// for byte; one without is encoded; a line without its newline, or lines
+// not one for each record, are refused.
+func TestRecordsMessagesOf(t *testing.T) {
+	recs := []event.Record{record(1), record(2), record(3)}
+	given := []byte(`{"event_id":"as-stored","seq":1}` + "\n")
+	msgs, err := NewRecordsMessagesOf(recs, [][]byte{given, nil, nil}, 0)
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("%d messages, %v", len(msgs), err)
+	}
+	var want []byte
+	want = append(want, given...)
+	for i := 1; i < len(recs); i++ {
+		b, err := event.Marshal(&recs[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(append(want, b...), '\n')
+	}
+	body, err := s2.Decode(nil, msgs[0].Data)
+	if err != nil || !bytes.Equal(body, want) {
+		t.Fatalf("body\n got %s\nwant %s (%v)", body, want, err)
+	}
+	got, err := DecodeRecords(msgs[0])
+	if err != nil || len(got) != 3 || got[0].EventID != "as-stored" || got[1].EventID != recs[1].EventID {
+		t.Fatalf("decoded %v, %+v", err, got)
+	}
+	if _, err := NewRecordsMessagesOf(recs, [][]byte{[]byte(`{"event_id":"x"}`), nil, nil}, 0); err == nil || !strings.Contains(err.Error(), "newline") {
+		t.Errorf("a line without its newline: %v", err)
+	}
+	if _, err := NewRecordsMessagesOf(recs, [][]byte{given}, 0); err == nil || !strings.Contains(err.Error(), "1 lines for 3 records") {
+		t.Errorf("one line for three records: %v", err)
+	}
+}

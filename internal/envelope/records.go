@@ -50,6 +50,17 @@ const MaxRecordsBytes = 4 << 20
 // most maxBytes of uncompressed body each (MaxRecordsBytes if maxBytes <= 0); a record
 // larger than that goes alone in its message. Each record is encoded once.
 func NewRecordsMessages(recs []event.Record, maxBytes int) ([]*broker.Message, error) {
+	return NewRecordsMessagesOf(recs, nil, maxBytes)
+}
+
+// NewRecordsMessagesOf is NewRecordsMessages for records some of which are
+// encoded already: where lines[i] is not nil it is recs[i]'s JSON and a
+// newline (store.LineWriter: as the store gave it back), sent as it is;
+// the others are encoded. lines is nil or as long as recs.
+func NewRecordsMessagesOf(recs []event.Record, lines [][]byte, maxBytes int) ([]*broker.Message, error) {
+	if lines != nil && len(lines) != len(recs) {
+		return nil, fmt.Errorf("envelope: %d lines for %d records", len(lines), len(recs))
+	}
 	if maxBytes <= 0 {
 		maxBytes = MaxRecordsBytes
 	}
@@ -69,9 +80,17 @@ func NewRecordsMessages(recs []event.Record, maxBytes int) ([]*broker.Message, e
 		}
 	}
 	for i := range recs {
-		b, err := w.enc.Encode(&recs[i])
-		if err != nil {
-			return nil, fmt.Errorf("envelope: encode record %q: %w", recs[i].EventID, err)
+		var b []byte
+		if lines != nil && lines[i] != nil {
+			b = lines[i]
+			if len(b) == 0 || b[len(b)-1] != '\n' {
+				return nil, fmt.Errorf("envelope: the line of record %q does not end in a newline", recs[i].EventID)
+			}
+		} else {
+			var err error
+			if b, err = w.enc.Encode(&recs[i]); err != nil {
+				return nil, fmt.Errorf("envelope: encode record %q: %w", recs[i].EventID, err)
+			}
 		}
 		if count > 0 && len(buf)+len(b) > maxBytes {
 			flush()

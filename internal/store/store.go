@@ -44,6 +44,19 @@ type Writer interface {
 	Write(ctx context.Context, recs []event.Record) error
 }
 
+// LineWriter is a Writer that gives back, with a write, the JSON of what
+// it stored: a caller that passes the stored records on (the worker, to the
+// records topic) sends those lines instead of encoding each record again.
+type LineWriter interface {
+	Writer
+	// WriteLines is Write, and returns one entry for each record of recs:
+	// for a record with a Seq once written, its JSON and a newline, as a
+	// read of the store returns it (so a line may differ from encoding
+	// recs[i]: times in the store's precision, for one); nil for a record
+	// with Seq 0. The lines are not changed afterwards.
+	WriteLines(ctx context.Context, recs []event.Record) ([][]byte, error)
+}
+
 // RejectedRows is a Write error that names the records the store refused
 // for what they hold (BigQuery's row errors), by their index in the batch,
 // with the reason. Every record it does not name was stored: the caller

@@ -327,6 +327,7 @@ const slowWrite = 250 * time.Millisecond
 const slowRead = 100 * time.Millisecond
 
 var _ store.Store = (*Store)(nil)
+var _ store.LineWriter = (*Store)(nil)
 
 // Store is the DuckDB store. It is safe for concurrent use.
 type Store struct {
@@ -339,7 +340,8 @@ type Store struct {
 	wconn   *sql.Conn // the writer's connection; holds the staging table
 	lastSeq int64     // the highest seq handed out
 	closed  bool
-	row     []driver.Value // AppendRow buffer
+	row     []driver.Value     // AppendRow buffer
+	lineEnc *event.LineEncoder // storedLines' encoder
 	// app is the writer's appender, kept open across writes to the table
 	// appKey names (catalog.table): a new appender costs DuckDB as much as
 	// a flush of a hundred records (it binds every column and sets up a

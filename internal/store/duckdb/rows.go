@@ -120,8 +120,12 @@ type rowOp struct {
 	seqs    []int64 // the records' seqs (a put), or the refs to drop
 	recs    []event.Record
 	written bool
-	drop    bool
-	ack     chan error
+	// A put of records the writer encoded (putLines): each one's user id
+	// and row value (rowValue), in place of recs.
+	users []string
+	vals  [][]byte
+	drop  bool
+	ack   chan error
 }
 
 // rowQueue is how many puts may wait for the row store's goroutine: a
@@ -474,6 +478,18 @@ func (r *rowStore) put(ctx context.Context, seqs []int64, recs []event.Record) {
 	}
 }
 
+// putLines queues, for the records of seqs, their users and their row
+// values (rowValue), as put does with records.
+func (r *rowStore) putLines(ctx context.Context, seqs []int64, users []string, vals [][]byte) {
+	select {
+	case r.ops <- rowOp{seqs: seqs, users: users, vals: vals}:
+	case <-ctx.Done():
+		r.dropped.Add(int64(len(seqs)))
+	case <-r.failed.ch:
+		r.lost.Add(int64(len(seqs)))
+	}
+}
+
 // putRecords queues records read from the store, waiting for room.
 func (r *rowStore) putRecords(ctx context.Context, recs []event.Record) error {
 	seqs := make([]int64, len(recs))
@@ -574,6 +590,14 @@ func (r *rowStore) apply(write func() error) (err error) {
 func (r *rowStore) applyPut(enc *event.LineEncoder, op rowOp) error {
 	b := r.db.NewBatchWithSize(len(op.seqs) * 1600)
 	defer b.Close()
+	if op.vals != nil {
+		for i, seq := range op.seqs {
+			if err := b.Set(rowKey(rowRef(op.users[i], seq)), op.vals[i], nil); err != nil {
+				return err
+			}
+		}
+		return b.Commit(pebble.NoSync)
+	}
 	for i, seq := range op.seqs {
 		rec := &op.recs[i]
 		rec.Seq = seq

@@ -32,30 +32,46 @@ import (
 // (only batches that hold such a redelivery pay for that read); a repeat
 // within recs keeps Seq 0.
 func (s *Store) Write(ctx context.Context, recs []event.Record) error {
+	_, err := s.writeLines(ctx, recs, false)
+	return err
+}
+
+// WriteLines is Write, and returns, for each record of recs that has a
+// seq once written, its JSON and a newline as a read of the store returns
+// it (store.LineWriter): what the row store keeps, encoded once for both.
+// A line's times are in microseconds and its properties as the JSON
+// column gives them back; nil at a repeat within recs.
+func (s *Store) WriteLines(ctx context.Context, recs []event.Record) ([][]byte, error) {
+	return s.writeLines(ctx, recs, true)
+}
+
+func (s *Store) writeLines(ctx context.Context, recs []event.Record, want bool) ([][]byte, error) {
 	if len(recs) == 0 {
-		return nil
+		return nil, nil
 	}
 	select {
 	case s.wsem <- struct{}{}:
 	case <-ctx.Done():
-		return fmt.Errorf("duckdb: write %d records: %w", len(recs), ctx.Err())
+		return nil, fmt.Errorf("duckdb: write %d records: %w", len(recs), ctx.Err())
 	}
 	defer func() { <-s.wsem }()
 	if s.closed {
-		return fmt.Errorf("duckdb: write %d records: %w", len(recs), errClosed)
+		return nil, fmt.Errorf("duckdb: write %d records: %w", len(recs), errClosed)
 	}
 	start := time.Now()
-	if err := s.write(ctx, recs); err != nil {
-		return fmt.Errorf("duckdb: write %d records: %w", len(recs), s.noteFatal(err))
+	lines, err := s.write(ctx, recs, want)
+	if err != nil {
+		return nil, fmt.Errorf("duckdb: write %d records: %w", len(recs), s.noteFatal(err))
 	}
 	if d := time.Since(start); d > slowWrite {
 		s.log.WarnContext(ctx, "duckdb write slow (checkpoint?)", "records", len(recs), "duration_ms", d.Milliseconds())
 	}
-	return nil
+	return lines, nil
 }
 
-// write runs under wsem.
-func (s *Store) write(ctx context.Context, recs []event.Record) error {
+// write runs under wsem. It returns the records' lines (storedLines) if
+// want is set.
+func (s *Store) write(ctx context.Context, recs []event.Record, want bool) ([][]byte, error) {
 	// seqs[i] is the seq of recs[i] once stored: for the first occurrence
 	// of each event id of the batch, a new seq, in batch order, or the seq
 	// of the record stored before under that id; 0 for repeats within the
@@ -80,7 +96,7 @@ func (s *Store) write(ctx context.Context, recs []event.Record) error {
 	if len(probe) > 0 {
 		stored, err := s.findStored(ctx, recs, probe)
 		if err != nil {
-			return fmt.Errorf("look for stored event ids: %w", err)
+			return nil, fmt.Errorf("look for stored event ids: %w", err)
 		}
 		for i := range probe {
 			if r, ok := stored[recs[i].EventID]; ok {
@@ -104,7 +120,16 @@ func (s *Store) write(ctx context.Context, recs []event.Record) error {
 	}
 	if s.lastSeq+n > rowSeqMask {
 		// 17.6 T records: a row ref holds seqs below 2^44 (rowRef).
-		return fmt.Errorf("the store has handed out seq %d, and takes no more than %d", s.lastSeq, int64(rowSeqMask))
+		return nil, fmt.Errorf("the store has handed out seq %d, and takes no more than %d", s.lastSeq, int64(rowSeqMask))
+	}
+	// The lines are encoded before the append, so that a record that
+	// cannot be is refused before anything is committed.
+	var lines [][]byte
+	if want || (n > 0 && s.rows != nil) {
+		var err error
+		if lines, err = s.storedLines(recs, seqs); err != nil {
+			return nil, err
+		}
 	}
 	if n > 0 {
 		if err := s.appendTo(ctx, s.active().alias, "events", recs, fresh); err != nil {
@@ -112,7 +137,7 @@ func (s *Store) write(ctx context.Context, recs []event.Record) error {
 			// cancelled context racing the commit): find out, so that
 			// seq values are never handed out twice nor ids forgotten.
 			s.resync(ctx)
-			return err
+			return nil, err
 		}
 		s.lastSeq += n
 		s.maxSeq.Store(s.lastSeq)
@@ -121,7 +146,7 @@ func (s *Store) write(ctx context.Context, recs []event.Record) error {
 		s.users.keepLatest(fresh, latestCopies(recs, fresh, ats))
 		s.recent.add(recs, fresh)
 		if s.rows != nil {
-			s.putRows(ctx, recs, fresh)
+			s.putRows(ctx, recs, fresh, lines)
 		}
 	}
 	for i := range recs {
@@ -135,25 +160,71 @@ func (s *Store) write(ctx context.Context, recs []event.Record) error {
 	if waited > slowWrite {
 		s.log.WarnContext(ctx, "duckdb: the writer waited for the mover", "hot_segments", len(s.segments()), "waited_ms", waited.Milliseconds())
 	}
-	return nil
+	if !want {
+		return nil, nil
+	}
+	return lines, nil
 }
 
-// putRows queues the records this write appended (those at fresh[i] !=
-// 0) for the row store: copies (ownCopy), so that the caller may change
-// the records once Write returns; the row store's goroutine makes them
-// what a read of the store returns (rowForm).
-func (s *Store) putRows(ctx context.Context, recs []event.Record, fresh []int64) {
+// storedLines returns, for each record of recs with a seq (seqs[i] != 0),
+// its row value: its JSON and a newline as a read of the store returns it
+// (rowForm, with its seq), encoded once for the row store and the caller
+// (WriteLines); nil at the others. The lines share one buffer that nothing
+// changes afterwards, so that the row store's goroutine and the caller may
+// both hold them.
+func (s *Store) storedLines(recs []event.Record, seqs []int64) ([][]byte, error) {
+	if s.lineEnc == nil {
+		s.lineEnc = event.NewLineEncoder()
+	}
+	ends := make([]int, len(recs))
+	var buf []byte
+	for i := range recs {
+		if seqs[i] == 0 {
+			continue
+		}
+		c := recs[i]
+		if w := c.Weather; w != nil { // rowForm changes the weather's time
+			w := *w
+			c.Weather = &w
+		}
+		c.Seq = seqs[i]
+		b, err := rowValue(s.lineEnc, &c, true)
+		if err != nil {
+			return nil, fmt.Errorf("record at seq %d: %w", seqs[i], err)
+		}
+		if buf == nil {
+			buf = make([]byte, 0, len(b)*len(recs)+len(b)/4*len(recs))
+		}
+		buf = append(buf, b...)
+		ends[i] = len(buf)
+	}
+	lines := make([][]byte, len(recs))
+	start := 0
+	for i, end := range ends {
+		if seqs[i] != 0 {
+			lines[i] = buf[start:end:end]
+			start = end
+		}
+	}
+	return lines, nil
+}
+
+// putRows queues the row values of the records this write appended (those
+// at fresh[i] != 0) for the row store.
+func (s *Store) putRows(ctx context.Context, recs []event.Record, fresh []int64, lines [][]byte) {
 	seqs := make([]int64, 0, len(recs))
-	copies := make([]event.Record, 0, len(recs))
+	users := make([]string, 0, len(recs))
+	vals := make([][]byte, 0, len(recs))
 	for i := range recs {
 		if fresh[i] == 0 {
 			continue
 		}
 		seqs = append(seqs, fresh[i])
-		copies = append(copies, ownCopy(recs[i]))
+		users = append(users, recs[i].User.ID)
+		vals = append(vals, lines[i])
 	}
 	if len(seqs) > 0 {
-		s.rows.put(ctx, seqs, copies)
+		s.rows.putLines(ctx, seqs, users, vals)
 	}
 }
 

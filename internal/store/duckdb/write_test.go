@@ -3,8 +3,11 @@
 package duckdb
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"testing"
+	"time"
 
 	duckdb "github.com/duckdb/duckdb-go/v2"
 
@@ -90,5 +93,66 @@ func TestNoteFatal(t *testing.T) {
 	}
 	if s.Failure() != fatal {
 		t.Fatalf("Failure() = %v; want the first fatal error, %v", s.Failure(), fatal)
+	}
+}
+
+// TestWriteLines: the lines WriteLines gives back are, byte for byte, the
+// JSON a read of DuckDB alone returns for each stored record (times in
+// microseconds, properties as the JSON column gives them back) and a
+// newline, and the JSON the row store keeps; a redelivered record's line
+// is the stored record's, and a repeat within the batch has none.
+func TestWriteLines(t *testing.T) {
+	ctx := t.Context()
+	s := openPath(t, tempPath(t))
+	recs := storetest.Records(5, 4)
+	for i := range recs {
+		recs[i].OccurredAt = recs[i].OccurredAt.Add(123 * time.Nanosecond)
+		recs[i].IngestedAt = recs[i].IngestedAt.Add(456 * time.Nanosecond)
+		recs[i].Properties = json.RawMessage(`{"a": "<b>", "n": [1, 2.5]}`)
+	}
+	first, err := s.WriteLines(ctx, recs[:1])
+	if err != nil || len(first) != 1 || first[0] == nil {
+		t.Fatalf("WriteLines of one record: %q, %v", first, err)
+	}
+	again := recs[0]
+	again.Enrichment.Error = "sent again"
+	batch := []event.Record{recs[1], again, recs[2], recs[2], recs[3]}
+	lines, err := s.WriteLines(ctx, batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lines) != len(batch) || lines[3] != nil || batch[3].Seq != 0 {
+		t.Fatalf("lines for a batch of %d with a repeat at 3: %d, the repeat's %q (seq %d)", len(batch), len(lines), lines[3], batch[3].Seq)
+	}
+	if !bytes.Equal(lines[1], first[0]) || bytes.Contains(lines[1], []byte("sent again")) {
+		t.Errorf("the redelivery's line\n%s\nwant the stored record's\n%s", lines[1], first[0])
+	}
+	if err := s.rows.sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, rec := range batch {
+		if i == 3 {
+			continue
+		}
+		if rec.Seq == 0 {
+			t.Fatalf("record %d has no seq", i)
+		}
+		rows := s.rows
+		s.rows = nil // DuckDB alone
+		fromDuckDB, err := s.GetEncoded(ctx, rec.EventID)
+		s.rows = rows
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := append(fromDuckDB, '\n'); !bytes.Equal(lines[i], want) {
+			t.Errorf("record %d: line\n%s\nwant what DuckDB returns\n%s", i, lines[i], want)
+		}
+		kept, err := s.GetEncoded(ctx, rec.EventID)
+		if err != nil || !bytes.Equal(kept, fromDuckDB) {
+			t.Errorf("record %d: the row store keeps\n%s (%v)\nwant\n%s", i, kept, err, fromDuckDB)
+		}
+	}
+	if bytes.Contains(lines[0], []byte(`"a": `)) || !bytes.Contains(lines[0], []byte(`\u003cb\u003e`)) {
+		t.Errorf("the line's properties are not as the JSON column gives them back: %s", lines[0])
 	}
 }
