@@ -25,7 +25,7 @@ import (
 // of behaviour: it runs only with SKYJOIN_DATAFLOW_MEASURE=EVENTS set. The
 // same events (makeInput) go through the pipeline on Prism and through the
 // Go worker (enrich.Worker.Process in batches of 64 messages, as
-// --enrich-batch), each with its own simulator and BigQueryWrite fake,
+// --enrich-batch was when it was measured), each with its own simulator and BigQueryWrite fake,
 // and it logs events/s of each. It checks only that both stored every
 // valid event, so that the figures mean something.
 func TestMeasureSideBySide(t *testing.T) {
