@@ -62,6 +62,10 @@ func BenchmarkRowStoreOptions(b *testing.B) {
 		{"zstd", levels(block.ZstdCompression)},
 		{"none", levels(block.NoCompression)},
 		{"balanced", levels(block.BalancedCompression)},
+		{"upper_none", func(o *pebble.Options) { // snappy in the last level alone
+			levels(block.NoCompression)(o)
+			o.Levels[len(o.Levels)-1].Compression = func() *block.CompressionProfile { return rowCompression }
+		}},
 		{"columnar_minlz", func(o *pebble.Options) {
 			o.FormatMajorVersion = pebble.FormatNewest
 			levels(block.FastCompression)(o)
