@@ -469,24 +469,24 @@ func rowKey(ref int64) []byte { return binary.BigEndian.AppendUint64(make([]byte
 // copies) to be put, waiting for room: a put given up would leave its
 // records to DuckDB for good. It gives them up only if ctx ends.
 func (r *rowStore) put(ctx context.Context, seqs []int64, recs []event.Record) {
-	select {
-	case r.ops <- rowOp{seqs: seqs, recs: recs, written: true}:
-	case <-ctx.Done():
-		r.dropped.Add(int64(len(seqs)))
-	case <-r.failed.ch:
-		r.lost.Add(int64(len(seqs)))
-	}
+	r.queuePut(ctx, rowOp{seqs: seqs, recs: recs, written: true})
 }
 
 // putLines queues, for the records of seqs, their users and their row
 // values (rowValue), as put does with records.
 func (r *rowStore) putLines(ctx context.Context, seqs []int64, users []string, vals [][]byte) {
+	r.queuePut(ctx, rowOp{seqs: seqs, users: users, vals: vals})
+}
+
+// queuePut queues a put of the writer's, counting its records as dropped
+// if ctx ends first, or as lost if the row store has failed.
+func (r *rowStore) queuePut(ctx context.Context, op rowOp) {
 	select {
-	case r.ops <- rowOp{seqs: seqs, users: users, vals: vals}:
+	case r.ops <- op:
 	case <-ctx.Done():
-		r.dropped.Add(int64(len(seqs)))
+		r.dropped.Add(int64(len(op.seqs)))
 	case <-r.failed.ch:
-		r.lost.Add(int64(len(seqs)))
+		r.lost.Add(int64(len(op.seqs)))
 	}
 }
 
