@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -284,7 +285,8 @@ func Compact(ctx context.Context, path string) (before, after int64, err error) 
 			return fail(err)
 		}
 	}
-	connector, err := duckdb.NewConnector("", nil) // in memory: only attaches
+	// In memory: it only attaches; it spills beside the file (tempDir).
+	connector, err := duckdb.NewConnector("?"+url.Values{"temp_directory": {tempDir(abs)}}.Encode(), nil)
 	if err != nil {
 		return fail(err)
 	}

@@ -477,6 +477,14 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 	return s, nil
 }
 
+// tempDir is where DuckDB spills what does not fit its memory limit (a
+// large sort of the mover's, a compaction's copy): beside the file, as
+// DuckDB does for a database opened as a file. The store's database is
+// in memory with the file attached, for which DuckDB's default is .tmp in
+// the process's working directory: records, personal data among them,
+// would land wherever the process was started.
+func tempDir(path string) string { return path + ".tmp" }
+
 func open(ctx context.Context, path string, cfg Config, log *slog.Logger) (_ *Store, err error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, fmt.Errorf("create directory: %w", err)
@@ -485,6 +493,7 @@ func open(ctx context.Context, path string, cfg Config, log *slog.Logger) (_ *St
 		"checkpoint_threshold": {strconv.FormatInt(checkpointThreshold>>10, 10) + "KiB"},
 		"memory_limit":         {cfg.MemoryLimit},
 		"threads":              {strconv.Itoa(cfg.Threads)},
+		"temp_directory":       {tempDir(path)},
 	}
 	// The main file is attached to an in-memory database, rather than
 	// opened as it, for its row group size (RowGroupSize), an option of

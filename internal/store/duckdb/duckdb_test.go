@@ -1544,3 +1544,18 @@ func TestMemory(t *testing.T) {
 		}
 	}
 }
+
+// TestTempDirectory: DuckDB spills beside the store's file, not into the
+// process's working directory (its default for the in-memory database the
+// file is attached to).
+func TestTempDirectory(t *testing.T) {
+	path := tempPath(t)
+	s := openPath(t, path)
+	var dir string
+	if err := s.db.QueryRowContext(t.Context(), `SELECT current_setting('temp_directory')`).Scan(&dir); err != nil {
+		t.Fatal(err)
+	}
+	if want := path + ".tmp"; dir != want {
+		t.Fatalf("temp_directory %q, want %q", dir, want)
+	}
+}
