@@ -640,7 +640,18 @@ func BenchmarkWrite(b *testing.B) {
 		}
 		rowGroupSize = n
 	}
-	s := openPath(b, tempPath(b))
+	cfg := Config{Path: tempPath(b)}
+	if v := os.Getenv("SKYJOIN_BENCH_ROW_STORE"); v != "" { // off: DuckDB alone, the row store's share of a write's cost
+		if v != "off" && v != "on" {
+			b.Fatalf("SKYJOIN_BENCH_ROW_STORE=%q: want on or off", v)
+		}
+		cfg.NoRowStore = v == "off"
+	}
+	s, err := Open(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
 	ctx := context.Background()
 	pool := make([][]event.Record, 20)
 	for i := range pool {
