@@ -647,6 +647,7 @@ func BenchmarkWrite(b *testing.B) {
 		}
 		cfg.NoRowStore = v == "off"
 	}
+	cfg.Threads = benchEnvInt(b, "SKYJOIN_BENCH_THREADS", DefaultThreads, 1) // DuckDB's worker threads
 	s, err := Open(context.Background(), cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		b.Fatal(err)
