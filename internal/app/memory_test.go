@@ -3,9 +3,13 @@
 package app
 
 import (
+	"log/slog"
 	"os"
+	"regexp"
 	"runtime"
 	"runtime/debug"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/skyjoin/skyjoin/internal/platform"
@@ -22,6 +26,37 @@ func TestMemoryBudgetLeavesDuckDBItsShare(t *testing.T) {
 	stop()
 	if want := int64(1<<30 - 2*128e6 - duckdb.RowStoreMemory - (1<<30)/10); got != want {
 		t.Errorf("the Go heap's soft limit is %d, want %d (1 GiB less twice DuckDB's 128 MB, the row store's cache and memtables, and a tenth)", got, want)
+	}
+}
+
+// TestMemoryBudgetTooSmallForDuckDB: a --memory-limit that DuckDB's
+// memory limit, counted twice, does not fit in is refused with the flag to
+// lower and how far, and that value then fits; a budget too small even for
+// DuckDB's least asks for a larger budget.
+func TestMemoryBudgetTooSmallForDuckDB(t *testing.T) {
+	keepMemoryLimit(t)
+	p := func(mem, duck string) *process {
+		cfg := newConfig("up")
+		cfg.Memory.Limit, cfg.DuckDB.MemoryLimit = mem, duck
+		return &process{cfg: cfg, storeURL: "duckdb://data/skyjoin.duckdb", st: &flakyStore{}, log: slog.New(slog.DiscardHandler)}
+	}
+	err := p("400MiB", "").applyMemoryBudget()
+	if err == nil {
+		t.Fatal("--memory-limit 400MiB with DuckDB's default 256MB: no error")
+	}
+	m := regexp.MustCompile(`--duckdb-memory-limit 256MB counts twice in it: lower it to at most (\d+)MB`).FindStringSubmatch(err.Error())
+	if m == nil {
+		t.Fatalf("error %q: want it to name --duckdb-memory-limit and the most it may be", err)
+	}
+	if err := p("400MiB", m[1]+"MB").applyMemoryBudget(); err != nil {
+		t.Errorf("--memory-limit 400MiB --duckdb-memory-limit %sMB, as the error advised: %v", m[1], err)
+	}
+	bigger, _ := strconv.Atoi(m[1])
+	if err := p("400MiB", strconv.Itoa(bigger+2)+"MB").applyMemoryBudget(); err == nil {
+		t.Errorf("--duckdb-memory-limit %dMB, above the advised %sMB, fits: the advice is not the most", bigger+2, m[1])
+	}
+	if err := p("300MiB", "").applyMemoryBudget(); err == nil || !strings.Contains(err.Error(), "give a larger --memory-limit") {
+		t.Errorf("--memory-limit 300MiB: %v; want a larger budget asked for", err)
 	}
 }
 

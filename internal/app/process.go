@@ -502,10 +502,13 @@ func (p *process) embeddedStore() bool {
 // memory_limit (its buffer manager's share, and the allocations that share
 // does not count; see docs/benchmarks.md), and the row store's cache and
 // memtables.
+//
+// A budget too small for the store's memory limit is refused with the
+// flag to lower and the largest value of it the budget takes.
 func (p *process) applyMemoryBudget() error {
-	var outside int64
+	var outside, duck int64
+	limit := p.cfg.DuckDB.MemoryLimit
 	if p.embeddedStore() {
-		limit := p.cfg.DuckDB.MemoryLimit
 		if limit == "" {
 			limit = duckdb.DefaultMemoryLimit
 		}
@@ -513,6 +516,7 @@ func (p *process) applyMemoryBudget() error {
 		if err != nil {
 			return fmt.Errorf("duckdb-memory-limit %w", err)
 		}
+		duck = n
 		outside = 2 * n
 		if !p.cfg.DuckDB.NoRowStore {
 			outside += duckdb.RowStoreMemory
@@ -523,5 +527,26 @@ func (p *process) applyMemoryBudget() error {
 		// record stored (counted as it is at start).
 		outside += st.IDIndexBytes()
 	}
-	return budget.Apply(p.cfg.Memory, outside, p.log)
+	err := budget.Apply(p.cfg.Memory, outside, p.log)
+	if err != nil && duck > 0 {
+		err = fmt.Errorf("%w; the embedded store's --duckdb-memory-limit %s counts twice in it: %s", err, limit, lowerDuckDB(p.cfg.Memory, outside-2*duck))
+	}
+	return err
+}
+
+// lowerDuckDB says how far --duckdb-memory-limit must come down for the
+// budget, with others bytes bounded elsewhere, to leave the Go heap its
+// least; below 96 MB a saturated writer runs DuckDB short of memory
+// (docs/benchmarks.md), so then it asks for a larger budget.
+func lowerDuckDB(c budget.Config, others int64) string {
+	const least = 96_000_000
+	b, _, err := c.Budget()
+	if err != nil || b <= 0 {
+		return "lower it"
+	}
+	fit := (b - b/10 - budget.MinGoLimit - others) / 2
+	if fit < least {
+		return fmt.Sprintf("even at %dMB it leaves the Go heap too little: give a larger --memory-limit", least/1_000_000)
+	}
+	return fmt.Sprintf("lower it to at most %dMB", fit/1_000_000)
 }

@@ -69,8 +69,8 @@ func (c Config) budget(cgroup func() (uint64, error)) (int64, string, error) {
 	return n, "flag", nil
 }
 
-// minGoLimit is the least soft limit a budget may leave the Go heap.
-const minGoLimit = 64 << 20
+// MinGoLimit is the least soft limit a budget may leave the Go heap.
+const MinGoLimit = 64 << 20
 
 // GoLimit is the Go heap's share of budget: what outside (memory bounded
 // elsewhere, such as DuckDB's memory limit) and a reserve of a tenth of the
@@ -79,9 +79,9 @@ const minGoLimit = 64 << 20
 // than 64 MiB.
 func GoLimit(budget, outside int64) (int64, error) {
 	n := budget - outside - budget/10
-	if n < minGoLimit {
+	if n < MinGoLimit {
 		return 0, fmt.Errorf("a memory budget of %d MiB is too small: %d MiB bounded elsewhere (the store's memory) and a tenth in reserve leave the Go heap %s, and it needs at least %d MiB: give at least %d MiB or lower the other limits",
-			budget>>20, outside>>20, heapShare(n), minGoLimit>>20, (outside+minGoLimit)*10/9>>20+1)
+			budget>>20, outside>>20, heapShare(n), MinGoLimit>>20, (outside+MinGoLimit)*10/9>>20+1)
 	}
 	return n, nil
 }
