@@ -536,8 +536,9 @@ func (p *process) applyMemoryBudget() error {
 
 // lowerDuckDB says how far --duckdb-memory-limit must come down for the
 // budget, with others bytes bounded elsewhere, to leave the Go heap its
-// least; below 96 MB a saturated writer runs DuckDB short of memory
-// (docs/benchmarks.md), so then it asks for a larger budget.
+// least. Below 96 MB a saturated writer runs DuckDB short of memory
+// (docs/benchmarks.md), so it names the range from there, or asks for a
+// larger budget when even that does not fit.
 func lowerDuckDB(c budget.Config, others int64) string {
 	const least = 96_000_000
 	b, _, err := c.Budget()
@@ -548,5 +549,5 @@ func lowerDuckDB(c budget.Config, others int64) string {
 	if fit < least {
 		return fmt.Sprintf("even at %dMB it leaves the Go heap too little: give a larger --memory-limit", least/1_000_000)
 	}
-	return fmt.Sprintf("lower it to at most %dMB", fit/1_000_000)
+	return fmt.Sprintf("lower it to between %dMB and %dMB (the lower, the more the Go heap gets)", least/1_000_000, fit/1_000_000)
 }
