@@ -527,27 +527,28 @@ func (p *process) applyMemoryBudget() error {
 		// record stored (counted as it is at start).
 		outside += st.IDIndexBytes()
 	}
-	err := budget.Apply(p.cfg.Memory, outside, p.log)
-	if err != nil && duck > 0 {
-		err = fmt.Errorf("%w; the embedded store's --duckdb-memory-limit %s counts twice in it: %s", err, limit, lowerDuckDB(p.cfg.Memory, outside-2*duck))
+	var hint func(budget int64) string
+	if duck > 0 {
+		hint = func(b int64) string {
+			return fmt.Sprintf("the embedded store's --duckdb-memory-limit %s counts twice in it: %s", limit, lowerDuckDB(b, outside-2*duck))
+		}
 	}
-	return err
+	return budget.ApplyWithHint(p.cfg.Memory, outside, hint, p.log)
 }
 
-// lowerDuckDB says how far --duckdb-memory-limit must come down for the
-// budget, with others bytes bounded elsewhere, to leave the Go heap its
-// least. Below 96 MB a saturated writer runs DuckDB short of memory
-// (docs/benchmarks.md), so it names the range from there, or asks for a
-// larger budget when even that does not fit.
-func lowerDuckDB(c budget.Config, others int64) string {
-	const least = 96_000_000
-	b, _, err := c.Budget()
-	if err != nil || b <= 0 {
-		return "lower it"
-	}
+// leastDuckDB is the smallest --duckdb-memory-limit a saturated writer ran
+// on, on a fresh store; at 64MB it ran DuckDB out of memory, and a store of
+// 20 M records did at 128MB (docs/benchmarks.md).
+const leastDuckDB = 96_000_000
+
+// lowerDuckDB says how far --duckdb-memory-limit must come down for a
+// budget of b bytes, with others bytes bounded elsewhere, to leave the Go
+// heap its least, and what that risks; or asks for a larger budget when
+// even leastDuckDB does not fit.
+func lowerDuckDB(b, others int64) string {
 	fit := (b - b/10 - budget.MinGoLimit - others) / 2
-	if fit < least {
-		return fmt.Sprintf("even at %dMB it leaves the Go heap too little: give a larger --memory-limit", least/1_000_000)
+	if fit < leastDuckDB {
+		return fmt.Sprintf("even at %dMB it leaves the Go heap too little: give a larger budget", leastDuckDB/1_000_000)
 	}
-	return fmt.Sprintf("lower it to between %dMB and %dMB (the lower, the more the Go heap gets)", least/1_000_000, fit/1_000_000)
+	return fmt.Sprintf("lower it to at most %dMB (the lower, the more the Go heap gets; below its default of %s a store of millions of records has run DuckDB out of memory)", fit/1_000_000, duckdb.DefaultMemoryLimit)
 }

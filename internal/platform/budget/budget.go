@@ -100,7 +100,19 @@ func heapShare(n int64) string {
 // too small is an error when the flag gave it; from the container, it is
 // logged, and the Go heap left unlimited.
 func Apply(c Config, outside int64, log *slog.Logger) error {
-	budget, source, err := c.Budget()
+	return ApplyWithHint(c, outside, nil, log)
+}
+
+// ApplyWithHint is Apply that, when the budget is too small, adds
+// hint(budget) to the error or the warning: what to change, which the
+// caller that knows the memory bounded elsewhere can say.
+func ApplyWithHint(c Config, outside int64, hint func(budget int64) string, log *slog.Logger) error {
+	return c.apply(outside, hint, log, memlimit.FromCgroup)
+}
+
+// apply is ApplyWithHint with the container's limit read by cgroup.
+func (c Config) apply(outside int64, hint func(budget int64) string, log *slog.Logger, cgroup func() (uint64, error)) error {
+	budget, source, err := c.budget(cgroup)
 	if err != nil {
 		if c.Limit != "" {
 			return err
@@ -118,6 +130,9 @@ func Apply(c Config, outside int64, log *slog.Logger) error {
 	}
 	n, err := GoLimit(budget, outside)
 	if err != nil {
+		if hint != nil {
+			err = fmt.Errorf("%w; %s", err, hint(budget))
+		}
 		if source == "flag" {
 			return err
 		}

@@ -97,3 +97,33 @@ func TestApply(t *testing.T) {
 		t.Errorf("with GOMEMLIMIT set: %v, soft limit %d, want it left at %d", err, debug.SetMemoryLimit(-1), before)
 	}
 }
+
+// TestApplyHint: a budget too small for what is bounded elsewhere gets the
+// caller's hint, with the budget, in the flag's error and in the warning
+// for a container's limit, which leaves the soft limit alone.
+func TestApplyHint(t *testing.T) {
+	before := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(before) })
+	t.Setenv("GOMEMLIMIT", "")
+	var logged strings.Builder
+	log := slog.New(slog.NewTextHandler(&logged, nil))
+	hint := func(b int64) string { return fmt.Sprintf("lower X for %d MiB", b>>20) }
+
+	err := Config{Limit: "300MiB"}.apply(512<<20, hint, log, nil)
+	if err == nil || !strings.Contains(err.Error(), "lower X for 300 MiB") {
+		t.Errorf("the flag's 300 MiB with 512 MiB elsewhere: %v; want the hint with the budget", err)
+	}
+	container := func() (uint64, error) { return 300 << 20, nil }
+	if err := (Config{}).apply(512<<20, hint, log, container); err != nil {
+		t.Errorf("a container's limit too small is an error: %v; want a warning", err)
+	}
+	if !strings.Contains(logged.String(), "lower X for 300 MiB") {
+		t.Errorf("the warning %q does not carry the hint", logged.String())
+	}
+	if got := debug.SetMemoryLimit(-1); got != before {
+		t.Errorf("soft limit %d after a budget too small, want it left at %d", got, before)
+	}
+	if err := (Config{Limit: "1GiB"}).apply(256<<20, func(int64) string { t.Error("hint asked for a budget that fits"); return "" }, log, nil); err != nil {
+		t.Error(err)
+	}
+}
