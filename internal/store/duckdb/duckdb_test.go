@@ -647,7 +647,7 @@ func BenchmarkWrite(b *testing.B) {
 		}
 		cfg.NoRowStore = v == "off"
 	}
-	cfg.Threads = benchEnvInt(b, "SKYJOIN_BENCH_THREADS", DefaultThreads, 1) // DuckDB's worker threads
+	cfg.Threads = benchEnvInt(b, "SKYJOIN_BENCH_THREADS", 0, 1) // DuckDB's threads; unset: the store's default (or SKYJOIN_DUCKDB_THREADS)
 	s, err := Open(context.Background(), cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		b.Fatal(err)
@@ -658,17 +658,23 @@ func BenchmarkWrite(b *testing.B) {
 	for i := range pool {
 		pool[i] = storetest.Records(uint64(i), batch)
 	}
+	// Each write's event ids, made before the CPU is counted.
+	ids := make([][]string, b.N)
+	for i := range ids {
+		ids[i] = make([]string, batch)
+		for j := range ids[i] {
+			ids[i][j] = fmt.Sprintf("bench-%d-%d", i, j)
+		}
+	}
 	var slowest time.Duration
 	b.ResetTimer()
 	done := reportCPU(b)
 	defer done()
 	for i := 0; i < b.N; i++ {
-		b.StopTimer()
 		recs := pool[i%len(pool)]
 		for j := range recs {
-			recs[j].EventID = fmt.Sprintf("bench-%d-%d", i, j)
+			recs[j].EventID = ids[i][j]
 		}
-		b.StartTimer()
 		start := time.Now()
 		if err := s.Write(ctx, recs); err != nil {
 			b.Fatal(err)
