@@ -450,14 +450,7 @@ func TestRecordsBodyIsMarshal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var want []byte
-	for i := range recs {
-		b, err := event.Marshal(&recs[i])
-		if err != nil {
-			t.Fatal(err)
-		}
-		want = append(append(want, b...), '\n')
-	}
+	want := marshalLines(t, nil, recs...)
 	body, err := s2.Decode(nil, first[0].Data)
 	if err != nil || !bytes.Equal(body, want) {
 		t.Fatalf("body\n got %s\nwant %s (%v)", body, want, err)
@@ -484,15 +477,7 @@ func TestRecordsMessagesOf(t *testing.T) {
 	if err != nil || len(msgs) != 1 {
 		t.Fatalf("%d messages, %v", len(msgs), err)
 	}
-	var want []byte
-	want = append(want, given...)
-	for i := 1; i < len(recs); i++ {
-		b, err := event.Marshal(&recs[i])
-		if err != nil {
-			t.Fatal(err)
-		}
-		want = append(append(want, b...), '\n')
-	}
+	want := marshalLines(t, append([]byte(nil), given...), recs[1:]...)
 	body, err := s2.Decode(nil, msgs[0].Data)
 	if err != nil || !bytes.Equal(body, want) {
 		t.Fatalf("body\n got %s\nwant %s (%v)", body, want, err)
@@ -507,4 +492,18 @@ func TestRecordsMessagesOf(t *testing.T) {
 	if _, err := NewRecordsMessagesOf(recs, [][]byte{given}, 0); err == nil || !strings.Contains(err.Error(), "1 lines for 3 records") {
 		t.Errorf("one line for three records: %v", err)
 	}
+}
+
+// marshalLines appends each record as event.Marshal writes it, and a
+// newline, to dst: a records body.
+func marshalLines(t *testing.T, dst []byte, recs ...event.Record) []byte {
+	t.Helper()
+	for i := range recs {
+		b, err := event.Marshal(&recs[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		dst = append(append(dst, b...), '\n')
+	}
+	return dst
 }

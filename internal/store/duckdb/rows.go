@@ -114,12 +114,12 @@ func (f *rowFailure) get() error {
 	}
 }
 
-// rowOp is a put of records (recs at seqs; made what a read of the store
-// returns first if written) or a drop of seqs, answered on ack.
+// rowOp is a put of records read from the store (recs at seqs) or of
+// records the writer encoded (users and vals at seqs), or a drop of seqs,
+// answered on ack.
 type rowOp struct {
-	seqs    []int64 // the records' seqs (a put), or the refs to drop
-	recs    []event.Record
-	written bool
+	seqs []int64 // the records' seqs (a put), or the refs to drop
+	recs []event.Record
 	// A put of records the writer encoded (putLines): each one's user id
 	// and row value (rowValue), in place of recs.
 	users []string
@@ -465,28 +465,17 @@ func removeRowStore(dir string) error {
 // rowKey is the key of a row ref.
 func rowKey(ref int64) []byte { return binary.BigEndian.AppendUint64(make([]byte, 0, 8), uint64(ref)) }
 
-// put queues the records the writer stored (recs[i] at seqs[i], its own
-// copies) to be put, waiting for room: a put given up would leave its
-// records to DuckDB for good. It gives them up only if ctx ends.
-func (r *rowStore) put(ctx context.Context, seqs []int64, recs []event.Record) {
-	r.queuePut(ctx, rowOp{seqs: seqs, recs: recs, written: true})
-}
-
-// putLines queues, for the records of seqs, their users and their row
-// values (rowValue), as put does with records.
+// putLines queues the records the writer stored, as their users and row
+// values (rowValue) at seqs, to be put, waiting for room: a put given up
+// would leave its records to DuckDB for good. It gives them up only if ctx
+// ends (counted as dropped) or the row store has failed (counted as lost).
 func (r *rowStore) putLines(ctx context.Context, seqs []int64, users []string, vals [][]byte) {
-	r.queuePut(ctx, rowOp{seqs: seqs, users: users, vals: vals})
-}
-
-// queuePut queues a put of the writer's, counting its records as dropped
-// if ctx ends first, or as lost if the row store has failed.
-func (r *rowStore) queuePut(ctx context.Context, op rowOp) {
 	select {
-	case r.ops <- op:
+	case r.ops <- rowOp{seqs: seqs, users: users, vals: vals}:
 	case <-ctx.Done():
-		r.dropped.Add(int64(len(op.seqs)))
+		r.dropped.Add(int64(len(seqs)))
 	case <-r.failed.ch:
-		r.lost.Add(int64(len(op.seqs)))
+		r.lost.Add(int64(len(seqs)))
 	}
 }
 
@@ -601,7 +590,7 @@ func (r *rowStore) applyPut(enc *event.LineEncoder, op rowOp) error {
 	for i, seq := range op.seqs {
 		rec := &op.recs[i]
 		rec.Seq = seq
-		v, err := rowValue(enc, rec, op.written)
+		v, err := rowValue(enc, rec, false) // read from the store: in its form
 		if err != nil {
 			return fmt.Errorf("record at seq %d: %w", seq, err)
 		}

@@ -525,6 +525,7 @@ func testRowStoreFailed(t *testing.T, op errorfs.OpKind, pages bool) {
 	}
 	// Puts of their own until the row store fails, past a memtable (at
 	// seqs DuckDB does not have: the failed row store is not read).
+	enc := event.NewLineEncoder()
 	for seq := int64(1 << 40); s.rows.failed.get() == nil; seq += 100 {
 		if seq > 1<<40+4*rowMemTableBytes/1000 {
 			t.Fatalf("no failure after %d puts past a memtable's worth", seq-1<<40)
@@ -533,7 +534,17 @@ func testRowStoreFailed(t *testing.T, op errorfs.OpKind, pages bool) {
 		for i := range seqs {
 			seqs[i] = seq + int64(i)
 		}
-		s.rows.put(ctx, seqs, slices.Clone(recs[:100]))
+		users, vals := make([]string, len(seqs)), make([][]byte, len(seqs))
+		for i := range seqs {
+			c := ownCopy(recs[i])
+			c.Seq = seqs[i]
+			v, err := rowValue(enc, &c, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			users[i], vals[i] = c.User.ID, slices.Clone(v)
+		}
+		s.rows.putLines(ctx, seqs, users, vals)
 	}
 	if hits.Load() == 0 {
 		t.Fatal("the row store failed, but not on the disk full injected")
