@@ -10,6 +10,7 @@ import (
 	"github.com/skyjoin/skyjoin/internal/broker/jetstream"
 	"github.com/skyjoin/skyjoin/internal/platform"
 	"github.com/skyjoin/skyjoin/internal/platform/budget"
+	"github.com/skyjoin/skyjoin/internal/platform/readyfile"
 )
 
 // runBroker runs the embedded NATS JetStream broker alone, listening on TCP,
@@ -48,12 +49,12 @@ func runBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	if err := writeReadyFile(*readyFile, map[string]any{"pid": os.Getpid(), "command": "broker",
+	if err := readyfile.Write(*readyFile, map[string]any{"pid": os.Getpid(), "command": "broker",
 		"broker": "nats://" + *listen, "data_dir": dir}); err != nil {
 		b.Close()
 		return err
 	}
-	defer removeReadyFile(*readyFile)
+	defer readyfile.Remove(*readyFile)
 	fmt.Fprintf(stdout, "skyjoin broker is up\n  broker     nats://%s\n  data dir   %s\nPress Ctrl-C to stop.\n", *listen, dir)
 	log.Info("broker is up", "listen", *listen, "data_dir", dir)
 	<-ctx.Done()

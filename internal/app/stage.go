@@ -9,8 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -469,34 +467,6 @@ func runProcess(ctx context.Context, cfg *config, stages []*stage, stdout io.Wri
 	}
 	p.stopped()
 	return runErr
-}
-
-// writeReadyFile writes v as JSON to path, atomically (a temporary file
-// renamed), so that a reader never sees half of it.
-func writeReadyFile(path string, v any) error {
-	if path == "" {
-		return nil
-	}
-	b, err := jsonMarshal(v)
-	if err != nil {
-		return err
-	}
-	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("ready file: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("ready file: %w", err)
-	}
-	return nil
-}
-
-// removeReadyFile removes the ready file at exit, so that a stale one
-// never announces a process that is gone.
-func removeReadyFile(path string) {
-	if path != "" {
-		os.Remove(path)
-	}
 }
 
 // closeStack closes what was opened, last first.
