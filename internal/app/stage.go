@@ -168,11 +168,10 @@ func (c *config) commonParts() []*part {
 	return []*part{c.processPart(), c.sharedParts()[ptRegistry]}
 }
 
-// runStageCommand parses the flags of a stage command and runs its stages.
-func runStageCommand(ctx context.Context, name string, args []string, stdout, stderr io.Writer) error {
-	cmd := findStageCommand(name)
-	cfg := newConfig(cmd.name)
-	fs, stages, on := stageFlagSet(cmd, cfg, stderr)
+// parseCommandFlags parses the flags of a command that takes no
+// arguments (with the SKYJOIN_* environment fallback): a flag it does not
+// know, a bad value or an argument is a usage error.
+func parseCommandFlags(name string, fs *flag.FlagSet, args []string) error {
 	if err := platform.ParseFlags(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -181,6 +180,17 @@ func runStageCommand(ctx context.Context, name string, args []string, stdout, st
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: %s takes no arguments, got %q", errUsage, name, fs.Args())
+	}
+	return nil
+}
+
+// runStageCommand parses the flags of a stage command and runs its stages.
+func runStageCommand(ctx context.Context, name string, args []string, stdout, stderr io.Writer) error {
+	cmd := findStageCommand(name)
+	cfg := newConfig(cmd.name)
+	fs, stages, on := stageFlagSet(cmd, cfg, stderr)
+	if err := parseCommandFlags(name, fs, args); err != nil {
+		return err
 	}
 	stages = slices.DeleteFunc(stages, func(s *stage) bool { return on[s.name] != nil && !*on[s.name] })
 	cfg.applyDemoDefaults(fs)
