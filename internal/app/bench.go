@@ -1,16 +1,15 @@
 package app
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"syscall"
 	"time"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/skyjoin/skyjoin/internal/bench"
 	"github.com/skyjoin/skyjoin/internal/platform"
+	"github.com/skyjoin/skyjoin/internal/platform/readyfile"
 )
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -266,61 +266,44 @@ func (c *childProc) stop() {
 	}
 }
 
-var (
-	apiLine   = regexp.MustCompile(`API\s+(http://\S+)`)
-	adminLine = regexp.MustCompile(`admin\s+(http://\S+)`)
-)
-
 // startChild starts this binary's `up --demo --collect=false` on a free
 // loopback port and the data dir dir, and returns its API and admin
-// listener base URLs.
+// listener base URLs, read from its ready file (--ready-file).
 func startChild(ctx context.Context, stderr io.Writer, dir string, extra []string) (*childProc, string, string, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, "", "", err
 	}
-	args := append([]string{"up", "--demo", "--collect=false", "--addr", "127.0.0.1:0", "--data-dir", dir,
+	readyFile := filepath.Join(dir, "bench-ready.json")
+	os.Remove(readyFile) // a stale one (a kept --data-dir) must not be read
+	args := append([]string{"up", "--demo", "--collect=false", "--addr", "127.0.0.1:0", "--data-dir", dir, "--ready-file", readyFile,
 		// It measures the pipeline, not one caller's rate limit.
 		"--log-level", "warn", "--stats-every", "0", "--rate-ingest", "0", "--rate-read", "0"}, extra...)
 	cmd := exec.Command(exe, args...)
-	cmd.Stderr = stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, "", "", err
-	}
+	cmd.Stderr = stderr // its banner and sampled records on stdout are not wanted
 	if err := cmd.Start(); err != nil {
 		return nil, "", "", fmt.Errorf("start skyjoin up: %w", err)
 	}
 	c := &childProc{cmd: cmd, done: make(chan struct{})}
 	go func() { cmd.Wait(); close(c.done) }()
-	type urls struct{ api, admin string }
-	up := make(chan urls, 1)
-	go func() {
-		var u urls
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if m := apiLine.FindStringSubmatch(sc.Text()); m != nil {
-				u.api = m[1]
-			}
-			if m := adminLine.FindStringSubmatch(sc.Text()); m != nil && u.api != "" {
-				u.admin = m[1]
-				select {
-				case up <- u:
-				default:
-				}
-			}
-		}
-	}()
-	select {
-	case u := <-up:
-		return c, u.api, u.admin, nil
-	case <-c.done:
-		return nil, "", "", fmt.Errorf("skyjoin up exited before it was up")
-	case <-time.After(60 * time.Second):
-		c.stop()
-		return nil, "", "", fmt.Errorf("skyjoin up did not start within 60 s")
-	case <-ctx.Done():
+	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	var info readyInfo
+	switch err := readyfile.Wait(wctx, readyFile, c.done, &info); {
+	case errors.Is(err, readyfile.ErrExited):
+		return nil, "", "", fmt.Errorf("skyjoin up exited before it was up (%s)", cmd.ProcessState)
+	case err != nil && ctx.Err() != nil:
 		c.stop()
 		return nil, "", "", ctx.Err()
+	case errors.Is(err, context.DeadlineExceeded):
+		c.stop()
+		return nil, "", "", fmt.Errorf("skyjoin up did not start within 60 s")
+	case err != nil:
+		c.stop()
+		return nil, "", "", fmt.Errorf("skyjoin up: %w", err)
+	case info.URL == "" || info.AdminURL == "":
+		c.stop()
+		return nil, "", "", fmt.Errorf("skyjoin up: its ready file has no url or no admin_url: %+v", info)
 	}
+	return c, info.URL, info.AdminURL, nil
 }

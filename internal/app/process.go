@@ -11,8 +11,6 @@ import (
 	"strings"
 	"sync"
 
-	json "github.com/goccy/go-json"
-
 	"github.com/skyjoin/skyjoin/internal/api"
 	"github.com/skyjoin/skyjoin/internal/auth"
 	"github.com/skyjoin/skyjoin/internal/broker"
@@ -23,6 +21,7 @@ import (
 	"github.com/skyjoin/skyjoin/internal/platform"
 	"github.com/skyjoin/skyjoin/internal/platform/budget"
 	"github.com/skyjoin/skyjoin/internal/platform/procs"
+	"github.com/skyjoin/skyjoin/internal/platform/readyfile"
 	"github.com/skyjoin/skyjoin/internal/platform/telemetry"
 	"github.com/skyjoin/skyjoin/internal/registry"
 	"github.com/skyjoin/skyjoin/internal/serve"
@@ -102,7 +101,7 @@ func (p *process) runs(stage string) bool {
 
 // close closes the shared parts, last opened first.
 func (p *process) close() error {
-	removeReadyFile(p.cfg.ReadyFile)
+	readyfile.Remove(p.cfg.ReadyFile)
 	return p.closers.close()
 }
 
@@ -387,7 +386,7 @@ func (p *process) ready() error {
 	for _, r := range api.Of(p.stages...) {
 		info.Routes = append(info.Routes, r.Pattern)
 	}
-	if err := writeReadyFile(p.cfg.ReadyFile, info); err != nil {
+	if err := readyfile.Write(p.cfg.ReadyFile, info); err != nil {
 		return err
 	}
 	if printsBanner() {
@@ -456,8 +455,6 @@ func (p *process) printBanner(info readyInfo) {
 	b.WriteString("Press Ctrl-C to stop.\n")
 	io.WriteString(p.stdout, b.String())
 }
-
-func jsonMarshal(v any) ([]byte, error) { return json.MarshalIndent(v, "", "  ") }
 
 // storeFailer returns the store if it is open and can fail for good.
 func (p *process) storeFailer() failingStore {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/skyjoin/skyjoin/internal/platform"
+	"github.com/skyjoin/skyjoin/internal/platform/readyfile"
 	"github.com/skyjoin/skyjoin/internal/sim"
 )
 
@@ -158,12 +159,12 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	if err := writeReadyFile(cfg.ReadyFile, map[string]any{"pid": os.Getpid(), "command": "sim", "url": srv.URL,
+	if err := readyfile.Write(cfg.ReadyFile, map[string]any{"pid": os.Getpid(), "command": "sim", "url": srv.URL,
 		"weather": srv.OpenMeteoURL, "users": srv.RandomUserURL}); err != nil {
 		srv.Close()
 		return err
 	}
-	defer removeReadyFile(cfg.ReadyFile)
+	defer readyfile.Remove(cfg.ReadyFile)
 	var b strings.Builder
 	b.WriteString("skyjoin sim is up\n")
 	fmt.Fprintf(&b, "  weather    %s\n", srv.OpenMeteoURL)

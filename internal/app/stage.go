@@ -9,8 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -170,11 +168,10 @@ func (c *config) commonParts() []*part {
 	return []*part{c.processPart(), c.sharedParts()[ptRegistry]}
 }
 
-// runStageCommand parses the flags of a stage command and runs its stages.
-func runStageCommand(ctx context.Context, name string, args []string, stdout, stderr io.Writer) error {
-	cmd := findStageCommand(name)
-	cfg := newConfig(cmd.name)
-	fs, stages, on := stageFlagSet(cmd, cfg, stderr)
+// parseCommandFlags parses the flags of a command that takes no
+// arguments (with the SKYJOIN_* environment fallback): a flag it does not
+// know, a bad value or an argument is a usage error.
+func parseCommandFlags(name string, fs *flag.FlagSet, args []string) error {
 	if err := platform.ParseFlags(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -183,6 +180,17 @@ func runStageCommand(ctx context.Context, name string, args []string, stdout, st
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: %s takes no arguments, got %q", errUsage, name, fs.Args())
+	}
+	return nil
+}
+
+// runStageCommand parses the flags of a stage command and runs its stages.
+func runStageCommand(ctx context.Context, name string, args []string, stdout, stderr io.Writer) error {
+	cmd := findStageCommand(name)
+	cfg := newConfig(cmd.name)
+	fs, stages, on := stageFlagSet(cmd, cfg, stderr)
+	if err := parseCommandFlags(name, fs, args); err != nil {
+		return err
 	}
 	stages = slices.DeleteFunc(stages, func(s *stage) bool { return on[s.name] != nil && !*on[s.name] })
 	cfg.applyDemoDefaults(fs)
@@ -469,34 +477,6 @@ func runProcess(ctx context.Context, cfg *config, stages []*stage, stdout io.Wri
 	}
 	p.stopped()
 	return runErr
-}
-
-// writeReadyFile writes v as JSON to path, atomically (a temporary file
-// renamed), so that a reader never sees half of it.
-func writeReadyFile(path string, v any) error {
-	if path == "" {
-		return nil
-	}
-	b, err := jsonMarshal(v)
-	if err != nil {
-		return err
-	}
-	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("ready file: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("ready file: %w", err)
-	}
-	return nil
-}
-
-// removeReadyFile removes the ready file at exit, so that a stale one
-// never announces a process that is gone.
-func removeReadyFile(path string) {
-	if path != "" {
-		os.Remove(path)
-	}
 }
 
 // closeStack closes what was opened, last first.

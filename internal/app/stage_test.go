@@ -3,6 +3,7 @@ package app
 import (
 	"bytes"
 	"context"
+	"flag"
 	"io"
 	"log/slog"
 	"net/http"
@@ -51,11 +52,23 @@ func TestStageCommandsTakeOnlyTheirFlags(t *testing.T) {
 		{"up",
 			[]string{"broker", "store", "duckdb-threads", "ingest-max-events", "collect-url", "collect", "enrich-batch", "weather-url", "demo", "sim-users", "query-timeout", "webhook-timeout", "stats-every"},
 			[]string{"serve"}},
+		// broker runs no stage: its own flags, logging and the memory
+		// budget, none of common's but data-dir, ready-file and the log's.
+		{"broker",
+			[]string{"listen", "data-dir", "ready-file", "log-level", "log-format", "memory-limit"},
+			[]string{"duckdb-threads", "store", "webhook-timeout", "broker", "addr", "admin-addr", "registry", "auth", "rate-ingest", "enrich-batch", "weather-url", "collect-url", "ingest-max-events", "query-timeout", "demo", "pii-key", "webhook-secret-key", "telemetry"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.cmd, func(t *testing.T) {
-			fs, _, _ := stageFlagSet(findStageCommand(tc.cmd), newConfig(tc.cmd), io.Discard)
-			for _, f := range append(common, tc.takes...) {
+			var fs *flag.FlagSet
+			takes := tc.takes
+			if tc.cmd == "broker" {
+				fs, _ = brokerFlagSet(io.Discard)
+			} else {
+				fs, _, _ = stageFlagSet(findStageCommand(tc.cmd), newConfig(tc.cmd), io.Discard)
+				takes = append(common, takes...)
+			}
+			for _, f := range takes {
 				if fs.Lookup(f) == nil {
 					t.Errorf("skyjoin %s does not take --%s", tc.cmd, f)
 				}

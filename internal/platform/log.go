@@ -35,7 +35,7 @@ func NewLogger(w io.Writer, c LogConfig) (*slog.Logger, error) {
 	format := strings.ToLower(c.Format)
 	if format == "auto" {
 		format = "json"
-		if IsTerminal(w) {
+		if isTerminal(w) {
 			format = "text"
 		}
 	}
@@ -47,6 +47,10 @@ func NewLogger(w io.Writer, c LogConfig) (*slog.Logger, error) {
 	}
 	return nil, fmt.Errorf("log format %q: want auto, json or text", c.Format)
 }
+
+// isTerminal is IsTerminal, the decision of --log-format auto; tests
+// replace it.
+var isTerminal = IsTerminal
 
 // IsTerminal reports whether w is a character device (a terminal), not a
 // file, pipe or socket.

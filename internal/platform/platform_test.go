@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -66,6 +69,52 @@ func TestLoggerUsesCloudLoggingFields(t *testing.T) {
 	}
 	if _, err := NewLogger(&buf, LogConfig{Level: "info", Format: "xml"}); err == nil {
 		t.Error("bad format accepted")
+	}
+}
+
+// TestLoggerAutoFormat: --log-format auto (the default) writes compact
+// text when the log's writer is a terminal and Cloud Logging's JSON
+// elsewhere; the terminal decision is replaced to take both branches.
+func TestLoggerAutoFormat(t *testing.T) {
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	var c LogConfig
+	c.RegisterFlags(fs)
+	if err := fs.Parse(nil); err != nil || c.Format != "auto" {
+		t.Fatalf("the default --log-format is %q (%v), want auto", c.Format, err)
+	}
+	t.Cleanup(func() { isTerminal = IsTerminal })
+	for _, terminal := range []bool{true, false} {
+		var buf bytes.Buffer
+		var asked io.Writer
+		isTerminal = func(w io.Writer) bool { asked = w; return terminal }
+		log, err := NewLogger(&buf, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if asked != &buf {
+			t.Errorf("terminal %v: the decision was not asked about the log's writer", terminal)
+		}
+		log.Warn("hello", "k", 1)
+		line := strings.TrimSpace(buf.String())
+		var m map[string]any
+		isJSON := json.Unmarshal([]byte(line), &m) == nil
+		switch {
+		case terminal && (isJSON || !strings.Contains(line, "level=WARN msg=hello k=1")):
+			t.Errorf("on a terminal: %q, want a text line", line)
+		case !terminal && (!isJSON || m["severity"] != "WARNING" || m["message"] != "hello"):
+			t.Errorf("not on a terminal: %q, want JSON with Cloud Logging's fields", line)
+		}
+	}
+	if IsTerminal(&bytes.Buffer{}) {
+		t.Error("a buffer is taken for a terminal")
+	}
+	f, err := os.Create(filepath.Join(t.TempDir(), "log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if IsTerminal(f) {
+		t.Error("a regular file is taken for a terminal")
 	}
 }
 

@@ -1,8 +1,9 @@
-// Package deliver runs webhook delivery as separate processes: two
+// Package deliver runs the consumers of the records topic as separate
+// processes, next to `broker`, `ingest` and `enrich` processes: two
 // `skyjoin deliver` instances share the records topic of one broker and the
-// registry on it, next to `broker`, `ingest` and `enrich` processes. Every
-// target is an HTTP server of this test on 127.0.0.1; the load is bounded in
-// count and time.
+// registry on it, and two `skyjoin serve` instances each stream every
+// record. Every target and client is of this test, on 127.0.0.1; the load
+// is bounded in count and time.
 package deliver
 
 import (
@@ -201,7 +202,8 @@ func post(t *testing.T, ingest string, from, n int) []string {
 // webhook registered through either is live in both (each target gets
 // every record, whichever instance a batch went to); a failure recorded by
 // one is listed by both; and when one instance is killed with SIGKILL, the
-// other delivers what it held.
+// other delivers the records stored after the kill (that the records the
+// killed one held come back is TestKilledDeliverRecordsComeBack's).
 func TestTwoDeliverInstances(t *testing.T) {
 	root := t.TempDir()
 	_, brokerURL := testbin.Start(t, binary, testbin.BrokerURL, "broker", "--listen", testbin.FreeAddr(t),
@@ -259,7 +261,7 @@ func TestTwoDeliverInstances(t *testing.T) {
 	t.Logf("%d failed batches of the first webhook, listed alike by both instances", len(fa))
 	one.failing.Store(false)
 
-	// Kill a: what it held comes back to b after the ack wait.
+	// Kill a: b delivers on.
 	a.Kill(t)
 	more := post(t, ingest, 3000, 1000)
 	eventually(t, "the records after the kill at the second target", 2*time.Minute, func() bool { return two.missing(more) == 0 })

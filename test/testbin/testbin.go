@@ -5,6 +5,8 @@ package testbin
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -18,6 +20,8 @@ import (
 	"time"
 
 	json "github.com/goccy/go-json"
+
+	"github.com/skyjoin/skyjoin/internal/platform/readyfile"
 )
 
 // Fields of the JSON file a skyjoin process writes once it is ready
@@ -166,32 +170,23 @@ func (o Options) Start(t testing.TB, binary string, field string, args ...string
 	if wait == 0 {
 		wait = 60 * time.Second
 	}
-	deadline := time.After(wait)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case <-p.done:
-			t.Fatalf("%s exited at start: %v\n%s", p.name, p.err, p.Logs())
-		case <-deadline:
-			t.Fatalf("%s did not write its ready file within %s\n%s", p.name, wait, p.Logs())
-		case <-tick.C:
-		}
-		b, err := os.ReadFile(readyFile)
-		if err != nil {
-			continue // not ready yet
-		}
-		var ready map[string]any
-		if err := json.Unmarshal(b, &ready); err != nil {
-			t.Fatalf("%s: ready file: %v\n%s", p.name, err, b)
-		}
-		p.ready = ready
-		v, _ := ready[field].(string)
-		if v == "" {
-			t.Fatalf("%s: ready file has no %q:\n%s", p.name, field, b)
-		}
-		return p, v
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	var ready map[string]any
+	switch err := readyfile.Wait(ctx, readyFile, p.done, &ready); {
+	case errors.Is(err, readyfile.ErrExited):
+		t.Fatalf("%s exited at start: %v\n%s", p.name, p.err, p.Logs())
+	case errors.Is(err, context.DeadlineExceeded):
+		t.Fatalf("%s did not write its ready file within %s\n%s", p.name, wait, p.Logs())
+	case err != nil:
+		t.Fatalf("%s: %v", p.name, err)
 	}
+	p.ready = ready
+	v, _ := ready[field].(string)
+	if v == "" {
+		t.Fatalf("%s: ready file has no %q: %v", p.name, field, ready)
+	}
+	return p, v
 }
 
 // Kill sends SIGKILL and waits for the process to exit.
