@@ -8,6 +8,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"golang.org/x/term"
 )
 
 // LogConfig configures logging.
@@ -52,15 +54,12 @@ func NewLogger(w io.Writer, c LogConfig) (*slog.Logger, error) {
 // replace it.
 var isTerminal = IsTerminal
 
-// IsTerminal reports whether w is a character device (a terminal), not a
-// file, pipe or socket.
+// IsTerminal reports whether w is a terminal: a file whose descriptor
+// answers the terminal ioctl, not a file, pipe, socket or another
+// character device such as /dev/null.
 func IsTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 // compactAttr shortens the text form for a person at a terminal: the time

@@ -116,6 +116,16 @@ func TestLoggerAutoFormat(t *testing.T) {
 	if IsTerminal(f) {
 		t.Error("a regular file is taken for a terminal")
 	}
+	// A character device that is no terminal: logs to /dev/null are not
+	// someone at a terminal.
+	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer null.Close()
+	if IsTerminal(null) {
+		t.Error("/dev/null is taken for a terminal")
+	}
 }
 
 func TestProblems(t *testing.T) {
