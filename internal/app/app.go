@@ -12,6 +12,8 @@ import (
 	"runtime/debug"
 	"sort"
 	"strings"
+
+	"github.com/skyjoin/skyjoin/internal/platform"
 )
 
 type subcommand struct {
@@ -44,6 +46,19 @@ func init() {
 
 // errUsage marks errors in how skyjoin was called (exit code 2).
 var errUsage = errors.New("usage")
+
+// parseFlags parses args and the SKYJOIN_* environment into fs: a flag it
+// does not know or a bad value is a usage error (exit code 2), as in every
+// command.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := platform.ParseFlags(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	return nil
+}
 
 // ExitCode maps an error from Main to the process exit code.
 func ExitCode(err error) int {

@@ -55,7 +55,7 @@ func runBackfill(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	wcfg.RegisterFlags(fs)
 	var logCfg platform.LogConfig
 	logCfg.RegisterFlags(fs)
-	if err := platform.ParseFlags(fs, args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

@@ -20,7 +20,6 @@ import (
 	"github.com/skyjoin/skyjoin/internal/platform/secret"
 
 	"github.com/skyjoin/skyjoin/internal/bench"
-	"github.com/skyjoin/skyjoin/internal/platform"
 	"github.com/skyjoin/skyjoin/internal/platform/readyfile"
 )
 
@@ -47,7 +46,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	profileDir := fs.String("profile", "", "write the server's CPU and heap profiles of each phase to this directory (<phase>.pprof, <phase>.heap.pprof, for go tool pprof)")
 	var upArgs stringList
 	fs.Var(&upArgs, "up-flag", "a flag for the self-started skyjoin up, e.g. --up-flag=--enrich-batch=128 (repeatable)")
-	if err := platform.ParseFlags(fs, args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *fill < 0 {

@@ -29,7 +29,7 @@ func runDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer
 	since := fs.String("since", "", "only dead letters that failed at or after this RFC 3339 time")
 	limit := fs.Int("limit", 100, "at most this many")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
-	if err := platform.ParseFlags(fs, args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	q := url.Values{}
@@ -80,7 +80,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	reason := fs.String("reason", "", "replay the dead letters whose reason contains this text")
 	since := fs.String("since", "", "replay the dead letters that failed at or after this RFC 3339 time")
 	all := fs.Bool("all", false, "replay every dead letter")
-	if err := platform.ParseFlags(fs, args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	req := deadletter.ReplayRequest{IDs: ids, Stage: *stage, Reason: *reason, Since: *since}

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"strings"
 
-	"github.com/skyjoin/skyjoin/internal/platform"
 	"github.com/skyjoin/skyjoin/internal/store/bigquery"
 )
 
@@ -20,7 +19,7 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	storeURL := fs.String("store", "", "store URL: bigquery://PROJECT/DATASET[?table=events&location=EU&retention=400d] or duckdb://PATH")
 	createDataset := fs.Bool("create-dataset", false, "create the dataset (in the URL's location) if it does not exist")
 	retention := fs.String("retention", "", "partition expiration, e.g. 400d (0: keep forever); overrides the URL's retention")
-	if err := platform.ParseFlags(fs, args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

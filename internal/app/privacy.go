@@ -210,7 +210,7 @@ func runCompact(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs := newFlagSet("compact", stderr)
 	dataDir := fs.String("data-dir", "data", "data directory of the store (its skyjoin.duckdb)")
 	storeURL := fs.String("store", "", "store URL: duckdb://PATH (default duckdb://DATA_DIR/skyjoin.duckdb)")
-	if err := platform.ParseFlags(fs, args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

@@ -11,7 +11,7 @@ import (
 func runSchema(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("schema", stderr)
 	ddl := fs.Bool("ddl", false, "print the store's column definitions (DuckDB) instead of the JSON Schema")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *ddl {

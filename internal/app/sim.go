@@ -134,7 +134,7 @@ func runSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	var cfg simConfig
 	fs := newFlagSet("sim", stderr)
 	cfg.registerFlags(fs)
-	if err := platform.ParseFlags(fs, args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

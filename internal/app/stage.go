@@ -172,11 +172,8 @@ func (c *config) commonParts() []*part {
 // arguments (with the SKYJOIN_* environment fallback): a flag it does not
 // know, a bad value or an argument is a usage error.
 func parseCommandFlags(name string, fs *flag.FlagSet, args []string) error {
-	if err := platform.ParseFlags(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return fmt.Errorf("%w: %w", errUsage, err)
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: %s takes no arguments, got %q", errUsage, name, fs.Args())

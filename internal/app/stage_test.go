@@ -282,3 +282,18 @@ func testLogger() *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
+
+// TestEveryCommandRefusesAnUnknownFlag: through the real entry point, an
+// unknown flag is a usage error (exit code 2) for every command, not only
+// the stage commands.
+func TestEveryCommandRefusesAnUnknownFlag(t *testing.T) {
+	names := []string{"up", "ingest", "enrich", "serve", "collect", "deliver", "broker",
+		"backfill", "compact", "bench", "keys", "deadletters", "replay", "migrate", "schema", "sim", "privacy"}
+	for _, name := range names {
+		var stderr bytes.Buffer
+		err := Main(context.Background(), []string{name, "--no-such-flag=1"}, io.Discard, &stderr)
+		if err == nil || ExitCode(err) != 2 {
+			t.Errorf("skyjoin %s --no-such-flag=1: err %v (exit %d), want a usage error", name, err, ExitCode(err))
+		}
+	}
+}
