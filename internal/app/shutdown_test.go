@@ -78,7 +78,7 @@ func TestCloseStack(t *testing.T) {
 		defer mu.Unlock()
 		order = append(order, name)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	want, _ := ctx.Deadline()
 
@@ -112,7 +112,7 @@ func TestCloseStack(t *testing.T) {
 	start := time.Now()
 	err := c.close(ctx, slog.New(slog.NewTextHandler(&logs, nil)), func() { close(closed) })
 	if d := time.Since(start); d > 15*time.Second {
-		t.Errorf("close returned after %s, with a shutdown deadline of 500ms", d)
+		t.Errorf("close returned after %s, with a shutdown deadline of 1s", d)
 	}
 	if err == nil || !strings.Contains(err.Error(), "close registry: registry: boom") {
 		t.Errorf("close: %v, want the registry's error", err)
