@@ -20,7 +20,7 @@ func TestRequireBrokerPubSub(t *testing.T) {
 	cfg.EnrichPull = true
 	newP := func() *process {
 		p := &process{ctx: t.Context(), cfg: cfg, log: slog.New(slog.DiscardHandler), dataDir: t.TempDir()}
-		t.Cleanup(func() { p.close() })
+		t.Cleanup(func() { p.close(context.Background()) })
 		return p
 	}
 	_, err := newP().requireBroker(cfg.enrichNeeds())

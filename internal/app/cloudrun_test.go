@@ -55,8 +55,10 @@ func TestCloudRunDefaults(t *testing.T) {
 // TestCloudRunProcess runs `skyjoin up` as Cloud Run would (K_SERVICE and
 // PORT set, no --addr): it listens on every interface at $PORT, logs JSON
 // on stdout and nothing else there, requires a Google ID token for the
-// service's URL (from a fake metadata server) and takes one, and exits
-// cleanly on cancel within its shutdown timeout.
+// service's URL (from a fake metadata server) and takes one, warns for
+// each stage that pulls in the background (enrich, serve, deliver) that it
+// needs instance-based billing, and exits cleanly on cancel within its
+// shutdown timeout.
 func TestCloudRunProcess(t *testing.T) {
 	authtest.Metadata(t, "123456", "europe-west1")
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -142,11 +144,19 @@ func TestCloudRunProcess(t *testing.T) {
 	}
 	lines := bytes.Split(bytes.TrimSpace([]byte(stdout.String())), []byte("\n"))
 	var up bool
+	// Each stage that pulls in the background warns that it needs
+	// instance-based billing.
+	pullWarned := map[string]bool{stEnrich: false, stServe: false, stDeliver: false}
 	for _, line := range lines {
 		var entry map[string]any
 		if err := json.Unmarshal(line, &entry); err != nil || entry["severity"] == nil || entry["message"] == nil {
 			t.Errorf("stdout line is not a Cloud Logging JSON entry: %s", line)
 			continue
+		}
+		if msg, _ := entry["message"].(string); entry["severity"] == "WARNING" && strings.Contains(msg, "instance-based billing") {
+			if stage, _ := entry["stage"].(string); strings.HasPrefix(msg, stage+": pulling ") {
+				pullWarned[stage] = true
+			}
 		}
 		if entry["message"] == "skyjoin is up" {
 			up = true
@@ -157,5 +167,10 @@ func TestCloudRunProcess(t *testing.T) {
 	}
 	if !up {
 		t.Errorf("no \"skyjoin is up\" entry on stdout:\n%s", stdout.String())
+	}
+	for stage, warned := range pullWarned {
+		if !warned {
+			t.Errorf("%s pulls in the background and did not warn that it needs instance-based billing", stage)
+		}
 	}
 }

@@ -85,6 +85,7 @@ type upHooks struct {
 	ready     func(addr string)    // called once the API listens
 	info      func(info readyInfo) // called then with what the ready file says
 	log       *slog.Logger         // the process's logger in tests (nil: testLogger)
+	closed    func()               // called once every part has closed, those abandoned at the deadline too
 }
 
 func newConfig(command string) *config { return &config{command: command} }

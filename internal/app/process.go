@@ -84,7 +84,7 @@ func newProcess(ctx context.Context, cfg *config, stages []string, stdout io.Wri
 	if err != nil {
 		return nil, err
 	}
-	p.closers.push("telemetry", closeTelemetry(shutdown))
+	p.closers.pushContext("telemetry", closeTelemetry(shutdown))
 	p.tel = tel
 	p.log = tel.Logger(log)
 	return p, nil
@@ -99,10 +99,11 @@ func (p *process) runs(stage string) bool {
 	return false
 }
 
-// close closes the shared parts, last opened first.
-func (p *process) close() error {
+// close closes the shared parts, last opened first, within ctx's
+// deadline: a part not closed by then is abandoned with a warning.
+func (p *process) close(ctx context.Context) error {
 	readyfile.Remove(p.cfg.ReadyFile)
-	return p.closers.close()
+	return p.closers.close(ctx, p.log, p.cfg.hooks.closed)
 }
 
 // broker opens the broker on first use.
@@ -148,17 +149,19 @@ func (p *process) store() (storeBackend, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.closers.push("store", st.Close)
 	raw := st
 	if p.cfg.hooks.wrapStore != nil {
 		st = p.cfg.hooks.wrapStore(st)
 	}
 	if wrap, err := failpointStore(); err != nil {
+		raw.Close()
 		return nil, err
 	} else if wrap != nil {
 		p.log.Warn("failpoint set: this process will kill itself", "failpoint", os.Getenv(failpointEnv))
 		st = wrap(st)
 	}
+	// The wrappers' Close is the store's.
+	p.closers.push("store", st.Close)
 	for _, c := range []storeBackend{st, raw} { // a wrapper (tests) may fail in its stead
 		if f, ok := c.(failingStore); ok {
 			p.storeFails = f

@@ -308,14 +308,27 @@ func (r *routeRecorder) for_(stage string) *routeRecorder {
 // file and the banner, and runs until ctx is done or a stage fails; then
 // it shuts down within the shutdown timeout: stop taking requests, stop
 // each stage in order (each finishes what it holds), close the shared
-// parts (the store flushes, the broker last).
+// parts (the store flushes, the broker last). Everything after ctx is
+// done shares the one deadline, the closing of the parts included: what
+// is not finished by then is abandoned with a warning, so that the process
+// exits within the shutdown timeout (within Cloud Run's 10 s after
+// SIGTERM).
 func runProcess(ctx context.Context, cfg *config, stages []*stage, stdout io.Writer, log *slog.Logger) (err error) {
 	p, err := newProcess(ctx, cfg, stageNames(stages), stdout, log)
 	if err != nil {
 		return err
 	}
+	// deadline is the shutdown's, set once the shutdown begins; a process
+	// that fails before it runs closes its parts within a deadline of
+	// its own.
+	var deadline time.Time
 	defer func() {
-		if cerr := p.close(); cerr != nil && err == nil {
+		if deadline.IsZero() {
+			deadline = time.Now().Add(cfg.ShutdownTimeout)
+		}
+		cctx, cancel := context.WithDeadline(context.Background(), deadline)
+		defer cancel()
+		if cerr := p.close(cctx); cerr != nil && err == nil {
 			err = cerr
 		}
 	}()
@@ -445,8 +458,10 @@ func runProcess(ctx context.Context, cfg *config, stages []*stage, stdout io.Wri
 		p.log.Error("a stage failed; shutting down", "error", runErr.Error())
 	}
 
-	// Graceful shutdown within the deadline.
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	// Graceful shutdown within the deadline, which the closing of the
+	// parts (deferred above) shares.
+	deadline = time.Now().Add(cfg.ShutdownTimeout)
+	sctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	stopHard := context.AfterFunc(sctx, hardStop)
 	defer stopHard()
@@ -476,34 +491,86 @@ func runProcess(ctx context.Context, cfg *config, stages []*stage, stdout io.Wri
 	return runErr
 }
 
-// closeStack closes what was opened, last first.
+// closeStack closes what was opened, last first, within the shutdown
+// deadline.
 type closeStack struct {
 	mu    sync.Mutex
 	names []string
-	fns   []func() error
+	fns   []func(ctx context.Context) error
 }
 
+// push adds a closer that takes no context: at the deadline it is
+// abandoned (close does not wait for it).
 func (c *closeStack) push(name string, fn func() error) {
+	c.pushContext(name, func(context.Context) error { return fn() })
+}
+
+// pushContext adds a closer that is given the shutdown context.
+func (c *closeStack) pushContext(name string, fn func(ctx context.Context) error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.names = append(c.names, name)
 	c.fns = append(c.fns, fn)
 }
 
-func (c *closeStack) close() error {
+// close runs the closers, last pushed first, each given ctx. Once ctx is
+// done it waits for none: the closer in hand and those after it go on in
+// the background, in order, and log names them; the process exits without
+// them (Cloud Run kills the container 10 s after SIGTERM whatever it
+// holds). closed, if set, is called once every closer has returned,
+// abandoned ones included.
+func (c *closeStack) close(ctx context.Context, log *slog.Logger, closed func()) error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	var errs []error
-	for i := len(c.fns) - 1; i >= 0; i-- {
-		start := time.Now()
-		err := c.fns[i]()
-		if d := time.Since(start); d > time.Second {
-			slog.Warn("closing took long", "part", c.names[i], "duration", d.String())
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("close %s: %w", c.names[i], err))
-		}
-	}
+	names, fns := c.names, c.fns
 	c.fns, c.names = nil, nil
+	c.mu.Unlock()
+	var errs []error
+	for i := len(fns) - 1; i >= 0; i-- {
+		start := time.Now()
+		done := make(chan error, 1)
+		go func() { done <- fns[i](ctx) }()
+		var (
+			err      error
+			finished bool
+		)
+		select {
+		case err = <-done:
+			finished = true
+		case <-ctx.Done():
+			select { // it may have returned just as the deadline passed
+			case err = <-done:
+				finished = true
+			default:
+			}
+		}
+		if finished {
+			if d := time.Since(start); d > time.Second {
+				log.Warn("closing took long", "part", names[i], "duration", d.String())
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("close %s: %w", names[i], err))
+			}
+			continue
+		}
+		// The deadline passed: this closer and the ones after it go on
+		// in the background, in order.
+		abandoned := slices.Clone(names[:i+1])
+		slices.Reverse(abandoned)
+		log.Warn("the shutdown deadline passed before these parts closed; exiting without waiting for them",
+			"parts", abandoned, "waited", time.Since(start).String())
+		go func() {
+			<-done
+			for j := i - 1; j >= 0; j-- {
+				fns[j](ctx)
+			}
+			if closed != nil {
+				closed()
+			}
+		}()
+		return errors.Join(errs...)
+	}
+	if closed != nil {
+		closed()
+	}
 	return errors.Join(errs...)
 }

@@ -230,9 +230,8 @@ func (c *config) startEnrich(ctx context.Context, p *process, r platform.Router)
 	}
 	var sub broker.Subscription
 	if c.EnrichPull {
-		if auth.OnCloudRun() {
-			p.log.Warn("enrich: pulling on Cloud Run: give the service instance-based billing (--no-cpu-throttling) and min instances, or push (--enrich-pull=false and a push subscription to POST /v1/push/events); with request-based billing the CPU is throttled between requests and the pull stalls")
-		}
+		warnPullOnCloudRun(p.log, stEnrich, "the events subscription",
+			"push (--enrich-pull=false and a push subscription to POST /v1/push/events)")
 		sub, err = b.Subscribe(ctx, broker.TopicEvents, c.Enrich.Subscription, broker.SubscribeOptions{
 			AckWait:        c.Enrich.AckWait,
 			MaxOutstanding: c.Enrich.MaxMessages * 4,
@@ -283,6 +282,22 @@ func (c *config) startEnrich(ctx context.Context, p *process, r platform.Router)
 	}, nil
 }
 
+// warnPullOnCloudRun warns, on Cloud Run, that stage pulls what in the
+// background, which needs instance-based billing and min instances (or
+// orElse, if the stage can do without the pull): with request-based
+// billing Cloud Run throttles the CPU between requests and the pull
+// stalls (docs/gcp.md, "How each background stage runs").
+func warnPullOnCloudRun(log *slog.Logger, stage, what, orElse string) {
+	if !auth.OnCloudRun() {
+		return
+	}
+	msg := stage + ": pulling " + what + " on Cloud Run: give the service instance-based billing (--no-cpu-throttling) and min instances"
+	if orElse != "" {
+		msg += ", or " + orElse
+	}
+	log.Warn(msg+"; with request-based billing the CPU is throttled between requests and the pull stalls", "stage", stage)
+}
+
 func (c *config) startServe(ctx context.Context, p *process, r platform.Router) (*running, error) {
 	st, err := p.store()
 	if err != nil {
@@ -299,6 +314,7 @@ func (c *config) startServe(ctx context.Context, p *process, r platform.Router) 
 	// subscription to the records topic: every instance sees every record.
 	hub := live.NewHub(0)
 	feed := &recordsFeed{b: b, hub: hub, log: p.log}
+	warnPullOnCloudRun(p.log, stServe, "the records topic (the live stream and the dashboard's feed)", "")
 	if err := feed.subscribe(ctx); err != nil {
 		return nil, err
 	}
@@ -434,6 +450,7 @@ func (c *config) startDeliver(ctx context.Context, p *process, r platform.Router
 		n := time.Duration(c.Webhook.MaxAttempts)
 		ackWait = min(c.Webhook.RequestTimeout*n+c.Webhook.MaxRetryDelay*n+time.Minute, 10*time.Minute)
 	}
+	warnPullOnCloudRun(p.log, stDeliver, "the records subscription (webhook delivery, which also retries between requests)", "")
 	sub, err := b.Subscribe(ctx, broker.TopicRecords, deliverSubscription, broker.SubscribeOptions{
 		AckWait: ackWait, MaxOutstanding: c.Webhook.QueueSize * 4,
 	})

@@ -42,14 +42,18 @@ func setupTelemetry(ctx context.Context, cfg telemetry.Config, log *slog.Logger)
 	return p, p.Shutdown, nil
 }
 
-// closeTelemetry is shutdown as a closeStack function, bounded in time.
-func closeTelemetry(shutdown func(context.Context) error) func() error {
-	return func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+// closeTelemetry is shutdown (the last flush) as a closeStack function,
+// within the shutdown's deadline and at most telemetryFlushTimeout.
+func closeTelemetry(shutdown func(context.Context) error) func(context.Context) error {
+	return func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, telemetryFlushTimeout)
 		defer cancel()
 		return shutdown(ctx)
 	}
 }
+
+// telemetryFlushTimeout bounds the last flush of metrics and traces.
+const telemetryFlushTimeout = 10 * time.Second
 
 // instrumentPipeline mounts GET /metrics (with the prometheus exporter),
 // attaches the telemetry observers to ingest and the worker, and reports

@@ -113,8 +113,7 @@ func TestRealProject(t *testing.T) {
 		t.Errorf("LatestForUser after the erasure: %v", err)
 	}
 	// A row BigQuery itself refuses comes back as a row error.
-	bad := storetest.Records(99, 2)
-	bad[1].OccurredAt = time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC).Add(-time.Hour) // before TIMESTAMP's range
+	bad := rowErrorRecords(time.Now())
 	err = s.Write(ctx, bad)
 	var rowErrs *RowErrors
 	if !errors.As(err, &rowErrs) || len(rowErrs.Rows) != 1 || rowErrs.Rows[0].Index != 1 {
@@ -146,6 +145,27 @@ func datedFromNow(recs []event.Record, now time.Time) []event.Record {
 		}
 	}
 	return recs
+}
+
+// rowErrorRecords are the records of TestRealProject's row error: the
+// first valid and, as every row the test writes, dated from now (the
+// table keeps 400 days), the second dated before TIMESTAMP's range, which
+// BigQuery refuses.
+func rowErrorRecords(now time.Time) []event.Record {
+	bad := datedFromNow(storetest.Records(99, 2), now)
+	bad[1].OccurredAt = time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC).Add(-time.Hour)
+	return bad
+}
+
+func TestRowErrorRecords(t *testing.T) {
+	now := time.Date(2031, 5, 6, 7, 8, 9, 0, time.UTC)
+	bad := rowErrorRecords(now)
+	if age := now.Sub(bad[0].OccurredAt); age < 0 || age > 24*time.Hour {
+		t.Errorf("the valid record occurred %s before now, want within a day", age)
+	}
+	if !bad[1].OccurredAt.Before(time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC)) {
+		t.Errorf("the refused record occurred at %s, want before TIMESTAMP's range", bad[1].OccurredAt)
+	}
 }
 
 func TestDatedFromNow(t *testing.T) {
