@@ -116,6 +116,8 @@ func (h *PushHandler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	pushError(rw, http.StatusServiceUnavailable, "the message was not processed; it must be delivered again", delay)
 }
 
+// pushError answers an error with the API's error body
+// (platform.WriteError), as every route does.
 func pushError(rw http.ResponseWriter, status int, msg string, retry time.Duration) {
 	if retry > 0 {
 		rw.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(retry.Seconds()))))
@@ -123,10 +125,7 @@ func pushError(rw http.ResponseWriter, status int, msg string, retry time.Durati
 	if status == http.StatusRequestTimeout {
 		rw.Header().Set("Connection", "close") // the rest of the body may still come
 	}
-	rw.Header().Set("Content-Type", "application/json")
-	rw.WriteHeader(status)
-	b, _ := json.Marshal(map[string]string{"error": msg})
-	rw.Write(append(b, '\n'))
+	platform.WriteError(rw, status, msg, nil)
 }
 
 // pushDelivery is the outcome of one pushed message (its Handle).

@@ -241,7 +241,8 @@ func TestPushBodyLimits(t *testing.T) {
 	}
 	rec = httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/v1/push/events", io.NopCloser(timeoutBody{})))
-	if rec.Code != http.StatusRequestTimeout || strings.Contains(rec.Body.String(), "127.0.0.1") || rec.Header().Get("Connection") != "close" {
+	if rec.Code != http.StatusRequestTimeout || !strings.Contains(rec.Body.String(), `"status":"DEADLINE_EXCEEDED"`) ||
+		strings.Contains(rec.Body.String(), "127.0.0.1") || rec.Header().Get("Connection") != "close" {
 		t.Errorf("stalled: %d %v %s, want 408 naming no address, and the connection closed", rec.Code, rec.Header(), rec.Body)
 	}
 }
