@@ -110,10 +110,13 @@ func TestAuthMatrix(t *testing.T) {
 	if k := keysCmd(t, "revoke", revoked.ID, "--data-dir", dir); k.RevokedAt == nil {
 		t.Fatalf("revoke: %+v", k)
 	}
-	// Keys for the key routes to rotate and revoke.
+	// Keys for the key routes to rotate and revoke, and the key that makes
+	// what the routes read: a caller of its own, so that its polling takes
+	// nothing from the rate limits of the keys the walk uses.
 	toRotate := keysCmd(t, "create", "--scope", "read", "--name", "to rotate", "--data-dir", dir)
 	toRevoke := keysCmd(t, "create", "--scope", "read", "--name", "to revoke", "--data-dir", dir)
-	tokens := []string{admin.Token, dashboard.Token, expiring.Token, revoked.Token, toRotate.Token, toRevoke.Token}
+	setup := keysCmd(t, "create", "--scope", "admin", "--name", "matrix setup", "--data-dir", dir)
+	tokens := []string{admin.Token, dashboard.Token, expiring.Token, revoked.Token, toRotate.Token, toRevoke.Token, setup.Token}
 	for _, tok := range byScope {
 		tokens = append(tokens, tok)
 	}
@@ -138,20 +141,20 @@ func TestAuthMatrix(t *testing.T) {
 	if !strings.Contains(banner.String(), "auth       on: API keys (") || !strings.Contains(banner.String(), "Google ID tokens for "+aud) {
 		t.Errorf("banner:\n%s", banner.String())
 	}
-	adminCred := cred{name: "admin", bearer: admin.Token}
+	setupCred := cred{name: "setup", bearer: setup.Token}
 
 	// What the routes read: a stored record, a webhook, a dead letter.
 	const eventID, userID = "matrix-1", "u-matrix"
-	if status, _, body := callBody(t, http.MethodPost, base+"/v1/events", matrixEvent(eventID, userID), adminCred); status != http.StatusAccepted {
+	if status, _, body := callBody(t, http.MethodPost, base+"/v1/events", matrixEvent(eventID, userID), setupCred); status != http.StatusAccepted {
 		t.Fatalf("POST /v1/events: %d %s", status, body)
 	}
 	waitFor(t, func() bool {
-		status, _, _ := call(t, http.MethodGet, base+"/v1/events/"+eventID, adminCred)
+		status, _, _ := call(t, http.MethodGet, base+"/v1/events/"+eventID, setupCred)
 		return status == http.StatusOK
 	})
 	newWebhook := func() string {
 		t.Helper()
-		status, _, body := callBody(t, http.MethodPost, base+"/v1/webhooks", `{"url":"`+target.URL+`/hook","secret":"0123456789abcdef0123","max_wait_ms":0}`, adminCred)
+		status, _, body := callBody(t, http.MethodPost, base+"/v1/webhooks", `{"url":"`+target.URL+`/hook","secret":"0123456789abcdef0123","max_wait_ms":0}`, setupCred)
 		var wh struct{ ID string }
 		if status != http.StatusCreated || json.Unmarshal([]byte(body), &wh) != nil || wh.ID == "" {
 			t.Fatalf("POST /v1/webhooks: %d %s", status, body)
@@ -160,13 +163,13 @@ func TestAuthMatrix(t *testing.T) {
 	}
 	hookID := newWebhook()
 	// A Segment message without its event is a dead letter of ingest.
-	if status, _, body := callBody(t, http.MethodPost, base+"/v1/batch", `{"batch":[{"type":"track","userId":"u-dead"}]}`, adminCred); status != http.StatusOK ||
+	if status, _, body := callBody(t, http.MethodPost, base+"/v1/batch", `{"batch":[{"type":"track","userId":"u-dead"}]}`, setupCred); status != http.StatusOK ||
 		!strings.Contains(body, `"dead_lettered":1`) {
 		t.Fatalf("POST /v1/batch of a bad message: %d %s", status, body)
 	}
 	var deadID string
 	waitFor(t, func() bool {
-		_, _, body := call(t, http.MethodGet, base+"/v1/deadletters", adminCred)
+		_, _, body := call(t, http.MethodGet, base+"/v1/deadletters", setupCred)
 		var dl struct {
 			DeadLetters []struct{ ID string } `json:"deadletters"`
 		}
