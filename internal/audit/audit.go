@@ -136,7 +136,7 @@ type Entry struct {
 	Principal auth.Principal
 	// Action names what was done, as "keys.create".
 	Action string
-	// Params are what it was done to (key_id, scopes); a parameter whose
+	// Params are what it was done to (id, scopes); a parameter whose
 	// name may carry a secret is redacted, as a route's are.
 	Params map[string]string
 	Start  time.Time
@@ -160,6 +160,10 @@ func Action(ctx context.Context, log *slog.Logger, e Entry) {
 	if who.ID == "" {
 		who = auth.Principal{ID: Anonymous, Kind: "none"}
 	}
+	result := ResultOK
+	if e.Err != nil {
+		result = ResultError
+	}
 	attrs := []slog.Attr{
 		slog.Bool("audit", true),
 		slog.Group("logging.googleapis.com/labels", slog.String("audit", "true")),
@@ -167,12 +171,11 @@ func Action(ctx context.Context, log *slog.Logger, e Entry) {
 		slog.String("principal_kind", who.Kind),
 		slog.String("action", e.Action),
 		slog.Any("params", params),
-		slog.String("result", ResultOK),
+		slog.String("result", result),
 		slog.Time("start", e.Start.UTC()),
 		slog.Int64("duration_ms", time.Since(e.Start).Milliseconds()),
 	}
 	if e.Err != nil {
-		attrs[6] = slog.String("result", ResultError)
 		attrs = append(attrs, slog.String("error", e.Err.Error()))
 	}
 	slog.New(always{log.Handler()}).LogAttrs(ctx, slog.LevelInfo, "audit", attrs...)
