@@ -3,9 +3,12 @@ package app
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"slices"
 	"strings"
@@ -17,6 +20,8 @@ import (
 	"github.com/skyjoin/skyjoin/internal/api"
 	"github.com/skyjoin/skyjoin/internal/auth"
 	"github.com/skyjoin/skyjoin/internal/auth/authtest"
+	"github.com/skyjoin/skyjoin/internal/envelope"
+	"github.com/skyjoin/skyjoin/internal/event"
 )
 
 // keysCmd runs `skyjoin keys ARGS --json` and decodes its answer.
@@ -40,15 +45,25 @@ type cred struct {
 	cookie *http.Cookie
 }
 
-// call sends one request and returns the status and the body (the first
-// bytes of a stream).
+// call sends one request (a POST with the body {}) and returns the status
+// and the body (the first bytes of a stream).
 func call(t *testing.T, method, url string, c cred) (int, http.Header, string) {
+	t.Helper()
+	body := ""
+	if method == http.MethodPost {
+		body = "{}"
+	}
+	return callBody(t, method, url, body, c)
+}
+
+// callBody is call with a JSON body ("": none).
+func callBody(t *testing.T, method, url, reqBody string, c cred) (int, http.Header, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var body io.Reader
-	if method == http.MethodPost {
-		body = strings.NewReader("{}")
+	if reqBody != "" {
+		body = strings.NewReader(reqBody)
 	}
 	req, _ := http.NewRequestWithContext(ctx, method, url, body)
 	if body != nil {
@@ -77,9 +92,11 @@ func call(t *testing.T, method, url string, c cred) (int, http.Header, string) {
 // of credential, with auth on: none, malformed, expired, revoked, a key
 // of another scope, a key of the route's scope, an admin key, an ID token
 // (ingest and read), an expired one, and a browser session (read and
-// stream, GET only). It checks 401 (with WWW-Authenticate: Bearer), 403
-// (naming the scope) or neither; then that no secret is in the logs, the
-// banner or any answer.
+// stream, GET only). Each route is sent a valid request (matrixRequest: a
+// body it takes, the ids of things made here), so that a refused
+// credential gets 401 (with WWW-Authenticate: Bearer) or 403 (naming the
+// scope) and an authorised one 2xx, unless the route says why not. Then
+// no secret is in the logs, the banner or any answer.
 func TestAuthMatrix(t *testing.T) {
 	dir := t.TempDir()
 	admin := keysCmd(t, "create", "--scope", "admin", "--name", "first admin", "--data-dir", dir)
@@ -93,10 +110,24 @@ func TestAuthMatrix(t *testing.T) {
 	if k := keysCmd(t, "revoke", revoked.ID, "--data-dir", dir); k.RevokedAt == nil {
 		t.Fatalf("revoke: %+v", k)
 	}
-	tokens := []string{admin.Token, dashboard.Token, expiring.Token, revoked.Token}
+	// Keys for the key routes to rotate and revoke, and the key that makes
+	// what the routes read: a caller of its own, so that its polling takes
+	// nothing from the rate limits of the keys the walk uses.
+	toRotate := keysCmd(t, "create", "--scope", "read", "--name", "to rotate", "--data-dir", dir)
+	toRevoke := keysCmd(t, "create", "--scope", "read", "--name", "to revoke", "--data-dir", dir)
+	setup := keysCmd(t, "create", "--scope", "admin", "--name", "matrix setup", "--data-dir", dir)
+	tokens := []string{admin.Token, dashboard.Token, expiring.Token, revoked.Token, toRotate.Token, toRevoke.Token, setup.Token}
 	for _, tok := range byScope {
 		tokens = append(tokens, tok)
 	}
+
+	// Webhooks deliver to this loopback target (--webhook-allow-private:
+	// a key of the webhooks scope may register it).
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer target.Close()
 
 	const aud, email = "https://skyjoin.test", "pusher@project.iam.gserviceaccount.com"
 	issuer := authtest.NewIssuer(t)
@@ -104,12 +135,49 @@ func TestAuthMatrix(t *testing.T) {
 	var banner bytes.Buffer
 	base, stop := startInProcessOut(t, upHooks{log: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}, &banner,
 		"--data-dir", dir, "--auth=on", "--auth-idtoken-audience", aud, "--auth-idtoken-jwks-url", issuer.URL,
-		"--auth-idtoken-emails", email, "--auth-idtoken-scopes", "ingest,read")
+		"--auth-idtoken-emails", email, "--auth-idtoken-scopes", "ingest,read", "--webhook-allow-private")
 	defer stop()
 	adminBase := adminURL(t, base)
 	if !strings.Contains(banner.String(), "auth       on: API keys (") || !strings.Contains(banner.String(), "Google ID tokens for "+aud) {
 		t.Errorf("banner:\n%s", banner.String())
 	}
+	setupCred := cred{name: "setup", bearer: setup.Token}
+
+	// What the routes read: a stored record, a webhook, a dead letter.
+	const eventID, userID = "matrix-1", "u-matrix"
+	if status, _, body := callBody(t, http.MethodPost, base+"/v1/events", matrixEvent(eventID, userID), setupCred); status != http.StatusAccepted {
+		t.Fatalf("POST /v1/events: %d %s", status, body)
+	}
+	waitFor(t, func() bool {
+		status, _, _ := call(t, http.MethodGet, base+"/v1/events/"+eventID, setupCred)
+		return status == http.StatusOK
+	})
+	newWebhook := func() string {
+		t.Helper()
+		status, _, body := callBody(t, http.MethodPost, base+"/v1/webhooks", `{"url":"`+target.URL+`/hook","secret":"0123456789abcdef0123","max_wait_ms":0}`, setupCred)
+		var wh struct{ ID string }
+		if status != http.StatusCreated || json.Unmarshal([]byte(body), &wh) != nil || wh.ID == "" {
+			t.Fatalf("POST /v1/webhooks: %d %s", status, body)
+		}
+		return wh.ID
+	}
+	hookID := newWebhook()
+	// A Segment message without its event is a dead letter of ingest.
+	if status, _, body := callBody(t, http.MethodPost, base+"/v1/batch", `{"batch":[{"type":"track","userId":"u-dead"}]}`, setupCred); status != http.StatusOK ||
+		!strings.Contains(body, `"dead_lettered":1`) {
+		t.Fatalf("POST /v1/batch of a bad message: %d %s", status, body)
+	}
+	var deadID string
+	waitFor(t, func() bool {
+		_, _, body := call(t, http.MethodGet, base+"/v1/deadletters", setupCred)
+		var dl struct {
+			DeadLetters []struct{ ID string } `json:"deadletters"`
+		}
+		if json.Unmarshal([]byte(body), &dl) == nil && len(dl.DeadLetters) > 0 {
+			deadID = dl.DeadLetters[0].ID
+		}
+		return deadID != ""
+	})
 
 	// A browser session of the read+stream key.
 	status, hdr, body := call(t, http.MethodPost, base+"/v1/session", cred{name: "session", bearer: dashboard.Token})
@@ -131,6 +199,69 @@ func TestAuthMatrix(t *testing.T) {
 	idExpired := issuer.Sign(t, authtest.Claims(aud, email, now.Add(-3*time.Hour)))
 	time.Sleep(time.Until(expiring.CreatedAt.Add(3 * time.Second))) // the expiring key has expired
 
+	// matrixRequest is a valid request of route r (its path and body) and
+	// the status an authorised caller gets: 0 for any 2xx. fresh: the
+	// request is to be made by an authorised caller, and what it deletes
+	// must exist (each gets its own).
+	n := 0
+	matrixRequest := func(r api.Route, c cred, fresh bool) (path, body string, want int) {
+		n++
+		path = strings.NewReplacer("{$}", "", "...}", "}", "/assets/", "/assets/app.js").Replace(r.Path())
+		switch r.Pattern {
+		case "POST /v1/events":
+			body = matrixEvent(fmt.Sprintf("matrix-ev-%d", n), userID)
+		case "POST /v1/batch":
+			body = `{"batch":[` + segmentMessage("track") + `]}`
+		case "POST /v1/track", "POST /v1/identify", "POST /v1/page", "POST /v1/screen", "POST /v1/group", "POST /v1/alias":
+			body = segmentMessage(strings.TrimPrefix(r.Pattern, "POST /v1/"))
+		case "POST /v1/deadletters/replay":
+			body = `{"ids":["` + deadID + `"]}`
+		case "DELETE /v1/deadletters/{id}":
+			path = strings.Replace(path, "{id}", deadID, 1)
+		case "POST /v1/push/events":
+			body = pushMessage(fmt.Sprintf("matrix-push-%d", n), matrixEvent(fmt.Sprintf("matrix-push-%d", n), userID))
+		case "GET /v1/events/{event_id...}":
+			path = strings.Replace(path, "{event_id}", eventID, 1)
+		case "GET /v1/users/{id}/latest":
+			path = strings.Replace(path, "{id}", userID, 1)
+		case "DELETE /v1/users/{id}":
+			path = strings.Replace(path, "{id}", "u-to-erase", 1) // not the user the reads read
+		case "GET /v1/stats":
+			path += "?group_by=country&since=" + time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
+		case "POST /v1/session":
+			body = "{}"
+			if c.name == "id token" {
+				// Authorised (read scope), but a session is made with an
+				// API key only: the route answers 400 to an ID token.
+				want = http.StatusBadRequest
+			}
+		case "POST /v1/webhooks":
+			body = `{"url":"` + target.URL + `/hook","secret":"0123456789abcdef0123","max_wait_ms":0}`
+		case "GET /v1/webhooks/{id}", "GET /v1/webhooks/{id}/failures":
+			path = strings.Replace(path, "{id}", hookID, 1)
+		case "POST /v1/webhooks/{id}/failures/replay":
+			path, body = strings.Replace(path, "{id}", hookID, 1), "{}"
+		case "DELETE /v1/webhooks/{id}":
+			id := "x"
+			if fresh {
+				id = newWebhook()
+			}
+			path = strings.Replace(path, "{id}", id, 1)
+		case "POST /v1/keys":
+			body = `{"name":"made by the matrix","scopes":["read"]}`
+		case "POST /v1/keys/{id}/rotate":
+			path, body = strings.Replace(path, "{id}", toRotate.ID, 1), `{"grace_seconds":0}`
+		case "DELETE /v1/keys/{id}":
+			path = strings.Replace(path, "{id}", toRevoke.ID, 1)
+		case "GET /debug/pprof/profile", "GET /debug/pprof/trace":
+			path += "?seconds=1"
+		}
+		if strings.Contains(path, "{") {
+			t.Fatalf("%s: the matrix has no valid request for it (path %s)", r.Pattern, path)
+		}
+		return path, body, want
+	}
+
 	const (
 		ok        = 0
 		denied401 = 401
@@ -139,15 +270,6 @@ func TestAuthMatrix(t *testing.T) {
 	var answers strings.Builder
 	requests := 0
 	for _, r := range api.Routes {
-		path := strings.NewReplacer("{$}", "", "...}", "}", "/assets/", "/assets/app.js").Replace(r.Path())
-		path = strings.NewReplacer("{event_id}", "x", "{id}", "x").Replace(path)
-		if r.Pattern == "GET /debug/pprof/profile" || r.Pattern == "GET /debug/pprof/trace" {
-			path += "?seconds=1"
-		}
-		u := base + path
-		if r.OnAdminListener() {
-			u = adminBase + path
-		}
 		public := r.Scope == api.ScopePublic
 		wrong := byScope[api.ScopeIngest]
 		if r.Scope == api.ScopeIngest {
@@ -188,12 +310,19 @@ func TestAuthMatrix(t *testing.T) {
 			if public && tc.c.name == "the route's scope" {
 				continue
 			}
-			status, hdr, body := call(t, r.Method(), u, tc.c)
+			path, reqBody, authorised := matrixRequest(r, tc.c, tc.want == ok)
+			u := base + path
+			if r.OnAdminListener() {
+				u = adminBase + path
+			}
+			status, hdr, body := callBody(t, r.Method(), u, reqBody, tc.c)
 			requests++
 			answers.WriteString(body)
 			switch {
-			case tc.want == ok && (status == 401 || status == 403):
-				t.Errorf("%s with %s: %d %s, want neither 401 nor 403", r.Pattern, tc.c.name, status, body)
+			case tc.want == ok && authorised != 0 && status != authorised:
+				t.Errorf("%s with %s: %d %s, want %d", r.Pattern, tc.c.name, status, body, authorised)
+			case tc.want == ok && authorised == 0 && (status < 200 || status > 299):
+				t.Errorf("%s with %s: %d %s, want 2xx", r.Pattern, tc.c.name, status, body)
 			case tc.want != ok && status != tc.want:
 				t.Errorf("%s with %s: %d %s, want %d", r.Pattern, tc.c.name, status, body, tc.want)
 			case status == 401 && !strings.HasPrefix(hdr.Get("WWW-Authenticate"), "Bearer "):
@@ -243,6 +372,31 @@ func TestAuthMatrix(t *testing.T) {
 	if strings.Contains(everything, idToken) || strings.Contains(everything, session.Value) {
 		t.Errorf("an ID token or a session cookie is in the logs or an answer")
 	}
+}
+
+// matrixEvent is a valid event of user, as JSON.
+func matrixEvent(id, user string) string {
+	return fmt.Sprintf(`{"event_id":%q,"event_type":"matrix","occurred_at":%q,"user":{"id":%q},`+
+		`"location":{"latitude":40.4,"longitude":-3.7,"city":"Madrid","country":"Spain"}}`, id, time.Now().UTC().Format(time.RFC3339Nano), user)
+}
+
+// segmentMessage is a valid Segment message of the type.
+func segmentMessage(typ string) string {
+	return fmt.Sprintf(`{"type":%q,"userId":"u-segment","event":"Signed Up","groupId":"g","previousId":"p","timestamp":%q}`,
+		typ, time.Now().UTC().Format(time.RFC3339))
+}
+
+// pushMessage is a Pub/Sub push request of one message: an event as the
+// ingest API publishes it.
+func pushMessage(id, ev string) string {
+	b, _ := json.Marshal(map[string]any{
+		"message": map[string]any{"data": base64.StdEncoding.EncodeToString([]byte(ev)), "messageId": id,
+			"attributes": map[string]string{envelope.AttrContentType: event.ContentTypeNDJSON,
+				envelope.AttrIngestedAt: time.Now().UTC().Format(time.RFC3339Nano)},
+			"publishTime": time.Now().UTC().Format(time.RFC3339Nano)},
+		"subscription": "projects/p/subscriptions/skyjoin-events-push",
+	})
+	return string(b)
 }
 
 // TestAuthRevocationIsLive: a key revoked through the admin route is

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	json "github.com/goccy/go-json"
 
 	"github.com/skyjoin/skyjoin/internal/api"
+	"github.com/skyjoin/skyjoin/internal/audit"
 	"github.com/skyjoin/skyjoin/internal/auth"
 	"github.com/skyjoin/skyjoin/internal/platform"
 	"github.com/skyjoin/skyjoin/internal/platform/secret"
@@ -40,6 +42,10 @@ Where the keys are (one of):
   (default) --data-dir data      the embedded broker's files, while no skyjoin runs on them
                                  (a running up holds them: use --url or its broker's listen address)
 
+Audit: each create, list, rotate and revoke made on the registry itself writes an
+audit entry to stderr (--log-format), with the principal cli:USER@HOST, the action,
+the key id (params.id) and the result. Through --url, the process's key routes write it.
+
 Flags:
 `
 
@@ -61,6 +67,7 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		expiresIn   = fs.Duration("expires-in", 0, "create: the key expires after this long (0: never)")
 		grace       = fs.Duration("grace", 0, "rotate: how long the old secret keeps working (0: it stops at once)")
 		asJSON      = fs.Bool("json", false, "print the answer as JSON")
+		logFormat   = fs.String("log-format", "auto", "format of the audit entry on stderr: json (Cloud Logging field names), text or auto (text on a terminal, json elsewhere)")
 	)
 	fs.Var(&key, "key", "with --url: an admin API key, as a `SECRET`: env://VAR, sm://..., or the key itself (prefer SKYJOIN_KEY; a flag shows in ps)")
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
@@ -113,7 +120,10 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 	}
 
-	var c keysClient
+	var (
+		c       keysClient
+		audited func(keyID string, err error) // nil: through --url, the process audits
+	)
 	if *target != "" {
 		if err := resolveSecrets(ctx, key); err != nil {
 			return err
@@ -130,6 +140,11 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		defer closeFn()
 		c = rc
+		log, err := platform.NewLogger(stderr, platform.LogConfig{Level: "info", Format: *logFormat})
+		if err != nil {
+			return fmt.Errorf("%w: %w", errUsage, err)
+		}
+		audited = auditKeys(ctx, log, action, spec, time.Now())
 	}
 
 	var (
@@ -159,6 +174,15 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		k, err = c.revoke(ctx, pos[0])
 		out = keyOut{Key: k}
 	}
+	if audited != nil {
+		id := ""
+		if len(pos) > 0 {
+			id = pos[0]
+		} else if k, ok := out.(keyOut); ok {
+			id = k.ID // create: the new key's, once it exists
+		}
+		audited(id, err)
+	}
 	if err != nil {
 		return fmt.Errorf("keys %s: %w", action, err)
 	}
@@ -175,6 +199,23 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintf(stdout, "%s revoked at %s: every process refuses it within seconds.\n", k.ID, k.RevokedAt.Format(time.RFC3339))
 	}
 	return nil
+}
+
+// auditKeys returns what writes the audit entry of a key action made on
+// the registry itself, with the local OS user as the principal (see
+// audit.Action): the action, the key id (and a created key's scopes) and
+// the result.
+func auditKeys(ctx context.Context, log *slog.Logger, action string, spec auth.KeySpec, start time.Time) func(string, error) {
+	return func(keyID string, err error) {
+		params := map[string]string{}
+		if keyID != "" {
+			params["id"] = keyID
+		}
+		if action == "create" {
+			params["scopes"] = strings.Join(spec.Scopes, ",")
+		}
+		audit.Action(ctx, log, audit.Entry{Principal: audit.LocalPrincipal(), Action: "keys." + action, Params: params, Start: start, Err: err})
+	}
 }
 
 type keyOut struct {

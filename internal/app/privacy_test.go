@@ -4,19 +4,23 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	json "github.com/goccy/go-json"
 
 	"github.com/skyjoin/skyjoin/internal/deadletter"
@@ -139,7 +143,44 @@ func listRecords(t *testing.T, base, query string) []event.Record {
 	return page.Events
 }
 
-// grepFiles returns the files among paths that hold what.
+// dumpRowStore reads every record of the row store at dir (a Pebble
+// database; its process stopped) through Pebble, which decompresses the
+// blocks, and writes the keys and values to a file outside dir, whose path
+// it returns.
+func dumpRowStore(t *testing.T, dir string) string {
+	t.Helper()
+	db, err := pebble.Open(dir, &pebble.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatalf("open the row store: %v", err)
+	}
+	defer db.Close()
+	it, err := db.NewIter(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	n := 0
+	for it.First(); it.Valid(); it.Next() {
+		b.Write(it.Key())
+		b.WriteByte('\n')
+		b.Write(it.Value())
+		b.WriteByte('\n')
+		n++
+	}
+	if err := it.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n == 0 {
+		t.Fatal("the row store is empty: the grep of its records proves nothing")
+	}
+	out := filepath.Join(t.TempDir(), "row-store-records")
+	if err := os.WriteFile(out, b.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// grepFiles returns the paths of the files among paths that hold what.
 func grepFiles(t *testing.T, what string, paths ...string) []string {
 	t.Helper()
 	var in []string
@@ -152,7 +193,7 @@ func grepFiles(t *testing.T, what string, paths ...string) []string {
 			t.Fatal(err)
 		}
 		if bytes.Contains(b, []byte(what)) {
-			in = append(in, filepath.Base(p))
+			in = append(in, p)
 		}
 	}
 	return in
@@ -161,11 +202,13 @@ func grepFiles(t *testing.T, what string, paths ...string) []string {
 // TestPIINeverInClear runs `up` with distinctive planted values (an e-mail,
 // phone numbers, a name, a street, exact coordinates) and lets the records
 // flow to DuckDB, a webhook target and a live-stream client; then it greps
-// the DuckDB file and its WAL (before the stop, and after it, when Close
-// has checkpointed), the webhook bodies and the stream for the planted
-// values. With the default policy none is there; the positive control,
-// with the policy set to keep, finds every one in each place, so the grep
-// is able to find them.
+// the DuckDB file, its WAL, the hot segments and every file of the row
+// store (before the stop, and after it, when Close has checkpointed; then
+// also the row store's records read through Pebble, whose tables are
+// compressed), the webhook bodies and the stream for the planted values.
+// With the default policy none is there; the positive control, with the
+// policy set to keep, finds every one in each place, the row store
+// included, so the grep is able to find them.
 func TestPIINeverInClear(t *testing.T) {
 	planted := []string{plantedEmail, strings.ToLower(plantedEmail), plantedPhone, plantedCell, plantedName, plantedStreet, plantedLat, plantedLon}
 	// Coordinates are DOUBLE columns in DuckDB, not text: the file grep
@@ -201,8 +244,11 @@ func TestPIINeverInClear(t *testing.T) {
 			waitFor(t, func() bool { return strings.Count(stream.String(), "event: record") >= n })
 
 			stored := listRecords(t, base, "")
-			// The store's files: the database, its WAL, and the hot
-			// segments (and their WALs) the writer appends to.
+			// The store's files: the database, its WAL, the hot segments
+			// (and their WALs) the writer appends to, and every file of the
+			// row store's directory (skyjoin.duckdb.rows/, Pebble: its WAL,
+			// tables and manifest), which holds a JSON copy of each record.
+			rowsDir := filepath.Join(dir, "skyjoin.duckdb.rows")
 			storeFiles := func() []string {
 				names, err := filepath.Glob(filepath.Join(dir, "skyjoin.duckdb*"))
 				if err != nil {
@@ -210,9 +256,18 @@ func TestPIINeverInClear(t *testing.T) {
 				}
 				var files []string
 				for _, name := range names {
-					if st, err := os.Stat(name); err == nil && st.Mode().IsRegular() {
-						files = append(files, name)
+					err := filepath.WalkDir(name, func(p string, d fs.DirEntry, err error) error {
+						if err == nil && d.Type().IsRegular() {
+							files = append(files, p)
+						}
+						return err
+					})
+					if err != nil && !errors.Is(err, fs.ErrNotExist) {
+						t.Fatal(err)
 					}
+				}
+				if !slices.ContainsFunc(files, func(f string) bool { return strings.HasPrefix(f, rowsDir+string(filepath.Separator)) }) {
+					t.Fatalf("no file of the row store in %s: %v", rowsDir, files)
 				}
 				return files
 			}
@@ -223,13 +278,21 @@ func TestPIINeverInClear(t *testing.T) {
 			}
 			stop() // Close moves the segments into the file and checkpoints: the WAL is folded into it
 			stopped = true
-			files = storeFiles()
+			// Pebble compresses its tables' blocks (snappy), in which a
+			// value need not be in one piece: the row store's records are
+			// also read back through Pebble, into a file the grep sees.
+			files = append(storeFiles(), dumpRowStore(t, rowsDir))
 			for _, v := range planted {
 				places := map[string]bool{}
-				inStore := false
+				inStore, inRows := false, false
 				for _, f := range append(running[v], grepFiles(t, v, files...)...) {
-					places[f] = true
+					if rel, err := filepath.Rel(dir, f); err == nil && !strings.HasPrefix(rel, "..") {
+						places[rel] = true
+					} else {
+						places["the row store's records, read through Pebble"] = true
+					}
 					inStore = true
+					inRows = inRows || !strings.HasPrefix(f, dir+string(filepath.Separator)) || strings.HasPrefix(f, rowsDir+string(filepath.Separator))
 				}
 				if strings.Contains(string(target.all()), v) {
 					places["webhook bodies"] = true
@@ -241,8 +304,8 @@ func TestPIINeverInClear(t *testing.T) {
 					t.Errorf("%q is in clear in %v", v, places)
 				}
 				if tc.inClear && v != strings.ToLower(plantedEmail) &&
-					(!places["webhook bodies"] || !places["live stream"] || !notText[v] && !inStore) {
-					t.Errorf("positive control: %q found only in %v: the grep cannot be trusted", v, places)
+					(!places["webhook bodies"] || !places["live stream"] || !notText[v] && !inStore || !inRows) {
+					t.Errorf("positive control: %q found only in %v (the row store's too? %v): the grep cannot be trusted", v, places, inRows)
 				}
 			}
 			if !tc.inClear {

@@ -371,10 +371,11 @@ func runProcess(ctx context.Context, cfg *config, stages []*stage, stdout io.Wri
 		return err
 	}
 	p.addr = hs.Addr()
-	// The admin listener: metrics and debug, never on the public port.
+	// The admin listener: metrics and debug, never on the public port. Its
+	// routes take the admin scope, and are audited as the public ones are.
 	var admin *platform.Server
 	if cfg.AdminAddr != "off" {
-		if admin, err = platform.Listen(cfg.AdminAddr, serve.JSONErrors(rec.admin), p.log); err != nil {
+		if admin, err = platform.Listen(cfg.AdminAddr, audit.Middleware(p.log, p.auditOptions(), serve.JSONErrors(rec.admin)), p.log); err != nil {
 			hs.Shutdown(context.Background())
 			return fmt.Errorf("admin listener: %w", err)
 		}

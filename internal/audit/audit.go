@@ -9,6 +9,10 @@
 // (logging.googleapis.com/labels), so that a log sink or a query selects
 // them: labels.audit="true". They are written whatever the log level.
 //
+// An administrative action taken outside the HTTP API (skyjoin keys
+// against the registry itself) is written by Action: the same entry, with
+// the action and its target in place of the route, and its result.
+//
 // Wire it around the whole handler: Middleware(log, opts, mux). It sees a
 // request refused before the mux too; the principal is read from the
 // request's context (auth.FromContext) where Middleware runs or, when
@@ -17,12 +21,16 @@
 package audit
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"os/user"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -111,6 +119,82 @@ func Middleware(log *slog.Logger, opts Options, h http.Handler) http.Handler {
 			slog.String("remote_ip", remoteIP(r)),
 		)
 	})
+}
+
+// Results of an Action.
+const (
+	ResultOK    = "ok"
+	ResultError = "error"
+)
+
+// KindCLI is the principal kind of a command run on this machine
+// (LocalPrincipal).
+const KindCLI = "cli"
+
+// Entry is an administrative action taken outside the HTTP API.
+type Entry struct {
+	Principal auth.Principal
+	// Action names what was done, as "keys.create".
+	Action string
+	// Params are what it was done to (id, scopes); a parameter whose
+	// name may carry a secret is redacted, as a route's are.
+	Params map[string]string
+	Start  time.Time
+	// Err is the action's error; nil: it succeeded.
+	Err error
+}
+
+// Action writes the audit entry of e: the fields of a route's entry
+// (principal, principal_kind, params, start, duration_ms), with action in
+// place of method and route, and result ("ok" or "error", and the error's
+// text) in place of the status.
+func Action(ctx context.Context, log *slog.Logger, e Entry) {
+	params := map[string]string{}
+	for k, v := range e.Params {
+		if secretName.MatchString(k) {
+			v = Redacted
+		}
+		params[k] = v
+	}
+	who := e.Principal
+	if who.ID == "" {
+		who = auth.Principal{ID: Anonymous, Kind: "none"}
+	}
+	result := ResultOK
+	if e.Err != nil {
+		result = ResultError
+	}
+	attrs := []slog.Attr{
+		slog.Bool("audit", true),
+		slog.Group("logging.googleapis.com/labels", slog.String("audit", "true")),
+		slog.String("principal", who.ID),
+		slog.String("principal_kind", who.Kind),
+		slog.String("action", e.Action),
+		slog.Any("params", params),
+		slog.String("result", result),
+		slog.Time("start", e.Start.UTC()),
+		slog.Int64("duration_ms", time.Since(e.Start).Milliseconds()),
+	}
+	if e.Err != nil {
+		attrs = append(attrs, slog.String("error", e.Err.Error()))
+	}
+	slog.New(always{log.Handler()}).LogAttrs(ctx, slog.LevelInfo, "audit", attrs...)
+}
+
+// LocalPrincipal is the principal of a command run on this machine: the
+// OS user and the host, as "cli:USER@HOST" (the user's uid when it has no
+// name; host "unknown" when the OS does not say).
+func LocalPrincipal() auth.Principal {
+	name := ""
+	if u, err := user.Current(); err == nil {
+		name = cmp.Or(u.Username, u.Uid)
+	}
+	name = cmp.Or(name, os.Getenv("USER"), strconv.Itoa(os.Getuid()))
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "unknown"
+	}
+	return auth.Principal{ID: KindCLI + ":" + name + "@" + host, Kind: KindCLI}
 }
 
 // secretName matches the names of parameters that may carry credentials.

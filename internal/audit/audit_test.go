@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -205,4 +206,27 @@ func keys(m map[string]map[string]any) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// TestAction: an action outside the HTTP API is an entry whatever the log
+// level, with its principal, action, parameters (a secret's redacted) and
+// result.
+func TestAction(t *testing.T) {
+	var buf syncBuffer
+	log := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelError}))
+	who := auth.Principal{ID: "cli:ann@host", Kind: KindCLI}
+	Action(t.Context(), log, Entry{Principal: who, Action: "keys.create", Params: map[string]string{"id": "key_1", "token": "sk_x"}, Start: time.Now()})
+	Action(t.Context(), log, Entry{Principal: who, Action: "keys.revoke", Params: map[string]string{"id": "key_2"}, Start: time.Now(), Err: errors.New("no such key")})
+	es := buf.entries(t)
+	if len(es) != 2 {
+		t.Fatalf("%d entries, want 2", len(es))
+	}
+	p0, _ := es[0]["params"].(map[string]any)
+	if es[0]["msg"] != "audit" || es[0]["audit"] != true || es[0]["principal"] != who.ID || es[0]["principal_kind"] != KindCLI ||
+		es[0]["action"] != "keys.create" || es[0]["result"] != ResultOK || p0["id"] != "key_1" || p0["token"] != Redacted {
+		t.Errorf("entry %v", es[0])
+	}
+	if es[1]["result"] != ResultError || es[1]["error"] != "no such key" {
+		t.Errorf("failed action's entry %v", es[1])
+	}
 }

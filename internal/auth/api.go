@@ -1,11 +1,7 @@
 package auth
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
-	"io"
-	"mime"
 	"net/http"
 	"time"
 
@@ -146,30 +142,15 @@ func (h *Handler) session(w http.ResponseWriter, r *http.Request) {
 // maxBody bounds the body of the key routes.
 const maxBody = 64 << 10
 
-// decodeBody decodes a JSON object strictly (no unknown field, nothing
-// after it) into v; an empty body is allowed if optional. It answers 4xx
-// itself and returns false on a bad body.
+// decodeBody decodes a JSON object into v as every route of the API does
+// (platform.DecodeJSON): names exact and case-sensitive, an unknown or
+// duplicate name or invalid UTF-8 a 400 naming the field, nothing after
+// the object; 413 past maxBody, 408 for a body that has not arrived within
+// the server's read timeout. An empty body is allowed if optional. It
+// answers 4xx itself and returns false on a bad body.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any, optional bool) bool {
-	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
-	if err != nil {
-		platform.WriteError(w, http.StatusRequestEntityTooLarge, "the body is larger than 64 KiB", nil)
-		return false
-	}
-	if len(bytes.TrimSpace(b)) == 0 && optional {
-		return true
-	}
-	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
-		platform.WriteError(w, http.StatusUnsupportedMediaType, "the body must be application/json", nil)
-		return false
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		platform.WriteError(w, http.StatusBadRequest, "body: "+err.Error(), nil)
-		return false
-	}
-	if dec.More() {
-		platform.WriteError(w, http.StatusBadRequest, "body: one JSON object only", nil)
+	if berr := platform.DecodeJSON(w, r, maxBody, v, optional); berr != nil {
+		berr.Write(w)
 		return false
 	}
 	return true

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
 	"strconv"
@@ -14,6 +13,7 @@ import (
 	json "github.com/goccy/go-json"
 
 	"github.com/skyjoin/skyjoin/internal/broker"
+	"github.com/skyjoin/skyjoin/internal/platform"
 )
 
 // Pub/Sub push: instead of pulling, the worker is sent each message of a
@@ -85,9 +85,12 @@ func (w *Worker) othersSucceed() bool {
 }
 
 func (h *PushHandler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(rw, r.Body, maxPushBody))
-	if err != nil {
-		pushError(rw, http.StatusRequestEntityTooLarge, fmt.Sprintf("push request: %v", err), 0)
+	// ReadBody: 413 past maxPushBody, 408 for a body that has not arrived
+	// within the server's read timeout, and a message that never carries
+	// the read error's text (socket addresses).
+	body, berr := platform.ReadBody(rw, r, maxPushBody, false)
+	if berr != nil {
+		pushError(rw, berr.Status, "push request: "+berr.Message, 0)
 		return
 	}
 	var req pushRequest
@@ -113,14 +116,16 @@ func (h *PushHandler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	pushError(rw, http.StatusServiceUnavailable, "the message was not processed; it must be delivered again", delay)
 }
 
+// pushError answers an error with the API's error body
+// (platform.WriteError), as every route does.
 func pushError(rw http.ResponseWriter, status int, msg string, retry time.Duration) {
 	if retry > 0 {
 		rw.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(retry.Seconds()))))
 	}
-	rw.Header().Set("Content-Type", "application/json")
-	rw.WriteHeader(status)
-	b, _ := json.Marshal(map[string]string{"error": msg})
-	rw.Write(append(b, '\n'))
+	if status == http.StatusRequestTimeout {
+		rw.Header().Set("Connection", "close") // the rest of the body may still come
+	}
+	platform.WriteError(rw, status, msg, nil)
 }
 
 // pushDelivery is the outcome of one pushed message (its Handle).

@@ -5,8 +5,11 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -215,4 +218,31 @@ func BenchmarkPushLoopback(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+// timeoutBody is a request body whose read fails as a stalled connection's
+// does once the server's read timeout passes: a net.OpError that names
+// both socket addresses.
+type timeoutBody struct{}
+
+func (timeoutBody) Read([]byte) (int, error) {
+	return 0, &net.OpError{Op: "read", Net: "tcp", Source: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080},
+		Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 51234}, Err: os.ErrDeadlineExceeded}
+}
+
+// TestPushBodyLimits: a body past the limit is 413; a body that does not
+// arrive in time is 408, and neither answer carries a socket address.
+func TestPushBodyLimits(t *testing.T) {
+	h := newWorker(&queue{}, &joiner{failSouthOf: -1000}, &memStore{}).PushHandler()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/v1/push/events", strings.NewReader(strings.Repeat(" ", maxPushBody+1))))
+	if rec.Code != http.StatusRequestEntityTooLarge {
+		t.Errorf("oversize: %d %s, want 413", rec.Code, rec.Body)
+	}
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/v1/push/events", io.NopCloser(timeoutBody{})))
+	if rec.Code != http.StatusRequestTimeout || !strings.Contains(rec.Body.String(), `"status":"DEADLINE_EXCEEDED"`) ||
+		strings.Contains(rec.Body.String(), "127.0.0.1") || rec.Header().Get("Connection") != "close" {
+		t.Errorf("stalled: %d %v %s, want 408 naming no address, and the connection closed", rec.Code, rec.Header(), rec.Body)
+	}
 }
