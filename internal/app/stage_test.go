@@ -289,11 +289,15 @@ func testLogger() *slog.Logger {
 func TestEveryCommandRefusesAnUnknownFlag(t *testing.T) {
 	names := []string{"up", "ingest", "enrich", "serve", "collect", "deliver", "broker",
 		"backfill", "compact", "bench", "keys", "deadletters", "replay", "migrate", "schema", "sim", "privacy"}
+	calls := [][]string{{"keys", "create", "--no-such-flag=1"}}
 	for _, name := range names {
+		calls = append(calls, []string{name, "--no-such-flag=1"})
+	}
+	for _, args := range calls {
 		var stderr bytes.Buffer
-		err := Main(context.Background(), []string{name, "--no-such-flag=1"}, io.Discard, &stderr)
+		err := Main(context.Background(), args, io.Discard, &stderr)
 		if err == nil || ExitCode(err) != 2 {
-			t.Errorf("skyjoin %s --no-such-flag=1: err %v (exit %d), want a usage error", name, err, ExitCode(err))
+			t.Errorf("skyjoin %s: err %v (exit %d), want a usage error", strings.Join(args, " "), err, ExitCode(err))
 		}
 	}
 }
