@@ -65,7 +65,7 @@ func (p *process) setupAuth() error {
 				"create a key first (skyjoin keys create --scope admin, against this registry), or accept ID tokens "+
 				"(--auth-idtoken-audience), or serve everyone with --insecure-no-auth", p.listeners())
 		}
-		p.log.Warn("auth is on but no API key exists yet: every route but the probes answers 401; create one with `skyjoin keys create --scope admin`")
+		p.log.Warn("auth is on but no API key exists yet: every route but the probes and the dashboard's files answers 401; create one with `skyjoin keys create --scope admin`")
 	}
 	return nil
 }
