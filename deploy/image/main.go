@@ -46,6 +46,14 @@ const (
 	uid          = 65532                                // "nonroot", as in distroless
 )
 
+// imageGo is the Go release that builds the image's binary, as GOTOOLCHAIN:
+// the go command fetches it from the Go module proxy once, as a module, and
+// builds with it whatever Go runs this program. The build machine's own Go
+// (go1.26.8) has standard-library vulnerabilities reachable from skyjoin
+// that go1.27.3 fixes; scripts/test checks the image's binary with
+// govulncheck, standard library included (docs/image.md).
+const imageGo = "go1.27.3"
+
 // config is what an image is built from.
 type config struct {
 	Root     string    // the skyjoin module's directory
@@ -56,6 +64,7 @@ type config struct {
 	Created  time.Time // every timestamp in the image
 	CABundle string    // a PEM file of root certificates
 	Zoneinfo string    // Go's lib/time/zoneinfo.zip
+	Go       string    // GOTOOLCHAIN for the build: a release such as go1.27.3, or local
 }
 
 func main() {
@@ -77,7 +86,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.StringVar(&c.Revision, "revision", "", "source revision (git commit) for the label and `skyjoin version`")
 	fs.StringVar(&c.Source, "source", "https://github.com/skyjoin/skyjoin", "source repository URL for the label")
 	fs.StringVar(&c.CABundle, "ca-bundle", "/etc/ssl/certs/ca-certificates.crt", "PEM bundle of root certificates to include")
-	fs.StringVar(&c.Zoneinfo, "zoneinfo", "", "time zone database zip (default: $(go env GOROOT)/lib/time/zoneinfo.zip)")
+	fs.StringVar(&c.Zoneinfo, "zoneinfo", "", "time zone database zip (default: the build toolchain's $(go env GOROOT)/lib/time/zoneinfo.zip)")
+	fs.StringVar(&c.Go, "go", imageGo, "the Go toolchain that builds the binary (GOTOOLCHAIN): a release, fetched from the Go module proxy once, or local for the go command's own")
+	binOut := fs.String("binary", "", "also write the image's binary to this file (for govulncheck -mode=binary)")
 	created := fs.String("created", os.Getenv("SOURCE_DATE_EPOCH"), "timestamp of the image and its files, Unix seconds (default $SOURCE_DATE_EPOCH, else 0)")
 	layoutDir := fs.String("layout", "", "write the image as an OCI image layout in this directory (replaced if it holds one)")
 	tarPath := fs.String("tar", "", "also write the image as a tarball (docker save format) tagged skyjoin:VERSION")
@@ -107,6 +118,15 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	built := time.Since(start)
+	if *binOut != "" {
+		b, err := os.ReadFile(bin)
+		if err == nil {
+			err = os.WriteFile(*binOut, b, 0o755)
+		}
+		if err != nil {
+			return fmt.Errorf("-binary: %w", err)
+		}
+	}
 	img, err := buildImage(c, bin)
 	if err != nil {
 		return err
@@ -141,27 +161,44 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 
 // buildBinary builds the static binary of the image into out.
 func buildBinary(ctx context.Context, c config, out string) error {
-	ldflags := "-s -w -X github.com/skyjoin/skyjoin/internal/app.version=" + c.Version
+	// -w drops the debug information; the symbol table stays (about 6 MB),
+	// so that govulncheck -mode=binary sees which functions the binary
+	// holds: on a binary stripped with -s it can only list every
+	// vulnerability of every module the binary names.
+	ldflags := "-w -X github.com/skyjoin/skyjoin/internal/app.version=" + c.Version
 	if c.Revision != "" {
 		ldflags += " -X github.com/skyjoin/skyjoin/internal/app.revision=" + c.Revision
 	}
-	// -tags noduckdb -trimpath: the flags of test/static, which share its build cache.
+	// -tags noduckdb -trimpath: the flags of test/static (which shares the
+	// build cache when the toolchain is the same).
 	cmd := exec.CommandContext(ctx, "go", "build", "-tags", "noduckdb", "-trimpath", "-ldflags", ldflags, "-o", out, "./cmd/skyjoin")
 	cmd.Dir = c.Root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+c.GOARCH, "GOFLAGS=-mod=readonly -buildvcs=false")
+	cmd.Env = append(goEnv(c), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+c.GOARCH, "GOFLAGS=-mod=readonly -buildvcs=false")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build ./cmd/skyjoin (CGO_ENABLED=0 -tags noduckdb): %w\n%s", err, b)
+		return fmt.Errorf("go build ./cmd/skyjoin (CGO_ENABLED=0 -tags noduckdb, GOTOOLCHAIN=%s): %w\n%s", c.Go, err, b)
 	}
 	return nil
+}
+
+// goEnv is the environment of the go commands: this process's, with
+// GOTOOLCHAIN set to the build's toolchain.
+func goEnv(c config) []string {
+	env := os.Environ()
+	if c.Go != "" {
+		env = append(env, "GOTOOLCHAIN="+c.Go)
+	}
+	return env
 }
 
 // buildImage builds the image around the binary at bin.
 func buildImage(c config, bin string) (v1.Image, error) {
 	zoneinfo := c.Zoneinfo
 	if zoneinfo == "" {
-		out, err := exec.Command("go", "env", "GOROOT").Output()
+		cmd := exec.Command("go", "env", "GOROOT")
+		cmd.Dir, cmd.Env = c.Root, goEnv(c)
+		out, err := cmd.Output()
 		if err != nil {
-			return nil, fmt.Errorf("go env GOROOT: %w", err)
+			return nil, fmt.Errorf("go env GOROOT (GOTOOLCHAIN=%s): %w", c.Go, err)
 		}
 		zoneinfo = filepath.Join(strings.TrimSpace(string(out)), "lib", "time", "zoneinfo.zip")
 	}

@@ -5,6 +5,7 @@ import (
 	"archive/zip"
 	"bytes"
 	"context"
+	"debug/buildinfo"
 	"io"
 	"os"
 	"os/exec"
@@ -192,6 +193,10 @@ func TestImage(t *testing.T) {
 		bin := filepath.Join(t.TempDir(), "skyjoin")
 		if err := os.WriteFile(bin, data["/usr/local/bin/skyjoin"], 0o755); err != nil {
 			t.Fatal(err)
+		}
+		// Built by the pinned release, not the build machine's Go.
+		if info, err := buildinfo.ReadFile(bin); err != nil || info.GoVersion != imageGo {
+			t.Errorf("the binary's Go: %v %v, want %s", info, err, imageGo)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
