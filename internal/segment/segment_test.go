@@ -17,6 +17,7 @@ import (
 	"github.com/skyjoin/skyjoin/internal/envelope"
 	"github.com/skyjoin/skyjoin/internal/event"
 	"github.com/skyjoin/skyjoin/internal/ingest"
+	"github.com/skyjoin/skyjoin/internal/pii"
 	"github.com/skyjoin/skyjoin/internal/platform"
 	"github.com/skyjoin/skyjoin/internal/segment"
 )
@@ -256,5 +257,79 @@ func TestMapRefusesNothingOfSegment(t *testing.T) {
 	}
 	if e.Location.Timezone != "Europe/Paris" || !strings.Contains(string(e.Properties), `"futureField":1`) || strings.Contains(string(e.Properties), `"writeKey"`) {
 		t.Errorf("%+v %s", e, e.Properties)
+	}
+}
+
+// TestMapKeepsNoPersonalDataTwice: a trait that became a user field and
+// the coordinates that became the location are not kept a second time in
+// properties, where the PII policy's rules for those fields would not
+// reach them; what the default policy then leaves holds none of them in
+// clear. The other traits and location members stay.
+func TestMapKeepsNoPersonalDataTwice(t *testing.T) {
+	spec, err := pii.ParseSpec("default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy, err := pii.New(spec, []byte("0123456789abcdef0123456789abcdef"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clear := []string{"ann@example.com", "Ann", "Lee", "Ann Lee", "+33 1 23", "ann_l", "1 Main St", "48.8566", "2.3522", "48.85", "2.35"}
+	for _, c := range []struct{ name, msg, kept string }{
+		{"identify", `{"type":"identify","userId":"u","timestamp":"2026-11-26T11:59:00Z",
+			"traits":{"email":"ann@example.com","firstName":"Ann","lastName":"Lee","name":"Ann Lee","phone":"+33 1 23","username":"ann_l",
+			"address":{"street":"1 Main St","city":"Paris"},"plan":"pro","logins":3},
+			"context":{"location":{"latitude":48.8566,"longitude":2.3522,"city":"Paris","speed":0},"locale":"fr-FR"}}`,
+			`"plan":"pro"`},
+		{"track", `{"type":"track","event":"Order Completed","userId":"u","timestamp":"2026-11-26T11:59:00Z",
+			"properties":{"amount":12.5},
+			"context":{"traits":{"email":"ann@example.com","firstName":"Ann","lastName":"Lee","name":"Ann Lee","phone":"+33 1 23","username":"ann_l","plan":"pro"},
+			"location":{"latitude":48.85,"longitude":2.35,"city":"Paris","speed":0},"locale":"fr-FR"}}`,
+			`"amount":12.5`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e, err := segment.Map([]byte(c.msg), "", nil, time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e.User.Email != "ann@example.com" || e.User.FirstName != "Ann" || e.User.Phone != "+33 1 23" || !e.Location.HasCoordinates() {
+				t.Fatalf("mapped: %+v", e)
+			}
+			var props map[string]any
+			if err := json.Unmarshal(e.Properties, &props); err != nil {
+				t.Fatal(err)
+			}
+			seg := props["_segment"].(map[string]any)
+			ctx := seg["context"].(map[string]any)
+			loc, _ := ctx["location"].(map[string]any)
+			if loc["city"] != "Paris" || loc["speed"] != 0.0 || ctx["locale"] != "fr-FR" || !strings.Contains(string(e.Properties), c.kept) {
+				t.Errorf("members that became no field are lost: %s", e.Properties)
+			}
+			for _, name := range []string{"email", "firstName", "lastName", "name", "phone", "username"} {
+				if _, ok := props[name]; ok {
+					t.Errorf("properties.%s is kept beside user.*: %s", name, e.Properties)
+				}
+			}
+			if _, ok := loc["latitude"]; ok {
+				t.Errorf("the coordinates are kept in _segment: %s", e.Properties)
+			}
+			if c.name == "track" {
+				if tr := ctx["traits"].(map[string]any); len(tr) != 1 || tr["plan"] != "pro" {
+					t.Errorf("context.traits: %v", tr)
+				}
+			}
+			// As the default policy leaves the record.
+			r := event.Record{Event: e}
+			policy.Apply(&r)
+			stored, _ := json.Marshal(r)
+			for _, s := range clear {
+				if strings.Contains(string(stored), `"`+s+`"`) || strings.Contains(string(stored), ":"+s+",") || strings.Contains(string(stored), ":"+s+"}") {
+					t.Errorf("%q in clear in the record as the default policy leaves it: %s", s, stored)
+				}
+			}
+			if !strings.Contains(string(r.Properties), c.kept) {
+				t.Errorf("the policy dropped %s: %s", c.kept, r.Properties)
+			}
+		})
 	}
 }
