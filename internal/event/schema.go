@@ -122,18 +122,25 @@ func jsonName(f reflect.StructField) string {
 }
 
 type schemaTag struct {
-	required       bool
-	minLength      int
-	maxLength      int
-	keyMaxLength   int
-	maxProperties  int
-	maxBytes       int // of a JSON object (properties), as sent
-	maxDepth       int // nesting of a JSON object; the object itself is level 1
-	maxKeys        int // member names of a JSON object, at every level, in all
-	pattern        string
-	minimum        *float64
-	maximum        *float64
-	hasLengthLimit bool
+	required      bool
+	minLength     int
+	maxLength     int
+	keyMaxLength  int
+	maxProperties int
+	maxBytes      int // of a JSON object (properties), as sent
+	maxDepth      int // nesting of a JSON object; the object itself is level 1
+	maxKeys       int // member names of a JSON object, at every level, in all
+	// reserved is a top-level member of a JSON object (properties) that is
+	// bounded on its own, by reservedMaxBytes and reservedMaxKeys, and
+	// not counted against maxBytes and maxKeys: _segment, where the
+	// Segment endpoint keeps the message's own fields.
+	reserved         string
+	reservedMaxBytes int
+	reservedMaxKeys  int
+	pattern          string
+	minimum          *float64
+	maximum          *float64
+	hasLengthLimit   bool
 }
 
 // parseSchemaTag reads `schema:"required,maxLength=64,pattern=^...$"`. The
@@ -180,6 +187,12 @@ func parseSchemaTag(s string) schemaTag {
 			t.maxDepth = atoi()
 		case "maxKeys":
 			t.maxKeys = atoi()
+		case "reserved":
+			t.reserved = val
+		case "reservedMaxBytes":
+			t.reservedMaxBytes = atoi()
+		case "reservedMaxKeys":
+			t.reservedMaxKeys = atoi()
 		case "pattern":
 			t.pattern = val
 		case "minimum":
@@ -272,6 +285,14 @@ func fieldSchema(t reflect.Type, tag schemaTag) map[string]any {
 		if tag.keyMaxLength > 0 {
 			s["propertyNames"] = map[string]any{"minLength": 1, "maxLength": tag.keyMaxLength}
 		}
+		if tag.reserved != "" {
+			// Its own bounds (of its value); the object's x-maxBytes and
+			// x-maxKeys do not count it.
+			s["properties"] = map[string]any{tag.reserved: map[string]any{
+				"x-maxBytes": tag.reservedMaxBytes, "x-maxKeys": tag.reservedMaxKeys,
+				"description": fmt.Sprintf("Where the Segment-compatible endpoint keeps the message's own fields (context, integrations, ids, timestamps...). Bounded on its own: its value holds at most %d bytes of JSON and %d entries (names and array elements), which do not count against the x-maxBytes and x-maxKeys of the object it is in (its name is not an entry).", tag.reservedMaxBytes, tag.reservedMaxKeys),
+			}}
+		}
 		return s
 	case t.Kind() == reflect.Struct:
 		return objectSchema(t)
@@ -308,6 +329,14 @@ func fieldSchema(t reflect.Type, tag schemaTag) map[string]any {
 		}
 		if tag.keyMaxLength > 0 {
 			s["propertyNames"] = map[string]any{"minLength": 1, "maxLength": tag.keyMaxLength}
+		}
+		if tag.reserved != "" {
+			// Its own bounds (of its value); the object's x-maxBytes and
+			// x-maxKeys do not count it.
+			s["properties"] = map[string]any{tag.reserved: map[string]any{
+				"x-maxBytes": tag.reservedMaxBytes, "x-maxKeys": tag.reservedMaxKeys,
+				"description": fmt.Sprintf("Where the Segment-compatible endpoint keeps the message's own fields (context, integrations, ids, timestamps...). Bounded on its own: its value holds at most %d bytes of JSON and %d entries (names and array elements), which do not count against the x-maxBytes and x-maxKeys of the object it is in (its name is not an entry).", tag.reservedMaxBytes, tag.reservedMaxKeys),
+			}}
 		}
 		return s
 	}
