@@ -147,7 +147,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, call string) {
 	for i, raw := range msgs {
 		e, err := Map(raw, call, batch, now)
 		if err != nil {
-			problem(i, raw, err.Error())
+			problem(i, withoutWriteKey(raw), err.Error())
 			continue
 		}
 		native, err := event.Marshal(&e)
@@ -409,6 +409,30 @@ func Map(raw jsontext.Value, call string, batch map[string]jsontext.Value, now t
 	out = append(out, '}')
 	e.Properties = out
 	return e, nil
+}
+
+// withoutWriteKey is a message as sent, for its dead letter, less its
+// writeKey (a secret: browser trackers put it in each message). A message
+// that cannot be read as an object is kept as is unless it might hold a
+// writeKey (the name, or an escape that could spell it): then a note
+// stands for it.
+func withoutWriteKey(raw jsontext.Value) []byte {
+	var m map[string]jsontext.Value
+	if err := jsonv2.Unmarshal(raw, &m); err != nil {
+		if bytes.Contains(raw, []byte("writeKey")) || bytes.Contains(raw, []byte(`\u`)) {
+			return []byte(`"skyjoin: the message is not kept: it is not a JSON object skyjoin can read, and may hold a writeKey"`)
+		}
+		return raw
+	}
+	if _, ok := m["writeKey"]; !ok {
+		return raw
+	}
+	delete(m, "writeKey")
+	out, err := marshal(m)
+	if err != nil {
+		return []byte(`"skyjoin: the message is not kept: it could not be encoded without its writeKey"`)
+	}
+	return out
 }
 
 // occurredAt is timestamp, or else originalTimestamp corrected by the

@@ -402,3 +402,35 @@ func TestOrderCompleted(t *testing.T) {
 		t.Errorf("a _segment over its bound: %d %v", code, ans)
 	}
 }
+
+// TestWriteKeyNotKept: browser trackers put the writeKey in each message;
+// it is in no event, and in no dead letter, whether the message could be
+// mapped or not.
+func TestWriteKeyNotKept(t *testing.T) {
+	const key = "sk_secret-write-key-0123456789"
+	b := &memBroker{}
+	srv := newServer(t, b, ingest.Config{})
+	body := `{"batch":[
+	{"type":"track","event":"E","userId":"u","timestamp":"2026-11-26T11:59:00Z","writeKey":"` + key + `"},
+	{"type":"track","userId":"u","timestamp":"2026-11-26T11:59:00Z","writeKey":"` + key + `"},
+	{"type":"track","event":"E","userId":"u","timestamp":"not a time","write\u004bey":"` + key + `"},
+	{"type":"track","event":"E","userId":"u","timestamp":"2026-11-26T11:59:00Z","context":{"location":{"latitude":123,"longitude":2}},"writeKey":"` + key + `"},
+	{"type":"track","event":"E","userId":"u","writeKey":"` + key + `","writeKey":"x"}
+	],"writeKey":"` + key + `"}`
+	code, ans := post(t, srv.URL+"/v1/batch", "text/plain", body, false)
+	if code != 200 || ans["dead_lettered"] != 4.0 {
+		t.Fatalf("%d %v", code, ans)
+	}
+	if evs := b.events(t); len(evs) != 1 || strings.Contains(string(evs[0].Properties), key) {
+		t.Errorf("events: %+v", evs)
+	}
+	for _, m := range b.msgs[broker.TopicDeadLetter] {
+		d := envelope.ParseDeadLetter(m)
+		if strings.Contains(string(d.Data), key) || strings.Contains(d.Reason, key) {
+			t.Errorf("a dead letter holds the writeKey: %s (%s)", d.Data, d.Reason)
+		}
+		if d.Index == 1 && !strings.Contains(string(d.Data), `"userId":"u"`) {
+			t.Errorf("the message of a dead letter is lost: %s", d.Data)
+		}
+	}
+}
