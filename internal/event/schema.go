@@ -225,6 +225,7 @@ func JSONSchema() []byte {
 		s["$schema"] = "https://json-schema.org/draft/2020-12/schema"
 		s["$id"] = SchemaID
 		s["title"] = "skyjoin user event"
+		s["$defs"] = map[string]any{propertyValueDef: propertyValueSchema(lim.properties.keyMaxLength)}
 		b, err := json.MarshalIndent(s, "", "  ")
 		if err != nil {
 			panic(err)
@@ -232,6 +233,21 @@ func JSONSchema() []byte {
 		schemaDoc = b
 	})
 	return schemaDoc
+}
+
+// propertyValueDef is the name, under $defs, of the schema of any value
+// within properties: at every level, a member's name is 1 to keyMaxLength
+// characters.
+const propertyValueDef = "propertyValue"
+
+func propertyValueSchema(keyMaxLength int) map[string]any {
+	self := map[string]any{"$ref": "#/$defs/" + propertyValueDef}
+	return map[string]any{
+		"description":          fmt.Sprintf("Any JSON value within properties; at every level, a member's name is 1 to %d characters.", keyMaxLength),
+		"propertyNames":        map[string]any{"minLength": 1, "maxLength": keyMaxLength},
+		"additionalProperties": self,
+		"items":                self,
+	}
 }
 
 func objectSchema(t reflect.Type) map[string]any {
@@ -283,7 +299,10 @@ func fieldSchema(t reflect.Type, tag schemaTag) map[string]any {
 		// x- keywords carry them for tools.
 		s := map[string]any{"type": "object", "x-maxBytes": tag.maxBytes, "x-maxDepth": tag.maxDepth, "x-maxKeys": tag.maxKeys}
 		if tag.keyMaxLength > 0 {
-			s["propertyNames"] = map[string]any{"minLength": 1, "maxLength": tag.keyMaxLength}
+			// Names are bounded at every level, as Validate bounds them:
+			// a schema of its own that applies itself to every member and
+			// element (JSONSchema defines it).
+			s["$ref"] = "#/$defs/" + propertyValueDef
 		}
 		if tag.reserved != "" {
 			// Its own bounds (of its value); the object's x-maxBytes and
@@ -329,14 +348,6 @@ func fieldSchema(t reflect.Type, tag schemaTag) map[string]any {
 		}
 		if tag.keyMaxLength > 0 {
 			s["propertyNames"] = map[string]any{"minLength": 1, "maxLength": tag.keyMaxLength}
-		}
-		if tag.reserved != "" {
-			// Its own bounds (of its value); the object's x-maxBytes and
-			// x-maxKeys do not count it.
-			s["properties"] = map[string]any{tag.reserved: map[string]any{
-				"x-maxBytes": tag.reservedMaxBytes, "x-maxKeys": tag.reservedMaxKeys,
-				"description": fmt.Sprintf("Where the Segment-compatible endpoint keeps the message's own fields (context, integrations, ids, timestamps...). Bounded on its own: its value holds at most %d bytes of JSON and %d entries (names and array elements), which do not count against the x-maxBytes and x-maxKeys of the object it is in (its name is not an entry).", tag.reservedMaxBytes, tag.reservedMaxKeys),
-			}}
 		}
 		return s
 	}
