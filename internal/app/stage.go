@@ -341,7 +341,7 @@ func runProcess(ctx context.Context, cfg *config, stages []*stage, stdout io.Wri
 	// Authentication outside the rate limit, which counts per principal.
 	rec.wrap = func(rt api.Route, h http.Handler) http.Handler {
 		if api.WriteKeyRoutes[rt.Pattern] {
-			return p.authn.RequireWriteKey(rt.Scope, limit(rt, h))
+			return p.authn.RequireWriteKey(rt.Scope, cfg.Ingest.MaxBodyBytes, limit(rt, h))
 		}
 		return p.authn.Require(rt.Scope, limit(rt, h))
 	}

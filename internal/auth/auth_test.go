@@ -1,12 +1,15 @@
 package auth
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -16,6 +19,7 @@ import (
 
 	"github.com/skyjoin/skyjoin/internal/api"
 	"github.com/skyjoin/skyjoin/internal/auth/authtest"
+	"github.com/skyjoin/skyjoin/internal/platform"
 	"github.com/skyjoin/skyjoin/internal/registry"
 	"github.com/skyjoin/skyjoin/internal/registry/natskv/natskvtest"
 )
@@ -413,7 +417,8 @@ func TestCloudRunAudience(t *testing.T) {
 
 // TestWriteKey: the Segment-compatible routes take the key as HTTP Basic
 // auth (username the key, password empty), as trackers send their
-// writeKey; Bearer still works; anything else is refused.
+// writeKey, or, without an Authorization header, as the body's writeKey
+// (browser trackers); Bearer still works; anything else is refused.
 func TestWriteKey(t *testing.T) {
 	ctx := t.Context()
 	_, ks, v := keysAndVerifier(t)
@@ -429,31 +434,76 @@ func TestWriteKey(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	a := &Authenticator{On: true, Keys: v}
-	var who string
-	h := a.RequireWriteKey(api.ScopeIngest, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	var who, got string
+	h := a.RequireWriteKey(api.ScopeIngest, 1<<20, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, _ := FromContext(r.Context())
 		who = p.ID
+		b, err := platform.ReadBody(w, r, 1<<20, true)
+		if err != nil {
+			t.Errorf("the route cannot read the body: %v", err)
+		}
+		got = string(b)
 	}))
 	basic := func(user, pass string) string {
 		return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
 	}
+	batch := func(top string, msgKeys ...string) string {
+		var msgs []string
+		for _, k := range msgKeys {
+			m := `{"type":"track","event":"E","userId":"u"`
+			if k != "" {
+				m += `,"writeKey":"` + k + `"`
+			}
+			msgs = append(msgs, m+"}")
+		}
+		b := `{"batch":[` + strings.Join(msgs, ",") + `]`
+		if top != "" {
+			b += `,"writeKey":"` + top + `"`
+		}
+		return b + "}"
+	}
 	for _, c := range []struct {
-		name, header string
-		want         int
+		name, header, body string
+		gzip               bool
+		want               int
 	}{
-		{"writeKey as Basic username", basic(ingestKey, ""), 200},
-		{"Bearer", "Bearer " + ingestKey, 200},
-		{"Basic with a password", basic(ingestKey, "x"), 401},
-		{"Basic, not a key", basic("wk_not_a_key", ""), 401},
-		{"Basic, no username", basic("", ""), 401},
-		{"Basic, a key without the scope", basic(readKey, ""), 403},
-		{"none", "", 401},
+		{"writeKey as Basic username", basic(ingestKey, ""), "", false, 200},
+		{"Bearer", "Bearer " + ingestKey, "", false, 200},
+		{"Basic with a password", basic(ingestKey, "x"), "", false, 401},
+		{"Basic, not a key", basic("wk_not_a_key", ""), "", false, 401},
+		{"Basic, no username", basic("", ""), "", false, 401},
+		{"Basic, a key without the scope", basic(readKey, ""), "", false, 403},
+		{"none", "", "", false, 401},
+		// Browser trackers: the writeKey in the body, no Authorization.
+		{"the body's writeKey, a single call", "", `{"type":"track","event":"E","userId":"u","writeKey":"` + ingestKey + `"}`, false, 200},
+		{"the body's writeKey, a batch", "", batch(ingestKey, "", ""), false, 200},
+		{"the body's writeKey, gzip", "", batch(ingestKey, ""), true, 200},
+		{"the messages' writeKey", "", batch("", ingestKey, "", ingestKey), false, 200},
+		{"messages with different writeKeys", "", batch("", ingestKey, readKey), false, 401},
+		{"the body's writeKey, wrong", "", batch("wk_not_a_key", ""), false, 401},
+		{"the body's writeKey, a key of another's", "", batch(ingestKey[:len(ingestKey)-1]+"x", ""), false, 401},
+		{"the body's writeKey, without the scope", "", batch(readKey, ""), false, 403},
+		{"a body without a writeKey", "", batch("", ""), false, 401},
+		{"a body that is not JSON", "", `not json ` + ingestKey, false, 401},
+		// An Authorization header is the credential: the body's is not read.
+		{"a wrong Bearer beside the body's writeKey", "Bearer wk_not_a_key", batch(ingestKey), false, 401},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			who = ""
-			r := httptest.NewRequest("POST", "/v1/batch", nil)
+			who, got = "", ""
+			var body io.Reader = strings.NewReader(c.body)
+			if c.gzip {
+				var zb bytes.Buffer
+				zw := gzip.NewWriter(&zb)
+				zw.Write([]byte(c.body))
+				zw.Close()
+				body = &zb
+			}
+			r := httptest.NewRequest("POST", "/v1/batch", body)
 			if c.header != "" {
 				r.Header.Set("Authorization", c.header)
+			}
+			if c.gzip {
+				r.Header.Set("Content-Encoding", "gzip")
 			}
 			w := httptest.NewRecorder()
 			h.ServeHTTP(w, r)
@@ -463,7 +513,10 @@ func TestWriteKey(t *testing.T) {
 			if c.want == 200 && !strings.HasPrefix(who, "key_") {
 				t.Errorf("principal %q", who)
 			}
-			if strings.Contains(w.Body.String(), ingestKey) {
+			if c.want == 200 && got != c.body {
+				t.Errorf("the route reads %q, sent %q", got, c.body)
+			}
+			if strings.Contains(w.Body.String(), ingestKey) || strings.Contains(w.Body.String(), readKey) {
 				t.Errorf("the answer holds the key: %s", w.Body)
 			}
 		})

@@ -1,10 +1,15 @@
 package auth
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
+
+	"github.com/goccy/go-json/jsontext"
+	jsonv2 "github.com/goccy/go-json/v2"
 
 	"github.com/skyjoin/skyjoin/internal/api"
 	"github.com/skyjoin/skyjoin/internal/platform"
@@ -57,10 +62,18 @@ func (a *Authenticator) Require(scope string, h http.Handler) http.Handler {
 // auth whose username is the API key (the tracker's writeKey) and whose
 // password is empty, as the trackers send it. The key is verified as any
 // other; a Basic credential that is not one is refused (401).
-func (a *Authenticator) RequireWriteKey(scope string, h http.Handler) http.Handler {
+//
+// Browser trackers (analytics.js) send the writeKey in the JSON body
+// instead: a request with no Authorization header has its body read (at
+// most maxBody bytes, gzip decompressed, as the route reads it), and the
+// body's writeKey, the batch's or else its messages' (which must then
+// agree), is taken as the Basic username is. The route then reads the
+// body as read here. The key is never logged, nor put in an answer.
+func (a *Authenticator) RequireWriteKey(scope string, maxBody int64, h http.Handler) http.Handler {
 	next := a.Require(scope, h)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if hs := r.Header.Values("Authorization"); a.On && len(hs) == 1 {
+		hs := r.Header.Values("Authorization")
+		if a.On && len(hs) == 1 {
 			if scheme, _, _ := strings.Cut(hs[0], " "); strings.EqualFold(scheme, "Basic") {
 				user, pass, ok := r.BasicAuth()
 				if !ok || pass != "" || user == "" {
@@ -73,8 +86,60 @@ func (a *Authenticator) RequireWriteKey(scope string, h http.Handler) http.Handl
 				r.Header.Set("Authorization", "Bearer "+user)
 			}
 		}
+		if a.On && len(hs) == 0 && r.Body != nil && r.Body != http.NoBody {
+			body, berr := platform.ReadBody(w, r, maxBody, true)
+			if berr != nil {
+				berr.Write(w)
+				return
+			}
+			key, err := bodyWriteKey(body)
+			if err != nil {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="skyjoin", error="invalid_token"`)
+				platform.WriteError(w, http.StatusUnauthorized, err.Error(), nil)
+				return
+			}
+			r = r.Clone(r.Context())
+			// The body as read: decompressed already.
+			r.Header.Del("Content-Encoding")
+			r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+			if key != "" {
+				r.Header.Set("Authorization", "Bearer "+key)
+			}
+		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// bodyWriteKey returns the writeKey of a Segment body: the member writeKey
+// of the body (a batch, or one message), or else the one its batch's
+// messages carry; "" if there is none, or the body is not a JSON object
+// (the route answers that). Messages that carry different writeKeys are
+// an error.
+func bodyWriteKey(body []byte) (string, error) {
+	var v struct {
+		WriteKey string           `json:"writeKey"`
+		Batch    []jsontext.Value `json:"batch"`
+	}
+	if jsonv2.Unmarshal(body, &v) != nil || v.WriteKey != "" {
+		return v.WriteKey, nil
+	}
+	key := ""
+	for _, raw := range v.Batch {
+		// A message that is not an object, or whose writeKey is not a
+		// string, carries none (the route makes it a dead letter).
+		var m struct {
+			WriteKey string `json:"writeKey"`
+		}
+		jsonv2.Unmarshal(raw, &m)
+		switch {
+		case m.WriteKey == "" || m.WriteKey == key:
+		case key == "":
+			key = m.WriteKey
+		default:
+			return "", errors.New("the batch's messages carry different writeKeys: send one batch per writeKey, or the writeKey as Basic auth")
+		}
+	}
+	return key, nil
 }
 
 // Authenticate returns the principal of r (Anonymous when auth is off).

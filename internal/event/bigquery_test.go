@@ -35,6 +35,7 @@ func TestBigQuerySchema(t *testing.T) {
 		"location_latitude":     {"FLOAT64", "NULLABLE"},
 		"location_country":      {"STRING", "REQUIRED"},
 		"attributes":            {"STRING", "NULLABLE"},
+		"properties":            {"JSON", "NULLABLE"},
 		"weather_observed_at":   {"TIMESTAMP", "NULLABLE"},
 		"weather_temperature_c": {"FLOAT64", "NULLABLE"},
 		"weather_code":          {"INT64", "NULLABLE"},

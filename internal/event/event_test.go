@@ -70,6 +70,39 @@ var mutations = []mutation{
 	{"field name in upper case", "EVENT_ID", func(m map[string]any) { m["EVENT_ID"] = m["event_id"]; delete(m, "event_id") }},
 	{"unknown user field", "user.Email", func(m map[string]any) { sub(m, "user")["Email"] = "x@example.com" }},
 	{"occurred_at not RFC 3339", "occurred_at", func(m map[string]any) { m["occurred_at"] = "2026-11-26 11:00:00Z" }},
+	// properties: the JSON Schema's type and propertyNames, and its x-
+	// bounds (checked by boundsVocab), against Validate's.
+	{"properties as an array", "properties", func(m map[string]any) { m["properties"] = []any{1, 2} }},
+	{"properties as a string", "properties", func(m map[string]any) { m["properties"] = "amount=12.5" }},
+	{"properties too deep", "properties", func(m map[string]any) { m["properties"] = nested(9) }},
+	{"properties too deep within _segment", "properties._segment", func(m map[string]any) {
+		m["properties"] = map[string]any{"_segment": nested(8)}
+	}},
+	{"a long property name", "properties." + strings.Repeat("n", 129), func(m map[string]any) {
+		m["properties"] = map[string]any{strings.Repeat("n", 129): 1}
+	}},
+	{"a long nested property name", "properties.a." + strings.Repeat("n", 129), func(m map[string]any) {
+		m["properties"] = map[string]any{"a": map[string]any{strings.Repeat("n", 129): 1}}
+	}},
+	{"an empty property name", "properties", func(m map[string]any) { m["properties"] = map[string]any{"": 1} }},
+	{"too many property entries", "properties", func(m map[string]any) { m["properties"] = entries(257) }},
+	{"too many property entries, nested", "properties", func(m map[string]any) {
+		m["properties"] = map[string]any{"a": entries(200), "b": entries(55)}
+	}},
+	{"too many property entries beside _segment", "properties", func(m map[string]any) {
+		p := entries(257)
+		p["_segment"] = map[string]any{}
+		m["properties"] = p
+	}},
+	{"too many entries within _segment", "properties._segment", func(m map[string]any) {
+		m["properties"] = map[string]any{"_segment": entries(257)}
+	}},
+	{"too many property bytes", "properties", func(m map[string]any) {
+		m["properties"] = map[string]any{"s": strings.Repeat("x", 16384)}
+	}},
+	{"too many bytes within _segment", "properties._segment", func(m map[string]any) {
+		m["properties"] = map[string]any{"a": 1, "_segment": map[string]any{"s": strings.Repeat("x", 16380)}}
+	}},
 	{"too many attributes", "attributes", func(m map[string]any) {
 		a := map[string]any{}
 		for i := range 65 {
@@ -77,6 +110,24 @@ var mutations = []mutation{
 		}
 		m["attributes"] = a
 	}},
+}
+
+// nested is n levels of objects: {"a": {"a": ... {"x": 1}}}.
+func nested(n int) map[string]any {
+	m := map[string]any{"x": 1}
+	for range n - 1 {
+		m = map[string]any{"a": m}
+	}
+	return m
+}
+
+// entries is an object of n members.
+func entries(n int) map[string]any {
+	m := map[string]any{}
+	for i := range n {
+		m[fmt.Sprintf("k%03d", i)] = i
+	}
+	return m
 }
 
 func compileSchema(t *testing.T) *jsonschema.Schema {
@@ -87,6 +138,8 @@ func compileSchema(t *testing.T) *jsonschema.Schema {
 	}
 	c := jsonschema.NewCompiler()
 	c.AssertFormat()
+	c.AssertVocabs()
+	c.RegisterVocabulary(boundsVocab())
 	if err := c.AddResource(SchemaID, doc); err != nil {
 		t.Fatal(err)
 	}
@@ -109,6 +162,25 @@ func TestValidVariants(t *testing.T) {
 		{"tracker event name", func(m map[string]any) { m["event_type"] = "Order Completed" }},
 		{"non-ASCII event name", func(m map[string]any) { m["event_type"] = "Commande passée" }},
 		{"no location", func(m map[string]any) { delete(m, "location") }},
+		{"valid nested properties", func(m map[string]any) {
+			m["properties"] = map[string]any{"amount": 12.5, "currency": "EUR", "paid": true, "coupon": nil,
+				"items":    []any{map[string]any{"sku": "a", "qty": 2}, map[string]any{"sku": "b", "qty": 1, "tags": []any{"x", "y"}}},
+				"shipping": map[string]any{"days": 2, "express": false, "address": map[string]any{"city": "Paris"}}}
+		}},
+		{"properties of 8 levels", func(m map[string]any) { m["properties"] = nested(8) }},
+		{"256 property entries", func(m map[string]any) { m["properties"] = entries(256) }},
+		{"a property name of 128 characters", func(m map[string]any) {
+			m["properties"] = map[string]any{strings.Repeat("n", 128): []any{1, "two", nil, false}}
+		}},
+		{"empty properties", func(m map[string]any) { m["properties"] = map[string]any{} }},
+		{"256 entries beside a _segment of 256", func(m map[string]any) {
+			p := entries(256)
+			p["_segment"] = entries(256)
+			m["properties"] = p
+		}},
+		{"16 KiB beside a _segment of 16 KiB", func(m map[string]any) {
+			m["properties"] = map[string]any{"s": strings.Repeat("x", 16364), "_segment": map[string]any{"s": strings.Repeat("x", 16376)}}
+		}},
 		{"a place without coordinates", func(m map[string]any) {
 			delete(sub(m, "location"), "latitude")
 			delete(sub(m, "location"), "longitude")

@@ -44,6 +44,19 @@ func TestProperties(t *testing.T) {
 		{name: "255 array elements", props: `{"l":[` + strings.TrimSuffix(strings.Repeat("1,", 255), ",") + `]}`},
 		{name: "nested arrays count", props: `{"l":[[` + strings.TrimSuffix(strings.Repeat("1,", 254), ",") + `],[1]]}`, field: "properties.l.1", want: "at most 256 entries"},
 		{name: "too many bytes", props: `{"s":"` + strings.Repeat("x", 16400) + `"}`, field: "properties", want: "at most 16384 bytes"},
+		// _segment (the Segment endpoint's message fields) is bounded on its
+		// own: its value (bytes, and the entries within it) counts against
+		// its own bounds, not against those of the other properties; its
+		// name is an entry of neither, its name's bytes are the others'.
+		{name: "_segment beside 256 entries", props: strings.TrimSuffix(many(256), "}") + `,"_segment":` + many(256) + `}`},
+		{name: "257 entries beside _segment", props: strings.TrimSuffix(many(257), "}") + `,"_segment":{}}`, field: "properties.k256", want: "at most 256 entries"},
+		{name: "257 entries in _segment", props: `{"a":1,"_segment":{"c":` + many(256) + `}}`, field: "properties._segment.c.k255", want: "_segment may hold at most 256 entries"},
+		{name: "_segment beside 16 KiB", props: `{"s":"` + strings.Repeat("x", 16364) + `","_segment":{"s":"` + strings.Repeat("x", 16376) + `"}}`},
+		{name: "too many bytes beside _segment", props: `{"s":"` + strings.Repeat("x", 16400) + `","_segment":{}}`, field: "properties", want: "at most 16384 bytes of JSON, got 16420 without _segment"},
+		{name: "too many bytes in _segment", props: `{"_segment":{"s":"` + strings.Repeat("x", 16380) + `"}}`, field: "properties._segment", want: "at most 16384 bytes of JSON, got 16388"},
+		{name: "a scalar _segment", props: `{"_segment": "` + strings.Repeat("x", 16383) + `","a":1}`, field: "properties._segment", want: "got 16385"},
+		{name: "_segment below the top is not bounded apart", props: `{"a":{"_segment":` + many(256) + `}}`, field: "properties.a._segment.k254", want: "properties may hold at most 256 entries"},
+		{name: "too deep in _segment", props: `{"_segment":` + deep(8) + `}`, field: "properties._segment.a.a.a.a.a.a", want: "at most 8 levels"},
 		{name: "empty name", props: `{"":1}`, field: "properties", want: "1 to 128 characters"},
 		{name: "long name", props: `{"` + strings.Repeat("n", 129) + `":1}`, field: "properties." + strings.Repeat("n", 129), want: "1 to 128 characters"},
 		{name: "duplicate name", props: `{"a":1,"a":2}`, field: "properties.a", want: "more than once"},

@@ -122,18 +122,25 @@ func jsonName(f reflect.StructField) string {
 }
 
 type schemaTag struct {
-	required       bool
-	minLength      int
-	maxLength      int
-	keyMaxLength   int
-	maxProperties  int
-	maxBytes       int // of a JSON object (properties), as sent
-	maxDepth       int // nesting of a JSON object; the object itself is level 1
-	maxKeys        int // member names of a JSON object, at every level, in all
-	pattern        string
-	minimum        *float64
-	maximum        *float64
-	hasLengthLimit bool
+	required      bool
+	minLength     int
+	maxLength     int
+	keyMaxLength  int
+	maxProperties int
+	maxBytes      int // of a JSON object (properties), as sent
+	maxDepth      int // nesting of a JSON object; the object itself is level 1
+	maxKeys       int // member names of a JSON object, at every level, in all
+	// reserved is a top-level member of a JSON object (properties) that is
+	// bounded on its own, by reservedMaxBytes and reservedMaxKeys, and
+	// not counted against maxBytes and maxKeys: _segment, where the
+	// Segment endpoint keeps the message's own fields.
+	reserved         string
+	reservedMaxBytes int
+	reservedMaxKeys  int
+	pattern          string
+	minimum          *float64
+	maximum          *float64
+	hasLengthLimit   bool
 }
 
 // parseSchemaTag reads `schema:"required,maxLength=64,pattern=^...$"`. The
@@ -180,6 +187,12 @@ func parseSchemaTag(s string) schemaTag {
 			t.maxDepth = atoi()
 		case "maxKeys":
 			t.maxKeys = atoi()
+		case "reserved":
+			t.reserved = val
+		case "reservedMaxBytes":
+			t.reservedMaxBytes = atoi()
+		case "reservedMaxKeys":
+			t.reservedMaxKeys = atoi()
 		case "pattern":
 			t.pattern = val
 		case "minimum":
@@ -212,6 +225,7 @@ func JSONSchema() []byte {
 		s["$schema"] = "https://json-schema.org/draft/2020-12/schema"
 		s["$id"] = SchemaID
 		s["title"] = "skyjoin user event"
+		s["$defs"] = map[string]any{propertyValueDef: propertyValueSchema(lim.properties.keyMaxLength)}
 		b, err := json.MarshalIndent(s, "", "  ")
 		if err != nil {
 			panic(err)
@@ -219,6 +233,21 @@ func JSONSchema() []byte {
 		schemaDoc = b
 	})
 	return schemaDoc
+}
+
+// propertyValueDef is the name, under $defs, of the schema of any value
+// within properties: at every level, a member's name is 1 to keyMaxLength
+// characters.
+const propertyValueDef = "propertyValue"
+
+func propertyValueSchema(keyMaxLength int) map[string]any {
+	self := map[string]any{"$ref": "#/$defs/" + propertyValueDef}
+	return map[string]any{
+		"description":          fmt.Sprintf("Any JSON value within properties; at every level, a member's name is 1 to %d characters.", keyMaxLength),
+		"propertyNames":        map[string]any{"minLength": 1, "maxLength": keyMaxLength},
+		"additionalProperties": self,
+		"items":                self,
+	}
 }
 
 func objectSchema(t reflect.Type) map[string]any {
@@ -270,7 +299,18 @@ func fieldSchema(t reflect.Type, tag schemaTag) map[string]any {
 		// x- keywords carry them for tools.
 		s := map[string]any{"type": "object", "x-maxBytes": tag.maxBytes, "x-maxDepth": tag.maxDepth, "x-maxKeys": tag.maxKeys}
 		if tag.keyMaxLength > 0 {
-			s["propertyNames"] = map[string]any{"minLength": 1, "maxLength": tag.keyMaxLength}
+			// Names are bounded at every level, as Validate bounds them:
+			// a schema of its own that applies itself to every member and
+			// element (JSONSchema defines it).
+			s["$ref"] = "#/$defs/" + propertyValueDef
+		}
+		if tag.reserved != "" {
+			// Its own bounds (of its value); the object's x-maxBytes and
+			// x-maxKeys do not count it.
+			s["properties"] = map[string]any{tag.reserved: map[string]any{
+				"x-maxBytes": tag.reservedMaxBytes, "x-maxKeys": tag.reservedMaxKeys,
+				"description": fmt.Sprintf("Where the Segment-compatible endpoint keeps the message's own fields (context, integrations, ids, timestamps...). Bounded on its own: its value holds at most %d bytes of JSON and %d entries (names and array elements), which do not count against the x-maxBytes and x-maxKeys of the object it is in (its name is not an entry).", tag.reservedMaxBytes, tag.reservedMaxKeys),
+			}}
 		}
 		return s
 	case t.Kind() == reflect.Struct:

@@ -285,6 +285,13 @@ var (
 	PropertiesMaxBytes = lim.properties.maxBytes
 	PropertiesMaxDepth = lim.properties.maxDepth
 	PropertiesMaxKeys  = lim.properties.maxKeys
+	// PropertiesReserved is the top-level member of properties bounded on
+	// its own (_segment: the Segment endpoint's message fields), by
+	// PropertiesReservedMaxBytes and PropertiesReservedMaxKeys; it does
+	// not count against the bounds above.
+	PropertiesReserved         = lim.properties.reserved
+	PropertiesReservedMaxBytes = lim.properties.reservedMaxBytes
+	PropertiesReservedMaxKeys  = lim.properties.reservedMaxKeys
 )
 
 // checkProperties checks that raw is one JSON object within t's bounds, as
@@ -292,7 +299,10 @@ var (
 // invalid UTF-8 and anything but exactly one object are refused), and
 // returns the first problem: the field it is about (properties.a.b) and the
 // message, or "" if there is none. Events built in Go (the Segment mapping)
-// go through it as well as decoded ones.
+// go through it as well as decoded ones. The top-level member t.reserved
+// is bounded on its own: its value's bytes and the entries within it count
+// against t.reservedMaxBytes and t.reservedMaxKeys (its name against
+// neither), everything else against t.maxBytes and t.maxKeys.
 func checkProperties(raw []byte, t *schemaTag) (field, msg string) {
 	const name = "properties"
 	trimmed := bytes.TrimSpace(raw)
@@ -303,8 +313,15 @@ func checkProperties(raw []byte, t *schemaTag) (field, msg string) {
 		}
 		return name, "must be a JSON object, got " + got
 	}
-	if len(raw) > t.maxBytes {
-		return name, fmt.Sprintf("must be at most %d bytes of JSON, got %d (the limit of properties in bytes)", t.maxBytes, len(raw))
+	tooBig := func(n int) string {
+		msg := fmt.Sprintf("must be at most %d bytes of JSON, got %d (the limit of properties in bytes)", t.maxBytes, n)
+		if t.reserved != "" && n != len(raw) {
+			msg = fmt.Sprintf("must be at most %d bytes of JSON, got %d without %s (the limit of properties in bytes; %s is bounded on its own)", t.maxBytes, n, t.reserved, t.reserved)
+		}
+		return msg
+	}
+	if len(raw) > t.maxBytes+t.reservedMaxBytes {
+		return name, tooBig(len(raw))
 	}
 	pd := propDecoders.Get().(*propDecoder)
 	defer propDecoders.Put(pd)
@@ -319,10 +336,26 @@ func checkProperties(raw []byte, t *schemaTag) (field, msg string) {
 	var frames [16]byte
 	open := frames[:0]
 	keys := 0
+	// The reserved member: whether the walk is within its value, where
+	// that value starts in trimmed, its bytes and the entries within it.
+	inReserved := false
+	resStart, resBytes, resKeys := 0, 0, 0
+	reservedAt := func() string { return propertiesAt(jsontext.Pointer("/" + t.reserved)) }
+	endReserved := func() string {
+		inReserved = false
+		resBytes = int(d.InputOffset()) - resStart
+		if resBytes > t.reservedMaxBytes {
+			return fmt.Sprintf("must be at most %d bytes of JSON, got %d (the limit of %s, bounded on its own)", t.reservedMaxBytes, resBytes, t.reserved)
+		}
+		return ""
+	}
 	for {
 		tok, err := d.ReadToken()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
+				if n := len(raw) - resBytes; n > t.maxBytes {
+					return name, tooBig(n)
+				}
 				return "", ""
 			}
 			var xerr *jsontext.SyntacticError
@@ -340,6 +373,11 @@ func checkProperties(raw []byte, t *schemaTag) (field, msg string) {
 		kind := tok.Kind()
 		if kind == '}' || kind == ']' {
 			open = open[:len(open)-1]
+			if inReserved && len(open) == 1 {
+				if msg := endReserved(); msg != "" {
+					return reservedAt(), msg
+				}
+			}
 			continue
 		}
 		if kind == '{' || kind == '[' {
@@ -352,21 +390,40 @@ func checkProperties(raw []byte, t *schemaTag) (field, msg string) {
 		// maxKeys, which CEL's cost estimator relies on. The pointer (the
 		// field an error names) is built only for an error: building it
 		// for every entry was most of the walk's cost.
-		isName := false
+		isName, entry := false, false
 		if n := len(open); n > 0 {
 			switch open[n-1] {
 			case '{':
-				isName = true
+				isName, entry = true, true
 				open[n-1] = ':'
-				keys++
 			case ':':
 				open[n-1] = '{'
 			case '[':
-				keys++
+				entry = true
 			}
 		}
-		if keys > t.maxKeys {
-			return propertiesAt(d.StackPointer()), fmt.Sprintf("is one entry too many: properties may hold at most %d entries (names and array elements) in all, at every level", t.maxKeys)
+		if isName && len(open) == 1 && t.reserved != "" && tok.String() == t.reserved {
+			// The reserved member: its name counts against neither bound;
+			// its value starts after the colon.
+			inReserved, entry = true, false
+			resStart = int(d.InputOffset())
+			for resStart < len(trimmed) && (trimmed[resStart] == ':' || trimmed[resStart] == ' ' ||
+				trimmed[resStart] == '\t' || trimmed[resStart] == '\n' || trimmed[resStart] == '\r') {
+				resStart++
+			}
+		}
+		if entry {
+			if inReserved {
+				resKeys++
+				if resKeys > t.reservedMaxKeys {
+					return propertiesAt(d.StackPointer()), fmt.Sprintf("is one entry too many: %s may hold at most %d entries (names and array elements) in all, at every level (it is bounded on its own)", t.reserved, t.reservedMaxKeys)
+				}
+			} else {
+				keys++
+				if keys > t.maxKeys {
+					return propertiesAt(d.StackPointer()), fmt.Sprintf("is one entry too many: properties may hold at most %d entries (names and array elements) in all, at every level", t.maxKeys)
+				}
+			}
 		}
 		if isName {
 			if l := utf8.RuneCountInString(tok.String()); l == 0 || l > t.keyMaxLength {
@@ -376,6 +433,11 @@ func checkProperties(raw []byte, t *schemaTag) (field, msg string) {
 		}
 		if kind == '{' || kind == '[' {
 			open = append(open, byte(kind))
+		} else if inReserved && len(open) == 1 {
+			// A scalar value of the reserved member.
+			if msg := endReserved(); msg != "" {
+				return reservedAt(), msg
+			}
 		}
 	}
 }

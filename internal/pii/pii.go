@@ -140,10 +140,15 @@ var Default = []Rule{
 	{Path: "location.longitude", Action: Coarsen},
 	{Path: "weather.cell_latitude", Action: Coarsen},
 	{Path: "weather.cell_longitude", Action: Coarsen},
-	// What a Segment tracker's context says of the person (internal/segment
-	// keeps the message's own members under properties._segment): the IP
-	// address is hashed, the traits the mapping did not turn into user
-	// fields are dropped.
+	// What a Segment message says of the person beside the event's own
+	// fields (internal/segment keeps the message's own members under
+	// properties._segment; the traits that became user fields and the
+	// coordinates that became the location are not kept there, so the
+	// rules above reach them): the IP address is hashed; context.traits
+	// the mapping did not turn into user fields, and identify's personal
+	// traits skyjoin has no field for (address, a user field's trait that
+	// is not a string), which the mapping puts in _segment.traits, are
+	// dropped.
 	{Path: "properties._segment.context.ip", Action: Hash},
 	{Path: "properties._segment.context.traits", Action: Drop},
 	{Path: "properties._segment.traits", Action: Drop},

@@ -147,7 +147,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, call string) {
 	for i, raw := range msgs {
 		e, err := Map(raw, call, batch, now)
 		if err != nil {
-			problem(i, raw, err.Error())
+			problem(i, withoutWriteKey(raw), err.Error())
 			continue
 		}
 		native, err := event.Marshal(&e)
@@ -306,20 +306,43 @@ func Map(raw jsontext.Value, call string, batch map[string]jsontext.Value, now t
 			return e, errors.New("context: must be an object")
 		}
 	}
+	// What became a field of the event is not kept a second time in
+	// properties, where the PII policy's rules for that field would not
+	// reach it: the traits that became user fields, and the coordinates
+	// that became the location.
+	ctxChanged := false
 	// User fields: identify's traits, else context.traits.
-	traitsOf := ctx["traits"]
+	var traits map[string]jsontext.Value
+	traitsOf, traitsName := ctx["traits"], "context.traits"
 	if typ == "identify" {
-		traitsOf = m["traits"]
+		traitsOf, traitsName = m["traits"], "traits"
 	}
 	if len(traitsOf) > 0 && !isNull(traitsOf) {
-		var traits map[string]jsontext.Value
 		if err := jsonv2.Unmarshal(traitsOf, &traits); err != nil {
-			return e, errors.New("traits: must be an object")
+			return e, fmt.Errorf("%s: must be an object", traitsName)
 		}
-		userTraits(traits, &e.User)
+		mapped := userTraits(traits, &e.User)
+		for _, name := range mapped {
+			delete(traits, name)
+		}
+		if typ != "identify" && len(mapped) > 0 {
+			if len(traits) == 0 {
+				delete(ctx, "traits")
+			} else if ctx["traits"], err = marshal(traits); err != nil {
+				return e, err
+			}
+			ctxChanged = true
+		}
 	}
-	if err := location(ctx, &e.Location); err != nil {
+	moved, err := location(ctx, &e.Location)
+	if err != nil {
 		return e, err
+	}
+	ctxChanged = ctxChanged || moved
+	if ctxChanged {
+		if m["context"], err = marshal(ctx); err != nil {
+			return e, err
+		}
 	}
 
 	// properties: the message's properties (traits for identify and group),
@@ -339,6 +362,27 @@ func Map(raw jsontext.Value, call string, batch map[string]jsontext.Value, now t
 			}
 			props = bytes.Clone(v)
 			delete(m, propsKey)
+		}
+	}
+	if typ == "identify" && traits != nil {
+		// identify's traits less those that became user fields; the
+		// personal ones skyjoin has no user field for (address, or a user
+		// field's trait that is not a string) go to _segment.traits, where
+		// the default PII policy drops them.
+		personal := map[string]jsontext.Value{}
+		for name, v := range traits {
+			if _, ok := userTraitFields[name]; ok || name == "address" {
+				personal[name] = v
+				delete(traits, name)
+			}
+		}
+		if props, err = marshal(traits); err != nil {
+			return e, err
+		}
+		if len(personal) > 0 {
+			if m["traits"], err = marshal(personal); err != nil {
+				return e, err
+			}
 		}
 	}
 	var keys map[string]jsontext.Value
@@ -365,6 +409,30 @@ func Map(raw jsontext.Value, call string, batch map[string]jsontext.Value, now t
 	out = append(out, '}')
 	e.Properties = out
 	return e, nil
+}
+
+// withoutWriteKey is a message as sent, for its dead letter, less its
+// writeKey (a secret: browser trackers put it in each message). A message
+// that cannot be read as an object is kept as is unless it might hold a
+// writeKey (the name, or an escape that could spell it): then a note
+// stands for it.
+func withoutWriteKey(raw jsontext.Value) []byte {
+	var m map[string]jsontext.Value
+	if err := jsonv2.Unmarshal(raw, &m); err != nil {
+		if bytes.Contains(raw, []byte("writeKey")) || bytes.Contains(raw, []byte(`\u`)) {
+			return []byte(`"skyjoin: the message is not kept: it is not a JSON object skyjoin can read, and may hold a writeKey"`)
+		}
+		return raw
+	}
+	if _, ok := m["writeKey"]; !ok {
+		return raw
+	}
+	delete(m, "writeKey")
+	out, err := marshal(m)
+	if err != nil {
+		return []byte(`"skyjoin: the message is not kept: it could not be encoded without its writeKey"`)
+	}
+	return out
 }
 
 // occurredAt is timestamp, or else originalTimestamp corrected by the
@@ -402,28 +470,46 @@ func occurredAt(m map[string]jsontext.Value, now time.Time) (time.Time, error) {
 	return now.Add(-sent.Sub(orig)).UTC(), nil
 }
 
-// userTraits copies the traits that are user fields, when strings.
-func userTraits(traits map[string]jsontext.Value, u *event.User) {
-	for name, dst := range map[string]*string{
-		"email": &u.Email, "name": &u.Name, "phone": &u.Phone, "firstName": &u.FirstName, "lastName": &u.LastName,
-		"username": &u.Username, "title": &u.Title, "gender": &u.Gender, "birthday": &u.BirthDate, "avatar": &u.PictureURL,
-	} {
+// userTraitFields are the traits that are user fields (Segment's reserved
+// traits), by name.
+var userTraitFields = map[string]func(u *event.User) *string{
+	"email":     func(u *event.User) *string { return &u.Email },
+	"name":      func(u *event.User) *string { return &u.Name },
+	"phone":     func(u *event.User) *string { return &u.Phone },
+	"firstName": func(u *event.User) *string { return &u.FirstName },
+	"lastName":  func(u *event.User) *string { return &u.LastName },
+	"username":  func(u *event.User) *string { return &u.Username },
+	"title":     func(u *event.User) *string { return &u.Title },
+	"gender":    func(u *event.User) *string { return &u.Gender },
+	"birthday":  func(u *event.User) *string { return &u.BirthDate },
+	"avatar":    func(u *event.User) *string { return &u.PictureURL },
+}
+
+// userTraits copies the traits that are user fields, when strings, and
+// returns their names.
+func userTraits(traits map[string]jsontext.Value, u *event.User) []string {
+	var mapped []string
+	for name, dst := range userTraitFields {
 		var s string
 		if v, ok := traits[name]; ok && v.Kind() == '"' && jsonv2.Unmarshal(v, &s) == nil {
-			*dst = s
+			*dst(u) = s
+			mapped = append(mapped, name)
 		}
 	}
+	return mapped
 }
 
 // location reads context.location: latitude, longitude, city, country,
-// region; and context.timezone.
-func location(ctx map[string]jsontext.Value, l *event.Location) error {
+// region; and context.timezone. The coordinates it takes are removed from
+// ctx's location (the other members stay), and it reports whether it
+// changed ctx.
+func location(ctx map[string]jsontext.Value, l *event.Location) (bool, error) {
 	if v, ok := ctx["timezone"]; ok && v.Kind() == '"' {
 		jsonv2.Unmarshal(v, &l.Timezone)
 	}
 	v, ok := ctx["location"]
 	if !ok || isNull(v) {
-		return nil
+		return false, nil
 	}
 	var loc struct {
 		Latitude  *float64 `json:"latitude"`
@@ -434,7 +520,7 @@ func location(ctx map[string]jsontext.Value, l *event.Location) error {
 	}
 	// Other members (speed...) stay in _segment.context.
 	if err := jsonv2.Unmarshal(v, &loc); err != nil {
-		return fmt.Errorf("context.location: %s", strings.TrimPrefix(err.Error(), "json: "))
+		return false, fmt.Errorf("context.location: %s", strings.TrimPrefix(err.Error(), "json: "))
 	}
 	l.Latitude, l.Longitude = loc.Latitude, loc.Longitude
 	for _, p := range []struct {
@@ -445,7 +531,34 @@ func location(ctx map[string]jsontext.Value, l *event.Location) error {
 			*p.dst = *p.src
 		}
 	}
-	return nil
+	if loc.Latitude == nil && loc.Longitude == nil {
+		return false, nil
+	}
+	var members map[string]jsontext.Value
+	if err := jsonv2.Unmarshal(v, &members); err != nil {
+		return false, fmt.Errorf("context.location: %s", strings.TrimPrefix(err.Error(), "json: "))
+	}
+	delete(members, "latitude")
+	delete(members, "longitude")
+	if len(members) == 0 {
+		delete(ctx, "location")
+		return true, nil
+	}
+	rest, err := marshal(members)
+	if err != nil {
+		return false, err
+	}
+	ctx["location"] = rest
+	return true, nil
+}
+
+// marshal encodes an object of members, names in sorted order.
+func marshal(m map[string]jsontext.Value) (jsontext.Value, error) {
+	b, err := jsonv2.Marshal(m, jsonv2.Deterministic(true))
+	if err != nil {
+		return nil, fmt.Errorf("encode the message's fields: %w", err)
+	}
+	return b, nil
 }
 
 // str reads a string member; absent or null leaves *dst.

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	jsonv2 "github.com/goccy/go-json/v2"
+
 	"github.com/skyjoin/skyjoin/internal/api"
 	"github.com/skyjoin/skyjoin/internal/event"
 )
@@ -39,6 +41,11 @@ func OpenAPI() ([]byte, error) {
 }
 
 func buildOpenAPI() ([]byte, error) {
+	// encoding/json keeps the last of a name given twice in an object,
+	// which silently drops what the first one declared: refuse it.
+	if err := jsonv2.Unmarshal(openapiSource, new(any)); err != nil {
+		return nil, fmt.Errorf("openapi: openapi.json: %w", err)
+	}
 	var doc map[string]any
 	if err := json.Unmarshal(openapiSource, &doc); err != nil {
 		return nil, fmt.Errorf("openapi: parse openapi.json: %w", err)

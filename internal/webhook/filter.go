@@ -132,8 +132,10 @@ var filterSizeOf = func() map[string]uint64 {
 		// value may be longer (up to the 16 KiB of the whole), which the
 		// runtime cost limit bounds instead; so ordinary comprehensions over
 		// properties (properties.items.exists(i, i.qty > 2)) stay allowed.
-		"properties": uint64(event.PropertiesMaxKeys), "properties.@keys": 128,
-		"properties.@values": uint64(event.PropertiesMaxKeys),
+		// The top level may hold one member more: _segment, whose value
+		// is bounded on its own (PropertiesReservedMaxKeys entries).
+		"properties": uint64(event.PropertiesMaxKeys + 1), "properties.@keys": 128,
+		"properties.@values": uint64(max(event.PropertiesMaxKeys, event.PropertiesReservedMaxKeys)),
 	}
 	// The fields of user and location, each its schema's maxLength; a
 	// number is of size 1.

@@ -26,7 +26,7 @@ for (let i = 0; i < 4; i++) {
 analytics.identify({
   messageId: `${run}-identify-0`,
   userId: 'user-0',
-  traits: { email: 'ann@example.com', firstName: 'Ann', plan: 'pro', logins: 3 },
+  traits: { email: 'ann@example.com', firstName: 'Ann', lastName: 'Lee', phone: '+33 1 23 45 67 89', plan: 'pro', logins: 3, beta: true, address: { street: '1 Rue de Rivoli', city: 'Paris' } },
   context: { location: places[0] },
 })
 // No location: stored with status no_location.
