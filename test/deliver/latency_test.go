@@ -20,10 +20,12 @@ import (
 )
 
 // BenchmarkDownstreamLatency measures, with the stages as separate
-// processes (broker, ingest, enrich, deliver), the time from a 202 of
-// POST /v1/events to the record's arrival at an SSE client of the serving
-// process and at a webhook target through a separate deliver. Both read
-// the records topic. It sends single events at 200/s for 10 s, to loopback
+// processes (broker, ingest, enrich, serve, deliver), the time from a 202
+// of POST /v1/events to the record's arrival at an SSE client of the
+// process that owns the store (enrich --serve), at one of a separate
+// `skyjoin serve` (a DuckDB file of its own: its live stream comes from the
+// records topic, as on Google Cloud) and at a webhook target through a
+// separate deliver. All three read the records topic. It sends single events at 200/s for 10 s, to loopback
 // only, whatever b.N is:
 //
 //	go test ./test/deliver -run '^$' -bench DownstreamLatency -benchtime 1x
@@ -36,11 +38,14 @@ func BenchmarkDownstreamLatency(b *testing.B) {
 		"--data-dir", filepath.Join(root, "ingest"), "--log-level", "warn")
 	_, serve := testbin.StartAPI(b, binary, "enrich", "--demo", "--broker", brokerURL, "--addr", "127.0.0.1:0",
 		"--data-dir", filepath.Join(root, "enrich"), "--log-level", "warn", "--stats-every", "0")
+	serveDir := filepath.Join(root, "serve")
+	_, separate := testbin.StartAPI(b, binary, "serve", "--broker", brokerURL, "--addr", "127.0.0.1:0",
+		"--data-dir", serveDir, "--store", "duckdb://"+filepath.Join(serveDir, "own.duckdb"), "--log-level", "warn")
 	_, deliver := testbin.Options{Env: []string{testbin.WebhookKeyEnv}}.StartAPI(b, binary, append([]string{"deliver", "--broker", brokerURL, "--addr", "127.0.0.1:0",
 		"--data-dir", filepath.Join(root, "deliver"), "--log-level", "warn"}, testbin.WebhookKeyArgs...)...)
 
 	var mu sync.Mutex
-	accepted, atSSE, atHook := map[string]time.Time{}, map[string]time.Time{}, map[string]time.Time{}
+	accepted, atSSE, atServe, atHook := map[string]time.Time{}, map[string]time.Time{}, map[string]time.Time{}, map[string]time.Time{}
 	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		now := time.Now()
 		var body struct {
@@ -66,30 +71,35 @@ func BenchmarkDownstreamLatency(b *testing.B) {
 	}
 	resp.Body.Close()
 
-	stream, err := http.Get(serve + "/v1/stream")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer stream.Body.Close()
-	go func() {
-		sc := bufio.NewScanner(stream.Body)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			line, ok := strings.CutPrefix(sc.Text(), "data: ")
-			if !ok {
-				continue
-			}
-			now := time.Now()
-			var rec struct {
-				EventID string `json:"event_id"`
-			}
-			if json.Unmarshal([]byte(line), &rec) == nil && rec.EventID != "" {
-				mu.Lock()
-				atSSE[rec.EventID] = now
-				mu.Unlock()
-			}
+	for _, st := range []struct {
+		base string
+		at   map[string]time.Time
+	}{{serve, atSSE}, {separate, atServe}} {
+		stream, err := http.Get(st.base + "/v1/stream")
+		if err != nil {
+			b.Fatal(err)
 		}
-	}()
+		defer stream.Body.Close()
+		go func(at map[string]time.Time) {
+			sc := bufio.NewScanner(stream.Body)
+			sc.Buffer(make([]byte, 1<<20), 1<<20)
+			for sc.Scan() {
+				line, ok := strings.CutPrefix(sc.Text(), "data: ")
+				if !ok {
+					continue
+				}
+				now := time.Now()
+				var rec struct {
+					EventID string `json:"event_id"`
+				}
+				if json.Unmarshal([]byte(line), &rec) == nil && rec.EventID != "" {
+					mu.Lock()
+					at[rec.EventID] = now
+					mu.Unlock()
+				}
+			}
+		}(st.at)
+	}
 	time.Sleep(time.Second) // the stream and the webhook are live
 
 	b.ResetTimer()
@@ -111,7 +121,7 @@ func BenchmarkDownstreamLatency(b *testing.B) {
 	}
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		mu.Lock()
-		done := len(atSSE) >= len(accepted) && len(atHook) >= len(accepted)
+		done := len(atSSE) >= len(accepted) && len(atServe) >= len(accepted) && len(atHook) >= len(accepted)
 		mu.Unlock()
 		if done {
 			break
@@ -141,5 +151,6 @@ func BenchmarkDownstreamLatency(b *testing.B) {
 	}
 	b.Logf("%d events accepted at %d/s over %s", len(accepted), rate, time.Since(start).Round(time.Second))
 	report("sse", atSSE)
+	report("sse-separate-serve", atServe)
 	report("webhook", atHook)
 }
