@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/skyjoin/skyjoin/internal/event"
 )
 
 // stuckCloseStore is a store whose Close hangs for a minute (or until
@@ -135,5 +137,52 @@ func TestCloseStack(t *testing.T) {
 	defer mu.Unlock()
 	if w := []string{"registry", "store", "broker", "telemetry"}; !slices.Equal(order, w) {
 		t.Errorf("closed in order %v, want %v", order, w)
+	}
+}
+
+// hangingWriteStore is a store whose writes hang until their context is
+// done (a store that stopped answering), so that the enrich stage takes
+// all the time a shutdown gives it.
+type hangingWriteStore struct {
+	storeBackend
+	once    sync.Once
+	writing chan struct{} // closed at the first write
+}
+
+func (s *hangingWriteStore) Write(ctx context.Context, recs []event.Record) error {
+	s.once.Do(func() { close(s.writing) })
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func (s *hangingWriteStore) WriteLines(ctx context.Context, recs []event.Record) ([][]byte, error) {
+	return nil, s.Write(ctx, recs)
+}
+
+// TestShutdownKeepsTimeToClose: a stage that takes all the shutdown gives
+// it (a store write that hangs until it is stopped) leaves the closing of
+// the shared parts their reserve: they are closed, not abandoned at once
+// because the stages used up the deadline.
+func TestShutdownKeepsTimeToClose(t *testing.T) {
+	var logs syncBuf
+	st := &hangingWriteStore{writing: make(chan struct{})}
+	hooks := upHooks{
+		wrapStore: func(s storeBackend) storeBackend { st.storeBackend = s; return st },
+		log:       slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	}
+	base, stop := startInProcess(t, hooks, "--shutdown-timeout", "4s")
+	postEvents(t, base, 0, 1)
+	select {
+	case <-st.writing:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the worker never wrote")
+	}
+	stop()
+	out := logs.String()
+	if !strings.Contains(out, "did not finish before the shutdown deadline") {
+		t.Fatalf("the enrich stage was not held to the deadline, so this test proves nothing:\n%s", out)
+	}
+	if strings.Contains(out, "shutdown deadline passed before these parts closed") {
+		t.Errorf("the parts were abandoned, not closed, after a stage took its whole share:\n%s", out)
 	}
 }

@@ -460,9 +460,11 @@ func runProcess(ctx context.Context, cfg *config, stages []*stage, stdout io.Wri
 	}
 
 	// Graceful shutdown within the deadline, which the closing of the
-	// parts (deferred above) shares.
+	// parts (deferred above) shares: the stages have it less the closers'
+	// reserve, so that the parts are closed, not abandoned, when a stage
+	// takes all it may.
 	deadline = time.Now().Add(cfg.ShutdownTimeout)
-	sctx, cancel := context.WithDeadline(context.Background(), deadline)
+	sctx, cancel := context.WithDeadline(context.Background(), deadline.Add(-closeReserve(cfg.ShutdownTimeout)))
 	defer cancel()
 	stopHard := context.AfterFunc(sctx, hardStop)
 	defer stopHard()
@@ -490,6 +492,13 @@ func runProcess(ctx context.Context, cfg *config, stages []*stage, stdout io.Wri
 	}
 	p.stopped()
 	return runErr
+}
+
+// closeReserve is the part of a shutdown timeout kept for closing the
+// shared parts (the store's flush, the broker, the last telemetry export)
+// after the stages: a second, or a quarter of a shorter timeout.
+func closeReserve(timeout time.Duration) time.Duration {
+	return min(time.Second, timeout/4)
 }
 
 // closeStack closes what was opened, last first, within the shutdown
@@ -560,9 +569,14 @@ func (c *closeStack) close(ctx context.Context, log *slog.Logger, closed func())
 		log.Warn("the shutdown deadline passed before these parts closed; exiting without waiting for them",
 			"parts", abandoned, "waited", time.Since(start).String())
 		go func() {
-			<-done
+			logErr := func(name string, err error) {
+				if err != nil {
+					log.Warn("closing after the shutdown deadline", "part", name, "error", err.Error())
+				}
+			}
+			logErr(names[i], <-done)
 			for j := i - 1; j >= 0; j-- {
-				fns[j](ctx)
+				logErr(names[j], fns[j](ctx))
 			}
 			if closed != nil {
 				closed()

@@ -519,6 +519,45 @@ func TestWriteKey(t *testing.T) {
 			if strings.Contains(w.Body.String(), ingestKey) || strings.Contains(w.Body.String(), readKey) {
 				t.Errorf("the answer holds the key: %s", w.Body)
 			}
+			noKey := c.header == "" && !strings.Contains(c.body, "writeKey")
+			if noKey && !strings.Contains(w.Body.String(), "writeKey") {
+				t.Errorf("a 401 of a writeKey route that does not say where the writeKey goes: %s", w.Body)
+			}
 		})
+	}
+
+	// Before the key is verified, a body is read only within bounds: at
+	// most BodyKeyMaxBytes (the route itself takes 1 MiB here)...
+	post := func(body, header string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest("POST", "/v1/batch", strings.NewReader(body))
+		if header != "" {
+			r.Header.Set("Authorization", header)
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w
+	}
+	big := `{"writeKey":"` + ingestKey + `","batch":[{"type":"track","event":"E","userId":"u","properties":{"pad":"` +
+		strings.Repeat("x", BodyKeyMaxBytes) + `"}}]}`
+	if w := post(big, ""); w.Code != http.StatusRequestEntityTooLarge {
+		t.Errorf("a body of %d bytes with the writeKey in it: %d %s, want 413", len(big), w.Code, w.Body)
+	}
+	if w := post(big, basic(ingestKey, "")); w.Code != http.StatusOK {
+		t.Errorf("the same body with the writeKey as Basic auth: %d %s, want 200", w.Code, w.Body)
+	}
+	// ... and at most BodyKeyReads at once: past it, 503 with Retry-After.
+	for range BodyKeyReads {
+		a.bodyReads <- struct{}{}
+	}
+	w := post(batch(ingestKey), "")
+	if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" {
+		t.Errorf("with %d bodies being read: %d %q %s, want 503 with Retry-After", BodyKeyReads, w.Code, w.Header().Get("Retry-After"), w.Body)
+	}
+	if w := post(batch(""), basic(ingestKey, "")); w.Code != http.StatusOK {
+		t.Errorf("Basic auth while the slots are taken: %d %s, want 200", w.Code, w.Body)
+	}
+	<-a.bodyReads
+	if w := post(batch(ingestKey), ""); w.Code != http.StatusOK {
+		t.Errorf("with a slot free again: %d %s, want 200", w.Code, w.Body)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 
 	"github.com/goccy/go-json/jsontext"
 	jsonv2 "github.com/goccy/go-json/v2"
@@ -24,7 +25,25 @@ type Authenticator struct {
 	Keys     *Verifier // nil: API keys are not accepted
 	IDTokens *IDTokens // nil: ID tokens are not accepted
 	Sessions *Sessions // nil: no browser sessions
+
+	// bodyReads holds a slot for each request whose body is being read, or
+	// held, before its sender is known (RequireWriteKey).
+	bodyOnce  sync.Once
+	bodyReads chan struct{}
 }
+
+// Bounds on what a request with its writeKey in the body may cost before
+// the key is verified: a client without a key must not make the process
+// read and hold ingest-sized bodies.
+const (
+	// BodyKeyMaxBytes is the largest body, after decompression, read to
+	// find a writeKey: 512 KiB, above the 500 KB of Segment's own batch
+	// limit, which the browser trackers keep to.
+	BodyKeyMaxBytes = 512 << 10
+	// BodyKeyReads is how many such bodies are read or held at once;
+	// past it a request gets 503 with Retry-After, which trackers retry.
+	BodyKeyReads = 32
+)
 
 // Require wraps h, a route that needs scope (the route table's): it answers
 // 401 to a request without a valid credential (WWW-Authenticate: Bearer),
@@ -68,9 +87,13 @@ func (a *Authenticator) Require(scope string, h http.Handler) http.Handler {
 // most maxBody bytes, gzip decompressed, as the route reads it), and the
 // body's writeKey, the batch's or else its messages' (which must then
 // agree), is taken as the Basic username is. The route then reads the
-// body as read here. The key is never logged, nor put in an answer.
+// body as read here. The key is never logged, nor put in an answer. As
+// the sender is not known yet, such a body may be at most BodyKeyMaxBytes
+// (413 past it: the writeKey as Basic auth takes up to maxBody), and at
+// most BodyKeyReads are read or held at once (503 with Retry-After past it).
 func (a *Authenticator) RequireWriteKey(scope string, maxBody int64, h http.Handler) http.Handler {
 	next := a.Require(scope, h)
+	a.bodyOnce.Do(func() { a.bodyReads = make(chan struct{}, BodyKeyReads) })
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hs := r.Header.Values("Authorization")
 		if a.On && len(hs) == 1 {
@@ -86,35 +109,58 @@ func (a *Authenticator) RequireWriteKey(scope string, maxBody int64, h http.Hand
 				r.Header.Set("Authorization", "Bearer "+user)
 			}
 		}
-		if a.On && len(hs) == 0 && r.Body != nil && r.Body != http.NoBody {
-			body, berr := platform.ReadBody(w, r, maxBody, true)
+		if a.On && len(hs) == 0 {
+			if r.Body == nil || r.Body == http.NoBody {
+				noWriteKey(w)
+				return
+			}
+			select {
+			case a.bodyReads <- struct{}{}:
+				defer func() { <-a.bodyReads }()
+			default:
+				w.Header().Set("Retry-After", "1")
+				platform.WriteError(w, http.StatusServiceUnavailable,
+					"too many requests with the writeKey in the body are being read at once: retry, or send the writeKey as Basic auth", nil)
+				return
+			}
+			body, berr := platform.ReadBody(w, r, min(maxBody, BodyKeyMaxBytes), true)
 			if berr != nil {
 				berr.Write(w)
 				return
 			}
 			key, err := bodyWriteKey(body)
-			if err != nil {
+			switch {
+			case err != nil:
 				w.Header().Set("WWW-Authenticate", `Bearer realm="skyjoin", error="invalid_token"`)
 				platform.WriteError(w, http.StatusUnauthorized, err.Error(), nil)
+				return
+			case key == "":
+				noWriteKey(w)
 				return
 			}
 			r = r.Clone(r.Context())
 			// The body as read: decompressed already.
 			r.Header.Del("Content-Encoding")
 			r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
-			if key != "" {
-				r.Header.Set("Authorization", "Bearer "+key)
-			}
+			r.Header.Set("Authorization", "Bearer "+key)
 		}
 		next.ServeHTTP(w, r)
 	})
 }
 
+// noWriteKey answers 401 to a request of a writeKey route that carries no
+// credential, saying where the trackers put one.
+func noWriteKey(w http.ResponseWriter) {
+	w.Header().Set("WWW-Authenticate", `Basic realm="skyjoin"`)
+	platform.WriteError(w, http.StatusUnauthorized,
+		"this route needs a writeKey (an API key of scope ingest): as the Basic auth username with an empty password, as the body's writeKey, or as Authorization: Bearer", nil)
+}
+
 // bodyWriteKey returns the writeKey of a Segment body: the member writeKey
 // of the body (a batch, or one message), or else the one its batch's
 // messages carry; "" if there is none, or the body is not a JSON object
-// (the route answers that). Messages that carry different writeKeys are
-// an error.
+// (the request then has no credential: 401). Messages that carry
+// different writeKeys are an error.
 func bodyWriteKey(body []byte) (string, error) {
 	var v struct {
 		WriteKey string           `json:"writeKey"`

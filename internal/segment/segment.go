@@ -152,7 +152,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, call string) {
 		}
 		native, err := event.Marshal(&e)
 		if err != nil {
-			problem(i, raw, "encode the event: "+err.Error())
+			problem(i, withoutWriteKey(raw), "encode the event: "+err.Error())
 			continue
 		}
 		if errs := h.ing.Validate(&e, i, now); len(errs) > 0 {
