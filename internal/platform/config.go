@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -46,7 +47,11 @@ func parseFlags(fs *flag.FlagSet, args []string, lookup func(string) (string, bo
 			return
 		}
 		if err := fs.Set(f.Name, v); err != nil {
-			errs = append(errs, fmt.Errorf("%s=%q: %w", EnvName(f.Name), v, err))
+			shown := strconv.Quote(v)
+			if secretName(f.Name) {
+				shown = "(value not shown)" // a key given where a reference was wanted
+			}
+			errs = append(errs, fmt.Errorf("%s=%s: %w", EnvName(f.Name), shown, err))
 			f.Value.Set(f.DefValue) // some flag types zero the value on a failed Set
 		}
 	})
@@ -93,4 +98,15 @@ func URLParams(rawQuery string, known []string) ([]URLParam, []error) {
 		}
 	}
 	return params, errs
+}
+
+// secretName reports whether a flag's name says it may hold a secret (a
+// key, a secret, a token, a password), whose value an error must not show.
+func secretName(name string) bool {
+	for _, w := range []string{"key", "secret", "token", "password"} {
+		if strings.Contains(name, w) {
+			return true
+		}
+	}
+	return false
 }

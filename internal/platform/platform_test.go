@@ -3,6 +3,7 @@ package platform
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -34,6 +35,24 @@ func TestParseFlagsEnvFallback(t *testing.T) {
 	}
 	if *dataDir != "/from/env" || *addr != "cli" || *batch != 10 || *wait != 3*time.Second {
 		t.Errorf("got data-dir=%q addr=%q batch=%d wait=%s", *dataDir, *addr, *batch, *wait)
+	}
+	if !strings.Contains(err.Error(), `"not a number"`) {
+		t.Errorf("the bad value is not shown: %v", err)
+	}
+
+	// A flag whose name says it holds a secret: its bad value is not shown.
+	secret := map[string]string{"SKYJOIN_PII_KEY": "raw-secret-given-as-is", "SKYJOIN_API_TOKEN": "tok-123"}
+	fs = flag.NewFlagSet("t", flag.ContinueOnError)
+	fs.Func("pii-key", "", func(v string) error { return errors.New("want env://NAME or sm://NAME") })
+	fs.Func("api-token", "", func(v string) error { return errors.New("want env://NAME") })
+	err = parseFlags(fs, nil, func(k string) (string, bool) { v, ok := secret[k]; return v, ok })
+	if err == nil || !strings.Contains(err.Error(), "SKYJOIN_PII_KEY") || !strings.Contains(err.Error(), "SKYJOIN_API_TOKEN") {
+		t.Fatalf("bad secret values not reported: %v", err)
+	}
+	for _, v := range secret {
+		if strings.Contains(err.Error(), v) {
+			t.Errorf("the error shows a secret's value: %v", err)
+		}
 	}
 }
 
