@@ -124,6 +124,12 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 	}
 
+	// The audit entry's logger, made first so that a bad --log-format is
+	// refused whichever way the keys are reached.
+	log, err := platform.NewLogger(stderr, platform.LogConfig{Level: "info", Format: *logFormat})
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
 	var (
 		c       keysClient
 		audited func(keyID string, err error) // nil: through --url, the process audits
@@ -144,17 +150,12 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		defer closeFn()
 		c = rc
-		log, err := platform.NewLogger(stderr, platform.LogConfig{Level: "info", Format: *logFormat})
-		if err != nil {
-			return fmt.Errorf("%w: %w", errUsage, err)
-		}
 		audited = auditKeys(ctx, log, action, spec, time.Now())
 	}
 
 	var (
 		out   any
 		token string
-		err   error
 	)
 	switch action {
 	case "create":

@@ -289,7 +289,10 @@ func testLogger() *slog.Logger {
 func TestEveryCommandRefusesAnUnknownFlag(t *testing.T) {
 	names := []string{"up", "ingest", "enrich", "serve", "collect", "deliver", "broker",
 		"backfill", "compact", "bench", "keys", "deadletters", "replay", "migrate", "schema", "sim", "privacy"}
-	calls := [][]string{{"keys", "create", "--no-such-flag=1"}}
+	calls := [][]string{{"keys", "create", "--no-such-flag=1"},
+		// A bad value, refused before the keys are reached (here: through
+		// --url, where nothing listens).
+		{"keys", "list", "--url", "http://127.0.0.1:1", "--log-format", "nope"}}
 	for _, name := range names {
 		calls = append(calls, []string{name, "--no-such-flag=1"})
 	}

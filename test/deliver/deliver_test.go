@@ -31,62 +31,76 @@ func TestMain(m *testing.M) { testbin.Main(m, &binary) }
 
 // target is a webhook receiver: it counts each event id it was sent, and
 // answers 500 while failing is set.
+// idCounts counts how often each event id arrived; safe for concurrent use.
+type idCounts struct {
+	mu  sync.Mutex
+	got map[string]int
+}
+
+func (c *idCounts) add(ids ...string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.got == nil {
+		c.got = map[string]int{}
+	}
+	for _, id := range ids {
+		c.got[id]++
+	}
+}
+
+// absent returns the ids of ids that never arrived.
+func (c *idCounts) absent(ids []string) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for _, id := range ids {
+		if c.got[id] == 0 {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// missing counts the ids of ids that never arrived.
+func (c *idCounts) missing(ids []string) int { return len(c.absent(ids)) }
+
+// duplicates counts the arrivals beyond each id's first.
+func (c *idCounts) duplicates() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, k := range c.got {
+		n += k - 1
+	}
+	return n
+}
+
+// target is a webhook receiver that counts the event ids it is sent, or
+// answers 500 while failing is set.
 type target struct {
+	idCounts
 	srv     *httptest.Server
-	mu      sync.Mutex
-	got     map[string]int
 	posts   atomic.Int64
 	failing atomic.Bool
 }
 
 func newTarget(t *testing.T) *target {
-	tg := &target{got: map[string]int{}}
+	tg := &target{}
 	tg.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tg.posts.Add(1)
 		if tg.failing.Load() {
 			http.Error(w, "down for the test", http.StatusInternalServerError)
 			return
 		}
-		var body struct {
-			Records []struct {
-				EventID string `json:"event_id"`
-			} `json:"records"`
-		}
-		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+		ids, err := testbin.DeliveredIDs(r.Body)
+		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		tg.mu.Lock()
-		for _, rec := range body.Records {
-			tg.got[rec.EventID]++
-		}
-		tg.mu.Unlock()
+		tg.add(ids...)
 	}))
 	t.Cleanup(tg.srv.Close)
 	return tg
-}
-
-// missing counts the ids the target has not received.
-func (tg *target) missing(ids []string) int {
-	tg.mu.Lock()
-	defer tg.mu.Unlock()
-	n := 0
-	for _, id := range ids {
-		if tg.got[id] == 0 {
-			n++
-		}
-	}
-	return n
-}
-
-func (tg *target) duplicates() int {
-	tg.mu.Lock()
-	defer tg.mu.Unlock()
-	n := 0
-	for _, k := range tg.got {
-		n += k - 1
-	}
-	return n
 }
 
 func call(t *testing.T, method, url string, in, out any) int {

@@ -48,16 +48,11 @@ func BenchmarkDownstreamLatency(b *testing.B) {
 	accepted, atSSE, atServe, atHook := map[string]time.Time{}, map[string]time.Time{}, map[string]time.Time{}, map[string]time.Time{}
 	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		now := time.Now()
-		var body struct {
-			Records []struct {
-				EventID string `json:"event_id"`
-			} `json:"records"`
-		}
-		json.NewDecoder(r.Body).Decode(&body)
+		ids, _ := testbin.DeliveredIDs(r.Body)
 		mu.Lock()
-		for _, rec := range body.Records {
-			if _, ok := atHook[rec.EventID]; !ok {
-				atHook[rec.EventID] = now
+		for _, id := range ids {
+			if _, ok := atHook[id]; !ok {
+				atHook[id] = now
 			}
 		}
 		mu.Unlock()

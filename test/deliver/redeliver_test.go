@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	json "github.com/goccy/go-json"
-
 	"github.com/skyjoin/skyjoin/test/testbin"
 )
 
@@ -19,26 +17,22 @@ import (
 // its client goes away first (it was killed). got counts the event ids of
 // the requests answered 200.
 type holdTarget struct {
-	srv     *httptest.Server
-	release chan struct{}
+	idCounts // of the requests answered 200
+	srv      *httptest.Server
+	release  chan struct{}
 
 	mu        sync.Mutex
 	held      int             // requests waiting now
 	abandoned map[string]bool // ids of held requests whose client went away
-	got       map[string]int
 }
 
 func newHoldTarget(t *testing.T) *holdTarget {
-	tg := &holdTarget{release: make(chan struct{}), abandoned: map[string]bool{}, got: map[string]int{}}
+	tg := &holdTarget{release: make(chan struct{}), abandoned: map[string]bool{}}
 	tg.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var body struct {
-			Records []struct {
-				EventID string `json:"event_id"`
-			} `json:"records"`
-		}
 		// The whole body is read first: the server then notices a client
 		// that goes away, and cancels r.Context().
-		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+		ids, err := testbin.DeliveredIDs(r.Body)
+		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
@@ -50,18 +44,16 @@ func newHoldTarget(t *testing.T) *holdTarget {
 		case <-r.Context().Done():
 			tg.mu.Lock()
 			tg.held--
-			for _, rec := range body.Records {
-				tg.abandoned[rec.EventID] = true
+			for _, id := range ids {
+				tg.abandoned[id] = true
 			}
 			tg.mu.Unlock()
 			return
 		}
 		tg.mu.Lock()
 		tg.held--
-		for _, rec := range body.Records {
-			tg.got[rec.EventID]++
-		}
 		tg.mu.Unlock()
+		tg.add(ids...)
 	}))
 	// Let held requests go before the server closes (Close waits for them).
 	t.Cleanup(func() {
@@ -91,18 +83,6 @@ func (tg *holdTarget) abandonedIDs() []string {
 	}
 	slices.Sort(ids)
 	return ids
-}
-
-func (tg *holdTarget) missing(ids []string) []string {
-	tg.mu.Lock()
-	defer tg.mu.Unlock()
-	var out []string
-	for _, id := range ids {
-		if tg.got[id] == 0 {
-			out = append(out, id)
-		}
-	}
-	return out
 }
 
 // TestKilledDeliverRecordsComeBack: records a deliver instance has fetched
@@ -149,10 +129,10 @@ func TestKilledDeliverRecordsComeBack(t *testing.T) {
 	t.Logf("a was killed holding a POST of %d records", len(held))
 
 	close(tg.release)
-	for deadline := time.Now().Add(2 * time.Minute); len(tg.missing(ids)) > 0; time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(2 * time.Minute); tg.missing(ids) > 0; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("2 min after the target let requests go: %d of the %d records a held in its POST, %d of all %d, have not arrived",
-				len(tg.missing(held)), len(held), len(tg.missing(ids)), events)
+				tg.missing(held), len(held), tg.missing(ids), events)
 		}
 	}
 	if n := delivered(t, baseB, hook); n < events {

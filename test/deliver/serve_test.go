@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,10 +16,8 @@ import (
 
 // sseClient reads GET /v1/stream of one serve instance and counts the
 // event ids of its records.
-type sseClient struct {
-	mu  sync.Mutex
-	got map[string]int
-}
+// sseClient counts the event ids of the records a live stream sends.
+type sseClient struct{ idCounts }
 
 // openStream connects to base/v1/stream; once it returns, the stream is
 // subscribed (the server subscribes before it answers 200). It reads until
@@ -39,7 +36,7 @@ func openStream(t *testing.T, base string) *sseClient {
 		cancel()
 		t.Fatalf("GET %s/v1/stream: %d", base, resp.StatusCode)
 	}
-	c := &sseClient{got: map[string]int{}}
+	c := &sseClient{}
 	done := make(chan struct{})
 	t.Cleanup(func() { cancel(); resp.Body.Close(); <-done })
 	go func() {
@@ -68,34 +65,10 @@ func openStream(t *testing.T, base string) *sseClient {
 				t.Errorf("%s/v1/stream: a record without an event id: %v: %s", base, err, data)
 				continue
 			}
-			c.mu.Lock()
-			c.got[rec.EventID]++
-			c.mu.Unlock()
+			c.add(rec.EventID)
 		}
 	}()
 	return c
-}
-
-func (c *sseClient) missing(ids []string) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	n := 0
-	for _, id := range ids {
-		if c.got[id] == 0 {
-			n++
-		}
-	}
-	return n
-}
-
-func (c *sseClient) duplicated() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	n := 0
-	for _, k := range c.got {
-		n += k - 1
-	}
-	return n
 }
 
 // TestTwoServeInstancesStream: two `skyjoin serve` processes, each with
@@ -132,7 +105,7 @@ func TestTwoServeInstancesStream(t *testing.T) {
 			t.Fatalf("1 min after every record was stored, the first stream lacks %d of %d, the second %d", a.missing(ids), events, b.missing(ids))
 		}
 	}
-	if da, db := a.duplicated(), b.duplicated(); da != 0 || db != 0 {
+	if da, db := a.duplicates(), b.duplicates(); da != 0 || db != 0 {
 		t.Errorf("records sent more than once: %d by the first instance, %d by the second", da, db)
 	}
 }

@@ -152,22 +152,18 @@ type hookTarget struct {
 func newHookTarget(t *testing.T) *hookTarget {
 	h := &hookTarget{ids: map[string]bool{}}
 	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var body struct {
-			Records []struct {
-				EventID string `json:"event_id"`
-			} `json:"records"`
-		}
-		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+		ids, err := testbin.DeliveredIDs(r.Body)
+		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
 		h.posts.Add(1)
 		h.mu.Lock()
-		for _, rec := range body.Records {
-			if h.ids[rec.EventID] {
+		for _, id := range ids {
+			if h.ids[id] {
 				h.again.Add(1)
 			}
-			h.ids[rec.EventID] = true
+			h.ids[id] = true
 		}
 		h.mu.Unlock()
 	}))

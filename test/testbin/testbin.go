@@ -399,3 +399,21 @@ func Counters(t testing.TB, admin string) PipelineCounters {
 	GetJSON(t, http.DefaultClient, admin+"/debug/pipeline", &c)
 	return c
 }
+
+// DeliveredIDs reads the body of a webhook delivery (docs/webhooks.md) and
+// returns the event ids of its records, in order.
+func DeliveredIDs(r io.Reader) ([]string, error) {
+	var body struct {
+		Records []struct {
+			EventID string `json:"event_id"`
+		} `json:"records"`
+	}
+	if err := json.NewDecoder(r).Decode(&body); err != nil {
+		return nil, err
+	}
+	ids := make([]string, len(body.Records))
+	for i, rec := range body.Records {
+		ids[i] = rec.EventID
+	}
+	return ids, nil
+}
