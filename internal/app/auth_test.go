@@ -495,3 +495,54 @@ func TestMain(m *testing.M) {
 	os.Unsetenv("K_SERVICE")
 	os.Exit(m.Run())
 }
+
+// TestDeadLetterCommandsSendAKey: with auth on, `skyjoin deadletters` and
+// `skyjoin replay` send the API key of --key or SKYJOIN_KEY; without one the
+// answer's 401 is the command's error.
+func TestDeadLetterCommandsSendAKey(t *testing.T) {
+	dir := t.TempDir()
+	admin := keysCmd(t, "create", "--scope", "admin", "--data-dir", dir)
+	ingest := keysCmd(t, "create", "--scope", "ingest", "--data-dir", dir)
+	base, stop := startInProcess(t, upHooks{}, "--data-dir", dir, "--auth=on")
+	defer stop()
+	// A Segment message that cannot be mapped (a track without its event
+	// name) becomes a dead letter.
+	if status, _, body := callBody(t, http.MethodPost, base+"/v1/track", `{"userId":"u","event":""}`, cred{bearer: ingest.Token}); status != http.StatusOK {
+		t.Fatalf("track: %d %s", status, body)
+	}
+	run := func(args ...string) (string, error) {
+		var out, errOut bytes.Buffer
+		err := Main(context.Background(), args, &out, &errOut)
+		return out.String() + errOut.String(), err
+	}
+	if out, err := run("deadletters", "--api", base); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Errorf("deadletters without a key: %v\n%s", err, out)
+	}
+	t.Setenv("SKYJOIN_KEY", admin.Token)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		out, err := run("deadletters", "--api", base)
+		if err != nil {
+			t.Fatalf("deadletters with SKYJOIN_KEY: %v\n%s", err, out)
+		}
+		if strings.Contains(out, "1 dead letters") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("deadletters: no dead letter listed:\n%s", out)
+		}
+	}
+	// The message could not be mapped: kept as sent, it cannot replay.
+	if out, err := run("replay", "--api", base, "--all"); err != nil || !strings.Contains(out, "replayed 0 ") || !strings.Contains(out, "kept 1 that cannot be replayed") {
+		t.Errorf("replay with SKYJOIN_KEY: %v\n%s", err, out)
+	}
+	t.Setenv("SKYJOIN_KEY", "")
+	if out, err := run("replay", "--api", base, "--all", "--key", "env://NO_SUCH_VARIABLE_FOR_THE_TEST"); err == nil {
+		t.Errorf("replay with a key reference to nothing: no error\n%s", out)
+	}
+	if out, err := run("replay", "--api", base, "--all", "--key", ingest.Token); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Errorf("replay with an ingest key: %v\n%s", err, out)
+	}
+	if out, err := run("deadletters", "--api", "http://192.0.2.1:8080", "--key", admin.Token); err == nil || ExitCode(err) != 2 {
+		t.Errorf("a key over plain http beyond loopback: %v\n%s", err, out)
+	}
+}

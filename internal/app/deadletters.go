@@ -3,6 +3,7 @@ package app
 import (
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,16 +16,46 @@ import (
 
 	"github.com/skyjoin/skyjoin/internal/deadletter"
 	"github.com/skyjoin/skyjoin/internal/platform"
+	"github.com/skyjoin/skyjoin/internal/platform/secret"
 )
 
 // The dead-letter commands talk to the admin API of a running skyjoin (the
 // process that owns the broker), so they work the same against `skyjoin up`
 // and against a separate `skyjoin broker` + stages.
 
+// apiFlags are the flags of a command that calls a running skyjoin's API:
+// its URL and, where auth is on, an API key.
+type apiFlags struct {
+	base string
+	key  secret.Value
+}
+
+func (a *apiFlags) register(fs interface {
+	StringVar(p *string, name, value, usage string)
+	Var(v flag.Value, name, usage string)
+}, scope string) {
+	fs.StringVar(&a.base, "api", "http://127.0.0.1:8080", "base URL of the running skyjoin API")
+	fs.Var(&a.key, "key", "where auth is on: an API key of scope "+scope+", as a `SECRET`: env://VAR, sm://..., or the key itself (prefer SKYJOIN_KEY; a flag shows in ps)")
+}
+
+// caller resolves the key and checks that it goes over https or to
+// loopback only.
+func (a *apiFlags) caller(ctx context.Context) (apiCaller, error) {
+	if err := resolveSecrets(ctx, a.key); err != nil {
+		return apiCaller{}, err
+	}
+	base := strings.TrimRight(a.base, "/")
+	if err := keyTarget("--api", base, a.key.Reveal()); err != nil {
+		return apiCaller{}, err
+	}
+	return apiCaller{base: base, key: a.key.Reveal()}, nil
+}
+
 func runDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("deadletters", stderr)
-	api := fs.String("api", "http://127.0.0.1:8080", "base URL of the running skyjoin API")
-	stage := fs.String("stage", "", "only dead letters of this stage (decode, validate, store, enrich)")
+	var api apiFlags
+	api.register(fs, "read")
+	stage := fs.String("stage", "", "only dead letters of this stage (decode, validate, store, enrich, segment)")
 	reason := fs.String("reason", "", "only dead letters whose reason contains this text")
 	since := fs.String("since", "", "only dead letters that failed at or after this RFC 3339 time")
 	limit := fs.Int("limit", 100, "at most this many")
@@ -39,8 +70,12 @@ func runDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer
 		}
 	}
 	q.Set("limit", fmt.Sprint(*limit))
+	c, err := api.caller(ctx)
+	if err != nil {
+		return err
+	}
 	var lr deadletter.ListResponse
-	if err := callAPI(ctx, "GET", strings.TrimRight(*api, "/")+"/v1/deadletters?"+q.Encode(), nil, &lr); err != nil {
+	if err := c.call(ctx, "GET", "/v1/deadletters?"+q.Encode(), nil, &lr); err != nil {
 		return err
 	}
 	if *asJSON {
@@ -73,7 +108,8 @@ func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 
 func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("replay", stderr)
-	api := fs.String("api", "http://127.0.0.1:8080", "base URL of the running skyjoin API")
+	var api apiFlags
+	api.register(fs, "admin")
 	var ids stringList
 	fs.Var(&ids, "id", "replay this dead letter (repeatable)")
 	stage := fs.String("stage", "", "replay the dead letters of this stage")
@@ -87,24 +123,38 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if !*all && len(ids) == 0 && *stage == "" && *reason == "" && *since == "" {
 		return fmt.Errorf("%w: say what to replay: --id, --stage, --reason, --since, or --all", errUsage)
 	}
+	c, err := api.caller(ctx)
+	if err != nil {
+		return err
+	}
 	body, _ := json.Marshal(req)
 	var rr deadletter.ReplayResponse
-	if err := callAPI(ctx, "POST", strings.TrimRight(*api, "/")+"/v1/deadletters/replay", body, &rr); err != nil {
+	if err := c.call(ctx, "POST", "/v1/deadletters/replay", body, &rr); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "replayed %d dead letters\n", rr.Replayed)
+	if rr.Kept > 0 {
+		fmt.Fprintf(stdout, "kept %d that cannot be replayed (Segment messages that could not be mapped: fix the sender and resend them; discard them with DELETE /v1/deadletters/ID)\n", rr.Kept)
+	}
 	return nil
 }
 
-// callAPI calls the skyjoin API and decodes a 2xx answer into out; an error
-// answer becomes an error carrying its message.
-func callAPI(ctx context.Context, method, u string, body []byte, out any) error {
+// apiCaller calls a running skyjoin's API, with an API key if it has one.
+type apiCaller struct{ base, key string }
+
+// call calls path and decodes a 2xx answer into out; an error answer
+// becomes an error carrying its message.
+func (c apiCaller) call(ctx context.Context, method, path string, body []byte, out any) error {
+	u := c.base + path
 	req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.key != "" {
+		req.Header.Set("Authorization", "Bearer "+c.key)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -308,13 +308,22 @@ type httpKeys struct {
 	hc        *http.Client
 }
 
-func newHTTPKeys(base, key string) (*httpKeys, error) {
+// keyTarget checks the URL a command sends key to (flag names it): an
+// http(s) URL, and an API key over https only, or to loopback.
+func keyTarget(flag, base, key string) error {
 	u, err := url.Parse(base)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("%w: --url: want http(s)://HOST:PORT, got %q", errUsage, base)
+		return fmt.Errorf("%w: %s: want http(s)://HOST:PORT, got %q", errUsage, flag, base)
 	}
 	if key != "" && u.Scheme == "http" && !auth.IsLoopback(u.Host) {
-		return nil, fmt.Errorf("%w: --url %s: an API key is sent over https only, or to loopback", errUsage, base)
+		return fmt.Errorf("%w: %s %s: an API key is sent over https only, or to loopback", errUsage, flag, base)
+	}
+	return nil
+}
+
+func newHTTPKeys(base, key string) (*httpKeys, error) {
+	if err := keyTarget("--url", base, key); err != nil {
+		return nil, err
 	}
 	return &httpKeys{base: strings.TrimRight(base, "/"), key: key, hc: &http.Client{Timeout: 30 * time.Second}}, nil
 }

@@ -151,7 +151,8 @@ func (a *Authenticator) RequireWriteKey(scope string, maxBody int64, h http.Hand
 // noWriteKey answers 401 to a request of a writeKey route that carries no
 // credential, saying where the trackers put one.
 func noWriteKey(w http.ResponseWriter) {
-	w.Header().Set("WWW-Authenticate", `Basic realm="skyjoin"`)
+	w.Header().Set("WWW-Authenticate", `Bearer realm="skyjoin"`)
+	w.Header().Add("WWW-Authenticate", `Basic realm="skyjoin"`)
 	platform.WriteError(w, http.StatusUnauthorized,
 		"this route needs a writeKey (an API key of scope ingest): as the Basic auth username with an empty password, as the body's writeKey, or as Authorization: Bearer", nil)
 }

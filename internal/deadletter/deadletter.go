@@ -40,9 +40,10 @@ type Entry struct {
 	Index        int               `json:"index"`      // the event's index within it; -1 for the whole message
 	Subscription string            `json:"subscription,omitempty"`
 	ContentType  string            `json:"content_type"`
-	Data         json.RawMessage   `json:"data,omitempty"` // the event (or message) as JSON, when it is JSON
-	Text         string            `json:"text,omitempty"` // the payload as text, when it is not JSON
-	Attributes   map[string]string `json:"attributes"`     // all attributes of the dead letter
+	NoReplay     string            `json:"no_replay,omitempty"` // why it cannot be replayed; absent if it can
+	Data         json.RawMessage   `json:"data,omitempty"`      // the event (or message) as JSON, when it is JSON
+	Text         string            `json:"text,omitempty"`      // the payload as text, when it is not JSON
+	Attributes   map[string]string `json:"attributes"`          // all attributes of the dead letter
 }
 
 func entryOf(m *broker.Message) Entry {
@@ -57,6 +58,7 @@ func entryOf(m *broker.Message) Entry {
 		Index:        d.Index,
 		Subscription: d.Subscription,
 		ContentType:  d.ContentType,
+		NoReplay:     d.NoReplay,
 		Attributes:   m.Attributes,
 	}
 	if json.Valid(m.Data) {
@@ -119,30 +121,35 @@ func List(ctx context.Context, b broker.Browser, f Filter) ([]Entry, error) {
 
 // Replay publishes the matching dead letters to the events topic again, one
 // message each, and deletes each from the dead-letter topic once its publish
-// succeeded. It returns how many were replayed. A replayed event that fails
-// again is dead-lettered again by the worker, with a new reason.
-func Replay(ctx context.Context, b Broker, f Filter) (int, error) {
+// succeeded. It returns how many were replayed, and how many that matched
+// cannot be: those marked so (envelope.AttrNoReplay) stay, untouched. A
+// replayed event that fails again is dead-lettered again by the worker,
+// with a new reason.
+func Replay(ctx context.Context, b Broker, f Filter) (replayed, kept int, err error) {
 	var batch []*broker.Message
-	err := b.Browse(ctx, broker.TopicDeadLetter, func(m *broker.Message) bool {
-		if f.match(entryOf(m)) {
-			batch = append(batch, m)
+	err = b.Browse(ctx, broker.TopicDeadLetter, func(m *broker.Message) bool {
+		if e := entryOf(m); f.match(e) {
+			if e.NoReplay != "" {
+				kept++
+			} else {
+				batch = append(batch, m)
+			}
 		}
-		return f.Limit == 0 || len(batch) < f.Limit
+		return f.Limit == 0 || len(batch)+kept < f.Limit
 	})
 	if err != nil {
-		return 0, fmt.Errorf("replay dead letters: %w", err)
+		return 0, kept, fmt.Errorf("replay dead letters: %w", err)
 	}
-	n := 0
 	for _, m := range batch {
 		if err := b.Publish(ctx, broker.TopicEvents, envelope.Replay(m)); err != nil {
-			return n, fmt.Errorf("replay dead letter %s: %w", m.ID, err)
+			return replayed, kept, fmt.Errorf("replay dead letter %s: %w", m.ID, err)
 		}
 		if err := b.Delete(ctx, broker.TopicDeadLetter, m.ID); err != nil {
-			return n, fmt.Errorf("replay dead letter %s: published, but not deleted (it may be replayed twice; the store keeps one copy): %w", m.ID, err)
+			return replayed, kept, fmt.Errorf("replay dead letter %s: published, but not deleted (it may be replayed twice; the store keeps one copy): %w", m.ID, err)
 		}
-		n++
+		replayed++
 	}
-	return n, nil
+	return replayed, kept, nil
 }
 
 // Handler serves the dead-letter admin API:
@@ -181,9 +188,12 @@ type ReplayRequest struct {
 	Limit  int      `json:"limit,omitempty"`
 }
 
-// ReplayResponse is the answer of a replay.
+// ReplayResponse is the answer of a replay: how many dead letters were
+// replayed, and how many of those selected cannot be and were kept (a
+// Segment message that could not be mapped: fix the sender and resend it).
 type ReplayResponse struct {
 	Replayed int `json:"replayed"`
+	Kept     int `json:"not_replayable,omitempty"`
 }
 
 func parseSince(s string) (time.Time, error) {
@@ -247,13 +257,13 @@ func (h *Handler) replay(w http.ResponseWriter, r *http.Request) {
 		platform.WriteError(w, http.StatusBadRequest, err.Error(), nil)
 		return
 	}
-	n, err := Replay(r.Context(), h.b, Filter{IDs: req.IDs, Stage: req.Stage, ReasonContains: req.Reason, Since: since, Limit: req.Limit})
+	n, kept, err := Replay(r.Context(), h.b, Filter{IDs: req.IDs, Stage: req.Stage, ReasonContains: req.Reason, Since: since, Limit: req.Limit})
 	if err != nil {
 		h.log.Error("deadletters: replay", "error", err.Error(), "replayed", n)
-		platform.WriteError(w, http.StatusServiceUnavailable, fmt.Sprintf("replay stopped after %d: %v", n, err), ReplayResponse{Replayed: n})
+		platform.WriteError(w, http.StatusServiceUnavailable, fmt.Sprintf("replay stopped after %d: %v", n, err), ReplayResponse{Replayed: n, Kept: kept})
 		return
 	}
-	platform.WriteJSON(w, http.StatusOK, ReplayResponse{Replayed: n})
+	platform.WriteJSON(w, http.StatusOK, ReplayResponse{Replayed: n, Kept: kept})
 }
 
 func (h *Handler) delete(w http.ResponseWriter, r *http.Request) {

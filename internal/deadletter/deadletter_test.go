@@ -93,7 +93,7 @@ func TestListAndReplay(t *testing.T) {
 
 	// Replay the validate ones: they go back to the events topic, without
 	// the dl_ attributes, and leave the dead-letter topic.
-	n, err := Replay(ctx, b, Filter{Stage: "validate"})
+	n, _, err := Replay(ctx, b, Filter{Stage: "validate"})
 	if err != nil || n != 3 {
 		t.Fatalf("Replay: %d, %v", n, err)
 	}
@@ -117,6 +117,38 @@ func TestListAndReplay(t *testing.T) {
 	left, _ := List(ctx, b, Filter{})
 	if len(left) != 4 {
 		t.Errorf("%d dead letters left, want 4", len(left))
+	}
+}
+
+// TestReplayKeepsWhatCannotReplay: a dead letter marked not replayable (a
+// Segment message that could not be mapped, kept as sent) is counted and
+// kept by a replay that selects it; the others of the selection replay.
+func TestReplayKeepsWhatCannotReplay(t *testing.T) {
+	ctx := context.Background()
+	b := openBroker(t)
+	sub, err := b.Subscribe(ctx, broker.TopicEvents, "enrich", broker.SubscribeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	asSent := deadLetter(1, "segment", "event: is required")
+	asSent.Data = []byte(`{"type":"track","userId":"u"}`)
+	asSent.Attributes[envelope.AttrNoReplay] = "a Segment message that could not be mapped"
+	if err := b.Publish(ctx, broker.TopicDeadLetter, asSent, deadLetter(2, "segment", "location.latitude: must be between -90 and 90")); err != nil {
+		t.Fatal(err)
+	}
+	all, err := List(ctx, b, Filter{})
+	if err != nil || len(all) != 2 || all[0].NoReplay == "" || all[1].NoReplay != "" {
+		t.Fatalf("List: %+v, %v", all, err)
+	}
+	n, kept, err := Replay(ctx, b, Filter{Stage: "segment"})
+	if err != nil || n != 1 || kept != 1 {
+		t.Fatalf("Replay: replayed %d, kept %d, %v; want 1 and 1", n, kept, err)
+	}
+	if got, err := sub.Fetch(ctx, 10, 2*time.Second); err != nil || len(got) != 1 || !strings.Contains(string(got[0].Data), "dl-2") {
+		t.Errorf("events topic: %d messages, %v; want the mapped event only", len(got), err)
+	}
+	if left, _ := List(ctx, b, Filter{}); len(left) != 1 || left[0].ID != all[0].ID {
+		t.Errorf("left: %+v, want the one that cannot replay", left)
 	}
 }
 

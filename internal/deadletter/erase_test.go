@@ -67,7 +67,7 @@ func TestEraseUser(t *testing.T) {
 	if rw.Stage != "validate" || rw.Reason != "bad" || rw.Attempts != 3 || rw.Index != -1 || rw.ContentType != event.ContentTypeNDJSON {
 		t.Errorf("rewritten dead letter %+v", rw)
 	}
-	if _, err := Replay(ctx, b, Filter{IDs: []string{rw.ID}}); err != nil {
+	if _, _, err := Replay(ctx, b, Filter{IDs: []string{rw.ID}}); err != nil {
 		t.Fatal(err)
 	}
 	// Erasing again finds nothing.

@@ -89,6 +89,10 @@ const (
 	AttrOriginalIndex = "dl_index"
 	AttrFailedAt      = "dl_failed_at"
 	AttrSubscription  = "dl_subscription"
+	// AttrNoReplay, when set, says why the dead letter cannot be replayed:
+	// its data is not an event the pipeline reads (a Segment message that
+	// could not be mapped, kept as sent for inspection).
+	AttrNoReplay = "dl_no_replay"
 )
 
 // Values of AttrSource.
@@ -267,6 +271,7 @@ type DeadLetter struct {
 	Index        int       // the event's index in the original; -1 for the whole message
 	Subscription string    // the subscription that gave up
 	ContentType  string    // of Data
+	NoReplay     string    // why it cannot be replayed; "" if it can
 	Data         []byte    // the event or message as sent (m.Data, not copied)
 }
 
@@ -283,6 +288,7 @@ func ParseDeadLetter(m *broker.Message) DeadLetter {
 		Index:        -1,
 		Subscription: a[AttrSubscription],
 		ContentType:  a[AttrContentType],
+		NoReplay:     a[AttrNoReplay],
 		Data:         m.Data,
 	}
 	d.Attempts, _ = strconv.Atoi(a[AttrAttempts])

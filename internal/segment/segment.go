@@ -131,13 +131,20 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, call string) {
 		return
 	}
 	var (
-		good    []event.Decoded
-		nd      []byte
-		dead    []*broker.Message
-		answer  = Answer{Success: true}
-		orig    = envelope.NewEvents(nil, event.ContentTypeJSON, len(msgs), now, envelope.SourceIngest)
-		problem = func(i int, data []byte, reason string) {
-			dead = append(dead, envelope.NewDeadLetter(orig, i, data, Stage, reason, "", now))
+		good   []event.Decoded
+		nd     []byte
+		dead   []*broker.Message
+		answer = Answer{Success: true}
+		orig   = envelope.NewEvents(nil, event.ContentTypeJSON, len(msgs), now, envelope.SourceIngest)
+		// problem dead-letters message i: data is the mapped event, which
+		// replays once the cause is fixed, or, when asSent, the message as
+		// sent, which cannot be replayed (the pipeline reads events).
+		problem = func(i int, data []byte, reason string, asSent bool) {
+			m := envelope.NewDeadLetter(orig, i, data, Stage, reason, "", now)
+			if asSent {
+				m.Attributes[envelope.AttrNoReplay] = "a Segment message that could not be mapped, kept as sent: fix the sender and resend it"
+			}
+			dead = append(dead, m)
 			answer.DeadLettered++
 			if len(answer.Errors) < maxProblems {
 				answer.Errors = append(answer.Errors, Problem{Index: i, Reason: reason})
@@ -147,17 +154,17 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, call string) {
 	for i, raw := range msgs {
 		e, err := Map(raw, call, batch, now)
 		if err != nil {
-			problem(i, withoutWriteKey(raw), err.Error())
+			problem(i, withoutWriteKey(raw), err.Error(), true)
 			continue
 		}
 		native, err := event.Marshal(&e)
 		if err != nil {
-			problem(i, withoutWriteKey(raw), "encode the event: "+err.Error())
+			problem(i, withoutWriteKey(raw), "encode the event: "+err.Error(), true)
 			continue
 		}
 		if errs := h.ing.Validate(&e, i, now); len(errs) > 0 {
 			// The mapped event, which replays once corrected.
-			problem(i, native, event.JoinErrors(errs))
+			problem(i, native, event.JoinErrors(errs), false)
 			continue
 		}
 		good = append(good, event.Decoded{Event: e, Raw: native})

@@ -181,6 +181,11 @@ func TestBatch(t *testing.T) {
 					t.Errorf("dead letter %+v", d)
 				}
 				reasons += d.Reason + "|"
+				// A message that could not be mapped is kept as sent and
+				// cannot replay; a mapped event that failed validation can.
+				if unmapped := strings.Contains(d.Reason, "event: is required"); unmapped != (d.NoReplay != "") {
+					t.Errorf("dead letter %q: no_replay %q", d.Reason, d.NoReplay)
+				}
 			}
 			if !strings.Contains(reasons, "event: is required") || !strings.Contains(reasons, "location.latitude") {
 				t.Errorf("reasons %s", reasons)
