@@ -546,3 +546,45 @@ func TestDeadLetterCommandsSendAKey(t *testing.T) {
 		t.Errorf("a key over plain http beyond loopback: %v\n%s", err, out)
 	}
 }
+
+// TestOpenLoopbackAnswersLoopbackHostsOnly: without auth, on loopback, the
+// API and the admin listener refuse a request addressed to another host
+// (a page of another site whose name resolves to 127.0.0.1: DNS
+// rebinding); with auth on, the credential decides.
+func TestOpenLoopbackAnswersLoopbackHostsOnly(t *testing.T) {
+	get := func(u, host string) int {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, u, nil)
+		req.Host = host
+		req.Header.Set("Origin", "http://"+host)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	base, stop := startInProcess(t, upHooks{})
+	defer stop()
+	admin := adminURL(t, base)
+	port := base[strings.LastIndex(base, ":")+1:]
+	for _, u := range []string{base + "/v1/events?limit=1", admin + "/debug/pipeline"} {
+		if code := get(u, "rebound.example:"+port); code != http.StatusForbidden {
+			t.Errorf("GET %s with Host rebound.example: %d, want 403", u, code)
+		}
+		for _, host := range []string{"127.0.0.1:" + port, "localhost:" + port, "[::1]:" + port, "localhost"} {
+			if code := get(u, host); code != http.StatusOK {
+				t.Errorf("GET %s with Host %s: %d, want 200", u, host, code)
+			}
+		}
+	}
+
+	// With auth on, another Host is the credential's business: 401 without one.
+	dir := t.TempDir()
+	keysCmd(t, "create", "--scope", "admin", "--data-dir", dir)
+	base, stopAuth := startInProcess(t, upHooks{}, "--data-dir", dir, "--auth=on")
+	defer stopAuth()
+	if code := get(base+"/v1/events?limit=1", "rebound.example"); code != http.StatusUnauthorized {
+		t.Errorf("auth on, Host rebound.example, no key: %d, want 401", code)
+	}
+}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/skyjoin/skyjoin/internal/api"
 	"github.com/skyjoin/skyjoin/internal/audit"
+	"github.com/skyjoin/skyjoin/internal/auth"
 	"github.com/skyjoin/skyjoin/internal/broker/pubsub"
 	"github.com/skyjoin/skyjoin/internal/platform"
 	"github.com/skyjoin/skyjoin/internal/platform/secret"
@@ -366,7 +367,16 @@ func runProcess(ctx context.Context, cfg *config, stages []*stage, stdout io.Wri
 	if err := rec.check(p.stages); err != nil {
 		return fmt.Errorf("routes: %w", err)
 	}
-	hs, err := cfg.HTTP.Listen(cfg.Addr, guardHTTP(cfg.HTTP, mux, audit.Middleware(p.log, p.auditOptions(), serve.JSONErrors(mux))), p.log)
+	// Without auth (loopback only, unless --insecure-no-auth), the
+	// listeners answer only requests addressed to loopback: a page of
+	// another site must not reach the open API by DNS rebinding.
+	openOnLoopback := func(addr string, h http.Handler) http.Handler {
+		if !p.authn.On && auth.IsLoopback(addr) {
+			return platform.LoopbackHostOnly(h)
+		}
+		return h
+	}
+	hs, err := cfg.HTTP.Listen(cfg.Addr, openOnLoopback(cfg.Addr, guardHTTP(cfg.HTTP, mux, audit.Middleware(p.log, p.auditOptions(), serve.JSONErrors(mux)))), p.log)
 	if err != nil {
 		return err
 	}
@@ -375,7 +385,7 @@ func runProcess(ctx context.Context, cfg *config, stages []*stage, stdout io.Wri
 	// routes take the admin scope, and are audited as the public ones are.
 	var admin *platform.Server
 	if cfg.AdminAddr != "off" {
-		if admin, err = platform.Listen(cfg.AdminAddr, audit.Middleware(p.log, p.auditOptions(), serve.JSONErrors(rec.admin)), p.log); err != nil {
+		if admin, err = platform.Listen(cfg.AdminAddr, openOnLoopback(cfg.AdminAddr, audit.Middleware(p.log, p.auditOptions(), serve.JSONErrors(rec.admin))), p.log); err != nil {
 			hs.Shutdown(context.Background())
 			return fmt.Errorf("admin listener: %w", err)
 		}

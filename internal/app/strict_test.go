@@ -172,7 +172,7 @@ func TestStrictInput(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer conn.Close()
-			fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", path, len(good), good[:len(good)/2])
+			fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", path, len(good), good[:len(good)/2])
 			conn.SetReadDeadline(time.Now().Add(10 * time.Second)) // bounded; the server answers after --http-read-timeout
 			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 			if err != nil {

@@ -2,6 +2,7 @@ package platform
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -142,3 +143,34 @@ func parseOrigins(v string) ([]string, error) {
 	}
 	return out, nil
 }
+
+// LoopbackHostOnly wraps h, the handler of a listener on loopback that
+// runs without authentication, so that it answers only requests addressed
+// to a loopback host (127.0.0.1, [::1], localhost): a page of another site
+// whose name resolves to 127.0.0.1 (DNS rebinding) sends its own name as
+// Host, and is refused with 403 rather than served everything an open
+// loopback API serves. Browsers let a page set neither Host nor Origin.
+func LoopbackHostOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !loopbackHost(r.Host) {
+			WriteError(w, http.StatusForbidden, fmt.Sprintf("host %s: this API runs without authentication on loopback and answers only requests to 127.0.0.1, [::1] or localhost", strconv.Quote(r.Host)), nil)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// loopbackHost reports whether a Host header names a loopback address or
+// localhost, with or without a port.
+func loopbackHost(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host = strings.TrimSuffix(strings.TrimPrefix(hostport, "["), "]")
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
