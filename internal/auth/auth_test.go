@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -10,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -559,5 +561,40 @@ func TestWriteKey(t *testing.T) {
 	<-a.bodyReads
 	if w := post(batch(ingestKey), ""); w.Code != http.StatusOK {
 		t.Errorf("with a slot free again: %d %s, want 200", w.Code, w.Body)
+	}
+}
+
+// TestBodyKeyReadDeadline: a body read to find its writeKey that stalls is
+// answered 408 once bodyKeyReadTimeout passes, not held for the server's
+// whole read timeout, and its slot is free again.
+func TestBodyKeyReadDeadline(t *testing.T) {
+	defer func(d time.Duration) { bodyKeyReadTimeout = d }(bodyKeyReadTimeout)
+	bodyKeyReadTimeout = 200 * time.Millisecond
+	a := &Authenticator{On: true}
+	srv := httptest.NewServer(a.RequireWriteKey(api.ScopeIngest, 1<<20, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+		t.Error("the route was reached")
+	})))
+	defer srv.Close()
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// Half a body, then nothing: the test's own read waits at most a minute.
+	io.WriteString(conn, "POST /v1/batch HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\n{\"writeKey\":")
+	conn.SetReadDeadline(time.Now().Add(time.Minute))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer to a stalled body: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestTimeout {
+		t.Errorf("a stalled body: %d, want 408", resp.StatusCode)
+	}
+	// The slot is given back once the handler returns, just after the answer.
+	for deadline := time.Now().Add(5 * time.Second); len(a.bodyReads) != 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d slots still taken", len(a.bodyReads))
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/goccy/go-json/jsontext"
 	jsonv2 "github.com/goccy/go-json/v2"
@@ -44,6 +45,11 @@ const (
 	// past it a request gets 503 with Retry-After, which trackers retry.
 	BodyKeyReads = 32
 )
+
+// bodyKeyReadTimeout bounds the read of such a body (408 past it), so that
+// a slow sender holds one of the BodyKeyReads slots for seconds, not for
+// the whole --http-read-timeout. A variable for the tests.
+var bodyKeyReadTimeout = 10 * time.Second
 
 // Require wraps h, a route that needs scope (the route table's): it answers
 // 401 to a request without a valid credential (WWW-Authenticate: Bearer),
@@ -90,7 +96,8 @@ func (a *Authenticator) Require(scope string, h http.Handler) http.Handler {
 // body as read here. The key is never logged, nor put in an answer. As
 // the sender is not known yet, such a body may be at most BodyKeyMaxBytes
 // (413 past it: the writeKey as Basic auth takes up to maxBody), and at
-// most BodyKeyReads are read or held at once (503 with Retry-After past it).
+// most BodyKeyReads are read or held at once (503 with Retry-After past it),
+// each within bodyKeyReadTimeout (408 past it).
 func (a *Authenticator) RequireWriteKey(scope string, maxBody int64, h http.Handler) http.Handler {
 	next := a.Require(scope, h)
 	a.bodyOnce.Do(func() { a.bodyReads = make(chan struct{}, BodyKeyReads) })
@@ -123,7 +130,12 @@ func (a *Authenticator) RequireWriteKey(scope string, maxBody int64, h http.Hand
 					"too many requests with the writeKey in the body are being read at once: retry, or send the writeKey as Basic auth", nil)
 				return
 			}
+			// Best effort: a writer without deadlines (a test's recorder)
+			// keeps the server's read timeout.
+			rc := http.NewResponseController(w)
+			rc.SetReadDeadline(time.Now().Add(bodyKeyReadTimeout))
 			body, berr := platform.ReadBody(w, r, min(maxBody, BodyKeyMaxBytes), true)
+			rc.SetReadDeadline(time.Time{})
 			if berr != nil {
 				berr.Write(w)
 				return
