@@ -425,6 +425,15 @@ func checkProperties(raw []byte, t *schemaTag) (field, msg string) {
 				}
 			}
 		}
+		if kind == '0' {
+			// A number beyond float64 is valid JSON, but no reader of the
+			// record (Go, JavaScript, BigQuery's JSON) takes it back. Only
+			// a number with an exponent, or of over 300 digits, can be; the
+			// others are not parsed (String does not allocate here).
+			if n := tok.String(); (len(n) > 300 || strings.ContainsAny(n, "eE")) && !finite(tok) {
+				return propertiesAt(d.StackPointer()), "is a number out of range: numbers in properties must fit a 64-bit float (at most about 1.8e308 in size)"
+			}
+		}
 		if isName {
 			if l := utf8.RuneCountInString(tok.String()); l == 0 || l > t.keyMaxLength {
 				return propertiesAt(d.StackPointer()), fmt.Sprintf("names in properties must be 1 to %d characters, got %d", t.keyMaxLength, l)
@@ -493,4 +502,10 @@ func JoinErrors(errs []FieldError) string {
 		}
 	}
 	return strings.Join(parts, "; ")
+}
+
+// finite reports whether a JSON number token fits a float64.
+func finite(tok jsontext.Token) bool {
+	_, err := tok.Float()
+	return err == nil
 }
