@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -22,7 +21,8 @@ import (
 	"github.com/skyjoin/skyjoin/internal/webhook"
 )
 
-// MaxUserIDLength is the longest user id (the event schema's).
+// MaxUserIDLength is the longest user id, in characters (the event
+// schema's maxLength of user.id).
 const MaxUserIDLength = 128
 
 // Eraser erases users everywhere skyjoin keeps them at rest.
@@ -97,13 +97,15 @@ func (e *Eraser) handle(w http.ResponseWriter, r *http.Request) {
 	case id == "":
 		platform.WriteError(w, http.StatusBadRequest, "id: required", nil)
 		return
-	case len(id) > MaxUserIDLength:
-		platform.WriteError(w, http.StatusBadRequest, fmt.Sprintf("id: longer than %d bytes", MaxUserIDLength), nil)
+	case !utf8.ValidString(id):
+		platform.WriteError(w, http.StatusBadRequest, "id: must be valid UTF-8", nil)
 		return
-	case !utf8.ValidString(id) || strings.ContainsFunc(id, func(c rune) bool { return c < 0x20 || c == 0x7f }):
-		platform.WriteError(w, http.StatusBadRequest, "id: must be valid UTF-8 without control characters", nil)
+	case utf8.RuneCountInString(id) > MaxUserIDLength:
+		platform.WriteError(w, http.StatusBadRequest, fmt.Sprintf("id: longer than %d characters, the longest user id an event may carry", MaxUserIDLength), nil)
 		return
 	}
+	// Any id an event may carry can be erased: control characters included
+	// (the schema allows them in user.id; the log escapes them).
 	start := time.Now()
 	res, err := e.Erase(r.Context(), id)
 	logID := id

@@ -75,9 +75,16 @@ func TestEraseHandler(t *testing.T) {
 	if code, body, _ := del(t, srv.URL, "u-1"); code != 200 || !strings.Contains(string(body), `"records":0`) {
 		t.Errorf("again: %d %s", code, body)
 	}
-	for _, bad := range []string{strings.Repeat("x", 129), "a\x01b"} {
+	for _, bad := range []string{strings.Repeat("x", 129), strings.Repeat("é", 129)} {
 		if code, body, _ := del(t, srv.URL, bad); code != 400 {
 			t.Errorf("id %q: %d %s, want 400", bad, code, body)
+		}
+	}
+	// Every id an event may carry can be erased: 128 characters of two
+	// bytes each, control characters.
+	for _, ok := range []string{strings.Repeat("é", 128), "u\x00'; DROP", "a\tb"} {
+		if code, body, _ := del(t, srv.URL, ok); code != 200 {
+			t.Errorf("id %q: %d %s, want 200", ok, code, body)
 		}
 	}
 	// A failure is a 503 to retry, with what was done.
