@@ -362,11 +362,14 @@ type RefusedError struct {
 	What string
 }
 
+// Error names the host and why, not the address a name resolved to: the
+// text is kept in the failure list, which every holder of the webhooks
+// scope reads, and must not map the private network's names to addresses.
 func (e *RefusedError) Error() string {
 	if !e.Addr.IsValid() || e.Addr.String() == e.Host {
 		return fmt.Sprintf("webhook target %s refused: it %s", e.Host, e.What)
 	}
-	return fmt.Sprintf("webhook target %s refused: it resolved to %s, which %s", e.Host, e.Addr, e.What)
+	return fmt.Sprintf("webhook target %s refused: it resolved to an address which %s", e.Host, e.What)
 }
 
 // Resolver resolves host names; *net.Resolver is one.
