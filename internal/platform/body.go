@@ -3,6 +3,7 @@ package platform
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -12,9 +13,11 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/goccy/go-json/jsontext"
 	jsonv2 "github.com/goccy/go-json/v2"
+	"golang.org/x/sync/semaphore"
 )
 
 // BodyError is why a request body was refused: the status to answer and a
@@ -28,8 +31,11 @@ func (e *BodyError) Error() string { return e.Message }
 
 // Write answers the error.
 func (e *BodyError) Write(w http.ResponseWriter) {
-	if e.Status == http.StatusRequestTimeout {
+	switch e.Status {
+	case http.StatusRequestTimeout:
 		w.Header().Set("Connection", "close")
+	case http.StatusServiceUnavailable:
+		w.Header().Set("Retry-After", "1")
 	}
 	WriteError(w, e.Status, e.Message, nil)
 }
@@ -47,9 +53,10 @@ func ReadBody(w http.ResponseWriter, r *http.Request, max int64, gzipOK bool) ([
 	if !gz && r.ContentLength > max {
 		return nil, tooLarge(max, "")
 	}
-	in := http.MaxBytesReader(w, r.Body, max)
+	var in io.Reader = http.MaxBytesReader(w, r.Body, max)
+	charge, _ := r.Context().Value(bodyChargeKey{}).(*bodyCharge)
 	if !gz {
-		body, err := readAll(in, r.ContentLength)
+		body, err := readAll(charge.reader(in), r.ContentLength)
 		if err != nil {
 			return nil, bodyReadError(err, max, "")
 		}
@@ -63,7 +70,7 @@ func ReadBody(w http.ResponseWriter, r *http.Request, max int64, gzipOK bool) ([
 		return nil, &BodyError{http.StatusBadRequest, "body: Content-Encoding is gzip but the body is not gzip data"}
 	}
 	var buf bytes.Buffer
-	n, err := buf.ReadFrom(io.LimitReader(zr, max+1))
+	n, err := buf.ReadFrom(charge.reader(io.LimitReader(zr, max+1)))
 	switch {
 	case err != nil:
 		if be := bodyReadError(err, max, ""); be.Status != http.StatusBadRequest {
@@ -112,12 +119,76 @@ func readAll(r io.Reader, length int64) ([]byte, error) {
 	return buf.Bytes(), err
 }
 
+// BodyBudget bounds the bytes of request bodies that the requests in
+// flight hold at once: ReadBody charges each byte it reads (decompressed)
+// to the request, and the request gives them back once it is answered. A
+// body that does not fit is 503 with Retry-After, so that many slow or
+// large bodies, even of callers with a key, cannot take the process's
+// memory (they count against --http-max-conns and the rate limits, not
+// against memory, otherwise).
+type BodyBudget struct{ sem *semaphore.Weighted }
+
+// NewBodyBudget returns a budget of max bytes.
+func NewBodyBudget(max int64) *BodyBudget { return &BodyBudget{semaphore.NewWeighted(max)} }
+
+// Wrap gives each request of h its account with the budget.
+func (b *BodyBudget) Wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c := &bodyCharge{b: b}
+		defer c.release()
+		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), bodyChargeKey{}, c)))
+	})
+}
+
+type bodyChargeKey struct{}
+
+// bodyCharge is what one request holds of a BodyBudget.
+type bodyCharge struct {
+	b *BodyBudget
+	n atomic.Int64
+}
+
+var errOverBudget = errors.New("over the body budget")
+
+// reader returns r charging what is read from it; r itself without a
+// budget.
+func (c *bodyCharge) reader(r io.Reader) io.Reader {
+	if c == nil {
+		return r
+	}
+	return &chargedReader{r: r, c: c}
+}
+
+func (c *bodyCharge) release() {
+	if n := c.n.Swap(0); n > 0 {
+		c.b.sem.Release(n)
+	}
+}
+
+type chargedReader struct {
+	r io.Reader
+	c *bodyCharge
+}
+
+func (cr *chargedReader) Read(p []byte) (int, error) {
+	n, err := cr.r.Read(p)
+	if n > 0 {
+		if !cr.c.b.sem.TryAcquire(int64(n)) {
+			return 0, errOverBudget
+		}
+		cr.c.n.Add(int64(n))
+	}
+	return n, err
+}
+
 // bodyReadError classifies an error reading a body; the message never
 // carries the error's text, which can hold socket addresses.
 func bodyReadError(err error, max int64, after string) *BodyError {
 	var mbe *http.MaxBytesError
 	var ne net.Error
 	switch {
+	case errors.Is(err, errOverBudget):
+		return &BodyError{http.StatusServiceUnavailable, "the server holds as many request bodies as it may at once: nothing was accepted; retry after Retry-After"}
 	case errors.As(err, &mbe):
 		return tooLarge(max, after)
 	case errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():

@@ -105,6 +105,9 @@ type HTTPConfig struct {
 	// 0 turns the limit off.
 	IngestRate, ReadRate   float64
 	IngestBurst, ReadBurst int
+	// BodyBytes bounds the bytes of request bodies (decompressed) that
+	// all the requests in flight hold at once (BodyBudget). 0: no bound.
+	BodyBytes int64
 }
 
 // Defaults of HTTPConfig.
@@ -116,6 +119,7 @@ const (
 	DefaultIngestBurst       = 2000
 	DefaultReadRate          = 50
 	DefaultReadBurst         = 100
+	DefaultBodyBytes         = 256 << 20
 )
 
 // RegisterFlags adds the HTTP server's flags to fs.
@@ -132,6 +136,7 @@ func (c *HTTPConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.IngestBurst, "rate-ingest-burst", DefaultIngestBurst, "requests a caller may send at once above --rate-ingest")
 	fs.Float64Var(&c.ReadRate, "rate-read", DefaultReadRate, "read requests (records, stats, schema, stream) per second per caller, on each instance (0: no limit)")
 	fs.IntVar(&c.ReadBurst, "rate-read-burst", DefaultReadBurst, "read requests a caller may send at once above --rate-read")
+	fs.Int64Var(&c.BodyBytes, "http-max-body-bytes-in-flight", DefaultBodyBytes, "most bytes of request bodies (decompressed) held at once by all the requests in flight; past it a request gets 503 with Retry-After (0: no bound)")
 }
 
 // Validate reports every problem at once.
@@ -145,6 +150,9 @@ func (c HTTPConfig) Validate() error {
 	}
 	if c.ReadTimeout <= 0 {
 		p.Addf("http-read-timeout must be positive, got %s", c.ReadTimeout)
+	}
+	if c.BodyBytes < 0 {
+		p.Addf("http-max-body-bytes-in-flight must not be negative, got %d", c.BodyBytes)
 	}
 	if _, err := parseOrigins(strings.Join(c.CORSOrigins, ",")); err != nil {
 		p.Addf("cors-origins: %v", err)
@@ -191,6 +199,9 @@ func (c HTTPConfig) Listen(addr string, h http.Handler, log *slog.Logger) (*Serv
 		// rather than getting an answer. Idle keep-alive connections count
 		// until IdleTimeout closes them.
 		ln = netutil.LimitListener(ln, c.MaxConns)
+	}
+	if c.BodyBytes > 0 {
+		h = NewBodyBudget(c.BodyBytes).Wrap(h)
 	}
 	return &Server{
 		ln:  ln,
