@@ -443,6 +443,67 @@ func TestAuthRevocationIsLive(t *testing.T) {
 	}
 }
 
+// TestAuthRotationEndsSessions: a browser session stops with the secret
+// that made it. A rotation without grace (through the admin route, as
+// `skyjoin keys rotate --url`) ends the old secret's session within 5 s;
+// with a grace, the old secret's session works during the grace (checked
+// only while well within it) and stops after it (within 5 s more), while
+// the new secret's session goes on.
+func TestAuthRotationEndsSessions(t *testing.T) {
+	dir := t.TempDir()
+	admin := keysCmd(t, "create", "--scope", "admin", "--data-dir", dir)
+	base, stop := startInProcess(t, upHooks{}, "--data-dir", dir, "--auth=on")
+	defer stop()
+	t.Setenv("SKYJOIN_KEY", admin.Token)
+	reader := keysCmd(t, "create", "--url", base, "--scope", "read")
+	session := func(tok string) cred {
+		t.Helper()
+		status, hdr, body := call(t, http.MethodPost, base+"/v1/session", cred{bearer: tok})
+		cookies := (&http.Response{Header: hdr}).Cookies()
+		if status != 200 || len(cookies) != 1 {
+			t.Fatalf("session: %d %v %s", status, cookies, body)
+		}
+		return cred{name: "session", cookie: cookies[0]}
+	}
+	read := func(c cred) int {
+		status, _, _ := call(t, http.MethodGet, base+"/v1/events?limit=1", c)
+		return status
+	}
+	// until waits for c to be refused: by deadline, or fails.
+	until := func(what string, c cred, deadline time.Time) {
+		t.Helper()
+		for read(c) != http.StatusUnauthorized {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: still reads", what)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+
+	s0 := session(reader.Token)
+	if status := read(s0); status != 200 {
+		t.Fatalf("a new session: %d", status)
+	}
+	rotated := keysCmd(t, "rotate", "--url", base, reader.ID)
+	until("the old secret's session 5 s after a rotation without grace", s0, time.Now().Add(5*time.Second))
+	s1 := session(rotated.Token)
+	if status := read(s1); status != 200 {
+		t.Fatalf("the new secret's session: %d", status)
+	}
+
+	const grace = 4 * time.Second
+	start := time.Now()
+	again := keysCmd(t, "rotate", "--url", base, "--grace", grace.String(), reader.ID)
+	s2 := session(again.Token)
+	if status := read(s1); status != 200 && time.Since(start) < grace-time.Second {
+		t.Errorf("the old secret's session within the grace: %d, want 200", status)
+	}
+	until("the old secret's session 5 s after the grace", s1, start.Add(grace+5*time.Second))
+	if status := read(s2); status != 200 {
+		t.Errorf("the new secret's session after the old one's grace: %d, want 200", status)
+	}
+}
+
 // TestAuthRefusedBeyondLoopback: `up` on a non-loopback address refuses to
 // start with no key and no ID tokens, and with --auth=off; it starts with
 // --insecure-no-auth (and says so), or once a key exists (auth on).

@@ -134,7 +134,7 @@ func (h *Handler) session(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	scopes := sessionScopesOf(p)
-	v, exp := h.Auth.Sessions.issue(p.ID, scopes)
+	v, exp := h.Auth.Sessions.issue(p.ID, p.keyGen, scopes, h.Auth.Sessions.now())
 	h.Auth.Sessions.setCookie(w, r, v, exp)
 	platform.WriteJSON(w, http.StatusOK, map[string]any{"principal": p.ID, "scopes": scopes, "expires_at": exp.UTC()})
 }

@@ -598,3 +598,231 @@ func TestBodyKeyReadDeadline(t *testing.T) {
 		}
 	}
 }
+
+// sessionRig is an Authenticator with keys and sessions on one clock that
+// the test moves (the Keys', the Verifier's and the Sessions'), serving
+// POST /v1/session and a GET route of scope read.
+type sessionRig struct {
+	t     *testing.T
+	reg   registry.Registry
+	ks    Keys
+	v     *Verifier
+	s     *Sessions
+	clock time.Time
+	mux   *http.ServeMux
+}
+
+func newSessionRig(t *testing.T, ttl time.Duration) *sessionRig {
+	t.Helper()
+	reg, ks, v := keysAndVerifier(t)
+	s, err := NewSessions(t.Context(), nil, ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rig := &sessionRig{t: t, reg: reg, v: v, s: s, clock: time.Now(), mux: http.NewServeMux()}
+	now := func() time.Time { return rig.clock }
+	ks.Now, v.now, s.now = now, now, now
+	rig.ks = ks
+	a := &Authenticator{On: true, Keys: v, Sessions: s}
+	h := &Handler{Auth: a}
+	rig.mux.Handle("POST /v1/session", a.Require(api.ScopeRead, http.HandlerFunc(h.session)))
+	rig.mux.Handle("GET /v1/events", a.Require(api.ScopeRead, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})))
+	return rig
+}
+
+// session makes a session with the API key tok.
+func (rig *sessionRig) session(tok string) *http.Cookie {
+	rig.t.Helper()
+	r := httptest.NewRequest(http.MethodPost, "/v1/session", nil)
+	r.Header.Set("Authorization", "Bearer "+tok)
+	w := httptest.NewRecorder()
+	rig.mux.ServeHTTP(w, r)
+	for _, c := range w.Result().Cookies() {
+		if c.Name == SessionCookie && w.Code == http.StatusOK {
+			return c
+		}
+	}
+	rig.t.Fatalf("POST /v1/session: %d %s", w.Code, w.Body)
+	return nil
+}
+
+// get sends GET /v1/events with the session c and returns the status and
+// the renewed cookie, if the answer sets one.
+func (rig *sessionRig) get(c *http.Cookie) (int, *http.Cookie) {
+	r := httptest.NewRequest(http.MethodGet, "/v1/events", nil)
+	r.AddCookie(c)
+	w := httptest.NewRecorder()
+	rig.mux.ServeHTTP(w, r)
+	for _, nc := range w.Result().Cookies() {
+		if nc.Name == SessionCookie {
+			return w.Code, nc
+		}
+	}
+	return w.Code, nil
+}
+
+// verified waits until the verifier accepts tok (it then holds the key's
+// latest version: a rotated token is read from the registry on its first
+// use).
+func (rig *sessionRig) verified(tok string) {
+	rig.t.Helper()
+	if _, err := rig.v.Verify(rig.t.Context(), tok); err != nil {
+		rig.t.Fatalf("verify: %v", err)
+	}
+}
+
+// TestSessionEndsWithItsSecret: a session is tied to the secret that made
+// it: a rotation without grace ends it at once; with a grace, a session of
+// the old secret (made before or during the grace) works during the grace
+// and stops after it, while one of the new secret goes on; a revocation
+// ends every session of the key.
+func TestSessionEndsWithItsSecret(t *testing.T) {
+	ctx := t.Context()
+	rig := newSessionRig(t, time.Hour)
+	k, tok0, err := rig.ks.Create(ctx, KeySpec{Scopes: []string{api.ScopeRead, api.ScopeStream}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s0 := rig.session(tok0)
+	if code, _ := rig.get(s0); code != http.StatusOK {
+		t.Fatalf("a new session: %d", code)
+	}
+
+	// Rotation without grace: the old secret, and its session, stop.
+	_, tok1, err := rig.ks.Rotate(ctx, k.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rig.verified(tok1)
+	if _, err := rig.v.Verify(ctx, tok0); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("the old token after a rotation without grace: %v", err)
+	}
+	if code, _ := rig.get(s0); code != http.StatusUnauthorized {
+		t.Errorf("the old secret's session after a rotation without grace: %d, want 401", code)
+	}
+
+	// Rotation with a grace of 10 min.
+	s1 := rig.session(tok1)
+	_, tok2, err := rig.ks.Rotate(ctx, k.ID, 10*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rig.verified(tok2)
+	s1During := rig.session(tok1) // made with the old secret within the grace
+	s2 := rig.session(tok2)
+	rig.clock = rig.clock.Add(10*time.Minute - time.Second)
+	for name, c := range map[string]*http.Cookie{"old, made before": s1, "old, made during the grace": s1During, "new": s2} {
+		if code, _ := rig.get(c); code != http.StatusOK {
+			t.Errorf("within the grace, the %s session: %d, want 200", name, code)
+		}
+	}
+	rig.clock = rig.clock.Add(2 * time.Second)
+	if _, err := rig.v.Verify(ctx, tok1); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("the old token after the grace: %v", err)
+	}
+	for name, c := range map[string]*http.Cookie{"old, made before": s1, "old, made during the grace": s1During} {
+		if code, _ := rig.get(c); code != http.StatusUnauthorized {
+			t.Errorf("after the grace, the %s session: %d, want 401", name, code)
+		}
+	}
+	if code, _ := rig.get(s2); code != http.StatusOK {
+		t.Errorf("after the grace, the new secret's session: %d, want 200", code)
+	}
+
+	// A revocation ends the rest (once the watch brings it).
+	if _, err := rig.ks.Revoke(ctx, k.ID); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := rig.v.Verify(ctx, tok2); errors.Is(err, ErrRevoked) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the revocation has not reached the verifier in 5 s")
+		}
+	}
+	if code, _ := rig.get(s2); code != http.StatusUnauthorized {
+		t.Errorf("a session of a revoked key: %d, want 401", code)
+	}
+}
+
+// TestSessionMaxAge: a session used all the time is renewed, but never
+// past SessionMaxAge from its making: then it gets 401. A ttl above
+// SessionMaxAge is cut to it.
+func TestSessionMaxAge(t *testing.T) {
+	rig := newSessionRig(t, time.Hour)
+	_, tok, err := rig.ks.Create(t.Context(), KeySpec{Scopes: []string{api.ScopeRead}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	made := rig.clock
+	limit := made.Truncate(time.Second).Add(SessionMaxAge)
+	c := rig.session(tok)
+	renewals := 0
+	for step := 20 * time.Minute; rig.clock.Add(step).Before(limit); {
+		rig.clock = rig.clock.Add(step)
+		code, renewed := rig.get(c)
+		if code != http.StatusOK {
+			t.Fatalf("%s after its making, a session in use: %d, want 200", rig.clock.Sub(made), code)
+		}
+		if renewed != nil {
+			if renewed.Expires.After(limit) {
+				t.Fatalf("renewed until %s, past %s after its making", renewed.Expires, SessionMaxAge)
+			}
+			c, renewals = renewed, renewals+1
+		}
+	}
+	if renewals < 10 {
+		t.Fatalf("%d renewals in %s", renewals, SessionMaxAge)
+	}
+	rig.clock = limit
+	if code, renewed := rig.get(c); code != http.StatusUnauthorized || renewed != nil {
+		t.Errorf("%s after its making: %d (renewed: %v), want 401", SessionMaxAge, code, renewed != nil)
+	}
+	// The key itself still works: a new session does.
+	if code, _ := rig.get(rig.session(tok)); code != http.StatusOK {
+		t.Errorf("a new session: %d", code)
+	}
+
+	long, err := NewSessions(t.Context(), nil, 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	if _, exp := long.issue("key_x", "g", []string{api.ScopeRead}, now); exp.After(now.Add(SessionMaxAge)) {
+		t.Errorf("a ttl of 24h: a session until %s, past %s", exp.Sub(now), SessionMaxAge)
+	}
+}
+
+// TestSessionOfAKeyNotBroughtYet: a session made through one process with
+// a key rotated a moment ago works at once in another process whose watch
+// has not brought the rotation (here: stopped): the key is read from the
+// registry, as for a token.
+func TestSessionOfAKeyNotBroughtYet(t *testing.T) {
+	ctx := t.Context()
+	rig := newSessionRig(t, time.Hour)
+	k, tok0, err := rig.ks.Create(ctx, KeySpec{Scopes: []string{api.ScopeRead}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := NewVerifier(ctx, rig.reg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.now = rig.v.now
+	if _, err := other.Verify(ctx, tok0); err != nil {
+		t.Fatal(err)
+	}
+	other.Close() // its cache holds the key before the rotation, and stays so
+	_, tok1, err := rig.ks.Rotate(ctx, k.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := rig.session(tok1)
+	a := &Authenticator{On: true, Keys: other, Sessions: rig.s}
+	r := httptest.NewRequest(http.MethodGet, "/v1/events", nil)
+	r.AddCookie(c)
+	if p, err := a.Authenticate(r); err != nil || p.ID != k.ID || p.Kind != KindSession {
+		t.Errorf("the new secret's session in a process that has not seen the rotation: %+v %v", p, err)
+	}
+}

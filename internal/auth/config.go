@@ -50,7 +50,7 @@ func (c IDTokenConfig) Configured() bool { return len(c.Audiences) > 0 }
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Mode, "auth", ModeAuto, "who may call: auto (on unless every listener is on loopback; on Cloud Run always), on, or off (loopback only, see --insecure-no-auth)")
 	fs.BoolVar(&c.InsecureNoAuth, "insecure-no-auth", false, "serve every route without credentials even beyond loopback (anyone who reaches the port can read and change everything)")
-	fs.DurationVar(&c.SessionTTL, "auth-session-ttl", time.Hour, "life of a browser session (POST /v1/session), renewed while it is used")
+	fs.DurationVar(&c.SessionTTL, "auth-session-ttl", time.Hour, "life of a browser session (POST /v1/session), renewed while it is used, up to 12h from its making")
 	c.IDToken.Issuer, c.IDToken.JWKSURL = GoogleIssuer, GoogleJWKSURL
 	c.IDToken.Scopes = []string{api.ScopeIngest, api.ScopePush}
 	fs.Var((*listFlag)(&c.IDToken.Audiences), "auth-idtoken-audience", "accept Google-signed ID tokens for these audiences, comma-separated (on Cloud Run the default is the service's URL)")

@@ -233,15 +233,20 @@ func (a *Authenticator) authenticate(w http.ResponseWriter, r *http.Request) (Pr
 		if !ok {
 			return Principal{}, fmt.Errorf("%w: the session is invalid or has expired: sign in again (POST /v1/session)", ErrInvalid)
 		}
-		k, ok := a.Keys.Lookup(sc.KeyID)
+		created := time.Unix(sc.Created, 0)
+		k, ok := a.Keys.sessionKey(r.Context(), sc.KeyID, sc.Gen, created)
 		if !ok {
-			return Principal{}, fmt.Errorf("%w: the session's key was revoked or has expired", ErrInvalid)
+			return Principal{}, fmt.Errorf("%w: the session's key was revoked, rotated or has expired: sign in again (POST /v1/session)", ErrInvalid)
 		}
 		p := Principal{ID: k.ID, Kind: KindSession, Scopes: k.Scopes}
 		p.Scopes = intersect(sc.Scopes, p)
+		// Renewed past half its life, never past SessionMaxAge from its
+		// making (issue caps the expiry; a cookie as long as the last one
+		// is not sent again).
 		if w != nil && a.Sessions.now().Add(a.Sessions.ttl/2).Unix() > sc.Expires {
-			v, exp := a.Sessions.issue(k.ID, p.Scopes)
-			a.Sessions.setCookie(w, r, v, exp)
+			if v, exp := a.Sessions.issue(k.ID, sc.Gen, p.Scopes, created); exp.Unix() > sc.Expires {
+				a.Sessions.setCookie(w, r, v, exp)
+			}
 		}
 		return p, nil
 	}

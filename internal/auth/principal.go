@@ -21,6 +21,10 @@ type Principal struct {
 	Kind string
 	// Scopes are what it may do; api.ScopeAdmin implies every scope.
 	Scopes []string
+
+	// keyGen is, for KindKey, the generation of the key's secret that was
+	// shown (keyGeneration): a session made from it records it.
+	keyGen string
 }
 
 // Has reports whether p may use scope.

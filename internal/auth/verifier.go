@@ -183,37 +183,70 @@ func (v *Verifier) Verify(ctx context.Context, tok string) (Principal, error) {
 			return Principal{}, ErrInvalid
 		}
 	}
-	match := d.matches(secret, now)
-	if !match {
+	hash := d.matches(secret, now)
+	if hash == "" {
 		// A rotation the watch has not brought yet.
 		if fresh, ok := v.refresh(ctx, id); ok {
-			d, match = fresh, fresh.matches(secret, now)
+			d, hash = fresh, fresh.matches(secret, now)
 		}
 	}
 	switch {
-	case !match:
+	case hash == "":
 		return Principal{}, ErrInvalid
 	case d.RevokedAt != nil:
 		return Principal{}, ErrRevoked
 	case d.ExpiresAt != nil && !now.Before(*d.ExpiresAt):
 		return Principal{}, ErrExpired
 	}
-	return Principal{ID: d.ID, Kind: KindKey, Scopes: slices.Clone(d.Scopes)}, nil
+	return Principal{ID: d.ID, Kind: KindKey, Scopes: slices.Clone(d.Scopes), keyGen: keyGeneration(hash)}, nil
 }
 
-func (d keyDoc) matches(secret string, now time.Time) bool {
+// matches returns the stored hash that secret matches at now: the current
+// one, or the previous one within the grace of a rotation; "" if none.
+func (d keyDoc) matches(secret string, now time.Time) string {
 	if hashMatches(secret, d.Hash) {
+		return d.Hash
+	}
+	if d.PreviousUntil != nil && now.Before(*d.PreviousUntil) && hashMatches(secret, d.PreviousHash) {
+		return d.PreviousHash
+	}
+	return ""
+}
+
+// acceptsGeneration reports whether a session of generation gen may be
+// used at now: gen is the current secret's, or the previous one's within
+// the grace of a rotation. A secret that no longer works ends its sessions.
+func (d keyDoc) acceptsGeneration(gen string, now time.Time) bool {
+	if gen == "" {
+		return false
+	}
+	if gen == keyGeneration(d.Hash) {
 		return true
 	}
-	return d.PreviousUntil != nil && now.Before(*d.PreviousUntil) && hashMatches(secret, d.PreviousHash)
+	return d.PreviousUntil != nil && now.Before(*d.PreviousUntil) && gen == keyGeneration(d.PreviousHash)
 }
 
-// Lookup returns a key that is active now, for a session of it.
-func (v *Verifier) Lookup(id string) (Key, bool) {
+// sessionRecent is how young a session must be for a key it does not
+// match to be read from the registry: one made through another process,
+// with a key made or rotated a moment ago, before the watch brought it
+// here. An older session whose key or generation is unknown is refused
+// without a read.
+const sessionRecent = 10 * time.Second
+
+// sessionKey returns the key of a session made at created from key id
+// with a secret of generation gen, if the session may be used now: the
+// key is active (not revoked, not expired) and that secret still works.
+func (v *Verifier) sessionKey(ctx context.Context, id, gen string, created time.Time) (Key, bool) {
 	v.mu.RLock()
-	d, ok := v.keys[id]
+	d, found := v.keys[id]
 	v.mu.RUnlock()
-	if !ok || !d.Active(v.now()) {
+	now := v.now()
+	if (!found || !d.acceptsGeneration(gen, now)) && now.Sub(created) < sessionRecent {
+		if fresh, ok := v.refresh(ctx, id); ok {
+			d, found = fresh, true
+		}
+	}
+	if !found || !d.Active(now) || !d.acceptsGeneration(gen, now) {
 		return Key{}, false
 	}
 	return d.Key, true
