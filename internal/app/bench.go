@@ -25,7 +25,7 @@ import (
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("bench", stderr)
-	target := fs.String("target", "", "base URL of a running skyjoin on loopback, without auth (empty: start `skyjoin up --demo --collect=false` on a temporary data dir)")
+	target := fs.String("target", "", "base URL of a running skyjoin on loopback; with auth on, give --key (empty: start `skyjoin up --demo --collect=false` on a temporary data dir)")
 	adminURL := fs.String("admin", "", "with --target: the base URL of its admin listener, where /debug/pipeline is (admin_url in its --ready-file, or the banner's admin line)")
 	quick := fs.Bool("quick", false, "short phases (a smoke run, not figures)")
 	phase := fs.Duration("phase", 15*time.Second, "length of each ingest phase")

@@ -27,7 +27,7 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	switch {
 	case *storeURL == "":
-		return fmt.Errorf("%w: migrate needs --store bigquery://PROJECT/DATASET", errUsage)
+		return fmt.Errorf("%w: migrate needs --store: bigquery://PROJECT/DATASET, or duckdb://PATH (a local store: data/skyjoin.duckdb for up's default --data-dir; run while up is stopped)", errUsage)
 	case strings.HasPrefix(*storeURL, "duckdb://"):
 		// Opening the file migrates it (schema version 1 -> 2 adds the
 		// properties column); the process that owns it does the same.
