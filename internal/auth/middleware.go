@@ -54,7 +54,8 @@ var bodyKeyReadTimeout = 10 * time.Second
 // Require wraps h, a route that needs scope (the route table's): it answers
 // 401 to a request without a valid credential (WWW-Authenticate: Bearer),
 // 403 to one whose principal lacks the scope (the JSON error names it), and
-// otherwise calls h with the Principal in the request's context.
+// otherwise calls h with the Principal in the request's context, where
+// Recheck can ask again whether the credential is still accepted.
 // ScopePublic routes take no credential.
 func (a *Authenticator) Require(scope string, h http.Handler) http.Handler {
 	if !a.On || scope == api.ScopePublic {
@@ -78,7 +79,7 @@ func (a *Authenticator) Require(scope string, h http.Handler) http.Handler {
 			forbid(w, scope, p, fmt.Sprintf("this route needs the scope %q; %s has %s", scope, p.ID, scopeList(p.Scopes)))
 			return
 		}
-		h.ServeHTTP(w, r.WithContext(WithPrincipal(r.Context(), p)))
+		h.ServeHTTP(w, r.WithContext(a.withRecheck(WithPrincipal(r.Context(), p), r, scope)))
 	})
 }
 

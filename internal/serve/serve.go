@@ -77,10 +77,28 @@ type Options struct {
 	// means no bound (the --stats-max-range flag defaults to
 	// DefaultMaxStatsRange).
 	MaxStatsRange time.Duration
+	// StreamMaxLifetime ends a live stream this long after it began
+	// (`event: dropped`; the client reconnects with Last-Event-ID). Zero
+	// means no bound (the --stream-max-lifetime flag defaults to
+	// DefaultStreamMaxLifetime).
+	StreamMaxLifetime time.Duration
+	// StreamResumeWindow bounds what a resume of the live stream replays
+	// from the store: the records among the newest StreamResumeWindow
+	// stored (whatever the filters); an older resume point starts at the
+	// window's start, after an `event: gap`. Zero means no bound (the
+	// --stream-resume-window flag defaults to DefaultStreamResumeWindow).
+	StreamResumeWindow int
 }
 
 // DefaultMaxStatsRange is the --stats-max-range default: 31 days.
 const DefaultMaxStatsRange = 31 * 24 * time.Hour
+
+// Defaults of the live stream's bounds (flags --stream-max-lifetime and
+// --stream-resume-window).
+const (
+	DefaultStreamMaxLifetime  = time.Hour
+	DefaultStreamResumeWindow = 10_000
+)
 
 // RegisterFlags adds the serving flags to fs (environment fallbacks via
 // platform.ParseFlags: SKYJOIN_QUERY_TIMEOUT, SKYJOIN_READY_TIMEOUT).
@@ -88,6 +106,8 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.QueryTimeout, "query-timeout", DefaultQueryTimeout, "timeout of each store read of the REST API")
 	fs.DurationVar(&o.ReadyTimeout, "ready-timeout", DefaultReadyTimeout, "timeout of each readiness check of /readyz")
 	fs.DurationVar(&o.MaxStatsRange, "stats-max-range", DefaultMaxStatsRange, "widest window of GET /v1/stats, from since to until or now (since is then required; 0: no bound)")
+	fs.DurationVar(&o.StreamMaxLifetime, "stream-max-lifetime", DefaultStreamMaxLifetime, "a live stream (GET /v1/stream) ends this long after it began; its client reconnects with Last-Event-ID (0: no bound)")
+	fs.IntVar(&o.StreamResumeWindow, "stream-resume-window", DefaultStreamResumeWindow, "a live stream's resume (Last-Event-ID) replays from the newest this many stored records at most; an older resume starts there (0: no bound)")
 }
 
 // Validate reports every problem of o at once.
@@ -104,6 +124,12 @@ func (o *Options) Validate() error {
 	}
 	if o.MaxStatsRange < 0 {
 		p.Addf("stats-max-range: must not be negative, got %s", o.MaxStatsRange)
+	}
+	if o.StreamMaxLifetime < 0 {
+		p.Addf("stream-max-lifetime: must not be negative, got %s", o.StreamMaxLifetime)
+	}
+	if o.StreamResumeWindow < 0 {
+		p.Addf("stream-resume-window: must not be negative, got %d", o.StreamResumeWindow)
 	}
 	if o.ReadyTimeout < 0 {
 		p.Addf("ready-timeout: must not be negative, got %s", o.ReadyTimeout)
@@ -132,6 +158,8 @@ type Handler struct {
 	streamWriteTO time.Duration
 	checks        []Check
 	maxStatsRange time.Duration
+	maxLifetime   time.Duration // of a stream; 0: no bound
+	resumeWindow  int           // of a stream's resume, in records; 0: no bound
 	now           func() time.Time
 	draining      atomic.Bool
 	mux           *http.ServeMux
@@ -155,6 +183,8 @@ func New(reader store.Reader, opts Options) *Handler {
 		streamWriteTO: opts.StreamWriteTimeout,
 		checks:        append([]Check(nil), opts.Checks...),
 		maxStatsRange: opts.MaxStatsRange,
+		maxLifetime:   opts.StreamMaxLifetime,
+		resumeWindow:  opts.StreamResumeWindow,
 		now:           time.Now,
 		drainC:        make(chan struct{}),
 	}

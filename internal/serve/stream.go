@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/skyjoin/skyjoin/internal/auth"
 	"github.com/skyjoin/skyjoin/internal/event"
 	"github.com/skyjoin/skyjoin/internal/live"
 	"github.com/skyjoin/skyjoin/internal/platform"
@@ -32,13 +33,36 @@ const replayPage = store.MaxLimit
 // progress: it resumes where the last one stopped).
 const maxResubscribe = 3
 
-// DroppedEvent is the data of the final `event: dropped` of a stream.
+// credentialRecheck is how often an open stream asks again whether its
+// credential is accepted (auth.Recheck).
+const credentialRecheck = time.Second
+
+// DroppedEvent is the data of the final `event: dropped` of a stream: the
+// client fell behind, the credential is no longer accepted (revoked or
+// expired key, invalid session, expired ID token), or the stream reached
+// its maximum lifetime.
 type DroppedEvent struct {
 	Reason string `json:"reason"`
 	// LastEventID is the seq of the last record sent: reconnect with it
 	// in Last-Event-ID (or after=) to continue without a gap.
 	LastEventID int64 `json:"last_event_id"`
 }
+
+// GapEvent is the data of an `event: gap`, sent before the replay of a
+// resume older than the resume window: the records stored after
+// RequestedAfter and up to ResumesAfter are not replayed. The event's id
+// is ResumesAfter, so that a reconnection resumes from there.
+type GapEvent struct {
+	Reason         string `json:"reason"`
+	RequestedAfter int64  `json:"requested_after"`
+	ResumesAfter   int64  `json:"resumes_after"`
+}
+
+// streamEnd is why a stream ends before its client goes: the stream
+// sends it as the reason of its final `event: dropped`.
+type streamEnd struct{ reason string }
+
+func (e *streamEnd) Error() string { return e.reason }
 
 // stream answers GET /v1/stream: Server-Sent Events of stored records.
 //
@@ -48,11 +72,15 @@ type DroppedEvent struct {
 // first replays from the store every matching record with a greater seq, in
 // seq order, then goes live: the stream subscribes to the hub before it
 // replays and skips live records up to the last replayed seq, so there is
-// no gap and no duplicate. Without a resume point the stream starts with
-// the records stored after the connection. Comment lines keep idle
-// connections open. A client that falls behind by more than the hub's
-// buffer gets a final `event: dropped` and is disconnected; it never slows
-// the pipeline. The stream ends without an event when the server drains.
+// no gap and no duplicate. The replay reaches back over the newest
+// resumeWindow stored records at most: an older resume point gets an
+// `event: gap` and replays from the window's start. Without a resume point
+// the stream starts with the records stored after the connection. Comment
+// lines keep idle connections open. A client that falls behind by more
+// than the hub's buffer gets a final `event: dropped` and is disconnected;
+// it never slows the pipeline. So does a stream whose credential is no
+// longer accepted (auth.Recheck, every credentialRecheck) or that reached
+// maxLifetime. The stream ends without an event when the server drains.
 func (h *Handler) stream(w http.ResponseWriter, r *http.Request) {
 	values, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
@@ -122,6 +150,26 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) {
 		h.log.LogAttrs(ctx, slog.LevelInfo, "stream client dropped", slog.String("reason", reason), slog.Int64("last_event_id", last))
 	}
 
+	// The stream lasts while its credential is accepted, and at most
+	// maxLifetime. over says why it must end ("" while it need not);
+	// the credential is asked again at most every credentialRecheck
+	// unless force.
+	began, checked := time.Now(), time.Now()
+	over := func(force bool) string {
+		now := time.Now()
+		if h.maxLifetime > 0 && now.Sub(began) >= h.maxLifetime {
+			return fmt.Sprintf("the stream reached its maximum lifetime (%s): reconnect with last_event_id", h.maxLifetime)
+		}
+		if !force && now.Sub(checked) < credentialRecheck {
+			return ""
+		}
+		checked = now
+		if err := auth.Recheck(r.Context()); err != nil {
+			return "the credential is no longer accepted: " + err.Error()
+		}
+		return ""
+	}
+
 	// last is the highest seq sent: the id a client resumes from. Live
 	// records come from the records topic, where a batch may come again
 	// (a worker redelivered it after a crash) and, with several workers on
@@ -131,9 +179,30 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) {
 	last, replayed := int64(-1), int64(-1)
 	if p.hasAfter {
 		last = p.after
+		start, err := h.resumeStart(ctx, last)
+		if err != nil {
+			if ctx.Err() == nil {
+				h.log.LogAttrs(ctx, slog.LevelError, "stream: replay failed", slog.Any("error", err))
+				end("could not read the stored records to resume; reconnect to try again", last)
+			}
+			return
+		}
+		if start > last {
+			b, _ := json.Marshal(GapEvent{
+				Reason:         fmt.Sprintf("the resume point is older than the newest %d stored records, the most a resume replays: the records stored before those are skipped", h.resumeWindow),
+				RequestedAfter: last, ResumesAfter: start,
+			})
+			s.printf("id: %d\nevent: gap\ndata: %s\n\n", start, b)
+			last = start
+		}
 		for round := 0; ; round++ {
 			var err error
-			if last, err = h.replay(ctx, s, filter, last); err != nil {
+			if last, err = h.replay(ctx, s, filter, last, over); err != nil {
+				var stop *streamEnd
+				if errors.As(err, &stop) {
+					end(stop.reason, last)
+					return
+				}
 				if ctx.Err() == nil && s.err == nil {
 					h.log.LogAttrs(ctx, slog.LevelError, "stream: replay failed", slog.Any("error", err))
 					end("could not read the stored records to resume; reconnect to try again", last)
@@ -158,6 +227,14 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) {
 
 	heartbeat := time.NewTicker(h.heartbeat)
 	defer heartbeat.Stop()
+	recheck := time.NewTicker(credentialRecheck)
+	defer recheck.Stop()
+	var lifetime <-chan time.Time
+	if h.maxLifetime > 0 {
+		t := time.NewTimer(max(h.maxLifetime-time.Since(began), 0))
+		defer t.Stop()
+		lifetime = t.C
+	}
 	for {
 		select {
 		case rec, ok := <-sub.C:
@@ -188,15 +265,57 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) {
 			if s.flush() != nil {
 				return
 			}
+		case <-recheck.C:
+			if reason := over(true); reason != "" {
+				end(reason, last)
+				return
+			}
+		case <-lifetime:
+			end(over(false), last)
+			return
 		case <-ctx.Done():
 			return
 		}
 	}
 }
 
+// resumeStart returns where a resume after seq `after` replays from:
+// after itself, or, when more than h.resumeWindow records were stored
+// since, the seq below the newest h.resumeWindow of them. The window
+// counts every stored record, whatever the stream's filters: a filter
+// (until=, user_id=) cannot reach further back than the window.
+func (h *Handler) resumeStart(ctx context.Context, after int64) (int64, error) {
+	if h.resumeWindow <= 0 {
+		return after, nil
+	}
+	// Newest first, up to the window and one more record: that one's
+	// seq is the window's start.
+	q := store.Query{AfterSeq: after}
+	left := h.resumeWindow + 1
+	for {
+		q.Limit = min(left, store.MaxLimit)
+		rctx, cancel := context.WithTimeout(ctx, h.timeout)
+		page, err := h.reader.List(rctx, q)
+		cancel()
+		if err != nil {
+			return after, fmt.Errorf("resume window after seq %d: %w", after, err)
+		}
+		left -= len(page.Records)
+		switch {
+		case left <= 0:
+			return max(page.Records[len(page.Records)-1].Seq, after), nil
+		case page.NextCursor == "" || len(page.Records) == 0:
+			return after, nil
+		}
+		q.Cursor = page.NextCursor
+	}
+}
+
 // replay sends the stored records matching filter with seq > after, page
 // by page in seq order, and returns the last seq sent (after if none).
-func (h *Handler) replay(ctx context.Context, s *sseWriter, filter store.Query, after int64) (int64, error) {
+// Between pages it asks over whether the stream must end; if so it
+// returns a *streamEnd.
+func (h *Handler) replay(ctx context.Context, s *sseWriter, filter store.Query, after int64, over func(force bool) string) (int64, error) {
 	q := filter
 	q.Ascending, q.Limit = true, replayPage
 	for {
@@ -216,6 +335,9 @@ func (h *Handler) replay(ctx context.Context, s *sseWriter, filter store.Query, 
 		}
 		if page.NextCursor == "" {
 			return after, nil
+		}
+		if reason := over(false); reason != "" {
+			return after, &streamEnd{reason}
 		}
 	}
 }
