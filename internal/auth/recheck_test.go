@@ -53,7 +53,11 @@ func TestRecheck(t *testing.T) {
 			t.Fatal(err)
 		}
 		byKey := open(t, http.Header{"Authorization": {"Bearer " + tok}})
-		cookie, _ := sessions.issue(k.ID, []string{api.ScopeStream})
+		p, err := v.Verify(t.Context(), tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cookie, _ := sessions.issue(k.ID, p.keyGen, []string{api.ScopeStream}, time.Now())
 		bySession := open(t, http.Header{"Cookie": {SessionCookie + "=" + cookie}})
 		if _, err := ks.Revoke(t.Context(), k.ID); err != nil {
 			t.Fatal(err)
@@ -74,18 +78,21 @@ func TestRecheck(t *testing.T) {
 	})
 
 	t.Run("session expiry", func(t *testing.T) {
-		k, _, err := ks.Create(t.Context(), KeySpec{Name: "s2", Scopes: []string{api.ScopeStream}})
+		k, tok, err := ks.Create(t.Context(), KeySpec{Name: "s2", Scopes: []string{api.ScopeStream}})
 		if err != nil {
 			t.Fatal(err)
 		}
+		// The verifier knows the key once the watch brought it (Verify
+		// reads the registry for a key it has not seen).
+		var p Principal
 		waitKnown := time.Now().Add(10 * time.Second)
-		for _, ok := v.Lookup(k.ID); !ok; _, ok = v.Lookup(k.ID) {
+		for p, err = v.Verify(t.Context(), tok); err != nil; p, err = v.Verify(t.Context(), tok) {
 			if time.Now().After(waitKnown) {
-				t.Fatal("the watch did not bring the key")
+				t.Fatalf("the key is not known: %v", err)
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
-		cookie, exp := sessions.issue(k.ID, []string{api.ScopeStream})
+		cookie, exp := sessions.issue(k.ID, p.keyGen, []string{api.ScopeStream}, time.Now())
 		ctx := open(t, http.Header{"Cookie": {SessionCookie + "=" + cookie}})
 		sessions.now = func() time.Time { return exp.Add(time.Second) }
 		defer func() { sessions.now = time.Now }()
