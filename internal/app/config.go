@@ -147,6 +147,9 @@ func (c *config) processPart() *part {
 			if err := c.HTTP.Validate(); err != nil {
 				p.Addf("%v", err)
 			}
+			if c.HTTP.BodyBytes > 0 && c.Ingest.MaxBodyBytes > c.HTTP.BodyBytes {
+				p.Addf("http-max-body-bytes-in-flight (%d) must be at least ingest-max-bytes (%d): a body of that size could never be read, and would get 503 for ever", c.HTTP.BodyBytes, c.Ingest.MaxBodyBytes)
+			}
 			return p.Err()
 		},
 	}

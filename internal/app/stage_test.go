@@ -304,3 +304,12 @@ func TestEveryCommandRefusesAnUnknownFlag(t *testing.T) {
 		}
 	}
 }
+
+// TestBodyBudgetAboveTheIngestLimit: a budget of body bytes in flight
+// below the largest events body is refused at start, naming both flags.
+func TestBodyBudgetAboveTheIngestLimit(t *testing.T) {
+	err := Main(context.Background(), []string{"ingest", "--http-max-body-bytes-in-flight", "1048576", "--ingest-max-bytes", "2097152"}, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "http-max-body-bytes-in-flight") || !strings.Contains(err.Error(), "ingest-max-bytes") {
+		t.Errorf("a budget below the ingest limit: %v", err)
+	}
+}

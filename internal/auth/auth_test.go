@@ -597,6 +597,31 @@ func TestBodyKeyReadDeadline(t *testing.T) {
 			t.Fatalf("%d slots still taken", len(a.bodyReads))
 		}
 	}
+
+	// A body refused part-read (not gzip data) closes the connection, so
+	// that the server does not wait, without a deadline, to drain the rest
+	// from a client that stopped sending.
+	conn2, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn2.Close()
+	io.WriteString(conn2, "POST /v1/batch HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\nContent-Encoding: gzip\r\nContent-Length: 1000\r\n\r\nnot gzip at all, then nothing")
+	conn2.SetReadDeadline(time.Now().Add(time.Minute))
+	br := bufio.NewReader(conn2)
+	resp, err = http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("no answer to a body that is not gzip: %v", err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !resp.Close {
+		t.Errorf("a body that is not gzip: %d, close %v; want 400 and the connection closed", resp.StatusCode, resp.Close)
+	}
+	conn2.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
+		t.Errorf("the connection after a body refused part-read: %v, want it closed (EOF)", err)
+	}
 }
 
 // sessionRig is an Authenticator with keys and sessions on one clock that

@@ -4,7 +4,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"slices"
@@ -126,17 +125,7 @@ func (c Config) Decide(addrs ...string) (bool, error) {
 // IsLoopback reports whether a listen address (host:port) is on loopback
 // only: 127.0.0.0/8, ::1 or localhost. An empty host (every interface) is
 // not.
-func IsLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		host = addr
-	}
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
+func IsLoopback(addr string) bool { return platform.IsLoopback(addr) }
 
 // CloudRunAudience is the URL of this Cloud Run service, the audience its
 // callers' ID tokens carry: https://SERVICE-PROJECT_NUMBER.REGION.run.app,

@@ -136,11 +136,14 @@ func (a *Authenticator) RequireWriteKey(scope string, maxBody int64, h http.Hand
 			rc := http.NewResponseController(w)
 			rc.SetReadDeadline(time.Now().Add(bodyKeyReadTimeout))
 			body, berr := platform.ReadBody(w, r, min(maxBody, BodyKeyMaxBytes), true)
-			rc.SetReadDeadline(time.Time{})
 			if berr != nil {
+				// The body may be left part-read: the connection closes
+				// rather than drain it (the deadline stays).
+				w.Header().Set("Connection", "close")
 				berr.Write(w)
 				return
 			}
+			rc.SetReadDeadline(time.Time{}) // read to its end: the route's own reads are in memory
 			key, err := bodyWriteKey(body)
 			switch {
 			case err != nil:

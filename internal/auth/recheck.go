@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 )
@@ -32,6 +33,10 @@ func (a *Authenticator) withRecheck(ctx context.Context, r *http.Request, scope 
 	return context.WithValue(ctx, recheckKey{}, func() error {
 		p, err := a.authenticate(nil, r)
 		switch {
+		case err != nil && !refusal(err):
+			// Not a verdict on the credential (the issuer's keys could
+			// not be fetched, say): the stream goes on, and asks again.
+			return nil
 		case err != nil:
 			return err
 		case !p.Has(scope):
@@ -39,4 +44,15 @@ func (a *Authenticator) withRecheck(ctx context.Context, r *http.Request, scope 
 		}
 		return nil
 	})
+}
+
+// refusal reports whether err says the credential is not accepted, rather
+// than that it could not be checked.
+func refusal(err error) bool {
+	for _, e := range []error{ErrInvalid, ErrRevoked, ErrExpired, ErrNoCredential, ErrNotAllowed} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }

@@ -443,10 +443,11 @@ func Run(ctx context.Context, c *Client, cfg Config, progress io.Writer) (Result
 		if err := drain(); err != nil {
 			return res, err
 		}
-		// Batches of 100 at 5,000 events/s (50 requests a second, as the
-		// figures in docs/benchmarks.md were measured), smaller below, so
-		// that a low rate still sends a request every 20 ms: at 20 events/s
-		// batches of 100 went one every 5 s, and a short phase sent none.
+		// Batches of 100 at 5,000 events/s and above (50 requests a second
+		// at 5,000, as the figures in docs/benchmarks.md were measured),
+		// smaller below: a request every 20 ms down to 50 events/s, single
+		// events below it. At 20 events/s batches of 100 went one every
+		// 5 s, and a short phase sent none.
 		batch := min(100, max(1, int(cfg.LatencyRate/50)))
 		rss := startPhase()
 		w := watch(ctx, c)

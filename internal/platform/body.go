@@ -56,7 +56,18 @@ func ReadBody(w http.ResponseWriter, r *http.Request, max int64, gzipOK bool) ([
 	var in io.Reader = http.MaxBytesReader(w, r.Body, max)
 	charge, _ := r.Context().Value(bodyChargeKey{}).(*bodyCharge)
 	if !gz {
-		body, err := readAll(charge.reader(in), r.ContentLength)
+		// A body of announced length is read into a buffer of that size,
+		// allocated at once: the whole length is charged before, rather
+		// than byte by byte as it arrives.
+		counted := in
+		if r.ContentLength > 0 && r.ContentLength <= max {
+			if !charge.take(r.ContentLength + 1) {
+				return nil, bodyReadError(errOverBudget, max, "")
+			}
+		} else {
+			counted = charge.reader(in)
+		}
+		body, err := readAll(counted, r.ContentLength)
 		if err != nil {
 			return nil, bodyReadError(err, max, "")
 		}
@@ -159,6 +170,19 @@ func (c *bodyCharge) reader(r io.Reader) io.Reader {
 	return &chargedReader{r: r, c: c}
 }
 
+// take charges n bytes at once; false, charging nothing, if they do not
+// fit. Without a budget it takes anything.
+func (c *bodyCharge) take(n int64) bool {
+	if c == nil {
+		return true
+	}
+	if !c.b.sem.TryAcquire(n) {
+		return false
+	}
+	c.n.Add(n)
+	return true
+}
+
 func (c *bodyCharge) release() {
 	if n := c.n.Swap(0); n > 0 {
 		c.b.sem.Release(n)
@@ -172,11 +196,8 @@ type chargedReader struct {
 
 func (cr *chargedReader) Read(p []byte) (int, error) {
 	n, err := cr.r.Read(p)
-	if n > 0 {
-		if !cr.c.b.sem.TryAcquire(int64(n)) {
-			return 0, errOverBudget
-		}
-		cr.c.n.Add(int64(n))
+	if n > 0 && !cr.c.take(int64(n)) {
+		return 0, errOverBudget
 	}
 	return n, err
 }

@@ -152,7 +152,7 @@ func parseOrigins(v string) ([]string, error) {
 // loopback API serves. Browsers let a page set neither Host nor Origin.
 func LoopbackHostOnly(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !loopbackHost(r.Host) {
+		if !IsLoopback(r.Host) {
 			WriteError(w, http.StatusForbidden, fmt.Sprintf("host %s: this API runs without authentication on loopback and answers only requests to 127.0.0.1, [::1] or localhost", strconv.Quote(r.Host)), nil)
 			return
 		}
@@ -160,12 +160,13 @@ func LoopbackHostOnly(h http.Handler) http.Handler {
 	})
 }
 
-// loopbackHost reports whether a Host header names a loopback address or
-// localhost, with or without a port.
-func loopbackHost(hostport string) bool {
-	host, _, err := net.SplitHostPort(hostport)
+// IsLoopback reports whether addr (host or host:port: a listen address,
+// a Host header) names a loopback address or localhost. An empty host
+// (every interface) is not.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		host = strings.TrimSuffix(strings.TrimPrefix(hostport, "["), "]")
+		host = strings.TrimSuffix(strings.TrimPrefix(addr, "["), "]")
 	}
 	if strings.EqualFold(host, "localhost") {
 		return true

@@ -155,7 +155,9 @@ func TestStreamEndsWhenCredentialRevoked(t *testing.T) {
 // final `event: dropped` naming the last record sent; a reconnection
 // with it continues without a gap.
 func TestStreamMaxLifetime(t *testing.T) {
-	env := newStreamEnv(t, 0, serve.Options{StreamMaxLifetime: 500 * time.Millisecond})
+	// Long enough for the three records to be stored and streamed first
+	// on a busy machine; the stream then ends by itself.
+	env := newStreamEnv(t, 0, serve.Options{StreamMaxLifetime: 3 * time.Second})
 	c := connect(t, env.srv.URL+"/v1/stream", nil).start()
 	waitFor(t, "a subscriber", func() bool { return env.hub.Len() == 1 })
 	stored := env.store(t, 3, nil)
