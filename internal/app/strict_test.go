@@ -251,3 +251,36 @@ func TestRateLimitCaller(t *testing.T) {
 		t.Errorf("a key: %q", got)
 	}
 }
+
+// TestRateLimitsPerKey: with auth on, each API key has its own limit: one
+// key past its burst gets 429 while another key's requests go through.
+func TestRateLimitsPerKey(t *testing.T) {
+	dir := t.TempDir()
+	a := keysCmd(t, "create", "--scope", "ingest,read", "--data-dir", dir)
+	b := keysCmd(t, "create", "--scope", "ingest,read", "--data-dir", dir)
+	base, stop := startInProcess(t, upHooks{}, "--data-dir", dir, "--auth=on",
+		"--rate-ingest", "0.001", "--rate-ingest-burst", "1", "--rate-read", "0.001", "--rate-read-burst", "1")
+	defer stop()
+	for i, c := range []struct {
+		key         keyOut
+		method, url string
+		body        string
+		want        int
+	}{
+		{a, "POST", "/v1/events", strictEvent("k-a-1", "Spain"), 202},
+		{a, "POST", "/v1/events", strictEvent("k-a-2", "Spain"), 429},
+		{b, "POST", "/v1/events", strictEvent("k-b-1", "Spain"), 202},
+		{b, "POST", "/v1/events", strictEvent("k-b-2", "Spain"), 429},
+		{a, "GET", "/v1/events?limit=1", "", 200},
+		{a, "GET", "/v1/events?limit=1", "", 429},
+		{b, "GET", "/v1/events?limit=1", "", 200},
+	} {
+		status, hdr, body := callBody(t, c.method, base+c.url, c.body, cred{name: c.key.ID, bearer: c.key.Token})
+		if status != c.want {
+			t.Errorf("request %d, %s %s with key %s: %d %s, want %d", i+1, c.method, c.url, c.key.ID, status, body, c.want)
+		}
+		if status == 429 && hdr.Get("Retry-After") == "" {
+			t.Errorf("request %d: 429 without Retry-After", i+1)
+		}
+	}
+}
