@@ -38,6 +38,18 @@ func keysCmd(t *testing.T, args ...string) keyOut {
 	return k
 }
 
+// newSession makes a browser session from the key tok (POST /v1/session)
+// and returns its cookie as a credential.
+func newSession(t *testing.T, base, tok string) cred {
+	t.Helper()
+	status, hdr, body := call(t, http.MethodPost, base+"/v1/session", cred{bearer: tok})
+	cookies := (&http.Response{Header: hdr}).Cookies()
+	if status != 200 || len(cookies) != 1 {
+		t.Fatalf("session: %d %v %s", status, cookies, body)
+	}
+	return cred{name: "session", cookie: cookies[0]}
+}
+
 // cred is one way of calling.
 type cred struct {
 	name   string
@@ -409,19 +421,15 @@ func TestAuthRevocationIsLive(t *testing.T) {
 	// The running process's key route: `skyjoin keys --url`.
 	t.Setenv("SKYJOIN_KEY", admin.Token)
 	reader := keysCmd(t, "create", "--url", base, "--scope", "read")
-	status, hdr, _ := call(t, http.MethodPost, base+"/v1/session", cred{bearer: reader.Token})
-	cookies := (&http.Response{Header: hdr}).Cookies()
-	if status != 200 || len(cookies) != 1 {
-		t.Fatalf("session: %d %v", status, cookies)
-	}
-	for _, c := range []cred{{name: "key", bearer: reader.Token}, {name: "session", cookie: cookies[0]}} {
+	session := newSession(t, base, reader.Token)
+	for _, c := range []cred{{name: "key", bearer: reader.Token}, session} {
 		if status, _, body := call(t, http.MethodGet, base+"/v1/events?limit=1", c); status != 200 {
 			t.Fatalf("read with the %s: %d %s", c.name, status, body)
 		}
 	}
 	keysCmd(t, "revoke", "--url", base, reader.ID)
 	revoked := time.Now()
-	for _, c := range []cred{{name: "key", bearer: reader.Token}, {name: "session", cookie: cookies[0]}} {
+	for _, c := range []cred{{name: "key", bearer: reader.Token}, session} {
 		for {
 			status, _, _ := call(t, http.MethodGet, base+"/v1/events?limit=1", c)
 			if status == http.StatusUnauthorized {
@@ -456,15 +464,7 @@ func TestAuthRotationEndsSessions(t *testing.T) {
 	defer stop()
 	t.Setenv("SKYJOIN_KEY", admin.Token)
 	reader := keysCmd(t, "create", "--url", base, "--scope", "read")
-	session := func(tok string) cred {
-		t.Helper()
-		status, hdr, body := call(t, http.MethodPost, base+"/v1/session", cred{bearer: tok})
-		cookies := (&http.Response{Header: hdr}).Cookies()
-		if status != 200 || len(cookies) != 1 {
-			t.Fatalf("session: %d %v %s", status, cookies, body)
-		}
-		return cred{name: "session", cookie: cookies[0]}
-	}
+	session := func(tok string) cred { t.Helper(); return newSession(t, base, tok) }
 	read := func(c cred) int {
 		status, _, _ := call(t, http.MethodGet, base+"/v1/events?limit=1", c)
 		return status

@@ -370,40 +370,7 @@ func TestStreamSlowClient(t *testing.T) {
 	// The slow client now reads: what it got is a gapless prefix, then a
 	// dropped event naming the last id, then the end of the stream.
 	c := slow.start()
-	var got []event.Record
-	var dropped *serve.DroppedEvent
-	timeout := time.After(wait)
-	for dropped == nil {
-		select {
-		case ev := <-c.events:
-			switch ev.event {
-			case "record":
-				var r event.Record
-				if err := json.Unmarshal([]byte(ev.data), &r); err != nil {
-					t.Fatal(err)
-				}
-				got = append(got, r)
-			case "dropped":
-				dropped = new(serve.DroppedEvent)
-				if err := json.Unmarshal([]byte(ev.data), dropped); err != nil {
-					t.Fatal(err)
-				}
-			default:
-				t.Fatalf("event %q", ev.event)
-			}
-		case <-c.done:
-			if len(c.events) == 0 {
-				t.Fatalf("stream ended after %d records without a dropped event: %v", len(got), c.err)
-			}
-		case <-timeout:
-			t.Fatalf("no dropped event within %s (%d records)", wait, len(got))
-		}
-	}
-	select {
-	case <-c.done:
-	case <-time.After(wait):
-		t.Fatal("the server did not close the stream after the dropped event")
-	}
+	got, dropped := c.untilDropped(t)
 	if !strings.Contains(dropped.Reason, "fell behind") {
 		t.Errorf("reason %q", dropped.Reason)
 	}
